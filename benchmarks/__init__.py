@@ -1,0 +1,1 @@
+"""benchmarks package (see umask/__init__.py)."""

@@ -1,0 +1,1 @@
+"""export package (see umask/__init__.py)."""

@@ -1,0 +1,1 @@
+"""runtime package (see umask/__init__.py)."""

@@ -1,0 +1,1 @@
+"""train package (see umask/__init__.py)."""

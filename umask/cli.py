@@ -1,0 +1,5 @@
+"""Placeholder CLI (filled in below)."""
+
+
+def main() -> None:
+    print("umask")
