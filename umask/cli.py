@@ -1,5 +1,51 @@
-"""Placeholder CLI (filled in below)."""
+"""The ``umask`` command line.
+
+Subcommands import their modules lazily, so ``umask --help`` is fast and the runtime-only
+commands never pull in torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
 
 
-def main() -> None:
-    print("umask")
+def _demo(argv: list[str]) -> int:
+    from umask.bench.demo import main
+
+    return main(argv)
+
+
+def _simulate(argv: list[str]) -> int:
+    from umask.train.simulator import main
+
+    return main(argv)
+
+
+COMMANDS = {
+    "demo": (_demo, "the main job: the end-to-end pipeline on the bundled data (add --quick for a short run)"),
+    "simulate": (_simulate, "generate or validate calibrated synthetic week-long user traces"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(
+        prog="umask",
+        description="U-MASK Edge: train, export and run personalized spatio-temporal behavior models.",
+        epilog="Run 'umask COMMAND --help' for a command's options.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("command", choices=sorted(COMMANDS), metavar="COMMAND",
+                        help="; ".join(f"{k}: {v[1]}" for k, v in sorted(COMMANDS.items())))
+    parser.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    ns = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if ns.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    fn, _ = COMMANDS[ns.command]
+    return int(fn(ns.args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
