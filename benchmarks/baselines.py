@@ -1,0 +1,263 @@
+"""Model-agnostic baseline predictors for (slots, cells) series (numpy only).
+
+Shared by every data set; the daily period is a parameter (144 ten-minute slots for Milan, 96
+fifteen-minute slots for the per-user tensors). Every function works on arrays whose last two axes
+are (time, cells) and whose leading axes (if any) are independent windows, so a whole stack of
+evaluation windows is handled in one vectorized call. Nothing here knows about scalers: the
+evaluation harness passes standardized values in and gets standardized values out.
+
+Forecasting (history -> the next ``horizon`` slots):
+
+- :func:`last_value_forecast`: repeat the last history value;
+- :func:`seasonal_naive_forecast`: the same slot one period (one day) earlier, repeated;
+- :func:`historical_average_forecast` with a profile from :func:`fit_historical_average`:
+  mean by time-of-day slot over the training period, per cell;
+- :func:`all_zero`: zero everywhere, i.e. the training mean on the standardized scale.
+
+Imputation (values + boolean mask, True = hidden; hidden values are never read):
+
+- :func:`last_value_impute`: last observed value in the same cell carried forward, with backward
+  fill before the first observed entry;
+- :func:`seasonal_naive_impute`: the nearest observed value in the same cell (PROTOCOL.md A2's
+  "seasonal naive" row: a 288-slot window with 70-80 % hidden rarely has the same slot of the other
+  day observed, so the protocol uses the nearest observed neighbour in time);
+- :func:`linear_interpolation_impute`: per cell linear interpolation between the observed entries
+  around a gap, constant extrapolation before the first / after the last observed entry;
+- :func:`historical_average_impute`, :func:`all_zero` as above.
+
+Imputers return the observed entries unchanged. A (window, cell) series with no observed entry at
+all gets ``fill`` (default 0.0 = the training mean on the standardized scale).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "all_zero",
+    "fit_historical_average",
+    "historical_average_forecast",
+    "historical_average_impute",
+    "historical_average_predict",
+    "last_value_forecast",
+    "last_value_impute",
+    "linear_interpolation_impute",
+    "observed_neighbours",
+    "seasonal_naive_forecast",
+    "seasonal_naive_impute",
+]
+
+
+# ------------------------------------------------------------------------------------------------
+# Helpers
+# ------------------------------------------------------------------------------------------------
+def _as_series(x: np.ndarray, name: str) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim < 2:
+        raise ValueError(f"{name} must have shape (..., slots, cells), got {x.shape}")
+    return x
+
+
+def _check_horizon(horizon: int) -> int:
+    if int(horizon) < 1:
+        raise ValueError(f"horizon must be >= 1, got {horizon}")
+    return int(horizon)
+
+
+def _check_mask(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    mask = np.asarray(mask)
+    if mask.dtype != np.bool_:
+        raise ValueError(f"mask must be boolean (True = hidden), got dtype {mask.dtype}")
+    if mask.shape != values.shape:
+        raise ValueError(f"mask shape {mask.shape} != values shape {values.shape}")
+    return mask
+
+
+def observed_neighbours(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For every entry, the time index of the nearest observed entry at or before / at or after it.
+
+    ``mask``: bool (..., slots, cells), True = hidden. Returns ``(prev, next)``, int64 arrays of the
+    same shape; ``prev`` is -1 where no observed entry precedes (or is) the entry, ``next`` is
+    ``slots`` where none follows. On an observed entry both equal its own index.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    n_t = mask.shape[-2]
+    t = np.arange(n_t, dtype=np.int64).reshape((n_t, 1))
+    observed = ~mask
+    prev = np.maximum.accumulate(np.where(observed, t, -1), axis=-2)
+    rev_t = np.where(observed, t, n_t)[..., ::-1, :]
+    nxt = np.minimum.accumulate(rev_t, axis=-2)[..., ::-1, :]
+    return prev, nxt
+
+
+def _gather_time(values: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """values[..., idx[..., t, c], c] for indices already clipped into range."""
+    return np.take_along_axis(values, idx, axis=-2)
+
+
+def _impute_from_neighbours(
+    values: np.ndarray, mask: np.ndarray, fill: float, choose: str
+) -> np.ndarray:
+    values = _as_series(values, "values")
+    mask = _check_mask(values, mask)
+    n_t = values.shape[-2]
+    prev, nxt = observed_neighbours(mask)
+    has_prev = prev >= 0
+    has_next = nxt < n_t
+    # Hidden values must never leak: zero them before any gather (they may also be NaN).
+    safe = np.where(mask, 0.0, values)
+    v_prev = _gather_time(safe, np.clip(prev, 0, n_t - 1))
+    v_next = _gather_time(safe, np.clip(nxt, 0, n_t - 1))
+    t = np.arange(n_t, dtype=np.int64).reshape((n_t, 1))
+    if choose == "prev":  # carry forward, backward fill at the start
+        out = np.where(has_prev, v_prev, v_next)
+    elif choose == "nearest":  # ties (equal distance) go to the earlier observation
+        d_prev = np.where(has_prev, t - prev, np.iinfo(np.int64).max)
+        d_next = np.where(has_next, nxt - t, np.iinfo(np.int64).max)
+        out = np.where(d_prev <= d_next, v_prev, v_next)
+    elif choose == "linear":
+        span = np.where(has_prev & has_next, nxt - prev, 1)
+        w = np.where(has_prev & has_next, (t - prev) / np.maximum(span, 1), 0.0)
+        inner = v_prev + w * (v_next - v_prev)
+        out = np.where(has_prev & has_next, inner, np.where(has_prev, v_prev, v_next))
+    else:  # pragma: no cover - internal
+        raise ValueError(choose)
+    out = np.where(has_prev | has_next, out, float(fill))  # series with no observed entry at all
+    return np.where(mask, out, values)
+
+
+# ------------------------------------------------------------------------------------------------
+# Last value
+# ------------------------------------------------------------------------------------------------
+def last_value_forecast(history: np.ndarray, horizon: int) -> np.ndarray:
+    """Forecast every horizon slot as the last history value of the same cell.
+
+    ``history``: (..., L, cells) with L >= 1. Returns (..., horizon, cells) float64.
+    """
+    history = _as_series(history, "history")
+    horizon = _check_horizon(horizon)
+    if history.shape[-2] < 1:
+        raise ValueError("history is empty")
+    last = history[..., -1:, :]
+    return np.repeat(last, horizon, axis=-2)
+
+
+def last_value_impute(values: np.ndarray, mask: np.ndarray, *, fill: float = 0.0) -> np.ndarray:
+    """Fill each hidden entry with the last observed value of the same cell (carry forward).
+
+    Hidden entries before a cell's first observed entry take that first observed value (backward
+    fill). ``values``, ``mask``: (..., slots, cells), mask True = hidden; hidden values are ignored
+    (may be NaN). A cell with no observed entry gets ``fill``. Observed entries are returned as-is.
+    """
+    return _impute_from_neighbours(values, mask, fill, "prev")
+
+
+# ------------------------------------------------------------------------------------------------
+# Seasonal naive
+# ------------------------------------------------------------------------------------------------
+def seasonal_naive_forecast(history: np.ndarray, horizon: int, *, period: int = 144) -> np.ndarray:
+    """Forecast slot h of the horizon as the value one ``period`` earlier, the last period repeated.
+
+    With the horizon starting right after the history, prediction[h] = history[L - period +
+    (h mod period)]: for h < period exactly "the same slot one day earlier", beyond that the last
+    observed day repeats. ``history``: (..., L, cells) with L >= period. Returns (..., horizon, cells).
+    """
+    history = _as_series(history, "history")
+    horizon = _check_horizon(horizon)
+    if period < 1:
+        raise ValueError(f"period must be >= 1, got {period}")
+    n_hist = history.shape[-2]
+    if n_hist < period:
+        raise ValueError(f"history has {n_hist} slots, need at least one period ({period})")
+    idx = n_hist - period + (np.arange(horizon) % period)
+    return history[..., idx, :]
+
+
+def seasonal_naive_impute(values: np.ndarray, mask: np.ndarray, *, fill: float = 0.0) -> np.ndarray:
+    """Fill each hidden entry with the nearest observed value in time of the same cell.
+
+    Ties (an observed entry at the same distance on both sides) take the earlier one. This is
+    PROTOCOL.md A2's seasonal-naive row for imputation. Shapes and ``fill`` as
+    :func:`last_value_impute`.
+    """
+    return _impute_from_neighbours(values, mask, fill, "nearest")
+
+
+# ------------------------------------------------------------------------------------------------
+# Linear interpolation
+# ------------------------------------------------------------------------------------------------
+def linear_interpolation_impute(values: np.ndarray, mask: np.ndarray, *, fill: float = 0.0) -> np.ndarray:
+    """Per cell, interpolate linearly in time between the observed entries around each gap.
+
+    Before the first / after the last observed entry the nearest observed value is held constant.
+    Shapes and ``fill`` as :func:`last_value_impute`.
+    """
+    return _impute_from_neighbours(values, mask, fill, "linear")
+
+
+# ------------------------------------------------------------------------------------------------
+# Historical average (time-of-day profile)
+# ------------------------------------------------------------------------------------------------
+def fit_historical_average(train: np.ndarray, *, period: int = 144, first_slot: int = 0) -> np.ndarray:
+    """Mean by time-of-day slot over the training period, per cell.
+
+    ``train``: (slots, cells), the training period only (the caller cuts it; nothing later may be
+    passed). ``first_slot``: absolute slot index of ``train[0]``; time-of-day of absolute slot t is
+    ``t mod period`` (slot 0 = local midnight). Returns the profile, float64 (period, cells);
+    a time-of-day that never occurs in ``train`` gets the overall training mean of the cell.
+    """
+    train = _as_series(train, "train")
+    if train.ndim != 2:
+        raise ValueError(f"train must be (slots, cells), got {train.shape}")
+    if period < 1:
+        raise ValueError(f"period must be >= 1, got {period}")
+    if train.shape[0] < 1 or not np.all(np.isfinite(train)):
+        raise ValueError("train must be non-empty and finite")
+    phase = (first_slot + np.arange(train.shape[0])) % period
+    sums = np.zeros((period, train.shape[1]))
+    np.add.at(sums, phase, train)
+    counts = np.bincount(phase, minlength=period).astype(np.float64)[:, None]
+    overall = train.mean(axis=0, keepdims=True)
+    return np.where(counts > 0, sums / np.maximum(counts, 1.0), overall)
+
+
+def historical_average_predict(profile: np.ndarray, slots: np.ndarray) -> np.ndarray:
+    """Look up the profile at absolute slot indices: (..., n) ints -> (..., n, cells)."""
+    profile = np.asarray(profile, dtype=np.float64)
+    slots = np.asarray(slots, dtype=np.int64)
+    return profile[slots % profile.shape[0]]
+
+
+def historical_average_forecast(profile: np.ndarray, starts: np.ndarray, horizon: int) -> np.ndarray:
+    """Historical-average forecast of windows whose horizons start at absolute slots ``starts``.
+
+    ``starts``: (n,) ints. Returns (n, horizon, cells). The history is not used.
+    """
+    horizon = _check_horizon(horizon)
+    starts = np.asarray(starts, dtype=np.int64).reshape(-1)
+    return historical_average_predict(profile, starts[:, None] + np.arange(horizon)[None, :])
+
+
+def historical_average_impute(
+    values: np.ndarray, mask: np.ndarray, profile: np.ndarray, starts: np.ndarray
+) -> np.ndarray:
+    """Fill hidden entries with the training time-of-day profile.
+
+    ``values``, ``mask``: (n, slots, cells); ``starts``: (n,) absolute first slot of each window.
+    Observed entries are returned as-is.
+    """
+    values = _as_series(values, "values")
+    mask = _check_mask(values, mask)
+    starts = np.asarray(starts, dtype=np.int64).reshape(-1)
+    if values.ndim != 3 or starts.shape[0] != values.shape[0]:
+        raise ValueError(f"values must be (n, slots, cells) with n = len(starts); got {values.shape}, {starts.shape}")
+    ha = historical_average_predict(profile, starts[:, None] + np.arange(values.shape[1])[None, :])
+    return np.where(mask, ha, values)
+
+
+# ------------------------------------------------------------------------------------------------
+# All zero
+# ------------------------------------------------------------------------------------------------
+def all_zero(shape: tuple[int, ...]) -> np.ndarray:
+    """Zeros of ``shape``; on the standardized scale this is the per-cell training mean."""
+    return np.zeros(shape, dtype=np.float64)

@@ -1,0 +1,271 @@
+"""Tests of the shared baselines (benchmarks/baselines.py) and the Milan A1/A2 harness
+(benchmarks/milan_eval.py) on hand-made arrays and on the real 5x5 internet matrix."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from umask.bench import baselines as bl
+from umask.bench import milan_eval
+from umask.train.milan import read_internet_matrix
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "milan_telecom" / "milan_5x5_internet_10min_30d.csv.gz"
+TRAIN_END, TEST_START = 3456, 3888
+
+
+@pytest.fixture(scope="module")
+def matrix() -> np.ndarray:
+    return read_internet_matrix(DATA)
+
+
+@pytest.fixture(scope="module")
+def a1_rows(matrix: np.ndarray) -> dict[str, dict[str, Any]]:
+    return {r["model"]: r for r in milan_eval.evaluate_a1(matrix)}
+
+
+@pytest.fixture(scope="module")
+def a2_rows(matrix: np.ndarray) -> dict[str, dict[str, Any]]:
+    return {r["model"]: r for r in milan_eval.evaluate_a2(matrix)}
+
+
+# ---- baselines on hand-made arrays --------------------------------------------------------------
+def test_last_value_forecast_repeats_last_history_value() -> None:
+    hist = np.array([[1.0, 10.0], [2.0, 20.0], [3.0, 30.0]])
+    pred = bl.last_value_forecast(hist, 4)
+    np.testing.assert_array_equal(pred, np.tile([[3.0, 30.0]], (4, 1)))
+    batched = bl.last_value_forecast(np.stack([hist, hist + 1]), 2)
+    assert batched.shape == (2, 2, 2)
+    np.testing.assert_array_equal(batched[1], [[4.0, 31.0], [4.0, 31.0]])
+
+
+def test_last_value_impute_carries_forward_and_backfills_start() -> None:
+    x = np.array([np.nan, np.nan, 5.0, np.nan, 7.0, np.nan])[:, None]
+    m = np.isnan(x)
+    out = bl.last_value_impute(x, m)
+    np.testing.assert_array_equal(out[:, 0], [5.0, 5.0, 5.0, 5.0, 7.0, 7.0])
+
+
+def test_imputers_never_read_hidden_values() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, 40, 4))
+    m = rng.random(x.shape) < 0.7
+    for fn in (bl.last_value_impute, bl.seasonal_naive_impute, bl.linear_interpolation_impute):
+        a = fn(x, m)
+        b = fn(np.where(m, 1e6, x), m)
+        c = fn(np.where(m, np.nan, x), m)
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
+        np.testing.assert_array_equal(a[~m], x[~m])  # observed entries untouched
+
+
+def test_imputers_fill_a_fully_hidden_cell() -> None:
+    x = np.zeros((5, 2))
+    m = np.zeros((5, 2), dtype=bool)
+    m[:, 1] = True
+    for fn in (bl.last_value_impute, bl.seasonal_naive_impute, bl.linear_interpolation_impute):
+        np.testing.assert_array_equal(fn(x, m, fill=-3.0)[:, 1], -3.0)
+
+
+def test_seasonal_naive_forecast_exact_on_periodic_series() -> None:
+    period = 6
+    t = np.arange(5 * period)
+    series = np.stack([np.sin(2 * np.pi * t / period), (t % period) ** 2], axis=1).astype(float)
+    hist, future = series[: 2 * period], series[2 * period :]
+    pred = bl.seasonal_naive_forecast(hist, len(future), period=period)  # horizon = 3 periods
+    np.testing.assert_allclose(pred, future, atol=1e-12)
+    # "one period earlier" literally for h < period
+    hist2 = np.arange(20.0)[:, None]
+    np.testing.assert_array_equal(bl.seasonal_naive_forecast(hist2, 3, period=5)[:, 0], [15.0, 16.0, 17.0])
+    with pytest.raises(ValueError):
+        bl.seasonal_naive_forecast(hist2, 3, period=21)
+
+
+def test_seasonal_naive_impute_takes_nearest_observed_ties_earlier() -> None:
+    x = np.array([1.0, np.nan, np.nan, np.nan, 9.0, np.nan, np.nan])[:, None]
+    m = np.isnan(x)
+    out = bl.seasonal_naive_impute(x, m)
+    # slot 1: d=1 vs 3 -> 1; slot 2: tie -> earlier 1; slot 3: d=3 vs 1 -> 9; tail -> 9
+    np.testing.assert_array_equal(out[:, 0], [1.0, 1.0, 1.0, 9.0, 9.0, 9.0, 9.0])
+
+
+def test_linear_interpolation_exact_on_ramp_and_constant_at_ends() -> None:
+    t = np.arange(30, dtype=float)
+    x = np.stack([3.0 * t - 2.0, -0.5 * t + 4.0], axis=1)
+    m = np.zeros_like(x, dtype=bool)
+    m[[0, 1, 5, 6, 7, 8, 15, 28, 29], 0] = True
+    m[[3, 4, 10, 11, 12, 13, 14, 20], 1] = True
+    out = bl.linear_interpolation_impute(x, m)
+    inner = np.ones_like(m)
+    inner[[0, 1, 28, 29], 0] = False  # before the first / after the last observed entry of cell 0
+    np.testing.assert_allclose(out[inner], x[inner], atol=1e-12)
+    np.testing.assert_array_equal(out[[0, 1], 0], x[2, 0])
+    np.testing.assert_array_equal(out[[28, 29], 0], x[27, 0])
+    # agrees with np.interp (which extrapolates as a constant) on random gaps
+    rng = np.random.default_rng(1)
+    y = rng.normal(size=(50, 3))
+    mm = rng.random(y.shape) < 0.75
+    got = bl.linear_interpolation_impute(y, mm)
+    for c in range(3):
+        obs = np.flatnonzero(~mm[:, c])
+        np.testing.assert_allclose(got[:, c], np.interp(np.arange(50), obs, y[obs, c]), atol=1e-12)
+
+
+def test_historical_average_profile_uses_training_period_only() -> None:
+    period = 4
+    rng = np.random.default_rng(2)
+    full = rng.normal(size=(5 * period, 3))
+    train_end = 3 * period
+    profile = bl.fit_historical_average(full[:train_end], period=period)
+    np.testing.assert_allclose(profile, full[:train_end].reshape(3, period, 3).mean(axis=0))
+    # slots lookup by time of day, any leading shape
+    pred = bl.historical_average_forecast(profile, np.array([13, 16]), 3)
+    np.testing.assert_array_equal(pred[0], profile[[1, 2, 3]])
+    np.testing.assert_array_equal(pred[1], profile[[0, 1, 2]])
+    # first_slot shifts the phase
+    part = full[1 : 1 + train_end]
+    shifted = bl.fit_historical_average(part, period=period, first_slot=1)
+    for k in range(period):
+        rows = [j for j in range(train_end) if (1 + j) % period == k]
+        np.testing.assert_allclose(shifted[k], part[rows].mean(axis=0))
+
+
+def test_historical_average_in_harness_ignores_later_periods(matrix: np.ndarray) -> None:
+    from umask.train import splits
+
+    z = splits.fit_scaler(matrix).transform(matrix)
+    changed = z.copy()
+    changed[TRAIN_END:] = 123.0  # validation and test values
+    starts = np.array([3888, 4000])
+    hist = z[starts[:, None] + np.arange(-288, 0)]
+    a = milan_eval.baseline_forecasters(z)["historical_average"](hist, starts, 144)
+    b = milan_eval.baseline_forecasters(changed)["historical_average"](hist, starts, 144)
+    np.testing.assert_array_equal(a, b)
+    changed[TRAIN_END - 1, 0] += 5.0  # the last training slot counts
+    c = milan_eval.baseline_forecasters(changed)["historical_average"](hist, starts, 144)
+    assert not np.array_equal(a, c)
+
+
+def test_all_zero() -> None:
+    np.testing.assert_array_equal(bl.all_zero((2, 3, 4)), np.zeros((2, 3, 4)))
+
+
+# ---- harness on the real matrix -----------------------------------------------------------------
+def test_a1_rows_windows_and_entries(a1_rows: dict[str, dict[str, Any]]) -> None:
+    assert set(a1_rows) == {"last_value", "seasonal_naive", "historical_average", "all_zero"}
+    for r in a1_rows.values():
+        assert r["dataset"] == "milan_5x5_internet (real)" and r["split"] == "test"
+        assert r["n_windows"] == 289
+        assert r["n_entries"] == 289 * 25 * 144
+        assert r["seeds"]["model"] == "n/a"
+        assert r["window"]["horizon_starts"] == "3888..4176"
+        assert r["command"]
+        assert all(np.isfinite(v) and v > 0 for v in r["metrics"].values())
+
+
+def test_a2_rows_windows_and_entries(a2_rows: dict[str, dict[str, Any]]) -> None:
+    from umask.train import splits
+
+    hidden = sum(int(splits.imputation_mask(i)[1].sum()) for i in range(145))
+    assert set(a2_rows) == {"last_value", "seasonal_naive", "linear_interpolation", "historical_average", "all_zero"}
+    for r in a2_rows.values():
+        assert r["n_windows"] == 145
+        assert r["n_entries"] == hidden
+        assert r["seeds"]["mask_seed_range"] == "1000..1144"
+        assert r["window"]["starts"] == "3888..4032"
+
+
+def _train_stats(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    train = matrix[:TRAIN_END]
+    return train.mean(axis=0), train.std(axis=0)
+
+
+def test_a1_last_value_recomputed_independently(matrix: np.ndarray, a1_rows: dict[str, dict[str, Any]]) -> None:
+    mean, std = _train_stats(matrix)
+    err_raw = np.empty((289, 144, 25))
+    for i, s in enumerate(range(TEST_START, TEST_START + 289)):
+        err_raw[i] = matrix[s - 1][None, :] - matrix[s : s + 144]
+    err_z = err_raw / std
+    m = a1_rows["last_value"]["metrics"]
+    assert m["normalized_mae"] == pytest.approx(np.abs(err_z).mean(), rel=1e-10)
+    assert m["normalized_rmse"] == pytest.approx(np.sqrt((err_z**2).mean()), rel=1e-10)
+    assert m["raw_mae"] == pytest.approx(np.abs(err_raw).mean(), rel=1e-10)
+    assert m["raw_rmse"] == pytest.approx(np.sqrt((err_raw**2).mean()), rel=1e-10)
+    # raw MAE = normalized errors weighted by the per-cell training std
+    assert m["raw_mae"] == pytest.approx((np.abs(err_z) * std).mean(), rel=1e-10)
+    assert m["raw_rmse"] ** 2 == pytest.approx((err_z**2 * std**2).mean(), rel=1e-10)
+    # all-zero on the standardized scale = training mean on the raw scale
+    truth = np.stack([matrix[s : s + 144] for s in range(TEST_START, TEST_START + 289)])
+    assert a1_rows["all_zero"]["metrics"]["raw_mae"] == pytest.approx(np.abs(truth - mean).mean(), rel=1e-10)
+
+
+def test_a2_linear_interpolation_recomputed_independently(
+    matrix: np.ndarray, a2_rows: dict[str, dict[str, Any]]
+) -> None:
+    _, std = _train_stats(matrix)
+    errs_raw, cells = [], []
+    for i, s in enumerate(range(TEST_START, TEST_START + 145)):
+        rng = np.random.default_rng(1000 + i)
+        p = rng.uniform(0.7, 0.8)
+        hidden = rng.random((288, 25)) < p
+        truth = matrix[s : s + 288]
+        for c in range(25):
+            obs = np.flatnonzero(~hidden[:, c])
+            est = np.interp(np.arange(288), obs, truth[obs, c])
+            errs_raw.append((est - truth[:, c])[hidden[:, c]])
+            cells.append(np.full(int(hidden[:, c].sum()), c))
+    err_raw = np.concatenate(errs_raw)
+    err_z = err_raw / std[np.concatenate(cells)]
+    m = a2_rows["linear_interpolation"]["metrics"]
+    assert a2_rows["linear_interpolation"]["n_entries"] == err_raw.size
+    assert m["normalized_mae"] == pytest.approx(np.abs(err_z).mean(), rel=1e-9)
+    assert m["normalized_rmse"] == pytest.approx(np.sqrt((err_z**2).mean()), rel=1e-9)
+    assert m["raw_mae"] == pytest.approx(np.abs(err_raw).mean(), rel=1e-9)
+    assert m["raw_rmse"] == pytest.approx(np.sqrt((err_raw**2).mean()), rel=1e-9)
+
+
+def test_seasonal_naive_beats_last_value_on_a1(a1_rows: dict[str, dict[str, Any]]) -> None:
+    sn, lv = a1_rows["seasonal_naive"]["metrics"], a1_rows["last_value"]["metrics"]
+    for key in ("normalized_mae", "normalized_rmse", "raw_mae", "raw_rmse"):
+        assert sn[key] < lv[key]
+
+
+def test_generic_predict_fn_sees_protocol_windows(matrix: np.ndarray) -> None:
+    from umask.train import splits
+
+    z = splits.fit_scaler(matrix).transform(matrix)
+
+    def oracle(history: np.ndarray, starts: np.ndarray, horizon: int) -> np.ndarray:
+        np.testing.assert_array_equal(history, z[starts[:, None] + np.arange(-288, 0)])
+        return z[starts[:, None] + np.arange(horizon)]
+
+    rows = milan_eval.evaluate_a1(matrix, {"oracle": oracle}, model_info={"oracle": {"seeds": [7], "samples": 1}})
+    assert len(rows) == 1 and rows[0]["model"] == "oracle"
+    assert rows[0]["metrics"]["normalized_mae"] == 0.0 and rows[0]["metrics"]["raw_rmse"] == 0.0
+    assert rows[0]["seeds"]["model"] == [7] and rows[0]["samples"] == 1
+
+    def peeker(observed: np.ndarray, mask: np.ndarray, starts: np.ndarray) -> np.ndarray:
+        assert np.array_equal(np.isnan(observed), mask)  # hidden entries are not readable
+        return np.nan_to_num(observed, nan=0.0)
+
+    (row,) = milan_eval.evaluate_a2(matrix, {"zero_fill": peeker})
+    a2_zero = milan_eval.evaluate_a2(matrix, {"z": lambda x, m, s: np.where(m, 0.0, x)})[0]
+    assert row["metrics"] == a2_zero["metrics"]
+
+    with pytest.raises(ValueError, match="shape"):
+        milan_eval.evaluate_a1(matrix, {"bad": lambda h, s, n: h})
+
+
+def test_main_writes_json_and_markdown(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "res" / "milan.json"
+    assert milan_eval.main(["--out", str(out), "--tasks", "a1"]) == 0
+    rows = json.loads(out.read_text())
+    assert [r["model"] for r in rows] == ["last_value", "seasonal_naive", "historical_average", "all_zero"]
+    assert rows[0]["command"] == f"python -m umask.bench.milan_eval --out {out} --tasks a1"
+    table = out.with_suffix(".md").read_text()
+    assert "| A1 forecasting (48h -> 24h) | seasonal_naive | 289 | 1040400 |" in table
+    assert table in capsys.readouterr().out
