@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DataFormatError, InputError
-from .events import _open_text
+from .events import open_text
 
 
 # -----------------------------------------------------------------------------
@@ -105,7 +105,7 @@ _CATEGORY_LINE = re.compile(r"^(\d+)\t(.*)$")
 def load_official_categories(path: str | Path) -> tuple[np.ndarray, list[str]]:
     """``Categorys.txt``: keep lines ``<id>\\t'<name>'``; stray annotation lines are not categories."""
     ids, names = [], []
-    with _open_text(path) as fh:
+    with open_text(path) as fh:
         for lineno, raw in enumerate(fh, start=1):
             m = _CATEGORY_LINE.match(raw.rstrip("\r\n"))
             if not m:
@@ -122,7 +122,7 @@ def load_official_categories(path: str | Path) -> tuple[np.ndarray, list[str]]:
 
 def _read_int_pairs(path: str | Path, sep: str | None) -> np.ndarray:
     rows = []
-    with _open_text(path) as fh:
+    with open_text(path) as fh:
         for lineno, raw in enumerate(fh, start=1):
             parts = raw.split(sep) if sep else raw.split()
             if not parts or parts == [""]:
@@ -150,7 +150,7 @@ def _app_catalog(path, pairs: np.ndarray, cat_ids: np.ndarray, cat_names: list[s
 
 def _read_poi_table(path: str | Path, *, id_col: str, sep: str, coord_cols: tuple[str, str] | None,
                     poi_prefix: str = "") -> BaseStationTable:
-    with _open_text(path) as fh:
+    with open_text(path) as fh:
         reader = csv.reader(fh, delimiter=sep)
         header = next(reader, None)
         if header is None:
@@ -196,7 +196,7 @@ def _read_poi_table(path: str | Path, *, id_col: str, sep: str, coord_cols: tupl
 
 def load_coordinates(table: BaseStationTable, path: str | Path) -> BaseStationTable:
     """Attach coordinates from a CSV ``base_id,latitude,longitude`` (for the official id space)."""
-    with _open_text(path) as fh:
+    with open_text(path) as fh:
         reader = csv.DictReader(fh)
         need = {"base_id", "latitude", "longitude"}
         if reader.fieldnames is None or not need <= set(reader.fieldnames):
@@ -241,14 +241,14 @@ def load_llmapp_catalog(folder: str | Path) -> Catalog:
     """LLMApp's app, category and location tables (the real sample's and the simulator's id space)."""
     folder = Path(folder)
     cat_path = folder / "llmapp_category.csv"
-    with _open_text(cat_path) as fh:
+    with open_text(cat_path) as fh:
         rows = list(csv.DictReader(fh))
     if not rows or "app_type_id" not in rows[0] or "en" not in rows[0]:
         raise DataFormatError(cat_path, 1, "need columns app_type_id,en")
     cat_ids = np.array([int(r["app_type_id"]) for r in rows], np.int64)
     cat_names = [r["en"].strip() for r in rows]
     app_path = folder / "llmapp_app.csv"
-    with _open_text(app_path) as fh:
+    with open_text(app_path) as fh:
         reader = csv.DictReader(fh)
         if reader.fieldnames is None or not {"app_id", "app_cate_id"} <= set(reader.fieldnames):
             raise DataFormatError(app_path, 1, "need columns app_id,app_cate_id")

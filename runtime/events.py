@@ -172,13 +172,16 @@ def format_compact_time(ts: np.ndarray) -> np.ndarray:
 # Readers
 # -----------------------------------------------------------------------------
 
-def _open_text(path: str | Path) -> IO[str]:
+def open_text(path: str | Path) -> IO[str]:
+    """Open a data file as UTF-8 text; gzip is detected from its magic bytes, not its suffix."""
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
-    if path.suffix == ".gz":
+    if not path.is_file():
+        raise FileNotFoundError(f"no such data file: {path}")
+    with path.open("rb") as fh:
+        magic = fh.read(2)
+    if magic == b"\x1f\x8b":
         return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
+    return path.open("r", encoding="utf-8", newline="")
 
 
 class _Collector:
@@ -230,7 +233,7 @@ class _Collector:
 def read_official_trace(path: str | Path, *, on_error: OnError = "raise") -> EventLog:
     """Read ``App_usage_trace.txt`` (official layout; also the simulator's output). ``.gz`` is fine."""
     col = _Collector(path, on_error)
-    with _open_text(path) as fh:
+    with open_text(path) as fh:
         for lineno, raw in enumerate(fh, start=1):
             fields = raw.split()
             if not fields:
@@ -245,7 +248,7 @@ def read_official_trace(path: str | Path, *, on_error: OnError = "raise") -> Eve
 def read_llmapp_sample(path: str | Path, *, on_error: OnError = "raise") -> EventLog:
     """Read the LLMApp re-indexed CSV sample (header ``user_id,time,location,app_id,...``)."""
     col = _Collector(path, on_error)
-    with _open_text(path) as fh:
+    with open_text(path) as fh:
         reader = csv.reader(fh)
         header = next(reader, None)
         if header is None:
@@ -266,7 +269,7 @@ def read_llmapp_sample(path: str | Path, *, on_error: OnError = "raise") -> Even
 
 def read_trace(path: str | Path, *, on_error: OnError = "raise") -> EventLog:
     """Read either layout, deciding by the first line (a CSV header -> LLMApp sample)."""
-    with _open_text(path) as fh:
+    with open_text(path) as fh:
         first = fh.readline()
     if first.startswith("user_id,") or "," in first:
         return read_llmapp_sample(path, on_error=on_error)

@@ -24,20 +24,19 @@ boundaries in UTC are slot boundaries in local time too.
 
 from __future__ import annotations
 
-import gzip
-import io
 import json
 import logging
 import math
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import IO, Literal
+from typing import Literal
 from zoneinfo import ZoneInfo
 
 import numpy as np
 
 from umask.runtime.errors import DataFormatError
+from umask.runtime.events import open_text
 
 log = logging.getLogger(__name__)
 
@@ -67,18 +66,6 @@ _ZONE = ZoneInfo(TIMEZONE)
 # ------------------------------------------------------------------------------------------------
 # Small I/O helpers
 # ------------------------------------------------------------------------------------------------
-def _open_text(path: str | Path) -> IO[str]:
-    """Open ``path`` for reading text; gzip is detected from the magic bytes, not the suffix."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such data file: {path}")
-    with path.open("rb") as fh:
-        magic = fh.read(2)
-    if magic == b"\x1f\x8b":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return path.open("r", encoding="utf-8", newline="")
-
-
 def _strip_eol(line: str) -> str:
     return line.rstrip("\r\n")
 
@@ -101,7 +88,7 @@ def _read_numeric_rows(path: Path, sep: str, n_cols: int | None) -> np.ndarray:
     Blank fields, non-numbers, NaN/inf and ragged rows raise DataFormatError with the line.
     """
     rows: list[list[float]] = []
-    with _open_text(path) as fh:
+    with open_text(path) as fh:
         for lineno, raw in enumerate(fh, start=1):
             line = _strip_eol(raw)
             if not line.strip():
@@ -279,7 +266,7 @@ def read_raw_daily(path: str | Path, *, on_error: OnError = "raise") -> MilanRaw
     values: list[list[float]] = []
     skipped: dict[str, int] = {}
     n_lines = 0
-    with _open_text(path) as fh:
+    with open_text(path) as fh:
         for n_lines, raw in enumerate(fh, start=1):
             try:
                 square_id, time_ms, vals = _parse_raw_line(_strip_eol(raw))
@@ -371,7 +358,7 @@ def read_identified_cells(path: str | Path) -> dict[int, CellSeries]:
     path = Path(path)
     expected = ["square_id", "time_interval", "internet_total"]
     per_square: dict[int, dict[int, float]] = {}
-    with _open_text(path) as fh:
+    with open_text(path) as fh:
         header = _strip_eol(fh.readline())
         if header.split(",") != expected:
             raise DataFormatError(path, 1, f"expected header {','.join(expected)!r}, found {header!r}")
@@ -462,7 +449,7 @@ def read_grid_geojson(path: str | Path, *, side: int = GRID_SIDE) -> MilanGrid:
     Checks that the ids are exactly 1..side*side. The feature order in the file does not matter.
     """
     path = Path(path)
-    with _open_text(path) as fh:
+    with open_text(path) as fh:
         try:
             doc = json.load(fh)
         except json.JSONDecodeError as err:

@@ -21,16 +21,15 @@ Gzip is detected from the file's magic bytes.
 
 from __future__ import annotations
 
-import gzip
-import io
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Literal
+from typing import Literal
 
 import numpy as np
 
 from umask.runtime.errors import DataFormatError
+from umask.runtime.events import open_text
 
 log = logging.getLogger(__name__)
 
@@ -39,17 +38,6 @@ BEHAVIOR_CODE: dict[str, int] = {name: code for code, name in enumerate(BEHAVIOR
 UNKNOWN_CATEGORY: int = -1  # category of rows read from a layout without a category column
 
 OnError = Literal["raise", "skip"]
-
-
-def _open_text(path: Path) -> IO[str]:
-    """Open ``path`` for reading text; gzip is detected from the magic bytes, not the suffix."""
-    if not path.is_file():
-        raise FileNotFoundError(f"no such data file: {path}")
-    with path.open("rb") as fh:
-        magic = fh.read(2)
-    if magic == b"\x1f\x8b":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return path.open("r", encoding="utf-8", newline="")
 
 
 @dataclass
@@ -106,7 +94,7 @@ def _read(path: str | Path, sep: str, columns: tuple[str, ...], on_error: OnErro
     cols: dict[str, list[int]] = {name: [] for name in ("user", "item", "category", "behavior", "timestamp")}
     has_category = "category" in columns
     skipped: dict[str, int] = {}
-    with _open_text(path) as fh:
+    with open_text(path) as fh:
         for lineno, raw in enumerate(fh, start=1):
             line = raw.rstrip("\r\n")
             try:
