@@ -276,13 +276,17 @@ def read_trace(path: str | Path, *, on_error: OnError = "raise") -> EventLog:
     return read_official_trace(path, on_error=on_error)
 
 
-def write_official_trace(events: EventLog, path: str | Path) -> None:
+def write_official_trace(events: EventLog, path: str | Path, *, chunk: int = 200_000) -> None:
     """Write events in the official layout (atomically: temp file + rename). ``.gz`` compresses."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     stamps = format_compact_time(events.ts)
     table = np.column_stack([events.user, stamps, events.bs, events.app, events.bytes])
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(tmp, "wt", encoding="utf-8") as fh:  # type: ignore[operator]
-        np.savetxt(fh, table, fmt="%d", delimiter=" ")
+    if path.suffix == ".gz":
+        fh: IO[str] = io.TextIOWrapper(gzip.open(tmp, "wb", compresslevel=6), encoding="utf-8")
+    else:
+        fh = open(tmp, "w", encoding="utf-8")
+    with fh:
+        for i in range(0, len(table), chunk):  # str.join over lists is ~1.5x faster than np.savetxt
+            fh.write("".join(f"{a} {b} {c} {d} {e}\n" for a, b, c, d, e in table[i:i + chunk].tolist()))
     tmp.replace(path)
