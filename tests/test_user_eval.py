@@ -1,0 +1,230 @@
+"""PROTOCOL B per-user evaluation harness (benchmarks/user_eval.py) on a small simulated population."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+from umask.bench import user_eval as ue
+from umask.runtime.featurize import SparseBehaviorTensor
+from umask.train import metrics
+from umask.train.user_windows import top_k_categories
+
+N_USERS = 12
+
+
+@pytest.fixture(scope="module")
+def pop() -> ue.UserPopulation:
+    return ue.simulated_population(N_USERS, seed=0)
+
+
+@pytest.fixture(scope="module")
+def real() -> ue.UserPopulation:
+    return ue.real_population()
+
+
+def _oracle(p: ue.UserPopulation) -> ue.Predictor:
+    """Reads the ground truth from the population's tensors (the batch a model gets has no truth)."""
+    def fn(b: ue.TaskBatch) -> np.ndarray:
+        assert b.truth is None
+        return np.stack([p.features[int(u)].tensor.dense(int(s), int(s) + b.horizon)
+                         for u, s in zip(b.users, b.starts)])
+    return fn
+
+
+def _rows_by(rows: list[dict], model: str) -> dict[str, dict]:
+    return {r["task_id"]: r for r in rows if r["model"] == model}
+
+
+@pytest.fixture(scope="module")
+def rows(pop: ue.UserPopulation) -> list[dict]:
+    models = {**ue.baseline_models(pop), "oracle": _oracle(pop)}
+    return ue.evaluate(models, population=pop, batch_size=50)
+
+
+def test_oracle_scores_zero_and_ranks_perfectly(rows: list[dict]) -> None:
+    oracle = _rows_by(rows, "oracle")
+    assert set(oracle) == {"B1", "B2", "B3", "B4"}
+    for r in oracle.values():
+        for g in ue.GROUPS:
+            for k, v in r["metrics"][g].items():
+                assert v == 0.0, (r["task_id"], g, k)
+    rank = oracle["B3"]["metrics"]["ranking"]
+    for g, ks in (("app", ue.APP_KS), ("location", ue.LOC_KS)):
+        assert rank[g]["n_users_ranked"] > 0
+        assert rank[g]["n_users_ranked"] + rank[g]["n_skipped_no_target_activity"] == N_USERS
+        for k in ks:
+            for name in ("recall", "ndcg", "mrr"):
+                assert rank[g][f"{name}@{k}"] == pytest.approx(1.0)
+    # all_zero ranks nothing
+    assert _rows_by(rows, "all_zero")["B3"]["metrics"]["ranking"]["app"]["recall@5"] == 0.0
+
+
+def test_all_zero_active_error_is_mean_abs_truth(pop: ue.UserPopulation, rows: list[dict]) -> None:
+    zero = _rows_by(rows, "all_zero")
+    for task in ("B1", "B4"):
+        truth = {g: [] for g in ue.GROUPS}
+        for b in ue.iter_batches(pop, task, "test", batch_size=64):
+            for g, sl in ue._group_slices(b.channels).items():
+                y = b.truth[:, sl]
+                truth[g].append(y[np.broadcast_to(b.eval_mask, y.shape)])
+        for g in ue.GROUPS:
+            y = np.concatenate(truth[g]).astype(np.float64)
+            act = y[y != 0]
+            m = zero[task]["metrics"][g]
+            assert zero[task]["n_entries"][g] == {"all": y.size, "active": act.size}
+            assert m["active_mae"] == pytest.approx(np.abs(act).mean(), rel=1e-9)
+            assert m["active_rmse"] == pytest.approx(np.sqrt((act ** 2).mean()), rel=1e-9)
+            assert m["mae"] == pytest.approx(np.abs(y).mean(), rel=1e-9)
+        assert zero[task]["metrics"]["location"]["active_mae"] == pytest.approx(1.0)
+
+
+def test_error_sums_match_metrics(pop: ue.UserPopulation) -> None:
+    b = next(ue.iter_batches(pop, "B2", "test", batch_size=8))
+    pred = ue.predict_last_value(b.model_view())
+    s = ue.error_sums(pred, b.truth, b.eval_mask, b.channels)["app"]
+    p, y = pred[:, b.channels.apps], b.truth[:, b.channels.apps]
+    assert s["sae"] / s["n"] == pytest.approx(metrics.mae(p, y), rel=1e-9)
+    assert np.sqrt(s["sse_act"] / s["n_act"]) == pytest.approx(metrics.rmse(p, y, metrics.active_mask(y)), rel=1e-9)
+
+
+def test_batch_shapes_and_model_view(pop: ue.UserPopulation) -> None:
+    C, H, W = pop.channels.n_channels, 4, 4
+    for task, Tc, Th, off in (("B1", 192, 4, 192), ("B2", 192, 96, 192), ("B3", 192, 96, 192), ("B4", 192, 192, 0)):
+        b = next(ue.iter_batches(pop, task, "test", batch_size=5))
+        assert b.x_context.shape == (5, C, Tc, H, W) and b.x_context.dtype == np.float32
+        assert b.avail.shape == (5, 1, Tc, H, W) and b.avail.dtype == bool
+        assert b.truth.shape == (5, C, Th, H, W) and b.eval_mask.shape == (5, 1, Th, H, W)
+        assert b.horizon == Th and b.target_offset == off and b.e_pos.shape[:3] == (5, H, W)
+        assert len(b.profiles) == 5 and b.users.shape == b.starts.shape == (5,)
+        assert ((b.starts - b.context_starts) == off).all()
+        assert (b.x_context[~np.broadcast_to(b.avail, b.x_context.shape)] == 0).all()
+        v = b.model_view()
+        assert v.truth is None and not v.x_context.flags.writeable
+        for name, fn in ue.baseline_models(pop).items():
+            if name == "linear_interpolation" and task != "B4":
+                with pytest.raises(NotImplementedError):
+                    fn(v)
+                continue
+            assert fn(v).shape == (5, C, Th, H, W), (task, name)
+    b1 = next(ue.iter_batches(pop, "B1", "test", batch_size=3))
+    np.testing.assert_array_equal(ue.predict_last_value(b1.model_view()),
+                                  np.repeat(b1.x_context[:, :, -1:], 4, axis=2))
+
+
+def test_historical_average_uses_training_days_only(pop: ue.UserPopulation) -> None:
+    u = pop.users[0]
+    f = pop.features[u]
+    d = f.tensor.dense()
+    d2 = d.copy()
+    d2[:, pop.train_end:] = np.random.default_rng(0).random(d2[:, pop.train_end:].shape).astype(np.float32)
+    changed = dataclasses.replace(pop, features={**pop.features, u: dataclasses.replace(
+        f, tensor=SparseBehaviorTensor.from_dense(d2, f.tensor.start_ts, f.tensor.slot_seconds))})
+    for task in ("B1", "B2"):
+        b = next(ue.iter_batches(pop, task, "test", batch_size=30, users=[u]))
+        b2 = next(ue.iter_batches(changed, task, "test", batch_size=30, users=[u]))
+        assert not np.array_equal(b.truth, b2.truth)
+        np.testing.assert_array_equal(ue.HistoricalAverage(pop)(b.model_view()),
+                                      ue.HistoricalAverage(changed)(b2.model_view()))
+    # the profile is the time-of-day mean of days 1-5
+    ha = ue.HistoricalAverage(pop).profile(u)
+    np.testing.assert_allclose(ha, d[:, :480].reshape(d.shape[0], 5, 96, 4, 4).mean(axis=1), atol=1e-6)
+
+
+def test_b4_counts_only_hidden_coordinates(pop: ue.UserPopulation) -> None:
+    oracle = _oracle(pop)
+
+    def hidden_only(b: ue.TaskBatch) -> np.ndarray:
+        return np.where(b.eval_mask, oracle(b), 100.0)   # garbage on observed coordinates
+
+    (r,) = ue.evaluate({"hidden_only": hidden_only}, population=pop, tasks=("B4",))
+    assert all(v == 0.0 for g in ue.GROUPS for v in r["metrics"][g].values())
+    n_hidden = 0
+    for b in ue.iter_batches(pop, "B4", "test", batch_size=64):
+        np.testing.assert_array_equal(b.avail, ~b.eval_mask)
+        assert (b.x_context[np.broadcast_to(b.eval_mask, b.x_context.shape)] == 0).all()
+        np.testing.assert_array_equal(b.x_context, b.truth * b.avail)
+        assert 0.65 < b.eval_mask.mean() < 0.82
+        n_hidden += int(b.eval_mask.sum())
+    K = pop.channels.n_categories
+    assert r["n_entries"]["traffic"]["all"] == n_hidden and r["n_entries"]["app"]["all"] == K * n_hidden
+    assert r["seeds"]["masks"].startswith("1000 + window index")
+
+
+def test_cold_start_cut_and_ground_truth(pop: ue.UserPopulation) -> None:
+    (b,) = list(ue.iter_batches(pop, "B3", "test", batch_size=100))
+    assert b.n == N_USERS
+    for i, u in enumerate(b.users.tolist()):
+        x = pop.features[u].tensor
+        vis = b.avail[i, 0, :, 0, 0]
+        assert vis.sum() <= 20 and (b.avail[i, 0] == vis[:, None, None]).all()
+        active = x.active_slots(b.context_starts[i], b.starts[i])
+        np.testing.assert_array_equal(np.flatnonzero(vis) + b.context_starts[i], active[-20:])
+        # the harness's app engagement ranks categories exactly as user_windows' ground truth
+        truth_rank = ue.rank_items(ue.app_engagement(b.truth[i:i + 1], b.channels)[0], 10)
+        np.testing.assert_array_equal(truth_rank, top_k_categories(x, (int(b.starts[i]), int(b.starts[i]) + 96), 10))
+        prof = b.profiles[i]
+        if vis.any():
+            assert prof is not None and prof.n_events < pop.features[u].profile.n_events
+        else:
+            assert prof is None
+
+
+def test_ranking_definitions() -> None:
+    true = np.array([5.0, 0.0, 3.0, 9.0, 1.0])            # true order: 3, 0, 2, 4
+    pred = np.array([0.0, 2.0, 1.0, 4.0, 0.5])             # predicted order: 3, 1, 2, 4
+    m = ue.ranking_scores(pred, true, (1, 3))
+    assert m["recall@1"] == 1.0 and m["mrr@3"] == 1.0
+    assert m["recall@3"] == pytest.approx(2 / 3)           # {3, 0, 2} vs {3, 1, 2}
+    assert ue.ranking_scores(pred, np.zeros(5), (1,)) is None
+    assert ue.rank_items(np.array([1.0, 2.0, 2.0, 0.0])).tolist() == [1, 2, 0]
+
+
+def test_real_sample_windows_stay_inside_the_day(real: ue.UserPopulation) -> None:
+    batches = list(ue.iter_batches(real, "B1-real", batch_size=1000))
+    (b,) = batches
+    assert b.n == 6 * len(ue.REAL_TARGET_STARTS) and b.task == "B1" and b.Tc == 192 and b.horizon == 4
+    assert b.starts.min() == 32 and (b.starts + b.horizon).max() <= 96 - 4
+    slots = b.context_slots()
+    av = b.avail[:, 0, :, 0, 0]
+    assert (b.avail == av[:, None, :, None, None]).all()
+    np.testing.assert_array_equal(av, (slots >= 0) & (slots < b.starts[:, None]))
+    assert (b.x_context[:, :, ~av.any(axis=0)] == 0).all()
+    for i in range(b.n):
+        day = real.features[int(b.users[i])].tensor.dense()
+        s = int(b.starts[i])
+        np.testing.assert_array_equal(b.truth[i], day[:, s:s + 4])
+        np.testing.assert_array_equal(b.x_context[i][:, av[i]], day[:, :s])
+        p = b.profiles[i]
+        assert p is None or p.n_events <= real.features[int(b.users[i])].profile.n_events
+
+
+def test_rows_carry_dataset_labels(pop: ue.UserPopulation, real: ue.UserPopulation, rows: list[dict]) -> None:
+    for r in rows:
+        assert r["dataset"] == "simulator (synthetic)" and r["synthetic"] is True
+        assert r["simulator"]["n_users"] == N_USERS and r["simulator"]["seed"] == 0 and r["seeds"]["simulator"] == 0
+        assert r["n_windows"] > 0 and r["protocol"] == "docs/PROTOCOL.md B"
+    assert {r["model"] for r in rows if r["task_id"] == "B1"} == {"all_zero", "last_value", "historical_average",
+                                                                "seasonal_naive", "oracle"}
+    assert sum(r["task_id"] == "B4" and r["model"] == "linear_interpolation" for r in rows) == 1
+    real_rows = ue.evaluate_real_sample(population=real, model_info={"last_value": {"seeds": [0, 1], "samples": 4}})
+    assert {r["model"] for r in real_rows} == {"all_zero", "last_value", "context_mean"}
+    for r in real_rows:
+        assert "(real)" in r["dataset"] and r["synthetic"] is False and r["n_users"] == 6 and r["n_windows"] == 90
+        assert "1 day" in r["window"]["why_not_protocol"]
+    lv = next(r for r in real_rows if r["model"] == "last_value")
+    assert lv["seeds"]["model"] == [0, 1] and lv["samples"] == 4
+    md = ue.markdown_table(rows + real_rows)
+    assert "simulator (synthetic)" in md and "(real)" in md and "Recall@10" in md
+
+
+def test_main_writes_json_and_markdown(tmp_path, capsys) -> None:
+    out = tmp_path / "u.json"
+    assert ue.main(["--users", "4", "--seed", "1", "--tasks", "B1,B3", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert {r["task_id"] for r in rows} == {"B1", "B3"}
+    assert any(r["synthetic"] is False for r in rows)
+    assert all(r["command"].startswith("python -m umask.bench.user_eval --users 4") for r in rows)
+    assert out.with_suffix(".md").read_text() in capsys.readouterr().out
