@@ -566,49 +566,11 @@ def impute_fn(model: CSDIModel, *, seed: int | None = None):
 # ------------------------------------------------------------------------------------------------
 def _subset_rows(matrix: np.ndarray, task: str, models: dict[str, Any], stride: int, split: str,
                  model_info: dict[str, dict[str, Any]], command: str) -> list[dict[str, Any]]:
-    """PROTOCOL A1 / A2 on every ``stride``-th protocol window (same windows, masks and metrics as
-    :mod:`umask.bench.milan_eval`; stride 1 = the harness itself)."""
+    """PROTOCOL A1 / A2 on every ``stride``-th protocol window (the harness's own ``stride``)."""
     from umask.bench import milan_eval
-    from umask.train import splits
 
-    if stride == 1:
-        fn = milan_eval.evaluate_a1 if task == "a1" else milan_eval.evaluate_a2
-        return fn(matrix, models, split=split, model_info=model_info, command=command)
-    scaler = splits.fit_scaler(matrix)
-    z = scaler.transform(matrix)
-    rows = []
-    if task == "a1":
-        win = splits.forecast_windows(z, split)
-        idx = np.arange(0, len(win), stride)
-        x, y, st = win.x[idx], win.y[idx], win.starts[idx]
-        window = {"history": splits.A1_HISTORY, "horizon": splits.A1_HORIZON, "stride": stride,
-                  "horizon_starts": f"{st[0]}..{st[-1]} step {stride}",
-                  "subset": f"every {stride}th of the {len(win)} protocol windows (indices 0, {stride}, ...)"}
-        seeds = {"model": "n/a", "masks": "n/a"}
-        for name, fn in models.items():
-            pred = milan_eval._check_prediction(name, fn(x.copy(), st.copy(), y.shape[1]), y.shape)
-            rows.append(milan_eval._row(task="A1 forecasting (48h -> 24h)", split=split, model=name, window=window,
-                                        n_windows=len(idx), n_entries=y.size, seeds=seeds,
-                                        result=milan_eval.score(pred, y, scaler), command=command,
-                                        extra=model_info.get(name)))
-    else:
-        win = splits.imputation_windows(z, split)
-        idx = np.arange(0, len(win), stride)
-        truth, mask, st = win.truth[idx], win.mask[idx], win.starts[idx]
-        observed = np.where(mask, np.nan, truth)
-        window = {"length": splits.A2_WINDOW, "stride": stride, "starts": f"{st[0]}..{st[-1]} step {stride}",
-                  "p_missing": "Uniform(0.70, 0.80) per window", "mean_hidden_fraction": float(mask.mean()),
-                  "subset": f"every {stride}th of the {len(win)} protocol windows (indices 0, {stride}, ...)"}
-        seed_range = f"{splits.A2_SEED_BASE}..{splits.A2_SEED_BASE + int(idx[-1])} step {stride}"
-        seeds = {"model": "n/a", "masks": f"{splits.A2_SEED_BASE} + protocol window index i, i in {seed_range}",
-                 "mask_seed_range": seed_range}
-        for name, fn in models.items():
-            pred = milan_eval._check_prediction(name, fn(observed.copy(), mask.copy(), st.copy()), truth.shape)
-            rows.append(milan_eval._row(task="A2 imputation (70-80% missing)", split=split, model=name, window=window,
-                                        n_windows=len(idx), n_entries=int(mask.sum()), seeds=seeds,
-                                        result=milan_eval.score(pred, truth, scaler, mask), command=command,
-                                        extra=model_info.get(name)))
-    return rows
+    fn = milan_eval.evaluate_a1 if task == "a1" else milan_eval.evaluate_a2
+    return fn(matrix, models, split=split, model_info=model_info, command=command, stride=stride)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -178,6 +178,12 @@ def _row(
 # ------------------------------------------------------------------------------------------------
 # A1 / A2
 # ------------------------------------------------------------------------------------------------
+def _subset(n: int, stride: int) -> np.ndarray:
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
+    return np.arange(0, n, stride)
+
+
 def evaluate_a1(
     matrix: np.ndarray,
     models: Mapping[str, ForecastFn] | None = None,
@@ -185,27 +191,34 @@ def evaluate_a1(
     split: splits.Split = "test",
     model_info: Mapping[str, Mapping[str, Any]] | None = None,
     command: str | None = None,
+    stride: int = 1,
 ) -> list[dict[str, Any]]:
     """PROTOCOL A1 (48 h -> 24 h forecasting) on the raw (4320, 25) ``matrix``; one row per model.
 
     ``models``: name -> :data:`ForecastFn` on the standardized scale (default: the baselines of
     :func:`baseline_forecasters`). ``model_info``: optional per-model extra row fields; a
     ``"seeds"`` entry there replaces the model seed ("n/a" by default). ``command``: recorded in
-    every row.
+    every row. ``stride`` > 1 scores every stride-th protocol window only (for slow models; the
+    rows say so, and baselines must then be scored with the same stride to compare).
     """
     matrix = np.asarray(matrix, dtype=np.float64)
     scaler = splits.fit_scaler(matrix)
     z = scaler.transform(matrix)
     win = splits.forecast_windows(z, split)
+    n_protocol = len(win.starts)
+    idx = _subset(n_protocol, stride)
+    win = splits.ForecastWindows(win.x[idx], win.y[idx], win.starts[idx])
     if models is None:
         models = baseline_forecasters(z)
     n, horizon, cells = win.y.shape
     window = {
         "history": splits.A1_HISTORY,
         "horizon": splits.A1_HORIZON,
-        "stride": 1,
+        "stride": stride,
         "horizon_starts": _range_text(win.starts),
     }
+    if stride > 1:
+        window["subset"] = f"every {stride}th of the {n_protocol} protocol windows (indices 0, {stride}, ...)"
     seeds = {"model": "n/a", "masks": "n/a"}
     rows = []
     for name, fn in models.items():
@@ -235,33 +248,42 @@ def evaluate_a2(
     split: splits.Split = "test",
     model_info: Mapping[str, Mapping[str, Any]] | None = None,
     command: str | None = None,
+    stride: int = 1,
 ) -> list[dict[str, Any]]:
     """PROTOCOL A2 (imputation, 70-80 % hidden) on the raw (4320, 25) ``matrix``; one row per model.
 
     Uses the protocol masks (seed 1000 + window index). ``models``: name -> :data:`ImputeFn`
-    (default: :func:`baseline_imputers`); other arguments as :func:`evaluate_a1`.
+    (default: :func:`baseline_imputers`); other arguments as :func:`evaluate_a1`. With
+    ``stride`` > 1 the windows keep their protocol index, so their masks are unchanged.
     """
     matrix = np.asarray(matrix, dtype=np.float64)
     scaler = splits.fit_scaler(matrix)
     z = scaler.transform(matrix)
     win = splits.imputation_windows(z, split)
+    n_protocol = len(win)
+    idx = _subset(n_protocol, stride)
+    win = splits.ImputationWindows(win.truth[idx], win.mask[idx], win.p[idx], win.starts[idx])
     if models is None:
         models = baseline_imputers(z)
     shape = win.truth.shape
     n_hidden = int(win.mask.sum())
     window = {
         "length": splits.A2_WINDOW,
-        "stride": 1,
+        "stride": stride,
         "starts": _range_text(win.starts),
         "p_missing": "Uniform(0.70, 0.80) per window",
         "mean_hidden_fraction": float(win.mask.mean()),
     }
+    last = int(idx[-1])
+    seed_range = f"{splits.A2_SEED_BASE}..{splits.A2_SEED_BASE + last}" + (f" step {stride}" if stride > 1 else "")
     seeds = {
         "model": "n/a",
-        "masks": f"{splits.A2_SEED_BASE} + window index i, i = 0..{len(win) - 1} "
-        f"({splits.A2_SEED_BASE}..{splits.A2_SEED_BASE + len(win) - 1})",
-        "mask_seed_range": f"{splits.A2_SEED_BASE}..{splits.A2_SEED_BASE + len(win) - 1}",
+        "masks": f"{splits.A2_SEED_BASE} + protocol window index i, i in 0..{last}"
+        + (f" step {stride}" if stride > 1 else "") + f" ({seed_range})",
+        "mask_seed_range": seed_range,
     }
+    if stride > 1:
+        window["subset"] = f"every {stride}th of the {n_protocol} protocol windows (indices 0, {stride}, ...)"
     observed = np.where(win.mask, np.nan, win.truth)
     rows = []
     for name, fn in models.items():
