@@ -1,0 +1,219 @@
+"""U-MASK on the Milan grid: windows, a tiny training run, checkpoints, resume, eval adapters.
+
+Real Milan matrix (data/milan_telecom), a tiny model (DiT d=32, depth 1; mask generator d=8), a few
+optimizer steps on one torch thread.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from umask.bench import milan_eval
+from umask.bench.milan_umask_eval import complete, forecast_fn, impute_fn, score_rows
+from umask.train import splits
+from umask.train.milan import read_internet_matrix
+from umask.train.milan_umask import (
+    FRAME,
+    HISTORY,
+    IMPUTE,
+    LONG,
+    MilanTrainConfig,
+    MilanUMask,
+    MilanWindowDataset,
+    best_checkpoint,
+    forecast_frame,
+    load_milan,
+    load_model,
+    milan_model_config,
+    split_rows,
+    train,
+)
+from umask.train.trainer import is_complete
+from umask.train.trainer import load_model as trainer_load_model
+
+torch.set_num_threads(1)
+
+TINY = {"d_model": 32, "depth": 1, "n_heads": 2, "d_hidden": 8}
+
+
+@pytest.fixture(scope="module")
+def milan() -> tuple[np.ndarray, np.ndarray]:
+    z, e_pos, _ = load_milan()
+    return z, e_pos
+
+
+def _cfg(out: Path, **kw) -> MilanTrainConfig:
+    base = {**TINY, "out": str(out), "batch_size": 8, "lr": 3e-3, "warmup": 2, "log_every": 1, "eval_every": 10,
+            "eval_batches": 2, "ckpt_every": 10, "seed": 0, "steps": 30}
+    base.update(kw)
+    return MilanTrainConfig(**base)
+
+
+def _rows() -> tuple[np.ndarray, np.ndarray]:
+    return split_rows("train", stride=50), split_rows("val", stride=64)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory, milan) -> Path:
+    z, e_pos = milan
+    out = tmp_path_factory.mktemp("milan_umask") / "run"
+    tr, va = _rows()
+    train(_cfg(out), z=z, e_pos=e_pos, train_rows=tr, val_rows=va)
+    return out
+
+
+def _records(out: Path) -> list[dict]:
+    return [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines() if ln.strip()]
+
+
+# ------------------------------------------------------------------------------------------------
+def test_windows_and_frames(milan) -> None:
+    z, e_pos = milan
+    rows = split_rows("train")
+    end = np.where(rows[:, 0] == LONG, rows[:, 1] + splits.A1_HORIZON, rows[:, 1] + splits.A2_WINDOW)
+    assert end.max() <= splits.MILAN_SPLITS["train"][1] and rows[:, 1].min() >= 0
+    assert (rows[:, 0] == LONG).sum() == 3025 and (rows[:, 0] == IMPUTE).sum() == 3169
+    ds = MilanWindowDataset(z, e_pos, rows, seed=0)
+    i1 = 77
+    a1 = ds.item(i1)
+    s = int(rows[i1, 1])
+    o = (s - HISTORY) % 144                                   # day-aligned: frame position = time of day
+    assert a1["x0"].shape == (1, FRAME, 5, 5) and a1["task"] == LONG and FRAME == 576
+    assert a1["avail"][0, o:o + HISTORY].all() and a1["avail"].sum() == HISTORY * 25
+    assert a1["target"][0, o + HISTORY:o + HISTORY + 144].all() and a1["target"].sum() == 144 * 25
+    np.testing.assert_allclose(a1["x0"][0, o:o + HISTORY].reshape(HISTORY, 25).numpy(), z[s - HISTORY:s], rtol=1e-6)
+    np.testing.assert_allclose(a1["x0"][0, o + HISTORY:o + HISTORY + 144].reshape(144, 25).numpy(), z[s:s + 144],
+                               rtol=1e-6)
+    i2 = int(np.flatnonzero(rows[:, 0] == IMPUTE)[5])
+    s2 = int(rows[i2, 1])
+    o2 = s2 % 144
+    b0, b0_again, b1 = ds.item(i2, 0), ds.item(i2, 0), ds.item(i2, 1)
+    av, tg = b0["avail"][0, o2:o2 + HISTORY], b0["target"][0, o2:o2 + HISTORY]
+    assert torch.all(av + tg == 1) and (b0["avail"] + b0["target"]).sum() == HISTORY * 25
+    assert 0.6 < float(tg.mean()) < 0.9
+    assert torch.equal(b0["avail"], b0_again["avail"]) and not torch.equal(b0["avail"], b1["avail"])
+    # training masks never reuse the evaluation seeds' masks
+    _, prot = splits.imputation_mask(5)
+    assert not np.array_equal(tg.reshape(HISTORY, 25).numpy().astype(bool), prot)
+
+
+def test_training_loss_decreases_and_checkpoints(run: Path) -> None:
+    recs = [r for r in _records(run) if "loss" in r]
+    assert len(recs) == 30
+    first = np.mean([r["target"] for r in recs[:5]])
+    last = np.mean([r["target"] for r in recs[-5:]])
+    assert last < 0.85 * first, (first, last)
+    vals = [r["val/loss"] for r in _records(run) if "val/loss" in r]
+    assert len(vals) == 3 and vals[-1] < vals[0]
+    best = best_checkpoint(run)
+    assert is_complete(best) and (run / "ckpt" / "best").is_file()
+    cfg = json.loads((best / "config.json").read_text())
+    assert cfg["model"]["mask_mode"] == "learned" and cfg["model"]["use_profile"] is False
+    assert cfg["model"]["window"]["context"] + cfg["model"]["window"]["horizon"] == FRAME == 576
+    # the per-user trainer's loader reads the checkpoint (same format)
+    m, _ = trainer_load_model(best)
+    ours, _ = load_model(best)
+    sd = load_file(str(best / "ema.safetensors"))
+    for k, v in ours.state_dict().items():
+        assert torch.equal(v, sd[k]) and torch.equal(m.state_dict()[k], v)
+
+
+def test_resume_matches_uninterrupted(tmp_path: Path, milan) -> None:
+    z, e_pos = milan
+    tr, va = _rows()
+    kw = {"steps": 6, "eval_every": 0, "ckpt_every": 3, "mask_mode": "none"}
+    train(_cfg(tmp_path / "a", **kw), z=z, e_pos=e_pos, train_rows=tr, val_rows=va)
+    # interrupted: a 3-step run, then resumed to 6 with the same schedule
+    train(_cfg(tmp_path / "b", **{**kw, "max_minutes": 0.0}), z=z, e_pos=e_pos, train_rows=tr, val_rows=va)
+    assert (tmp_path / "b" / "ckpt" / "latest").read_text().strip() == "step_000001"
+    train(_cfg(tmp_path / "b", **kw), z=z, e_pos=e_pos, train_rows=tr, val_rows=va)
+    a = load_file(str(tmp_path / "a" / "ckpt" / "step_000006" / "model.safetensors"))
+    b = load_file(str(tmp_path / "b" / "ckpt" / "step_000006" / "model.safetensors"))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+
+
+def test_adapters_shapes_observed_exact_and_deterministic(run: Path, milan) -> None:
+    z, e_pos = milan
+    model, _ = load_model(best_checkpoint(run))
+    fwin = splits.forecast_windows(z, "test")
+    idx = np.array([0, 100, 288])
+    kw = {"steps": 3, "n_samples": 2, "seed": 7}
+    f = forecast_fn(model, e_pos, **kw)
+    pred = f(fwin.x[idx], fwin.starts[idx], 144)
+    assert pred.shape == (3, 144, 25) and np.isfinite(pred).all()
+    np.testing.assert_array_equal(pred, f(fwin.x[idx], fwin.starts[idx], 144))            # same seed
+    one = forecast_fn(model, e_pos, batch_size=1, **kw)(fwin.x[idx], fwin.starts[idx], 144)
+    np.testing.assert_allclose(pred, one, rtol=1e-4, atol=1e-4)                            # batching-free
+    other = forecast_fn(model, e_pos, **{**kw, "seed": 8})(fwin.x[idx], fwin.starts[idx], 144)
+    assert not np.allclose(pred, other)
+
+    iwin = splits.imputation_windows(z, "test")
+    j = np.array([0, 144])
+    obs = np.where(iwin.mask[j], np.nan, iwin.truth[j])
+    stats: dict = {}
+    out = impute_fn(model, e_pos, stats=stats, **kw)(obs.copy(), iwin.mask[j].copy(), iwin.starts[j])
+    assert out.shape == (2, 288, 25) and np.isfinite(out).all()
+    np.testing.assert_array_equal(out[~iwin.mask[j]], iwin.truth[j][~iwin.mask[j]])       # observed kept exactly
+    assert 0.0 < stats["evidence_ratio"].mean() < 1.0                                       # learned mask subsets
+    np.testing.assert_array_equal(out, impute_fn(model, e_pos, **kw)(obs.copy(), iwin.mask[j].copy(), iwin.starts[j]))
+    allev: dict = {}
+    out_all = impute_fn(model, e_pos, all_evidence=True, stats=allev, **kw)(obs.copy(), iwin.mask[j].copy(),
+                                                                           iwin.starts[j])
+    assert out_all.shape == out.shape and np.allclose(allev["evidence_ratio"], 1.0)
+
+    # an untrained "DiT, all evidence" model through the harness's scorer (shapes, finite metrics)
+    torch.manual_seed(0)
+    dit = MilanUMask(milan_model_config(mask_mode="none", **TINY)).eval()
+    matrix = read_internet_matrix(milan_eval.DEFAULT_DATA)
+    rows = score_rows(matrix, "a1", {"dit": forecast_fn(dit, e_pos, steps=2, n_samples=1)}, stride=96,
+                      command="test")
+    assert rows[0]["n_windows"] == 4 and np.isfinite(rows[0]["metrics"]["normalized_mae"])
+
+
+def test_frame_never_reads_hidden_entries(run: Path, milan) -> None:
+    """Changing hidden truth values (or the horizon) does not change the completion."""
+    z, e_pos = milan
+    model, _ = load_model(best_checkpoint(run))
+    iwin = splits.imputation_windows(z, "test")
+    m = iwin.mask[:1]
+    a = np.where(m, 0.0, iwin.truth[:1])
+    b = np.where(m, 123.0, iwin.truth[:1])
+    fa = impute_fn(model, e_pos, steps=2, n_samples=1)(np.where(m, np.nan, a), m, iwin.starts[:1])
+    fb = impute_fn(model, e_pos, steps=2, n_samples=1)(np.where(m, np.nan, b), m, iwin.starts[:1])
+    np.testing.assert_array_equal(fa, fb)
+    fr = forecast_frame(z[None, 3600:3888], np.array([3888]))
+    tgt = fr["target"] > 0.5
+    fr["x0"][tgt] = 55.0
+    fr["e_pos"] = e_pos
+    c1 = complete(model, fr, LONG, np.array([3888]), steps=2, n_samples=1)
+    fr2 = {**fr, "x0": fr["x0"].copy()}
+    fr2["x0"][tgt] = -9.0
+    c2 = complete(model, fr2, LONG, np.array([3888]), steps=2, n_samples=1)
+    np.testing.assert_array_equal(c1, c2)
+
+
+def test_adapters_read_back_the_right_frame_positions(monkeypatch, milan) -> None:
+    """The horizon / window is read back from the day-aligned frame positions it was written to."""
+    import umask.bench.milan_umask_eval as ev
+
+    _, e_pos = milan
+
+    def fake_complete(model, frames, task, starts, **kw):
+        n = frames["x0"].shape[0]
+        pos = np.arange(FRAME, dtype=np.float64)[None, None, :, None, None]
+        return np.broadcast_to(pos, (n, 1, FRAME, 5, 5)).copy()
+
+    monkeypatch.setattr(ev, "complete", fake_complete)
+    starts = np.array([3888, 3900, 4176])
+    pred = ev.forecast_fn(None, e_pos)(np.zeros((3, HISTORY, 25)), starts, 144)
+    want = ((starts - HISTORY) % 144 + HISTORY)[:, None] + np.arange(144)[None, :]
+    np.testing.assert_array_equal(pred[:, :, 7], want)
+    mask = np.ones((3, HISTORY, 25), bool)
+    out = ev.impute_fn(None, e_pos)(np.full((3, HISTORY, 25), np.nan), mask, starts)
+    np.testing.assert_array_equal(out[:, :, 3], (starts % 144)[:, None] + np.arange(HISTORY)[None, :])
