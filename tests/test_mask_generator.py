@@ -89,7 +89,6 @@ def test_shapes_tiny() -> None:
 @pytest.mark.parametrize("train", [True, False])
 def test_budget_exact_inside_avail(train: bool) -> None:
     model = _tiny().train(train)
-    cfg = model.cfg
     g = torch.Generator().manual_seed(3)
     tasks = torch.arange(len(TASKS))
     for p in (0.0, 0.01, 0.05, 0.3, 0.7, 1.0):

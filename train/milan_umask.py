@@ -108,18 +108,16 @@ from umask.train.trainer import (
     _atomic_text,
     _write_json,
     clean_temp_dirs,
-    ema_decay_at,
-    ema_update,
     evaluate,
     find_latest_checkpoint,
     is_complete,
-    lr_at,
     make_optimizer,
     rng_state,
     save_checkpoint,
     seed_everything,
     step_dir_name,
     step_seed,
+    train_step,
     unflatten_optimizer,
 )
 from umask.train.trainer import load_model as _trainer_load_model
@@ -553,24 +551,7 @@ def train(cfg: MilanTrainConfig, *, z: np.ndarray | None = None, e_pos: np.ndarr
     while step < cfg.steps and it is not None:
         t_step = time.perf_counter()
         batch = next(it)
-        lr = lr_at(step, cfg)  # type: ignore[arg-type]
-        for g_ in opt.param_groups:
-            g_["lr"] = lr
-        s = step_seed(cfg.seed, 0, step)
-        torch.manual_seed(s)
-        gen = torch.Generator().manual_seed(s)
-        opt.zero_grad(set_to_none=True)
-        total, parts = model(batch, generator=gen)
-        total.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else None
-        opt.step()
-        mo, model.last_mask_out = model.last_mask_out, None
-        a_tau = mo.features.get("a_tau")
-        if mcfg.mask_mode == "learned" and a_tau is not None and a_tau.grad is not None:
-            model.maskgen.update_fisher(batch["task"], a_tau.grad, batch["avail"])
-        if "h_b" in mo.features:
-            model.maskgen.update_bank(mo.features)
-        ema_update(ema, model, ema_decay_at(step, cfg.ema_decay))
+        lr, parts, gnorm = train_step(model, model, batch, opt, ema, cfg, step=step)
         step += 1
         train_seconds += time.perf_counter() - t_step
 

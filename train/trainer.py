@@ -564,6 +564,38 @@ def _check_resume(saved: dict[str, Any], current: dict[str, Any]) -> None:
                     current.get("world_size"), saved.get("world_size"))
 
 
+
+def train_step(model: Any, net: torch.nn.Module, batch: dict[str, Any], opt: torch.optim.Optimizer, ema: torch.nn.Module,
+               cfg: Any, *, step: int, rank: int = 0) -> tuple[float, dict[str, Any], torch.Tensor | None]:
+    """One optimizer step of Algorithm 1, shared by this trainer and train/milan_umask.py.
+
+    ``model`` is the bare UMask (``net`` may be its DDP wrapper); ``cfg`` needs lr/warmup/steps/
+    min_lr_ratio (for `lr_at`), seed, grad_clip and ema_decay. Every random draw of the step is
+    seeded from (seed, rank, step), which is what makes resume exact. Returns (lr, loss parts,
+    gradient norm or None).
+    """
+    lr = lr_at(step, cfg)
+    for g_ in opt.param_groups:
+        g_["lr"] = lr
+    s = step_seed(cfg.seed, rank, step)
+    torch.manual_seed(s)                                  # dropout and any other global draws
+    gen = torch.Generator().manual_seed(s)                # t, eps, Gumbel, random masks
+    opt.zero_grad(set_to_none=True)
+    total, parts = net(batch, generator=gen)
+    total.backward()
+    gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else None
+    opt.step()
+    # mask generator state (never inside forward): eq. 7 Fisher statistics, eqs. 9-11 bank
+    mo, model.last_mask_out = model.last_mask_out, None
+    a_tau = mo.features.get("a_tau")
+    if model.cfg.mask_mode == "learned" and a_tau is not None and a_tau.grad is not None:
+        model.maskgen.update_fisher(batch["task"], a_tau.grad, batch["avail"])
+    if "h_b" in mo.features:  # absent only where a subclass skips the mask generator (Milan, mask_mode none)
+        model.maskgen.update_bank(mo.features)
+    ema_update(ema, model, ema_decay_at(step, cfg.ema_decay))
+    return lr, parts, gnorm
+
+
 def train(cfg: TrainConfig) -> Path:
     """Train (or resume) per ``cfg``; returns the final checkpoint directory."""
     torch.set_num_threads(max(1, cfg.num_threads))
@@ -698,24 +730,7 @@ def train(cfg: TrainConfig) -> Path:
     model.train()
     while step < end_step and it is not None:
         batch = _to(next(it), device)
-        lr = lr_at(step, cfg)
-        for g_ in opt.param_groups:
-            g_["lr"] = lr
-        s = step_seed(cfg.seed, d.rank, step)
-        torch.manual_seed(s)                                  # dropout and any other global draws
-        gen = torch.Generator().manual_seed(s)                # t, eps, Gumbel, random masks
-        opt.zero_grad(set_to_none=True)
-        total, parts = net(batch, generator=gen)
-        total.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else None
-        opt.step()
-        # mask generator state (never inside forward): eq. 7 Fisher statistics, eqs. 9-11 bank
-        mo, model.last_mask_out = model.last_mask_out, None
-        a_tau = mo.features.get("a_tau")
-        if mcfg.mask_mode == "learned" and a_tau is not None and a_tau.grad is not None:
-            model.maskgen.update_fisher(batch["task"], a_tau.grad, batch["avail"])
-        model.maskgen.update_bank(mo.features)
-        ema_update(ema, model, ema_decay_at(step, cfg.ema_decay))
+        lr, parts, gnorm = train_step(model, net, batch, opt, ema, cfg, step=step, rank=d.rank)
         step += 1
         bar.update(1)
 
