@@ -56,8 +56,14 @@ Evaluation (``main``)
   for K = 4), for ALL models alike; B2/B3/B4 and the real sample are complete.
 * The real 6-user one-day sample (``user_eval.evaluate_real_sample``) is scored with the same
   checkpoints (zero-shot: trained on simulated users only) next to its one-day baselines.
-* Writes ``--out`` (JSON rows of ``user_eval``, U-MASK rows carrying ``samples``, ``steps``,
-  ``sampler``, ``seeds``, ``checkpoint`` and ``training``) and the markdown next to it.
+* Writes ``--out`` (JSON ``{"meta": ..., "rows": [user_eval rows]}``, U-MASK rows carrying
+  ``samples``, ``steps``, ``sampler``, ``seeds``, ``checkpoint`` and ``training``) and the markdown
+  next to it.
+* ``--diagnostics N`` runs :func:`evidence_diagnostics` on the first N users' B2 and B4 test windows
+  instead (does the DiT's x0-prediction use the evidence, per diffusion timestep?)::
+
+    python -m umask.bench.umask_eval --ckpt ... --name umask --diagnostics 32 \
+        --out benchmarks/results/user_umask_diagnostics.json
 """
 
 from __future__ import annotations
