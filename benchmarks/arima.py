@@ -54,7 +54,6 @@ Run on Milan (PROTOCOL A)::
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import shlex
 import sys
@@ -249,17 +248,6 @@ def impute_fn(model: ArimaModel):
 # ------------------------------------------------------------------------------------------------
 # CLI: Milan A1 / A2
 # ------------------------------------------------------------------------------------------------
-def write_results(rows: list[dict[str, Any]], out: Path) -> str:
-    """Write JSON rows to ``out`` and the markdown table next to it; return the table."""
-    from umask.bench import milan_eval
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(rows, indent=2, default=str) + "\n")
-    table = milan_eval.markdown_table(rows)
-    out.with_suffix(".md").write_text(table)
-    return table
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Fit ARIMA on the Milan training period, evaluate A1 (and A2), write JSON + markdown."""
     from umask.bench import milan_eval
@@ -311,12 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                        model_info={"arima": info_base}, command=command)
         rows[-1]["eval_seconds"] = round(time.perf_counter() - t0, 1)
         log.info("A2 done in %.1f s", rows[-1]["eval_seconds"])
-    for r in rows:
-        r["data"] = "data/milan_telecom/" + Path(args.data).name
-    out = Path(args.out)
-    table = write_results(rows, out)
-    print(table, end="")
-    print(f"\nwrote {out} and {out.with_suffix('.md')}")
+    milan_eval.write_report(rows, Path(args.out), args.data)
     return 0
 
 

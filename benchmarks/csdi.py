@@ -576,7 +576,6 @@ def _subset_rows(matrix: np.ndarray, task: str, models: dict[str, Any], stride: 
 def main(argv: Sequence[str] | None = None) -> int:
     """Train CSDI on the Milan training period, evaluate A2 (imputation) and A1 (forecasting)."""
     from umask.bench import milan_eval
-    from umask.bench.arima import write_results
     from umask.train import splits
     from umask.train.milan import read_internet_matrix
 
@@ -659,12 +658,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         task_rows[0]["eval_seconds"] = round(time.perf_counter() - t0, 1)
         log.info("%s done in %.0f s", task.upper(), task_rows[0]["eval_seconds"])
         rows += task_rows
-    for r in rows:
-        r["data"] = "data/milan_telecom/" + Path(args.data).name
-    out = Path(args.out)
-    table = write_results(rows, out)
-    print(table, end="")
-    print(f"\nwrote {out} and {out.with_suffix('.md')}")
+    milan_eval.write_report(rows, Path(args.out), args.data)
     return 0
 
 

@@ -348,22 +348,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows += evaluate_a1(matrix, split=args.split, command=command)
     if "a2" in tasks:
         rows += evaluate_a2(matrix, split=args.split, command=command)
-    data_path = Path(args.data).resolve()
+    write_report(rows, Path(args.out), args.data)
+    return 0
+
+
+def write_report(rows: list[dict[str, Any]], out: Path, data: str | Path) -> str:
+    """Tag every row with the data file (repo-relative when inside the repo), write the JSON rows to
+    ``out`` and the markdown table next to it (``.md``), print the table and return it."""
+    data_path = Path(data).resolve()
     try:
         data_text = str(data_path.relative_to(REPO_ROOT))
     except ValueError:
         data_text = str(data_path)
     for r in rows:
         r["data"] = data_text
-
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(rows, indent=2) + "\n")
+    out.write_text(json.dumps(rows, indent=2, default=str) + "\n")
     table = markdown_table(rows)
     out.with_suffix(".md").write_text(table)
     print(table, end="")
     print(f"\nwrote {out} and {out.with_suffix('.md')}")
-    return 0
+    return table
 
 
 if __name__ == "__main__":

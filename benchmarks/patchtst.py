@@ -272,7 +272,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     from umask.bench import milan_eval
-    from umask.bench.arima import write_results
     from umask.train import splits
     from umask.train.milan import read_internet_matrix
 
@@ -326,12 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = milan_eval.evaluate_a1(matrix, {"patchtst": forecast_fn(model)}, split=args.split,
                                   model_info={"patchtst": info}, command=command)
     rows[-1]["eval_seconds"] = round(time.perf_counter() - t0, 1)
-    for r in rows:
-        r["data"] = "data/milan_telecom/" + Path(args.data).name
-    out = Path(args.out)
-    table = write_results(rows, out)
-    print(table, end="")
-    print(f"\nwrote {out} and {out.with_suffix('.md')}")
+    milan_eval.write_report(rows, Path(args.out), args.data)
     return 0
 
 
