@@ -69,14 +69,13 @@ Evaluation (``main``)
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import logging
 import shlex
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -343,46 +342,10 @@ def population_matches(pop: ue.UserPopulation, config: Mapping[str, Any]) -> boo
     return fp is not None and population_fingerprint([pop.features[u] for u in pop.users]) == fp
 
 
-def _take(batch: ue.TaskBatch, idx: np.ndarray) -> ue.TaskBatch:
-    arr = ("x_context", "avail", "context_starts", "starts", "eval_mask", "e_pos", "users", "window_index", "truth")
-    kw = {k: (None if getattr(batch, k) is None else np.ascontiguousarray(getattr(batch, k)[idx])) for k in arr}
-    return dataclasses.replace(batch, profiles=[batch.profiles[i] for i in idx.tolist()], **kw)
-
-
 def b1_hours(every: int, offset: int) -> list[int]:
     if every < 1 or not 0 <= offset < every:
         raise InputError(f"need every >= 1 and 0 <= offset < every, got {every}, {offset}")
     return [h for h in range(24) if h % every == offset]
-
-
-@contextlib.contextmanager
-def b1_subset(every: int, offset: int) -> Iterator[list[int]]:
-    """Within the block, ``user_eval`` builds B1 batches from the windows whose index (= target hour of
-    the test day) is in ``b1_hours(every, offset)`` only; other tasks are untouched.
-
-    (user_eval has no window-filter hook, so ``user_eval.iter_batches`` is wrapped for the block's
-    duration; B1 batches are read ``every`` times larger and then cut, so they keep about the usual size.)"""
-    hours = b1_hours(every, offset)
-    if every == 1:
-        yield hours
-        return
-    orig = ue.iter_batches
-
-    def filtered(pop: ue.UserPopulation, task: str, split: str = "test", batch_size: int = 32,
-                 users: Sequence[int] | None = None) -> Iterator[ue.TaskBatch]:
-        if task != "B1":
-            yield from orig(pop, task, split, batch_size, users)
-            return
-        for b in orig(pop, task, split, batch_size * every, users):
-            idx = np.flatnonzero(np.isin(b.window_index, hours))
-            if len(idx):
-                yield _take(b, idx)
-
-    ue.iter_batches = filtered
-    try:
-        yield hours
-    finally:
-        ue.iter_batches = orig
 
 
 # ------------------------------------------------------------------------------------------------
@@ -621,9 +584,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     models: dict[str, ue.Predictor] = {} if args.no_baselines else dict(ue.baseline_models(pop))
     models.update(preds)
-    with b1_subset(args.b1_every, args.b1_offset) as hours:
-        rows = ue.evaluate_population(pop, models, split=args.split, tasks=tasks, batch_size=args.batch_size,
-                                      model_info=model_info, command=command)
+    hours = b1_hours(args.b1_every, args.b1_offset)
+    rows = ue.evaluate_population(pop, models, split=args.split, tasks=tasks, batch_size=args.batch_size,
+                                  model_info=model_info, command=command,
+                                  windows={"B1": set(hours)} if args.b1_every > 1 else None)
     for r in rows:
         if r["task_id"] == "B1" and args.b1_every > 1:
             r["window"] = {**r["window"], "subset": f"target hours {hours} of the {args.split} day "

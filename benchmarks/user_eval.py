@@ -93,7 +93,7 @@ import logging
 import shlex
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -386,10 +386,16 @@ class _ProfileMaker:
 
 
 def iter_batches(pop: UserPopulation, task: str, split: str = "test", batch_size: int = 32,
-                 users: Sequence[int] | None = None) -> Iterator[TaskBatch]:
-    """Stream the task's windows of every user in batches of <= ``batch_size`` windows (with truth)."""
+                 users: Sequence[int] | None = None,
+                 windows: Mapping[str, Collection[int]] | None = None) -> Iterator[TaskBatch]:
+    """Stream the task's windows of every user in batches of <= ``batch_size`` windows (with truth).
+
+    ``windows``: optional task -> window indices to keep (e.g. ``{"B1": {2, 8, 14, 20}}`` scores
+    only those target hours); tasks not named keep all their windows.
+    """
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
+    keep = None if windows is None else windows.get(task)
     users = pop.users if users is None else list(users)
     profiles = _ProfileMaker(pop)
     name = REAL_TASK_NAME if task == "B1-real" else TASK_NAMES[task]
@@ -428,6 +434,8 @@ def iter_batches(pop: UserPopulation, task: str, split: str = "test", batch_size
 
     for u in users:
         specs = _window_specs(pop, task, split, u)
+        if keep is not None:
+            specs = [sp for sp in specs if sp.index in keep]
         if not specs:
             continue
         dense = pop.features[u].tensor.dense()
@@ -791,15 +799,18 @@ def _resolve_models(models: Any, pop: UserPopulation, default: Callable[[UserPop
 def evaluate_population(pop: UserPopulation, models: Mapping[str, Predictor], *, split: str = "test",
                         tasks: Sequence[str] = TASKS, batch_size: int = 32,
                         model_info: Mapping[str, Mapping[str, Any]] | None = None,
-                        command: str | None = None) -> list[dict[str, Any]]:
-    """Score ``models`` on ``tasks`` of a population; one row per (task, model)."""
+                        command: str | None = None,
+                        windows: Mapping[str, Collection[int]] | None = None) -> list[dict[str, Any]]:
+    """Score ``models`` on ``tasks`` of a population; one row per (task, model).
+
+    ``windows``: optional per-task window subset, as in :func:`iter_batches` (every model alike)."""
     rows: list[dict[str, Any]] = []
     for task in tasks:
         t0 = time.perf_counter()
         accs = {name: _Acc(ranking=task == "B3") for name in models}
         skipped: set[str] = set()
         mask_seeds: set[int] = set()
-        for batch in iter_batches(pop, task, split, batch_size):
+        for batch in iter_batches(pop, task, split, batch_size, windows=windows):
             if task == "B4":
                 mask_seeds.update((uw.MASK_SEED_BASE + batch.window_index).tolist())
             view = batch.model_view()
