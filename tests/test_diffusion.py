@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from umask.train.diffusion import (DDIMSampler, DPMSolverPP2MSampler, VPSchedule, make_sampler,
+from umask.train.diffusion import (DDIMSampler, DPMSolverPP2MSampler, HighNoiseSchedule, VPSchedule, make_sampler,
                                    model_denoise_fn, trailing_timesteps)
 from umask.train.dit import DiT, dit_config
 
@@ -43,6 +43,23 @@ def test_schedule_is_variance_preserving_and_monotone(kind: str) -> None:
     assert s.alpha_sigma(-1) == (1.0, 0.0)
     a, sg = s.alpha_sigma(500)
     assert math.isclose(a * a + sg * sg, 1.0, rel_tol=1e-6)
+
+
+def test_high_noise_schedule_biases_training_timesteps_only() -> None:
+    N = 1000
+    base, biased = VPSchedule(N), HighNoiseSchedule(N, power=2.0)
+    # same betas: the samplers see exactly the same process
+    assert torch.equal(base.alphas_cumprod, biased.alphas_cumprod)
+    g = torch.Generator().manual_seed(0)
+    t = biased.sample_t(200_000, g)
+    assert int(t.min()) >= 0 and int(t.max()) == N - 1
+    # t = N - 1 - floor(N u^2): P(t >= 900) = P(u < sqrt(0.1)) = 0.316, P(t >= 990) = 0.1
+    assert abs(float((t >= 900).float().mean()) - math.sqrt(0.1)) < 0.01
+    assert abs(float((t >= 990).float().mean()) - 0.1) < 0.005
+    u = base.sample_t(200_000, torch.Generator().manual_seed(0))
+    assert abs(float((u >= 900).float().mean()) - 0.1) < 0.01
+    with pytest.raises(ValueError):
+        HighNoiseSchedule(N, power=0.0)
 
 
 def test_q_sample_statistics() -> None:

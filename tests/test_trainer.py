@@ -29,7 +29,7 @@ from umask.train.diffusion import DDIMSampler
 from umask.train.trainer import (CKPT_FILES, Dist, TrainConfig, evaluate, find_latest_checkpoint, flatten_optimizer,
                                  is_complete, load_model, lr_at, save_checkpoint, seed_everything, train,
                                  unflatten_optimizer)
-from umask.train.umask_model import UMASK_CONFIGS, UMask, random_mask
+from umask.train.umask_model import UMASK_CONFIGS, UMask, UMaskConfig, random_mask
 
 torch.set_num_threads(1)
 
@@ -105,7 +105,7 @@ def test_random_mask_budget() -> None:
 
 
 @pytest.mark.parametrize("overrides", [{}, {"mask_mode": "random"}, {"mask_mode": "none"}, {"use_profile": False},
-                                       {"dit_conditioning": False}])
+                                       {"dit_conditioning": False}, {"t_power": 2.0, "data_scale": "none"}])
 def test_model_variants_and_complete(data, overrides) -> None:
     mcfg, users, batch = _tiny_batch(data, **overrides)
     seed_everything(0)
@@ -127,6 +127,9 @@ def test_model_variants_and_complete(data, overrides) -> None:
     assert torch.equal(pred[ev], batch["x0"][ev])               # exact evidence
     again = model.complete(batch, DDIMSampler(model.schedule), steps=3, n_samples=2, seed=0)
     assert torch.equal(pred, again)                              # seeded
+    # the config (t_power included) survives the checkpoint's JSON round trip and rebuilds the same schedule
+    back = UMaskConfig.from_dict(json.loads(json.dumps(mcfg.to_dict())))
+    assert back == mcfg and type(UMask(back).schedule) is type(model.schedule)
 
 
 def test_lr_schedule() -> None:

@@ -49,6 +49,14 @@ relative channel weights), "channel" = per channel with the RMS floored at 0.25 
 loss is taken in the scaled space; `complete` returns the original scale. An exported DiT needs
 ``x_scale`` (it is in the state dict) to be fed the same inputs.
 
+Timesteps (``t_power``). With uniform training timesteps the DiT can read most targets straight out
+of ``x_t``: under the "global" scale a location entry (value ~22 in model space) is still visible at
+t ~ 950, so ~95 % of training steps are plain denoising and the network learned to ignore the
+evidence it needs at the sampler's first step (t = 999; benchmarks/results/user_umask_diagnostics.md).
+``t_power`` > 1 draws t towards high noise (`diffusion.HighNoiseSchedule`, the Milan trainer's
+choice); with ``data_scale="none"`` the entries also drown in noise much earlier. The two together
+are the "v2" recipe in the README.
+
 Trainer duties (train/trainer.py): after each optimizer step ``maskgen.update_bank(out.features)``
 and ``maskgen.update_fisher(task, a_tau.grad, avail)`` (the forward calls ``retain_grad`` on
 ``features["a_tau"]`` so the gradient of the loss w.r.t. the projected features is there after
@@ -70,7 +78,7 @@ import torch.nn.functional as F
 
 from umask.runtime.errors import InputError
 from umask.train.dataset import WindowConfig
-from umask.train.diffusion import VPSchedule, model_denoise_fn
+from umask.train.diffusion import HighNoiseSchedule, VPSchedule, model_denoise_fn
 from umask.train.dit import DIT_CONFIGS, TASKS, DiT, DiTConfig, dit_config
 from umask.train.mask_generator import MASKGEN_CONFIGS, MaskGenConfig, MaskGenerator, MaskOutput, maskgen_config
 from umask.train.profile_encoder import SBERT_DIM, ProfileMLP
@@ -110,6 +118,9 @@ class UMaskConfig:
     # diffusion
     num_train_steps: int = 1000
     schedule: str = "cosine"
+    # training-timestep bias (diffusion.HighNoiseSchedule): 1 = uniform t; 2 = P(t >= 900) 0.32.
+    # Sampling is unchanged (same betas). See "Timesteps" above.
+    t_power: float = 1.0
     # data scaling inside the model (see `UMask.set_data_scale`): "global" | "channel" | "none"
     data_scale: str = "global"
 
@@ -124,6 +135,8 @@ class UMaskConfig:
             raise InputError(f"mask_mode must be one of {MASK_MODES}, got {self.mask_mode!r}")
         if self.data_scale not in DATA_SCALES:
             raise InputError(f"data_scale must be one of {DATA_SCALES}, got {self.data_scale!r}")
+        if self.t_power <= 0:
+            raise InputError(f"t_power must be > 0, got {self.t_power}")
         if self.nce_temperature <= 0 or min(self.w_context, self.w_nce, self.w_budget) < 0:
             raise InputError("nce_temperature must be > 0 and loss weights >= 0")
         d, m = self.dit_config(), self.maskgen_config()
@@ -223,7 +236,8 @@ class UMask(nn.Module):
         self.nce_b = nn.Linear(mcfg.d_hidden, cfg.nce_dim)
         self.register_buffer("rho_prior", torch.tensor(mcfg.rho_init, dtype=torch.float32), persistent=False)
         self.register_buffer("x_scale", torch.ones(dcfg.channels))   # saved: see "Data scale" above
-        self.schedule = VPSchedule(cfg.num_train_steps, cfg.schedule)
+        self.schedule = (VPSchedule(cfg.num_train_steps, cfg.schedule) if cfg.t_power == 1.0
+                         else HighNoiseSchedule(cfg.num_train_steps, cfg.schedule, cfg.t_power))
         self.last_mask_out: MaskOutput | None = None   # set by a training forward (see forward)
 
     @torch.no_grad()
