@@ -560,7 +560,6 @@ class RealSample:
         from umask.runtime.featurize import featurize_user
 
         u = sorted(self.events)[user_index]
-        ss = window.slot_seconds
         t0, t1 = window.target_slots
         tens, _ = featurize_user(self.events[u], self.catalog, window.layout, self.fcfg,
                                  window.window_start_ts, t1)

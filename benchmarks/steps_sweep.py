@@ -272,7 +272,8 @@ def markdown(res: Mapping[str, Any]) -> str:
                      f"{r['latency_ms']['p50']:.1f} |")
     lines += ["", f"Fewest steps whose error stays within {100 * cfg['tolerance']:.0f} % of the "
                   f"{max(cfg['steps'])}-step error:", "",
-              "| sampler | task | fewest steps | error there | error at 50 | request p50 ms there / at 50 |",
+              f"| sampler | task | fewest steps | error there | error at {max(cfg['steps'])} | request p50 ms there / at "
+              f"{max(cfg['steps'])} |",
               "| --- | --- | ---: | ---: | ---: | --- |"]
     for f in res["fewest_steps"]:
         lines.append(f"| {f['sampler']} | {f['task']} | {f['fewest_steps']} | {f['error_at_fewest']:.4f} | "
