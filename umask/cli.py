@@ -23,9 +23,23 @@ def _simulate(argv: list[str]) -> int:
     return main(argv)
 
 
+def _export(argv: list[str]) -> int:
+    from umask.export.cli import export_main
+
+    return export_main(argv)
+
+
+def _run(argv: list[str]) -> int:
+    from umask.export.cli import run_main   # imports only the runtime (no torch) for this command
+
+    return run_main(argv)
+
+
 COMMANDS = {
     "demo": (_demo, "the main job: the end-to-end pipeline on the bundled data (add --quick for a short run)"),
     "simulate": (_simulate, "generate or validate calibrated synthetic week-long user traces"),
+    "export": (_export, "checkpoint -> verified on-device bundle (ONNX fp32/fp16/int8, TensorRT, GGUF, manifest)"),
+    "run": (_run, "run a bundle on one user's event history (torch-free, offline) and print JSON predictions"),
 }
 
 

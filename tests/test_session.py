@@ -1,0 +1,231 @@
+"""Runtime Session (issue 5): numpy samplers vs torch, determinism, threads, bad inputs, generated histories."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from export_fixtures import real_user, tiny_bundle
+from umask.runtime.catalog import load_llmapp_catalog
+from umask.runtime.errors import DataFormatError, InputError
+from umask.runtime.events import EventLog, format_compact_time
+from umask.runtime.history import load_history, read_events_csv
+from umask.runtime.samplers import Schedule, make_sampler
+from umask.runtime.session import Session
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "tsinghua_app_usage"
+
+
+@pytest.fixture(scope="module")
+def session() -> Session:
+    return Session.open(tiny_bundle()[1])
+
+
+@pytest.mark.parametrize("name", ["ddim", "dpmpp_2m"])
+@pytest.mark.parametrize("steps", [1, 4, 10])
+def test_numpy_samplers_match_torch(name: str, steps: int) -> None:
+    import torch
+
+    from umask.train.diffusion import VPSchedule, make_sampler as torch_sampler
+
+    vp = VPSchedule(1000, "cosine")
+    rng = np.random.default_rng(0)
+    x_obs = rng.standard_normal((2, 3, 8, 2, 2)).astype(np.float32)
+    mask = (rng.random((2, 1, 8, 2, 2)) < 0.4).astype(np.float32)
+    x_obs *= mask
+    noise = rng.standard_normal(x_obs.shape).astype(np.float32)
+    w = rng.standard_normal((3, 3)).astype(np.float32) * 0.3
+
+    def f_np(x: np.ndarray, t: int) -> np.ndarray:       # a nonlinear t-dependent "denoiser"
+        return np.tanh(np.einsum("bcthw,cd->bdthw", x, w)) * (1.0 + t / 1000.0)
+
+    def f_t(x: torch.Tensor, t: int) -> torch.Tensor:
+        return torch.from_numpy(f_np(x.numpy(), t))
+
+    ref = torch_sampler(name, vp).sample(f_t, torch.from_numpy(x_obs), torch.from_numpy(mask), steps,
+                                         noise=torch.from_numpy(noise)).numpy()
+    got = make_sampler(name, Schedule(vp.alphas_cumprod.numpy())).sample(f_np, x_obs, mask, steps, noise=noise)
+    np.testing.assert_allclose(got, ref, atol=2e-5, rtol=1e-5)
+    obs = np.broadcast_to(mask > 0.5, got.shape)
+    assert np.array_equal(got[obs], x_obs[obs])              # exact evidence
+
+
+def test_same_seed_identical_and_seeds_differ(session: Session) -> None:
+    ev = real_user(5)
+    a = session.complete(ev, "long_term", seed=11, steps=4).x
+    b = session.complete(ev, "long_term", seed=11, steps=4).x
+    c = session.complete(ev, "long_term", seed=12, steps=4).x
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+    assert session.last_timings.keys() >= {"window", "sbert", "profile_mlp", "mask", "sample"}
+
+
+def test_threads_give_the_sequential_results(session: Session) -> None:
+    jobs = [(u, t, s) for u in (4, 5, 7) for t, s in (("short_term", 1), ("cold_start", 2))]
+    seq = {j: session.complete(real_user(j[0]), j[1], seed=j[2], steps=3).x for j in jobs}
+    par: dict = {}
+    errs: list = []
+
+    def work(j):
+        try:
+            par[j] = session.complete(real_user(j[0]), j[1], seed=j[2], steps=3).x
+        except Exception as e:   # noqa: BLE001 - reported below
+            errs.append(e)
+
+    threads = [threading.Thread(target=work, args=(j,)) for j in jobs for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errs
+    for j in jobs:
+        assert np.array_equal(par[j], seq[j])
+
+
+def test_task_outputs_are_json_ready(session: Session) -> None:
+    import json
+
+    ev = real_user(6)
+    for task in ("short", "long", "cold", "impute"):
+        out = session.run(ev, task, k=3, steps=2)
+        json.dumps(out)
+        assert out["runtime"]["precision"] == "fp32"
+    r = session.predict_short(ev, steps=2)
+    assert len(r["slots"]) == 2 and len(r["traffic_bytes"]) == 2 and all(v >= 0 for v in r["traffic_bytes"])
+    apps = session.recommend_apps(ev, k=3, steps=2)
+    assert [a["rank"] for a in apps] == [1, 2, 3] and apps[0]["score"] >= apps[-1]["score"]
+    locs = session.recommend_locations(ev, k=2, steps=2)
+    assert len(locs) == 2 and "lat" in locs[0]
+
+
+def _events(user_ts_bs_app_bytes) -> EventLog:
+    return EventLog.from_arrays(*user_ts_bs_app_bytes)
+
+
+def test_bad_inputs_raise_clear_errors(session: Session, tmp_path: Path) -> None:
+    ev = real_user(5)
+    with pytest.raises(InputError, match="empty history"):
+        session.complete(ev.take(np.zeros(len(ev), bool)), "short_term")
+    with pytest.raises(InputError, match="unknown task"):
+        session.complete(ev, "tomorrow")
+    with pytest.raises(InputError, match="future-dated"):
+        session.complete(ev, "short_term", now_ts=int(ev.ts[len(ev) // 2]))
+    fut = _events((ev.user, ev.ts + 400 * 365 * 86400 // 10 * 10, ev.bs, ev.app, ev.bytes))
+    with pytest.raises(InputError, match="future-dated|spans"):
+        session.complete(fut, "short_term")
+    with pytest.raises(DataFormatError, match="unknown app id 99999999"):
+        session.complete(_events((ev.user, ev.ts, ev.bs, np.where(np.arange(len(ev)) == 3, 99999999, ev.app),
+                                  ev.bytes)), "short_term")
+    with pytest.raises(DataFormatError, match="unknown base station"):
+        session.complete(_events((ev.user, ev.ts, ev.bs + 10**9, ev.app, ev.bytes)), "short_term")
+    with pytest.raises(InputError, match="integers"):
+        EventLog.from_arrays(ev.user, ev.ts.astype(float) + np.nan, ev.bs, ev.app, ev.bytes)
+    with pytest.raises(InputError, match="1-D"):
+        EventLog.from_arrays(ev.user[:, None], ev.ts, ev.bs, ev.app, ev.bytes)
+    bad = EventLog(ev.user, ev.ts.astype(np.float64), ev.bs, ev.app, ev.bytes)
+    with pytest.raises(InputError, match="integer array"):
+        session.complete(bad, "short_term")
+    two = _events((np.r_[ev.user, ev.user + 1], np.r_[ev.ts, ev.ts], np.r_[ev.bs, ev.bs], np.r_[ev.app, ev.app],
+                   np.r_[ev.bytes, ev.bytes]))
+    with pytest.raises(InputError, match="one user"):
+        session.complete(two, "short_term")
+    for kw, msg in (({"steps": 0}, "steps"), ({"steps": 10**6}, "steps"), ({"n_samples": 0}, "n_samples"),
+                    ({"sampler": "euler"}, "sampler"), ({"seed": -1}, "seed"), ({"seed": 1.5}, "seed")):
+        with pytest.raises(InputError, match=msg):
+            session.complete(ev, "short_term", **kw)
+    with pytest.raises(InputError, match="missing must be a bool array"):
+        session.impute(ev, missing=np.zeros((3, 3), bool))
+    with pytest.raises(InputError, match="positive integer"):
+        session.recommend_apps(ev, k=0)
+    import umask.runtime.history as hist
+
+    with pytest.raises(InputError, match="limit"):
+        big = _events((np.zeros(hist.MAX_EVENTS + 1, np.int64), np.full(hist.MAX_EVENTS + 1, ev.ts[0]),
+                       np.full(hist.MAX_EVENTS + 1, ev.bs[0]), np.full(hist.MAX_EVENTS + 1, ev.app[0]),
+                       np.ones(hist.MAX_EVENTS + 1, np.int64)))
+        session.complete(big, "short_term")
+    # events.csv: malformed lines name the file and line
+    p = tmp_path / "events.csv"
+    p.write_text("time,app_id,base_id,bytes\n20160420081500,%d,%d,10\n20160420081600,%d,%d,-5\n"
+                 % (ev.app[0], ev.bs[0], ev.app[0], ev.bs[0]))
+    with pytest.raises(DataFormatError, match=r"events.csv:3: negative bytes"):
+        load_history(p)
+    p.write_text("time,app_id,base_id,bytes\n20161320081500,1,1,10\n")
+    with pytest.raises(DataFormatError, match="unparseable time"):
+        load_history(p)
+    p.write_text("time,app,bytes\n")
+    with pytest.raises(DataFormatError, match="missing columns"):
+        load_history(p)
+    with pytest.raises(InputError, match="no such history"):
+        session.complete(tmp_path / "nope.csv", "short_term")
+
+
+def test_events_csv_round_trip_equals_the_trace(session: Session, tmp_path: Path) -> None:
+    ev = real_user(8)
+    p = tmp_path / "events.csv"
+    rows = ["time,app_id,base_id,bytes"] + [f"{t},{a},{b},{n}" for t, a, b, n in
+                                             zip(format_compact_time(ev.ts), ev.app, ev.bs, ev.bytes)]
+    p.write_text("\n".join(rows) + "\n")
+    got = read_events_csv(p, user=int(ev.user[0]))
+    assert np.array_equal(got.ts, ev.ts) and np.array_equal(got.app, ev.app)
+    a = session.complete(p, "short_term", seed=1, steps=2).x
+    b = session.complete(ev, "short_term", seed=1, steps=2).x
+    assert np.array_equal(a, b)
+
+
+_CAT = load_llmapp_catalog(DATA)
+_APPS = _CAT.apps.app_ids if hasattr(_CAT.apps, "app_ids") else None
+_REAL = real_user(5)
+_BS = np.unique(_REAL.bs)                      # real stations of one user (a compact area)
+_APP_IDS = np.unique(real_user(4).app)
+_T0 = int(_REAL.ts.min()) // 86400 * 86400
+
+
+@st.composite
+def histories(draw):
+    n = draw(st.integers(0, 60))
+    ts = draw(st.lists(st.integers(0, 2 * 86400 - 1), min_size=n, max_size=n))
+    bs = draw(st.lists(st.integers(0, len(_BS) - 1), min_size=n, max_size=n))
+    app = draw(st.lists(st.integers(0, len(_APP_IDS) - 1), min_size=n, max_size=n))
+    nb = draw(st.lists(st.integers(0, 10**9), min_size=n, max_size=n))
+    corrupt = draw(st.sampled_from(["none"] * 6 + ["app", "bs", "bytes"]))
+    task = draw(st.sampled_from(["short_term", "long_term", "cold_start", "imputation"]))
+    return (np.asarray(ts, np.int64) + _T0, _BS[np.asarray(bs, np.int64)], _APP_IDS[np.asarray(app, np.int64)],
+            np.asarray(nb, np.int64), corrupt, task)
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@given(h=histories())
+def test_generated_histories(session: Session, h) -> None:
+    ts, bs, app, nb, corrupt, task = h
+    n = len(ts)
+    if corrupt == "app" and n:
+        app = app.copy()
+        app[-1] = 10**8
+    if corrupt == "bs" and n:
+        bs = bs.copy()
+        bs[0] = 10**9 + 7
+    if corrupt == "bytes" and n:
+        nb = nb.copy()
+        nb[n // 2] = -1
+    try:
+        ev = EventLog.from_arrays(np.zeros(n, np.int64), ts, bs, app, nb)
+        c = session.complete(ev, task, steps=1, n_samples=1, seed=0, text="Intent: mainly social communication.")
+    except InputError as e:
+        assert n == 0 or corrupt == "bytes" or "nothing to impute" in str(e) or "no slot" in str(e), e
+        return
+    except DataFormatError as e:
+        assert corrupt in ("app", "bs"), e
+        return
+    assert corrupt == "none" or n == 0
+    w = c.window
+    assert c.x.shape == w.x.shape and np.all(np.isfinite(c.x))
+    assert c.mask.shape == w.avail.shape[1:] and not (c.mask & (w.avail[0] < 0.5)).any()
+    assert c.k == int(c.mask.sum())
+    assert np.array_equal(c.x[:, c.mask], w.x[:, c.mask])     # exact evidence
+    assert np.all(w.x[:, w.avail[0] < 0.5] == 0)
