@@ -35,10 +35,21 @@ def _run(argv: list[str]) -> int:
     return run_main(argv)
 
 
+def _bench(argv: list[str]) -> int:
+    subs = {"latency": "umask.bench.latency", "sweep": "umask.bench.steps_sweep", "plots": "umask.bench.plots_latency"}
+    if not argv or argv[0] not in subs:
+        print("usage: umask bench {latency|sweep|plots} [options]  (each with --help)")
+        return 2
+    import importlib
+
+    return int(importlib.import_module(subs[argv[0]]).main(argv[1:]) or 0)
+
+
 COMMANDS = {
     "demo": (_demo, "the main job: the end-to-end pipeline on the bundled data (add --quick for a short run)"),
     "simulate": (_simulate, "generate or validate calibrated synthetic week-long user traces"),
     "export": (_export, "checkpoint -> verified on-device bundle (ONNX fp32/fp16/int8, TensorRT, GGUF, manifest)"),
+    "bench": (_bench, "latency harness / steps-vs-accuracy sweep / plots: bench latency|sweep|plots --help"),
     "run": (_run, "run a bundle on one user's event history (torch-free, offline) and print JSON predictions"),
 }
 
