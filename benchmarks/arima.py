@@ -111,6 +111,15 @@ class ArimaModel:
     def n_series(self) -> int:
         return len(self.orders)
 
+    def select(self, cols: Sequence[int]) -> ArimaModel:
+        """The model of series ``cols`` only (same orders, parameters and profile columns), e.g. to
+        forecast the active subset of a per-user tensor's series (benchmarks/user_peers.py)."""
+        cols = [int(c) for c in cols]
+        return ArimaModel(cfg=self.cfg, orders=[self.orders[c] for c in cols], params=[self.params[c] for c in cols],
+                          profile=None if self.profile is None else self.profile[:, cols],
+                          criteria=[self.criteria[c] for c in cols] if self.criteria else [],
+                          fit_seconds=self.fit_seconds)
+
 
 # ------------------------------------------------------------------------------------------------
 # Fitting

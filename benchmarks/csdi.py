@@ -321,18 +321,19 @@ class CSDIModel:
     n_params: int = 0
 
 
-def _cut(z: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
-    """(T, K) matrix, (B,) starts -> (B, K, length)."""
+def _cut(z: np.ndarray, starts: np.ndarray, length: int, seqs: np.ndarray | None = None) -> np.ndarray:
+    """(T, K) matrix, (B,) starts -> (B, K, length); or (S, T, K) stack with (B,) sequence indices."""
     idx = starts[:, None] + np.arange(length)[None, :]
-    return np.ascontiguousarray(z[idx].transpose(0, 2, 1))
+    cut = z[idx] if seqs is None else z[seqs[:, None], idx]
+    return np.ascontiguousarray(cut.transpose(0, 2, 1))
 
 
 def _tod(first_slots: np.ndarray, length: int, period: int) -> torch.Tensor:
     return torch.from_numpy(((first_slots[:, None] + np.arange(length)[None, :]) % period).astype(np.float32))
 
 
-def _batch(z: np.ndarray, starts: np.ndarray, first_slot: int, cfg: CSDIConfig):
-    x = _cut(z, starts, cfg.window)
+def _batch(z: np.ndarray, starts: np.ndarray, first_slot: int, cfg: CSDIConfig, seqs: np.ndarray | None = None):
+    x = _cut(z, starts, cfg.window, seqs)
     obs = np.isfinite(x)
     xt = torch.from_numpy(np.where(obs, x, 0.0).astype(np.float32))
     return xt, torch.from_numpy(obs.astype(np.float32)), _tod(first_slot + starts, cfg.window, cfg.period)
@@ -343,7 +344,12 @@ def fit(train_z: np.ndarray, val_z: np.ndarray | None = None, cfg: CSDIConfig | 
     """Train CSDI on random ``cfg.window``-slot sub-windows of ``train_z`` (T, K) standardized
     (NaN = missing, never a target). ``val_z``: (T_val, K) validation segment for model selection
     (fixed windows, masks, diffusion steps and noise); ``*_first_slot``: absolute slot of row 0
-    (for the time-of-day side information; Milan: 0 and 3456)."""
+    (for the time-of-day side information; Milan: 0 and 3456).
+
+    ``train_z`` / ``val_z`` may also be stacks (S, T, K) of S independent sequences on the same
+    time axis (e.g. the cells of many users, benchmarks/user_peers.py): a sub-window is then a
+    uniformly drawn (sequence, start) pair. The (T, K) path draws exactly the same random numbers
+    as before (the Milan results are unchanged)."""
     cfg = cfg or CSDIConfig()
     from tqdm.auto import tqdm
 
@@ -351,9 +357,10 @@ def fit(train_z: np.ndarray, val_z: np.ndarray | None = None, cfg: CSDIConfig | 
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     train_z = np.asarray(train_z, dtype=np.float64)
-    if train_z.ndim != 2 or train_z.shape[1] != cfg.n_features:
-        raise ValueError(f"train_z must be (T, {cfg.n_features}), got {train_z.shape}")
-    n_starts = train_z.shape[0] - cfg.window + 1
+    if train_z.ndim not in (2, 3) or train_z.shape[-1] != cfg.n_features:
+        raise ValueError(f"train_z must be (T, {cfg.n_features}) or (S, T, {cfg.n_features}), got {train_z.shape}")
+    n_seq = train_z.shape[0] if train_z.ndim == 3 else 0     # 0: one (T, K) matrix
+    n_starts = train_z.shape[-2] - cfg.window + 1
     if n_starts < 1:
         raise ValueError(f"train_z has {train_z.shape[0]} slots < window {cfg.window}")
     net = CSDINet(cfg)
@@ -363,10 +370,13 @@ def fit(train_z: np.ndarray, val_z: np.ndarray | None = None, cfg: CSDIConfig | 
     val = None
     if val_z is not None:
         val_z = np.asarray(val_z, dtype=np.float64)
-        vfs = train_first_slot + train_z.shape[0] if val_first_slot is None else val_first_slot
+        if val_z.ndim != train_z.ndim:
+            raise ValueError(f"val_z must have the layout of train_z, got {val_z.shape} and {train_z.shape}")
+        vfs = train_first_slot + train_z.shape[-2] if val_first_slot is None else val_first_slot
         vrng = np.random.default_rng(cfg.seed + 10_000)
-        vs = np.sort(vrng.integers(0, val_z.shape[0] - cfg.window + 1, size=cfg.n_val))
-        vx, vobs, vtod = _batch(val_z, vs, vfs, cfg)
+        vs = np.sort(vrng.integers(0, val_z.shape[-2] - cfg.window + 1, size=cfg.n_val))
+        vq = vrng.integers(0, val_z.shape[0], size=cfg.n_val) if n_seq else None
+        vx, vobs, vtod = _batch(val_z, vs, vfs, cfg, vq)
         vcond = _training_masks(vobs, cfg, vrng)
         vt = torch.from_numpy(vrng.integers(0, cfg.num_steps, size=cfg.n_val))
         vnoise = torch.from_numpy(vrng.standard_normal(vx.shape).astype(np.float32))
@@ -392,7 +402,8 @@ def fit(train_z: np.ndarray, val_z: np.ndarray | None = None, cfg: CSDIConfig | 
         for grp in opt.param_groups:
             grp["lr"] = cfg.lr * (1.0 if progress < 0.75 else 0.1 if progress < 0.9 else 0.01)
         starts = rng.integers(0, n_starts, size=cfg.batch_size)
-        x, obs, tod = _batch(train_z, starts, train_first_slot, cfg)
+        seqs = rng.integers(0, n_seq, size=cfg.batch_size) if n_seq else None
+        x, obs, tod = _batch(train_z, starts, train_first_slot, cfg, seqs)
         cond = _training_masks(obs, cfg, rng)
         loss = net.loss(x, obs, cond, tod)
         opt.zero_grad(set_to_none=True)
