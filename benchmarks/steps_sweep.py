@@ -197,6 +197,42 @@ class RequestLatency:
 # ------------------------------------------------------------------------------------------------
 # Sweep
 # ------------------------------------------------------------------------------------------------
+def fewest_table(rows: Sequence[Mapping[str, Any]], samplers: Sequence[str], tolerance: float) -> list[dict[str, Any]]:
+    fewest = []
+    for sampler in samplers:
+        for task in dict.fromkeys(r["task"] for r in rows):
+            errs = {r["steps"]: r["error"] for r in rows if r["sampler"] == sampler and r["task"] == task}
+            if errs:
+                f = fewest_steps(errs, tolerance)
+                lat_at = {r["steps"]: r["latency_ms"]["p50"] for r in rows if r["sampler"] == sampler and r["task"] == task}
+                fewest.append({"sampler": sampler, "task": task, **f,
+                               "latency_p50_ms_at_fewest": lat_at[f["fewest_steps"]],
+                               "latency_p50_ms_at_reference": lat_at[f["reference_steps"]]})
+    return fewest
+
+
+def remeasure_latency(res: dict[str, Any], cfg: SweepConfig, command: str) -> dict[str, Any]:
+    """Re-measure only the request latency of an existing sweep (e.g. once the machine is quiet)."""
+    from umask.bench.latency import load_average
+
+    load_before = load_average()
+    latency = RequestLatency(cfg)
+    cache: dict[tuple[str, int], dict[str, Any]] = {}
+    for r in res["rows"]:
+        key = (r["sampler"], int(r["steps"]))
+        if key not in cache:
+            cache[key] = latency.measure(*key)
+        r.update(cache[key])
+    res["fewest_steps"] = fewest_table(res["rows"], list(dict.fromkeys(r["sampler"] for r in res["rows"])),
+                                       float(res["meta"]["config"]["tolerance"]))
+    res["meta"].update({"latency_engine": latency.engine, "latency_command": command,
+                        "latency_load_before": load_before, "latency_load_after": load_average(),
+                        "load_before": load_before, "load_after": load_average()})
+    res["meta"]["notes"] = list(res["meta"].get("notes", [])) + [
+        f"latency column re-measured by `{command}` (load average {load_before} before)"]
+    return res
+
+
 def run(cfg: SweepConfig, command: str) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
@@ -227,16 +263,7 @@ def run(cfg: SweepConfig, command: str) -> dict[str, Any]:
                          "error": float(r["metrics"]["normalized_mae"]), "error_metric": "normalized MAE",
                          "mae": float(r["metrics"]["normalized_mae"]), "metrics": r["metrics"],
                          "n_windows": r["n_windows"], "window": r["window"]})
-    fewest = []
-    for sampler in cfg.samplers:
-        for task in dict.fromkeys(r["task"] for r in rows):
-            errs = {r["steps"]: r["error"] for r in rows if r["sampler"] == sampler and r["task"] == task}
-            if errs:
-                f = fewest_steps(errs, cfg.tolerance)
-                lat_at = {r["steps"]: r["latency_ms"]["p50"] for r in rows if r["sampler"] == sampler and r["task"] == task}
-                fewest.append({"sampler": sampler, "task": task, **f,
-                               "latency_p50_ms_at_fewest": lat_at[f["fewest_steps"]],
-                               "latency_p50_ms_at_reference": lat_at[f["reference_steps"]]})
+    fewest = fewest_table(rows, cfg.samplers, cfg.tolerance)
     machine = machine_info()
     meta = {"command": command, "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "git_commit": git_commit(), "machine": machine, "load_before": load_before, "load_after": load_average(),
@@ -319,6 +346,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--latency-precision", default="int8_qdq")
     p.add_argument("--latency-samples", type=int, default=5)
     p.add_argument("--quick", action="store_true", help="smoke: 3 users, B1 hour 14, A1 stride 96, steps 4,2")
+    p.add_argument("--latency-only", action="store_true",
+                   help="keep the accuracy of the existing --out file, re-measure only the request latency")
+    p.add_argument("--max-load", type=float, default=None, help="wait until the 1-min load average is below this")
+    p.add_argument("--wait-load-s", type=float, default=1800.0)
     p.add_argument("--data-dir", type=Path, default=None)
     ns = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
@@ -337,7 +368,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     bad = [s for s in cfg.samplers if s not in SAMPLERS]
     if bad or not cfg.steps or min(cfg.steps) < 1:
         p.error(f"samplers must come from {SAMPLERS} and steps be >= 1")
-    res = run(cfg, shlex.join(["python", "-m", "umask.bench.steps_sweep", *argv]))
+    command = shlex.join(["python", "-m", "umask.bench.steps_sweep", *argv])
+    if ns.max_load is not None:
+        from umask.bench.latency import wait_for_quiet
+
+        wait_for_quiet(ns.max_load, ns.wait_load_s)
+    if ns.latency_only:
+        if not cfg.out.is_file():
+            p.error(f"--latency-only needs an existing {cfg.out}")
+        res = remeasure_latency(json.loads(cfg.out.read_text()), cfg, command)
+    else:
+        res = run(cfg, command)
     paths = write(res, cfg.out)
     print(markdown(res), end="")
     print("wrote " + ", ".join(map(str, paths)))
