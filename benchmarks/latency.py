@@ -659,8 +659,14 @@ def torch_nets(model: Any, encoder: Any, device: str = "cpu") -> Nets:
 
     from umask.export import onnx_models as om
 
-    mods = {k: m.to(device) for k, m in om.wrappers(model).items()}
-    sbert = encoder.module.to(device)
+    if device != "cpu":                          # a device copy: the CPU reference keeps its weights
+        import copy
+
+        model = copy.deepcopy(model).to(device)
+        sbert = copy.deepcopy(encoder.module).to(device)
+    else:
+        sbert = encoder.module
+    mods = dict(om.wrappers(model).items())
 
     def T(a: np.ndarray) -> Any:
         return torch.from_numpy(np.ascontiguousarray(a)).to(device)
@@ -927,29 +933,32 @@ class Harness:
         self.feeds = feeds
         self.ref = {net: self._torch_call(net)() for net in feeds}
 
-    def _torch_call(self, net: str, device: str = "cpu") -> Callable[[], np.ndarray]:
+    def _device_model(self, device: str) -> tuple[Any, Any]:
+        """(UMask, SBERT module) on ``device``; copies for a GPU so the CPU reference is untouched."""
+        if device == "cpu":
+            return self.model, self.encoder.module
+        cache = self.__dict__.setdefault("_dev_models", {})
+        if device not in cache:
+            import copy
+
+            cache[device] = (copy.deepcopy(self.model).to(device), copy.deepcopy(self.encoder.module).to(device))
+        return cache[device]
+
+    def _torch_call(self, net: str, device: str = "cpu") -> Callable[[], Any]:
         import torch
 
         from umask.export import onnx_models as om
 
-        if net == "sbert":
-            mod = self.encoder.module.to(device)
-        else:
-            mod = om.wrappers(self.model)[net].to(device)
-        tens = [torch.from_numpy(v).to(device) for v in self.feeds[net].values()]
+        model, sbert = self._device_model(device)
+        mod = sbert if net == "sbert" else om.wrappers(model)[net]
+        tens = [torch.from_numpy(np.ascontiguousarray(v)).to(device) for v in self.feeds[net].values()]
 
-        def call() -> np.ndarray:
+        def call() -> Any:
             with torch.inference_mode():
                 out = mod(*tens)
             out = out[0] if isinstance(out, tuple) else out
             return out.float().cpu().numpy() if device == "cpu" else out
 
-        if device == "cpu":
-            return call
-
-        def call_np() -> np.ndarray:
-            return call().float().cpu().numpy()
-        call.numpy = call_np  # type: ignore[attr-defined]
         return call
 
     # -- request metric over the sample --
@@ -1002,15 +1011,19 @@ class Harness:
                     art = ckpt_files if net != "sbert" else [Path(self.encoder.model_path) / "model.safetensors"]
                     art = [p for p in art if p.exists()]
                     out.append(Case(comp, "torch", torch.__version__, "fp32", fn, provider=dev, device=dev,
-                                    setup=(lambda t=thr: torch.set_num_threads(t)), threads=thr, batch=cfg.batch, shapes=_shapes(self.feeds[net]), artifact=_rel(art),
+                                    setup=(lambda t=thr, d=dev: (torch.set_num_threads(t), d == "cuda"
+                                                                 and torch.cuda.reset_peak_memory_stats())),
+                                    threads=thr, batch=cfg.batch, shapes=_shapes(self.feeds[net]), artifact=_rel(art),
                                     artifact_bytes=_size(art), sync=sync, device_mem=mem,
                                     parity=lambda: {"reference": "torch eager fp32 (this row)", "max_abs_diff": 0.0},
                                     notes="reference; checkpoint size = the whole UMask EMA weights"
                                     if net != "sbert" else "network only (token ids given)"))
-                if "request_profile_cached" in cfg.components and dev == "cpu":
-                    c = self.request_case("torch", torch.__version__, "fp32", self.torch_pipe, "cpu", thr,
-                                          None, ckpt_files, ["cpu"])
-                    c.setup = lambda t=thr: torch.set_num_threads(t)
+                if "request_profile_cached" in cfg.components:
+                    pipe = self.torch_pipe if dev == "cpu" else self.pipeline(torch_nets(self.model, self.encoder, dev))
+                    c = self.request_case("torch", torch.__version__, "fp32", pipe, dev, thr, None, ckpt_files, [dev])
+                    c.device, c.sync, c.device_mem = dev, sync, mem
+                    c.setup = lambda t=thr, d=dev: (torch.set_num_threads(t), d == "cuda"
+                                                    and torch.cuda.reset_peak_memory_stats())
                     out.append(c)
         return out
 
