@@ -45,11 +45,27 @@ def _bench(argv: list[str]) -> int:
     return int(importlib.import_module(subs[argv[0]]).main(argv[1:]) or 0)
 
 
+def _uscope(argv: list[str]) -> int:
+    if argv and argv[0] == "synth":
+        from umask.train.uscope_synth import main as synth_main
+
+        return int(synth_main(argv[1:]) or 0)
+    if argv and argv[0] == "base":
+        from umask.train.uscope_llm import prepare_base
+
+        print(prepare_base(source=argv[1] if len(argv) > 1 else None))
+        return 0
+    from umask.train.uscope_pipeline import main as pipeline_main
+
+    return int(pipeline_main(argv) or 0)
+
+
 COMMANDS = {
     "demo": (_demo, "the main job: the end-to-end pipeline on the bundled data (add --quick for a short run)"),
     "simulate": (_simulate, "generate or validate calibrated synthetic week-long user traces"),
     "export": (_export, "checkpoint -> verified on-device bundle (ONNX fp32/fp16/int8, TensorRT, GGUF, manifest)"),
     "bench": (_bench, "latency harness / steps-vs-accuracy sweep / plots: bench latency|sweep|plots --help"),
+    "uscope": (_uscope, "U-SCOPE profiling LLM: SFT -> DPO -> GGUF -> on-device profile (--quick); 'uscope synth', 'uscope base [HF_DIR]'"),
     "run": (_run, "run a bundle on one user's event history (torch-free, offline) and print JSON predictions"),
 }
 
