@@ -168,9 +168,11 @@ class UMaskPredictor:
     def __init__(self, model: Any, config: Mapping[str, Any] | None = None, *, sampler: str = "ddim",
                  steps: int = 10, n_samples: int = 2, seed: int = 0, profile_source: str = "template",
                  sbert_cache: str | Path | None = None, encoder: Any = None, clip: bool = True,
-                 checkpoint: str | Path | None = None) -> None:
-        if profile_source not in ("template", "none"):
-            raise InputError(f"profile_source must be 'template' or 'none', got {profile_source!r}")
+                 checkpoint: str | Path | None = None, profile_generator: Any = None) -> None:
+        if profile_source not in ("template", "none", "llm"):
+            raise InputError(f"profile_source must be 'template', 'none' or 'llm', got {profile_source!r}")
+        if (profile_source == "llm") != (profile_generator is not None):
+            raise InputError("profile_source 'llm' needs a profile_generator (x_u -> profile text) and only it uses one")
         if steps < 1 or n_samples < 1:
             raise InputError("steps and n_samples must be >= 1")
         self.model = model.eval()
@@ -178,6 +180,7 @@ class UMaskPredictor:
         self.sampler_name, self.steps, self.n_samples, self.seed = sampler, int(steps), int(n_samples), int(seed)
         self.sampler = make_sampler(sampler, model.schedule)
         self.profile_source = profile_source
+        self.profile_generator = profile_generator     # U-SCOPE LLM (runtime/llm.LlamaProfiler) for "llm"
         self.sbert_cache = sbert_cache
         self._encoder = encoder
         self.clip = clip
@@ -209,7 +212,7 @@ class UMaskPredictor:
         present = np.array([p is not None for p in profiles], bool)
         if present.any():
             e, ok = profile_embeddings([p for p in profiles if p is not None], self.profile_source,
-                                       encoder=self.encoder)
+                                       encoder=self.encoder, generator=self.profile_generator)
             if e.shape[1] != dim:
                 raise InputError(f"SBERT gives {e.shape[1]}-d embeddings, the model's ProfileMLP expects {dim}")
             emb[present] = e
@@ -288,7 +291,10 @@ class UMaskPredictor:
         d: dict[str, Any] = {"seeds": [self.seed], "samples": self.n_samples, "steps": self.steps,
                              "sampler": self.sampler_name + (" (eta = 0)" if self.sampler_name == "ddim" else ""),
                              "point_forecast": f"mean of {self.n_samples} samples",
-                             "profile_input": "template -> SBERT -> ProfileMLP" if self.uses_profile else "none",
+                             "profile_input": (f"{self.profile_source} -> SBERT -> ProfileMLP" if self.uses_profile else "none")
+                             + (f" (LLM {getattr(self.profile_generator, 'model_path', '')}"
+                                f"{' + ' + str(self.profile_generator.lora_path) if getattr(self.profile_generator, 'lora_path', None) else ''})"
+                                if self.profile_generator is not None else ""),
                              "output_clip": "traffic/app >= 0, location in [0, 1]" if self.clip else "none"}
         if self.checkpoint is not None:
             d["checkpoint"] = self.checkpoint
@@ -299,7 +305,8 @@ class UMaskPredictor:
 
 def umask_predictor(ckpt_dir: str | Path, *, sampler: str = "ddim", steps: int = 10, n_samples: int = 2,
                     seed: int = 0, profile_source: str = "template", sbert_cache: str | Path | None = "auto",
-                    ema: bool = True, device: str = "cpu", clip: bool = True, encoder: Any = None) -> UMaskPredictor:
+                    ema: bool = True, device: str = "cpu", clip: bool = True, encoder: Any = None,
+                    profile_generator: Any = None) -> UMaskPredictor:
     """Load a checkpoint (EMA weights by default) as a ``user_eval.Predictor``.
 
     ``ckpt_dir``: a step directory, a ``best`` / ``latest`` pointer, a ``ckpt`` folder or a run folder.
@@ -314,7 +321,7 @@ def umask_predictor(ckpt_dir: str | Path, *, sampler: str = "ddim", steps: int =
         sbert_cache = None if not c else (Path(c) if Path(c).is_absolute() else ue.REPO_ROOT / c)
     return UMaskPredictor(model, config, sampler=sampler, steps=steps, n_samples=n_samples, seed=seed,
                           profile_source=profile_source, sbert_cache=sbert_cache, clip=clip, encoder=encoder,
-                          checkpoint=ckpt)
+                          checkpoint=ckpt, profile_generator=profile_generator)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -524,6 +531,18 @@ def _run_diagnostics(preds: Mapping[str, UMaskPredictor], pop: ue.UserPopulation
     return 0
 
 
+def _profile_kwargs(spec: str) -> dict[str, Any]:
+    """--profile SOURCE -> umask_predictor keyword arguments ("llm:MODEL.gguf[+LORA.gguf]" loads llama.cpp)."""
+    if spec in ("template", "none"):
+        return {"profile_source": spec}
+    if not spec.startswith("llm:"):
+        raise InputError(f"unknown profile source {spec!r}: use template, none or llm:MODEL.gguf[+LORA.gguf]")
+    from umask.runtime.llm import LlamaProfiler
+
+    model, _, lora = spec[4:].partition("+")
+    return {"profile_source": "llm", "profile_generator": LlamaProfiler(model, lora_path=lora or None, n_threads=1)}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(prog="python -m umask.bench.umask_eval", description=__doc__.splitlines()[0],
@@ -551,6 +570,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--diagnostics", type=int, default=0, metavar="N",
                    help="instead of the evaluation: evidence diagnostics on the first N users' B2 and B4 test windows")
+    p.add_argument("--profile", action="append", default=[], metavar="NAME=SOURCE",
+                   help="profile text source of model NAME: template (default), none, or llm:MODEL.gguf[+LORA.gguf] "
+                        "(U-SCOPE profiling LLM via runtime/llm.LlamaProfiler, greedy)")
     p.add_argument("--out", default=DEFAULT_OUT)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -563,8 +585,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = shlex.join(["python", "-m", "umask.bench.umask_eval", *argv])
     t0 = time.perf_counter()
 
+    sources = dict(x.split("=", 1) for x in args.profile)
+    if set(sources) - set(args.name):
+        p.error(f"--profile names {sorted(set(sources) - set(args.name))} are not --name values")
     preds = {n: umask_predictor(c, sampler=args.sampler, steps=args.steps, n_samples=args.samples,
-                                seed=args.sample_seed) for n, c in zip(args.name, args.ckpt)}
+                                seed=args.sample_seed, **_profile_kwargs(sources.get(n, "template")))
+             for n, c in zip(args.name, args.ckpt)}
     train_users = {int(pr.config["train"]["n_users"]) for pr in preds.values()}
     train_seeds = {int(pr.config["train"]["sim_seed"]) for pr in preds.values()}
     pop_users = args.population_users or (train_users.pop() if len(train_users) == 1 else 300)

@@ -99,6 +99,7 @@ class LlamaProfiler:
         with _quiet(not verbose):
             self.llm = llama_cpp.Llama(**kw)
         self.end_id = self._single_token(IM_END)
+        self._memo: dict[tuple[str, int], str] = {}      # greedy decoding is deterministic: memoize texts
 
     # -- tokens --
     def tokenize(self, text: str) -> list[int]:
@@ -139,7 +140,6 @@ class LlamaProfiler:
         llm = self.llm
         if llm.context_params.logits_all:
             return np.asarray(llm.scores[llm.n_tokens - 1])
-        import ctypes  # noqa: F401  (llama_cpp exposes the last logits as a ctypes array)
         llama_cpp = _import_llama_cpp()
         ptr = llama_cpp.llama_get_logits_ith(llm.ctx, -1)
         return np.ctypeslib.as_array(ptr, shape=(llm.n_vocab(),)).copy()
@@ -153,9 +153,13 @@ class LlamaProfiler:
         return np.asarray(self.llm.scores[: len(ids)]).copy()
 
     def generate(self, prompt: str, max_tokens: int = MAX_PROFILE_TOKENS) -> str:
-        """The profile text y_u for the prompt x_u (raw `build_prompt` text; the chat frame is added here)."""
-        ids, _ = self.generate_ids(self.tokenize(chat_prompt(prompt)), max_tokens)
-        return self.detokenize(ids).strip()
+        """The profile text y_u for the prompt x_u (raw `build_prompt` text; the chat frame is added here).
+        Greedy, so equal prompts give equal texts (memoized per instance)."""
+        key = (prompt, int(max_tokens))
+        if key not in self._memo:
+            ids, _ = self.generate_ids(self.tokenize(chat_prompt(prompt)), max_tokens)
+            self._memo[key] = self.detokenize(ids).strip()
+        return self._memo[key]
 
     def __call__(self, prompt: str) -> str:
         return self.generate(prompt)
