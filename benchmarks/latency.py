@@ -561,9 +561,11 @@ class RealSample:
 
         u = sorted(self.events)[user_index]
         t0, t1 = window.target_slots
-        tens, _ = featurize_user(self.events[u], self.catalog, window.layout, self.fcfg,
-                                 window.window_start_ts, t1)
-        return tens.dense(t0, t1)
+        ss = window.slot_seconds
+        day0 = window.window_start_ts // 86400 * 86400              # featurize_user starts at a midnight
+        off = (window.window_start_ts - day0) // ss
+        tens, _ = featurize_user(self.events[u], self.catalog, window.layout, self.fcfg, day0, off + t1)
+        return tens.dense(off + t0, off + t1)
 
 
 class Nets:
@@ -1074,8 +1076,6 @@ class Harness:
         for p in want:
             if p not in avail:
                 self.skipped.append(f"onnxruntime provider {p}: not available here (available: {avail})")
-        if "TensorrtExecutionProvider" in avail and "TensorrtExecutionProvider" not in want:
-            pass
         return [p for p in want if p in avail]
 
     def ort_cases(self) -> list[Case]:
@@ -1338,6 +1338,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt", type=Path, default=None, help="torch reference checkpoint (default: the manifest's)")
     p.add_argument("--out", type=Path, default=Path(DEFAULT_OUT))
     p.add_argument("--quick", action="store_true", help="smoke mode: 3 samples per row, no burn-in, no request metric")
+    p.add_argument("--metric", action=argparse.BooleanOptionalAction, default=None,
+                   help="compute the request task metric over the REAL sample (default: on, off with --quick)")
     p.add_argument("--threads", default="1", help="comma list of intra-op / torch thread counts")
     p.add_argument("--spinning", default="off", help="comma list of onnxruntime spinning settings (on/off)")
     p.add_argument("--batch", type=int, default=1, help="batch size of the component rows")
@@ -1385,7 +1387,8 @@ def config_from_args(ns: argparse.Namespace) -> HarnessConfig:
                          spinning=_csv(ns.spinning, _bool), batch=ns.batch, precisions=precisions,
                          providers=_csv(ns.providers, str) if ns.providers else None, components=comps,
                          engines=_csv(ns.engines, str), gguf=tuple(ns.gguf), llm_request_quant=ns.llm_request_quant,
-                         llm_max_tokens=ns.llm_max_tokens, request=req, timing=timing, metric=not ns.quick,
+                         llm_max_tokens=ns.llm_max_tokens, request=req, timing=timing,
+                         metric=(not ns.quick) if ns.metric is None else ns.metric,
                          data_dir=ns.data_dir)
 
 
@@ -1434,7 +1437,7 @@ def run(cfg: HarnessConfig, command: str = "", *, max_load: float | None = None,
             "SYNTHETIC users (see the checkpoint's config).",
         ] + h.notes,
     }
-    return rows, meta, h.skipped
+    return rows, meta, list(dict.fromkeys(h.skipped))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -170,7 +170,15 @@ class RequestLatency:
         self.h._load_torch()
         self.engine = "torch eager fp32 (CPU, 1 thread)"
         self.nets = self.h.torch_nets
+        self.session = None
         if cfg.bundle is not None:
+            s = self.h._session(cfg.latency_precision, "CPUExecutionProvider", 1, False)
+            if s is not None and not isinstance(s, str):
+                self.session = s
+                self.engine = (f"runtime Session, onnxruntime {cfg.latency_precision} (CPUExecutionProvider, 1 thread, "
+                               "spinning off)")
+        if cfg.bundle is not None and self.session is None:
+            cfg.notes.extend(self.h.skipped)
             try:
                 self.nets, _info, _files = lat.ort_nets(cfg.bundle, self.h.manifest, cfg.latency_precision,
                                                         "CPUExecutionProvider", 1, False)
@@ -188,7 +196,7 @@ class RequestLatency:
         lat = self.lat
         req = lat.RequestSpec(sampler=sampler, steps=steps, n_samples=self.h.cfg.request.n_samples,
                               seed=self.h.cfg.request.seed)
-        pipe = self.h.pipeline(self.nets, req)
+        pipe = lat.SessionPipe(self.session, req) if self.session is not None else self.h.pipeline(self.nets, req)
         hist, now, text = self.h.hist, self.h.now, self.h.text
         t = lat.measure(lambda: pipe(hist, now, profile_text=text), self.timing)
         return {"latency_engine": self.engine, "latency_ms": t.summary(), "latency_samples": len(t.samples_ms)}

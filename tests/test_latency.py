@@ -145,7 +145,7 @@ def test_quick_mode_on_a_tiny_exported_bundle(tmp_path: Path) -> None:
 
     ckpt, bundle = tiny_bundle()
     out = tmp_path / "latency.json"
-    assert lat.main(["--bundle", str(bundle), "--ckpt", str(ckpt), "--quick", "--out", str(out)]) == 0
+    assert lat.main(["--bundle", str(bundle), "--ckpt", str(ckpt), "--quick", "--metric", "--out", str(out)]) == 0
     res = json.loads(out.read_text())
     rows = res["rows"]
     for row in rows:
@@ -161,6 +161,10 @@ def test_quick_mode_on_a_tiny_exported_bundle(tmp_path: Path) -> None:
     fp32_req = [r for r in rows if r["component"] == "request_profile_cached" and r["engine"] != "torch"
                 and r["precision"] == "fp32"][0]
     assert fp32_req["parity"]["max_abs_diff"] < 1e-3            # same noise, same numpy sampler
+    par = fp32_req["parity"]
+    assert par["n_requests"] >= 6 and par["metric"] == "short_term_active_mae"
+    assert par["value"] == pytest.approx(par["reference_value"], abs=1e-3)   # fp32 Session == torch on the metric
+    assert par["max_abs_diff_all_requests"] < 1e-3
     assert any(s.startswith("TensorRT:") for s in res["skipped"]) or any(r["engine"] == "tensorrt" for r in rows)
     assert res["meta"]["mode"].startswith("quick") and res["meta"]["load_before"] is not None
     assert len(list(csv.DictReader(io.StringIO(out.with_suffix(".csv").read_text())))) == len(rows)
