@@ -1,6 +1,8 @@
 """The main job (``umask demo``): the whole pipeline end to end on the bundled data.
 
-Today it runs the data pipeline; later issues extend it to train -> export -> serve -> benchmark.
+set-up (scripts/demo.sh) -> data -> train -> export -> open the bundle with the runtime -> serve real
+users -> latency and accuracy summary. ``--quick`` runs the same story with a tiny model and short
+settings in a few minutes (what tests/test_demo.py smoke-tests).
 
 1. Real Tsinghua sample (6 users, 1 day): load, check against the catalog, featurize with the one
    runtime featurization, print per-user coverage and U-SCOPE statistics.
@@ -10,8 +12,20 @@ Today it runs the data pipeline; later issues extend it to train -> export -> se
    simulator-vs-real validation table.
 3. Milan (real): PROTOCOL A1/A2 windows and the baseline rows.
 4. Taobao (real): PROTOCOL C leave-one-out split.
-
-Everything lands in ``artifacts/demo/summary.json``; the printed summary says which data is real.
+5. Train U-MASK (profile MLP + mask generator + DiT, v2 recipe) on the synthetic users of step 2
+   (``--quick``: the tiny config, 60 steps; default: the small config, ``--train-steps`` 600).
+6. The U-SCOPE profiling LLM: the GGUF files of ``artifacts/uscope/gguf`` when a U-SCOPE run made
+   them (``--llm-dir``); otherwise the bundle carries no LLM and the runtime writes the rule-based
+   template profile (said in the output).
+7. Export the checkpoint to a verified bundle (ONNX fp32 + int8 QDQ with ``--quick``; every
+   precision otherwise; the TensorRT step prints its skip here), then open it with the torch-free
+   runtime ``Session`` and serve the 6 REAL users of the Tsinghua sample at 18:00 of their day:
+   profile text, the evidence mask as a compact text strip, the next-hour prediction, cold-start app
+   and location recommendations.
+8. Latency and accuracy summary: the runtime's full request per precision (p50 over the 6 users)
+   and its short-term MAE against the users' real next hour, next to the last-value baseline; the
+   export-time parity figures; the full latency harness is ``python -m umask.bench.latency``.
+ in ``artifacts/demo/summary.json``; the printed summary says which data is real.
 """
 
 from __future__ import annotations
@@ -27,6 +41,7 @@ import numpy as np
 
 from umask.runtime.catalog import load_llmapp_catalog
 from umask.runtime.events import read_official_trace, read_trace
+from umask.runtime.errors import InputError
 from umask.runtime.featurize import FeatureConfig, featurize_population
 from umask.runtime.tessellation import dominant_place_type
 
@@ -169,6 +184,180 @@ def taobao() -> dict[str, Any]:
 
 
 # -----------------------------------------------------------------------------
+# 5. train U-MASK
+# -----------------------------------------------------------------------------
+
+def train_umask(trace: Path, out_dir: Path, quick: bool, steps: int | None, threads: int) -> Path:
+    from umask.train.trainer import TrainConfig, train
+
+    cfg = TrainConfig(model="tiny" if quick else "small",
+                      model_overrides={"t_power": 2.0, "data_scale": "none"},   # the v2 recipe (README)
+                      steps=steps or (60 if quick else 600), warmup=10 if quick else 50, batch_size=8,
+                      ckpt_every=10_000, eval_every=0, data=str(trace), out=str(out_dir),
+                      resume="never" if not (out_dir / "ckpt").exists() else "auto", num_threads=threads,
+                      progress=True)
+    _section(f"5. Train U-MASK ({cfg.model} config, {cfg.steps} steps) on the SYNTHETIC users of step 2")
+    if (out_dir / "ckpt").exists():
+        print(f"resuming / reusing {_rel(out_dir)} (delete it to train from scratch)")
+    t = time.perf_counter()
+    ckpt = train(cfg)
+    print(f"checkpoint {_rel(ckpt)} ({time.perf_counter() - t:.0f} s)")
+    return ckpt
+
+
+# -----------------------------------------------------------------------------
+# 6-7. LLM files, export, serve real users with the runtime
+# -----------------------------------------------------------------------------
+
+def llm_files(llm_dir: Path | None) -> Path | None:
+    _section("6. U-SCOPE profiling LLM (GGUF for llama.cpp)")
+    ggufs = sorted(llm_dir.glob("*.gguf")) if llm_dir is not None and llm_dir.is_dir() else []
+    if not ggufs:
+        print(f"no GGUF files in {llm_dir}: the bundle carries no LLM and profiles come from the rule-based "
+              "template (run the U-SCOPE pipeline, see the README, to add the LLM)")
+        return None
+    for g in ggufs:
+        print(f"{_rel(g)}  {g.stat().st_size / 1e6:.1f} MB")
+    return llm_dir
+
+
+def export_bundle(ckpt: Path, out: Path, quick: bool, gguf_dir: Path | None) -> dict[str, Any]:
+    from umask.export.exporter import export_bundle as export
+
+    precisions = ["fp32", "int8-qdq"] if quick else ["fp32", "fp16", "int8-qdq", "int8-dynamic"]
+    _section(f"7a. Export {_rel(ckpt)} -> {_rel(out)} ({', '.join(precisions)})")
+    manifest = export(ckpt, out, precisions=precisions, gguf_dir=gguf_dir, max_windows=8 if quick else 24)
+    print(f"bundle written in {manifest.get('export_seconds')} s, {len(manifest['files'])} files, "
+          f"{sum(int(f['size']) for f in manifest['files'].values()) / 1e6:.1f} MB in all")
+    return manifest
+
+
+def _mask_strip(mask: np.ndarray, slots_per_hour: int, hours: int = 24) -> str:
+    """The last ``hours`` hours of a (T, H, W) evidence mask as one character per hour: the share of
+    the hour's (slot, cell) coordinates chosen as evidence (' ' none, '.' < 1/4, ':' < 1/2, '#' more)."""
+    per_hour = mask.reshape(-1, slots_per_hour, *mask.shape[1:]).mean(axis=(1, 2, 3))[-hours:]
+    return "".join(" " if v == 0 else "." if v < 0.25 else ":" if v < 0.5 else "#" for v in per_hour)
+
+
+def serve_real_users(bundle: Path, precision: str, now_hour: int = 18) -> dict[str, Any]:
+    from umask.runtime.session import Session
+
+    _section(f"7b. Runtime Session ({precision}, torch-free) serving the 6 REAL users at {now_hour}:00")
+    s = Session.open(bundle, precision=precision, threads=1)
+    rep = s.report()
+    print(f"providers {sorted({p for ps in rep['providers'].values() for p in ps})}, LLM "
+          f"{'on' if rep['llm'] else 'off (template profiles)'}, sampler {rep['sampler_defaults']}")
+    events = read_trace(TSINGHUA / "app_usage_trace_sample_llmapp.csv.gz")
+    day = int(events.ts.min()) // DAY * DAY
+    now = day + now_hour * 3600
+    users = []
+    for u in (int(v) for v in events.users):
+        hist = events.for_user(u).between(day, now)
+        if len(hist) == 0:
+            continue
+        sph = 60 // s.fcfg.slot_minutes
+        print(f"\n-- user {u}: {len(hist)} events before {now_hour}:00 --")
+        rec: dict[str, Any] = {"user": u}
+        try:
+            prof = s.profile(hist, now_ts=now)
+            m = s.mask(hist, "short_term", now_ts=now)
+            pred = s.predict_short(hist, now_ts=now, seed=0)
+        except InputError as e:   # e.g. no event inside the model's context window
+            print(f"no prediction: {e}")
+            users.append({**rec, "error": str(e)})
+            continue
+        print(f"profile ({prof['source']}):\n  " + (prof['text'] or '-').replace(chr(10), chr(10) + '  '))
+        print(f"evidence mask, last {min(24, s.spec.context // sph)} h (one char per hour, '#' dense): "
+              f"|{_mask_strip(m['mask'][:s.spec.context], sph)}| k = {m['k']} of {m['n_avail']} available")
+        top = ", ".join(f"{a['category']} {a['expected_records']:.2f}" for a in pred["apps"][:3])
+        loc0 = pred["location"][0]
+        print(f"next hour: traffic {sum(pred['traffic_bytes']) / 1e3:.1f} kB; apps {top}; "
+              f"place {loc0.get('place_type', '?')} (presence {loc0['presence']:.2f})")
+        rec.update({"profile_source": prof["source"], "profile": prof["text"], "k": m["k"], "n_avail": m["n_avail"],
+                    "next_hour": pred})
+        try:
+            apps = s.recommend_apps(hist, k=3, now_ts=now, seed=0)
+            locs = s.recommend_locations(hist, k=2, now_ts=now, seed=0)
+            print("cold-start apps: " + ", ".join(a["category"] for a in apps) + "; places: "
+                  + ", ".join(str(loc.get("place_type", loc["grid_cell"])) for loc in locs))
+            rec.update({"recommend_apps": apps, "recommend_locations": locs})
+        except InputError as e:
+            print(f"no cold-start recommendation: {e}")
+            rec["recommend_error"] = str(e)
+        users.append(rec)
+    return {"data": "real", "precision": precision, "runtime": rep, "now_hour": now_hour, "users": users}
+
+
+# -----------------------------------------------------------------------------
+# 8. latency and accuracy summary
+# -----------------------------------------------------------------------------
+
+def latency_accuracy(bundle: Path, manifest: dict[str, Any], hours: tuple[int, ...] = (10, 14, 18)) -> dict[str, Any]:
+    """The runtime's full short-term request per precision: p50 latency over every (user, hour) and
+    the MAE of its next-hour prediction against the REAL next hour (featurized scale), next to the
+    last-value baseline on the same windows."""
+    from umask.runtime.featurize import featurize_user
+    from umask.runtime.session import Session
+
+    _section("8. Latency and accuracy of the on-device request (REAL sample, this machine)")
+    events = read_trace(TSINGHUA / "app_usage_trace_sample_llmapp.csv.gz")
+    day = int(events.ts.min()) // DAY * DAY
+    precs = [p for p, nets in manifest["artifacts"].items()
+             if all(nets.get(n, {}).get("status") == "ok" for n in ("dit", "maskgen", "profile_mlp"))]
+    rows = []
+    for prec in precs:
+        s = Session.open(bundle, precision=prec, threads=1)
+        lat, err, err_lv, act, act_lv = [], [], [], [], []
+        for u in (int(v) for v in events.users):
+            ev = events.for_user(u)
+            for h in hours:
+                now = day + h * 3600
+                hist = ev.between(day, now)
+                if len(hist) == 0:
+                    continue
+                t = time.perf_counter()
+                try:
+                    c = s.complete(hist, "short_term", now_ts=now, seed=0)
+                except InputError:   # nothing inside the model's context window
+                    continue
+                lat.append(time.perf_counter() - t)
+                # the real next hour, featurized with the request's own layout (so cells line up)
+                t0, t1 = c.window.target_slots
+                n_h, ctx, slot_s = t1 - t0, s.spec.context, s.fcfg.slot_seconds
+                nxt = ev.between(now, now + n_h * slot_s)
+                truth = np.zeros_like(c.x[:, t0:t1])
+                if len(nxt):
+                    tens, _ = featurize_user(nxt, s.catalog, c.window.layout, s.fcfg, day, (now - day) // slot_s + n_h)
+                    truth = tens.dense()[:, -n_h:]
+                pred = np.clip(c.x[:, t0:t1], 0.0, None)
+                last = np.repeat(c.window.x[:, ctx - 1:ctx], n_h, axis=1)   # last-value: the slot before now
+                err.append(np.abs(pred - truth).mean())
+                err_lv.append(np.abs(last - truth).mean())
+                a = truth != 0
+                if a.any():
+                    act.append(np.abs(pred - truth)[a].mean())
+                    act_lv.append(np.abs(last - truth)[a].mean())
+        lat_ms = np.array(lat) * 1e3
+        row = {"precision": prec, "requests": len(lat), "p50_ms": round(float(np.median(lat_ms)), 1),
+               "p90_ms": round(float(np.percentile(lat_ms, 90)), 1),
+               "mae": float(np.mean(err)) if err else None, "active_mae": float(np.mean(act)) if act else None,
+               "last_value_mae": float(np.mean(err_lv)) if err_lv else None,
+               "last_value_active_mae": float(np.mean(act_lv)) if act_lv else None,
+               "parity": manifest["artifacts"][prec].get("dit", {}).get("parity")}
+        rows.append(row)
+    print(f"{'precision':<13}{'requests':>9}{'p50 ms':>9}{'p90 ms':>9}{'MAE':>9}{'act. MAE':>10}"
+          f"{'last-value MAE':>16}{'LV act. MAE':>13}")
+    for r in rows:
+        f = (lambda v: f"{v:.4f}" if v is not None else "-")
+        print(f"{r['precision']:<13}{r['requests']:>9}{r['p50_ms']:>9.1f}{r['p90_ms']:>9.1f}{f(r['mae']):>9}"
+              f"{f(r['active_mae']):>10}{f(r['last_value_mae']):>16}{f(r['last_value_active_mae']):>13}")
+    print("MAE on the featurized scale over every entry of the next hour (active: truth != 0). The model was "
+          "trained on SYNTHETIC users only (zero-shot on the REAL sample). Latency: one full request "
+          "(window, template profile, SBERT, h_u, mask, sampling), 1 onnxruntime thread, this machine.")
+    return {"data": "real", "hours": list(hours), "rows": rows}
+
+
+# -----------------------------------------------------------------------------
 # entry point
 # -----------------------------------------------------------------------------
 
@@ -178,6 +367,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--users", type=int, default=None, help="synthetic users (default 1000, --quick 100)")
     p.add_argument("--seed", type=int, default=0, help="simulator seed")
     p.add_argument("--out", type=Path, default=ROOT / "artifacts" / "demo", help="output folder")
+    p.add_argument("--train-steps", type=int, default=None, help="U-MASK training steps (default 600, --quick 60)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads for training")
+    p.add_argument("--llm-dir", type=Path, default=ROOT / "artifacts" / "uscope" / "gguf",
+                   help="folder with the U-SCOPE GGUF files to ship in the bundle (absent: template profiles)")
+    p.add_argument("--precision", default="int8-qdq", help="precision the runtime serves the real users with")
+    p.add_argument("--data-only", action="store_true", help="stop after the data steps 1-4")
     args = p.parse_args(argv)
     n_users = args.users or (100 if args.quick else 1000)
     if n_users < 1:
@@ -190,6 +385,16 @@ def main(argv: list[str] | None = None) -> int:
     summary["simulator"] = synthetic_users(cfg, n_users, args.seed, args.out / "sim")
     summary["milan"] = milan()
     summary["taobao"] = taobao()
+    if not args.data_only:
+        trace = args.out / "sim" / "App_usage_trace.synthetic.txt.gz"
+        ckpt = train_umask(trace, args.out / "train", args.quick, args.train_steps, args.threads)
+        summary["train"] = {"data": "synthetic", "checkpoint": _rel(ckpt)}
+        gguf_dir = llm_files(args.llm_dir)
+        manifest = export_bundle(ckpt, args.out / "bundle", args.quick, gguf_dir)
+        summary["export"] = {"bundle": _rel(args.out / "bundle"), "seconds": manifest.get("export_seconds"),
+                             "llm": manifest.get("llm", {}).get("status")}
+        summary["serve"] = serve_real_users(args.out / "bundle", args.precision)
+        summary["latency_accuracy"] = latency_accuracy(args.out / "bundle", manifest)
     summary["elapsed_s"] = round(time.perf_counter() - t0, 1)
     out = args.out / "summary.json"
     tmp = out.with_suffix(".json.tmp")

@@ -11,7 +11,7 @@ from umask.bench.demo import main
 
 
 def test_demo_quick_writes_summary(tmp_path: Path, capsys) -> None:
-    assert main(["--quick", "--users", "12", "--out", str(tmp_path)]) == 0
+    assert main(["--quick", "--users", "12", "--out", str(tmp_path), "--llm-dir", str(tmp_path / "no-llm")]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     out = capsys.readouterr().out
     # every part ran and labels its data
@@ -25,6 +25,21 @@ def test_demo_quick_writes_summary(tmp_path: Path, capsys) -> None:
     assert summary["milan"]["data"] == "real" and len(summary["milan"]["rows"]) == 9
     assert summary["taobao"]["test"] == summary["taobao"]["users"] == 814
     assert "SYNTHETIC" in out and "REAL" in out
+    # train -> export -> runtime Session serving the real users -> latency / accuracy summary
+    assert summary["train"]["data"] == "synthetic"
+    assert (tmp_path / "bundle" / "manifest.json").exists()
+    served = summary["serve"]
+    assert served["data"] == "real" and [u["user"] for u in served["users"]] == [4, 5, 6, 7, 8, 9]
+    ok = [u for u in served["users"] if "next_hour" in u]
+    assert len(ok) >= 4
+    for u in ok:
+        assert u["profile_source"] in ("template", "llm") and u["profile"]
+        assert 0 < u["k"] <= u["n_avail"]
+        assert u["next_hour"]["apps"] and all(v >= 0 for v in u["next_hour"]["traffic_bytes"])
+    rows = {r["precision"]: r for r in summary["latency_accuracy"]["rows"]}
+    assert set(rows) == {"fp32", "int8-qdq"}
+    for r in rows.values():
+        assert r["requests"] >= 10 and r["p50_ms"] > 0 and 0 <= r["mae"] < 1 and r["last_value_mae"] >= 0
 
 
 def test_cli_help_lists_commands() -> None:
