@@ -131,6 +131,7 @@ def plot_tradeoff(res: Mapping[str, Any], out: Path) -> Path:
             continue
         size = (r["artifact_bytes"] or 0) / 1e6
         a1.scatter(r["latency_ms"]["p50"], y, s=20 + 4 * size, color=f"C{i}", alpha=0.7, label=f"{_label(r)} ({size:.1f} MB)")
+    a1.ticklabel_format(axis="y", useOffset=False)
     a1.set_xlabel("full request p50 latency (ms)")
     a1.set_ylabel("short-term active MAE, REAL sample (lower is better)")
     a1.set_title("request: latency vs accuracy (marker area ~ size on disk)", fontsize=8)
