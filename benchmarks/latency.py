@@ -17,7 +17,9 @@ Configurations
 * ``torch`` eager fp32: the reference. The checkpoint named in the bundle manifest (or ``--ckpt``).
 * ``onnxruntime`` fp32 / fp16 / int8-QDQ / int8-dynamic: each ONNX file of the bundle on each
   available execution provider (CPU here; CUDA / TensorRT EP where onnxruntime-gpu has them).
-* ``tensorrt``: rows only where ``import tensorrt`` works; otherwise one skip line (``skipped``), no row.
+* ``tensorrt``: the bundle's native engines (TensorRT 10 Python API, torch CUDA buffers), only where
+  ``import tensorrt`` works and CUDA is present; otherwise one skip line (``skipped``), no row. Never
+  run on the CPU machine it was written on.
 * ``llama.cpp``: each GGUF quant of the profiling LLM, when ``llama_cpp`` imports and the files exist:
   prompt tokens/s, generation tokens/s and time to first token.
 
@@ -768,6 +770,46 @@ def ort_nets(bundle: Path, manifest: Mapping[str, Any], precision: str, provider
         [p for p in files.values() if p is not None]
 
 
+def trt_runner(engine_path: Path, feed: Mapping[str, np.ndarray]) -> tuple[Callable[[], None], Callable[[], np.ndarray]]:
+    """(run, first_output) for a serialized TensorRT 10 engine with its inputs on the GPU (torch buffers)."""
+    import tensorrt as trt
+    import torch
+
+    rt = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+    eng = rt.deserialize_cuda_engine(Path(engine_path).read_bytes())
+    if eng is None:
+        raise RuntimeError(f"{engine_path}: TensorRT could not deserialize the engine")
+    ctx = eng.create_execution_context()
+    names = [eng.get_tensor_name(i) for i in range(eng.num_io_tensors)]
+    bufs: dict[str, Any] = {}
+    outs = []
+    for n in names:
+        dt = np.dtype(trt.nptype(eng.get_tensor_dtype(n)))
+        if eng.get_tensor_mode(n) == trt.TensorIOMode.INPUT:
+            t = torch.from_numpy(np.ascontiguousarray(np.asarray(feed[n]).astype(dt))).cuda()
+            ctx.set_input_shape(n, tuple(t.shape))
+            bufs[n] = t
+    for n in names:
+        if n not in bufs:
+            dt = np.dtype(trt.nptype(eng.get_tensor_dtype(n)))
+            bufs[n] = torch.empty(tuple(ctx.get_tensor_shape(n)), dtype=torch.from_numpy(np.zeros(0, dt)).dtype,
+                                  device="cuda")
+            outs.append(n)
+    for n, t in bufs.items():
+        ctx.set_tensor_address(n, t.data_ptr())
+    stream = torch.cuda.Stream()
+
+    def run() -> None:
+        if not ctx.execute_async_v3(stream.cuda_stream):
+            raise RuntimeError(f"{engine_path}: execute_async_v3 failed")
+        stream.synchronize()
+
+    def first() -> np.ndarray:
+        return bufs[outs[0]].float().cpu().numpy()
+
+    return run, first
+
+
 # ------------------------------------------------------------------------------------------------
 # Configurations
 # ------------------------------------------------------------------------------------------------
@@ -1192,19 +1234,54 @@ class Harness:
         return c
 
     def tensorrt_cases(self) -> list[Case]:
+        """Native TensorRT engines of the bundle (trt/*.engine), timed through the TensorRT 10 Python API
+        with CUDA buffers from torch. Written against the public API; never run on the CPU machine
+        this harness was developed on (no TensorRT there)."""
         try:
-            import tensorrt  # noqa: F401
+            import tensorrt as trt
         except Exception as e:  # noqa: BLE001
             self.skipped.append(f"TensorRT: `import tensorrt` failed ({type(e).__name__}: {e}); no TensorRT rows")
             return []
-        # tensorrt imports: engines of the bundle via onnxruntime's TensorRT EP when present
-        import onnxruntime as ort
+        import torch
 
-        if "TensorrtExecutionProvider" not in ort.get_available_providers():
-            self.skipped.append("TensorRT: tensorrt imports but onnxruntime has no TensorrtExecutionProvider; native "
-                                "engine timing is not implemented in this harness (use trtexec --loadEngine on "
-                                f"{self.cfg.bundle}/trt)")
-        return []
+        if not torch.cuda.is_available():
+            self.skipped.append("TensorRT: tensorrt imports but torch sees no CUDA device; no TensorRT rows")
+            return []
+        entry = (self.manifest or {}).get("tensorrt", {})
+        engines = entry.get("engines", {}) if entry.get("status") == "built" else {}
+        if not engines:
+            self.skipped.append(f"TensorRT: the bundle has no engines ({entry.get('status')}: {entry.get('reason', '')}); "
+                                "export on a machine with tensorrt")
+            return []
+        self._load_torch()
+        out = []
+        for key, e in sorted(engines.items()):
+            prec_b, net = key.split("/")
+            prec = {v: k for k, v in BUNDLE_PRECISION.items()}.get(prec_b, prec_b)
+            if e.get("status") != "built" or NETS.get(net) not in self.cfg.components:
+                continue
+            if int(e.get("batch", 1)) != self.cfg.batch:
+                self.skipped.append(f"TensorRT {key}: engine batch {e.get('batch')} != --batch {self.cfg.batch}")
+                continue
+            path = self.cfg.bundle / "trt" / e["file"]
+            run, first = trt_runner(path, self.feeds[net])
+            ref = self.ref[net]
+
+            def parity(run=run, first=first, ref=ref, net=net) -> dict[str, Any]:  # noqa: ANN001
+                run()
+                got = first()
+                metric, value = component_metric(net, got, ref)
+                return {"reference": "torch eager fp32, same inputs", "max_abs_diff": _diff(got, ref),
+                        "metric": metric, "value": value}
+
+            out.append(Case(NETS[net], "tensorrt", trt.__version__, prec, run, provider="TensorRT (native)",
+                            device="cuda", threads=1, batch=self.cfg.batch, shapes=_shapes(self.feeds[net]),
+                            artifact=_rel([path]), artifact_bytes=_size([path]), parity=parity,
+                            device_mem=lambda: round(torch.cuda.max_memory_allocated() / 2**20, 1),
+                            setup=torch.cuda.reset_peak_memory_stats,
+                            notes="native engine, execute_async_v3 + stream sync per call (host<->device copies "
+                                  "excluded)"))
+        return out
 
     def gguf_files(self) -> list[Path]:
         if self.cfg.gguf:
