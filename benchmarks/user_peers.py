@@ -52,7 +52,7 @@ global model trained by ``csdi.fit`` on the training-day stack (S, 480, 22) of e
 with any activity in those days (validation: the same cells' day 6, selection on the validation
 loss). Features are standardized per channel with the training stack's mean / std (the paper's
 per-feature normalization) and de-standardized after sampling. Deviations from the Milan run, for
-the 1-core CPU (one DDPM step of a 128 x 22 x 72 batch costs ~3 s here): 16 channels, 2 layers,
+the 1-core CPU (one denoiser call on a 128 x 22 x 72 batch took ~3 s on the loaded 2-core machine): 16 channels, 2 layers,
 window 48 slots (forecasting: 24 known + 24 generated per chunk; B2/B3 generate 96 slots
 autoregressively in 4 chunks, B1 one chunk trimmed to 4), 20 diffusion steps (quad schedule up to
 beta 0.5), 2 samples (mean = point forecast), a few hundred optimizer steps. Cells whose observed
@@ -62,9 +62,10 @@ users (default 10) of the evaluated population, every task's windows as above, a
 model is re-scored on that subset (rows ``name@csdi_subset``). The REAL sample: all 90 windows,
 zero-shot.
 
-Run (SYNTHETIC + REAL; about 20 min on one thread of the 2-core CPU)::
+Run (SYNTHETIC + REAL; 1068 s on one thread of the shared, heavily loaded 2-core CPU: PatchTST
+training 127 s, CSDI training 241 s, all-user evaluation 253 s, CSDI subset 211 s, REAL sample 225 s)::
 
-    python -m umask.bench.user_peers --users 50 --seed 0 --b1-every 6 --b1-offset 2 \\
+    python -m umask.bench.user_peers --users 50 --seed 0 --b1-every 6 --b1-offset 2 --no-progress \\
         --out benchmarks/results/user_peers.json
 """
 
