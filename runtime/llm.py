@@ -91,6 +91,7 @@ class LlamaProfiler:
         llama_cpp = _import_llama_cpp()
         self.model_path, self.lora_path = model_path, (Path(lora_path) if lora_path else None)
         self.n_threads = int(n_threads)
+        self.logits_all = bool(logits_all)
         kw: dict[str, Any] = dict(model_path=str(model_path), n_ctx=int(n_ctx), n_threads=self.n_threads,
                                   n_threads_batch=self.n_threads, logits_all=bool(logits_all), seed=int(seed),
                                   verbose=bool(verbose))
@@ -138,7 +139,7 @@ class LlamaProfiler:
 
     def _last_logits(self) -> np.ndarray:
         llm = self.llm
-        if llm.context_params.logits_all:
+        if self.logits_all:
             return np.asarray(llm.scores[llm.n_tokens - 1])
         llama_cpp = _import_llama_cpp()
         ptr = llama_cpp.llama_get_logits_ith(llm.ctx, -1)
@@ -146,7 +147,7 @@ class LlamaProfiler:
 
     def next_token_logits(self, ids: list[int]) -> np.ndarray:
         """(len(ids), vocab) logits of every position of ``ids`` in one pass (needs logits_all=True)."""
-        if not self.llm.context_params.logits_all:
+        if not self.logits_all:
             raise InputError("next_token_logits needs LlamaProfiler(..., logits_all=True)")
         self.llm.reset()
         self.llm.eval(list(ids))
