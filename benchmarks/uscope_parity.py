@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-
 from umask.runtime.llm import IM_END, MAX_PROFILE_TOKENS, LlamaProfiler, chat_prompt
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from umask.runtime.errors import InputError
 from umask.runtime.llm import IM_END, LlamaProfiler, chat_prompt, llama_cpp_available
 
@@ -49,7 +48,6 @@ def test_lora_adapter_conversion_and_loading(tmp_path: Path) -> None:
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
     from umask.train.uscope_gguf import hf_to_gguf, lora_to_gguf
     from umask.train.uscope_llm import DEFAULT_BASE_DIR, smollm2_gguf_path
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from umask.runtime.llm import IM_END, chat_prompt, chat_target
 from umask.runtime.profile_text import SECTIONS, build_prompt
 from umask.train.uscope_llm import (

@@ -26,16 +26,14 @@ import logging
 import math
 import re
 import shutil
-import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-
 from umask.runtime.errors import InputError
 from umask.runtime.featurize import ProfileStats
 from umask.runtime.llm import IM_END, MAX_PROFILE_TOKENS, chat_prompt, chat_target
@@ -44,7 +42,6 @@ from umask.runtime.profile_text import (
     DOMINANT_APP_SHARE,
     LEADING_APP_SHARE,
     MANY_CELLS,
-    MOSTLY_PLACE_SHARE,
     REGULAR_HIGH,
     REGULAR_LOW,
     REGULAR_MID,
@@ -574,13 +571,25 @@ def save_json(path: str | Path, obj: Any) -> None:
     tmp.replace(path)
 
 
-def timer() -> float:
-    return time.perf_counter()
-
-
 __all__ = [
-    "UScopeConfig", "UserItem", "prepare_base", "load_causal_lm", "smollm2_gguf_path", "simulated_users",
-    "real_users", "parse_sections", "consistency_checks", "profile_consistency", "encode_example",
-    "sft_train", "generate_profiles", "greedy_ids", "make_dpo_pairs", "perturbed_profile", "dpo_train",
-    "dpo_reward_accuracy", "evaluate_profiles", "save_json", "field",
+    "UScopeConfig",
+    "UserItem",
+    "consistency_checks",
+    "dpo_reward_accuracy",
+    "dpo_train",
+    "encode_example",
+    "evaluate_profiles",
+    "generate_profiles",
+    "greedy_ids",
+    "load_causal_lm",
+    "make_dpo_pairs",
+    "parse_sections",
+    "perturbed_profile",
+    "prepare_base",
+    "profile_consistency",
+    "real_users",
+    "save_json",
+    "sft_train",
+    "simulated_users",
+    "smollm2_gguf_path",
 ]

@@ -18,6 +18,7 @@ tokens/s per quant, h_u cosine, an on-device profile of a real user). Machine: w
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import platform
@@ -29,8 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from umask.runtime.llm import MAX_PROFILE_TOKENS, LlamaProfiler, chat_prompt
+from umask.runtime.llm import LlamaProfiler, chat_prompt
 from umask.train import uscope_gguf as G
 from umask.train.uscope_llm import (
     DEFAULT_BASE_DIR,
@@ -124,12 +124,10 @@ def run(cfg: UScopeConfig, *, fresh: bool = False, results_dir: Path = RESULTS) 
         save_json(out / "sft_info.json", sft_info)
         del model, pm, merged
     else:
-        import json
         sft_info = json.loads((out / "sft_info.json").read_text())
     timing["sft_s"] = sft_info["train_s"]
 
     # 4. DPO (eq. 27) on the merged SFT model -> adapter + merged final model
-    import json
     if not (out / "merged" / "config.json").is_file():
         t = time.perf_counter()
         model, tok = load_causal_lm(out / "sft_merged")
@@ -256,7 +254,7 @@ def _f(v: Any) -> str:
     return "n/a" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="the small-step configuration (the committed results)")
     ap.add_argument("--base", default=None, help="a local HF causal-LM directory instead of SmolLM2")
@@ -266,11 +264,11 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     cfg = replace(QUICK if a.quick else UScopeConfig(), base=a.base, out_dir=a.out, threads=a.threads)
-    res = run(cfg, fresh=a.fresh)
+    run(cfg, fresh=a.fresh)
     print((RESULTS / "uscope_llm.md").read_text())
     print((RESULTS / "uscope_gguf.md").read_text())
-    _ = res
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -34,7 +34,6 @@ from typing import Any
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-
 from umask.runtime.errors import InputError
 from umask.runtime.featurize import DAY_SECONDS
 from umask.runtime.profile_text import MANY_CELLS
