@@ -209,15 +209,18 @@ def train_umask(trace: Path, out_dir: Path, quick: bool, steps: int | None, thre
 # 6-7. LLM files, export, serve real users with the runtime
 # -----------------------------------------------------------------------------
 
-def llm_files(llm_dir: Path | None) -> Path | None:
+def llm_files(llm_dir: Path | None, quant: str = "q8_0") -> Path | None:
+    from umask.export.exporter import select_gguf
+
     _section("6. U-SCOPE profiling LLM (GGUF for llama.cpp)")
-    ggufs = sorted(llm_dir.glob("*.gguf")) if llm_dir is not None and llm_dir.is_dir() else []
-    if not ggufs:
-        print(f"no GGUF files in {llm_dir}: the bundle carries no LLM and profiles come from the rule-based "
-              "template (run the U-SCOPE pipeline, see the README, to add the LLM)")
+    entry = select_gguf(llm_dir, quant)
+    if entry["status"] != "present":
+        print(f"{entry['note']}: the bundle carries no LLM and profiles come from the rule-based template "
+              "(run the U-SCOPE pipeline, see the README, to add the LLM)")
         return None
-    for g in ggufs:
-        print(f"{_rel(g)}  {g.stat().st_size / 1e6:.1f} MB")
+    for f in entry["files"]:
+        g = Path(entry["source"]) / Path(f).name
+        print(f"ships {_rel(g)}  {g.stat().st_size / 1e6:.1f} MB ({entry['quant']})")
     return llm_dir
 
 

@@ -12,7 +12,8 @@ log = logging.getLogger(__name__)
 
 
 def export_main(argv: Sequence[str] | None = None) -> int:
-    from umask.export.exporter import DEFAULT_DATA, DEFAULT_GGUF_DIR, DEFAULT_SBERT_CACHE, ExportError, export_bundle
+    from umask.export.exporter import (DEFAULT_DATA, DEFAULT_GGUF_DIR, DEFAULT_SBERT_CACHE, LLM_QUANTS, ExportError,
+                                       export_bundle)
     from umask.export.precision import PRECISIONS
 
     p = argparse.ArgumentParser(
@@ -29,7 +30,10 @@ def export_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--precisions", default=",".join(PRECISIONS),
                    help=f"comma-separated, must include fp32 (default: {','.join(PRECISIONS)})")
     p.add_argument("--gguf-dir", default=str(DEFAULT_GGUF_DIR),
-                   help="folder whose *.gguf files (LLM + LoRA adapter) go into the bundle's llm/ (absent: noted)")
+                   help="the U-SCOPE pipeline's GGUF folder; the LLM chosen by --llm-quant goes into the bundle's llm/ "
+                        "(absent: noted, the device writes template profiles)")
+    p.add_argument("--llm-quant", default="q8_0", choices=LLM_QUANTS,
+                   help="which profiling LLM to ship: a merged model quant, or base+lora (base GGUF + LoRA adapter GGUF)")
     p.add_argument("--data-dir", default=str(DEFAULT_DATA),
                    help="Tsinghua LLMApp folder: catalog tables for the device + the real calibration sample")
     p.add_argument("--no-sbert", action="store_true", help="leave the SBERT encoder out (no semantic profile on device)")
@@ -38,7 +42,7 @@ def export_main(argv: Sequence[str] | None = None) -> int:
     ns = p.parse_args(argv)
     try:
         m = export_bundle(ns.ckpt, ns.out, precisions=[s.strip() for s in ns.precisions.split(",") if s.strip()],
-                          data_dir=ns.data_dir, gguf_dir=ns.gguf_dir or None, sbert=not ns.no_sbert,
+                          data_dir=ns.data_dir, gguf_dir=ns.gguf_dir or None, llm_quant=ns.llm_quant, sbert=not ns.no_sbert,
                           sbert_cache=ns.sbert_cache or None, tensorrt=not ns.no_tensorrt)
     except (ExportError, ValueError) as e:
         print(f"umask export: error: {e}", file=sys.stderr)

@@ -341,10 +341,39 @@ def sbert_onnx(dst: Path, cache_dir: Path | None) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------
 # The export
 # ------------------------------------------------------------------------------------------------
+# The U-SCOPE pipeline's file names (train/uscope_pipeline.GGUF_NAMES): merged models per quant, the
+# base model and the LoRA adapter (applied on the base, never on a merged model).
+GGUF_MERGED = {"q8_0": "uscope-q8_0.gguf", "q4_k_m": "uscope-q4_k_m.gguf", "f16": "uscope-f16.gguf"}
+GGUF_BASE, GGUF_LORA = "uscope-base-f16.gguf", "uscope-lora-f16.gguf"
+LLM_QUANTS = (*GGUF_MERGED, "base+lora")
+
+
+def select_gguf(gdir: Path | None, quant: str = "q8_0") -> dict[str, Any]:
+    """The one LLM the bundle ships: the merged model of ``quant`` (q8_0 | q4_k_m | f16), or
+    ``base+lora`` (the base GGUF plus the LoRA adapter GGUF, applied at load time). A bundle never
+    carries both a merged model and the adapter (applying the adapter on a merged model would apply
+    the fine-tuning twice). Returns the manifest's ``llm`` entry."""
+    if quant not in LLM_QUANTS:
+        raise InputError(f"llm_quant must be one of {LLM_QUANTS}, got {quant!r}")
+    if gdir is None or not gdir.is_dir():
+        return {"status": "absent", "files": [], "source": None if gdir is None else str(gdir),
+                "note": f"no GGUF folder {gdir}; the runtime falls back to the template profile"}
+    if quant == "base+lora":
+        names, model, lora = [GGUF_BASE, GGUF_LORA], GGUF_BASE, GGUF_LORA
+    else:
+        names, model, lora = [GGUF_MERGED[quant]], GGUF_MERGED[quant], None
+    missing = [n for n in names if not (gdir / n).is_file()]
+    if missing:
+        return {"status": "absent", "files": [], "source": str(gdir), "quant": quant,
+                "note": f"{', '.join(missing)} not in {gdir}; the runtime falls back to the template profile"}
+    return {"status": "present", "quant": quant, "files": [f"llm/{n}" for n in names], "source": str(gdir),
+            "model": f"llm/{model}", "lora": None if lora is None else f"llm/{lora}"}
+
+
 def export_bundle(ckpt: str | Path, out: str | Path, *, precisions: Sequence[str] = prec.PRECISIONS,
                   data_dir: str | Path | None = None, gguf_dir: str | Path | None = DEFAULT_GGUF_DIR,
                   sbert: bool = True, sbert_cache: str | Path | None = DEFAULT_SBERT_CACHE,
-                  tensorrt: bool = True, max_windows: int | None = 24) -> dict[str, Any]:
+                  tensorrt: bool = True, max_windows: int | None = 24, llm_quant: str = "q8_0") -> dict[str, Any]:
     """Export ``ckpt`` (a step dir, a latest/best pointer, a ckpt folder or a run folder) to the bundle
     directory ``out``. Returns the manifest. See the module docstring."""
     from umask.bench.umask_eval import resolve_checkpoint
@@ -352,6 +381,8 @@ def export_bundle(ckpt: str | Path, out: str | Path, *, precisions: Sequence[str
 
     t_start = time.perf_counter()
     precisions = list(dict.fromkeys(precisions))
+    if llm_quant not in LLM_QUANTS:
+        raise InputError(f"llm_quant must be one of {LLM_QUANTS}, got {llm_quant!r}")
     bad = [p for p in precisions if p not in prec.PRECISIONS]
     if bad or "fp32" not in precisions:
         raise InputError(f"precisions must include fp32 and come from {prec.PRECISIONS}; got {precisions}")
@@ -386,7 +417,7 @@ def export_bundle(ckpt: str | Path, out: str | Path, *, precisions: Sequence[str
     (tmp / PARTIAL_MARKER).write_text("export in progress\n")
     try:
         manifest = _build(model, config, ckpt_dir, tmp, precisions, data_dir, catalog, channels,
-                          gguf_dir, sbert, sbert_cache, tensorrt, max_windows)
+                          gguf_dir, sbert, sbert_cache, tensorrt, max_windows, llm_quant)
         manifest["export_seconds"] = round(time.perf_counter() - t_start, 2)
         files = {}
         for p in sorted(tmp.rglob("*")):
@@ -418,7 +449,8 @@ def export_bundle(ckpt: str | Path, out: str | Path, *, precisions: Sequence[str
 
 def _build(model: Any, config: dict[str, Any], ckpt_dir: Path, tmp: Path, precisions: list[str], data_dir: Path,
            catalog: Any, channels: ChannelLayout, gguf_dir: str | Path | None, sbert: bool,
-           sbert_cache: str | Path | None, tensorrt: bool, max_windows: int | None) -> dict[str, Any]:
+           sbert_cache: str | Path | None, tensorrt: bool, max_windows: int | None,
+           llm_quant: str = "q8_0") -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     dcfg, mcfg = model.cfg.dit_config(), model.cfg.maskgen_config()
@@ -505,19 +537,14 @@ def _build(model: Any, config: dict[str, Any], ckpt_dir: Path, tmp: Path, precis
         sigs = {n: artifacts["fp32"][n] for n in ("dit", "maskgen", "profile_mlp")}
         trt_entry = build_engines(paths, sigs, tmp / "trt")
 
-    # --- GGUF (profiling LLM + LoRA) ---
-    llm_entry: dict[str, Any]
-    gdir = Path(gguf_dir) if gguf_dir else None
-    ggufs = sorted(gdir.glob("*.gguf")) if gdir is not None and gdir.is_dir() else []
-    if ggufs:
+    # --- GGUF (profiling LLM) ---
+    llm_entry = select_gguf(Path(gguf_dir) if gguf_dir else None, llm_quant)
+    if llm_entry["status"] == "present":
         (tmp / "llm").mkdir()
-        for g in ggufs:
-            shutil.copyfile(g, tmp / "llm" / g.name)
-        llm_entry = {"status": "present", "files": [f"llm/{g.name}" for g in ggufs], "source": str(gdir)}
+        for f in llm_entry["files"]:
+            shutil.copyfile(Path(llm_entry["source"]) / Path(f).name, tmp / f)
     else:
-        log.warning("GGUF: no *.gguf in %s; the bundle has no profiling LLM (template profiles on device)", gdir)
-        llm_entry = {"status": "absent", "files": [], "source": None if gdir is None else str(gdir),
-                     "note": "no GGUF files found at export time; the runtime falls back to the template profile"}
+        log.warning("GGUF: %s; the bundle has no profiling LLM (template profiles on device)", llm_entry["note"])
 
     sched = model.schedule
     state = json.loads((ckpt_dir / "state.json").read_text()) if (ckpt_dir / "state.json").is_file() else {}

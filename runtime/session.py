@@ -222,9 +222,13 @@ class Session:
             if self._llm is None:
                 from .llm import LlamaProfiler
 
-                files = [self.root / f for f in self.manifest["llm"]["files"]]
-                base = [f for f in files if "lora" not in f.name.lower()]
-                lora = [f for f in files if "lora" in f.name.lower()]
+                llm = self.manifest["llm"]
+                if llm.get("model"):          # schema: one model (merged quant, or base + LoRA adapter)
+                    base, lora = [self.root / llm["model"]], ([self.root / llm["lora"]] if llm.get("lora") else [])
+                else:                         # older bundles: files listed only
+                    files = [self.root / f for f in llm["files"]]
+                    base = [f for f in files if "lora" not in f.name.lower()]
+                    lora = [f for f in files if "lora" in f.name.lower()]
                 if not base:
                     raise BundleError(f"{self.root}: the bundle's llm/ has no base GGUF model")
                 self._llm = LlamaProfiler(base[0], lora[0] if lora else None, n_threads=self.llm_threads)
