@@ -89,3 +89,6 @@ def test_lora_adapter_conversion_and_loading(tmp_path: Path) -> None:
     text = with_lora.generate("History: 155 app events on 1 active day.", max_tokens=8)
     assert isinstance(text, str)
     np.testing.assert_equal(with_lora.generate("History: 155 app events on 1 active day.", max_tokens=8), text)
+    # the default profiler (no logits_all: last-position logits through the C API) decodes the same text
+    fast = LlamaProfiler(base_gguf, lora_path=lora_gguf)
+    assert fast.generate("History: 155 app events on 1 active day.", max_tokens=8) == text
