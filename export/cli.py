@@ -71,6 +71,8 @@ def run_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--task", required=True, choices=("short", "long", "cold", "impute"),
                    help="short: next hour; long: next 24 h; cold: app + location recommendation; impute: fill gaps")
     p.add_argument("--precision", default="fp32", help="fp32 | fp16 | int8-qdq | int8-dynamic (default fp32)")
+    p.add_argument("--sbert-precision", default="fp32", choices=("fp32", "int8"),
+                   help="profile-text encoder: fp32 (default) or the bundle's cosine-gated int8 SBERT (~4x smaller)")
     p.add_argument("--providers", default="cpu", help="comma-separated: cpu, cuda, tensorrt (falls back to cpu)")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (default 1)")
     p.add_argument("--spin", action="store_true", help="let idle onnxruntime threads spin (faster, burns CPU)")
@@ -94,6 +96,7 @@ def run_main(argv: Sequence[str] | None = None) -> int:
                 raise InputError(f"--now {ns.now} is not a valid YYYYMMDDhhmmss time")
             now_ts = int(ts[0])
         s = Session.open(ns.bundle, providers=ns.providers.split(","), threads=ns.threads, allow_spinning=ns.spin,
+                         sbert_precision=ns.sbert_precision,
                          precision=ns.precision, profile_source=ns.profile_source)
         kw = {"steps": ns.steps, "sampler": ns.sampler, "n_samples": ns.samples, "seed": ns.seed, "now_ts": now_ts}
         out = s.run(ns.history, ns.task, k=ns.k, **kw)

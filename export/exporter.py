@@ -338,6 +338,39 @@ def sbert_onnx(dst: Path, cache_dir: Path | None) -> dict[str, Any]:
     return meta
 
 
+SBERT_INT8_MIN_COSINE = 0.99   # issue 4: cosine parity with the torch encoder >= 0.99
+
+
+def sbert_int8(src: Path, dst: Path, encoder: Any) -> dict[str, Any]:
+    """Dynamic int8 (weight MatMuls and the token embedding) of the SBERT ONNX file, gated on the cosine to the
+    torch encoder over `VERIFY_TEXTS` (>= SBERT_INT8_MIN_COSINE); a rejected file is not written."""
+    from umask.train.profile_encoder import VERIFY_TEXTS
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    # weight MatMuls and the 30522 x 384 token-embedding Gather (half of the file); norms, softmax and
+    # the pooling stay float
+    with prec._quiet_root():
+        quantize_dynamic(str(src), str(dst), op_types_to_quantize=["MatMul", "Gather"], weight_type=QuantType.QInt8,
+                         per_channel=True)
+    info = {"method": "onnxruntime.quantization.quantize_dynamic(MatMul + embedding Gather, QInt8 weights, per channel)"}
+    tb = encoder.tokenize(list(VERIFY_TEXTS))
+    got = _ort(dst).run(["embedding"], {k: v.numpy().astype(np.int64) for k, v in tb.items()})[0]
+    with torch.no_grad():
+        ref = encoder.module(tb["input_ids"], tb["attention_mask"]).numpy()
+    cos = (got * ref).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(ref, axis=1))
+    parity = {"max_abs_diff": float(np.abs(got - ref).max()), "min_cosine": float(cos.min()),
+              "mean_cosine": float(cos.mean()), "n_texts": len(VERIFY_TEXTS)}
+    if parity["min_cosine"] < SBERT_INT8_MIN_COSINE:
+        dst.unlink()
+        log.warning("int8/sbert rejected: min cosine %.4f < %.2f (short by %.4f); int8 sessions use the fp32 SBERT",
+                    parity["min_cosine"], SBERT_INT8_MIN_COSINE, SBERT_INT8_MIN_COSINE - parity["min_cosine"])
+        return {"status": "rejected", "parity": parity, "tolerance": {"min_cosine": SBERT_INT8_MIN_COSINE}, **info}
+    return {"status": "ok", "file": dst.relative_to(dst.parents[2]).as_posix(), "parity": parity,
+            "tolerance": {"min_cosine": SBERT_INT8_MIN_COSINE}, **info}
+
+
 # ------------------------------------------------------------------------------------------------
 # The export
 # ------------------------------------------------------------------------------------------------
@@ -474,6 +507,8 @@ def _build(model: Any, config: dict[str, Any], ckpt_dir: Path, tmp: Path, precis
                            "signature": signature(fp32 / "sbert.onnx")})
         if sbert_meta["parity"]["min_cosine"] < 0.9999:
             raise ParityError(f"fp32/sbert: min cosine {sbert_meta['parity']['min_cosine']:.6f} < 0.9999")
+        if any(p.startswith("int8") for p in precisions):   # the int8 sessions embed with an int8 SBERT
+            sbert_meta["int8"] = sbert_int8(fp32 / "sbert.onnx", tmp / "onnx" / "int8" / "sbert.onnx", encoder)
 
     # --- real windows, torch reference inputs ---
     windows = real_windows(model, data_dir, max_windows=max_windows)

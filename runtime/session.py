@@ -86,7 +86,7 @@ class Session:
 
     def __init__(self, root: Path, manifest: dict[str, Any], *, providers: Sequence[str] | None, threads: int,
                  inter_op_threads: int, allow_spinning: bool, precision: str, profile_source: str,
-                 llm_threads: int) -> None:
+                 llm_threads: int, sbert_precision: str = "fp32") -> None:
         import onnxruntime as ort
 
         self.root, self.manifest, self.precision = root, manifest, precision
@@ -115,10 +115,16 @@ class Session:
             self._sess[net] = ort.InferenceSession(str(root / arts[precision][net]["file"]), so, providers=self._prov)
         sb = manifest.get("sbert", {})
         self._tok = None
+        self.sbert_file: str | None = None
         if sb.get("status") == "present":
             from tokenizers import Tokenizer
 
-            self._sess["sbert"] = ort.InferenceSession(str(root / sb["file"]), so, providers=self._prov)
+            # sbert_precision "int8": the export's cosine-gated int8 encoder (~4x smaller); fp32 otherwise
+            s8 = sb.get("int8", {})
+            if sbert_precision == "int8" and s8.get("status") != "ok":
+                raise BundleError(f"{root}: no usable int8 SBERT in this bundle ({s8.get('status', 'absent')})")
+            self.sbert_file = s8["file"] if sbert_precision == "int8" else sb["file"]
+            self._sess["sbert"] = ort.InferenceSession(str(root / self.sbert_file), so, providers=self._prov)
             self._tok = Tokenizer.from_file(str(root / sb["tokenizer"]))
             self._tok.enable_truncation(max_length=int(sb.get("max_len", 128)))
             self._tok.no_padding()
@@ -154,19 +160,24 @@ class Session:
     @classmethod
     def open(cls, bundle: str | Path, *, providers: Sequence[str] | None = None, threads: int = 1,
              inter_op_threads: int = 1, allow_spinning: bool = False, precision: str = "fp32",
-             verify: bool = True, profile_source: str = "auto", llm_threads: int = 1) -> Session:
+             verify: bool = True, profile_source: str = "auto", llm_threads: int = 1,
+             sbert_precision: str = "fp32") -> Session:
         """Verify ``bundle`` (manifest + every file's size and sha256; ``verify=False`` checks sizes only)
         and load the networks of ``precision`` on ``providers`` (names or aliases cpu / cuda / tensorrt;
         unavailable ones fall back to CPU, see `report`). ``threads``: onnxruntime intra-op threads;
         ``allow_spinning``: False (default) stops idle onnxruntime threads from busy-waiting, which
-        otherwise slows the host app down. ``profile_source``: auto | template | llm."""
+        otherwise slows the host app down. ``profile_source``: auto | template | llm. ``sbert_precision``:
+        fp32 (default) or int8 (the export's dynamic-int8 encoder, cosine >= 0.99 to fp32 on the verify
+        texts; h_u moves slightly, which can flip near-tied evidence picks of the mask)."""
+        if sbert_precision not in ("fp32", "int8"):
+            raise InputError(f"sbert_precision must be fp32 or int8, got {sbert_precision!r}")
         if profile_source not in ("auto", "template", "llm"):
             raise InputError(f"profile_source must be auto, template or llm, got {profile_source!r}")
         root = Path(bundle)
         manifest = verify_bundle(root, checksums=True) if verify else verify_bundle(root, checksums=False)
         return cls(root, manifest, providers=providers, threads=threads, inter_op_threads=inter_op_threads,
                    allow_spinning=allow_spinning, precision=precision, profile_source=profile_source,
-                   llm_threads=llm_threads)
+                   llm_threads=llm_threads, sbert_precision=sbert_precision)
 
     def report(self) -> dict[str, Any]:
         """What actually runs: providers per network, precision, thread settings, LLM availability."""
@@ -175,7 +186,7 @@ class Session:
                 "providers": {n: s.get_providers() for n, s in self._sess.items()},
                 "threads": {"intra_op": self.threads, "inter_op": self.inter_op_threads,
                             "allow_spinning": self.allow_spinning},
-                "sbert": "sbert" in self._sess, "llm": self._llm_available(),
+                "sbert": self.sbert_file, "llm": self._llm_available(),
                 "mask_mode": self.mask_mode, "sampler_defaults": self.defaults}
 
     @property

@@ -65,6 +65,10 @@ def test_manifest_lists_every_file_with_sha256_and_parity(bundle) -> None:
     assert not any("adaLN" in n.name and n.op_type == "QuantizeLinear" for n in q.node)
     sizes = {p: m["files"][f"onnx/{p}/dit.onnx"]["size"] for p in m["artifacts"]}
     assert sizes["fp16"] < sizes["fp32"] and sizes["int8-dynamic"] < sizes["fp32"]
+    # the int8 SBERT: cosine-gated (>= 0.99 to torch on the verify texts) and about 4x smaller
+    s8 = m["sbert"]["int8"]
+    assert s8["status"] == "ok" and s8["parity"]["min_cosine"] >= 0.99, s8
+    assert m["files"][s8["file"]]["size"] < 0.4 * m["files"][m["sbert"]["file"]]["size"]
 
 
 def test_parity_gate_refuses_and_says_by_how_much(bundle, tmp_path, monkeypatch) -> None:

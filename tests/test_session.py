@@ -229,3 +229,15 @@ def test_generated_histories(session: Session, h) -> None:
     assert c.k == int(c.mask.sum())
     assert np.array_equal(c.x[:, c.mask], w.x[:, c.mask])     # exact evidence
     assert np.all(w.x[:, w.avail[0] < 0.5] == 0)
+
+
+def test_int8_sbert_is_opt_in_and_close_to_fp32(session: Session) -> None:
+    """sbert_precision='int8' loads the export's cosine-gated int8 encoder; embeddings stay within its gate."""
+    s8 = Session.open(tiny_bundle()[1], sbert_precision="int8")
+    assert session.report()["sbert"].endswith("fp32/sbert.onnx") and s8.report()["sbert"].endswith("int8/sbert.onnx")
+    texts = ["Intent: Mainly social communication.", "Routine: evening-heavy user, busiest at 21h."]
+    a, b = session.sbert(texts), s8.sbert(texts)
+    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    assert cos.min() >= 0.98 and not np.array_equal(a, b)
+    with pytest.raises(InputError):
+        Session.open(tiny_bundle()[1], sbert_precision="int4")
