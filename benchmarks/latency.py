@@ -1284,13 +1284,36 @@ class Harness:
         return out
 
     def gguf_files(self) -> list[Path]:
+        """Every GGUF file (model or LoRA adapter): --gguf, else the bundle's llm/, else artifacts/uscope/gguf."""
         if self.cfg.gguf:
             return [Path(p) for p in self.cfg.gguf]
         if self.manifest is not None and self.manifest.get("llm", {}).get("files"):
-            return [self.cfg.bundle / f for f in self.manifest["llm"]["files"]
-                    if "lora" not in Path(f).name.lower()]
+            return [self.cfg.bundle / f for f in self.manifest["llm"]["files"]]
         d = REPO_ROOT / "artifacts" / "uscope" / "gguf"
-        return sorted(p for p in d.glob("*.gguf") if "lora" not in p.name.lower()) if d.is_dir() else []
+        return sorted(d.glob("*.gguf")) if d.is_dir() else []
+
+    @staticmethod
+    def llm_models(files: Sequence[Path]) -> list[tuple[Path, Path | None, str]]:
+        """(model, LoRA adapter or None, label): merged quants alone; a ``base`` model with the adapter."""
+        loras = [f for f in files if "lora" in f.name.lower()]
+        out = []
+        for f in files:
+            if f in loras:
+                continue
+            name = f.stem.lower().removeprefix("uscope-")
+            if "base" in name and loras:
+                out.append((f, loras[0], f"{name}+{loras[0].stem.lower().removeprefix('uscope-')}"))
+            else:
+                out.append((f, None, name))
+        return out
+
+    def session_llm_label(self, sess: Any) -> str:
+        """The GGUF model (+ adapter) a Session loads: its first non-LoRA file, its first LoRA file."""
+        files = [Path(f) for f in sess.manifest["llm"]["files"]]
+        base = [f for f in files if "lora" not in f.name.lower()]
+        lora = [f for f in files if "lora" in f.name.lower()]
+        lab = base[0].stem.lower().removeprefix("uscope-") if base else "?"
+        return lab + (f"+{lora[0].stem.lower().removeprefix('uscope-')}" if lora else "")
 
     def llm_cases(self) -> list[Case]:
         from umask.runtime.llm import llama_cpp_available
@@ -1300,7 +1323,8 @@ class Harness:
                                 "./scripts/setup.sh); no LLM rows")
             return []
         files = self.gguf_files()
-        if not files:
+        models = self.llm_models(files)
+        if not models:
             self.skipped.append("llama.cpp: no GGUF files (bundle llm/ or artifacts/uscope/gguf); no LLM rows")
             return []
         import llama_cpp
@@ -1314,10 +1338,9 @@ class Harness:
         slow = TimingConfig(warmup_s=0.0, duration_s=0.0, min_samples=1 if cfg.quick else 3,
                             max_samples=1 if cfg.quick else 3, burn_in_s=0.0)
         out = []
-        for path in files:
-            quant = path.stem.split("-")[-1].lower()
+        for path, lora, quant in models:
             for thr in cfg.threads:
-                prof = LlamaProfiler(path, n_threads=thr)
+                prof = LlamaProfiler(path, lora_path=lora, n_threads=thr)
                 ids = prof.tokenize(prompt)
                 tims: list[dict[str, float]] = []
 
@@ -1338,26 +1361,16 @@ class Harness:
 
                 if "llm_profile" in cfg.components:
                     out.append(Case("llm_profile", "llama.cpp", llama_cpp.__version__, quant, fn, provider="cpu",
-                                    threads=thr, shapes={"prompt_tokens": [len(ids)]}, artifact=_rel([path]),
-                                    artifact_bytes=_size([path]), timing=slow, post=post,
+                                    threads=thr, shapes={"prompt_tokens": [len(ids)]},
+                                    artifact=_rel([path] + ([lora] if lora else [])),
+                                    artifact_bytes=_size([path] + ([lora] if lora else [])), timing=slow, post=post,
                                     notes="time to first token = prompt evaluation (the first token is the argmax "
                                           "of the prompt's last logits)"))
-                if "request_profile_generated" in cfg.components and quant == cfg.llm_request_quant \
-                        and self.manifest is not None:
-                    if self.manifest.get("llm", {}).get("status") == "present":
-                        sess = self._session("int8_qdq", "CPUExecutionProvider", thr, False, profile_source="llm")
-                        if sess is not None and not isinstance(sess, str):
-                            c = self.request_case("onnxruntime (umask Session)+llama.cpp",
-                                                  self.vers.get("onnxruntime") or "?",
-                                                  f"int8_qdq+{Path(sess.manifest['llm']['files'][0]).stem}",
-                                                  SessionPipe(sess, cfg.request), "CPUExecutionProvider", thr, False,
-                                                  self.session_files("int8_qdq", with_llm=True),
-                                                  sess.report()["providers"], text_fn=lambda w: "",
-                                                  component="request_profile_generated", timing=slow,
-                                                  notes="Session.complete with profile_source='llm': the bundle's "
-                                                        "GGUF writes the profile (greedy) before SBERT")
-                            out.append(c)
-                            continue
+                # The harness pipeline (ORT int8 networks + this GGUF) rather than Session.complete with
+                # profile_source='llm': that path deadlocks in runtime/session.py at the time of writing
+                # (profile() holds the non-reentrant _llm_lock and calls _llm_profiler(), which takes it again).
+                if "request_profile_generated" in cfg.components and self.manifest is not None \
+                        and quant == cfg.llm_request_quant:
                     try:
                         nets, info, files_ = ort_nets(cfg.bundle, self.manifest, "int8_qdq", self.providers()[0], thr,
                                                       False)
@@ -1367,6 +1380,7 @@ class Harness:
                         prec = "fp32"
 
                     def text_fn(w: Any, prof=prof) -> str:  # noqa: ANN001
+                        prof._memo.clear() if hasattr(prof, "_memo") else None   # time a real generation
                         return prof.generate(build_prompt(w.stats))
 
                     out.append(self.request_case("onnxruntime+llama.cpp", self.vers.get("onnxruntime") or "?",
