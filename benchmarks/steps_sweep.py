@@ -192,6 +192,13 @@ class RequestLatency:
 
         torch.set_num_threads(1)
 
+    def describe(self) -> str:
+        rq = self.h.cfg.request
+        return (f"REAL Tsinghua sample user #{rq.user_index}, {rq.task} at {rq.hour:02d}:00, the row's sampler and "
+                f"steps x {rq.n_samples} sample(s), seed {rq.seed}, profile text cached; raw history -> window -> "
+                f"SBERT -> profile MLP -> mask -> sampler -> prediction; {self.timing.min_samples} timed requests "
+                f"after a {self.timing.warmup_s} s warm-up")
+
     def measure(self, sampler: str, steps: int) -> dict[str, Any]:
         lat = self.lat
         req = lat.RequestSpec(sampler=sampler, steps=steps, n_samples=self.h.cfg.request.n_samples,
@@ -233,7 +240,7 @@ def remeasure_latency(res: dict[str, Any], cfg: SweepConfig, command: str) -> di
         r.update(cache[key])
     res["fewest_steps"] = fewest_table(res["rows"], list(dict.fromkeys(r["sampler"] for r in res["rows"])),
                                        float(res["meta"]["config"]["tolerance"]))
-    res["meta"].update({"latency_engine": latency.engine, "latency_command": command,
+    res["meta"].update({"latency_engine": latency.engine, "latency_command": command, "request": latency.describe(),
                         "latency_load_before": load_before, "latency_load_after": load_average(),
                         "load_before": load_before, "load_after": load_average()})
     res["meta"]["notes"] = list(res["meta"].get("notes", [])) + [
@@ -280,7 +287,7 @@ def run(cfg: SweepConfig, command: str) -> dict[str, Any]:
             "same_population_as_training": per_user.same_population if per_user else None,
             "users": per_user.pop.info.get("evaluated_subset") if per_user else None,
             "milan_checkpoint": str(milan.ckpt) if milan else None, "latency_engine": latency.engine,
-            "request": latency.h.cfg.request.describe(), "wall_seconds": round(time.perf_counter() - t0, 1),
+            "request": latency.describe(), "wall_seconds": round(time.perf_counter() - t0, 1),
             "notes": cfg.notes}
     return {"meta": meta, "rows": rows, "fewest_steps": fewest}
 
