@@ -43,6 +43,19 @@ def summarize(bundle: Path, manifest: dict[str, Any], wall: float, command: str)
                     "profile_mlp_mb": _mb(nets["profile_mlp"]) if "profile_mlp" in nets else "rejected",
                     "maskgen_mb (fp32, shared)": _mb(files["onnx/fp32/maskgen.onnx"]["size"]),
                     "device_total_mb": _mb(sum(nets.values()) + shared)}
+    comp = {}
+    sb = manifest.get("sbert", {})
+    if sb.get("file"):
+        comp["SBERT fp32 (default)"] = {"mb": _mb(files[sb["file"]]["size"]), "parity": sb.get("parity")}
+    s8 = sb.get("int8", {})
+    if s8:
+        comp["SBERT int8 (opt-in, sbert_precision=int8)"] = {
+            "mb": _mb(files[s8["file"]]["size"]) if s8.get("file") in files else s8.get("status"),
+            "parity": s8.get("parity"), "status": s8.get("status")}
+    for f in manifest.get("llm", {}).get("files", []):
+        comp[f"LLM {Path(f).name} ({manifest['llm'].get('quant')})"] = {"mb": _mb(files[f]["size"]), "parity": None}
+    other = sum(v["size"] for k, v in files.items() if k.startswith(("catalog/", "tokenizer/")))
+    comp["catalog + tokenizer"] = {"mb": _mb(other), "parity": None}
     parity = {p: {n: {"status": e.get("status"), **{k: v for k, v in e.get("parity", {}).items() if k != "timesteps"}}
                   for n, e in arts.items() if "parity" in e} for p, arts in manifest["artifacts"].items()}
     return {"meta": {"command": command, "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores (shared), "
@@ -50,7 +63,8 @@ def summarize(bundle: Path, manifest: dict[str, Any], wall: float, command: str)
                      "parity_inputs": manifest["parity_inputs"], "versions": manifest["versions"],
                      "export_wall_seconds": round(wall, 1), "tensorrt": manifest["tensorrt"], "llm": manifest["llm"],
                      "sbert": {k: manifest["sbert"].get(k) for k in ("status", "model_id", "parity")}},
-            "bundle_total_mb": _mb(sum(v["size"] for v in files.values())), "sizes": sizes, "parity": parity,
+            "bundle_total_mb": _mb(sum(v["size"] for v in files.values())), "sizes": sizes, "shared": comp,
+            "parity": parity,
             "tolerances": manifest["tolerances"]}
 
 
@@ -69,8 +83,15 @@ def markdown(r: dict[str, Any]) -> str:
     for p, s in r["sizes"].items():
         lines.append(f"| {p} | {s['dit_mb']} | {s['profile_mlp_mb']} | {s['maskgen_mb (fp32, shared)']} | "
                      f"{s['device_total_mb']} |")
-    lines += ["", "Device total = this precision's DiT + profile MLP + the shared fp32 mask generator, SBERT, "
-              "tokenizer and catalog.", "", "## Parity vs torch fp32 (REAL-sample windows)", "",
+    lines += ["", "Device total = this precision's DiT + profile MLP + the shared fp32 mask generator, fp32 SBERT, "
+              "the profiling LLM (when shipped), tokenizer and catalog.", "",
+              "## Shared components", "", "| component | MB | parity |", "| --- | ---: | --- |"]
+    for name, c in r.get("shared", {}).items():
+        par = c.get("parity") or {}
+        ptxt = ", ".join(f"{k} {par[k]:.4g}" for k in ("min_cosine", "mean_cosine", "max_abs_diff") if k in par)
+        lines.append(f"| {name} | {c['mb']} | {ptxt or '-'} |")
+    lines += ["", "LLM parity (greedy token agreement vs torch, tokens/s) is in uscope_gguf.md.", "",
+              "## Parity vs torch fp32 (REAL-sample windows)", "",
               "| precision | network | status | max abs diff | rel max | completion max diff | completion MAE | "
               "app top-5 agreement | other |", "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
 
