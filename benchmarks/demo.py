@@ -309,7 +309,7 @@ def latency_accuracy(bundle: Path, manifest: dict[str, Any], hours: tuple[int, .
              if all(nets.get(n, {}).get("status") == "ok" for n in ("dit", "maskgen", "profile_mlp"))]
     rows = []
     for prec in precs:
-        s = Session.open(bundle, precision=prec, threads=1)
+        s = Session.open(bundle, precision=prec, threads=1, profile_source="template")
         lat, err, err_lv, act, act_lv = [], [], [], [], []
         for u in (int(v) for v in events.users):
             ev = events.for_user(u)
@@ -356,7 +356,8 @@ def latency_accuracy(bundle: Path, manifest: dict[str, Any], hours: tuple[int, .
               f"{f(r['active_mae']):>10}{f(r['last_value_mae']):>16}{f(r['last_value_active_mae']):>13}")
     print("MAE on the featurized scale over every entry of the next hour (active: truth != 0). The model was "
           "trained on SYNTHETIC users only (zero-shot on the REAL sample). Latency: one full request "
-          "(window, template profile, SBERT, h_u, mask, sampling), 1 onnxruntime thread, this machine.")
+          "(window, template profile text, SBERT, h_u, mask, sampling; the LLM profile is timed by "
+          "python -m umask.bench.latency), 1 onnxruntime thread, this machine.")
     return {"data": "real", "hours": list(hours), "rows": rows}
 
 
