@@ -1395,6 +1395,16 @@ class Harness:
 # ------------------------------------------------------------------------------------------------
 # CLI
 # ------------------------------------------------------------------------------------------------
+def bundle_fingerprint(manifest: Mapping[str, Any] | None) -> str | None:
+    """sha256 over the (path, sha256) of the bundle's ONNX files: equal for identical networks across exports."""
+    if not manifest:
+        return None
+    import hashlib
+
+    items = sorted((k, v["sha256"]) for k, v in manifest.get("files", {}).items() if k.endswith(".onnx"))
+    return hashlib.sha256(json.dumps(items).encode()).hexdigest() if items else None
+
+
 def request_ratios(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     """p50 of each cached-profile request row / p50 of the torch eager fp32 request at the same threads."""
     ref = {r["threads"]: r["latency_ms"]["p50"] for r in rows
@@ -1515,6 +1525,7 @@ def run(cfg: HarnessConfig, command: str = "", *, max_load: float | None = None,
         "burn_in": {"seconds": cfg.timing.burn_in_s, "calls": n_burn, "of": cases[0].name},
         "bundle": str(cfg.bundle) if cfg.bundle else None,
         "bundle_created": (h.manifest or {}).get("created_utc"),
+        "bundle_onnx_sha256": bundle_fingerprint(h.manifest),
         "checkpoint": str(getattr(h, "ckpt", None)),
         "request": {**asdict(cfg.request), "description": cfg.request.describe()},
         "ratios": request_ratios(rows), "wall_seconds": round(time.perf_counter() - t_start, 1),

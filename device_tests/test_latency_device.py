@@ -2,7 +2,8 @@
 
 Writes ``latency_<tag>.json/.csv/.md`` (and ``energy_<tag>.json`` on a Jetson) under the device
 output folder (conftest.py). Its CPU rows must be the harness's: same schema, and -- when the
-committed benchmarks/results/latency_cpu.json was measured on the same bundle -- the same CPU
+committed benchmarks/results/latency_cpu.json was measured on the same bundle (same ONNX files, or
+the same export when the committed file predates the fingerprint) -- the same CPU
 configurations with the same parity figures (parity is deterministic; latency is not compared).
 """
 
@@ -77,7 +78,9 @@ def test_cpu_rows_match_the_committed_harness_rows(quick_rows: dict) -> None:
     if not COMMITTED.is_file():
         pytest.skip(f"no committed {COMMITTED.name} to compare with")
     full = json.loads(COMMITTED.read_text())
-    if full["meta"].get("bundle_created") != quick_rows["meta"].get("bundle_created"):
+    fa, fb = full["meta"].get("bundle_onnx_sha256"), quick_rows["meta"].get("bundle_onnx_sha256")
+    same = (fa == fb) if fa and fb else full["meta"].get("bundle_created") == quick_rows["meta"].get("bundle_created")
+    if not same:
         pytest.skip(f"{COMMITTED.name} was measured on another bundle export "
                     f"({full['meta'].get('bundle_created')} vs {quick_rows['meta'].get('bundle_created')})")
     cpu = lambda rows: {_key(r): r for r in rows if r["device"] == "cpu" and r["engine"] != "llama.cpp"}  # noqa: E731
