@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -378,6 +379,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--precision", default="int8-qdq", help="precision the runtime serves the real users with")
     p.add_argument("--data-only", action="store_true", help="stop after the data steps 1-4")
     args = p.parse_args(argv)
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)   # progress reaches a log file as it happens
     n_users = args.users or (100 if args.quick else 1000)
     if n_users < 1:
         p.error("--users must be >= 1")

@@ -151,7 +151,7 @@ class Session:
         self.profile_source = profile_source
         self.llm_threads = int(llm_threads)
         self._llm: Any = None
-        self._llm_lock = threading.Lock()
+        self._llm_lock = threading.RLock()   # re-entered: profile() holds it while _llm_profiler() builds the model
         self._emb_cache: dict[str, np.ndarray] = {}
         self._cache_lock = threading.Lock()
         self._local = threading.local()

@@ -241,3 +241,30 @@ def test_int8_sbert_is_opt_in_and_close_to_fp32(session: Session) -> None:
     assert cos.min() >= 0.98 and not np.array_equal(a, b)
     with pytest.raises(InputError):
         Session.open(tiny_bundle()[1], sbert_precision="int4")
+
+
+def test_llm_profile_path_uses_the_bundle_llm_without_deadlock(monkeypatch) -> None:
+    """The LLM branch of profile()/embed(): the manifest's model file goes to LlamaProfiler, one
+    instance serves every request (llama_cpp itself is replaced: CI does not build it)."""
+    import umask.runtime.llm as llm_mod
+
+    made: list[tuple[str, object]] = []
+
+    class FakeProfiler:
+        def __init__(self, model_path, lora_path=None, n_threads=1) -> None:
+            made.append((Path(model_path).name, lora_path))
+
+        def generate(self, prompt: str, max_tokens: int = 192) -> str:
+            assert prompt.startswith("History:")
+            return "Intent: Mainly social communication.\nRoutine: evening user."
+
+    monkeypatch.setattr(llm_mod, "LlamaProfiler", FakeProfiler)
+    s = Session.open(tiny_bundle()[1])
+    s.manifest = {**s.manifest, "llm": {"status": "present", "model": "llm/uscope-q8_0.gguf", "lora": None,
+                                        "files": ["llm/uscope-q8_0.gguf"]}}
+    monkeypatch.setattr(Session, "_llm_available", lambda self: True)
+    events = real_user()
+    out = s.profile(events, source="llm")
+    assert out["source"] == "llm" and out["text"].startswith("Intent:")
+    h = s.embed(events)                                   # the LLM text feeds SBERT -> h_u
+    assert np.all(np.isfinite(h)) and made == [("uscope-q8_0.gguf", None)]
