@@ -1,7 +1,8 @@
 """Device-only checks: run on a GPU machine or a Jetson with ``pytest device_tests``.
 
-They skip with a one-line reason where the hardware is absent. The full device suite
-(every exported artifact on every execution provider, latency rows) arrives with the export issue.
+They skip with a one-line reason where the hardware is absent. The rest of the device suite
+(every bundle artifact on every execution provider, latency rows, Jetson power) is in the other
+files of this folder.
 """
 
 from __future__ import annotations
