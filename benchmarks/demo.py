@@ -280,8 +280,8 @@ def serve_real_users(bundle: Path, precision: str, now_hour: int = 18) -> dict[s
         rec.update({"profile_source": prof["source"], "profile": prof["text"], "k": m["k"], "n_avail": m["n_avail"],
                     "next_hour": pred})
         try:
-            apps = s.recommend_apps(hist, k=3, now_ts=now, seed=0)
-            locs = s.recommend_locations(hist, k=2, now_ts=now, seed=0)
+            rec_ = s.recommend(hist, k_apps=3, k_locations=2, now_ts=now, seed=0)   # one cold-start completion
+            apps, locs = rec_["apps"], rec_["locations"]
             print("cold-start apps: " + ", ".join(a["category"] for a in apps) + "; places: "
                   + ", ".join(str(loc.get("place_type", loc["grid_cell"])) for loc in locs))
             rec.update({"recommend_apps": apps, "recommend_locations": locs})

@@ -442,26 +442,31 @@ class Session:
             raise InputError(f"k must be a positive integer, got {k!r}")
         return np.lexsort((np.arange(len(scores)), -scores))[:k].tolist()
 
-    def recommend_apps(self, history: EventLog | str | Path, k: int = 5, **kw: Any) -> list[dict[str, Any]]:
-        """Cold-start app (category) recommendation: top-k by expected records in the next horizon."""
-        self._rank(np.zeros(1), k)
+    def recommend(self, history: EventLog | str | Path, k_apps: int = 5, k_locations: int = 3,
+                  **kw: Any) -> dict[str, list[dict[str, Any]]]:
+        """Cold-start recommendations from ONE cold-start completion: ``apps`` (top-k categories by
+        expected records in the next horizon) and ``locations`` (top-k layout cells by expected
+        active slots)."""
+        self._rank(np.zeros(1), k_apps)
+        self._rank(np.zeros(1), k_locations)
         c = self.complete(history, "cold_start", **kw)
         t0, t1 = c.window.target_slots
-        x = self._clip(c.x[:, t0:t1].astype(np.float64))
-        s = decode_app_counts(x[self.channels.apps]).sum(axis=(1, 2, 3))
+        x = self._clip(c.x[:, t0:t1].astype(np.float64))                  # (C, Th, H, W)
+        apps = decode_app_counts(x[self.channels.apps]).sum(axis=(1, 2, 3))  # (K,)
+        locs = x[self.channels.location_index].sum(axis=0).reshape(-1)     # (H*W,)
         names = self.catalog.apps.category_names
-        return [{"rank": r + 1, "category": names[i], "score": round(float(s[i]), 4)}
-                for r, i in enumerate(self._rank(s, min(k, len(s))))]
+        return {"apps": [{"rank": r + 1, "category": names[i], "score": round(float(apps[i]), 4)}
+                         for r, i in enumerate(self._rank(apps, min(k_apps, len(apps))))],
+                "locations": [{"rank": r + 1, **self._cell_info(c.window, i), "score": round(float(locs[i]), 4)}
+                              for r, i in enumerate(self._rank(locs, min(k_locations, len(locs))))]}
+
+    def recommend_apps(self, history: EventLog | str | Path, k: int = 5, **kw: Any) -> list[dict[str, Any]]:
+        """Cold-start app (category) recommendation: top-k by expected records in the next horizon."""
+        return self.recommend(history, k_apps=k, k_locations=1, **kw)["apps"]
 
     def recommend_locations(self, history: EventLog | str | Path, k: int = 3, **kw: Any) -> list[dict[str, Any]]:
         """Cold-start location recommendation: top-k layout cells by expected active slots in the next horizon."""
-        self._rank(np.zeros(1), k)
-        c = self.complete(history, "cold_start", **kw)
-        t0, t1 = c.window.target_slots
-        x = self._clip(c.x[:, t0:t1].astype(np.float64))
-        s = x[self.channels.location_index].sum(axis=0).reshape(-1)
-        return [{"rank": r + 1, **self._cell_info(c.window, i), "score": round(float(s[i]), 4)}
-                for r, i in enumerate(self._rank(s, min(k, len(s))))]
+        return self.recommend(history, k_apps=1, k_locations=k, **kw)["locations"]
 
     def impute(self, history: EventLog | str | Path, missing: np.ndarray | None = None, **kw: Any) -> dict[str, Any]:
         """Fill the ``missing`` (context, H, W) coordinates of the context window (default: the gaps)."""
@@ -487,7 +492,7 @@ class Session:
         elif task == "long":
             out = self.forecast_long(history, **kw)
         elif task == "cold":
-            out = {"apps": self.recommend_apps(history, k, **kw), "locations": self.recommend_locations(history, k, **kw)}
+            out = self.recommend(history, k_apps=k, k_locations=k, **kw)
         elif task == "impute":
             out = self.impute(history, **kw)
         else:

@@ -101,6 +101,8 @@ def test_task_outputs_are_json_ready(session: Session) -> None:
     assert [a["rank"] for a in apps] == [1, 2, 3] and apps[0]["score"] >= apps[-1]["score"]
     locs = session.recommend_locations(ev, k=2, steps=2)
     assert len(locs) == 2 and "lat" in locs[0]
+    both = session.recommend(ev, k_apps=3, k_locations=2, steps=2)   # one completion serves both lists
+    assert both["apps"] == apps and both["locations"] == locs
 
 
 def _events(user_ts_bs_app_bytes) -> EventLog:
