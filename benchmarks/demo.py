@@ -300,23 +300,20 @@ def latency_accuracy(bundle: Path, manifest: dict[str, Any], hours: tuple[int, .
     """The runtime's full short-term request per precision: p50 latency over every (user, hour) and
     the MAE of its next-hour prediction against the REAL next hour (featurized scale), next to the
     last-value baseline on the same windows."""
-    from umask.runtime.featurize import featurize_user
+    from umask.bench.latency import RealSample
     from umask.runtime.session import Session
 
     _section("8. Latency and accuracy of the on-device request (REAL sample, this machine)")
-    events = read_trace(TSINGHUA / "app_usage_trace_sample_llmapp.csv.gz")
-    day = int(events.ts.min()) // DAY * DAY
+    real = RealSample.load(TSINGHUA)   # the latency harness's view of the sample: histories and truths
     precs = [p for p, nets in manifest["artifacts"].items()
              if all(nets.get(n, {}).get("status") == "ok" for n in ("dit", "maskgen", "profile_mlp"))]
     rows = []
     for prec in precs:
         s = Session.open(bundle, precision=prec, threads=1, profile_source="template")
         lat, err, err_lv, act, act_lv = [], [], [], [], []
-        for u in (int(v) for v in events.users):
-            ev = events.for_user(u)
+        for ui in range(len(real.events)):
             for h in hours:
-                now = day + h * 3600
-                hist = ev.between(day, now)
+                hist, now = real.history(ui, h)
                 if len(hist) == 0:
                     continue
                 t = time.perf_counter()
@@ -325,16 +322,11 @@ def latency_accuracy(bundle: Path, manifest: dict[str, Any], hours: tuple[int, .
                 except InputError:   # nothing inside the model's context window
                     continue
                 lat.append(time.perf_counter() - t)
-                # the real next hour, featurized with the request's own layout (so cells line up)
                 t0, t1 = c.window.target_slots
-                n_h, ctx, slot_s = t1 - t0, s.spec.context, s.fcfg.slot_seconds
-                nxt = ev.between(now, now + n_h * slot_s)
-                truth = np.zeros_like(c.x[:, t0:t1])
-                if len(nxt):
-                    tens, _ = featurize_user(nxt, s.catalog, c.window.layout, s.fcfg, day, (now - day) // slot_s + n_h)
-                    truth = tens.dense()[:, -n_h:]
+                truth = real.truth(ui, c.window)                              # (C, Th, H, W), same layout
+                ctx = s.spec.context
                 pred = np.clip(c.x[:, t0:t1], 0.0, None)
-                last = np.repeat(c.window.x[:, ctx - 1:ctx], n_h, axis=1)   # last-value: the slot before now
+                last = np.repeat(c.window.x[:, ctx - 1:ctx], t1 - t0, axis=1)   # last-value: the slot before now
                 err.append(np.abs(pred - truth).mean())
                 err_lv.append(np.abs(last - truth).mean())
                 a = truth != 0
