@@ -308,7 +308,7 @@ def _versions() -> dict[str, str]:
 def sbert_onnx(dst: Path, cache_dir: Path | None) -> dict[str, Any]:
     """The SBERT ONNX file (export_onnx of the profiling issue), reused from ``cache_dir`` when the
     same encoder was exported before; the parity check runs again either way."""
-    from umask.train.profile_encoder import SentenceEncoder, VERIFY_TEXTS, export_onnx
+    from umask.train.profile_encoder import SentenceEncoder, export_onnx, onnx_parity
 
     enc = SentenceEncoder()
     key = enc.model_id.replace("/", "_").replace("@", "-")
@@ -318,14 +318,7 @@ def sbert_onnx(dst: Path, cache_dir: Path | None) -> dict[str, Any]:
         meta = json.loads(meta_p.read_text())
         if meta.get("sha256") == sha256_file(cached):
             shutil.copyfile(cached, dst)
-            sess = _ort(dst)
-            tb = enc.tokenize(list(VERIFY_TEXTS))
-            got = sess.run(["embedding"], {k: v.numpy().astype(np.int64) for k, v in tb.items()})[0]
-            with torch.no_grad():
-                ref = enc.module(tb["input_ids"], tb["attention_mask"]).numpy()
-            cos = (got * ref).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(ref, axis=1))
-            meta["parity"] = {"max_abs_diff": float(np.abs(got - ref).max()), "min_cosine": float(cos.min()),
-                              "n_texts": len(VERIFY_TEXTS)}
+            meta["parity"] = onnx_parity(dst, enc)
             meta["reused_from_cache"] = True
             return meta
     meta = export_onnx(dst, encoder=enc)
@@ -344,9 +337,9 @@ SBERT_INT8_MIN_COSINE = 0.99   # issue 4: cosine parity with the torch encoder >
 def sbert_int8(src: Path, dst: Path, encoder: Any) -> dict[str, Any]:
     """Dynamic int8 (weight MatMuls and the token embedding) of the SBERT ONNX file, gated on the cosine to the
     torch encoder over `VERIFY_TEXTS` (>= SBERT_INT8_MIN_COSINE); a rejected file is not written."""
-    from umask.train.profile_encoder import VERIFY_TEXTS
-
     from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from umask.train.profile_encoder import onnx_parity
 
     dst.parent.mkdir(parents=True, exist_ok=True)
     # weight MatMuls and the 30522 x 384 token-embedding Gather (half of the file); norms, softmax and
@@ -355,13 +348,7 @@ def sbert_int8(src: Path, dst: Path, encoder: Any) -> dict[str, Any]:
         quantize_dynamic(str(src), str(dst), op_types_to_quantize=["MatMul", "Gather"], weight_type=QuantType.QInt8,
                          per_channel=True)
     info = {"method": "onnxruntime.quantization.quantize_dynamic(MatMul + embedding Gather, QInt8 weights, per channel)"}
-    tb = encoder.tokenize(list(VERIFY_TEXTS))
-    got = _ort(dst).run(["embedding"], {k: v.numpy().astype(np.int64) for k, v in tb.items()})[0]
-    with torch.no_grad():
-        ref = encoder.module(tb["input_ids"], tb["attention_mask"]).numpy()
-    cos = (got * ref).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(ref, axis=1))
-    parity = {"max_abs_diff": float(np.abs(got - ref).max()), "min_cosine": float(cos.min()),
-              "mean_cosine": float(cos.mean()), "n_texts": len(VERIFY_TEXTS)}
+    parity = onnx_parity(dst, encoder)
     if parity["min_cosine"] < SBERT_INT8_MIN_COSINE:
         dst.unlink()
         log.warning("int8/sbert rejected: min cosine %.4f < %.2f (short by %.4f); int8 sessions use the fp32 SBERT",

@@ -422,6 +422,21 @@ VERIFY_TEXTS = (
 )
 
 
+def onnx_parity(path: str | Path, encoder: SentenceEncoder) -> dict[str, Any]:
+    """An ONNX SBERT file (run by onnxruntime) vs the torch encoder on `VERIFY_TEXTS`: max abs diff,
+    min / mean cosine of the embeddings."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    tb = encoder.tokenize(list(VERIFY_TEXTS))
+    got = sess.run(["embedding"], {k: v.numpy().astype(np.int64) for k, v in tb.items()})[0]
+    with torch.no_grad():
+        ref = encoder.module(tb["input_ids"], tb["attention_mask"]).numpy()
+    cos = (got * ref).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(ref, axis=1))
+    return {"max_abs_diff": float(np.abs(got - ref).max()), "min_cosine": float(cos.min()),
+            "mean_cosine": float(cos.mean()), "n_texts": len(VERIFY_TEXTS)}
+
+
 def export_onnx(path: str | Path, max_len: int = 128, opset: int = 18, *,
                 encoder: SentenceEncoder | None = None, model_path: str | Path | None = None,
                 verify: bool = True) -> dict[str, Any]:
@@ -464,14 +479,5 @@ def export_onnx(path: str | Path, max_len: int = 128, opset: int = 18, *,
         "tokenizer": "tokenizer.json",
     }
     if verify:
-        import onnxruntime as ort
-
-        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        tb = enc.tokenize(list(VERIFY_TEXTS))
-        got = sess.run(["embedding"], {k: v.numpy().astype(np.int64) for k, v in tb.items()})[0]
-        with torch.no_grad():
-            ref = module(tb["input_ids"], tb["attention_mask"]).numpy()
-        cos = (got * ref).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(ref, axis=1))
-        meta["parity"] = {"max_abs_diff": float(np.abs(got - ref).max()), "min_cosine": float(cos.min()),
-                          "n_texts": len(VERIFY_TEXTS)}
+        meta["parity"] = onnx_parity(path, enc)
     return meta
