@@ -24,7 +24,7 @@ settings in a few minutes (what tests/test_demo.py smoke-tests).
    and location recommendations.
 8. Latency and accuracy summary: the runtime's full request per precision (p50 over the 6 users)
    and its short-term MAE against the users' real next hour, next to the last-value baseline; the
-   export-time parity figures; the full latency harness is ``python -m umask.bench.latency``.
+   export-time parity figures; the full latency harness is ``python -m umask.bench.latency.harness``.
  in ``artifacts/demo/summary.json``; the printed summary says which data is real.
 """
 
@@ -40,11 +40,11 @@ from typing import Any
 
 import numpy as np
 
-from umask.runtime.catalog import load_llmapp_catalog
-from umask.runtime.events import read_official_trace, read_trace
-from umask.runtime.errors import InputError
-from umask.runtime.featurize import FeatureConfig, featurize_population
-from umask.runtime.tessellation import dominant_place_type
+from umask.runtime.core.catalog import load_llmapp_catalog
+from umask.runtime.core.events import read_official_trace, read_trace
+from umask.runtime.core.errors import InputError
+from umask.runtime.core.featurize import FeatureConfig, featurize_population
+from umask.runtime.core.tessellation import dominant_place_type
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +95,8 @@ def real_sample(cfg: FeatureConfig) -> dict[str, Any]:
 # -----------------------------------------------------------------------------
 
 def synthetic_users(cfg: FeatureConfig, n_users: int, seed: int, out_dir: Path) -> dict[str, Any]:
-    from umask.train import simulator
-    from umask.train.user_windows import (cold_start_windows, completion_windows, long_term_windows,
+    from umask.train.simulator import core as simulator
+    from umask.train.data.user_windows import (cold_start_windows, completion_windows, long_term_windows,
                                           short_term_windows, user_splits)
 
     _section(f"2. Calibrated simulator (SYNTHETIC: {n_users} users x 7 days, seed {seed})")
@@ -120,7 +120,7 @@ def synthetic_users(cfg: FeatureConfig, n_users: int, seed: int, out_dir: Path) 
     for f in feats.values():
         nbytes += f.tensor.nbytes
         cov_train.append(f.report.coverage)
-    from umask.runtime.tessellation import coverage
+    from umask.runtime.core.tessellation import coverage
     test_ev = events.between(start + 6 * DAY, start + 7 * DAY)
     for u, f in feats.items():
         ev = test_ev.for_user(u)
@@ -157,8 +157,8 @@ def synthetic_users(cfg: FeatureConfig, n_users: int, seed: int, out_dir: Path) 
 # -----------------------------------------------------------------------------
 
 def milan() -> dict[str, Any]:
-    from umask.bench import milan_eval
-    from umask.train.milan import read_internet_matrix
+    from umask.bench.accuracy import grid as milan_eval
+    from umask.train.data.milan import read_internet_matrix
 
     _section("3. Milan Telecom Italia 5x5 internet, 30 days (REAL): PROTOCOL A baselines")
     matrix = read_internet_matrix(DATA / "milan_telecom" / "milan_5x5_internet_10min_30d.csv.gz")
@@ -168,8 +168,8 @@ def milan() -> dict[str, Any]:
 
 
 def taobao() -> dict[str, Any]:
-    from umask.train.splits import leave_one_out
-    from umask.train.taobao import BEHAVIORS, read_user_behavior
+    from umask.train.data.splits import leave_one_out
+    from umask.train.data.taobao import BEHAVIORS, read_user_behavior
 
     _section("4. Taobao UserBehavior head (REAL): PROTOCOL C leave-one-out")
     inter = read_user_behavior(DATA / "taobao_user_behavior" / "UserBehavior_head.csv.gz")
@@ -189,7 +189,7 @@ def taobao() -> dict[str, Any]:
 # -----------------------------------------------------------------------------
 
 def train_umask(trace: Path, out_dir: Path, quick: bool, steps: int | None, threads: int) -> Path:
-    from umask.train.trainer import TrainConfig, train
+    from umask.train.models.umask.trainer import TrainConfig, train
 
     cfg = TrainConfig(model="tiny" if quick else "small",
                       model_overrides={"t_power": 2.0, "data_scale": "none"},   # the v2 recipe (README)
@@ -211,7 +211,7 @@ def train_umask(trace: Path, out_dir: Path, quick: bool, steps: int | None, thre
 # -----------------------------------------------------------------------------
 
 def llm_files(llm_dir: Path | None, quant: str = "q8_0") -> Path | None:
-    from umask.export.exporter import select_gguf
+    from umask.export.families.umask.exporter import select_gguf
 
     _section("6. U-SCOPE profiling LLM (GGUF for llama.cpp)")
     entry = select_gguf(llm_dir, quant)
@@ -226,7 +226,7 @@ def llm_files(llm_dir: Path | None, quant: str = "q8_0") -> Path | None:
 
 
 def export_bundle(ckpt: Path, out: Path, quick: bool, gguf_dir: Path | None) -> dict[str, Any]:
-    from umask.export.exporter import export_bundle as export
+    from umask.export.families.umask.exporter import export_bundle as export
 
     precisions = ["fp32", "int8-qdq"] if quick else ["fp32", "fp16", "int8-qdq", "int8-dynamic"]
     _section(f"7a. Export {_rel(ckpt)} -> {_rel(out)} ({', '.join(precisions)})")
@@ -244,7 +244,7 @@ def _mask_strip(mask: np.ndarray, slots_per_hour: int, hours: int = 24) -> str:
 
 
 def serve_real_users(bundle: Path, precision: str, now_hour: int = 18) -> dict[str, Any]:
-    from umask.runtime.session import Session
+    from umask.runtime.families.umask.session import Session
 
     _section(f"7b. Runtime Session ({precision}, torch-free) serving the 6 REAL users at {now_hour}:00")
     s = Session.open(bundle, precision=precision, threads=1)
@@ -300,8 +300,8 @@ def latency_accuracy(bundle: Path, manifest: dict[str, Any], hours: tuple[int, .
     """The runtime's full short-term request per precision: p50 latency over every (user, hour) and
     the MAE of its next-hour prediction against the REAL next hour (featurized scale), next to the
     last-value baseline on the same windows."""
-    from umask.bench.latency import RealSample
-    from umask.runtime.session import Session
+    from umask.bench.latency.harness import RealSample
+    from umask.runtime.families.umask.session import Session
 
     _section("8. Latency and accuracy of the on-device request (REAL sample, this machine)")
     real = RealSample.load(TSINGHUA)   # the latency harness's view of the sample: histories and truths
@@ -350,7 +350,7 @@ def latency_accuracy(bundle: Path, manifest: dict[str, Any], hours: tuple[int, .
     print("MAE on the featurized scale over every entry of the next hour (active: truth != 0). The model was "
           "trained on SYNTHETIC users only (zero-shot on the REAL sample). Latency: one full request "
           "(window, template profile text, SBERT, h_u, mask, sampling; the LLM profile is timed by "
-          "python -m umask.bench.latency), 1 onnxruntime thread, this machine.")
+          "python -m umask.bench.latency.harness), 1 onnxruntime thread, this machine.")
     return {"data": "real", "hours": list(hours), "rows": rows}
 
 

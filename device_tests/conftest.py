@@ -41,7 +41,7 @@ def bundle_dir(request: pytest.FixtureRequest) -> Path:
     p = Path(p)
     if not (p / "manifest.json").is_file():
         pytest.skip(f"no bundle at {p} (export one: see README 'Benchmarks and device tests')")
-    from umask.runtime.bundle import BundleError, verify_bundle
+    from umask.runtime.core.bundle import BundleError, verify_bundle
 
     try:
         verify_bundle(p)

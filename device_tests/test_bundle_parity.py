@@ -43,10 +43,10 @@ def _cast(sess, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:  # noqa: 
 @pytest.fixture(scope="module")
 def feeds(bundle_dir: Path) -> dict[str, dict[str, np.ndarray]]:
     """Inputs of each network from 3 REAL users at 18:00 (short-term windows), runtime only."""
-    from umask.runtime.events import read_llmapp_sample
-    from umask.runtime.profile_text import template_profile
-    from umask.runtime.samplers import Schedule
-    from umask.runtime.session import Session
+    from umask.runtime.core.events import read_llmapp_sample
+    from umask.runtime.families.umask.profile_text import template_profile
+    from umask.runtime.engines.samplers import Schedule
+    from umask.runtime.families.umask.session import Session
 
     s = Session.open(bundle_dir, precision="fp32")
     ev = read_llmapp_sample(SAMPLE)

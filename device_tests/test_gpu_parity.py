@@ -11,7 +11,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from umask.train.dit import DiT, dit_config  # noqa: E402
+from umask.train.models.umask.dit import DiT, dit_config  # noqa: E402
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: GPU parity skipped")
 

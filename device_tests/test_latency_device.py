@@ -42,7 +42,7 @@ def _key(r: dict) -> tuple:
 @pytest.fixture(scope="module")
 def quick_rows(bundle_dir: Path, device_out: Path) -> dict:
     pytest.importorskip("torch", reason="the harness's torch fp32 reference needs torch on this device")
-    from umask.bench import latency as lat
+    from umask.bench.latency import harness as lat
 
     out = device_out / f"latency_{_tag()}.json"
     assert lat.main(["--bundle", str(bundle_dir), "--quick", "--out", str(out)]) == 0
@@ -52,7 +52,7 @@ def quick_rows(bundle_dir: Path, device_out: Path) -> dict:
 def test_quick_harness_rows(quick_rows: dict) -> None:
     import onnxruntime as ort
 
-    from umask.bench import latency as lat
+    from umask.bench.latency import harness as lat
 
     rows = quick_rows["rows"]
     for r in rows:
@@ -99,8 +99,8 @@ def test_energy_per_inference_on_jetson(bundle_dir: Path, device_out: Path) -> N
         pytest.skip("no tegrastats or jtop: not a Jetson (power not measured)")
     import onnxruntime as ort
 
-    from umask.runtime.events import read_llmapp_sample
-    from umask.runtime.session import Session
+    from umask.runtime.core.events import read_llmapp_sample
+    from umask.runtime.families.umask.session import Session
 
     eps = [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider") if p in ort.get_available_providers()]
     s = Session.open(bundle_dir, providers=eps or ["CPUExecutionProvider"], precision="fp32")

@@ -12,7 +12,7 @@ log = logging.getLogger(__name__)
 
 
 def export_main(argv: Sequence[str] | None = None) -> int:
-    from umask.export.exporter import (DEFAULT_DATA, DEFAULT_GGUF_DIR, DEFAULT_SBERT_CACHE, LLM_QUANTS, ExportError,
+    from umask.export.families.umask.exporter import (DEFAULT_DATA, DEFAULT_GGUF_DIR, DEFAULT_SBERT_CACHE, LLM_QUANTS, ExportError,
                                        export_bundle)
     from umask.export.precision import PRECISIONS
 
@@ -56,8 +56,8 @@ def export_main(argv: Sequence[str] | None = None) -> int:
 
 
 def run_main(argv: Sequence[str] | None = None) -> int:
-    from umask.runtime.bundle import BundleError
-    from umask.runtime.session import Session
+    from umask.runtime.core.bundle import BundleError
+    from umask.runtime.families.umask.session import Session
 
     p = argparse.ArgumentParser(
         prog="umask run",
@@ -85,8 +85,8 @@ def run_main(argv: Sequence[str] | None = None) -> int:
                    help="end of the history as local YYYYMMDDhhmmss (default: the slot after the last event)")
     p.add_argument("--profile-source", default="auto", choices=("auto", "template", "llm"))
     ns = p.parse_args(argv)
-    from umask.runtime.errors import InputError
-    from umask.runtime.events import parse_compact_time
+    from umask.runtime.core.errors import InputError
+    from umask.runtime.core.events import parse_compact_time
 
     try:
         now_ts = None

@@ -3,7 +3,7 @@
 # session-1 run, next to the simple baselines, on 50 SYNTHETIC users + the REAL 6-user sample.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-OMP_NUM_THREADS=1 .venv/bin/python -m umask.bench.umask_eval \
+OMP_NUM_THREADS=1 .venv/bin/python -m umask.bench.accuracy.user_umask \
  --ckpt artifacts/train/umask_small_v2/ckpt/latest --name umask \
  --ckpt artifacts/train/umask_noprofile_v2/ckpt/latest --name umask_no_uscope \
  --ckpt artifacts/train/dit_randommask_v2/ckpt/latest --name dit_random_mask \

@@ -10,7 +10,7 @@ COMMON=(--config small --steps 1000 --warmup 50 --eval-every 250 --eval-batches 
 mkdir -p artifacts/train/logs
 run() {
     local name=$1; shift
-    OMP_NUM_THREADS=1 .venv/bin/python -m umask.train.trainer "${COMMON[@]}" "$@" --out "artifacts/train/$name" \
+    OMP_NUM_THREADS=1 .venv/bin/python -m umask.train.models.umask.trainer "${COMMON[@]}" "$@" --out "artifacts/train/$name" \
         > "artifacts/train/logs/$name.log" 2>&1
     echo "$name done"
 }

@@ -21,8 +21,8 @@ SAMPLE = DATA / "app_usage_trace_sample_llmapp.csv.gz"
 def tiny_checkpoint(root: Path) -> Path:
     import torch
 
-    from umask.train.trainer import save_checkpoint
-    from umask.train.umask_model import UMask, umask_config
+    from umask.train.models.umask.trainer import save_checkpoint
+    from umask.train.models.umask.model import UMask, umask_config
 
     torch.manual_seed(0)
     cfg = umask_config("tiny").with_data(22, 4, 4, 15)      # LLMApp catalog: K = 20, 14 POI types + 1
@@ -41,7 +41,7 @@ def tiny_checkpoint(root: Path) -> Path:
 @functools.lru_cache(maxsize=1)
 def tiny_bundle() -> tuple[Path, Path]:
     """(checkpoint dir, bundle dir) in a per-process temp folder; exported once."""
-    from umask.export.exporter import export_bundle
+    from umask.export.families.umask.exporter import export_bundle
 
     base = Path(tempfile.mkdtemp(prefix="umask-tiny-"))
     ckpt = tiny_checkpoint(base / "ckpt")
@@ -50,7 +50,7 @@ def tiny_bundle() -> tuple[Path, Path]:
 
 
 def real_user(user: int = 5):
-    from umask.runtime.events import read_llmapp_sample
+    from umask.runtime.core.events import read_llmapp_sample
 
     return read_llmapp_sample(SAMPLE).for_user(user)
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from umask.runtime.catalog import load_coordinates, load_llmapp_catalog, load_official_catalog
-from umask.runtime.errors import DataFormatError
+from umask.runtime.core.catalog import load_coordinates, load_llmapp_catalog, load_official_catalog
+from umask.runtime.core.errors import DataFormatError
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "tsinghua_app_usage"
 

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from umask.runtime.errors import InputError
-from umask.train.dataset import (COLD, IMPUTE, LONG, SHORT, StepBatchSampler, UserWindowDataset, WindowConfig,
+from umask.runtime.core.errors import InputError
+from umask.train.models.umask.data import (COLD, IMPUTE, LONG, SHORT, StepBatchSampler, UserWindowDataset, WindowConfig,
                                  build_profile_table, channel_rms, collate, imputation_hidden, load_users,
                                  population_fingerprint, save_users, simulated_users, train_windows, val_windows)
-from umask.train.user_windows import completion_mask, user_splits
+from umask.train.data.user_windows import completion_mask, user_splits
 
 torch.set_num_threads(1)
 

@@ -10,7 +10,7 @@ import torch
 
 from umask.train.diffusion import (DDIMSampler, DPMSolverPP2MSampler, HighNoiseSchedule, VPSchedule, make_sampler,
                                    model_denoise_fn, trailing_timesteps)
-from umask.train.dit import DiT, dit_config
+from umask.train.models.umask.dit import DiT, dit_config
 
 torch.set_num_threads(1)
 

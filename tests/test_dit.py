@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from umask.train.diffusion import VPSchedule
-from umask.train.dit import (DIT_CONFIGS, TASKS, DiT, DiTBlock, dit_config, patchify, task_id,
+from umask.train.models.umask.dit import (DIT_CONFIGS, TASKS, DiT, DiTBlock, dit_config, patchify, task_id,
                              unpatchify)
 
 torch.set_num_threads(1)

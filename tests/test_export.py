@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from export_fixtures import real_user, sample_noise, tiny_bundle
-from umask.export import exporter
-from umask.runtime.bundle import MANIFEST, BundleError, sha256_file, verify_bundle
-from umask.runtime.session import Session
+from umask.export.families.umask import exporter
+from umask.runtime.core.bundle import MANIFEST, BundleError, sha256_file, verify_bundle
+from umask.runtime.families.umask.session import Session
 
 torch.set_num_threads(1)
 
@@ -25,7 +25,7 @@ def bundle() -> tuple[Path, Path]:
 
 @pytest.fixture(scope="module")
 def model(bundle):
-    from umask.train.trainer import load_model
+    from umask.train.models.umask.trainer import load_model
 
     return load_model(bundle[0], ema=True)[0]
 
@@ -143,7 +143,7 @@ def test_runtime_matches_torch_on_real_sample(bundle, model, precision: str) -> 
     """Session.complete (numpy sampler, ONNX of this precision) vs the torch model on the same REAL
     history, mask and noise: within the manifest's completion tolerance."""
     from umask.train.diffusion import make_sampler, model_denoise_fn
-    from umask.train.profile_encoder import SentenceEncoder
+    from umask.train.models.umask.profile_encoder import SentenceEncoder
 
     _, b = bundle
     s = Session.open(b, precision=precision)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from umask.export.exporter import GGUF_BASE, GGUF_LORA, GGUF_MERGED, select_gguf
-from umask.runtime.errors import InputError
+from umask.export.families.umask.exporter import GGUF_BASE, GGUF_LORA, GGUF_MERGED, select_gguf
+from umask.runtime.core.errors import InputError
 
 
 def _touch(d: Path, *names: str) -> None:

@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from umask.runtime.catalog import Catalog, load_llmapp_catalog, load_official_catalog
-from umask.runtime.errors import DataFormatError, InputError
-from umask.runtime.events import EventLog, parse_compact_time, read_llmapp_sample
-from umask.runtime.featurize import (TRAFFIC, ChannelLayout, FeatureConfig, ProfileStats,
+from umask.runtime.core.catalog import Catalog, load_llmapp_catalog, load_official_catalog
+from umask.runtime.core.errors import DataFormatError, InputError
+from umask.runtime.core.events import EventLog, parse_compact_time, read_llmapp_sample
+from umask.runtime.core.featurize import (TRAFFIC, ChannelLayout, FeatureConfig, ProfileStats,
                                      SparseBehaviorTensor, UserFeatures, channel_names, decode_app_counts,
                                      decode_traffic, featurize_population, featurize_user, profile_statistics)
-from umask.runtime.tessellation import (CityGrid, UserLayout, coverage, dominant_place_type, fit_layout,
+from umask.runtime.core.tessellation import (CityGrid, UserLayout, coverage, dominant_place_type, fit_layout,
                                         hilbert_index, layout_path, poi_embedding)
 
 log = logging.getLogger(__name__)

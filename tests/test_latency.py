@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from umask.bench import latency as lat
+from umask.bench.latency import harness as lat
 
 
 class FakeClock:

@@ -14,8 +14,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("statsmodels")
 
-from umask.bench import arima  # noqa: E402
-from umask.bench import csdi  # noqa: E402
+from umask.train.baselines import arima  # noqa: E402
+from umask.train.baselines import csdi  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -74,7 +74,7 @@ def test_arima_seasonal_forecast_and_impute() -> None:
 
 # ---- PatchTST -----------------------------------------------------------------------------------
 def _tiny_patchtst_cfg(**kw):
-    from umask.bench import patchtst
+    from umask.train.baselines import patchtst
 
     base = dict(context_length=32, prediction_length=8, patch_length=8, patch_stride=4, d_model=16, num_layers=1,
                 num_heads=2, ffn_dim=32, dropout=0.0, batch_size=32, lr=3e-3, warmup_steps=5, steps_per_epoch=15,
@@ -85,7 +85,7 @@ def _tiny_patchtst_cfg(**kw):
 
 def test_patchtst_trains_and_forecasts() -> None:
     pytest.importorskip("transformers")
-    from umask.bench import patchtst
+    from umask.train.baselines import patchtst
 
     z = _sine(400, 3)
     cfg = _tiny_patchtst_cfg()
@@ -184,8 +184,9 @@ def test_csdi_training_is_seeded() -> None:
 def test_csdi_subset_evaluator_matches_harness() -> None:
     if not DATA.exists():
         pytest.skip("Milan matrix not available")
-    from umask.bench import baselines, milan_eval
-    from umask.train.milan import read_internet_matrix
+    from umask.train.baselines import classical as baselines
+    from umask.bench.accuracy import grid as milan_eval
+    from umask.train.data.milan import read_internet_matrix
 
     matrix = read_internet_matrix(DATA)
     fn = {"lin": lambda x, m, s: baselines.linear_interpolation_impute(x, m)}

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from umask.runtime.errors import InputError
-from umask.runtime.llm import IM_END, LlamaProfiler, chat_prompt, llama_cpp_available
+from umask.runtime.core.errors import InputError
+from umask.runtime.engines.llama import IM_END, LlamaProfiler, chat_prompt, llama_cpp_available
 
 ROOT = Path(__file__).resolve().parents[1]
 HAS_LLAMA = llama_cpp_available()
@@ -34,7 +34,7 @@ def test_chat_frame_and_input_errors(tmp_path: Path) -> None:
 
 
 def test_runtime_llm_imports_without_torch() -> None:
-    code = ("import sys; import umask.runtime.llm as m; "
+    code = ("import sys; import umask.runtime.engines.llama as m; "
             "assert 'torch' not in sys.modules and 'llama_cpp' not in sys.modules; print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
@@ -48,8 +48,8 @@ def test_lora_adapter_conversion_and_loading(tmp_path: Path) -> None:
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-    from umask.train.uscope_gguf import hf_to_gguf, lora_to_gguf
-    from umask.train.uscope_llm import DEFAULT_BASE_DIR, smollm2_gguf_path
+    from umask.export.gguf import hf_to_gguf, lora_to_gguf
+    from umask.train.models.umask.uscope.llm import DEFAULT_BASE_DIR, smollm2_gguf_path
 
     torch.manual_seed(0)
     if (DEFAULT_BASE_DIR / "tokenizer.json").is_file():

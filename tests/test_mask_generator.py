@@ -10,8 +10,8 @@ import importlib.util
 import pytest
 import torch
 
-from umask.train.dit import DIT_CONFIGS, TASKS, task_id
-from umask.train.mask_generator import (MASKGEN_CONFIGS, NEG, MaskGenerator, MaskGenExport, maskgen_config)
+from umask.train.models.umask.dit import DIT_CONFIGS, TASKS, task_id
+from umask.train.models.umask.mask_generator import (MASKGEN_CONFIGS, NEG, MaskGenerator, MaskGenExport, maskgen_config)
 
 torch.set_num_threads(1)
 

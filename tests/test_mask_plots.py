@@ -1,7 +1,7 @@
 """benchmarks/mask_plots.py: Fig. 8 / Fig. 9 analogues from a tiny checkpoint trained in the test.
 
 The "tiny" U-MASK config is trained for a few steps on a few simulated (SYNTHETIC) users without the
-SBERT profile model (profile_source="none"), then ``python -m umask.bench.mask_plots`` runs on it and
+SBERT profile model (profile_source="none"), then ``python -m umask.bench.plots.masks`` runs on it and
 must write both PNGs and JSONs with the expected keys and finite numbers.
 """
 
@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from umask.train.dit import TASKS
-from umask.train.trainer import TrainConfig, train
+from umask.train.models.umask.dit import TASKS
+from umask.train.models.umask.trainer import TrainConfig, train
 
 torch.set_num_threads(1)
 
@@ -51,7 +51,7 @@ def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_mask_plots_command(tiny_ckpt: Path, tmp_path: Path) -> None:
     out = tmp_path / "plots"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    r = subprocess.run([sys.executable, "-m", "umask.bench.mask_plots", "--ckpt", str(tiny_ckpt), "--users",
+    r = subprocess.run([sys.executable, "-m", "umask.bench.plots.masks", "--ckpt", str(tiny_ckpt), "--users",
                         str(N_USERS), "--seed", "0", "--out", str(out), "--stability-seeds", "2"],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert r.returncode == 0, r.stdout + r.stderr

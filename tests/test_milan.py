@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from umask.runtime.errors import DataFormatError
-from umask.train import milan
+from umask.runtime.core.errors import DataFormatError
+from umask.train.data import milan
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "milan_telecom"
 RAW = DATA / "sms-call-internet-mi_raw_format_sample.txt"

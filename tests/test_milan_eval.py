@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from umask.bench import baselines as bl
-from umask.bench import milan_eval
-from umask.train.milan import read_internet_matrix
+from umask.train.baselines import classical as bl
+from umask.bench.accuracy import grid as milan_eval
+from umask.train.data.milan import read_internet_matrix
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "milan_telecom" / "milan_5x5_internet_10min_30d.csv.gz"
 TRAIN_END, TEST_START = 3456, 3888
@@ -135,7 +135,7 @@ def test_historical_average_profile_uses_training_period_only() -> None:
 
 
 def test_historical_average_in_harness_ignores_later_periods(matrix: np.ndarray) -> None:
-    from umask.train import splits
+    from umask.train.data import splits
 
     z = splits.fit_scaler(matrix).transform(matrix)
     changed = z.copy()
@@ -168,7 +168,7 @@ def test_a1_rows_windows_and_entries(a1_rows: dict[str, dict[str, Any]]) -> None
 
 
 def test_a2_rows_windows_and_entries(a2_rows: dict[str, dict[str, Any]]) -> None:
-    from umask.train import splits
+    from umask.train.data import splits
 
     hidden = sum(int(splits.imputation_mask(i)[1].sum()) for i in range(145))
     assert set(a2_rows) == {"last_value", "seasonal_naive", "linear_interpolation", "historical_average", "all_zero"}
@@ -235,7 +235,7 @@ def test_seasonal_naive_beats_last_value_on_a1(a1_rows: dict[str, dict[str, Any]
 
 
 def test_generic_predict_fn_sees_protocol_windows(matrix: np.ndarray) -> None:
-    from umask.train import splits
+    from umask.train.data import splits
 
     z = splits.fit_scaler(matrix).transform(matrix)
 
@@ -265,7 +265,7 @@ def test_main_writes_json_and_markdown(tmp_path: Path, capsys: pytest.CaptureFix
     assert milan_eval.main(["--out", str(out), "--tasks", "a1"]) == 0
     rows = json.loads(out.read_text())
     assert [r["model"] for r in rows] == ["last_value", "seasonal_naive", "historical_average", "all_zero"]
-    assert rows[0]["command"] == f"python -m umask.bench.milan_eval --out {out} --tasks a1"
+    assert rows[0]["command"] == f"python -m umask.bench.accuracy.grid --out {out} --tasks a1"
     table = out.with_suffix(".md").read_text()
     assert "| A1 forecasting (48h -> 24h) | seasonal_naive | 289 | 1040400 |" in table
     assert table in capsys.readouterr().out

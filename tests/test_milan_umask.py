@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from umask.bench import milan_eval
-from umask.bench.milan_umask_eval import complete, forecast_fn, impute_fn, score_rows
-from umask.train import splits
-from umask.train.milan import read_internet_matrix
-from umask.train.milan_umask import (
+from umask.bench.accuracy import grid as milan_eval
+from umask.bench.accuracy.grid_umask import complete, forecast_fn, impute_fn, score_rows
+from umask.train.data import splits
+from umask.train.data.milan import read_internet_matrix
+from umask.train.models.umask.grid import (
     FRAME,
     HISTORY,
     IMPUTE,
@@ -33,8 +33,8 @@ from umask.train.milan_umask import (
     split_rows,
     train,
 )
-from umask.train.trainer import is_complete
-from umask.train.trainer import load_model as trainer_load_model
+from umask.train.models.umask.trainer import is_complete
+from umask.train.models.umask.trainer import load_model as trainer_load_model
 
 torch.set_num_threads(1)
 
@@ -200,7 +200,7 @@ def test_frame_never_reads_hidden_entries(run: Path, milan) -> None:
 
 def test_adapters_read_back_the_right_frame_positions(monkeypatch, milan) -> None:
     """The horizon / window is read back from the day-aligned frame positions it was written to."""
-    import umask.bench.milan_umask_eval as ev
+    import umask.bench.accuracy.grid_umask as ev
 
     _, e_pos = milan
 

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from umask.runtime.catalog import load_llmapp_catalog
-from umask.runtime.events import read_llmapp_sample
-from umask.runtime.featurize import ProfileStats, featurize_population
-from umask.runtime.profile_text import build_prompt, template_profile
-from umask.train.profile_encoder import (
+from umask.runtime.core.catalog import load_llmapp_catalog
+from umask.runtime.core.events import read_llmapp_sample
+from umask.runtime.core.featurize import ProfileStats, featurize_population
+from umask.runtime.families.umask.profile_text import build_prompt, template_profile
+from umask.train.models.umask.profile_encoder import (
     DEFAULT_MODEL_NAME,
     SBERT_DIM,
     ProfileMLP,

@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from umask.runtime.catalog import Catalog, load_llmapp_catalog
-from umask.runtime.errors import InputError
-from umask.runtime.events import read_llmapp_sample
-from umask.runtime.featurize import ProfileStats, UserFeatures, featurize_population
-from umask.runtime.profile_text import (
+from umask.runtime.core.catalog import Catalog, load_llmapp_catalog
+from umask.runtime.core.errors import InputError
+from umask.runtime.core.events import read_llmapp_sample
+from umask.runtime.core.featurize import ProfileStats, UserFeatures, featurize_population
+from umask.runtime.families.umask.profile_text import (
     PROMPT_MAX_CHARS,
     SECTIONS,
     ProfileGenerator,
@@ -244,10 +244,10 @@ def test_runtime_module_imports_without_torch() -> None:
         import sys
         for name in ("torch", "pandas", "scipy"):
             sys.modules[name] = None
-        from umask.runtime.catalog import load_llmapp_catalog
-        from umask.runtime.events import read_llmapp_sample
-        from umask.runtime.featurize import featurize_population
-        from umask.runtime.profile_text import build_prompt, template_profile
+        from umask.runtime.core.catalog import load_llmapp_catalog
+        from umask.runtime.core.events import read_llmapp_sample
+        from umask.runtime.core.featurize import featurize_population
+        from umask.runtime.families.umask.profile_text import build_prompt, template_profile
         pop = featurize_population(read_llmapp_sample({str(SAMPLE)!r}), load_llmapp_catalog({str(DATA)!r}))
         print(len(build_prompt(pop[4].profile)), len(template_profile(pop[4].profile)))
     """)

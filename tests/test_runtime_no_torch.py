@@ -17,14 +17,14 @@ SCRIPT = textwrap.dedent(f"""
     for name in {BLOCKED!r}:
         sys.modules[name] = None          # any import of it now raises ImportError
     import umask.runtime
-    import umask.runtime.events
-    import umask.runtime.catalog
-    import umask.runtime.errors
-    import umask.runtime.tessellation
-    import umask.runtime.featurize
-    from umask.runtime.catalog import load_llmapp_catalog
-    from umask.runtime.events import read_llmapp_sample
-    from umask.runtime.featurize import FeatureConfig, featurize_population
+    import umask.runtime.core.events
+    import umask.runtime.core.catalog
+    import umask.runtime.core.errors
+    import umask.runtime.core.tessellation
+    import umask.runtime.core.featurize
+    from umask.runtime.core.catalog import load_llmapp_catalog
+    from umask.runtime.core.events import read_llmapp_sample
+    from umask.runtime.core.featurize import FeatureConfig, featurize_population
     data = {str(ROOT / "data" / "tsinghua_app_usage")!r}
     events = read_llmapp_sample(data + "/app_usage_trace_sample_llmapp.csv.gz")
     pop = featurize_population(events, load_llmapp_catalog(data), FeatureConfig())

@@ -26,8 +26,8 @@ SCRIPT = textwrap.dedent("""
     socket.socket = NoNetwork
     socket.create_connection = refuse
     socket.getaddrinfo = refuse
-    from umask.runtime.events import read_llmapp_sample
-    from umask.runtime.session import Session
+    from umask.runtime.core.events import read_llmapp_sample
+    from umask.runtime.families.umask.session import Session
     bundle, sample = sys.argv[1], sys.argv[2]
     ev = read_llmapp_sample(sample).for_user(5)
     s = Session.open(bundle, precision="int8-qdq")
@@ -52,7 +52,7 @@ def test_cli_run_prints_json_without_torch(tmp_path: Path) -> None:
     import json
 
     _, bundle = tiny_bundle()
-    from umask.runtime.events import format_compact_time, read_llmapp_sample
+    from umask.runtime.core.events import format_compact_time, read_llmapp_sample
 
     ev = read_llmapp_sample(SAMPLE).for_user(6)
     p = tmp_path / "events.csv"

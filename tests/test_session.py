@@ -11,12 +11,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from export_fixtures import real_user, tiny_bundle
-from umask.runtime.catalog import load_llmapp_catalog
-from umask.runtime.errors import DataFormatError, InputError
-from umask.runtime.events import EventLog, format_compact_time
-from umask.runtime.history import load_history, read_events_csv
-from umask.runtime.samplers import Schedule, make_sampler
-from umask.runtime.session import Session
+from umask.runtime.core.catalog import load_llmapp_catalog
+from umask.runtime.core.errors import DataFormatError, InputError
+from umask.runtime.core.events import EventLog, format_compact_time
+from umask.runtime.core.history import load_history, read_events_csv
+from umask.runtime.engines.samplers import Schedule, make_sampler
+from umask.runtime.families.umask.session import Session
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "tsinghua_app_usage"
 
@@ -144,7 +144,7 @@ def test_bad_inputs_raise_clear_errors(session: Session, tmp_path: Path) -> None
         session.impute(ev, missing=np.zeros((3, 3), bool))
     with pytest.raises(InputError, match="positive integer"):
         session.recommend_apps(ev, k=0)
-    import umask.runtime.history as hist
+    import umask.runtime.core.history as hist
 
     with pytest.raises(InputError, match="limit"):
         big = _events((np.zeros(hist.MAX_EVENTS + 1, np.int64), np.full(hist.MAX_EVENTS + 1, ev.ts[0]),
@@ -248,7 +248,7 @@ def test_int8_sbert_is_opt_in_and_close_to_fp32(session: Session) -> None:
 def test_llm_profile_path_uses_the_bundle_llm_without_deadlock(monkeypatch) -> None:
     """The LLM branch of profile()/embed(): the manifest's model file goes to LlamaProfiler, one
     instance serves every request (llama_cpp itself is replaced: CI does not build it)."""
-    import umask.runtime.llm as llm_mod
+    import umask.runtime.engines.llama as llm_mod
 
     made: list[tuple[str, object]] = []
 

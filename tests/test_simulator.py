@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from umask.runtime.catalog import Catalog, load_llmapp_catalog
-from umask.runtime.errors import InputError
-from umask.runtime.events import EventLog, read_official_trace
-from umask.train import simulator as sim
+from umask.runtime.core.catalog import Catalog, load_llmapp_catalog
+from umask.runtime.core.errors import InputError
+from umask.runtime.core.events import EventLog, read_official_trace
+from umask.train.simulator import core as sim
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 

@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from umask.train import metrics, splits, taobao
-from umask.train.milan import read_internet_matrix
+from umask.train.common import metrics
+from umask.train.data import splits
+from umask.train.data import taobao
+from umask.train.data.milan import read_internet_matrix
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 

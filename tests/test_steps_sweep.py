@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from umask.bench import plots_latency, steps_sweep as sw
+from umask.bench.plots import latency as plots_latency
+from umask.bench.latency import steps_sweep as sw
 
 
 def test_fewest_steps_within_tolerance() -> None:

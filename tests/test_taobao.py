@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from umask.runtime.errors import DataFormatError
-from umask.train import taobao
+from umask.runtime.core.errors import DataFormatError
+from umask.train.data import taobao
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "taobao_user_behavior"
 HEAD = DATA / "UserBehavior_head.csv.gz"

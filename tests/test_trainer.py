@@ -22,14 +22,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from umask.runtime.errors import InputError
-from umask.train.dataset import (UserWindowDataset, build_profile_table, channel_rms, collate, save_users,
+from umask.runtime.core.errors import InputError
+from umask.train.models.umask.data import (UserWindowDataset, build_profile_table, channel_rms, collate, save_users,
                                  simulated_users)
 from umask.train.diffusion import DDIMSampler
-from umask.train.trainer import (CKPT_FILES, Dist, TrainConfig, evaluate, find_latest_checkpoint, flatten_optimizer,
+from umask.train.models.umask.trainer import (CKPT_FILES, Dist, TrainConfig, evaluate, find_latest_checkpoint, flatten_optimizer,
                                  is_complete, load_model, lr_at, save_checkpoint, seed_everything, train,
                                  unflatten_optimizer)
-from umask.train.umask_model import UMASK_CONFIGS, UMask, UMaskConfig, random_mask
+from umask.train.models.umask.model import UMASK_CONFIGS, UMask, UMaskConfig, random_mask
 
 torch.set_num_threads(1)
 
@@ -63,7 +63,7 @@ def _env() -> dict[str, str]:
 
 
 def _cli(data: tuple[Path, Path], out: Path, *extra: str) -> list[str]:
-    return ["-m", "umask.train.trainer", "--config", "tiny", "--data", str(data[0]), "--sbert-cache", str(data[1]),
+    return ["-m", "umask.train.models.umask.trainer", "--config", "tiny", "--data", str(data[0]), "--sbert-cache", str(data[1]),
             "--out", str(out), "--no-progress", "--warmup", "2", "--num-threads", "1", *extra]
 
 
@@ -84,7 +84,7 @@ def _assert_no_pickle(path: Path) -> None:
 # -----------------------------------------------------------------------------
 
 def _tiny_batch(data, cfg_name: str = "tiny", n: int = 8, **overrides):
-    from umask.train.dataset import load_users
+    from umask.train.models.umask.data import load_users
 
     users, _ = load_users(data[0])
     mcfg = replace(UMASK_CONFIGS[cfg_name], **overrides).with_data(22, 4, 4, int(users[0].e_pos.shape[-1]))
@@ -206,7 +206,7 @@ def test_tiny_training_loss_drops_and_checkpoints_are_safetensors(data, tmp_path
     assert _steps_logged(out) == list(range(1, 21))
 
     # the loss on fixed windows and fixed noise goes down against the same initialization
-    from umask.train.trainer import load_population
+    from umask.train.models.umask.trainer import load_population
 
     users, _ = load_population(cfg)
     trained, config = load_model(final, ema=False)

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from umask.runtime.catalog import load_llmapp_catalog, load_official_catalog
-from umask.runtime.errors import DataFormatError
-from umask.runtime.events import (EventLog, format_compact_time, read_llmapp_sample, read_official_trace,
+from umask.runtime.core.catalog import load_llmapp_catalog, load_official_catalog
+from umask.runtime.core.errors import DataFormatError
+from umask.runtime.core.events import (EventLog, format_compact_time, read_llmapp_sample, read_official_trace,
                                   read_trace, write_official_trace)
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "tsinghua_app_usage"

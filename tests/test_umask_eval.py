@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from umask.bench import umask_eval as me
-from umask.bench import user_eval as ue
-from umask.runtime.errors import InputError
-from umask.train.dit import TASKS
-from umask.train.trainer import TrainConfig, train
-from umask.train.umask_model import UMASK_CONFIGS, UMask
+from umask.bench.accuracy import user_umask as me
+from umask.bench.accuracy import user as ue
+from umask.runtime.core.errors import InputError
+from umask.train.models.umask.dit import TASKS
+from umask.train.models.umask.trainer import TrainConfig, train
+from umask.train.models.umask.model import UMASK_CONFIGS, UMask
 
 torch.set_num_threads(1)
 N_USERS = 4

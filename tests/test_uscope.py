@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from umask.runtime.llm import IM_END, chat_prompt, chat_target
-from umask.runtime.profile_text import SECTIONS, build_prompt
-from umask.train.uscope_llm import (
+from umask.runtime.engines.llama import IM_END, chat_prompt, chat_target
+from umask.runtime.families.umask.profile_text import SECTIONS, build_prompt
+from umask.train.models.umask.uscope.llm import (
     UserItem,
     consistency_checks,
     make_dpo_pairs,
@@ -18,7 +18,7 @@ from umask.train.uscope_llm import (
     profile_consistency,
     real_users,
 )
-from umask.train.uscope_synth import (
+from umask.train.models.umask.uscope.synth import (
     EOS,
     CooccurrenceLogitsProcessor,
     SynthConfig,

@@ -7,10 +7,10 @@ import json
 
 import numpy as np
 import pytest
-from umask.bench import user_eval as ue
-from umask.runtime.featurize import SparseBehaviorTensor
-from umask.train import metrics
-from umask.train.user_windows import top_k_categories
+from umask.bench.accuracy import user as ue
+from umask.runtime.core.featurize import SparseBehaviorTensor
+from umask.train.common import metrics
+from umask.train.data.user_windows import top_k_categories
 
 N_USERS = 12
 
@@ -226,5 +226,5 @@ def test_main_writes_json_and_markdown(tmp_path, capsys) -> None:
     rows = json.loads(out.read_text())
     assert {r["task_id"] for r in rows} == {"B1", "B3"}
     assert any(r["synthetic"] is False for r in rows)
-    assert all(r["command"].startswith("python -m umask.bench.user_eval --users 4") for r in rows)
+    assert all(r["command"].startswith("python -m umask.bench.accuracy.user --users 4") for r in rows)
     assert out.with_suffix(".md").read_text() in capsys.readouterr().out

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
-from umask.bench import user_eval as ue
-from umask.bench import user_peers as up
+from umask.bench.accuracy import user as ue
+from umask.bench.accuracy import user_peers as up
 
 SPD = 96
 T = 7 * SPD

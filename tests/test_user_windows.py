@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from umask.runtime.catalog import load_llmapp_catalog
-from umask.runtime.errors import InputError
-from umask.runtime.events import read_llmapp_sample
-from umask.runtime.featurize import (ChannelLayout, SparseBehaviorTensor, encode_app_counts,
+from umask.runtime.core.catalog import load_llmapp_catalog
+from umask.runtime.core.errors import InputError
+from umask.runtime.core.events import read_llmapp_sample
+from umask.runtime.core.featurize import (ChannelLayout, SparseBehaviorTensor, encode_app_counts,
                                      featurize_population)
-from umask.train.user_windows import (cold_start_windows, completion_mask, completion_windows, long_term_windows,
+from umask.train.data.user_windows import (cold_start_windows, completion_mask, completion_windows, long_term_windows,
                                       short_term_windows, top_k_categories, top_k_locations, user_splits)
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "tsinghua_app_usage"

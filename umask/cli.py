@@ -18,7 +18,7 @@ def _demo(argv: list[str]) -> int:
 
 
 def _simulate(argv: list[str]) -> int:
-    from umask.train.simulator import main
+    from umask.train.simulator.core import main
 
     return main(argv)
 
@@ -36,7 +36,7 @@ def _run(argv: list[str]) -> int:
 
 
 def _bench(argv: list[str]) -> int:
-    subs = {"latency": "umask.bench.latency", "sweep": "umask.bench.steps_sweep", "plots": "umask.bench.plots_latency"}
+    subs = {"latency": "umask.bench.latency.harness", "sweep": "umask.bench.latency.steps_sweep", "plots": "umask.bench.plots.latency"}
     if not argv or argv[0] not in subs:
         print("usage: umask bench {latency|sweep|plots} [options]  (each with --help)")
         return 2
@@ -47,15 +47,15 @@ def _bench(argv: list[str]) -> int:
 
 def _uscope(argv: list[str]) -> int:
     if argv and argv[0] == "synth":
-        from umask.train.uscope_synth import main as synth_main
+        from umask.train.models.umask.uscope.synth import main as synth_main
 
         return int(synth_main(argv[1:]) or 0)
     if argv and argv[0] == "base":
-        from umask.train.uscope_llm import prepare_base
+        from umask.train.models.umask.uscope.llm import prepare_base
 
         print(prepare_base(source=argv[1] if len(argv) > 1 else None))
         return 0
-    from umask.train.uscope_pipeline import main as pipeline_main
+    from umask.export.uscope_pipeline import main as pipeline_main
 
     return int(pipeline_main(argv) or 0)
 

@@ -1,0 +1,1 @@
+"""benchmarks/accuracy: see the README layout section."""

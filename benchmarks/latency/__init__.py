@@ -1,0 +1,1 @@
+"""benchmarks/latency: see the README layout section."""

@@ -1,0 +1,1 @@
+"""benchmarks/plots: see the README layout section."""

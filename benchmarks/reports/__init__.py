@@ -1,0 +1,1 @@
+"""benchmarks/reports: see the README layout section."""

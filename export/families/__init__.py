@@ -1,0 +1,1 @@
+"""export/families: see the README layout section."""

@@ -1,0 +1,1 @@
+"""export/families/umask: see the README layout section."""

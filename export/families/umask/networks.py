@@ -1,0 +1,109 @@
+"""The networks the device runs, as ONNX-exportable torch wrappers, and their plain-ONNX export.
+
+* ``DiTStep``: one x0-prediction of the shared DiT (eq. ~32) in MODEL space:
+  (x_t, x_obs, mask, t, h_u, task) -> x0. The runtime multiplies featurized data by the
+  manifest's ``x_scale`` before the sampler and divides it back after (as `UMask.complete`).
+* ``MaskGenStep``: the deterministic evaluation mask (`UMask.evidence(deterministic=True)` =
+  ``MaskGenerator(..., use_bank=True, relax=False)``, no Gumbel noise by default) with ``x_scale``
+  BAKED IN: it takes featurized x (x * avail) like the rest of the runtime.
+* ``ProfileStep``: the profile MLP (eq. 24): (SBERT embedding, present flag) -> h_u.
+
+Exporter: ``torch.onnx.export(..., dynamo=False)`` (the TorchScript exporter), opset pinned to
+`OPSET`, the batch axis dynamic. Why not optimum-onnx: its releases require transformers < 4.58
+and this project runs transformers 5.x; and the three U-MASK networks are custom modules that
+optimum has no export config for anyway. The dynamo exporter was tried by the profiling issue for
+MiniLM and wrote an invalid graph with torch 2.13 + transformers 5 (train/profile_encoder.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from umask.train.models.umask.mask_generator import MaskGenerator
+from umask.train.models.umask.model import UMask
+
+log = logging.getLogger(__name__)
+
+OPSET = 18
+
+
+class DiTStep(nn.Module):
+    input_names = ("x_t", "x_obs", "mask", "t", "h_u", "task")
+    output_names = ("x0",)
+
+    def __init__(self, model: UMask) -> None:
+        super().__init__()
+        self.dit = model.dit
+
+    def forward(self, x_t, x_obs, mask, t, h_u, task):
+        return self.dit(x_t, x_obs, mask, t, h_u, task)
+
+
+class MaskGenStep(nn.Module):
+    input_names = ("x", "avail", "h_u", "task", "e_pos", "gumbel")
+    output_names = ("hard", "probs", "k", "ratio")
+
+    def __init__(self, model: UMask) -> None:
+        super().__init__()
+        self.gen: MaskGenerator = model.maskgen
+        self.register_buffer("x_scale", model.x_scale.detach().clone().reshape(1, -1, 1, 1, 1))
+
+    def forward(self, x, avail, h_u, task, e_pos, gumbel):
+        out = self.gen(x * self.x_scale * avail, avail, h_u, task, e_pos, use_bank=True, gumbel=gumbel, relax=False)
+        return out.hard, out.probs, out.k, out.ratio
+
+
+class ProfileStep(nn.Module):
+    input_names = ("emb", "present")
+    output_names = ("h_u",)
+
+    def __init__(self, model: UMask) -> None:
+        super().__init__()
+        self.profile = model.profile
+
+    def forward(self, emb, present):
+        return self.profile(emb, present > 0.5)
+
+
+def example_inputs(model: UMask, batch: int = 2, seed: int = 0) -> dict[str, tuple[torch.Tensor, ...]]:
+    """Tracing inputs per network (random; parity uses real windows, see exporter.py)."""
+    g = torch.Generator().manual_seed(seed)
+    d, m = model.cfg.dit_config(), model.cfg.maskgen_config()
+    shape = (batch, d.channels, d.T, d.H, d.W)
+    avail = (torch.rand((batch, 1, d.T, d.H, d.W), generator=g) < 0.6).float()
+    x = torch.rand(shape, generator=g) * avail
+    h_u = torch.randn((batch, d.cond_dim), generator=g)
+    task = torch.tensor([i % d.n_tasks for i in range(batch)], dtype=torch.long)
+    dit = (torch.randn(shape, generator=g), x, avail, torch.tensor([999, 10][:batch] + [500] * max(0, batch - 2)),
+           h_u, task)
+    mg = (x, avail, h_u, task, torch.rand((batch, d.H, d.W, m.poi_dim), generator=g),
+          torch.zeros((batch, m.n_coords)))
+    prof = (torch.randn((batch, model.cfg.sbert_dim), generator=g), torch.ones(batch))
+    return {"dit": dit, "maskgen": mg, "profile_mlp": prof}
+
+
+def wrappers(model: UMask) -> dict[str, nn.Module]:
+    return {"dit": DiTStep(model).eval(), "maskgen": MaskGenStep(model).eval(), "profile_mlp": ProfileStep(model).eval()}
+
+
+def export_module(module: nn.Module, inputs: tuple[torch.Tensor, ...], path: Path, opset: int = OPSET) -> None:
+    """Plain torch.onnx.export with a dynamic batch axis on every input and output."""
+    names_in, names_out = list(module.input_names), list(module.output_names)
+    dyn: dict[str, Any] = {n: {0: "batch"} for n in names_in + names_out}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message=r".*legacy TorchScript-based ONNX export.*")
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=UserWarning)
+        torch.onnx.export(module, inputs, str(path), input_names=names_in, output_names=names_out,
+                          dynamic_axes=dyn, opset_version=opset, dynamo=False, do_constant_folding=True)
+
+
+__all__ = ["OPSET", "DiTStep", "MaskGenStep", "ProfileStep", "example_inputs", "wrappers", "export_module"]

@@ -1,0 +1,1 @@
+"""runtime/core: see the README layout section."""

@@ -1,0 +1,265 @@
+"""Metadata the events refer to: apps -> categories, base stations -> coordinates and POI mix.
+
+Two id spaces exist and never mix (see data/tsinghua_app_usage/SOURCE.md):
+
+* ``official``: the Tsinghua release's ``App2Category.txt`` (1,696 apps, 20 categories 0..19),
+  ``Categorys.txt`` (id -> name, with stray annotation lines that are not categories) and
+  ``base_poi.txt`` (9,851 base stations x 17 POI counts, *no coordinates*). A user of the full
+  trace who has base-station coordinates passes them as a CSV ``base_id,latitude,longitude``.
+* ``llmapp``: LLMApp's re-indexed tables (305 apps, 20 categories 1..20, 12,576 base stations
+  with latitude/longitude and 14 POI counts). The real 6-user sample and the simulator use it.
+
+Internally a category is a dense index 0..K-1 (`AppCatalog.category_index`), whatever its file id.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from umask.runtime.core.errors import DataFormatError, InputError
+from umask.runtime.core.events import open_text
+
+
+# -----------------------------------------------------------------------------
+# Data classes
+# -----------------------------------------------------------------------------
+
+@dataclass
+class AppCatalog:
+    app_ids: np.ndarray          # (A,) int64, sorted
+    app_category: np.ndarray     # (A,) int64 dense category index 0..K-1, aligned with app_ids
+    category_ids: np.ndarray     # (K,) int64 the categories' ids as in the files
+    category_names: list[str]    # (K,) readable names
+
+    @property
+    def n_categories(self) -> int:
+        return len(self.category_ids)
+
+    def category_index(self, apps: np.ndarray, *, unknown: str = "raise") -> np.ndarray:
+        """Dense category index per app id. Unknown apps raise (``unknown="raise"``) or map to -1."""
+        apps = np.asarray(apps, np.int64)
+        pos = np.searchsorted(self.app_ids, apps)
+        pos = np.clip(pos, 0, max(len(self.app_ids) - 1, 0))
+        known = (self.app_ids[pos] == apps) if len(self.app_ids) else np.zeros(apps.shape, bool)
+        if unknown == "raise" and not known.all():
+            bad = np.unique(apps[~known])[:10]
+            raise InputError(f"{int((~known).sum())} events name apps absent from the catalog, e.g. {bad.tolist()}")
+        return np.where(known, self.app_category[pos], -1)
+
+
+@dataclass
+class BaseStationTable:
+    ids: np.ndarray          # (N,) int64, sorted
+    lat: np.ndarray          # (N,) float64, NaN where unknown
+    lon: np.ndarray          # (N,) float64, NaN where unknown
+    poi: np.ndarray          # (N, P) float32 POI counts
+    poi_names: list[str]     # (P,)
+
+    @property
+    def has_coordinates(self) -> bool:
+        return bool(np.isfinite(self.lat).any())
+
+    def index_of(self, ids: np.ndarray, *, unknown: str = "raise") -> np.ndarray:
+        """Row index per base-station id; unknown ids raise or map to -1."""
+        ids = np.asarray(ids, np.int64)
+        pos = np.clip(np.searchsorted(self.ids, ids), 0, max(len(self.ids) - 1, 0))
+        known = (self.ids[pos] == ids) if len(self.ids) else np.zeros(ids.shape, bool)
+        if unknown == "raise" and not known.all():
+            bad = np.unique(ids[~known])[:10]
+            raise InputError(f"{int((~known).sum())} events name base stations absent from the table, e.g. {bad.tolist()}")
+        return np.where(known, pos, -1)
+
+
+@dataclass
+class Catalog:
+    apps: AppCatalog
+    stations: BaseStationTable
+    id_space: str            # "official" or "llmapp"
+
+    def check_events(self, events) -> None:
+        """Raise `DataFormatError` at the first event whose app or base station is unknown."""
+        for what, ids, known in (
+            ("app", events.app, self.apps.category_index(events.app, unknown="map") >= 0),
+            ("base station", events.bs, self.stations.index_of(events.bs, unknown="map") >= 0),
+        ):
+            if not known.all():
+                i = int(np.flatnonzero(~known)[0])
+                line = None if events.line is None else int(events.line[i])
+                raise DataFormatError(events.source, line,
+                                      f"unknown {what} id {int(ids[i])} ({int((~known).sum())} events in all; "
+                                      f"catalog id space is '{self.id_space}')")
+
+
+# -----------------------------------------------------------------------------
+# Official Tsinghua metadata
+# -----------------------------------------------------------------------------
+
+_CATEGORY_LINE = re.compile(r"^(\d+)\t(.*)$")
+
+
+def load_official_categories(path: str | Path) -> tuple[np.ndarray, list[str]]:
+    """``Categorys.txt``: keep lines ``<id>\\t'<name>'``; stray annotation lines are not categories."""
+    ids, names = [], []
+    with open_text(path) as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            m = _CATEGORY_LINE.match(raw.rstrip("\r\n"))
+            if not m:
+                continue  # e.g. "'wechat','linkedin','weibo'": an annotation, documented in SOURCE.md
+            cid = int(m.group(1))
+            if cid in ids:
+                raise DataFormatError(path, lineno, f"duplicate category id {cid}")
+            ids.append(cid)
+            names.append(m.group(2).strip().strip("'").strip().replace("\\_", "_"))
+    if not ids:
+        raise DataFormatError(path, None, "no '<id>\\t<name>' lines found")
+    return np.array(ids, np.int64), names
+
+
+def _read_int_pairs(path: str | Path, sep: str | None) -> np.ndarray:
+    rows = []
+    with open_text(path) as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            parts = raw.split(sep) if sep else raw.split()
+            if not parts or parts == [""]:
+                continue
+            if len(parts) != 2:
+                raise DataFormatError(path, lineno, f"expected 2 fields, got {len(parts)}")
+            try:
+                rows.append((int(parts[0]), int(parts[1])))
+            except ValueError:
+                raise DataFormatError(path, lineno, f"non-integer field in {raw.strip()!r}") from None
+    return np.array(rows, np.int64).reshape(-1, 2)
+
+
+def _app_catalog(path, pairs: np.ndarray, cat_ids: np.ndarray, cat_names: list[str]) -> AppCatalog:
+    order = np.argsort(pairs[:, 0], kind="stable")
+    pairs = pairs[order]
+    if len(np.unique(pairs[:, 0])) != len(pairs):
+        raise DataFormatError(path, None, "an app id appears twice")
+    dense = {int(c): i for i, c in enumerate(cat_ids)}
+    unknown = sorted(set(pairs[:, 1].tolist()) - set(dense))
+    if unknown:
+        raise DataFormatError(path, None, f"apps refer to unknown category ids {unknown[:10]}")
+    return AppCatalog(pairs[:, 0], np.array([dense[int(c)] for c in pairs[:, 1]], np.int64), cat_ids, cat_names)
+
+
+def _read_poi_table(path: str | Path, *, id_col: str, sep: str, coord_cols: tuple[str, str] | None,
+                    poi_prefix: str = "") -> BaseStationTable:
+    with open_text(path) as fh:
+        reader = csv.reader(fh, delimiter=sep)
+        header = next(reader, None)
+        if header is None:
+            raise DataFormatError(path, 1, "empty file, expected a header")
+        header = [h.strip() for h in header]
+        if id_col not in header:
+            raise DataFormatError(path, 1, f"missing column {id_col!r}")
+        skip = {id_col} | set(coord_cols or ()) | {"base_key"}
+        poi_cols = [i for i, h in enumerate(header) if h not in skip and h.startswith(poi_prefix)]
+        if coord_cols and any(c not in header for c in coord_cols):
+            raise DataFormatError(path, 1, f"missing coordinate columns {coord_cols}")
+        ids, lat, lon, poi = [], [], [], []
+        for lineno, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            if len(row) != len(header):
+                raise DataFormatError(path, lineno, f"expected {len(header)} fields, got {len(row)}")
+            try:
+                ids.append(int(row[header.index(id_col)]))
+                if coord_cols:
+                    la, lo = (float(row[header.index(c)]) for c in coord_cols)
+                    if not (-90 <= la <= 90 and -180 <= lo <= 180):
+                        raise ValueError(f"coordinates out of range ({la}, {lo})")
+                    lat.append(la)
+                    lon.append(lo)
+                counts = [float(row[i]) for i in poi_cols]
+            except ValueError as e:
+                raise DataFormatError(path, lineno, str(e)) from None
+            if any(c < 0 for c in counts):
+                raise DataFormatError(path, lineno, "negative POI count")
+            poi.append(counts)
+    ids_a = np.array(ids, np.int64)
+    order = np.argsort(ids_a, kind="stable")
+    if len(np.unique(ids_a)) != len(ids_a):
+        raise DataFormatError(path, None, "a base-station id appears twice")
+    n = len(ids_a)
+    lat_a = np.array(lat, np.float64) if coord_cols else np.full(n, np.nan)
+    lon_a = np.array(lon, np.float64) if coord_cols else np.full(n, np.nan)
+    names = [header[i][len(poi_prefix):] for i in poi_cols]
+    return BaseStationTable(ids_a[order], lat_a[order], lon_a[order],
+                            np.array(poi, np.float32).reshape(n, len(poi_cols))[order], names)
+
+
+def load_coordinates(table: BaseStationTable, path: str | Path) -> BaseStationTable:
+    """Attach coordinates from a CSV ``base_id,latitude,longitude`` (for the official id space)."""
+    with open_text(path) as fh:
+        reader = csv.DictReader(fh)
+        need = {"base_id", "latitude", "longitude"}
+        if reader.fieldnames is None or not need <= set(reader.fieldnames):
+            raise DataFormatError(path, 1, f"need columns {sorted(need)}, got {reader.fieldnames}")
+        lat, lon = table.lat.copy(), table.lon.copy()
+        for lineno, row in enumerate(reader, start=2):
+            try:
+                i = int(table.index_of(np.array([int(row["base_id"])]), unknown="map")[0])
+                la, lo = float(row["latitude"]), float(row["longitude"])
+            except (ValueError, TypeError) as e:
+                raise DataFormatError(path, lineno, str(e)) from None
+            if i < 0:
+                raise DataFormatError(path, lineno, f"unknown base station {row['base_id']}")
+            lat[i], lon[i] = la, lo
+    return BaseStationTable(table.ids, lat, lon, table.poi, table.poi_names)
+
+
+def load_official_catalog(folder: str | Path, *, coordinates: str | Path | None = None) -> Catalog:
+    """The Tsinghua release's metadata from one folder (``.gz`` variants accepted)."""
+    folder = Path(folder)
+
+    def find(name: str) -> Path:
+        for cand in (folder / name, folder / (name + ".gz")):
+            if cand.exists():
+                return cand
+        raise FileNotFoundError(f"{folder}: neither {name} nor {name}.gz")
+
+    cat_ids, cat_names = load_official_categories(find("Categorys.txt"))
+    a2c = find("App2Category.txt")
+    apps = _app_catalog(a2c, _read_int_pairs(a2c, None), cat_ids, cat_names)
+    stations = _read_poi_table(find("base_poi.txt"), id_col="BaseID", sep="\t", coord_cols=None)
+    if coordinates is not None:
+        stations = load_coordinates(stations, coordinates)
+    return Catalog(apps, stations, "official")
+
+
+# -----------------------------------------------------------------------------
+# LLMApp re-indexed metadata
+# -----------------------------------------------------------------------------
+
+def load_llmapp_catalog(folder: str | Path) -> Catalog:
+    """LLMApp's app, category and location tables (the real sample's and the simulator's id space)."""
+    folder = Path(folder)
+    cat_path = folder / "llmapp_category.csv"
+    with open_text(cat_path) as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows or "app_type_id" not in rows[0] or "en" not in rows[0]:
+        raise DataFormatError(cat_path, 1, "need columns app_type_id,en")
+    cat_ids = np.array([int(r["app_type_id"]) for r in rows], np.int64)
+    cat_names = [r["en"].strip() for r in rows]
+    app_path = folder / "llmapp_app.csv"
+    with open_text(app_path) as fh:
+        reader = csv.DictReader(fh)
+        if reader.fieldnames is None or not {"app_id", "app_cate_id"} <= set(reader.fieldnames):
+            raise DataFormatError(app_path, 1, "need columns app_id,app_cate_id")
+        try:
+            pairs = np.array([(int(r["app_id"]), int(r["app_cate_id"])) for r in reader], np.int64)
+        except ValueError as e:
+            raise DataFormatError(app_path, None, str(e)) from None
+    apps = _app_catalog(app_path, pairs, cat_ids, cat_names)
+    loc = folder / "llmapp_location.csv.gz"
+    if not loc.exists():
+        loc = folder / "llmapp_location.csv"
+    stations = _read_poi_table(loc, id_col="base_id", sep=",", coord_cols=("latitude", "longitude"),
+                               poi_prefix="poi_")
+    return Catalog(apps, stations, "llmapp")

@@ -1,0 +1,1 @@
+"""runtime/engines: see the README layout section."""

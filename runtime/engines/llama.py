@@ -1,0 +1,186 @@
+"""On-device U-SCOPE profiling LLM: a GGUF model run by llama-cpp-python (torch-free).
+
+The profiling LLM turns the prompt x_u (`profile_text.build_prompt`, eq. 23) into the profile text
+y_u. Training (train/uscope_llm.py) and the device format the model input the SAME way, with
+`chat_prompt` below (ChatML, the chat format of SmolLM2), so a fine-tuned model sees on the device
+exactly the token sequence it was trained on.
+
+API (used by the runtime session)::
+
+    from umask.runtime.engines.llama import LlamaProfiler
+    prof = LlamaProfiler("artifacts/uscope/gguf/uscope-q8_0.gguf", lora_path=None, n_threads=1)
+    text = prof.generate(build_prompt(stats), max_tokens=MAX_PROFILE_TOKENS)   # greedy, deterministic
+
+``LlamaProfiler`` is also a `profile_text.ProfileGenerator` (``prof(prompt) -> str``). A LoRA adapter
+in GGUF form (``uscope-lora-f16.gguf``) is applied on top of a base GGUF with ``lora_path``.
+``llama_cpp`` is imported lazily, so importing this module needs numpy only; without llama-cpp-python
+the constructor raises `LLMUnavailableError` (install the ``llm`` extra: ``UMASK_WITH_LLM=1
+./scripts/setup.sh``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from umask.runtime.core.errors import InputError
+
+SYSTEM_PROMPT = ("You write a mobile user's behaviour profile from usage statistics. Answer with five "
+                 "lines: Intent, Routine, App preferences, Place tendencies, Regularity.")
+IM_START, IM_END = "<|im_start|>", "<|im_end|>"
+MAX_PROFILE_TOKENS = 192          # fixed generation budget; the template profiles need ~100-150 tokens
+DEFAULT_N_CTX = 1024              # prompt (~200 tokens with the chat frame) + profile fits easily
+
+
+class LLMUnavailableError(RuntimeError):
+    """llama-cpp-python is not installed (the optional ``llm`` extra)."""
+
+
+def chat_prompt(prompt: str, system: str = SYSTEM_PROMPT) -> str:
+    """The model input for x_u: a ChatML system + user turn, opened for the assistant's answer."""
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise InputError("the profiling prompt x_u must be a non-empty string")
+    return (f"{IM_START}system\n{system}{IM_END}\n{IM_START}user\n{prompt.strip()}{IM_END}\n"
+            f"{IM_START}assistant\n")
+
+
+def chat_target(profile: str) -> str:
+    """The assistant answer as trained: the profile text closed by the end-of-turn token."""
+    return f"{profile.strip()}{IM_END}"
+
+
+def llama_cpp_available() -> bool:
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _import_llama_cpp() -> Any:
+    try:
+        import llama_cpp
+    except ImportError as e:  # pragma: no cover - depends on the install
+        raise LLMUnavailableError("llama-cpp-python is not installed; install the 'llm' extra "
+                                  "(UMASK_WITH_LLM=1 ./scripts/setup.sh)") from e
+    return llama_cpp
+
+
+class LlamaProfiler:
+    """Greedy profile generation with a GGUF model (llama.cpp), optionally with a GGUF LoRA adapter.
+
+    ``logits_all=True`` keeps the logits of every evaluated position (needed by `next_token_logits`
+    for teacher-forced parity checks; slightly slower).
+    """
+
+    def __init__(self, model_path: str | Path, lora_path: str | Path | None = None, n_threads: int = 1, *,
+                 n_ctx: int = DEFAULT_N_CTX, logits_all: bool = False, seed: int = 0,
+                 verbose: bool = False) -> None:
+        model_path = Path(model_path)
+        if not model_path.is_file():
+            raise InputError(f"no GGUF model at {model_path}")
+        if lora_path is not None and not Path(lora_path).is_file():
+            raise InputError(f"no GGUF LoRA adapter at {lora_path}")
+        if int(n_threads) < 1:
+            raise InputError(f"n_threads must be >= 1, got {n_threads}")
+        llama_cpp = _import_llama_cpp()
+        self.model_path, self.lora_path = model_path, (Path(lora_path) if lora_path else None)
+        self.n_threads = int(n_threads)
+        self.logits_all = bool(logits_all)
+        kw: dict[str, Any] = dict(model_path=str(model_path), n_ctx=int(n_ctx), n_threads=self.n_threads,
+                                  n_threads_batch=self.n_threads, logits_all=bool(logits_all), seed=int(seed),
+                                  verbose=bool(verbose))
+        if self.lora_path is not None:
+            kw["lora_path"] = str(self.lora_path)
+        with _quiet(not verbose):
+            self.llm = llama_cpp.Llama(**kw)
+        self.end_id = self._single_token(IM_END)
+        self._memo: dict[tuple[str, int], str] = {}      # greedy decoding is deterministic: memoize texts
+
+    # -- tokens --
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids of ``text`` with special tokens parsed and no BOS added (as the HF tokenizer)."""
+        return list(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+    def detokenize(self, ids: list[int]) -> str:
+        return self.llm.detokenize(list(ids)).decode("utf-8", errors="replace")
+
+    def _single_token(self, text: str) -> int | None:
+        ids = self.tokenize(text)
+        return ids[0] if len(ids) == 1 else None
+
+    # -- generation --
+    def generate_ids(self, prompt_ids: list[int], max_tokens: int = MAX_PROFILE_TOKENS) -> tuple[list[int], dict[str, float]]:
+        """Greedy continuation of ``prompt_ids`` (stops at the end-of-turn token, not included).
+
+        Returns (ids, timing) with timing = {prompt_tokens, prompt_s, gen_tokens, gen_s}."""
+        if not prompt_ids:
+            raise InputError("empty prompt")
+        llm = self.llm
+        llm.reset()
+        t0 = time.perf_counter()
+        llm.eval(list(prompt_ids))
+        t1 = time.perf_counter()
+        out: list[int] = []
+        for _ in range(int(max_tokens)):
+            tok = int(np.argmax(self._last_logits()))
+            if tok == self.end_id or tok == llm.token_eos():
+                break
+            out.append(tok)
+            llm.eval([tok])
+        t2 = time.perf_counter()
+        return out, {"prompt_tokens": float(len(prompt_ids)), "prompt_s": t1 - t0,
+                     "gen_tokens": float(len(out)), "gen_s": t2 - t1}
+
+    def _last_logits(self) -> np.ndarray:
+        llm = self.llm
+        if self.logits_all:
+            return np.asarray(llm.scores[llm.n_tokens - 1])
+        llama_cpp = _import_llama_cpp()
+        ptr = llama_cpp.llama_get_logits_ith(llm.ctx, -1)
+        return np.ctypeslib.as_array(ptr, shape=(llm.n_vocab(),)).copy()
+
+    def next_token_logits(self, ids: list[int]) -> np.ndarray:
+        """(len(ids), vocab) logits of every position of ``ids`` in one pass (needs logits_all=True)."""
+        if not self.logits_all:
+            raise InputError("next_token_logits needs LlamaProfiler(..., logits_all=True)")
+        self.llm.reset()
+        self.llm.eval(list(ids))
+        return np.asarray(self.llm.scores[: len(ids)]).copy()
+
+    def generate(self, prompt: str, max_tokens: int = MAX_PROFILE_TOKENS) -> str:
+        """The profile text y_u for the prompt x_u (raw `build_prompt` text; the chat frame is added here).
+        Greedy, so equal prompts give equal texts (memoized per instance)."""
+        key = (prompt, int(max_tokens))
+        if key not in self._memo:
+            ids, _ = self.generate_ids(self.tokenize(chat_prompt(prompt)), max_tokens)
+            self._memo[key] = self.detokenize(ids).strip()
+        return self._memo[key]
+
+    def __call__(self, prompt: str) -> str:
+        return self.generate(prompt)
+
+
+@contextlib.contextmanager
+def _quiet(enabled: bool):
+    """Silence llama.cpp's C-level stderr chatter while loading (it ignores verbose=False in places)."""
+    if not enabled:
+        yield
+        return
+    try:
+        fd = os.dup(2)
+    except OSError:  # pragma: no cover
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(fd, 2)
+        os.close(fd)

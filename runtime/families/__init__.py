@@ -1,0 +1,1 @@
+"""runtime/families: see the README layout section."""

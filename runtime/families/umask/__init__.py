@@ -1,0 +1,1 @@
+"""runtime/families/umask: see the README layout section."""

@@ -1,0 +1,504 @@
+"""The on-device Session: a verified bundle + a raw event history -> profile, mask, completion, predictions.
+
+numpy + onnxruntime + tokenizers only (llama-cpp-python optional, through ``umask.runtime.engines.llama``);
+never torch, no network I/O::
+
+    s = Session.open("artifacts/bundles/small", precision="int8-qdq", threads=1)
+    s.predict_short("events.csv")          # next hour: traffic, apps, location (JSON-ready dict)
+    s.recommend_apps("events.csv", k=5)     # cold-start recommendation
+    s.report()                              # what actually ran (providers, precision, threads)
+
+Pipeline of one request (each stage timed, see `last_timings`):
+``window`` (runtime/history.build_window: layout, featurization, avail / target of the task) ->
+``profile`` (template text y_u, an LLM text when the bundle has GGUF files and llama_cpp imports,
+or a caller's text) -> ``sbert`` (tokenizer.json + SBERT ONNX) -> ``profile_mlp`` (eq. 24, h_u) ->
+``mask`` (mask generator ONNX, deterministic evaluation mask, eqs. 5-18) -> ``sample``
+(numpy DDIM / DPM-Solver++(2M) over the DiT ONNX, model space = featurized x * x_scale; the mean
+of ``n_samples`` completions, exact evidence) -> task-specific decoding.
+
+Determinism: the sampler noise comes from ``numpy.random.default_rng(SeedSequence([seed, sample]))``;
+the same seed, history and bundle give bit-identical outputs, from any thread. onnxruntime's
+``InferenceSession.run`` is thread-safe; the Session holds no per-request state outside
+thread-locals (timings) and a lock-protected embedding cache.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from umask.runtime.core.bundle import BundleError, read_manifest, verify_bundle
+from umask.runtime.core.catalog import load_llmapp_catalog
+from umask.runtime.core.errors import InputError
+from umask.runtime.core.events import EventLog, format_compact_time
+from umask.runtime.core.featurize import ChannelLayout, FeatureConfig, decode_app_counts, decode_traffic
+from umask.runtime.core.history import TASK_NAMES, Window, WindowSpec, build_window, load_history
+from umask.runtime.families.umask.profile_text import build_prompt, template_profile
+from umask.runtime.engines.samplers import SAMPLER_NAMES, Schedule, make_sampler
+from umask.runtime.core.tessellation import CityGrid, station_cells
+
+log = logging.getLogger(__name__)
+
+PROVIDER_ALIASES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
+                    "tensorrt": "TensorrtExecutionProvider", "coreml": "CoreMLExecutionProvider"}
+MAX_STEPS = 1000
+MAX_SAMPLES = 64
+
+
+@dataclass
+class Completion:
+    """A clamped completion of one window (featurized scale)."""
+
+    window: Window
+    x: np.ndarray              # (C, T, H, W) float32 mean of n_samples completions, exact evidence
+    mask: np.ndarray           # (T, H, W) bool evidence mask
+    k: int
+    h_u: np.ndarray            # (cond_dim,)
+    sampler: str
+    steps: int
+    n_samples: int
+    seed: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _providers(requested: Sequence[str] | None) -> tuple[list[str], list[str]]:
+    import onnxruntime as ort
+
+    avail = ort.get_available_providers()
+    want = [PROVIDER_ALIASES.get(p.lower(), p) for p in (requested or ["CPUExecutionProvider"])]
+    use = [p for p in want if p in avail]
+    missing = [p for p in want if p not in avail]
+    if missing:
+        log.warning("execution providers %s are not available here (have %s); falling back", missing, avail)
+    if "CPUExecutionProvider" not in use:
+        use.append("CPUExecutionProvider")
+    return use, missing
+
+
+class Session:
+    """See the module docstring. Build with `Session.open`."""
+
+    def __init__(self, root: Path, manifest: dict[str, Any], *, providers: Sequence[str] | None, threads: int,
+                 inter_op_threads: int, allow_spinning: bool, precision: str, profile_source: str,
+                 llm_threads: int, sbert_precision: str = "fp32") -> None:
+        import onnxruntime as ort
+
+        self.root, self.manifest, self.precision = root, manifest, precision
+        arts = manifest["artifacts"]
+        if precision not in arts:
+            raise BundleError(f"{root}: precision {precision!r} not in this bundle (has {sorted(arts)})")
+        for net in ("dit", "profile_mlp", "maskgen"):
+            e = arts[precision].get(net)
+            if e is None or e.get("status") != "ok" or not e.get("file"):
+                ok = [p for p in arts if arts[p].get(net, {}).get("status") == "ok"]
+                raise BundleError(f"{root}: no usable {precision} {net} artifact "
+                                  f"({(e or {}).get('reason', 'absent')}); usable precisions: {ok}")
+        if threads < 1 or inter_op_threads < 1:
+            raise InputError("threads and inter_op_threads must be >= 1")
+        self.providers_requested = list(providers or ["CPUExecutionProvider"])
+        self._prov, self.providers_missing = _providers(providers)
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = int(threads)
+        so.inter_op_num_threads = int(inter_op_threads)
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
+        so.add_session_config_entry("session.inter_op.allow_spinning", "1" if allow_spinning else "0")
+        so.log_severity_level = 3
+        self.threads, self.inter_op_threads, self.allow_spinning = int(threads), int(inter_op_threads), allow_spinning
+        self._sess: dict[str, Any] = {}
+        for net in ("dit", "profile_mlp", "maskgen"):
+            self._sess[net] = ort.InferenceSession(str(root / arts[precision][net]["file"]), so, providers=self._prov)
+        sb = manifest.get("sbert", {})
+        self._tok = None
+        self.sbert_file: str | None = None
+        if sb.get("status") == "present":
+            from tokenizers import Tokenizer
+
+            # sbert_precision "int8": the export's cosine-gated int8 encoder (~4x smaller); fp32 otherwise
+            s8 = sb.get("int8", {})
+            if sbert_precision == "int8" and s8.get("status") != "ok":
+                raise BundleError(f"{root}: no usable int8 SBERT in this bundle ({s8.get('status', 'absent')})")
+            self.sbert_file = s8["file"] if sbert_precision == "int8" else sb["file"]
+            self._sess["sbert"] = ort.InferenceSession(str(root / self.sbert_file), so, providers=self._prov)
+            self._tok = Tokenizer.from_file(str(root / sb["tokenizer"]))
+            self._tok.enable_truncation(max_length=int(sb.get("max_len", 128)))
+            self._tok.no_padding()
+        feat = manifest["featurization"]
+        self.fcfg = FeatureConfig.from_dict(feat["feature_config"])
+        self.spec = WindowSpec.from_dict(feat["window"])
+        self.catalog = load_llmapp_catalog(root / "catalog")
+        self.channels = ChannelLayout.for_catalog(self.catalog)
+        if self.channels.n_channels != feat["channels"]["n_channels"]:
+            raise BundleError(f"{root}: catalog gives {self.channels.n_channels} channels, manifest "
+                              f"{feat['channels']['n_channels']}")
+        self.grid = CityGrid.from_stations(self.catalog.stations, self.fcfg.cell_m)
+        self.cells = station_cells(self.catalog.stations, self.grid)
+        mdl = manifest["model"]
+        self.x_scale = np.asarray(mdl["x_scale"], np.float32).reshape(1, -1, 1, 1, 1)
+        self.mask_mode = mdl["mask_mode"]
+        self.rho_init = list(mdl["rho_init"])
+        self.use_profile = bool(mdl["use_profile"])
+        self.cond_dim, self.sbert_dim = int(mdl["cond_dim"]), int(mdl["sbert_dim"])
+        self.n_coords = int(mdl["maskgen"]["T"] * mdl["maskgen"]["H"] * mdl["maskgen"]["W"])
+        diff = manifest["diffusion"]
+        self.schedule = Schedule(np.asarray(diff["alphas_cumprod"], np.float32))
+        self.defaults = dict(diff["defaults"])
+        self.profile_source = profile_source
+        self.llm_threads = int(llm_threads)
+        self._llm: Any = None
+        self._llm_lock = threading.RLock()   # re-entered: profile() holds it while _llm_profiler() builds the model
+        self._emb_cache: dict[str, np.ndarray] = {}
+        self._cache_lock = threading.Lock()
+        self._local = threading.local()
+
+    # ------------------------------------------------------------------ construction / report
+    @classmethod
+    def open(cls, bundle: str | Path, *, providers: Sequence[str] | None = None, threads: int = 1,
+             inter_op_threads: int = 1, allow_spinning: bool = False, precision: str = "fp32",
+             verify: bool = True, profile_source: str = "auto", llm_threads: int = 1,
+             sbert_precision: str = "fp32") -> Session:
+        """Verify ``bundle`` (manifest + every file's size and sha256; ``verify=False`` checks sizes only)
+        and load the networks of ``precision`` on ``providers`` (names or aliases cpu / cuda / tensorrt;
+        unavailable ones fall back to CPU, see `report`). ``threads``: onnxruntime intra-op threads;
+        ``allow_spinning``: False (default) stops idle onnxruntime threads from busy-waiting, which
+        otherwise slows the host app down. ``profile_source``: auto | template | llm. ``sbert_precision``:
+        fp32 (default) or int8 (the export's dynamic-int8 encoder, cosine >= 0.99 to fp32 on the verify
+        texts; h_u moves slightly, which can flip near-tied evidence picks of the mask)."""
+        if sbert_precision not in ("fp32", "int8"):
+            raise InputError(f"sbert_precision must be fp32 or int8, got {sbert_precision!r}")
+        if profile_source not in ("auto", "template", "llm"):
+            raise InputError(f"profile_source must be auto, template or llm, got {profile_source!r}")
+        root = Path(bundle)
+        manifest = verify_bundle(root, checksums=True) if verify else verify_bundle(root, checksums=False)
+        return cls(root, manifest, providers=providers, threads=threads, inter_op_threads=inter_op_threads,
+                   allow_spinning=allow_spinning, precision=precision, profile_source=profile_source,
+                   llm_threads=llm_threads, sbert_precision=sbert_precision)
+
+    def report(self) -> dict[str, Any]:
+        """What actually runs: providers per network, precision, thread settings, LLM availability."""
+        return {"bundle": str(self.root), "precision": self.precision,
+                "providers_requested": self.providers_requested, "providers_missing": self.providers_missing,
+                "providers": {n: s.get_providers() for n, s in self._sess.items()},
+                "threads": {"intra_op": self.threads, "inter_op": self.inter_op_threads,
+                            "allow_spinning": self.allow_spinning},
+                "sbert": self.sbert_file, "llm": self._llm_available(),
+                "mask_mode": self.mask_mode, "sampler_defaults": self.defaults}
+
+    @property
+    def last_timings(self) -> dict[str, float]:
+        """Seconds per stage of this thread's last request (window, profile, sbert, profile_mlp, mask, sample)."""
+        return dict(getattr(self._local, "timings", {}))
+
+    def _tick(self, stage: str, t0: float) -> float:
+        t = time.perf_counter()
+        tm = self._local.__dict__.setdefault("timings", {})
+        tm[stage] = tm.get(stage, 0.0) + (t - t0)
+        return t
+
+    def _reset(self) -> None:
+        self._local.timings = {}
+
+    # ------------------------------------------------------------------ inputs
+    def _history(self, history: EventLog | str | Path) -> EventLog:
+        if isinstance(history, (str, Path)):
+            return load_history(history)
+        return history
+
+    def window(self, history: EventLog | str | Path, task: str, *, now_ts: int | None = None,
+               missing: np.ndarray | None = None) -> Window:
+        t0 = time.perf_counter()
+        w = build_window(self._history(history), self.catalog, self.fcfg, self.spec, task, now_ts=now_ts,
+                         missing=missing, grid=self.grid, cells=self.cells)
+        self._tick("window", t0)
+        return w
+
+    # ------------------------------------------------------------------ profile / embedding
+    def _llm_available(self) -> bool:
+        llm = self.manifest.get("llm", {})
+        if llm.get("status") != "present":
+            return False
+        try:
+            from umask.runtime.engines import llama as llm_mod  # noqa: F401
+        except ImportError:
+            return False
+        return bool(getattr(llm_mod, "llama_cpp_available", lambda: False)())
+
+    def _llm_profiler(self) -> Any:
+        with self._llm_lock:
+            if self._llm is None:
+                from umask.runtime.engines.llama import LlamaProfiler
+
+                llm = self.manifest["llm"]
+                if llm.get("model"):          # schema: one model (merged quant, or base + LoRA adapter)
+                    base, lora = [self.root / llm["model"]], ([self.root / llm["lora"]] if llm.get("lora") else [])
+                else:                         # older bundles: files listed only
+                    files = [self.root / f for f in llm["files"]]
+                    base = [f for f in files if "lora" not in f.name.lower()]
+                    lora = [f for f in files if "lora" in f.name.lower()]
+                if not base:
+                    raise BundleError(f"{self.root}: the bundle's llm/ has no base GGUF model")
+                self._llm = LlamaProfiler(base[0], lora[0] if lora else None, n_threads=self.llm_threads)
+            return self._llm
+
+    def profile(self, history: EventLog | str | Path | Window, *, source: str | None = None,
+                text: str | None = None, now_ts: int | None = None) -> dict[str, Any]:
+        """The U-SCOPE profile y_u: {"text", "source", "prompt"}. ``text`` given: that text (cached /
+        user-edited). source auto: the LLM if the bundle has GGUF files and llama_cpp imports, else the
+        rule-based template; "llm" insists on the LLM."""
+        t0 = time.perf_counter()
+        if text is not None:
+            if not isinstance(text, str) or not text.strip():
+                raise InputError("profile text must be a non-empty string")
+            return {"text": text, "source": "text", "prompt": None}
+        w = history if isinstance(history, Window) else self.window(history, "long_term", now_ts=now_ts)
+        if w.stats is None:
+            return {"text": None, "source": "none", "prompt": None}
+        src = source or self.profile_source
+        prompt = build_prompt(w.stats)
+        if src == "llm" or (src == "auto" and self._llm_available()):
+            if not self._llm_available():
+                raise BundleError("profile_source 'llm' needs GGUF files in the bundle and llama_cpp installed")
+            with self._llm_lock:
+                out = self._llm_profiler().generate(prompt)
+            res = {"text": out, "source": "llm", "prompt": prompt}
+        else:
+            res = {"text": template_profile(w.stats), "source": "template", "prompt": prompt}
+        self._tick("profile", t0)
+        return res
+
+    def sbert(self, texts: Sequence[str]) -> np.ndarray:
+        """(n, 384) SBERT embeddings (normalized) of ``texts`` through the bundle's ONNX encoder."""
+        if "sbert" not in self._sess:
+            raise BundleError(f"{self.root}: the bundle has no SBERT encoder")
+        out = np.zeros((len(texts), self.sbert_dim), np.float32)
+        todo = []
+        with self._cache_lock:
+            for i, t in enumerate(texts):
+                if t in self._emb_cache:
+                    out[i] = self._emb_cache[t]
+                else:
+                    todo.append(i)
+        t0 = time.perf_counter()
+        for i in todo:      # one text at a time: no padding, so the output equals the unpadded torch path
+            enc = self._tok.encode(texts[i])
+            ids = np.asarray([enc.ids], np.int64)
+            am = np.asarray([enc.attention_mask], np.int64)
+            e = self._sess["sbert"].run(None, {"input_ids": ids, "attention_mask": am})[0][0]
+            out[i] = e
+            with self._cache_lock:
+                self._emb_cache[texts[i]] = e
+        self._tick("sbert", t0)
+        return out
+
+    def embed(self, history: EventLog | str | Path | Window | None = None, *, text: str | None = None,
+              now_ts: int | None = None) -> np.ndarray:
+        """h_u (cond_dim,) float32 (eq. 24): profile text -> SBERT -> profile MLP; the MLP's learned 'no profile'
+        embedding without a text, without SBERT in the bundle, or for a model trained without U-SCOPE."""
+        txt = text
+        if txt is None and history is not None and self.use_profile and "sbert" in self._sess:
+            txt = self.profile(history, now_ts=now_ts)["text"]
+        emb = np.zeros((1, self.sbert_dim), np.float32)
+        present = np.zeros((1,), np.float32)
+        if txt is not None and self.use_profile and "sbert" in self._sess:
+            emb = self.sbert([txt])
+            present[:] = 1.0
+        t0 = time.perf_counter()
+        h = self._sess["profile_mlp"].run(None, {"emb": emb, "present": present})[0][0]
+        self._tick("profile_mlp", t0)
+        return np.asarray(h, np.float32)
+
+    # ------------------------------------------------------------------ mask / completion
+    def _mask(self, w: Window, h_u: np.ndarray, seed: int) -> tuple[np.ndarray, int]:
+        t0 = time.perf_counter()
+        avail = w.avail[None]
+        if self.mask_mode == "learned":
+            feed = {"x": w.x[None], "avail": avail, "h_u": h_u[None], "task": np.array([w.task_id], np.int64),
+                    "e_pos": w.e_pos[None], "gumbel": np.zeros((1, self.n_coords), np.float32)}
+            hard, _probs, k, _ratio = self._sess["maskgen"].run(None, feed)
+            hard, k = hard[0, 0] > 0.5, int(k[0])
+        elif self.mask_mode == "random":     # the ablation: a seeded random subset of avail, base budget
+            a = avail[0, 0].reshape(-1) > 0.5
+            n = int(a.sum())
+            k = min(max(int(np.round(self.rho_init[w.task_id] * n)), 1 if n else 0), n)
+            rng = np.random.default_rng(np.random.SeedSequence([seed, 7919]))
+            u = np.where(a, rng.random(a.size), 2.0)
+            hard = np.zeros(a.size, bool)
+            hard[np.argsort(u, kind="stable")[:k]] = True
+            hard = hard.reshape(avail.shape[2:])
+        else:
+            hard = avail[0, 0] > 0.5
+            k = int(hard.sum())
+        self._tick("mask", t0)
+        return hard, k
+
+    def mask(self, history: EventLog | str | Path, task: str, *, now_ts: int | None = None,
+             text: str | None = None, missing: np.ndarray | None = None) -> dict[str, Any]:
+        """The evidence mask of ``task`` for this history: {"mask" (T, H, W) bool, "k", "n_avail", "ratio"}."""
+        self._reset()
+        w = self.window(history, task, now_ts=now_ts, missing=missing)
+        h = self.embed(w, text=text)
+        hard, k = self._mask(w, h, 0)
+        n = int(w.avail.sum())
+        return {"mask": hard, "k": k, "n_avail": n, "ratio": k / n if n else 0.0, "window": w}
+
+    def complete(self, history: EventLog | str | Path, task: str, *, steps: int | None = None,
+                 sampler: str | None = None, seed: int = 0, n_samples: int | None = None,
+                 now_ts: int | None = None, text: str | None = None, missing: np.ndarray | None = None) -> Completion:
+        """Mean of ``n_samples`` clamped completions of the task window (featurized scale, exact evidence)."""
+        steps = int(self.defaults["steps"] if steps is None else steps)
+        n_samples = int(self.defaults["n_samples"] if n_samples is None else n_samples)
+        sampler = sampler or self.defaults["sampler"]
+        if sampler not in SAMPLER_NAMES:
+            raise InputError(f"unknown sampler {sampler!r}; choose from {SAMPLER_NAMES}")
+        if not 1 <= steps <= min(MAX_STEPS, self.schedule.num_train_steps):
+            raise InputError(f"steps must be in [1, {min(MAX_STEPS, self.schedule.num_train_steps)}], got {steps}")
+        if not 1 <= n_samples <= MAX_SAMPLES:
+            raise InputError(f"n_samples must be in [1, {MAX_SAMPLES}], got {n_samples}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise InputError(f"seed must be a non-negative integer, got {seed!r}")
+        self._reset()
+        w = self.window(history, task, now_ts=now_ts, missing=missing)
+        h_u = self.embed(w, text=text)
+        hard, k = self._mask(w, h_u, int(seed))
+        t0 = time.perf_counter()
+        m = hard[None, None].astype(np.float32)                        # (1, 1, T, H, W)
+        x_obs = (w.x[None] * self.x_scale * m).astype(np.float32)      # model space
+        dit = self._sess["dit"]
+        task_arr = np.array([w.task_id], np.int64)
+        hu = h_u[None].astype(np.float32)
+
+        def denoise(x: np.ndarray, t: int) -> np.ndarray:
+            return dit.run(None, {"x_t": x, "x_obs": x_obs, "mask": m, "t": np.array([t], np.int64),
+                                  "h_u": hu, "task": task_arr})[0]
+
+        smp = make_sampler(sampler, self.schedule)
+        acc = np.zeros_like(x_obs, dtype=np.float64)
+        for i in range(n_samples):
+            rng = np.random.default_rng(np.random.SeedSequence([int(seed), i]))
+            acc += smp.sample(denoise, x_obs, m, steps, rng=rng)
+        mean = (acc / n_samples / self.x_scale).astype(np.float32)[0]
+        mean = np.where(np.broadcast_to(hard[None], mean.shape), w.x, mean)   # exact evidence
+        if not np.all(np.isfinite(mean)):
+            raise RuntimeError("the completion holds NaN/inf: the bundle's networks are broken for this input")
+        self._tick("sample", t0)
+        return Completion(w, mean, hard, k, h_u, sampler, steps, n_samples, int(seed), self.last_timings)
+
+    # ------------------------------------------------------------------ task outputs (JSON-ready)
+    def _clip(self, x: np.ndarray) -> np.ndarray:
+        x = np.maximum(x, 0.0)
+        x[self.channels.location_index] = np.minimum(x[self.channels.location_index], 1.0)
+        return x
+
+    def _slot_times(self, w: Window, t0: int, t1: int) -> list[int]:
+        ts = w.window_start_ts + np.arange(t0, t1) * w.slot_seconds
+        return [int(v) for v in format_compact_time(ts)]
+
+    def _cell_info(self, w: Window, slot: int) -> dict[str, Any]:
+        h, wi = divmod(int(slot), self.fcfg.W)
+        gy, gx = (int(v) for v in w.layout.cells[h, wi])
+        g = self.grid
+        info: dict[str, Any] = {"slot": int(slot), "grid_cell": [gy, gx]}
+        if gy >= 0:
+            rad = np.pi / 180.0
+            info["lat"] = round(float(g.lat0 + (gy + 0.5) * g.cell_m / (6_371_008.8 * rad)), 6)
+            info["lon"] = round(float(g.lon0 + (gx + 0.5) * g.cell_m / (6_371_008.8 * rad * np.cos(g.lat_ref * rad))), 6)
+        if w.stats is not None:
+            info["place_type"] = w.stats.slot_place[int(slot)]
+        return info
+
+    def _forecast(self, c: Completion, top_apps: int = 5) -> dict[str, Any]:
+        w = c.window
+        t0, t1 = w.target_slots
+        x = self._clip(c.x[:, t0:t1].astype(np.float64))               # (C, Th, H, W)
+        traffic = decode_traffic(x[0]).sum(axis=(1, 2))                 # (Th,) bytes
+        apps = decode_app_counts(x[self.channels.apps]).sum(axis=(1, 2, 3))   # (K,)
+        loc = x[self.channels.location_index].reshape(x.shape[1], -1)   # (Th, H*W)
+        names = self.catalog.apps.category_names
+        order = np.lexsort((np.arange(len(apps)), -apps))[:top_apps]
+        return {"task": w.task, "now": int(format_compact_time(np.array([w.now_ts]))[0]),
+                "slot_minutes": self.fcfg.slot_minutes, "slots": self._slot_times(w, t0, t1),
+                "traffic_bytes": [round(float(v), 1) for v in traffic],
+                "apps": [{"category": names[i], "expected_records": round(float(apps[i]), 3)} for i in order],
+                "location": [self._cell_info(w, int(np.argmax(r))) | {"presence": round(float(r.max()), 4)}
+                             for r in loc],
+                "evidence": {"k": c.k, "n_avail": int(w.avail.sum())}, "sampler": c.sampler, "steps": c.steps,
+                "n_samples": c.n_samples, "seed": c.seed, "precision": self.precision}
+
+    def predict_short(self, history: EventLog | str | Path, **kw: Any) -> dict[str, Any]:
+        """Short-term prediction: the next ``short_horizon`` slots (1 h for the small model)."""
+        return self._forecast(self.complete(history, "short_term", **kw))
+
+    def forecast_long(self, history: EventLog | str | Path, **kw: Any) -> dict[str, Any]:
+        """Long-term forecast: the next ``horizon`` slots (24 h for the small model)."""
+        return self._forecast(self.complete(history, "long_term", **kw))
+
+    def _rank(self, scores: np.ndarray, k: int) -> list[int]:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise InputError(f"k must be a positive integer, got {k!r}")
+        return np.lexsort((np.arange(len(scores)), -scores))[:k].tolist()
+
+    def recommend(self, history: EventLog | str | Path, k_apps: int = 5, k_locations: int = 3,
+                  **kw: Any) -> dict[str, list[dict[str, Any]]]:
+        """Cold-start recommendations from ONE cold-start completion: ``apps`` (top-k categories by
+        expected records in the next horizon) and ``locations`` (top-k layout cells by expected
+        active slots)."""
+        self._rank(np.zeros(1), k_apps)
+        self._rank(np.zeros(1), k_locations)
+        c = self.complete(history, "cold_start", **kw)
+        t0, t1 = c.window.target_slots
+        x = self._clip(c.x[:, t0:t1].astype(np.float64))                  # (C, Th, H, W)
+        apps = decode_app_counts(x[self.channels.apps]).sum(axis=(1, 2, 3))  # (K,)
+        locs = x[self.channels.location_index].sum(axis=0).reshape(-1)     # (H*W,)
+        names = self.catalog.apps.category_names
+        return {"apps": [{"rank": r + 1, "category": names[i], "score": round(float(apps[i]), 4)}
+                         for r, i in enumerate(self._rank(apps, min(k_apps, len(apps))))],
+                "locations": [{"rank": r + 1, **self._cell_info(c.window, i), "score": round(float(locs[i]), 4)}
+                              for r, i in enumerate(self._rank(locs, min(k_locations, len(locs))))]}
+
+    def recommend_apps(self, history: EventLog | str | Path, k: int = 5, **kw: Any) -> list[dict[str, Any]]:
+        """Cold-start app (category) recommendation: top-k by expected records in the next horizon."""
+        return self.recommend(history, k_apps=k, k_locations=1, **kw)["apps"]
+
+    def recommend_locations(self, history: EventLog | str | Path, k: int = 3, **kw: Any) -> list[dict[str, Any]]:
+        """Cold-start location recommendation: top-k layout cells by expected active slots in the next horizon."""
+        return self.recommend(history, k_apps=1, k_locations=k, **kw)["locations"]
+
+    def impute(self, history: EventLog | str | Path, missing: np.ndarray | None = None, **kw: Any) -> dict[str, Any]:
+        """Fill the ``missing`` (context, H, W) coordinates of the context window (default: the gaps)."""
+        c = self.complete(history, "imputation", missing=missing, **kw)
+        w = c.window
+        x = self._clip(c.x[:, :self.spec.context].astype(np.float64))
+        miss = w.target[0, :self.spec.context] > 0.5
+        traffic = decode_traffic(x[0]) * miss
+        apps = decode_app_counts(x[self.channels.apps]) * miss[None]
+        names = self.catalog.apps.category_names
+        tot = apps.sum(axis=(1, 2, 3))
+        return {"task": "imputation", "now": int(format_compact_time(np.array([w.now_ts]))[0]),
+                "n_missing": int(miss.sum()), "window_slots": self._slot_times(w, 0, self.spec.context)[:1],
+                "imputed_traffic_bytes_per_slot": [round(float(v), 1) for v in traffic.sum(axis=(1, 2))],
+                "imputed_app_records": {names[i]: round(float(tot[i]), 3) for i in np.argsort(-tot)[:5]},
+                "evidence": {"k": c.k, "n_avail": int(w.avail.sum())}, "seed": c.seed, "precision": self.precision}
+
+    def run(self, history: EventLog | str | Path, task: str, *, k: int = 5, **kw: Any) -> dict[str, Any]:
+        """One JSON-ready request: task short | long | cold | impute (what ``umask run`` prints)."""
+        t0 = time.perf_counter()
+        if task == "short":
+            out: Any = self.predict_short(history, **kw)
+        elif task == "long":
+            out = self.forecast_long(history, **kw)
+        elif task == "cold":
+            out = self.recommend(history, k_apps=k, k_locations=k, **kw)
+        elif task == "impute":
+            out = self.impute(history, **kw)
+        else:
+            raise InputError(f"unknown task {task!r}; choose from short, long, cold, impute")
+        return {"result": out, "timings_s": {k_: round(v, 4) for k_, v in self.last_timings.items()},
+                "total_s": round(time.perf_counter() - t0, 4), "runtime": self.report()}
+
+
+__all__ = ["Session", "Completion", "BundleError", "read_manifest", "TASK_NAMES"]

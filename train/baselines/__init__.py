@@ -1,0 +1,1 @@
+"""train/baselines: see the README layout section."""

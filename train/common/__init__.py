@@ -1,0 +1,1 @@
+"""train/common: see the README layout section."""

@@ -1,0 +1,1 @@
+"""train/data: see the README layout section."""

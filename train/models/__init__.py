@@ -1,0 +1,1 @@
+"""train/models: see the README layout section."""

@@ -1,0 +1,1 @@
+"""train/models/umask: see the README layout section."""

@@ -1,0 +1,1 @@
+"""train/models/umask/uscope: see the README layout section."""

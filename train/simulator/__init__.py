@@ -1,0 +1,1 @@
+"""train/simulator: see the README layout section."""
