@@ -95,7 +95,7 @@ def real_sample(cfg: FeatureConfig) -> dict[str, Any]:
 # -----------------------------------------------------------------------------
 
 def synthetic_users(cfg: FeatureConfig, n_users: int, seed: int, out_dir: Path) -> dict[str, Any]:
-    from umask.train.simulator import core as simulator
+    from umask.train import simulator
     from umask.train.data.user_windows import (cold_start_windows, completion_windows, long_term_windows,
                                           short_term_windows, user_splits)
 

@@ -13,7 +13,7 @@ import pytest
 from umask.runtime.core.catalog import Catalog, load_llmapp_catalog
 from umask.runtime.core.errors import InputError
 from umask.runtime.core.events import EventLog, read_official_trace
-from umask.train.simulator import core as sim
+from umask.train import simulator as sim
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 

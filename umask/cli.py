@@ -18,7 +18,7 @@ def _demo(argv: list[str]) -> int:
 
 
 def _simulate(argv: list[str]) -> int:
-    from umask.train.simulator.core import main
+    from umask.train.simulator import main
 
     return main(argv)
 

@@ -117,7 +117,7 @@ from umask.runtime.core.featurize import (
 from umask.runtime.core.tessellation import station_cells
 from umask.train.common import metrics as tm
 from umask.train.data import user_windows as uw
-from umask.train.simulator.core import (
+from umask.train.simulator import (
     DEFAULT_DATA_DIR,
     TSINGHUA_DIR,
     SimulatorConfig,

@@ -135,7 +135,7 @@ def synthetic_population(n_users: int, seed: int, days: int = 7,
     """The simulator's SYNTHETIC users featurized exactly as ``dataset.simulated_users`` does, plus
     each user's ground-truth archetype (from the simulator's per-user meta)."""
     from umask.runtime.core.catalog import load_llmapp_catalog
-    from umask.train.simulator.core import (
+    from umask.train.simulator import (
         DEFAULT_DATA_DIR,
         TSINGHUA_DIR,
         SimulatorConfig,

@@ -55,7 +55,7 @@ def real_coverage(cfg: FeatureConfig, split_hour: int = 15) -> list[dict[str, An
 
 
 def synthetic_coverage(cfg: FeatureConfig, n_users: int, seed: int) -> dict[str, Any]:
-    from umask.train.simulator import core as simulator
+    from umask.train import simulator
 
     catalog = load_llmapp_catalog(TSINGHUA)
     events, _ = simulator.simulate(simulator.SimulatorConfig(n_users=n_users, seed=seed), catalog)

@@ -185,7 +185,7 @@ def simulated_users(n_users: int, seed: int = 0, *, days: int = 7, feature_cfg: 
                     data_dir: str | Path | None = None, progress: bool = False) -> list[UserData]:
     """SYNTHETIC users of the calibrated simulator (deterministic given the seed), featurized."""
     from umask.runtime.core.catalog import load_llmapp_catalog
-    from umask.train.simulator.core import DEFAULT_DATA_DIR, TSINGHUA_DIR, SimulatorConfig, simulate
+    from umask.train.simulator import DEFAULT_DATA_DIR, TSINGHUA_DIR, SimulatorConfig, simulate
 
     root = Path(data_dir) if data_dir is not None else DEFAULT_DATA_DIR
     catalog = load_llmapp_catalog(root / TSINGHUA_DIR if (root / TSINGHUA_DIR).is_dir() else root)
@@ -199,7 +199,7 @@ def users_from_trace(path: str | Path, catalog_dir: str | Path | None = None,
     """Read a trace (official layout, e.g. the simulator's ``App_usage_trace.synthetic.txt.gz``) and featurize."""
     from umask.runtime.core.catalog import load_llmapp_catalog
     from umask.runtime.core.events import read_trace
-    from umask.train.simulator.core import DEFAULT_DATA_DIR, TSINGHUA_DIR
+    from umask.train.simulator import DEFAULT_DATA_DIR, TSINGHUA_DIR
 
     cat_dir = Path(catalog_dir) if catalog_dir is not None else DEFAULT_DATA_DIR / TSINGHUA_DIR
     return users_from_events(read_trace(path), load_llmapp_catalog(cat_dir), feature_cfg)

@@ -187,7 +187,7 @@ def simulated_users(n_users: int, seed: int, days: int = 7) -> list[UserItem]:
     """SYNTHETIC users from train/simulator.py: ProfileStats over their whole simulated week."""
     from umask.runtime.core.catalog import load_llmapp_catalog
     from umask.runtime.core.featurize import featurize_population
-    from umask.train.simulator.core import SimulatorConfig, simulate
+    from umask.train.simulator import SimulatorConfig, simulate
 
     catalog = load_llmapp_catalog(DATA)
     ev, _ = simulate(SimulatorConfig(n_users=n_users, days=days, seed=seed), catalog, progress=False)

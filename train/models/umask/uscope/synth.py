@@ -102,7 +102,7 @@ def user_days(n_users: int, seed: int, days: int = 7) -> tuple[list[UserDays], E
     from umask.runtime.core.catalog import load_llmapp_catalog
     from umask.runtime.core.featurize import featurize_population
     from umask.runtime.core.tessellation import dominant_place_index
-    from umask.train.simulator.core import SimulatorConfig, simulate
+    from umask.train.simulator import SimulatorConfig, simulate
 
     catalog = load_llmapp_catalog(ROOT / "data" / "tsinghua_app_usage")
     ev, _ = simulate(SimulatorConfig(n_users=n_users, days=days, seed=seed), catalog, progress=False)
