@@ -15,16 +15,24 @@ Milan grid (PROTOCOL A), on the (4320 slots x 25 cells) internet matrix:
   ``p = rng.uniform(0.7, 0.8)``, then ``mask = rng.random((288, 25)) < p`` (True = hidden). The
   validation windows use the same recipe with their own 0-based index.
 
+Any grid (``train/data/grids.py``): :func:`grid_splits` cuts a grid of any length and slot size into
+the same chronological 8:1:1 over whole days (Milan's 30 days give exactly :data:`MILAN_SPLITS`),
+and the window functions take ``splits=`` (None = Milan) with lengths scaled to the grid's day
+(:func:`a1_lengths`: 2 days of history -> 1 day of horizon; :func:`a2_length`: 2-day windows).
+
 Taobao (PROTOCOL C): :func:`leave_one_out`, per user by time.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+
+from umask.runtime.core.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +54,62 @@ A2_P_RANGE: tuple[float, float] = (0.70, 0.80)  # per-window missing probability
 A2_SEED_BASE: int = 1000  # seed of window i = 1000 + i
 
 Split = Literal["train", "val", "test"]
+Splits = Mapping[str, tuple[int, int]]
+
+A1_HISTORY_DAYS: int = 2  # A1 on any grid: 2 days of history ...
+A1_HORIZON_DAYS: int = 1  # ... -> 1 day of horizon
+A2_WINDOW_DAYS: int = 2  # A2 on any grid: 2-day windows
+EVAL_FRACTION: float = 0.1  # validation and test each get 10 % of the whole days (8:1:1)
 
 
-def _split_range(split: str) -> tuple[int, int]:
-    if split not in MILAN_SPLITS:
-        raise ValueError(f"unknown split {split!r}; expected one of {tuple(MILAN_SPLITS)}")
-    return MILAN_SPLITS[split]
+def _split_range(split: str, splits: Splits | None = None) -> tuple[int, int]:
+    table = MILAN_SPLITS if splits is None else splits
+    if split not in table:
+        raise ValueError(f"unknown split {split!r}; expected one of {tuple(table)}")
+    lo, hi = table[split]
+    return int(lo), int(hi)
+
+
+# ------------------------------------------------------------------------------------------------
+# Any grid: splits over whole days and window lengths in days
+# ------------------------------------------------------------------------------------------------
+def a1_lengths(slots_per_day: int) -> tuple[int, int]:
+    """(history, horizon) of A1 on a grid with ``slots_per_day`` slots a day (Milan: 288, 144)."""
+    return A1_HISTORY_DAYS * int(slots_per_day), A1_HORIZON_DAYS * int(slots_per_day)
+
+
+def a2_length(slots_per_day: int) -> int:
+    """Length of an A2 imputation window on a grid with ``slots_per_day`` slots a day (Milan: 288)."""
+    return A2_WINDOW_DAYS * int(slots_per_day)
+
+
+def grid_splits(n_slots: int, slots_per_day: int) -> dict[str, tuple[int, int]]:
+    """Chronological 8:1:1 split over WHOLE days of a grid with ``n_slots`` slots.
+
+    Validation and test get ``max(1, floor(0.1 * days))`` days each (Milan: 30 days -> 3 / 3, i.e.
+    exactly :data:`MILAN_SPLITS`), training the remaining earlier days. Slots after the last whole
+    day belong to no split (logged). Raises :class:`InputError` when the training period cannot
+    hold one A1 window (2 days of history + 1 day of horizon, so at least 5 days in all).
+    """
+    n_slots, slots_per_day = int(n_slots), int(slots_per_day)
+    if slots_per_day < 1:
+        raise InputError(f"slots_per_day must be >= 1, got {slots_per_day}")
+    n_days = n_slots // slots_per_day
+    n_eval = max(1, int(n_days * EVAL_FRACTION + 1e-9))
+    n_train = n_days - 2 * n_eval
+    need = A1_HISTORY_DAYS + A1_HORIZON_DAYS
+    if n_train < need:
+        raise InputError(
+            f"the grid has {n_slots} slots = {n_days} whole days of {slots_per_day} slots; the 8:1:1 split "
+            f"needs at least {need} training days (one A1 window: {A1_HISTORY_DAYS} days of history + "
+            f"{A1_HORIZON_DAYS} of horizon) plus 1 validation and 1 test day, i.e. >= {need + 2} days"
+        )
+    rest = n_slots - n_days * slots_per_day
+    if rest:
+        log.warning("the last %d slots do not fill a whole day (%d slots) and belong to no split", rest, slots_per_day)
+    train_end = n_train * slots_per_day
+    val_end = train_end + n_eval * slots_per_day
+    return {"train": (0, train_end), "val": (train_end, val_end), "test": (val_end, val_end + n_eval * slots_per_day)}
 
 
 def _check_matrix(matrix: np.ndarray, min_slots: int) -> np.ndarray:
@@ -80,12 +138,15 @@ class Scaler:
         return np.asarray(z, dtype=np.float64) * self.std + self.mean
 
 
-def fit_scaler(matrix: np.ndarray, *, train_end: int = MILAN_SPLITS["train"][1]) -> Scaler:
+def fit_scaler(matrix: np.ndarray, *, train_end: int | None = None, splits: Splits | None = None) -> Scaler:
     """Fit a per-cell scaler on slots ``0 .. train_end-1`` of a (slots, cells) matrix only.
 
+    ``train_end`` defaults to the end of the training period of ``splits`` (None = Milan, 3456).
     Uses the population standard deviation (ddof=0). A cell that is constant over the training
     period gets std 1 (and a warning) so that transforming never divides by zero.
     """
+    if train_end is None:
+        train_end = _split_range("train", splits)[1]
     matrix = _check_matrix(matrix, train_end)
     train = matrix[:train_end]
     if not np.all(np.isfinite(train)):
@@ -103,10 +164,18 @@ def fit_scaler(matrix: np.ndarray, *, train_end: int = MILAN_SPLITS["train"][1])
 # A1 forecasting windows
 # ------------------------------------------------------------------------------------------------
 def forecast_starts(
-    split: Split = "test", *, history: int = A1_HISTORY, horizon: int = A1_HORIZON, stride: int = 1
+    split: Split = "test",
+    *,
+    history: int = A1_HISTORY,
+    horizon: int = A1_HORIZON,
+    stride: int = 1,
+    splits: Splits | None = None,
 ) -> np.ndarray:
-    """Horizon start slots s of the A1 windows of ``split`` (whole horizon inside the split)."""
-    lo, hi = _split_range(split)
+    """Horizon start slots s of the A1 windows of ``split`` (whole horizon inside the split).
+
+    ``splits``: the grid's periods (:func:`grid_splits`); None = Milan's :data:`MILAN_SPLITS`.
+    """
+    lo, hi = _split_range(split, splits)
     first = max(lo, history)  # the history must not start before slot 0
     last = hi - horizon
     if last < first:
@@ -133,10 +202,11 @@ def forecast_windows(
     history: int = A1_HISTORY,
     horizon: int = A1_HORIZON,
     stride: int = 1,
+    splits: Splits | None = None,
 ) -> ForecastWindows:
     """Cut the A1 windows of ``split`` from a (slots, cells) matrix (copies, float64)."""
-    starts = forecast_starts(split, history=history, horizon=horizon, stride=stride)
-    matrix = _check_matrix(matrix, _split_range(split)[1])
+    starts = forecast_starts(split, history=history, horizon=horizon, stride=stride, splits=splits)
+    matrix = _check_matrix(matrix, _split_range(split, splits)[1])
     hist_idx = starts[:, None] + np.arange(-history, 0)[None, :]
     hor_idx = starts[:, None] + np.arange(horizon)[None, :]
     return ForecastWindows(x=matrix[hist_idx], y=matrix[hor_idx], starts=starts)
@@ -145,9 +215,11 @@ def forecast_windows(
 # ------------------------------------------------------------------------------------------------
 # A2 imputation windows and masks
 # ------------------------------------------------------------------------------------------------
-def imputation_starts(split: Split = "test", *, window: int = A2_WINDOW, stride: int = 1) -> np.ndarray:
-    """First slots of the A2 windows lying wholly inside ``split`` (test: 3888 .. 4032)."""
-    lo, hi = _split_range(split)
+def imputation_starts(
+    split: Split = "test", *, window: int = A2_WINDOW, stride: int = 1, splits: Splits | None = None
+) -> np.ndarray:
+    """First slots of the A2 windows lying wholly inside ``split`` (Milan test: 3888 .. 4032)."""
+    lo, hi = _split_range(split, splits)
     if hi - lo < window:
         return np.zeros(0, dtype=np.int64)
     return np.arange(lo, hi - window + 1, stride, dtype=np.int64)
@@ -187,11 +259,16 @@ class ImputationWindows:
         return np.where(self.mask, fill, self.truth)
 
 
-def imputation_windows(matrix: np.ndarray, split: Split = "test", *, window: int = A2_WINDOW) -> ImputationWindows:
-    """Cut the A2 windows of ``split`` and attach their protocol masks."""
-    matrix = _check_matrix(matrix, _split_range(split)[1])
-    starts = imputation_starts(split, window=window)
+def imputation_windows(
+    matrix: np.ndarray, split: Split = "test", *, window: int = A2_WINDOW, splits: Splits | None = None
+) -> ImputationWindows:
+    """Cut the A2 windows of ``split`` and attach their protocol masks (seed 1000 + window index)."""
+    matrix = _check_matrix(matrix, _split_range(split, splits)[1])
+    starts = imputation_starts(split, window=window, splits=splits)
     idx = starts[:, None] + np.arange(window)[None, :]
+    if not len(starts):
+        empty = np.zeros((0, window, matrix.shape[1]))
+        return ImputationWindows(truth=empty, mask=empty.astype(bool), p=np.zeros(0), starts=starts)
     ps, masks = zip(*(imputation_mask(i, window=window, n_cells=matrix.shape[1]) for i in range(len(starts))))
     return ImputationWindows(truth=matrix[idx], mask=np.stack(masks), p=np.asarray(ps), starts=starts)
 
