@@ -97,6 +97,27 @@ class _Reader:
         pass
 
 
+def cpu_int8_caps() -> dict[str, Any]:
+    """The x86 int8 dot-product extensions of this CPU (from /proc/cpuinfo; empty elsewhere).
+
+    Without VNNI (AVX512-VNNI or AVX-VNNI) onnxruntime's x86 int8 GEMM multiplies u8 x s8 pairs with
+    ``vpmaddubsw``, whose 16-bit pair sums saturate when both weights of a pair are large: the known
+    "u8s8 saturation" of non-VNNI AVX2 / AVX-512 machines. The cure onnxruntime documents is
+    ``reduce_range`` (7-bit weights), so the pair sum fits; on VNNI machines full 8-bit range is exact.
+    """
+    flags: set[str] = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    vnni = sorted(flags & {"avx512_vnni", "avx_vnni", "avx512vnni"})
+    return {"vnni": bool(vnni), "vnni_flags": vnni, "avx2": "avx2" in flags, "avx512f": "avx512f" in flags,
+            "reduce_range": bool(flags) and not vnni}
+
+
 def to_int8_qdq(src: Path, dst: Path, calibration: Iterable[dict[str, np.ndarray]]) -> dict[str, Any]:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -104,14 +125,17 @@ def to_int8_qdq(src: Path, dst: Path, calibration: Iterable[dict[str, np.ndarray
     keep, skip = weight_matmuls(model)
     exclude = sorted(set(skip) | set(float_nodes(model)))
     feeds = list(calibration)
+    caps = cpu_int8_caps()
     with _quiet_root():
         quantize_static(str(src), str(dst), _Reader(feeds), quant_format=QuantFormat.QDQ,
                         op_types_to_quantize=["MatMul", "Gemm"], nodes_to_exclude=exclude, per_channel=True,
+                        reduce_range=caps["reduce_range"],
                         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax,
                         extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
     return {"method": "onnxruntime.quantization.quantize_static(QuantFormat.QDQ, MinMax, per-channel S8S8)",
-            "quantized_nodes": len(keep), "float_matmuls": len(skip), "calibration_samples": len(feeds)}
+            "quantized_nodes": len(keep), "float_matmuls": len(skip), "calibration_samples": len(feeds),
+            "reduce_range": caps["reduce_range"], "cpu_int8": caps}
 
 
 def to_int8_dynamic(src: Path, dst: Path) -> dict[str, Any]:
@@ -120,11 +144,13 @@ def to_int8_dynamic(src: Path, dst: Path) -> dict[str, Any]:
     model = onnx.load(str(src))
     keep, skip = weight_matmuls(model)
     exclude = sorted(set(skip) | set(float_nodes(model)))
+    caps = cpu_int8_caps()
     with _quiet_root():
         quantize_dynamic(str(src), str(dst), op_types_to_quantize=["MatMul", "Gemm"], nodes_to_exclude=exclude,
-                         weight_type=QuantType.QInt8, per_channel=True)
+                         weight_type=QuantType.QInt8, per_channel=True, reduce_range=caps["reduce_range"])
     return {"method": "onnxruntime.quantization.quantize_dynamic(QInt8 weights, per channel)",
-            "quantized_nodes": len(keep), "float_matmuls": len(skip)}
+            "quantized_nodes": len(keep), "float_matmuls": len(skip), "reduce_range": caps["reduce_range"],
+            "cpu_int8": caps}
 
 
 __all__ = ["PRECISIONS", "FP16_KEEP_OPS", "FLOAT_SCOPES", "float_nodes", "weight_matmuls", "to_fp16", "to_int8_qdq",
