@@ -269,3 +269,66 @@ def test_main_writes_json_and_markdown(tmp_path: Path, capsys: pytest.CaptureFix
     table = out.with_suffix(".md").read_text()
     assert "| A1 forecasting (48h -> 24h) | seasonal_naive | 289 | 1040400 |" in table
     assert table in capsys.readouterr().out
+
+
+# ---- any grid: a GridData brings its own periods and window lengths --------------------------------
+def _grid(values: np.ndarray, h: int, w: int, minutes: int, source: str = "cut.csv") -> Any:
+    from umask.train.data.grids import GridData
+
+    return GridData(values=values, height=h, width=w, slot_minutes=minutes, adjacency=None, source=source, data="real")
+
+
+def test_milan_griddata_rows_identical_to_matrix_rows(matrix: np.ndarray, a2_rows: dict[str, dict[str, Any]]) -> None:
+    from umask.train.data.grids import milan_grid
+
+    rows = {r["model"]: r for r in milan_eval.evaluate_a2(milan_grid())}
+    assert rows == a2_rows
+
+
+def test_hourly_3x4_grid_uses_its_own_splits(matrix: np.ndarray) -> None:
+    # REAL values: a 3x4 sub-block of the Milan block, summed to hourly slots, 10 days only
+    cols = [r * 5 + c for r in range(1, 4) for c in range(4)]
+    hourly = matrix[:, cols].reshape(30, 24, 6, 12).sum(axis=2).reshape(720, 12)[: 24 * 20]  # 20 days
+    grid = _grid(hourly, 3, 4, 60)
+    assert grid.splits() == {"train": (0, 384), "val": (384, 432), "test": (432, 480)}
+    (row,) = [r for r in milan_eval.evaluate_a1(grid) if r["model"] == "last_value"]
+    # independent: history 48 h, horizon 24 h, test horizons starting 432 .. 456
+    train = hourly[:384]
+    std = train.std(axis=0)
+    starts = range(432, 480 - 24 + 1)
+    err = np.stack([hourly[s - 1][None, :] - hourly[s : s + 24] for s in starts])
+    assert row["n_windows"] == len(starts) == 25 and row["window"]["horizon_starts"] == "432..456"
+    assert row["window"]["history"] == 48 and row["window"]["horizon"] == 24
+    assert row["metrics"]["raw_mae"] == pytest.approx(np.abs(err).mean(), rel=1e-10)
+    assert row["metrics"]["normalized_mae"] == pytest.approx(np.abs(err / std).mean(), rel=1e-10)
+    assert row["dataset"].startswith("cut.csv 3x4, 60-min slots") and "0..383" in row["scale"]
+    # a Milan-range harness would have cut windows past the end of this grid: the rows say 2 days -> 1 day
+    a2 = {r["model"]: r for r in milan_eval.evaluate_a2(grid)}
+    assert a2["last_value"]["window"]["length"] == 48 and a2["last_value"]["window"]["starts"] == "432..432"
+    assert "24 per day" in a2["historical_average"]["notes"]
+
+
+def test_grid_warnings_and_too_short_periods(matrix: np.ndarray, caplog: pytest.LogCaptureFixture) -> None:
+    from umask.runtime.core.errors import InputError
+
+    values = matrix[:, :4].copy()
+    values[:, 2] = 5.0  # a constant cell: its training std is 0
+    with caplog.at_level("WARNING"):
+        rows = milan_eval.evaluate_a1(_grid(values, 2, 2, 10), {"z": lambda h, s, n: np.zeros((h.shape[0], n, 4))})
+    assert any("cells [2] have a training std of ~0" in w for w in rows[0]["warnings"])
+    assert "training std of ~0" in caplog.text
+    assert "warnings" not in milan_eval.evaluate_a1(matrix, {"z": lambda h, s, n: np.zeros((h.shape[0], n, 25))})[0]
+    # 10 days of 10-min slots: 1 test day holds A1 windows but no 2-day A2 window
+    short = _grid(matrix[: 10 * 144, :4], 2, 2, 10)
+    assert milan_eval.evaluate_a1(short)[0]["n_windows"] == 1
+    with pytest.raises(InputError, match="A2: the test period of this grid .* holds no window of 288 slots"):
+        milan_eval.evaluate_a2(short)
+
+
+def test_main_on_a_grid_csv(tmp_path: Path, matrix: np.ndarray) -> None:
+    data = tmp_path / "g.csv"
+    np.savetxt(data, matrix[:, [0, 1, 2, 5, 6, 7]], delimiter=",")
+    out = tmp_path / "g.json"
+    assert milan_eval.main(["--data", str(data), "--grid", "2x3", "--out", str(out), "--tasks", "a1"]) == 0
+    rows = json.loads(out.read_text())
+    assert rows[0]["dataset"].startswith("g.csv 2x3") and rows[0]["n_entries"] == 289 * 144 * 6

@@ -1,4 +1,9 @@
-"""Milan grid (real) evaluation harness, PROTOCOL.md section A (numpy only).
+"""Grid evaluation harness, PROTOCOL.md section A, on Milan (real) or any grid (numpy only).
+
+The data is a raw (slots, cells) matrix (Milan's PROTOCOL A matrix, with Milan's fixed periods) or
+a :class:`~umask.train.data.grids.GridData` (any H x W grid and slot length, with its own 8:1:1
+split over whole days from :meth:`GridData.splits` and windows scaled to its day: A1 2 days of
+history -> 1 day, A2 2-day windows). The description below uses Milan's numbers (144 slots a day).
 
 Any model is evaluated on exactly the protocol's windows through a small callable interface, on
 the standardized scale (per-cell z-score with the training period's mean / std); the harness
@@ -20,6 +25,12 @@ std-weighted normalized MAE.
 Run the baselines::
 
     python -m umask.bench.accuracy.grid --out benchmarks/results/milan_baselines.json
+    python -m umask.bench.accuracy.grid --data my_grid.csv --grid 3x4 --slot-minutes 60 --out my.json
+
+Before scoring a grid the harness logs a warning (and records it in every row's ``warnings``) when
+its statistics make a metric meaningless: a cell whose training std is ~0 (its normalized errors
+explode), a cell whose test level sits many training stds away from its training mean, a cell that
+is all zero in the scored period (raw errors there say nothing about the model).
 
 To evaluate another model, build a callable and call :func:`evaluate_a1` / :func:`evaluate_a2`
 with ``models={"name": fn}`` (and ``model_info={"name": {"seeds": ..., "notes": ...}}`` for
@@ -39,10 +50,11 @@ from typing import Any
 
 import numpy as np
 
+from umask.runtime.core.errors import InputError
 from umask.train.baselines import classical as baselines
 from umask.train.common import metrics
 from umask.train.data import splits
-from umask.train.data.milan import read_internet_matrix
+from umask.train.data.grids import GridData, open_grid
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +67,8 @@ SCALE_NOTE: str = (
     "normalized = per-cell z-score with the training period's (slots 0..3455) mean and population std; "
     "raw = dataset units (internet activity per 10-min slot)"
 )
+TINY_STD: float = 1e-6  # a training std below TINY_STD * max(1, |mean|) makes the cell's normalized errors meaningless
+SHIFT_STDS: float = 10.0  # a scored-period mean further than this many training stds from the training mean
 
 ForecastFn = Callable[[np.ndarray, np.ndarray, int], np.ndarray]
 """(history (n, L, cells), starts (n,), horizon) -> (n, horizon, cells), standardized scale."""
@@ -62,6 +76,86 @@ ImputeFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 """(observed (n, T, cells) NaN where hidden, mask (n, T, cells) True = hidden, starts (n,)) -> (n, T, cells)."""
 
 _DEFAULT_COMMAND = "library call: umask.bench.accuracy.grid.{fn}(matrix, ...)"
+
+
+# ------------------------------------------------------------------------------------------------
+# The grid being scored: Milan's matrix or any GridData
+# ------------------------------------------------------------------------------------------------
+class GridSpec:
+    """What the harness needs of a grid: raw values, periods, day length and window lengths."""
+
+    def __init__(self, data: np.ndarray | GridData) -> None:
+        if isinstance(data, GridData):
+            self.values = data.values
+            self.splits: dict[str, tuple[int, int]] = data.splits()
+            self.period = data.slots_per_day
+            self.history, self.horizon = data.a1_lengths()
+            self.window = data.a2_length()
+            self.milan = data.source == "milan"
+            self.dataset = DATASET if self.milan else (
+                f"{Path(data.source).name} {data.height}x{data.width}, {data.slot_minutes}-min slots ({data.data})")
+            self.slot_minutes = data.slot_minutes
+        else:
+            self.values = np.asarray(data, dtype=np.float64)
+            self.splits = dict(splits.MILAN_SPLITS)
+            self.period = splits.SLOTS_PER_DAY
+            self.history, self.horizon, self.window = splits.A1_HISTORY, splits.A1_HORIZON, splits.A2_WINDOW
+            self.milan = True
+            self.dataset = DATASET
+            self.slot_minutes = 10
+        if self.values.ndim != 2:
+            raise InputError(f"expected a (slots, cells) matrix, got shape {self.values.shape}")
+        self.train_end = self.splits["train"][1]
+
+    @property
+    def scale_note(self) -> str:
+        if self.milan:
+            return SCALE_NOTE
+        return (f"normalized = per-cell z-score with the training period's (slots 0..{self.train_end - 1}) mean and "
+                f"population std; raw = dataset units (activity per {self.slot_minutes}-min slot)")
+
+    def notes(self) -> dict[str, str]:
+        """BASELINE_NOTES with this grid's day length and training period."""
+        if self.milan:
+            return dict(BASELINE_NOTES)
+        return {k: v.replace("144 slots", f"{self.period} slots").replace("144 per day", f"{self.period} per day")
+                .replace("slots 0..3455", f"slots 0..{self.train_end - 1}") for k, v in BASELINE_NOTES.items()}
+
+
+def grid_warnings(values: np.ndarray, periods: Mapping[str, tuple[int, int]], split: str = "test") -> list[str]:
+    """Statistics of a grid that make a metric meaningless, as messages (each also logged).
+
+    - a cell whose training std is tiny (<= TINY_STD * max(1, |mean|)): its normalized errors are
+      divided by ~0 (the scaler uses std 1 when it is exactly 0);
+    - a cell whose mean over ``split`` lies more than SHIFT_STDS training stds from its training
+      mean: its normalized errors are dominated by the shift, not by the model;
+    - a cell that is all zero over ``split``: its raw errors only measure how far from 0 a model is.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    train = values[: periods["train"][1]]
+    lo, hi = periods[split]
+    scored = values[lo:hi]
+    mean, std = train.mean(axis=0), train.std(axis=0)
+    out = []
+    tiny = np.flatnonzero(std <= TINY_STD * np.maximum(1.0, np.abs(mean)))
+    if len(tiny):
+        out.append(f"cells {tiny.tolist()} have a training std of ~0 ({std[tiny].tolist()}): their normalized "
+                   "errors are meaningless; read the raw metrics")
+    ok = np.setdiff1d(np.arange(values.shape[1]), tiny)
+    if len(ok) and len(scored):
+        shift = np.abs(scored[:, ok].mean(axis=0) - mean[ok]) / std[ok]
+        far = ok[shift > SHIFT_STDS]
+        if len(far):
+            out.append(f"cells {far.tolist()}: the {split} mean is more than {SHIFT_STDS:g} training stds from the "
+                       "training mean; their normalized errors measure the shift, not the model")
+    if len(scored):
+        zero = np.flatnonzero(np.all(scored == 0, axis=0))
+        if len(zero):
+            out.append(f"cells {zero.tolist()} are all zero in the {split} period: their errors only say how far "
+                       "from 0 a model predicts")
+    for msg in out:
+        log.warning("%s", msg)
+    return out
 
 
 # ------------------------------------------------------------------------------------------------
@@ -76,18 +170,21 @@ BASELINE_NOTES: dict[str, str] = {
 }
 
 
-def _training_profile(z: np.ndarray, period: int) -> np.ndarray:
-    train_end = splits.MILAN_SPLITS["train"][1]
+def _training_profile(z: np.ndarray, period: int, train_end: int | None = None) -> np.ndarray:
+    train_end = splits.MILAN_SPLITS["train"][1] if train_end is None else int(train_end)
     return baselines.fit_historical_average(z[:train_end], period=period, first_slot=0)
 
 
-def baseline_forecasters(z_matrix: np.ndarray, *, period: int = PERIOD) -> dict[str, ForecastFn]:
+def baseline_forecasters(
+    z_matrix: np.ndarray, *, period: int = PERIOD, train_end: int | None = None
+) -> dict[str, ForecastFn]:
     """The A1 baseline rows as :data:`ForecastFn` callables.
 
     ``z_matrix``: the standardized (slots, cells) matrix; only its training period (slots
-    0..3455) is used, to fit the historical average.
+    0..train_end-1; default Milan's 0..3455) is used, to fit the historical average. ``period``:
+    slots per day.
     """
-    profile = _training_profile(np.asarray(z_matrix, dtype=np.float64), period)
+    profile = _training_profile(np.asarray(z_matrix, dtype=np.float64), period, train_end)
     return {
         "last_value": lambda h, s, n: baselines.last_value_forecast(h, n),
         "seasonal_naive": lambda h, s, n: baselines.seasonal_naive_forecast(h, n, period=period),
@@ -96,9 +193,11 @@ def baseline_forecasters(z_matrix: np.ndarray, *, period: int = PERIOD) -> dict[
     }
 
 
-def baseline_imputers(z_matrix: np.ndarray, *, period: int = PERIOD) -> dict[str, ImputeFn]:
+def baseline_imputers(
+    z_matrix: np.ndarray, *, period: int = PERIOD, train_end: int | None = None
+) -> dict[str, ImputeFn]:
     """The A2 baseline rows as :data:`ImputeFn` callables (HA fit on the training period only)."""
-    profile = _training_profile(np.asarray(z_matrix, dtype=np.float64), period)
+    profile = _training_profile(np.asarray(z_matrix, dtype=np.float64), period, train_end)
     return {
         "last_value": lambda x, m, s: baselines.last_value_impute(x, m),
         "seasonal_naive": lambda x, m, s: baselines.seasonal_naive_impute(x, m),
@@ -151,9 +250,12 @@ def _row(
     result: dict[str, float],
     command: str,
     extra: Mapping[str, Any] | None,
+    spec: GridSpec | None = None,
+    warnings: Sequence[str] = (),
 ) -> dict[str, Any]:
+    notes = BASELINE_NOTES if spec is None else spec.notes()
     row: dict[str, Any] = {
-        "dataset": DATASET,
+        "dataset": DATASET if spec is None else spec.dataset,
         "protocol": "docs/PROTOCOL.md A",
         "task": task,
         "split": split,
@@ -163,11 +265,13 @@ def _row(
         "n_entries": int(n_entries),
         "seeds": seeds,
         "metrics": result,
-        "scale": SCALE_NOTE,
+        "scale": SCALE_NOTE if spec is None else spec.scale_note,
         "command": command,
     }
-    if model in BASELINE_NOTES:
-        row["notes"] = BASELINE_NOTES[model]
+    if model in notes:
+        row["notes"] = notes[model]
+    if warnings:
+        row["warnings"] = list(warnings)
     if extra:
         extra = dict(extra)
         if "seeds" in extra:
@@ -185,8 +289,16 @@ def _subset(n: int, stride: int) -> np.ndarray:
     return np.arange(0, n, stride)
 
 
+def _no_windows(task: str, spec: GridSpec, split: str, need: int) -> InputError:
+    lo, hi = spec.splits[split]
+    return InputError(
+        f"{task}: the {split} period of this grid (slots {lo}..{hi - 1}, {(hi - lo) // spec.period} days) holds no "
+        f"window of {need} slots; use a longer grid (8:1:1 over whole days: {split} gets 10 % of the days)"
+    )
+
+
 def evaluate_a1(
-    matrix: np.ndarray,
+    matrix: np.ndarray | GridData,
     models: Mapping[str, ForecastFn] | None = None,
     *,
     split: splits.Split = "test",
@@ -196,25 +308,29 @@ def evaluate_a1(
 ) -> list[dict[str, Any]]:
     """PROTOCOL A1 (48 h -> 24 h forecasting) on the raw (4320, 25) ``matrix``; one row per model.
 
-    ``models``: name -> :data:`ForecastFn` on the standardized scale (default: the baselines of
+    ``matrix`` may be any :class:`GridData` instead: its own periods (``GridData.splits()``) and
+    windows of 2 days -> 1 day of its slots are used. ``models``: name -> :data:`ForecastFn` on the standardized scale (default: the baselines of
     :func:`baseline_forecasters`). ``model_info``: optional per-model extra row fields; a
     ``"seeds"`` entry there replaces the model seed ("n/a" by default). ``command``: recorded in
     every row. ``stride`` > 1 scores every stride-th protocol window only (for slow models; the
     rows say so, and baselines must then be scored with the same stride to compare).
     """
-    matrix = np.asarray(matrix, dtype=np.float64)
-    scaler = splits.fit_scaler(matrix)
-    z = scaler.transform(matrix)
-    win = splits.forecast_windows(z, split)
+    spec = GridSpec(matrix)
+    warnings = grid_warnings(spec.values, spec.splits, split)
+    scaler = splits.fit_scaler(spec.values, splits=spec.splits)
+    z = scaler.transform(spec.values)
+    win = splits.forecast_windows(z, split, history=spec.history, horizon=spec.horizon, splits=spec.splits)
     n_protocol = len(win.starts)
+    if not n_protocol:
+        raise _no_windows("A1", spec, split, spec.horizon)
     idx = _subset(n_protocol, stride)
     win = splits.ForecastWindows(win.x[idx], win.y[idx], win.starts[idx])
     if models is None:
-        models = baseline_forecasters(z)
+        models = baseline_forecasters(z, period=spec.period, train_end=spec.train_end)
     n, horizon, cells = win.y.shape
     window = {
-        "history": splits.A1_HISTORY,
-        "horizon": splits.A1_HORIZON,
+        "history": spec.history,
+        "horizon": spec.horizon,
         "stride": stride,
         "horizon_starts": _range_text(win.starts),
     }
@@ -237,13 +353,15 @@ def evaluate_a1(
                 result=score(pred, win.y, scaler),
                 command=command or _DEFAULT_COMMAND.format(fn="evaluate_a1"),
                 extra=(model_info or {}).get(name),
+                spec=spec,
+                warnings=warnings,
             )
         )
     return rows
 
 
 def evaluate_a2(
-    matrix: np.ndarray,
+    matrix: np.ndarray | GridData,
     models: Mapping[str, ImputeFn] | None = None,
     *,
     split: splits.Split = "test",
@@ -254,22 +372,26 @@ def evaluate_a2(
     """PROTOCOL A2 (imputation, 70-80 % hidden) on the raw (4320, 25) ``matrix``; one row per model.
 
     Uses the protocol masks (seed 1000 + window index). ``models``: name -> :data:`ImputeFn`
-    (default: :func:`baseline_imputers`); other arguments as :func:`evaluate_a1`. With
+    (default: :func:`baseline_imputers`); other arguments (a :class:`GridData` too) as
+    :func:`evaluate_a1`; windows are 2 days of the grid's slots. With
     ``stride`` > 1 the windows keep their protocol index, so their masks are unchanged.
     """
-    matrix = np.asarray(matrix, dtype=np.float64)
-    scaler = splits.fit_scaler(matrix)
-    z = scaler.transform(matrix)
-    win = splits.imputation_windows(z, split)
+    spec = GridSpec(matrix)
+    warnings = grid_warnings(spec.values, spec.splits, split)
+    scaler = splits.fit_scaler(spec.values, splits=spec.splits)
+    z = scaler.transform(spec.values)
+    win = splits.imputation_windows(z, split, window=spec.window, splits=spec.splits)
     n_protocol = len(win)
+    if not n_protocol:
+        raise _no_windows("A2", spec, split, spec.window)
     idx = _subset(n_protocol, stride)
     win = splits.ImputationWindows(win.truth[idx], win.mask[idx], win.p[idx], win.starts[idx])
     if models is None:
-        models = baseline_imputers(z)
+        models = baseline_imputers(z, period=spec.period, train_end=spec.train_end)
     shape = win.truth.shape
     n_hidden = int(win.mask.sum())
     window = {
-        "length": splits.A2_WINDOW,
+        "length": spec.window,
         "stride": stride,
         "starts": _range_text(win.starts),
         "p_missing": "Uniform(0.70, 0.80) per window",
@@ -301,6 +423,8 @@ def evaluate_a2(
                 result=score(pred, win.truth, scaler, win.mask),
                 command=command or _DEFAULT_COMMAND.format(fn="evaluate_a2"),
                 extra=(model_info or {}).get(name),
+                spec=spec,
+                warnings=warnings,
             )
         )
     return rows
@@ -333,7 +457,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """CLI: evaluate the baselines on A1 and A2, write JSON rows and a markdown table, print the table."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m umask.bench.accuracy.grid", description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(DEFAULT_DATA), help="milan_5x5_internet_10min_30d.csv(.gz)")
+    parser.add_argument("--data", default=str(DEFAULT_DATA),
+                        help="slots x cells CSV (default: the shipped Milan 5x5 matrix, PROTOCOL A)")
+    parser.add_argument("--grid", default=None, help="HxW of the cells (needed when the cell count is not a square)")
+    parser.add_argument("--slot-minutes", type=int, default=10, help="minutes per row (divides 1440)")
+    parser.add_argument("--adjacency", default=None, help="cells x cells 0/1 matrix or a,b edge-list CSV")
     parser.add_argument("--out", default=DEFAULT_OUT, help="JSON rows; the markdown table goes next to it (.md)")
     parser.add_argument("--split", default="test", choices=("val", "test"))
     parser.add_argument("--tasks", default="a1,a2", help="comma-separated subset of a1,a2")
@@ -343,12 +471,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     tasks = {t.strip().lower() for t in args.tasks.split(",") if t.strip()}
     if not tasks or not tasks <= {"a1", "a2"}:
         parser.error(f"--tasks must be a subset of a1,a2, got {args.tasks!r}")
-    matrix = read_internet_matrix(args.data)
+    grid = open_grid(args.data, grid=args.grid, slot_minutes=args.slot_minutes, adjacency=args.adjacency)
     rows: list[dict[str, Any]] = []
     if "a1" in tasks:
-        rows += evaluate_a1(matrix, split=args.split, command=command)
+        rows += evaluate_a1(grid, split=args.split, command=command)
     if "a2" in tasks:
-        rows += evaluate_a2(matrix, split=args.split, command=command)
+        rows += evaluate_a2(grid, split=args.split, command=command)
     write_report(rows, Path(args.out), args.data)
     return 0
 

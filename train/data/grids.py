@@ -394,5 +394,22 @@ def milan_grid() -> GridData:
     return GridData(values=values, height=5, width=5, slot_minutes=10, adjacency=adj, source="milan", data="real")
 
 
-__all__ = ["GridData", "check_slot_minutes", "grid_adjacency", "load_grid_csv", "milan_grid", "parse_grid",
-           "read_adjacency_csv"]
+def open_grid(
+    path: str | Path | None = None,
+    *,
+    grid: str | tuple[int, int] | None = None,
+    slot_minutes: int = 10,
+    adjacency: str | Path | None = None,
+) -> GridData:
+    """The grid a command line names: :func:`milan_grid` for the shipped Milan matrix (or no path)
+    read as 5x5 10-minute slots without another adjacency, else :func:`load_grid_csv`."""
+    if path is None:
+        return milan_grid()
+    shipped = Path(path).resolve() == MILAN_DATA.resolve()
+    if shipped and adjacency is None and int(slot_minutes) == 10 and (grid is None or parse_grid(grid) == (5, 5)):
+        return milan_grid()
+    return load_grid_csv(path, grid=grid, slot_minutes=slot_minutes, adjacency=adjacency)
+
+
+__all__ = ["GridData", "check_slot_minutes", "grid_adjacency", "load_grid_csv", "milan_grid", "open_grid",
+           "parse_grid", "read_adjacency_csv"]
