@@ -1,0 +1,269 @@
+"""README result tables generated from the scoreboard (``benchmarks/results/scoreboard.json``).
+
+    python -m umask.bench.reports.readme            # rewrite every marked table of README.md
+    python -m umask.bench.reports.readme --check    # exit 1 (and name the table) when README.md is stale
+
+A generated table sits between ``<!-- scoreboard:NAME -->`` and ``<!-- /scoreboard:NAME -->`` in
+README.md; everything between the two markers is replaced by :func:`render` of :data:`TABLES`
+[NAME]. The text around the markers (the readings) is written by hand. A table lists which rows it
+shows; each cell is one or more scoreboard values (joined by `` / ``) looked up by the scoreboard key
+(protocol, dataset, model, artifact, metric). The best value of each column among the lines that use
+the column's own data set is bold (``better`` says which direction is best). A cell whose row is
+missing prints ``-``; a table line with no value at all is an error (the spec went stale).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from umask.bench.reports.scoreboard import DEFAULT_PATH, ROOT, Row, load
+from umask.runtime.core.errors import DataFormatError, InputError
+
+README = ROOT / "README.md"
+_BLOCK = re.compile(r"(<!-- scoreboard:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /scoreboard:(?P=name) -->)", re.S)
+
+
+@dataclasses.dataclass(frozen=True)
+class Col:
+    """A table column: ``metrics`` of ``protocol`` on ``dataset``; model / artifact override the line's."""
+
+    header: str
+    protocol: str
+    dataset: str
+    metrics: tuple[str, ...]
+    digits: int = 3
+    model: str | None = None
+    artifact: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Line:
+    """A table row: ``label`` for ``model`` as ``artifact``; ``datasets`` maps a column's data set to
+    the one this model was scored on instead (a subset of the windows), as (column's, line's) pairs."""
+
+    label: str
+    model: str | None = None
+    artifact: str | None = None
+    datasets: tuple[tuple[str, str], ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Table:
+    name: str
+    caption: str
+    columns: tuple[Col, ...]
+    lines: tuple[Line, ...]
+    first_header: str = "model"
+    show_source: bool = False
+
+
+# -- the tables of README.md -----------------------------------------------------------------------
+
+MILAN = "milan 5x5 internet, test split"
+MILAN_CSDI = "milan 5x5 internet, test split, CSDI window subset (A1 every 36th, A2 every 8th)"
+SIM50_B1 = "sim seed0 50 users, v1 windows, B1 hours 2/8/14/20"
+SIM50 = "sim seed0 50 users, v1 windows"
+SIM10_B1 = "sim seed0 10 users, v1 windows, B1 hours 2/8/14/20"
+SIM10 = "sim seed0 10 users, v1 windows"
+SIM20_B1 = "sim seed0 20 users, v1 windows, B1 hours 2/8/14/20"
+SIM20 = "sim seed0 20 users, v1 windows"
+REAL6 = "tsinghua sample 6 users 1 day, in-day context (v1 B1-real)"
+DEMO = "tsinghua sample 6 users 1 day, requests at 10/14/18 h (main job)"
+TAL = ("active_mae/traffic", "active_mae/app", "active_mae/location")
+TAL_RMSE = ("rmse_all/traffic", "rmse_all/app", "rmse_all/location")
+
+_CSDI_USER = ((SIM50_B1, SIM10_B1), (SIM50, SIM10))
+_USER_LINES = (
+    Line("all-zero", "all_zero", "numpy"),
+    Line("last value", "last_value", "numpy"),
+    Line("historical average", "historical_average", "numpy"),
+    Line("linear interpolation", "linear_interpolation", "numpy"),
+    Line("U-MASK (v2)", "umask", "torch"),
+    Line("U-MASK without U-SCOPE (v2)", "umask_no_uscope", "torch"),
+    Line("DiT, random mask, same budget (v2)", "dit_random_mask", "torch"),
+    Line("DiT, no conditioning, all evidence (v2)", "dit_uncond", "torch"),
+    Line("U-MASK v1 (session-1 recipe)", "umask_v1", "torch"),
+    Line("ARIMA (AR(1) per series)", "arima", "statsmodels"),
+    Line("PatchTST (one global model)", "patchtst", "torch"),
+)
+
+TABLES: dict[str, Table] = {t.name: t for t in (
+    Table("main_job",
+          "REAL Tsinghua sample (6 users, 16 requests at 10:00 / 14:00 / 18:00), the exported bundle through "
+          "the runtime `Session`; model trained 600 steps on SYNTHETIC users; zero-shot",
+          columns=(Col("request p50 ms", "B1", DEMO, ("request_p50_ms",), digits=1),
+                   Col("next-hour MAE", "B1", DEMO, ("mae_all",), digits=4),
+                   Col("active MAE", "B1", DEMO, ("active_mae",), digits=4),
+                   Col("last value MAE", "B1", DEMO, ("mae_all",), 4, "last_value", "numpy"),
+                   Col("last value active MAE", "B1", DEMO, ("active_mae",), 4, "last_value", "numpy")),
+          lines=(Line("fp32", "umask_demo_600steps", "onnx-fp32"),
+                 Line("fp16", "umask_demo_600steps", "onnx-fp16"),
+                 Line("int8 QDQ", "umask_demo_600steps", "onnx-int8-qdq"),
+                 Line("int8 dynamic", "umask_demo_600steps", "onnx-int8-dynamic")),
+          first_header="precision"),
+    Table("milan",
+          "REAL Milan grid, test split; normalized MAE / RMSE; torch checkpoints and numpy / statsmodels "
+          "baselines (no exported artifact was scored on Milan)",
+          columns=(Col("A1 forecasting 48 h -> 24 h", "A1", MILAN, ("nmae", "nrmse")),
+                   Col("A2 imputation 70-80 % missing", "A2", MILAN, ("nmae", "nrmse"))),
+          lines=(Line("all-zero (training mean)", "all_zero", "numpy"),
+                 Line("last value", "last_value", "numpy"),
+                 Line("seasonal naive (A2: nearest observed)", "seasonal_naive", "numpy"),
+                 Line("historical average by time of day", "historical_average", "numpy"),
+                 Line("linear interpolation", "linear_interpolation", "numpy"),
+                 Line("ARIMA (deseasonalized ARMA, Kalman)", "arima", "statsmodels"),
+                 Line("PatchTST (transformers, seed 0)", "patchtst", "torch"),
+                 Line("CSDI (compact, ~700 steps; window subset)", "csdi", "torch",
+                      ((MILAN, MILAN_CSDI),)),
+                 Line("DiT, all evidence", "dit_all_evidence", "torch"),
+                 Line("U-MASK (learned evidence mask)", "umask", "torch"),
+                 Line("U-MASK weights, all evidence at test", "umask_all_evidence_at_test", "torch")),
+          show_source=True),
+    Table("user_active",
+          "Active-entry MAE (a PROTOCOL v2 *diagnostic*), traffic / app / location, featurized scale; "
+          "SYNTHETIC simulator users (50, seed 0; CSDI: the first 10) and the REAL 6-user sample; torch "
+          "checkpoints",
+          columns=(Col("B1 1 h", "B1", SIM50_B1, TAL), Col("B2 24 h", "B2", SIM50, TAL),
+                   Col("B4 completion", "B4", SIM50, TAL),
+                   Col("REAL 6 users, 1 h (zero-shot)", "B1", REAL6, TAL)),
+          lines=_USER_LINES + (Line("CSDI (compact; first 10 users)", "csdi", "torch", _CSDI_USER),),
+          show_source=True),
+    Table("user_proper",
+          "All-entry RMSE (traffic / app / location) and B3 cold-start NDCG@3 (apps / places); same users, "
+          "windows and models as the table above",
+          columns=(Col("B1 RMSE", "B1", SIM50_B1, TAL_RMSE, digits=4), Col("B2 RMSE", "B2", SIM50, TAL_RMSE, digits=4),
+                   Col("B4 RMSE", "B4", SIM50, TAL_RMSE, digits=4),
+                   Col("B3 NDCG@3", "B3", SIM50, ("ndcg@3/app", "ndcg@3/location"))),
+          lines=_USER_LINES + (Line("CSDI (compact; first 10 users)", "csdi", "torch", _CSDI_USER),)),
+    Table("uscope_downstream",
+          "SYNTHETIC, first 20 users, one U-MASK checkpoint (`umask_small_v2` step 500, trained on TEMPLATE "
+          "profiles), torch; all-entry MAE",
+          columns=(Col("B1 location MAE", "B1", SIM20_B1, ("mae_all/location",), digits=4),
+                   Col("B1 traffic MAE", "B1", SIM20_B1, ("mae_all/traffic",), digits=4),
+                   Col("B3 location MAE", "B3", SIM20, ("mae_all/location",), digits=4),
+                   Col("B3 traffic MAE", "B3", SIM20, ("mae_all/traffic",), digits=4),
+                   Col("B3 NDCG@3 apps / places", "B3", SIM20, ("ndcg@3/app", "ndcg@3/location"))),
+          lines=(Line("(a) no profile", "umask_s500_profile_none", "torch"),
+                 Line("(b) template profile", "umask_s500_profile_template", "torch"),
+                 Line("(c) LoRA SFT LLM profile", "umask_s500_profile_lora", "torch"),
+                 Line("(d) LoRA SFT + DPO LLM profile", "umask_s500_profile_lora_dpo", "torch")),
+          first_header="profile source"),
+)}
+
+
+# -- rendering -------------------------------------------------------------------------------------
+
+def _fmt(v: float, digits: int) -> str:
+    return f"{v:.{digits}f}"
+
+
+def _short_command(cmd: str) -> str:
+    tok = cmd.split()
+    if "-m" in tok:
+        i = tok.index("-m")
+        return f"python -m {tok[i + 1]}"
+    return tok[0]
+
+
+def render(table: Table, rows: Sequence[Row]) -> str:
+    """The markdown of ``table`` (caption line + table) from scoreboard ``rows``."""
+    by_key = {r.key: r for r in rows}
+
+    def cell_rows(line: Line, col: Col) -> list[Row | None]:
+        ds = dict(line.datasets).get(col.dataset, col.dataset)
+        model, art = col.model or line.model, col.artifact or line.artifact
+        return [by_key.get((col.protocol, ds, model, art, m)) for m in col.metrics]
+
+    cells = {(li, ci): cell_rows(line, col) for li, line in enumerate(table.lines) for ci, col in enumerate(table.columns)}
+    best: dict[tuple[int, int], float] = {}
+    for ci, col in enumerate(table.columns):
+        for mi in range(len(col.metrics)):
+            vals = [cells[li, ci][mi] for li, line in enumerate(table.lines)
+                    if dict(line.datasets).get(col.dataset, col.dataset) == col.dataset]
+            vals = [r for r in vals if r is not None]
+            if len({round(r.value, col.digits) for r in vals}) > 1:   # a column of equal values has no best
+                pick = min if vals[0].better == "lower" else max
+                best[ci, mi] = round(pick(r.value for r in vals), col.digits)
+
+    head = [table.first_header] + [c.header for c in table.columns] + (["result file / command"] if table.show_source else [])
+    align = ["---"] + ["---:" if len(c.metrics) == 1 else "---" for c in table.columns] + (["---"] if table.show_source else [])
+    out = [f"_{table.caption}. Generated from `benchmarks/results/scoreboard.json` by "
+           f"`python -m umask.bench.reports.readme`._", "",
+           "| " + " | ".join(head) + " |", "| " + " | ".join(align) + " |"]
+    for li, line in enumerate(table.lines):
+        parts, found = [line.label], []
+        for ci, col in enumerate(table.columns):
+            vs = []
+            for mi, r in enumerate(cells[li, ci]):
+                if r is None:
+                    vs.append("-")
+                    continue
+                found.append(r)
+                s = _fmt(r.value, col.digits)
+                vs.append(f"**{s}**" if best.get((ci, mi)) == round(r.value, col.digits) else s)
+            parts.append("-" if all(v == "-" for v in vs) else " / ".join(vs))
+        if not found:
+            raise InputError(f"README table {table.name!r}: line {line.label!r} has no scoreboard row")
+        if table.show_source:
+            srcs = []
+            for r in found:
+                s = f"`{Path(r.source).name}` / `{_short_command(r.command)}`" if r.source else f"`{_short_command(r.command)}`"
+                if s not in srcs:
+                    srcs.append(s)
+            parts.append("; ".join(srcs))
+        out.append("| " + " | ".join(parts) + " |")
+    return "\n".join(out) + "\n"
+
+
+def blocks(text: str) -> dict[str, str]:
+    """NAME -> the text between its markers, for every marked table of ``text``."""
+    found: dict[str, str] = {}
+    for m in _BLOCK.finditer(text):
+        if m["name"] in found:
+            raise DataFormatError(README, text[:m.start()].count("\n") + 1, f"table {m['name']!r} marked twice")
+        found[m["name"]] = m["body"]
+    return found
+
+
+def rewrite(text: str, rows: Sequence[Row]) -> str:
+    """``text`` with every marked table regenerated; an unknown NAME is an error."""
+    def sub(m: re.Match[str]) -> str:
+        name = m["name"]
+        if name not in TABLES:
+            raise DataFormatError(README, text[:m.start()].count("\n") + 1, f"unknown scoreboard table {name!r}")
+        return m.group(1) + render(TABLES[name], rows) + m.group(4)
+
+    blocks(text)   # duplicate markers fail here
+    return _BLOCK.sub(sub, text)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m umask.bench.reports.readme", description=__doc__.split("\n")[0])
+    ap.add_argument("--check", action="store_true", help="do not write; exit 1 when a table is stale")
+    ap.add_argument("--readme", default=str(README))
+    ap.add_argument("--scoreboard", default=str(DEFAULT_PATH))
+    ns = ap.parse_args(argv)
+    path = Path(ns.readme)
+    text = path.read_text()
+    new = rewrite(text, load(ns.scoreboard))
+    if ns.check:
+        old_b, new_b = blocks(text), blocks(new)
+        stale = [n for n in new_b if old_b.get(n) != new_b[n]]
+        for n in stale:
+            print(f"{path}: table {n!r} is stale; run python -m umask.bench.reports.readme", file=sys.stderr)
+        return 1 if stale else 0
+    if new != text:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(new)
+        tmp.replace(path)
+    print(f"{path}: {len(blocks(new))} tables generated")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
