@@ -14,6 +14,17 @@ set of relevant ids), binary relevance:
 - :func:`mrr_at_k` = 1 / rank of the first relevant id in the top k, 0 if none
 
 Average per-query values over queries to report a data set figure.
+
+PROTOCOL v2 B event and probabilistic metrics (docs/PROTOCOL.md, section B):
+
+- :func:`slot_recall_at_k`: per target slot, the share of the slot's active app categories that are
+  in the model's top k for that slot, averaged over slots with any activity (app Recall@3);
+- :func:`slot_acc_at_1`: per target slot with presence, 1 if the model's top cell is a cell where
+  the user is present, averaged over those slots (location Acc@1);
+- :func:`crps_samples`: the continuous ranked probability score of an ensemble, per entry
+  E|X - y| - 0.5 E|X - X'| (the "energy" form; exact for the empirical distribution of the samples,
+  computed in O(n log n) per entry by sorting), averaged over the evaluated entries. For one sample
+  it equals the MAE, so a deterministic model's CRPS is its MAE.
 """
 
 from __future__ import annotations
@@ -105,3 +116,78 @@ def mrr_at_k(ranked: Ids, relevant: Ids, k: int) -> float:
         if x in rel:
             return 1.0 / rank
     return 0.0
+
+
+# ------------------------------------------------------------------------------------------------
+# PROTOCOL v2 B: event metrics per target slot, CRPS of samples
+# ------------------------------------------------------------------------------------------------
+def _slot_pair(scores: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    scores = np.asarray(scores, dtype=np.float64)
+    truth = np.asarray(truth, dtype=np.float64)
+    if scores.shape != truth.shape or scores.ndim < 2:
+        raise ValueError(f"expected matching (..., slots, items) arrays, got {scores.shape} and {truth.shape}")
+    if not (np.all(np.isfinite(scores)) and np.all(np.isfinite(truth))):
+        raise ValueError("scores or truth is NaN/inf")
+    return scores.reshape(-1, scores.shape[-1]), truth.reshape(-1, truth.shape[-1])
+
+
+def slot_recall_at_k(scores: np.ndarray, truth: np.ndarray, k: int) -> float | None:
+    """Mean over slots with activity of |top-k(scores) ∩ active(truth)| / |active(truth)|.
+
+    ``scores`` and ``truth`` are (..., slots, items); the last axis is the item axis (app categories).
+    Ties in the scores break by the lower item index (stable sort), so a constant predictor is scored
+    deterministically. Returns None when no slot has activity.
+    """
+    s, y = _slot_pair(scores, truth)
+    if not 1 <= k <= s.shape[1]:
+        raise ValueError(f"k must be in [1, {s.shape[1]}], got {k}")
+    active = y > 0                                             # (N, K)
+    rows = active.any(axis=1)
+    if not rows.any():
+        return None
+    top = np.argsort(-s[rows], axis=1, kind="stable")[:, :k]   # (N', k)
+    hit = np.take_along_axis(active[rows], top, axis=1).sum(axis=1)
+    return float(np.mean(hit / active[rows].sum(axis=1)))
+
+
+def slot_acc_at_1(scores: np.ndarray, truth: np.ndarray) -> float | None:
+    """Mean over slots with presence of 1[truth at argmax(scores) > 0]; (..., slots, cells) arrays.
+
+    Returns None when no slot has presence.
+    """
+    s, y = _slot_pair(scores, truth)
+    rows = (y > 0).any(axis=1)
+    if not rows.any():
+        return None
+    top = np.argmax(s[rows], axis=1)                           # first maximum: stable tie-break
+    return float(np.mean(y[rows][np.arange(top.size), top] > 0))
+
+
+def crps_samples(samples: np.ndarray, truth: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Mean CRPS of an ensemble: ``samples`` is (n, *truth.shape); evaluated where ``mask`` is True.
+
+    Per entry, with the samples sorted x_(1) <= ... <= x_(n):
+    CRPS = mean_i |x_i - y| - (1 / n^2) sum_i (2i - n - 1) x_(i)   (the second term is 0.5 E|X - X'|).
+    """
+    x = np.asarray(samples, dtype=np.float64)
+    y = np.asarray(truth, dtype=np.float64)
+    if x.ndim != y.ndim + 1 or x.shape[1:] != y.shape or x.shape[0] < 1:
+        raise ValueError(f"samples must be (n, *{y.shape}), got {x.shape}")
+    if mask is not None:
+        m = np.asarray(mask)
+        if m.dtype != np.bool_:
+            raise ValueError(f"mask must be boolean, got dtype {m.dtype}")
+        m = np.broadcast_to(m, y.shape)
+        x, y = x[:, m], y[m]                                   # (n, E), (E,)
+    else:
+        x, y = x.reshape(x.shape[0], -1), y.reshape(-1)
+    if y.size == 0:
+        raise ValueError("no entries to evaluate (empty input or all-False mask)")
+    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+        raise ValueError("samples or truth is NaN/inf on evaluated entries")
+    n = x.shape[0]
+    term1 = np.mean(np.abs(x - y[None]), axis=0)               # (E,)
+    xs = np.sort(x, axis=0)
+    w = (2 * np.arange(1, n + 1) - n - 1)[:, None]             # (n, 1)
+    term2 = np.sum(w * xs, axis=0) / (n * n)                   # (E,) = 0.5 E|X - X'|
+    return float(np.mean(term1 - term2))
