@@ -14,7 +14,7 @@ Internally a category is a dense index 0..K-1 (`AppCatalog.category_index`), wha
 
 from __future__ import annotations
 
-import csv
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +22,46 @@ from pathlib import Path
 import numpy as np
 
 from umask.runtime.core.errors import DataFormatError, InputError
-from umask.runtime.core.events import open_text
+from umask.runtime.core.events import _CsvRows, iter_lines, strict_int
+from umask.runtime.core.limits import BULK_LIMITS, Limits
+
+_FLOAT = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?", re.ASCII)
+
+
+def strict_float(text: str) -> float | None:
+    """A finite ASCII decimal number (``12``, ``-3.5``, ``1e-3``), else None. ``float()`` would also
+    take ``nan``, ``inf``, ``1_0`` and non-ASCII digits."""
+    t = text.strip()
+    if not _FLOAT.fullmatch(t):
+        return None
+    v = float(t)
+    return v if math.isfinite(v) else None
+
+
+def _int_field(path, lineno: int, text: str, what: str) -> int:
+    v = strict_int(text.strip())
+    if v is None or abs(v) > 2**63 - 1:
+        raise DataFormatError(path, lineno, f"{what}: not an integer: {text[:40]!r}")
+    return v
+
+
+def _float_field(path, lineno: int, text: str, what: str) -> float:
+    v = strict_float(text)
+    if v is None:
+        raise DataFormatError(path, lineno, f"{what}: not a finite number: {text[:40]!r}")
+    return v
+
+
+def _csv_table(path, limits: Limits | None, sep: str = ","):
+    """(header, iterator of (line, row)) of a CSV table; an empty file raises naming line 1."""
+    rows = iter(_CsvRows(path, limits, delimiter=sep))
+    first = next(rows, None)
+    if first is None:
+        raise DataFormatError(path, 1, "empty file, expected a header")
+    header = [h.strip() for h in first[1]]
+    if len(set(header)) != len(header):
+        raise DataFormatError(path, 1, f"duplicate column names in the header {header[:20]}")
+    return header, rows
 
 
 # -----------------------------------------------------------------------------
@@ -99,22 +138,21 @@ class Catalog:
 # Official Tsinghua metadata
 # -----------------------------------------------------------------------------
 
-_CATEGORY_LINE = re.compile(r"^(\d+)\t(.*)$")
+_CATEGORY_LINE = re.compile(r"^([0-9]+)\t(.*)$")
 
 
 def load_official_categories(path: str | Path) -> tuple[np.ndarray, list[str]]:
     """``Categorys.txt``: keep lines ``<id>\\t'<name>'``; stray annotation lines are not categories."""
     ids, names = [], []
-    with open_text(path) as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            m = _CATEGORY_LINE.match(raw.rstrip("\r\n"))
-            if not m:
-                continue  # e.g. "'wechat','linkedin','weibo'": an annotation, documented in SOURCE.md
-            cid = int(m.group(1))
-            if cid in ids:
-                raise DataFormatError(path, lineno, f"duplicate category id {cid}")
-            ids.append(cid)
-            names.append(m.group(2).strip().strip("'").strip().replace("\\_", "_"))
+    for lineno, raw in iter_lines(path, BULK_LIMITS):
+        m = _CATEGORY_LINE.match(raw.rstrip("\r\n"))
+        if not m:
+            continue  # e.g. "'wechat','linkedin','weibo'": an annotation, documented in SOURCE.md
+        cid = _int_field(path, lineno, m.group(1), "category id")
+        if cid in ids:
+            raise DataFormatError(path, lineno, f"duplicate category id {cid}")
+        ids.append(cid)
+        names.append(m.group(2).strip().strip("'").strip().replace("\\_", "_"))
     if not ids:
         raise DataFormatError(path, None, "no '<id>\\t<name>' lines found")
     return np.array(ids, np.int64), names
@@ -122,17 +160,16 @@ def load_official_categories(path: str | Path) -> tuple[np.ndarray, list[str]]:
 
 def _read_int_pairs(path: str | Path, sep: str | None) -> np.ndarray:
     rows = []
-    with open_text(path) as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            parts = raw.split(sep) if sep else raw.split()
-            if not parts or parts == [""]:
-                continue
-            if len(parts) != 2:
-                raise DataFormatError(path, lineno, f"expected 2 fields, got {len(parts)}")
-            try:
-                rows.append((int(parts[0]), int(parts[1])))
-            except ValueError:
-                raise DataFormatError(path, lineno, f"non-integer field in {raw.strip()!r}") from None
+    for lineno, raw in iter_lines(path, BULK_LIMITS):
+        parts = raw.split(sep) if sep else raw.split()
+        if not parts or parts == [""]:
+            continue
+        if len(parts) != 2:
+            raise DataFormatError(path, lineno, f"expected 2 fields, got {len(parts)}")
+        a, b = (strict_int(x.strip()) for x in parts)
+        if a is None or b is None or max(abs(a), abs(b)) > 2**63 - 1:
+            raise DataFormatError(path, lineno, f"non-integer field in {raw.strip()[:80]!r}")
+        rows.append((a, b))
     return np.array(rows, np.int64).reshape(-1, 2)
 
 
@@ -150,38 +187,32 @@ def _app_catalog(path, pairs: np.ndarray, cat_ids: np.ndarray, cat_names: list[s
 
 def _read_poi_table(path: str | Path, *, id_col: str, sep: str, coord_cols: tuple[str, str] | None,
                     poi_prefix: str = "") -> BaseStationTable:
-    with open_text(path) as fh:
-        reader = csv.reader(fh, delimiter=sep)
-        header = next(reader, None)
-        if header is None:
-            raise DataFormatError(path, 1, "empty file, expected a header")
-        header = [h.strip() for h in header]
-        if id_col not in header:
-            raise DataFormatError(path, 1, f"missing column {id_col!r}")
-        skip = {id_col} | set(coord_cols or ()) | {"base_key"}
-        poi_cols = [i for i, h in enumerate(header) if h not in skip and h.startswith(poi_prefix)]
-        if coord_cols and any(c not in header for c in coord_cols):
-            raise DataFormatError(path, 1, f"missing coordinate columns {coord_cols}")
-        ids, lat, lon, poi = [], [], [], []
-        for lineno, row in enumerate(reader, start=2):
-            if not row:
-                continue
-            if len(row) != len(header):
-                raise DataFormatError(path, lineno, f"expected {len(header)} fields, got {len(row)}")
-            try:
-                ids.append(int(row[header.index(id_col)]))
-                if coord_cols:
-                    la, lo = (float(row[header.index(c)]) for c in coord_cols)
-                    if not (-90 <= la <= 90 and -180 <= lo <= 180):
-                        raise ValueError(f"coordinates out of range ({la}, {lo})")
-                    lat.append(la)
-                    lon.append(lo)
-                counts = [float(row[i]) for i in poi_cols]
-            except ValueError as e:
-                raise DataFormatError(path, lineno, str(e)) from None
-            if any(c < 0 for c in counts):
-                raise DataFormatError(path, lineno, "negative POI count")
-            poi.append(counts)
+    header, rows = _csv_table(path, BULK_LIMITS, sep)
+    if id_col not in header:
+        raise DataFormatError(path, 1, f"missing column {id_col!r}")
+    skip = {id_col} | set(coord_cols or ()) | {"base_key"}
+    poi_cols = [i for i, h in enumerate(header) if h not in skip and h.startswith(poi_prefix)]
+    if coord_cols and any(c not in header for c in coord_cols):
+        raise DataFormatError(path, 1, f"missing coordinate columns {coord_cols}")
+    id_i = header.index(id_col)
+    co_i = [header.index(c) for c in coord_cols] if coord_cols else []
+    ids, lat, lon, poi = [], [], [], []
+    for lineno, row in rows:
+        if not row:
+            continue
+        if len(row) != len(header):
+            raise DataFormatError(path, lineno, f"expected {len(header)} fields, got {len(row)}")
+        ids.append(_int_field(path, lineno, row[id_i], id_col))
+        if coord_cols:
+            la, lo = (_float_field(path, lineno, row[i], header[i]) for i in co_i)
+            if not (-90 <= la <= 90 and -180 <= lo <= 180):
+                raise DataFormatError(path, lineno, f"coordinates out of range ({la}, {lo})")
+            lat.append(la)
+            lon.append(lo)
+        counts = [_float_field(path, lineno, row[i], header[i]) for i in poi_cols]
+        if any(c < 0 for c in counts):
+            raise DataFormatError(path, lineno, "negative POI count")
+        poi.append(counts)
     ids_a = np.array(ids, np.int64)
     order = np.argsort(ids_a, kind="stable")
     if len(np.unique(ids_a)) != len(ids_a):
@@ -196,21 +227,25 @@ def _read_poi_table(path: str | Path, *, id_col: str, sep: str, coord_cols: tupl
 
 def load_coordinates(table: BaseStationTable, path: str | Path) -> BaseStationTable:
     """Attach coordinates from a CSV ``base_id,latitude,longitude`` (for the official id space)."""
-    with open_text(path) as fh:
-        reader = csv.DictReader(fh)
-        need = {"base_id", "latitude", "longitude"}
-        if reader.fieldnames is None or not need <= set(reader.fieldnames):
-            raise DataFormatError(path, 1, f"need columns {sorted(need)}, got {reader.fieldnames}")
-        lat, lon = table.lat.copy(), table.lon.copy()
-        for lineno, row in enumerate(reader, start=2):
-            try:
-                i = int(table.index_of(np.array([int(row["base_id"])]), unknown="map")[0])
-                la, lo = float(row["latitude"]), float(row["longitude"])
-            except (ValueError, TypeError) as e:
-                raise DataFormatError(path, lineno, str(e)) from None
-            if i < 0:
-                raise DataFormatError(path, lineno, f"unknown base station {row['base_id']}")
-            lat[i], lon[i] = la, lo
+    header, rows = _csv_table(path, BULK_LIMITS)
+    need = ("base_id", "latitude", "longitude")
+    if not set(need) <= set(header):
+        raise DataFormatError(path, 1, f"need columns {sorted(need)}, got {header[:20]}")
+    bi, ai, oi = (header.index(c) for c in need)
+    lat, lon = table.lat.copy(), table.lon.copy()
+    for lineno, row in rows:
+        if not row:
+            continue
+        if len(row) != len(header):
+            raise DataFormatError(path, lineno, f"expected {len(header)} fields, got {len(row)}")
+        bid = _int_field(path, lineno, row[bi], "base_id")
+        la, lo = _float_field(path, lineno, row[ai], "latitude"), _float_field(path, lineno, row[oi], "longitude")
+        if not (-90 <= la <= 90 and -180 <= lo <= 180):
+            raise DataFormatError(path, lineno, f"coordinates out of range ({la}, {lo})")
+        i = int(table.index_of(np.array([bid]), unknown="map")[0])
+        if i < 0:
+            raise DataFormatError(path, lineno, f"unknown base station {bid}")
+        lat[i], lon[i] = la, lo
     return BaseStationTable(table.ids, lat, lon, table.poi, table.poi_names)
 
 
@@ -241,21 +276,37 @@ def load_llmapp_catalog(folder: str | Path) -> Catalog:
     """LLMApp's app, category and location tables (the real sample's and the simulator's id space)."""
     folder = Path(folder)
     cat_path = folder / "llmapp_category.csv"
-    with open_text(cat_path) as fh:
-        rows = list(csv.DictReader(fh))
-    if not rows or "app_type_id" not in rows[0] or "en" not in rows[0]:
+    header, rows = _csv_table(cat_path, BULK_LIMITS)
+    if "app_type_id" not in header or "en" not in header:
         raise DataFormatError(cat_path, 1, "need columns app_type_id,en")
-    cat_ids = np.array([int(r["app_type_id"]) for r in rows], np.int64)
-    cat_names = [r["en"].strip() for r in rows]
+    ti, ei = header.index("app_type_id"), header.index("en")
+    cat_list, cat_names = [], []
+    for lineno, row in rows:
+        if not row:
+            continue
+        if len(row) != len(header):
+            raise DataFormatError(cat_path, lineno, f"expected {len(header)} fields, got {len(row)}")
+        cid = _int_field(cat_path, lineno, row[ti], "app_type_id")
+        if cid in cat_list:
+            raise DataFormatError(cat_path, lineno, f"duplicate category id {cid}")
+        cat_list.append(cid)
+        cat_names.append(row[ei].strip())
+    if not cat_list:
+        raise DataFormatError(cat_path, 2, "no categories")
+    cat_ids = np.array(cat_list, np.int64)
     app_path = folder / "llmapp_app.csv"
-    with open_text(app_path) as fh:
-        reader = csv.DictReader(fh)
-        if reader.fieldnames is None or not {"app_id", "app_cate_id"} <= set(reader.fieldnames):
-            raise DataFormatError(app_path, 1, "need columns app_id,app_cate_id")
-        try:
-            pairs = np.array([(int(r["app_id"]), int(r["app_cate_id"])) for r in reader], np.int64)
-        except ValueError as e:
-            raise DataFormatError(app_path, None, str(e)) from None
+    header, rows = _csv_table(app_path, BULK_LIMITS)
+    if not {"app_id", "app_cate_id"} <= set(header):
+        raise DataFormatError(app_path, 1, "need columns app_id,app_cate_id")
+    ai, ci = header.index("app_id"), header.index("app_cate_id")
+    plist = []
+    for lineno, row in rows:
+        if not row:
+            continue
+        if len(row) != len(header):
+            raise DataFormatError(app_path, lineno, f"expected {len(header)} fields, got {len(row)}")
+        plist.append((_int_field(app_path, lineno, row[ai], "app_id"), _int_field(app_path, lineno, row[ci], "app_cate_id")))
+    pairs = np.array(plist, np.int64).reshape(-1, 2)
     apps = _app_catalog(app_path, pairs, cat_ids, cat_names)
     loc = folder / "llmapp_location.csv.gz"
     if not loc.exists():

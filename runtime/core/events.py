@@ -13,6 +13,20 @@ Time convention: ``ts`` is *local wall-clock* seconds since 1970-01-01 00:00 (th
 timestamps carry no zone; Shanghai has no DST). Slot and day arithmetic is integer division.
 Bad records raise `DataFormatError` naming file and line; with ``on_error="skip"`` they are
 skipped and counted per reason in `EventLog.report` (nothing is dropped silently).
+
+Strictness and resources (see `umask.runtime.core.limits`):
+
+* integers are ASCII decimal digits with an optional leading ``-`` (``int()`` would also take
+  ``1_000``, ``+5`` and non-ASCII digits such as ``١٢``: refused here), within int64;
+* text is UTF-8 (a leading BOM is dropped); invalid UTF-8, a truncated or corrupt gzip and CSV
+  syntax errors raise `DataFormatError` with the file and line, never a bare Python error;
+* the limits (events, lines, line length, decompressed bytes, time span) apply while reading and
+  raise `LimitError`; records stream into int64 numpy columns block by block (48 bytes a record,
+  no Python tuple per record);
+* duplicates: records are kept as given, duplicates included. The trace logs usage per app and
+  second; two identical lines are indistinguishable from two events logged in the same second
+  (the shipped sample has 33 same-user, same-second, same-app pairs), so nothing is merged or
+  dropped; the featurization counts each record.
 """
 
 from __future__ import annotations
@@ -21,14 +35,17 @@ import csv
 import gzip
 import io
 import logging
+import zlib
+from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Iterable, Literal
+from typing import IO, Any, Iterable, Iterator, Literal
 
 import numpy as np
 
-from umask.runtime.core.errors import DataFormatError, InputError
+from umask.runtime.core.errors import DataFormatError, InputError, LimitError
+from umask.runtime.core.limits import BULK_LIMITS, Limits
 
 log = logging.getLogger(__name__)
 
@@ -112,10 +129,13 @@ class EventLog:
             if a.ndim != 1:
                 raise InputError(f"{name} must be 1-D, got shape {a.shape}")
             if a.size and not np.issubdtype(a.dtype, np.integer):
-                if np.issubdtype(a.dtype, np.floating) and np.all(np.isfinite(a)) and np.all(a == np.round(a)):
+                if (np.issubdtype(a.dtype, np.floating) and np.all(np.isfinite(a)) and np.all(a == np.round(a))
+                        and np.all(np.abs(a) < 2.0**62)):
                     a = a.astype(np.int64)
                 else:
                     raise InputError(f"{name} must hold integers, got dtype {a.dtype}")
+            if a.dtype == np.uint64 and a.size and int(a.max()) > 2**63 - 1:
+                raise InputError(f"{name} holds values beyond int64")
             cols.append(a.astype(np.int64))
         if (cols[4] < 0).any():
             raise InputError("bytes must be >= 0")
@@ -169,30 +189,148 @@ def format_compact_time(ts: np.ndarray) -> np.ndarray:
 
 
 # -----------------------------------------------------------------------------
-# Readers
+# Readers: bounded line sources, strict integers, columns streamed into numpy
 # -----------------------------------------------------------------------------
 
-def open_text(path: str | Path) -> IO[str]:
-    """Open a data file as UTF-8 text; gzip is detected from its magic bytes, not its suffix."""
+_GZIP_MAGIC = b"\x1f\x8b"
+_INT64_MAX = 2**63 - 1
+_CHUNK = 1 << 16        # records per block: time parsing, the span check and the numpy conversion run per block
+
+
+class _CountingRaw(io.RawIOBase):
+    """A raw binary stream that counts the bytes read through it and stops at ``limit``."""
+
+    def __init__(self, inner: IO[bytes], limit: int, path: str) -> None:
+        super().__init__()
+        self._inner, self._limit, self._path, self.total = inner, limit, path, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:  # type: ignore[override]
+        room = self._limit - self.total + 1               # read one byte past the limit to detect it
+        view = memoryview(b)[:max(1, min(len(b), room))]
+        n = self._inner.readinto(view) or 0
+        self.total += n
+        if self.total > self._limit:
+            raise LimitError(self._path, None, f"more than {self._limit:,} bytes (decompressed) "
+                                               "(Limits.max_decompressed_bytes)")
+        return n
+
+    def close(self) -> None:
+        try:
+            self._inner.close()
+        finally:
+            super().close()
+
+
+def open_text(path: str | Path, *, limits: Limits | None = None) -> IO[str]:
+    """Open a data file as UTF-8 text (a leading BOM is dropped); gzip is detected from its magic bytes,
+    not its suffix. The bytes read (decompressed) are bounded by ``limits.max_decompressed_bytes``
+    (default `BULK_LIMITS`). Prefer `iter_lines`, which also bounds lines and names the line of any
+    decoding or gzip error."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such data file: {path}")
+    lim = BULK_LIMITS if limits is None else limits
     with path.open("rb") as fh:
         magic = fh.read(2)
-    if magic == b"\x1f\x8b":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return path.open("r", encoding="utf-8", newline="")
+    inner: IO[bytes] = gzip.open(path, "rb") if magic == _GZIP_MAGIC else path.open("rb")  # type: ignore[assignment]
+    raw = _CountingRaw(inner, lim.max_decompressed_bytes, str(path))
+    return io.TextIOWrapper(io.BufferedReader(raw), encoding="utf-8-sig", errors="strict", newline="")
+
+
+def iter_lines(path: str | Path, limits: Limits | None = None) -> Iterator[tuple[int, str]]:
+    """(1-based line number, line text with its end of line) for every physical line, blank ones included.
+
+    Bounds applied while reading (``limits``, default `BULK_LIMITS`): ``max_line_chars`` per line,
+    ``max_lines`` lines, ``max_decompressed_bytes`` in all. Invalid UTF-8, a truncated or corrupt gzip
+    and read errors raise `DataFormatError` with the file and the line; a tripped limit `LimitError`."""
+    lim = BULK_LIMITS if limits is None else limits
+    lineno = 0
+    with open_text(path, limits=lim) as fh:
+        while True:
+            try:
+                raw = fh.readline(lim.max_line_chars + 1)
+            except UnicodeDecodeError as e:
+                raise DataFormatError(path, lineno + 1, f"not UTF-8 text ({e.reason}: byte "
+                                                        f"{e.object[e.start:e.start + 1]!r})") from None
+            except LimitError as e:
+                raise LimitError(path, lineno + 1, e.message) from None
+            except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+                raise DataFormatError(path, lineno + 1, f"corrupt or truncated gzip data ({e})") from None
+            except OSError as e:
+                raise DataFormatError(path, lineno + 1, f"read error ({e})") from None
+            if not raw:
+                return
+            lineno += 1
+            if lineno > lim.max_lines:
+                raise LimitError(path, lineno, f"more than {lim.max_lines:,} lines (Limits.max_lines)")
+            if len(raw) > lim.max_line_chars and raw[-1] not in "\r\n":
+                raise LimitError(path, lineno, f"line longer than {lim.max_line_chars:,} characters "
+                                               "(Limits.max_line_chars)")
+            yield lineno, raw
+
+
+def first_line(path: str | Path, limits: Limits | None = None) -> str:
+    """The file's first line (bounded like `iter_lines`), '' for an empty file."""
+    for _, raw in iter_lines(path, limits):
+        return raw
+    return ""
+
+
+class _CsvRows:
+    """csv.reader over `iter_lines`, yielding (line of the row's first physical line, fields); csv errors
+    (an over-long field, a stray quote) become `DataFormatError` with the line."""
+
+    def __init__(self, path: str | Path, limits: Limits | None, **fmt: Any) -> None:
+        self.path, self.line = path, 0
+        self._lines = iter_lines(path, limits)
+        self._reader = csv.reader(self._feed(), strict=True, **fmt)
+
+    def _feed(self) -> Iterator[str]:
+        for self.line, raw in self._lines:
+            yield raw
+
+    def __iter__(self) -> Iterator[tuple[int, list[str]]]:
+        while True:
+            before = self.line + 1
+            try:
+                row = next(self._reader)
+            except StopIteration:
+                return
+            except csv.Error as e:
+                raise DataFormatError(self.path, max(before, self.line), f"malformed CSV ({e})") from None
+            yield before, row
+
+
+def strict_int(text: str) -> int | None:
+    """An ASCII decimal integer (optional leading ``-``), else None.
+
+    Python's ``int()`` also accepts ``"1_000"``, ``"+5"``, ``" 5 "`` and non-ASCII digits such as
+    ``"١٢"``; none of those is a valid field here."""
+    neg = text[:1] == "-"
+    body = text[1:] if neg else text
+    if not (body.isascii() and body.isdigit()) or len(body) > 19:
+        return None
+    v = int(body)
+    return -v if neg else v
 
 
 class _Collector:
-    """Accumulates validated rows; routes each bad row to an error or a counted skip."""
+    """Accumulates validated records into compact int64 columns (48 bytes a record), block by block;
+    routes each bad record to an error or a counted skip; applies ``limits`` as it goes."""
 
-    def __init__(self, path: str | Path, on_error: OnError) -> None:
+    def __init__(self, path: str | Path, on_error: OnError, limits: Limits | None = None) -> None:
         if on_error not in ("raise", "skip"):
-            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+            raise InputError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         self.path, self.on_error = str(path), on_error
-        self.rows: list[tuple[int, int, int, int, int, int]] = []  # user, stamp, bs, app, bytes, line
+        self.limits = BULK_LIMITS if limits is None else limits
         self.report: Counter = Counter()
+        self._buf = [array("q") for _ in range(6)]        # user, stamp, bs, app, bytes, line
+        self._blocks: list[list[np.ndarray]] = []          # per block: user, ts, bs, app, bytes, line
+        self.n = 0
+        self._tmin, self._tmax = None, None
 
     def bad(self, line: int, reason: str, detail: str) -> None:
         if self.on_error == "raise":
@@ -200,80 +338,120 @@ class _Collector:
         self.report[reason] += 1
 
     def add(self, line: int, fields: list[str]) -> None:
-        try:
-            user, stamp, bs, app, nbytes = (int(f) for f in fields)
-        except ValueError:
-            self.bad(line, "non-integer field", repr(fields))
+        vals = [strict_int(f) for f in fields]
+        if len(vals) != 5 or any(v is None for v in vals):
+            self.bad(line, "non-integer field", repr(fields)[:200])
             return
-        if nbytes < 0:
+        user, stamp, bs, app, nbytes = vals  # type: ignore[misc]
+        if any(abs(v) > _INT64_MAX for v in vals):  # type: ignore[arg-type]
+            self.bad(line, "integer out of range", f"{repr(fields)[:200]} (int64)")
+            return
+        if nbytes < 0:  # type: ignore[operator]
             self.bad(line, "negative bytes", str(nbytes))
             return
-        if user < 0 or bs < 0 or app < 0:
-            self.bad(line, "negative id", repr(fields))
+        if user < 0 or bs < 0 or app < 0:  # type: ignore[operator]
+            self.bad(line, "negative id", repr(fields)[:200])
             return
-        self.rows.append((user, stamp, bs, app, nbytes, line))
+        self.n += 1
+        if self.n > self.limits.max_events:
+            raise LimitError(self.path, line, f"more than {self.limits.max_events:,} events (Limits.max_events)")
+        b = self._buf
+        b[0].append(user); b[1].append(stamp); b[2].append(bs)  # type: ignore[arg-type]  # noqa: E702
+        b[3].append(app); b[4].append(nbytes); b[5].append(line)  # type: ignore[arg-type]  # noqa: E702
+        if len(b[0]) >= _CHUNK:
+            self._flush()
 
-    def finish(self) -> EventLog:
-        arr = np.array(self.rows, dtype=np.int64).reshape(-1, 6)
-        ts, ok = parse_compact_time(arr[:, 1])
+    def _flush(self) -> None:
+        if not len(self._buf[0]):
+            return
+        cols = [np.frombuffer(a, np.int64).copy() for a in self._buf]
+        self._buf = [array("q") for _ in range(6)]
+        ts, ok = parse_compact_time(cols[1])
         if not ok.all():
             first = int(np.flatnonzero(~ok)[0])
             if self.on_error == "raise":
-                raise DataFormatError(self.path, int(arr[first, 5]),
-                                      f"unparseable time {arr[first, 1]} (want YYYYMMDDhhmmss)")
-            self.report["unparseable time"] += int((~ok).sum())
-            arr, ts = arr[ok], ts[ok]
+                raise DataFormatError(self.path, int(cols[5][first]),
+                                      f"unparseable time {cols[1][first]} (want YYYYMMDDhhmmss)")
+            bad = int((~ok).sum())
+            self.report["unparseable time"] += bad
+            self.n -= bad
+            cols, ts = [c[ok] for c in cols], ts[ok]
+        cols[1] = ts
+        if len(ts):
+            lo = np.minimum.accumulate(ts) if self._tmin is None else np.minimum.accumulate(np.r_[self._tmin, ts])[1:]
+            hi = np.maximum.accumulate(ts) if self._tmax is None else np.maximum.accumulate(np.r_[self._tmax, ts])[1:]
+            over = np.flatnonzero(hi - lo > self.limits.max_span_days * 86400)
+            if len(over):
+                raise LimitError(self.path, int(cols[5][over[0]]), f"the events span more than "
+                                 f"{self.limits.max_span_days} days (Limits.max_span_days)")
+            self._tmin, self._tmax = int(lo[-1]), int(hi[-1])
+        self._blocks.append(cols)
+
+    def finish(self) -> EventLog:
+        self._flush()
+        if self._blocks:
+            cols = [np.concatenate([blk[i] for blk in self._blocks]) for i in range(6)]
+        else:
+            cols = [np.zeros(0, np.int64) for _ in range(6)]
+        self._blocks = []
         if self.report:
             log.warning("%s: skipped %d records: %s", self.path, sum(self.report.values()), dict(self.report))
-        evl = EventLog(arr[:, 0], ts, arr[:, 2], arr[:, 3], arr[:, 4], line=arr[:, 5],
-                       source=self.path, report=self.report)
-        return evl.sorted()
+        evl = EventLog(cols[0], cols[1], cols[2], cols[3], cols[4], line=cols[5], source=self.path,
+                       report=self.report)
+        return evl if _is_sorted(evl) else evl.sorted()
 
 
-def read_official_trace(path: str | Path, *, on_error: OnError = "raise") -> EventLog:
-    """Read ``App_usage_trace.txt`` (official layout; also the simulator's output). ``.gz`` is fine."""
-    col = _Collector(path, on_error)
-    with open_text(path) as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            fields = raw.split()
-            if not fields:
-                continue  # blank lines carry no record
-            if len(fields) != 5:
-                col.bad(lineno, "wrong field count", f"expected 5 fields, got {len(fields)}")
-                continue
-            col.add(lineno, fields)
+def _is_sorted(ev: EventLog) -> bool:
+    du, dt = np.diff(ev.user), np.diff(ev.ts)
+    return bool(((du > 0) | ((du == 0) & (dt >= 0))).all())
+
+
+def read_official_trace(path: str | Path, *, on_error: OnError = "raise", limits: Limits | None = None) -> EventLog:
+    """Read ``App_usage_trace.txt`` (official layout; also the simulator's output). ``.gz`` is fine.
+    ``limits``: default `BULK_LIMITS`."""
+    col = _Collector(path, on_error, limits)
+    for lineno, raw in iter_lines(path, col.limits):
+        fields = raw.split()
+        if not fields:
+            continue  # blank lines carry no record
+        if len(fields) != 5:
+            col.bad(lineno, "wrong field count", f"expected 5 fields, got {len(fields)}")
+            continue
+        col.add(lineno, fields)
     return col.finish()
 
 
-def read_llmapp_sample(path: str | Path, *, on_error: OnError = "raise") -> EventLog:
-    """Read the LLMApp re-indexed CSV sample (header ``user_id,time,location,app_id,...``)."""
-    col = _Collector(path, on_error)
-    with open_text(path) as fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        if header is None:
-            raise DataFormatError(path, 1, "empty file, expected a header")
-        missing = [c for c in LLMAPP_REQUIRED if c not in header]
-        if missing:
-            raise DataFormatError(path, 1, f"missing columns {missing}; header is {header}")
-        idx = [header.index(c) for c in LLMAPP_REQUIRED]
-        for lineno, row in enumerate(reader, start=2):
-            if not row:
-                continue
-            if len(row) != len(header):
-                col.bad(lineno, "wrong field count", f"expected {len(header)} fields, got {len(row)}")
-                continue
-            col.add(lineno, [row[i] for i in idx])
+def read_llmapp_sample(path: str | Path, *, on_error: OnError = "raise", limits: Limits | None = None) -> EventLog:
+    """Read the LLMApp re-indexed CSV sample (header ``user_id,time,location,app_id,...``).
+    ``limits``: default `BULK_LIMITS`."""
+    col = _Collector(path, on_error, limits)
+    rows = iter(_CsvRows(path, col.limits))
+    first = next(rows, None)
+    if first is None:
+        raise DataFormatError(path, 1, "empty file, expected a header")
+    header = [h.strip() for h in first[1]]
+    missing = [c for c in LLMAPP_REQUIRED if c not in header]
+    if missing:
+        raise DataFormatError(path, 1, f"missing columns {missing}; header is {header[:20]}")
+    if len(set(header)) != len(header):
+        raise DataFormatError(path, 1, f"duplicate column names in the header {header[:20]}")
+    idx = [header.index(c) for c in LLMAPP_REQUIRED]
+    for lineno, row in rows:
+        if not row:
+            continue
+        if len(row) != len(header):
+            col.bad(lineno, "wrong field count", f"expected {len(header)} fields, got {len(row)}")
+            continue
+        col.add(lineno, [row[i].strip() for i in idx])
     return col.finish()
 
 
-def read_trace(path: str | Path, *, on_error: OnError = "raise") -> EventLog:
+def read_trace(path: str | Path, *, on_error: OnError = "raise", limits: Limits | None = None) -> EventLog:
     """Read either layout, deciding by the first line (a CSV header -> LLMApp sample)."""
-    with open_text(path) as fh:
-        first = fh.readline()
+    first = first_line(path, limits)
     if first.startswith("user_id,") or "," in first:
-        return read_llmapp_sample(path, on_error=on_error)
-    return read_official_trace(path, on_error=on_error)
+        return read_llmapp_sample(path, on_error=on_error, limits=limits)
+    return read_official_trace(path, on_error=on_error, limits=limits)
 
 
 def write_official_trace(events: EventLog, path: str | Path, *, chunk: int = 200_000) -> None:

@@ -12,7 +12,10 @@
 * ``bytes``: traffic of the event, an integer >= 0;
 * an optional ``user_id`` column must hold one value (a history is ONE user's).
 
-Blank lines are skipped; any other malformed line raises `DataFormatError` with the file and line.
+Blank lines are skipped; any other malformed line raises `DataFormatError` with the file and line
+(integers: ASCII digits only; UTF-8 with an optional BOM; gzip accepted). Reading is bounded by
+`umask.runtime.core.limits.HISTORY_LIMITS` (events, lines, line length, decompressed bytes, time
+span), applied while reading (`LimitError`). Duplicate records are kept (see `umask.runtime.core.events`).
 ``load_history`` also reads the official trace text (space-separated) and the LLMApp CSV sample.
 
 ``build_window`` turns one user's history into the fixed model window (see its docstring); the
@@ -22,7 +25,7 @@ at export time is what the device feeds the networks.
 
 from __future__ import annotations
 
-import csv
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,69 +34,105 @@ from typing import Any
 import numpy as np
 
 from umask.runtime.core.catalog import Catalog
-from umask.runtime.core.errors import DataFormatError, InputError
-from umask.runtime.core.events import EventLog, _Collector, open_text, read_trace
+from umask.runtime.core.errors import DataFormatError, InputError, LimitError
+from umask.runtime.core.events import EventLog, _Collector, _CsvRows, first_line, read_trace
 from umask.runtime.core.featurize import DAY_SECONDS, FeatureConfig, ProfileStats, featurize_user, profile_statistics
+from umask.runtime.core.limits import HISTORY_LIMITS, Limits
 from umask.runtime.core.tessellation import CityGrid, UserLayout, fit_layout, poi_embedding, station_cells
 
 EVENTS_CSV_COLUMNS = ("time", "app_id", "base_id", "bytes")
 TASK_NAMES = ("short_term", "long_term", "cold_start", "imputation")   # = train/dit.TASKS (checked at export)
-MAX_EVENTS = 2_000_000          # oversized-history guard (about a year of heavy use)
-MAX_HISTORY_DAYS = 366
+MAX_EVENTS = HISTORY_LIMITS.max_events            # oversized-history guard (about a year of heavy use)
+MAX_HISTORY_DAYS = HISTORY_LIMITS.max_span_days
 FUTURE_SLACK_S = 2 * DAY_SECONDS  # local time vs UTC clock: more than this ahead of the wall clock is "future"
 
 
-def read_events_csv(path: str | Path, *, user: int = 0) -> EventLog:
-    """Read ``events.csv`` (see the module docstring) as an `EventLog` of user ``user``."""
-    col = _Collector(path, "raise")
-    with open_text(path) as fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        if header is None:
-            raise DataFormatError(path, 1, f"empty file, expected the header {','.join(EVENTS_CSV_COLUMNS)}")
-        header = [h.strip() for h in header]
-        missing = [c for c in EVENTS_CSV_COLUMNS if c not in header]
-        if missing:
-            raise DataFormatError(path, 1, f"missing columns {missing}; header is {header}")
-        idx = [header.index(c) for c in EVENTS_CSV_COLUMNS]
-        uidx = header.index("user_id") if "user_id" in header else None
-        users: set[str] = set()
-        for lineno, row in enumerate(reader, start=2):
-            if not row or all(not f.strip() for f in row):
-                continue
-            if len(row) != len(header):
-                raise DataFormatError(path, lineno, f"expected {len(header)} fields, got {len(row)}")
-            if uidx is not None:
-                users.add(row[uidx].strip())
-                if len(users) > 1:
-                    raise DataFormatError(path, lineno, f"a history holds one user; found users {sorted(users)}")
-            t, app, bs, nb = (row[i].strip() for i in idx)
-            col.add(lineno, [str(user), t, bs, app, nb])
+def read_events_csv(path: str | Path, *, user: int = 0, limits: Limits | None = None) -> EventLog:
+    """Read ``events.csv`` (see the module docstring) as an `EventLog` of user ``user``.
+    ``limits``: default `HISTORY_LIMITS` (applied while reading; see `umask.runtime.core.limits`)."""
+    lim = HISTORY_LIMITS if limits is None else limits
+    col = _Collector(path, "raise", lim)
+    rows = iter(_CsvRows(path, lim))
+    first = next(rows, None)
+    if first is None:
+        raise DataFormatError(path, 1, f"empty file, expected the header {','.join(EVENTS_CSV_COLUMNS)}")
+    header = [h.strip() for h in first[1]]
+    missing = [c for c in EVENTS_CSV_COLUMNS if c not in header]
+    if missing:
+        raise DataFormatError(path, 1, f"missing columns {missing}; header is {header[:20]}")
+    if len(set(header)) != len(header):
+        raise DataFormatError(path, 1, f"duplicate column names in the header {header[:20]}")
+    idx = [header.index(c) for c in EVENTS_CSV_COLUMNS]
+    uidx = header.index("user_id") if "user_id" in header else None
+    the_user: str | None = None
+    for lineno, row in rows:
+        if not row or all(not f.strip() for f in row):
+            continue
+        if len(row) != len(header):
+            raise DataFormatError(path, lineno, f"expected {len(header)} fields, got {len(row)}")
+        if uidx is not None:
+            u = row[uidx].strip()
+            if the_user is None:
+                the_user = u
+            elif u != the_user:
+                raise DataFormatError(path, lineno, f"a history holds one user; found users {sorted({the_user, u})}")
+        t, app, bs, nb = (row[i].strip() for i in idx)
+        col.add(lineno, [str(user), t, bs, app, nb])
     return col.finish()
 
 
-def load_history(path: str | Path) -> EventLog:
-    """``events.csv``, the official trace text or the LLMApp CSV sample, decided by the header line."""
+def load_history(path: str | Path, *, limits: Limits | None = None) -> EventLog:
+    """``events.csv``, the official trace text or the LLMApp CSV sample, decided by the header line.
+    ``limits``: default `HISTORY_LIMITS` for every layout (a history is one user's)."""
+    lim = HISTORY_LIMITS if limits is None else limits
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{path}: no such history file")
-    with open_text(p) as fh:
-        first = fh.readline()
+    first = first_line(p, lim)
     cols = [c.strip() for c in first.split(",")]
     if all(c in cols for c in EVENTS_CSV_COLUMNS):
-        return read_events_csv(p)
-    return read_trace(p)
+        return read_events_csv(p, limits=lim)
+    return read_trace(p, limits=lim)
+
+
+def as_timestamp(value: Any, name: str) -> int:
+    """``value`` as local seconds (an int, a numpy integer or an integral finite float in
+    [0, 2**62)); anything else (bool, inf, NaN, 1.5, str, 10**30) raises `InputError` naming ``name``."""
+    if isinstance(value, (bool, np.bool_)):
+        raise InputError(f"{name} must be an integer number of seconds, got {value!r}")
+    if isinstance(value, (int, np.integer)):
+        v = int(value)
+    elif isinstance(value, (float, np.floating)):
+        if not math.isfinite(value) or value != math.floor(value):
+            raise InputError(f"{name} must be a finite whole number of seconds, got {value!r}")
+        if abs(value) >= 2.0**62:
+            raise InputError(f"{name}={value!r} is out of range")
+        v = int(value)
+    else:
+        raise InputError(f"{name} must be an integer number of seconds, got {type(value).__name__}")
+    if not 0 <= v < 2**62:
+        raise InputError(f"{name}={v} is out of range [0, 2**62)")
+    return v
 
 
 def check_history(events: EventLog, catalog: Catalog, *, now_ts: int | None = None,
-                  wall_clock: float | None = None) -> EventLog:
-    """Validate one user's history; returns it time-sorted. Raises `InputError` / `DataFormatError`."""
+                  wall_clock: float | None = None, limits: Limits | None = None) -> EventLog:
+    """Validate one user's history; returns it time-sorted. Raises `InputError` / `DataFormatError`
+    (`LimitError` beyond ``limits``, default `HISTORY_LIMITS`)."""
+    lim = HISTORY_LIMITS if limits is None else limits
     if not isinstance(events, EventLog):
         raise InputError(f"history must be an EventLog (or a file path), got {type(events).__name__}")
+    if now_ts is not None:
+        now_ts = as_timestamp(now_ts, "now_ts")
+    if wall_clock is not None:
+        if isinstance(wall_clock, bool) or not isinstance(wall_clock, (int, float, np.integer, np.floating)) \
+                or not math.isfinite(wall_clock):
+            raise InputError(f"wall_clock must be a finite number of seconds, got {wall_clock!r}")
     if len(events) == 0:
         raise InputError("empty history (no events)")
-    if len(events) > MAX_EVENTS:
-        raise InputError(f"history has {len(events)} events; the limit is {MAX_EVENTS} (pass the recent part)")
+    if len(events) > lim.max_events:
+        raise LimitError(events.source, None, f"history has {len(events)} events; the limit is {lim.max_events} "
+                         "(Limits.max_events; pass the recent part)")
     for name in ("user", "ts", "bs", "app", "bytes"):
         a = getattr(events, name)
         if not (isinstance(a, np.ndarray) and a.ndim == 1 and np.issubdtype(a.dtype, np.integer)):
@@ -105,15 +144,18 @@ def check_history(events: EventLog, catalog: Catalog, *, now_ts: int | None = No
         raise InputError(f"a history holds one user; got users {np.unique(events.user)[:5].tolist()}...")
     if (events.ts < 0).any():
         raise InputError("history holds timestamps before 1970")
+    if (events.ts >= 2**62).any():
+        raise InputError("history holds timestamps out of range (>= 2**62 s)")
     span_days = (int(events.ts.max()) - int(events.ts.min())) / DAY_SECONDS
-    if span_days > MAX_HISTORY_DAYS:
-        raise InputError(f"history spans {span_days:.0f} days; the limit is {MAX_HISTORY_DAYS} days")
+    if span_days > lim.max_span_days:
+        raise LimitError(events.source, None, f"history spans {span_days:.0f} days; the limit is "
+                         f"{lim.max_span_days} days (Limits.max_span_days)")
     clock = time.time() if wall_clock is None else float(wall_clock)
     if int(events.ts.max()) > clock + FUTURE_SLACK_S:
         raise InputError(f"history is future-dated: its last event is {(events.ts.max() - clock) / 86400:.1f} days "
                          "after the device clock")
-    if now_ts is not None and int(events.ts.max()) >= int(now_ts):
-        n = int((events.ts >= int(now_ts)).sum())
+    if now_ts is not None and int(events.ts.max()) >= now_ts:
+        n = int((events.ts >= now_ts).sum())
         raise InputError(f"{n} events are dated at or after now_ts={now_ts} (future-dated history)")
     catalog.check_events(events)
     return events.sorted()
@@ -187,7 +229,7 @@ def build_window(events: EventLog, catalog: Catalog, fcfg: FeatureConfig, spec: 
     events = check_history(events, catalog, now_ts=now_ts, wall_clock=wall_clock)
     ss = fcfg.slot_seconds
     last = int(events.ts.max())
-    now = (last // ss + 1) * ss if now_ts is None else -(-int(now_ts) // ss) * ss
+    now = (last // ss + 1) * ss if now_ts is None else -(-as_timestamp(now_ts, "now_ts") // ss) * ss
     w0 = now - spec.context * ss                                # window start (local seconds)
     grid = grid or CityGrid.from_stations(catalog.stations, fcfg.cell_m)
     cells = cells or station_cells(catalog.stations, grid)
@@ -245,5 +287,5 @@ def build_window(events: EventLog, catalog: Catalog, fcfg: FeatureConfig, spec: 
                   int(w0), int(now), ss, tslots)
 
 
-__all__ = ["EVENTS_CSV_COLUMNS", "TASK_NAMES", "MAX_EVENTS", "read_events_csv", "load_history", "check_history",
+__all__ = ["EVENTS_CSV_COLUMNS", "TASK_NAMES", "MAX_EVENTS", "as_timestamp", "read_events_csv", "load_history", "check_history",
            "WindowSpec", "Window", "build_window"]

@@ -1,0 +1,65 @@
+"""Resource limits of the runtime's readers, declared once.
+
+Every reader applies its limits WHILE it reads (a line longer than ``max_line_chars`` is refused
+after reading that many characters, not after reading the whole line; the decompressed byte count
+is checked on every block), so a hostile file costs at most the limit in time and memory. A limit
+that trips raises `LimitError` naming the file, the line and the limit.
+
+Two profiles:
+
+* ``HISTORY_LIMITS`` (default of ``load_history`` / ``read_events_csv`` / ``check_history`` /
+  manifests): one user's on-device history, about a year of heavy use;
+* ``BULK_LIMITS`` (default of ``read_official_trace`` / ``read_llmapp_sample`` / ``read_trace`` and
+  the catalog tables): data sets on a workstation (the simulator's 1000-user weeks, the full trace).
+
+Pass your own ``Limits(...)`` (``dataclasses.replace(HISTORY_LIMITS, max_events=...)``) to change one.
+`Limits.describe()` lists every limit with its description (``python -m umask.runtime.core.limits``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits applied while reading. Each field's ``metadata["doc"]`` says what it bounds."""
+
+    max_events: int = 2_000_000
+    max_lines: int = 2_100_000
+    max_line_chars: int = 4096
+    max_decompressed_bytes: int = 256 * 2**20
+    max_span_days: int = 366
+    max_manifest_bytes: int = 16 * 2**20
+    max_manifest_depth: int = 32
+
+    DOCS = {
+        "max_events": "records kept (one per event); the reader stops at the first one over",
+        "max_lines": "physical lines read, blank and skipped ones included (a file of blank lines is bounded too)",
+        "max_line_chars": "characters of one line; a longer line is refused after reading this many",
+        "max_decompressed_bytes": "bytes after gzip decompression (or of a plain file) read in all",
+        "max_span_days": "days between the first and the last event (checked on every block of records)",
+        "max_manifest_bytes": "bytes of a bundle's manifest.json",
+        "max_manifest_depth": "nesting depth of JSON arrays / objects in a manifest",
+    }
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if type(v) is not int or v < 1:
+                raise ValueError(f"Limits.{f.name} must be a positive int, got {v!r}")
+
+    @classmethod
+    def describe(cls) -> dict[str, str]:
+        return dict(cls.DOCS)
+
+
+HISTORY_LIMITS = Limits()
+BULK_LIMITS = Limits(max_events=200_000_000, max_lines=210_000_000, max_line_chars=65536,
+                     max_decompressed_bytes=32 * 2**30, max_span_days=100 * 366)
+
+__all__ = ["Limits", "HISTORY_LIMITS", "BULK_LIMITS"]
+
+if __name__ == "__main__":
+    for name, doc in Limits.describe().items():
+        print(f"{name:24s} history={getattr(HISTORY_LIMITS, name):>14,}  bulk={getattr(BULK_LIMITS, name):>14,}  {doc}")
