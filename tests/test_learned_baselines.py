@@ -186,16 +186,17 @@ def test_csdi_subset_evaluator_matches_harness() -> None:
         pytest.skip("Milan matrix not available")
     from umask.train.baselines import classical as baselines
     from umask.bench.accuracy import grid as milan_eval
+    from umask.bench.accuracy import grid_peers
     from umask.train.data.milan import read_internet_matrix
 
     matrix = read_internet_matrix(DATA)
     fn = {"lin": lambda x, m, s: baselines.linear_interpolation_impute(x, m)}
-    full = csdi._subset_rows(matrix, "a2", fn, 1, "test", {}, "test")
+    full = grid_peers._subset_rows(matrix, "a2", fn, 1, "test", {}, "test")
     ref = milan_eval.evaluate_a2(matrix, fn, command="test")
     assert full[0]["metrics"] == ref[0]["metrics"]
-    sub = csdi._subset_rows(matrix, "a2", fn, 8, "test", {}, "test")[0]
+    sub = grid_peers._subset_rows(matrix, "a2", fn, 8, "test", {}, "test")[0]
     assert sub["n_windows"] == 19 and sub["window"]["stride"] == 8
     assert sub["seeds"]["mask_seed_range"] == "1000..1144 step 8"
     fa = {"sn": lambda h, s, n: baselines.seasonal_naive_forecast(h, n, period=144)}
-    a1 = csdi._subset_rows(matrix, "a1", fa, 24, "test", {}, "test")[0]
+    a1 = grid_peers._subset_rows(matrix, "a1", fa, 24, "test", {}, "test")[0]
     assert a1["n_windows"] == 13 and a1["n_entries"] == 13 * 144 * 25

@@ -15,9 +15,10 @@ per-user tensor), and exposes
   mask (n, T, N) bool True = hidden, starts (n,) absolute first slots) -> (n, T, N)``; observed
   entries are returned unchanged.
 
-These are exactly :data:`umask.bench.accuracy.grid.ForecastFn` / ``ImputeFn``, so the callables plug
-into :func:`~umask.bench.accuracy.grid.evaluate_a1` / :func:`~umask.bench.accuracy.grid.evaluate_a2` and
-into a per-user harness with the same array conventions (set ``period`` to 96 for 15-min slots).
+These callables have the signature of the Milan harness's ``ForecastFn`` / ``ImputeFn``
+(``benchmarks/accuracy/grid.py``; the Milan runs live in ``benchmarks/accuracy/grid_peers.py``).
+:class:`ArimaPredictor` wraps the same functions as a registered
+:class:`~umask.train.baselines.base.Predictor` (``arima``); set ``period`` to 96 for 15-min slots.
 
 What this module does
 ---------------------
@@ -36,6 +37,18 @@ exact Gaussian maximum likelihood (statsmodels SARIMAX, state-space form, statio
 parameters enforced) on the whole training-period residual, and the order with the lowest AIC is
 kept. Nothing after the training period is used.
 
+Stability (a real 21-cell grid had one cell whose AIC-best AR(2) had a double root at -1.0002,
+forecasting |z| up to 7.7e4 from a flat history): "enforced" stationarity still lets the optimizer
+end on the unit circle's edge. After each fit the AR and MA roots are checked (every root modulus
+>= 1 + ``root_margin``) and so is the forecast *gain*, ``max_h ||F^h||_2`` of the AR companion
+matrix F over ``gain_steps`` steps (<= ``max_gain``; a repeated root near the unit circle amplifies a
+flat history linearly in h even when it is "stationary"). An order that fails is skipped with a
+logged reason; when no order passes, the series falls back to white noise around the profile
+(order (0, 0, 0): the historical average), also logged. The residual is scaled by its training std,
+floored at ``min_std``, before fitting (the Gaussian ARMA is scale-invariant, so the AR / MA
+parameters are unchanged; it only conditions the optimizer), and a residual with std below
+``min_std`` is not fitted at all (white noise).
+
 Forecasting a window: the fitted parameters are fixed; the Kalman filter is run on the window's
 own 288-slot history residual (initialized at the stationary distribution, missing values allowed)
 and the 144-step forecast is read off. No re-estimation per window, so the 289 x 25 A1 windows take
@@ -48,27 +61,27 @@ independently (no spatial coupling).
 
 Run on Milan (PROTOCOL A)::
 
-    python -m umask.train.baselines.arima --out benchmarks/results/milan_arima.json
+    python -m umask.bench.accuracy.grid_peers arima --out benchmarks/results/milan_arima.json
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
-import shlex
-import sys
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass, field
 
 import numpy as np
+from umask.runtime.core.errors import InputError
+from umask.train.baselines.base import Predictor, as_starts, as_windows, check_horizon, register
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ArimaConfig", "ArimaModel", "fit", "forecast", "impute", "forecast_fn", "impute_fn", "main"]
+__all__ = ["ArimaConfig", "ArimaModel", "ArimaPredictor", "check_stability", "fit", "forecast", "forecast_fn",
+           "impute", "impute_fn"]
+
+WHITE_NOISE: tuple[int, int, int] = (0, 0, 0)
 
 DEFAULT_ORDERS: tuple[tuple[int, int, int], ...] = (
     (1, 0, 0), (2, 0, 0), (3, 0, 0),
@@ -93,6 +106,10 @@ class ArimaConfig:
     criterion: str = "aic"
     first_slot: int = 0
     maxiter: int = 200
+    root_margin: float = 1e-3        # every AR / MA root modulus >= 1 + root_margin
+    max_gain: float = 10.0           # max_h ||F^h||_2 of the AR companion matrix over gain_steps steps
+    gain_steps: int = 1000
+    min_std: float = 1e-4            # residual std floor (scaling); below it: white noise, no fit
 
 
 @dataclass
@@ -106,6 +123,11 @@ class ArimaModel:
     profile: np.ndarray | None
     criteria: list[float] = field(default_factory=list)
     fit_seconds: float = 0.0
+    scales: list[float] = field(default_factory=list)     # residual scale per series (empty: 1.0)
+    fallbacks: dict[int, str] = field(default_factory=dict)  # series -> why it fell back / skipped orders
+
+    def scale(self, j: int) -> float:
+        return float(self.scales[j]) if self.scales else 1.0
 
     @property
     def n_series(self) -> int:
@@ -118,7 +140,7 @@ class ArimaModel:
         return ArimaModel(cfg=self.cfg, orders=[self.orders[c] for c in cols], params=[self.params[c] for c in cols],
                           profile=None if self.profile is None else self.profile[:, cols],
                           criteria=[self.criteria[c] for c in cols] if self.criteria else [],
-                          fit_seconds=self.fit_seconds)
+                          fit_seconds=self.fit_seconds, scales=[self.scale(c) for c in cols])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -148,42 +170,93 @@ def _profile_at(model: ArimaModel, slots: np.ndarray) -> np.ndarray:
     return model.profile[np.asarray(slots, dtype=np.int64) % model.profile.shape[0]]
 
 
+def check_stability(order: tuple[int, int, int], params: np.ndarray, cfg: ArimaConfig) -> str | None:
+    """None when the fitted parameters are safely stationary, invertible and of bounded forecast gain;
+    else the reason (see the module docstring). ``params``: SARIMAX order (ar..., ma..., sigma2)."""
+    p, _, q = order
+    ar, ma = np.asarray(params[:p], float), np.asarray(params[p:p + q], float)
+    if not (np.all(np.isfinite(ar)) and np.all(np.isfinite(ma))):
+        return "non-finite parameters"
+    lim = 1.0 + cfg.root_margin
+    if p:
+        r = np.abs(np.roots(np.r_[-ar[::-1], 1.0]))      # roots of 1 - phi_1 z - ... - phi_p z^p
+        if r.size and r.min() < lim:
+            return f"AR root modulus {r.min():.5f} < {lim:g} (ar={np.round(ar, 4).tolist()})"
+        comp = np.zeros((p, p))
+        comp[0] = ar
+        comp[1:, :-1] = np.eye(p - 1)
+        power, gain = np.eye(p), 1.0
+        for _ in range(cfg.gain_steps):
+            power = comp @ power
+            g = float(np.linalg.norm(power, 2))
+            gain = max(gain, g)
+            if gain > cfg.max_gain or g < 1e-6:
+                break
+        if gain > cfg.max_gain:
+            return f"forecast gain max_h ||F^h|| = {gain:.1f} > {cfg.max_gain:g} (ar={np.round(ar, 4).tolist()})"
+    if q:
+        r = np.abs(np.roots(np.r_[ma[::-1], 1.0]))        # roots of 1 + theta_1 z + ... + theta_q z^q
+        if r.size and r.min() < lim:
+            return f"MA root modulus {r.min():.5f} < {lim:g} (ma={np.round(ma, 4).tolist()})"
+    return None
+
+
 def fit(train: np.ndarray, cfg: ArimaConfig | None = None) -> ArimaModel:
     """Fit one ARIMA per series on a standardized training matrix ``train`` (T, N) (NaN allowed).
 
     Only the rows passed are used: the caller cuts the training period (Milan: slots 0..3455).
+    Orders whose fit is unstable are skipped (``check_stability``); a series with no stable order, or
+    with a residual std below ``cfg.min_std``, gets white noise around its profile (``fallbacks``).
     """
     cfg = cfg or ArimaConfig()
     train = np.asarray(train, dtype=np.float64)
     if train.ndim != 2:
-        raise ValueError(f"train must be (T, N), got {train.shape}")
+        raise InputError(f"train must be (T, N), got {train.shape}")
     if cfg.criterion not in ("aic", "bic"):
-        raise ValueError(f"criterion must be aic or bic, got {cfg.criterion!r}")
+        raise InputError(f"criterion must be aic or bic, got {cfg.criterion!r}")
     t0 = time.perf_counter()
     profile = _time_of_day_profile(train, cfg.period, cfg.first_slot) if cfg.deseasonalize else None
     resid = train - profile[(cfg.first_slot + np.arange(train.shape[0])) % cfg.period] if profile is not None else train
-    orders, params, crits = [], [], []
+    orders, params, crits, scales = [], [], [], []
+    fallbacks: dict[int, str] = {}
     for j in range(train.shape[1]):
+        col = resid[:, j]
+        std = float(np.nanstd(col)) if np.isfinite(col).any() else 0.0
+        scale = max(std, cfg.min_std)
         best = None
-        for order in cfg.orders:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                try:
-                    res = _sarimax(resid[:, j], tuple(order)).fit(disp=False, maxiter=cfg.maxiter)
-                except (np.linalg.LinAlgError, ValueError) as exc:  # pragma: no cover - rare
-                    log.warning("series %d order %s failed: %s", j, order, exc)
+        reasons: list[str] = []
+        if std < cfg.min_std:
+            reasons.append(f"residual std {std:.2e} < min_std {cfg.min_std:g}")
+        else:
+            for order in cfg.orders:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    try:
+                        res = _sarimax(col / scale, tuple(order)).fit(disp=False, maxiter=cfg.maxiter)
+                    except (np.linalg.LinAlgError, ValueError) as exc:  # pragma: no cover - rare
+                        reasons.append(f"order {tuple(order)} failed: {exc}")
+                        continue
+                crit = float(getattr(res, cfg.criterion))
+                par = np.asarray(res.params, dtype=np.float64)
+                why = check_stability(tuple(order), par, cfg)
+                if why is not None:
+                    reasons.append(f"order {tuple(order)} rejected: {why}")
                     continue
-            crit = float(getattr(res, cfg.criterion))
-            if np.isfinite(crit) and (best is None or crit < best[0]):
-                best = (crit, tuple(order), np.asarray(res.params, dtype=np.float64))
+                if np.isfinite(crit) and (best is None or crit < best[0]):
+                    best = (crit, tuple(order), par)
         if best is None:
-            raise RuntimeError(f"no ARIMA order could be fit for series {j}")
+            best = (float("nan"), WHITE_NOISE, np.array([1.0]))
+            reasons.append("fallback: white noise around the profile (order (0, 0, 0))")
+        if reasons:
+            fallbacks[j] = "; ".join(reasons)
+            log.warning("series %d: %s", j, fallbacks[j])
         crits.append(best[0])
         orders.append(best[1])
         params.append(best[2])
+        scales.append(scale)
         log.info("series %d: order %s %s=%.1f params %s", j, best[1], cfg.criterion, best[0], np.round(best[2], 3))
     return ArimaModel(cfg=cfg, orders=orders, params=params, profile=profile, criteria=crits,
-                      fit_seconds=time.perf_counter() - t0)
+                      fit_seconds=time.perf_counter() - t0, scales=scales, fallbacks=fallbacks)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -192,7 +265,7 @@ def fit(train: np.ndarray, cfg: ArimaConfig | None = None) -> ArimaModel:
 def _check_windows(x: np.ndarray, model: ArimaModel, name: str) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 3 or x.shape[2] != model.n_series:
-        raise ValueError(f"{name} must be (n, L, {model.n_series}), got {x.shape}")
+        raise InputError(f"{name} must be (n, L, {model.n_series}), got {x.shape}")
     return x
 
 
@@ -205,7 +278,7 @@ def forecast(model: ArimaModel, history: np.ndarray, starts: np.ndarray, horizon
     n, L, N = history.shape
     starts = np.asarray(starts, dtype=np.int64).reshape(-1)
     if starts.shape[0] != n:
-        raise ValueError(f"starts has {starts.shape[0]} entries for {n} windows")
+        raise InputError(f"starts has {starts.shape[0]} entries for {n} windows")
     hist_slots = starts[:, None] + np.arange(-L, 0)[None, :]
     hor_slots = starts[:, None] + np.arange(horizon)[None, :]
     resid = history - _profile_at(model, hist_slots)
@@ -213,9 +286,13 @@ def forecast(model: ArimaModel, history: np.ndarray, starts: np.ndarray, horizon
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for j in range(N):
+            sc = model.scale(j)
+            if model.orders[j] == WHITE_NOISE:      # the profile alone
+                out[:, :, j] = 0.0
+                continue
             for i in range(n):
-                res = _sarimax(resid[i, :, j], model.orders[j]).filter(model.params[j])
-                out[i, :, j] = res.forecast(horizon)
+                res = _sarimax(resid[i, :, j] / sc, model.orders[j]).filter(model.params[j])
+                out[i, :, j] = res.forecast(horizon) * sc
     return out + _profile_at(model, hor_slots)
 
 
@@ -228,7 +305,7 @@ def impute(model: ArimaModel, observed: np.ndarray, mask: np.ndarray, starts: np
     observed = _check_windows(observed, model, "observed")
     mask = np.asarray(mask, dtype=bool)
     if mask.shape != observed.shape:
-        raise ValueError(f"mask shape {mask.shape} != observed shape {observed.shape}")
+        raise InputError(f"mask shape {mask.shape} != observed shape {observed.shape}")
     n, T, N = observed.shape
     starts = np.asarray(starts, dtype=np.int64).reshape(-1)
     prof = _profile_at(model, starts[:, None] + np.arange(T)[None, :])
@@ -237,80 +314,71 @@ def impute(model: ArimaModel, observed: np.ndarray, mask: np.ndarray, starts: np
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for j in range(N):
+            sc = model.scale(j)
+            if model.orders[j] == WHITE_NOISE:      # the profile alone
+                smooth[:, :, j] = 0.0
+                continue
             for i in range(n):
-                res = _sarimax(resid[i, :, j], model.orders[j]).smooth(model.params[j])
+                res = _sarimax(resid[i, :, j] / sc, model.orders[j]).smooth(model.params[j])
                 design = res.filter_results.design[0, :, 0]
-                smooth[i, :, j] = design @ res.smoothed_state
+                smooth[i, :, j] = (design @ res.smoothed_state) * sc
     return np.where(mask, prof + smooth, observed)
 
 
 def forecast_fn(model: ArimaModel):
-    """A :data:`umask.bench.accuracy.grid.ForecastFn` for ``model``."""
+    """``fn(history, starts, horizon)`` for the Milan harness (``grid.ForecastFn``)."""
     return lambda history, starts, horizon: forecast(model, history, starts, horizon)
 
 
 def impute_fn(model: ArimaModel):
-    """A :data:`umask.bench.accuracy.grid.ImputeFn` for ``model`` (Kalman smoother)."""
+    """``fn(observed, mask, starts)`` for the Milan harness (``grid.ImputeFn``; Kalman smoother)."""
     return lambda observed, mask, starts: impute(model, observed, mask, starts)
 
 
 # ------------------------------------------------------------------------------------------------
-# CLI: Milan A1 / A2
+# Predictor
 # ------------------------------------------------------------------------------------------------
-def main(argv: Sequence[str] | None = None) -> int:
-    """Fit ARIMA on the Milan training period, evaluate A1 (and A2), write JSON + markdown."""
-    from umask.bench.accuracy import grid as milan_eval
-    from umask.train.data import splits
-    from umask.train.data.milan import read_internet_matrix
+@register
+class ArimaPredictor(Predictor):
+    """``arima``: per-series ARMA around the training slot-of-day profile (module docstring)."""
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="python -m umask.train.baselines.arima", description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(milan_eval.DEFAULT_DATA))
-    parser.add_argument("--out", default="benchmarks/results/milan_arima.json")
-    parser.add_argument("--split", default="test", choices=("val", "test"))
-    parser.add_argument("--tasks", default="a1,a2", help="comma-separated subset of a1,a2")
-    parser.add_argument("--criterion", default="aic", choices=("aic", "bic"))
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    command = shlex.join(["python", "-m", "umask.train.baselines.arima", *argv])
-    tasks = {t.strip().lower() for t in args.tasks.split(",") if t.strip()}
+    name = "arima"
+    imputes = True
 
-    matrix = read_internet_matrix(args.data)
-    z = splits.fit_scaler(matrix).transform(matrix)
-    train_end = splits.MILAN_SPLITS["train"][1]
-    cfg = ArimaConfig(period=splits.SLOTS_PER_DAY, criterion=args.criterion)
-    model = fit(z[:train_end], cfg)
-    log.info("fit %d series in %.1f s", model.n_series, model.fit_seconds)
-    order_counts: dict[str, int] = {}
-    for o in model.orders:
-        order_counts[str(o)] = order_counts.get(str(o), 0) + 1
-    info_base = {
-        "seeds": "n/a (deterministic MLE)",
-        "notes": (
-            "ARMA(p,0,q) per cell on the residual after subtracting the training time-of-day profile; "
-            f"order by {cfg.criterion.upper()} over {list(cfg.orders)} on training slots 0..{train_end - 1}; "
-            "parameters fixed, Kalman filter on each window's history (A1) / Kalman smoother over observed "
-            "entries (A2); statsmodels SARIMAX"
-        ),
-        "fit": {"orders_chosen": order_counts, "fit_seconds": round(model.fit_seconds, 1),
-                "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}},
-    }
-    rows: list[dict[str, Any]] = []
-    if "a1" in tasks:
-        t0 = time.perf_counter()
-        rows += milan_eval.evaluate_a1(matrix, {"arima": forecast_fn(model)}, split=args.split,
-                                       model_info={"arima": info_base}, command=command)
-        rows[-1]["eval_seconds"] = round(time.perf_counter() - t0, 1)
-        log.info("A1 done in %.1f s", rows[-1]["eval_seconds"])
-    if "a2" in tasks:
-        t0 = time.perf_counter()
-        rows += milan_eval.evaluate_a2(matrix, {"arima": impute_fn(model)}, split=args.split,
-                                       model_info={"arima": info_base}, command=command)
-        rows[-1]["eval_seconds"] = round(time.perf_counter() - t0, 1)
-        log.info("A2 done in %.1f s", rows[-1]["eval_seconds"])
-    milan_eval.write_report(rows, Path(args.out), args.data)
-    return 0
+    def __init__(self, *, period: int = 144, cfg: ArimaConfig | None = None) -> None:
+        super().__init__(period=period)
+        base = cfg or ArimaConfig()
+        from dataclasses import replace
 
+        self.cfg = replace(base, period=self.period)
+        self.model: ArimaModel | None = None
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+    def fit(self, train: np.ndarray, *, first_slot: int = 0, val: np.ndarray | None = None) -> ArimaPredictor:
+        super().fit(train)
+        from dataclasses import replace
+
+        self.model = fit(train, replace(self.cfg, first_slot=first_slot))
+        return self
+
+    def _m(self) -> ArimaModel:
+        if self.model is None:
+            raise InputError("arima: call fit(train) first")
+        return self.model
+
+    def forecast(self, history: np.ndarray, horizon: int, *, starts: np.ndarray | None = None) -> np.ndarray:
+        history = as_windows(history, "history", self.n_series)
+        return forecast(self._m(), history, as_starts(starts, history.shape[0]), check_horizon(horizon))
+
+    def impute(self, values: np.ndarray, mask: np.ndarray, *, starts: np.ndarray | None = None) -> np.ndarray:
+        values = as_windows(values, "values", self.n_series)
+        return impute(self._m(), values, mask, as_starts(starts, values.shape[0]))
+
+    def info(self) -> dict[str, object]:
+        m = self.model
+        extra: dict[str, object] = {}
+        if m is not None:
+            counts: dict[str, int] = {}
+            for o in m.orders:
+                counts[str(o)] = counts.get(str(o), 0) + 1
+            extra = {"orders_chosen": counts, "fallbacks": len(m.fallbacks), "fit_seconds": round(m.fit_seconds, 1)}
+        return {**super().info(), **extra}

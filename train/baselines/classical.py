@@ -27,13 +27,28 @@ Imputation (values + boolean mask, True = hidden; hidden values are never read):
 
 Imputers return the observed entries unchanged. A (window, cell) series with no observed entry at
 all gets ``fill`` (default 0.0 = the training mean on the standardized scale).
+
+The same baselines as :class:`~umask.train.baselines.base.Predictor` s (registered names in
+brackets): :class:`AllZero` [all_zero], :class:`LastValue` [last_value], :class:`SeasonalNaive`
+[seasonal_naive], :class:`HistoricalAverage` [historical_average], :class:`LinearInterpolation`
+[linear_interpolation], :class:`NearestObserved` [nearest_observed] and the PROTOCOL v2 B
+:class:`Blend` [blend] = 0.5 x last value + 0.5 x historical average (forecast and imputation).
 """
 
 from __future__ import annotations
 
 import numpy as np
+from umask.runtime.core.errors import InputError
+from umask.train.baselines.base import Predictor, as_starts, as_windows, check_horizon, register
 
 __all__ = [
+    "AllZero",
+    "Blend",
+    "HistoricalAverage",
+    "LastValue",
+    "LinearInterpolation",
+    "NearestObserved",
+    "SeasonalNaive",
     "all_zero",
     "fit_historical_average",
     "historical_average_forecast",
@@ -261,3 +276,182 @@ def historical_average_impute(
 def all_zero(shape: tuple[int, ...]) -> np.ndarray:
     """Zeros of ``shape``; on the standardized scale this is the per-cell training mean."""
     return np.zeros(shape, dtype=np.float64)
+
+
+# ------------------------------------------------------------------------------------------------
+# The same baselines as Predictors (registry names: see the module docstring)
+# ------------------------------------------------------------------------------------------------
+def nan_profile(train: np.ndarray, period: int, first_slot: int = 0) -> np.ndarray:
+    """Mean by time-of-day slot over ``train`` (T, N), NaN entries skipped -> (period, N); a slot of
+    day never observed gets the series' overall mean (0 when the series has no finite entry)."""
+    train = np.asarray(train, dtype=np.float64)
+    phase = (first_slot + np.arange(train.shape[0])) % period
+    ok = np.isfinite(train)
+    sums = np.zeros((period, train.shape[1]))
+    counts = np.zeros((period, train.shape[1]))
+    np.add.at(sums, phase, np.where(ok, train, 0.0))
+    np.add.at(counts, phase, ok.astype(np.float64))
+    n_ok = ok.sum(axis=0, keepdims=True)
+    overall = np.where(n_ok > 0, np.where(ok, train, 0.0).sum(axis=0, keepdims=True) / np.maximum(n_ok, 1), 0.0)
+    return np.where(counts > 0, sums / np.maximum(counts, 1.0), overall)
+
+
+def last_observed_forecast(history: np.ndarray, horizon: int, *, fill: float = 0.0) -> np.ndarray:
+    """Last *observed* (finite) history value per series repeated ``horizon`` times; ``fill`` where
+    a series has no observed entry. history (n, L, N) -> (n, horizon, N)."""
+    history = as_windows(history, "history")
+    horizon = check_horizon(horizon)
+    prev, _ = observed_neighbours(~np.isfinite(history))
+    last = prev[:, -1:, :]                                                    # (n, 1, N)
+    v = np.take_along_axis(np.nan_to_num(history, nan=0.0), np.maximum(last, 0), axis=1)
+    return np.repeat(np.where(last >= 0, v, float(fill)), horizon, axis=1)
+
+
+@register
+class AllZero(Predictor):
+    """0 everywhere (the training mean on a standardized scale, no activity on the featurized one)."""
+
+    name = "all_zero"
+    imputes = True
+
+    def forecast(self, history: np.ndarray, horizon: int, *, starts: np.ndarray | None = None) -> np.ndarray:
+        history = as_windows(history, "history")
+        return np.zeros((history.shape[0], check_horizon(horizon), history.shape[2]))
+
+    def impute(self, values: np.ndarray, mask: np.ndarray, *, starts: np.ndarray | None = None) -> np.ndarray:
+        values = as_windows(values, "values")
+        return np.where(_check_mask(values, mask), 0.0, values)
+
+
+@register
+class LastValue(Predictor):
+    """Forecast: the last observed history value, repeated. Imputation: carry forward (backward
+    fill before the first observed entry)."""
+
+    name = "last_value"
+    imputes = True
+
+    def forecast(self, history: np.ndarray, horizon: int, *, starts: np.ndarray | None = None) -> np.ndarray:
+        return last_observed_forecast(history, horizon)
+
+    def impute(self, values: np.ndarray, mask: np.ndarray, *, starts: np.ndarray | None = None) -> np.ndarray:
+        return last_value_impute(as_windows(values, "values"), mask)
+
+
+@register
+class SeasonalNaive(Predictor):
+    """Forecast: the same slot one period earlier (the last period repeated); where that slot is not
+    observed, the last observed value. Imputation: the nearest observed value (PROTOCOL A2)."""
+
+    name = "seasonal_naive"
+    imputes = True
+
+    def forecast(self, history: np.ndarray, horizon: int, *, starts: np.ndarray | None = None) -> np.ndarray:
+        history = as_windows(history, "history")
+        if history.shape[1] < self.period:
+            raise InputError(f"seasonal naive needs >= {self.period} history slots, got {history.shape[1]}")
+        sn = seasonal_naive_forecast(history, horizon, period=self.period)
+        return np.where(np.isfinite(sn), sn, last_observed_forecast(history, horizon))
+
+    def impute(self, values: np.ndarray, mask: np.ndarray, *, starts: np.ndarray | None = None) -> np.ndarray:
+        return seasonal_naive_impute(as_windows(values, "values"), mask)
+
+
+@register
+class HistoricalAverage(Predictor):
+    """Mean by slot of day over the training period, per series (NaN skipped). Needs ``starts``."""
+
+    name = "historical_average"
+    imputes = True
+
+    def __init__(self, *, period: int = 144) -> None:
+        super().__init__(period=period)
+        self.profile: np.ndarray | None = None      # (period, N)
+
+    def fit(self, train: np.ndarray, *, first_slot: int = 0, val: np.ndarray | None = None) -> HistoricalAverage:
+        super().fit(train)
+        self.profile = nan_profile(train, self.period, first_slot)
+        return self
+
+    def _at(self, slots: np.ndarray) -> np.ndarray:
+        if self.profile is None:
+            raise InputError(f"{self.name}: call fit(train) first")
+        return historical_average_predict(self.profile, slots)
+
+    def forecast(self, history: np.ndarray, horizon: int, *, starts: np.ndarray | None = None) -> np.ndarray:
+        history = as_windows(history, "history", self.n_series)
+        s = as_starts(starts, history.shape[0])
+        return self._at(s[:, None] + np.arange(check_horizon(horizon))[None, :])
+
+    def impute(self, values: np.ndarray, mask: np.ndarray, *, starts: np.ndarray | None = None) -> np.ndarray:
+        values = as_windows(values, "values", self.n_series)
+        mask = _check_mask(values, mask)
+        s = as_starts(starts, values.shape[0])
+        return np.where(mask, self._at(s[:, None] + np.arange(values.shape[1])[None, :]), values)
+
+
+@register
+class LinearInterpolation(Predictor):
+    """Imputation only: linear in time between the observed entries around a gap."""
+
+    name = "linear_interpolation"
+    forecasts = False
+    imputes = True
+
+    def forecast(self, history: np.ndarray, horizon: int, *, starts: np.ndarray | None = None) -> np.ndarray:
+        raise NotImplementedError("linear interpolation is an imputation baseline")
+
+    def impute(self, values: np.ndarray, mask: np.ndarray, *, starts: np.ndarray | None = None) -> np.ndarray:
+        return linear_interpolation_impute(as_windows(values, "values"), mask)
+
+
+@register
+class NearestObserved(Predictor):
+    """Imputation only: the nearest observed entry in time (ties: the earlier one)."""
+
+    name = "nearest_observed"
+    forecasts = False
+    imputes = True
+
+    def forecast(self, history: np.ndarray, horizon: int, *, starts: np.ndarray | None = None) -> np.ndarray:
+        raise NotImplementedError("nearest observed is an imputation baseline")
+
+    def impute(self, values: np.ndarray, mask: np.ndarray, *, starts: np.ndarray | None = None) -> np.ndarray:
+        return seasonal_naive_impute(as_windows(values, "values"), mask)
+
+
+@register
+class Blend(Predictor):
+    """PROTOCOL v2 B: ``weight`` x last value + (1 - weight) x historical average (weight 0.5).
+
+    Forecast: last observed value and the slot-of-day training profile; imputation: carry-forward
+    and the profile on the hidden entries (observed entries unchanged)."""
+
+    name = "blend"
+    imputes = True
+
+    def __init__(self, *, period: int = 144, weight: float = 0.5) -> None:
+        super().__init__(period=period)
+        if not 0.0 <= float(weight) <= 1.0:
+            raise InputError(f"blend weight must be in [0, 1], got {weight}")
+        self.weight = float(weight)
+        self.ha = HistoricalAverage(period=period)
+
+    def fit(self, train: np.ndarray, *, first_slot: int = 0, val: np.ndarray | None = None) -> Blend:
+        super().fit(train)
+        self.ha.fit(train, first_slot=first_slot)
+        return self
+
+    def forecast(self, history: np.ndarray, horizon: int, *, starts: np.ndarray | None = None) -> np.ndarray:
+        lv = last_observed_forecast(history, horizon)
+        return self.weight * lv + (1.0 - self.weight) * self.ha.forecast(history, horizon, starts=starts)
+
+    def impute(self, values: np.ndarray, mask: np.ndarray, *, starts: np.ndarray | None = None) -> np.ndarray:
+        values = as_windows(values, "values")
+        mask = _check_mask(values, mask)
+        lv = last_value_impute(values, mask)
+        ha = self.ha.impute(values, mask, starts=starts)
+        return np.where(mask, self.weight * lv + (1.0 - self.weight) * ha, values)
+
+    def info(self) -> dict[str, object]:
+        return {**super().info(), "weight_last_value": self.weight}

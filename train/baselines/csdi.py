@@ -58,33 +58,30 @@ Deviations for a 1-core CPU budget (documented in every result row):
 
 Run on Milan (PROTOCOL A)::
 
-    python -m umask.train.baselines.csdi --out benchmarks/results/milan_csdi.json
+    python -m umask.bench.accuracy.grid_peers csdi --out benchmarks/results/milan_csdi.json
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import logging
 import math
-import shlex
-import sys
 import time
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+from umask.runtime.core.errors import InputError
+from umask.train.baselines.base import Predictor, as_starts, as_windows, check_horizon, register
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "CSDIConfig", "CSDIModel", "CSDINet", "fit", "impute", "forecast", "impute_fn", "forecast_fn",
-    "random_cond_mask", "save", "load", "main",
+    "random_cond_mask", "save", "load", "CSDIPredictor",
 ]
 
 
@@ -552,7 +549,7 @@ def save(model: CSDIModel, path: str | Path) -> None:
 
 
 def load(path: str | Path) -> CSDIModel:
-    blob = torch.load(Path(path), weights_only=False)
+    blob = torch.load(Path(path), weights_only=True)
     cfg = CSDIConfig(**blob["cfg"])
     net = CSDINet(cfg)
     net.load_state_dict(blob["state_dict"])
@@ -572,106 +569,45 @@ def impute_fn(model: CSDIModel, *, seed: int | None = None):
     return lambda observed, mask, starts: impute(model, observed, mask, starts, seed=seed)
 
 
-# ------------------------------------------------------------------------------------------------
-# CLI: Milan A1 / A2 (optionally on every stride-th protocol window)
-# ------------------------------------------------------------------------------------------------
-def _subset_rows(matrix: np.ndarray, task: str, models: dict[str, Any], stride: int, split: str,
-                 model_info: dict[str, dict[str, Any]], command: str) -> list[dict[str, Any]]:
-    """PROTOCOL A1 / A2 on every ``stride``-th protocol window (the harness's own ``stride``)."""
-    from umask.bench.accuracy import grid as milan_eval
+@register
+class CSDIPredictor(Predictor):
+    """``csdi``: the compact CSDI as a Predictor (stochastic: mean of ``nsample`` samples, seeded)."""
 
-    fn = milan_eval.evaluate_a1 if task == "a1" else milan_eval.evaluate_a2
-    return fn(matrix, models, split=split, model_info=model_info, command=command, stride=stride)
+    name = "csdi"
+    stochastic = True
+    imputes = True
 
+    def __init__(self, *, period: int = 144, cfg: CSDIConfig | None = None, seed: int | None = None) -> None:
+        super().__init__(period=period)
+        from dataclasses import replace
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Train CSDI on the Milan training period, evaluate A2 (imputation) and A1 (forecasting)."""
-    from umask.bench.accuracy import grid as milan_eval
-    from umask.train.data import splits
-    from umask.train.data.milan import read_internet_matrix
+        self.cfg = replace(cfg or CSDIConfig(), period=self.period)
+        self.seed = seed
+        self.model: CSDIModel | None = None
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    d = CSDIConfig()
-    parser = argparse.ArgumentParser(prog="python -m umask.train.baselines.csdi", description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(milan_eval.DEFAULT_DATA))
-    parser.add_argument("--out", default="benchmarks/results/milan_csdi.json")
-    parser.add_argument("--split", default="test", choices=("val", "test"))
-    parser.add_argument("--tasks", default="a2,a1", help="comma-separated subset of a1,a2")
-    parser.add_argument("--seed", type=int, default=d.seed)
-    parser.add_argument("--max-steps", type=int, default=d.max_steps)
-    parser.add_argument("--max-minutes", type=float, default=d.max_minutes)
-    parser.add_argument("--channels", type=int, default=d.channels)
-    parser.add_argument("--layers", type=int, default=d.layers)
-    parser.add_argument("--nsample", type=int, default=d.nsample)
-    parser.add_argument("--a1-stride", type=int, default=36, help="evaluate every k-th A1 protocol window")
-    parser.add_argument("--a2-stride", type=int, default=8, help="evaluate every k-th A2 protocol window")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("--save-model", default=None, help="optional path for the trained weights (torch.save)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    command = shlex.join(["python", "-m", "umask.train.baselines.csdi", *argv])
-    tasks = [t.strip().lower() for t in args.tasks.split(",") if t.strip()]
-    if not tasks or not set(tasks) <= {"a1", "a2"}:
-        parser.error(f"--tasks must be a subset of a1,a2, got {args.tasks!r}")
-    torch.set_num_threads(args.threads)
+    def fit(self, train: np.ndarray, *, first_slot: int = 0, val: np.ndarray | None = None) -> CSDIPredictor:
+        super().fit(train)
+        from dataclasses import replace
 
-    matrix = read_internet_matrix(args.data)
-    z = splits.fit_scaler(matrix).transform(matrix)
-    tr0, tr1 = splits.MILAN_SPLITS["train"]
-    va0, va1 = splits.MILAN_SPLITS["val"]
-    cfg = CSDIConfig(n_features=z.shape[1], period=splits.SLOTS_PER_DAY, seed=args.seed, max_steps=args.max_steps,
-                     max_minutes=args.max_minutes, channels=args.channels, layers=args.layers,
-                     nsample=args.nsample, threads=args.threads, progress=not args.no_progress)
-    model = fit(z[tr0:tr1], z[va0:va1], cfg, train_first_slot=tr0, val_first_slot=va0)
-    log.info("trained %d steps in %.0f s (best step %d, val loss %.4f)", model.steps_run, model.train_seconds,
-             model.best_step, model.best_val)
-    if args.save_model:
-        save(model, args.save_model)
-    info = {
-        "seeds": {"train": cfg.seed, "sampler": cfg.seed},
-        "samples": cfg.nsample,
-        "sampler": f"DDPM ancestral sampling, {cfg.num_steps} steps, point estimate = mean of {cfg.nsample} samples",
-        "notes": (
-            f"CSDI (compact): channels {cfg.channels}, {cfg.layers} residual layers, {cfg.nheads} head, "
-            f"time emb {cfg.timeemb} (slot of day), feature emb {cfg.featureemb}, diffusion emb "
-            f"{cfg.diffusion_embedding_dim}; {cfg.num_steps} steps quad schedule {cfg.beta_start}..{cfg.beta_end}; "
-            f"trained on random {cfg.window}-slot windows of slots {tr0}..{tr1 - 1}, masks: paper's random "
-            f"strategy ({1 - cfg.forecast_prob:.0%}) / last {cfg.forecast_len} slots hidden ({cfg.forecast_prob:.0%}); "
-            f"A2: 288-slot windows imputed as 4 independent {cfg.window}-slot chunks; A1: horizon generated "
-            f"autoregressively in {cfg.forecast_len}-slot chunks each conditioned on the previous "
-            f"{cfg.window - cfg.forecast_len} slots"
-        ),
-        "fit": {
-            "n_params": model.n_params, "train_seconds": round(model.train_seconds, 1),
-            "steps_run": model.steps_run, "best_step": model.best_step, "best_val_loss": round(model.best_val, 5),
-            "history": [{k: round(v, 5) for k, v in h.items()} for h in model.history],
-            "config": asdict(cfg), "threads": args.threads,
-        },
-    }
-    rows: list[dict[str, Any]] = []
-    z_all = z
-    for task in tasks:
-        stride = args.a1_stride if task == "a1" else args.a2_stride
-        if task == "a1":
-            models: dict[str, Any] = {"csdi": forecast_fn(model)}
-            base = milan_eval.baseline_forecasters(z_all)
-        else:
-            models = {"csdi": impute_fn(model)}
-            base = milan_eval.baseline_imputers(z_all)
-        model_info: dict[str, dict[str, Any]] = {"csdi": info}
-        if stride > 1:  # re-score the baselines on the same windows for a like-for-like comparison
-            for name, fn in base.items():
-                models[f"{name}@subset"] = fn
-                model_info[f"{name}@subset"] = {"notes": milan_eval.BASELINE_NOTES[name] + "; same windows as csdi"}
-        t0 = time.perf_counter()
-        task_rows = _subset_rows(matrix, task, models, stride, args.split, model_info, command)
-        task_rows[0]["eval_seconds"] = round(time.perf_counter() - t0, 1)
-        log.info("%s done in %.0f s", task.upper(), task_rows[0]["eval_seconds"])
-        rows += task_rows
-    milan_eval.write_report(rows, Path(args.out), args.data)
-    return 0
+        train = np.asarray(train, np.float64)
+        cfg = replace(self.cfg, n_features=train.shape[1])
+        self.model = fit(train, None if val is None else np.asarray(val, np.float64), cfg,
+                         train_first_slot=first_slot, val_first_slot=first_slot + train.shape[0])
+        return self
 
+    def _m(self) -> CSDIModel:
+        if self.model is None:
+            raise InputError("csdi: call fit(train) first")
+        return self.model
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+    def forecast(self, history: np.ndarray, horizon: int, *, starts: np.ndarray | None = None) -> np.ndarray:
+        history = as_windows(history, "history", self.n_series)
+        return forecast(self._m(), history, as_starts(starts, history.shape[0]), check_horizon(horizon), seed=self.seed)
+
+    def impute(self, values: np.ndarray, mask: np.ndarray, *, starts: np.ndarray | None = None) -> np.ndarray:
+        values = as_windows(values, "values", self.n_series)
+        return impute(self._m(), values, mask, as_starts(starts, values.shape[0]), seed=self.seed)
+
+    def info(self) -> dict[str, object]:
+        return {**super().info(), "seed": self.cfg.seed if self.seed is None else self.seed,
+                "samples": self.cfg.nsample, "steps": self.cfg.num_steps}

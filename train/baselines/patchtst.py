@@ -27,28 +27,25 @@ Seeds: ``torch.manual_seed(seed)`` (initialization, dropout) and ``numpy.random.
 
 Run on Milan (PROTOCOL A1)::
 
-    python -m umask.train.baselines.patchtst --out benchmarks/results/milan_patchtst.json
+    python -m umask.bench.accuracy.grid_peers patchtst --out benchmarks/results/milan_patchtst.json
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import logging
 import math
-import shlex
-import sys
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from umask.runtime.core.errors import InputError
+from umask.train.baselines.base import Predictor, as_windows, check_horizon, register
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PatchTSTBaselineConfig", "PatchTSTModel", "fit", "forecast", "forecast_fn", "series_windows", "main"]
+__all__ = ["PatchTSTBaselineConfig", "PatchTSTModel", "fit", "forecast", "forecast_fn", "series_windows", "PatchTSTPredictor"]
 
 
 @dataclass(frozen=True)
@@ -264,70 +261,28 @@ def forecast_fn(model: PatchTSTModel):
     return lambda history, starts, horizon: forecast(model, history, starts, horizon)
 
 
-# ------------------------------------------------------------------------------------------------
-# CLI: Milan A1
-# ------------------------------------------------------------------------------------------------
-def main(argv: Sequence[str] | None = None) -> int:
-    """Train on the Milan training period (early stopping on validation), evaluate A1, write results."""
-    import torch
+@register
+class PatchTSTPredictor(Predictor):
+    """``patchtst``: the channel-independent PatchTST as a Predictor (forecasting only; no calendar)."""
 
-    from umask.bench.accuracy import grid as milan_eval
-    from umask.train.data import splits
-    from umask.train.data.milan import read_internet_matrix
+    name = "patchtst"
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="python -m umask.train.baselines.patchtst", description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(milan_eval.DEFAULT_DATA))
-    parser.add_argument("--out", default="benchmarks/results/milan_patchtst.json")
-    parser.add_argument("--split", default="test", choices=("val", "test"))
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-minutes", type=float, default=PatchTSTBaselineConfig.max_minutes)
-    parser.add_argument("--max-epochs", type=int, default=PatchTSTBaselineConfig.max_epochs)
-    parser.add_argument("--steps-per-epoch", type=int, default=PatchTSTBaselineConfig.steps_per_epoch)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    command = shlex.join(["python", "-m", "umask.train.baselines.patchtst", *argv])
-    torch.set_num_threads(args.threads)
+    def __init__(self, *, period: int = 144, cfg: PatchTSTBaselineConfig | None = None) -> None:
+        super().__init__(period=period)
+        self.cfg = cfg or PatchTSTBaselineConfig()
+        self.model: PatchTSTModel | None = None
 
-    matrix = read_internet_matrix(args.data)
-    z = splits.fit_scaler(matrix).transform(matrix)
-    tr0, tr1 = splits.MILAN_SPLITS["train"]
-    va0, va1 = splits.MILAN_SPLITS["val"]
-    cfg = PatchTSTBaselineConfig(seed=args.seed, max_minutes=args.max_minutes, max_epochs=args.max_epochs,
-                                 steps_per_epoch=args.steps_per_epoch, threads=args.threads,
-                                 progress=not args.no_progress)
-    model = fit(z[tr0:tr1], z[va0 - cfg.context_length : va1], cfg)
-    t0 = time.perf_counter()
-    info = {
-        "seeds": cfg.seed,
-        "notes": (
-            "transformers PatchTSTForPrediction, channel-independent (each cell a univariate sample), "
-            f"context {cfg.context_length}, prediction {cfg.prediction_length}, patch {cfg.patch_length} "
-            f"stride {cfg.patch_stride}, d_model {cfg.d_model}, {cfg.num_layers} layers, {cfg.num_heads} heads, "
-            f"ffn {cfg.ffn_dim}, dropout {cfg.dropout}, scaling {cfg.scaling}; MSE loss, AdamW lr {cfg.lr}, "
-            f"batch {cfg.batch_size}; trained on windows inside slots {tr0}..{tr1 - 1}, early stopping on "
-            f"validation windows (horizon starts {va0}..{va1 - cfg.prediction_length})"
-        ),
-        "fit": {
-            "n_params": model.n_params,
-            "train_seconds": round(model.train_seconds, 1),
-            "epochs_run": len(model.history),
-            "best_epoch": model.best_epoch,
-            "best_val_mse": round(model.best_val_mse, 5),
-            "optimizer_steps": len(model.history) * cfg.steps_per_epoch,
-            "history": [{k: round(v, 5) for k, v in h.items()} for h in model.history],
-            "config": asdict(cfg),
-            "threads": args.threads,
-        },
-    }
-    rows = milan_eval.evaluate_a1(matrix, {"patchtst": forecast_fn(model)}, split=args.split,
-                                  model_info={"patchtst": info}, command=command)
-    rows[-1]["eval_seconds"] = round(time.perf_counter() - t0, 1)
-    milan_eval.write_report(rows, Path(args.out), args.data)
-    return 0
+    def fit(self, train: np.ndarray, *, first_slot: int = 0, val: np.ndarray | None = None) -> PatchTSTPredictor:
+        super().fit(train)
+        self.model = fit(np.asarray(train, np.float64), None if val is None else np.asarray(val, np.float64), self.cfg)
+        return self
 
+    def forecast(self, history: np.ndarray, horizon: int, *, starts: np.ndarray | None = None) -> np.ndarray:
+        if self.model is None:
+            raise InputError("patchtst: call fit(train) first")
+        return forecast(self.model, as_windows(history, "history"), starts, check_horizon(horizon))
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+    def info(self) -> dict[str, object]:
+        m = self.model
+        return {**super().info(), "seed": self.cfg.seed,
+                **({} if m is None else {"n_params": m.n_params, "best_epoch": m.best_epoch})}
