@@ -224,11 +224,7 @@ class _CountingRaw(io.RawIOBase):
             super().close()
 
 
-def open_text(path: str | Path, *, limits: Limits | None = None) -> IO[str]:
-    """Open a data file as UTF-8 text (a leading BOM is dropped); gzip is detected from its magic bytes,
-    not its suffix. The bytes read (decompressed) are bounded by ``limits.max_decompressed_bytes``
-    (default `BULK_LIMITS`). Prefer `iter_lines`, which also bounds lines and names the line of any
-    decoding or gzip error."""
+def _open_binary(path: str | Path, limits: Limits | None) -> io.BufferedReader:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such data file: {path}")
@@ -236,25 +232,30 @@ def open_text(path: str | Path, *, limits: Limits | None = None) -> IO[str]:
     with path.open("rb") as fh:
         magic = fh.read(2)
     inner: IO[bytes] = gzip.open(path, "rb") if magic == _GZIP_MAGIC else path.open("rb")  # type: ignore[assignment]
-    raw = _CountingRaw(inner, lim.max_decompressed_bytes, str(path))
-    return io.TextIOWrapper(io.BufferedReader(raw), encoding="utf-8-sig", errors="strict", newline="")
+    return io.BufferedReader(_CountingRaw(inner, lim.max_decompressed_bytes, str(path)))
+
+
+def open_text(path: str | Path, *, limits: Limits | None = None) -> IO[str]:
+    """Open a data file as UTF-8 text (a leading BOM is dropped); gzip is detected from its magic bytes,
+    not its suffix. The bytes read (decompressed) are bounded by ``limits.max_decompressed_bytes``
+    (default `BULK_LIMITS`). Prefer `iter_lines`, which also bounds lines and names the line of any
+    decoding or gzip error."""
+    return io.TextIOWrapper(_open_binary(path, limits), encoding="utf-8-sig", errors="strict", newline="")
 
 
 def iter_lines(path: str | Path, limits: Limits | None = None) -> Iterator[tuple[int, str]]:
     """(1-based line number, line text with its end of line) for every physical line, blank ones included.
 
-    Bounds applied while reading (``limits``, default `BULK_LIMITS`): ``max_line_chars`` per line,
-    ``max_lines`` lines, ``max_decompressed_bytes`` in all. Invalid UTF-8, a truncated or corrupt gzip
-    and read errors raise `DataFormatError` with the file and the line; a tripped limit `LimitError`."""
+    Bounds applied while reading (``limits``, default `BULK_LIMITS`): ``max_line_bytes`` per line,
+    ``max_lines`` lines, ``max_decompressed_bytes`` in all. Invalid UTF-8 raises `DataFormatError`
+    naming the line; a truncated or corrupt gzip and read errors name the line being read (gzip
+    decompresses ahead in blocks: the damage is at or after it); a tripped limit raises `LimitError`."""
     lim = BULK_LIMITS if limits is None else limits
     lineno = 0
-    with open_text(path, limits=lim) as fh:
+    with _open_binary(path, lim) as fh:
         while True:
             try:
-                raw = fh.readline(lim.max_line_chars + 1)
-            except UnicodeDecodeError as e:
-                raise DataFormatError(path, lineno + 1, f"not UTF-8 text ({e.reason}: byte "
-                                                        f"{e.object[e.start:e.start + 1]!r})") from None
+                raw = fh.readline(lim.max_line_bytes + 1)
             except LimitError as e:
                 raise LimitError(path, lineno + 1, e.message) from None
             except (EOFError, gzip.BadGzipFile, zlib.error) as e:
@@ -266,10 +267,17 @@ def iter_lines(path: str | Path, limits: Limits | None = None) -> Iterator[tuple
             lineno += 1
             if lineno > lim.max_lines:
                 raise LimitError(path, lineno, f"more than {lim.max_lines:,} lines (Limits.max_lines)")
-            if len(raw) > lim.max_line_chars and raw[-1] not in "\r\n":
-                raise LimitError(path, lineno, f"line longer than {lim.max_line_chars:,} characters "
-                                               "(Limits.max_line_chars)")
-            yield lineno, raw
+            if len(raw) > lim.max_line_bytes and raw[-1:] != b"\n":
+                raise LimitError(path, lineno, f"line longer than {lim.max_line_bytes:,} bytes "
+                                               "(Limits.max_line_bytes)")
+            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]                                   # UTF-8 byte order mark (Excel and friends)
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataFormatError(path, lineno, f"not UTF-8 text ({e.reason} at byte {e.start} of the line: "
+                                                    f"{raw[e.start:e.start + 1]!r})") from None
+            yield lineno, text
 
 
 def first_line(path: str | Path, limits: Limits | None = None) -> str:

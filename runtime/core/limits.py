@@ -1,7 +1,7 @@
 """Resource limits of the runtime's readers, declared once.
 
-Every reader applies its limits WHILE it reads (a line longer than ``max_line_chars`` is refused
-after reading that many characters, not after reading the whole line; the decompressed byte count
+Every reader applies its limits WHILE it reads (a line longer than ``max_line_bytes`` is refused
+after reading that many bytes, not after reading the whole line; the decompressed byte count
 is checked on every block), so a hostile file costs at most the limit in time and memory. A limit
 that trips raises `LimitError` naming the file, the line and the limit.
 
@@ -27,7 +27,7 @@ class Limits:
 
     max_events: int = 2_000_000
     max_lines: int = 2_100_000
-    max_line_chars: int = 4096
+    max_line_bytes: int = 4096
     max_decompressed_bytes: int = 256 * 2**20
     max_span_days: int = 366
     max_manifest_bytes: int = 16 * 2**20
@@ -36,7 +36,7 @@ class Limits:
     DOCS = {
         "max_events": "records kept (one per event); the reader stops at the first one over",
         "max_lines": "physical lines read, blank and skipped ones included (a file of blank lines is bounded too)",
-        "max_line_chars": "characters of one line; a longer line is refused after reading this many",
+        "max_line_bytes": "bytes of one line (UTF-8); a longer line is refused after reading this many",
         "max_decompressed_bytes": "bytes after gzip decompression (or of a plain file) read in all",
         "max_span_days": "days between the first and the last event (checked on every block of records)",
         "max_manifest_bytes": "bytes of a bundle's manifest.json",
@@ -55,7 +55,7 @@ class Limits:
 
 
 HISTORY_LIMITS = Limits()
-BULK_LIMITS = Limits(max_events=200_000_000, max_lines=210_000_000, max_line_chars=65536,
+BULK_LIMITS = Limits(max_events=200_000_000, max_lines=210_000_000, max_line_bytes=65536,
                      max_decompressed_bytes=32 * 2**30, max_span_days=100 * 366)
 
 __all__ = ["Limits", "HISTORY_LIMITS", "BULK_LIMITS"]
