@@ -87,677 +87,77 @@ Run the baselines::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import shlex
 import sys
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import date, timedelta
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
-
-import numpy as np
-from umask.train.baselines import classical as baselines
-from umask.runtime.core.catalog import Catalog, load_llmapp_catalog
-from umask.runtime.core.events import EventLog
-from umask.runtime.core.featurize import (
-    DAY_SECONDS,
-    ChannelLayout,
-    FeatureConfig,
-    ProfileStats,
-    UserFeatures,
-    decode_app_counts,
-    decode_traffic,
-    featurize_population,
-    profile_statistics,
-)
-from umask.runtime.core.tessellation import station_cells
-from umask.train.common import metrics as tm
 from umask.train.data import user_windows as uw
-from umask.train.simulator import (
-    DEFAULT_DATA_DIR,
-    TSINGHUA_DIR,
-    SimulatorConfig,
-    load_real_sample,
-    simulate,
+
+from umask.bench.accuracy.user_baselines import (
+    BASELINE_NOTES,
+    HistoricalAverage,
+    SeasonalNaive,
+    baseline_models,
+    last_observed,
+    predict_all_zero,
+    predict_context_mean,
+    predict_last_value,
+    predict_linear_interpolation,
+    real_baseline_models,
 )
+from umask.bench.accuracy.user_scoring import (
+    _Acc,
+    _check_prediction,
+    _group_slices,
+    app_engagement,
+    error_sums,
+    location_engagement,
+    markdown_table,
+    rank_items,
+    ranking_scores,
+)
+from umask.bench.accuracy.user_tasks import (
+    APP_KS,
+    ChannelLayout,
+    DEFAULT_OUT,
+    GROUPS,
+    LOC_KS,
+    Predictor,
+    RAW_CLIP,
+    REAL_DATASET,
+    REAL_TARGET_STARTS,
+    REAL_TASK_NAME,
+    REPO_ROOT,
+    SCALE_NOTE,
+    SCORE_DECIMALS,
+    SYNTHETIC_DATASET,
+    TASKS,
+    TASK_NAMES,
+    TRAIN_DAYS,
+    TaskBatch,
+    UserPopulation,
+    iter_batches,
+    real_population,
+    simulated_population,
+)
+
+# the harness's public names (importers use umask.bench.accuracy.user; the parts are implementation)
+__all__ = [
+    "APP_KS", "BASELINE_NOTES", "ChannelLayout", "DEFAULT_OUT", "GROUPS", "HistoricalAverage", "LOC_KS",
+    "Predictor", "RAW_CLIP", "REAL_DATASET", "REAL_TARGET_STARTS", "REAL_TASK_NAME", "REPO_ROOT",
+    "SCALE_NOTE", "SCORE_DECIMALS", "SYNTHETIC_DATASET", "SeasonalNaive", "TASKS", "TASK_NAMES",
+    "TRAIN_DAYS", "TaskBatch", "UserPopulation", "app_engagement", "baseline_models", "error_sums",
+    "evaluate", "evaluate_population", "evaluate_real_sample", "iter_batches", "last_observed",
+    "location_engagement", "main", "markdown_table", "predict_all_zero", "predict_context_mean",
+    "predict_last_value", "predict_linear_interpolation", "rank_items", "ranking_scores",
+    "real_baseline_models", "real_population", "simulated_population",
+]
 
 log = logging.getLogger(__name__)
-
-SYNTHETIC_DATASET = "simulator (synthetic)"
-REAL_DATASET = "tsinghua_app_usage LLMApp 6-user one-day sample (real)"
-REPO_ROOT: Path = Path(__file__).resolve().parents[2]
-DEFAULT_OUT = "benchmarks/results/user_baselines.json"
-TASKS = ("B1", "B2", "B3", "B4")
-TASK_NAMES = {
-    "B1": "B1 short-term (2 d -> 1 h)",
-    "B2": "B2 long-term (2 d -> 24 h)",
-    "B3": "B3 cold-start (<= 20 active slots -> next 24 h)",
-    "B4": "B4 completion (70-80% of (t,h,w) hidden, 2 d)",
-}
-REAL_TASK_NAME = "B1-real short-term (in-day context -> 1 h)"
-GROUPS = ("traffic", "app", "location")
-APP_KS = (1, 3, 5, 10)
-LOC_KS = (1, 3, 5)
-TRAIN_DAYS = 5                       # fit_end_ts = start + 5 days (= the train split of a 7-day week)
-REAL_TARGET_STARTS = tuple(range(32, 89, 4))   # 08:00, 09:00, ..., 22:00 (15-minute slots)
-RAW_CLIP = (0.0, 10.0)
-SCORE_DECIMALS = 3
-SCALE_NOTE = ("featurized scale of runtime/featurize.py (traffic log1p(bytes)/20, app log1p(records)/log1p(60), "
-              "location 0/1; fixed, no per-user standardization); raw: traffic bytes per slot-cell, app records per "
-              "slot-cell (predictions clipped to [0, 10] before decoding)")
-
-Predictor = Callable[["TaskBatch"], np.ndarray]
-"""(TaskBatch without truth) -> (n, C, Th, H, W) prediction on the featurized scale."""
-
-
-# ------------------------------------------------------------------------------------------------
-# Population
-# ------------------------------------------------------------------------------------------------
-@dataclass(eq=False)
-class UserPopulation:
-    """Featurized users of one data set plus what the harness needs to cut windows."""
-
-    dataset: str
-    synthetic: bool
-    features: dict[int, UserFeatures]       # user -> features (sorted by user)
-    events: dict[int, EventLog]             # user -> that user's raw events (time-sorted)
-    catalog: Catalog
-    cfg: FeatureConfig
-    info: dict[str, Any] = field(default_factory=dict)   # provenance for the rows
-
-    @property
-    def users(self) -> list[int]:
-        return sorted(self.features)
-
-    @property
-    def channels(self) -> ChannelLayout:
-        return ChannelLayout.for_catalog(self.catalog)
-
-    @property
-    def T(self) -> int:
-        return next(iter(self.features.values())).tensor.T
-
-    @property
-    def start_ts(self) -> int:
-        return next(iter(self.features.values())).tensor.start_ts
-
-    @property
-    def slots_per_day(self) -> int:
-        return self.cfg.slots_per_day
-
-    @property
-    def train_end(self) -> int:
-        """One past the last training slot (start of the validation day)."""
-        return uw.user_splits(self.T, self.slots_per_day)["val"].t0
-
-
-def _split_events(events: EventLog) -> dict[int, EventLog]:
-    events = events.sorted()
-    users, first = np.unique(events.user, return_index=True)
-    bounds = np.append(first, len(events))
-    return {int(u): events.take(slice(int(bounds[i]), int(bounds[i + 1]))) for i, u in enumerate(users.tolist())}
-
-
-def _catalog(data_dir: str | Path | None) -> Catalog:
-    root = Path(DEFAULT_DATA_DIR if data_dir is None else data_dir)
-    return load_llmapp_catalog(root / TSINGHUA_DIR if (root / TSINGHUA_DIR).is_dir() else root)
-
-
-def simulated_population(n_users: int = 300, seed: int = 0, *, data_dir: str | Path | None = None,
-                         cfg: FeatureConfig | None = None) -> UserPopulation:
-    """SYNTHETIC users from the calibrated simulator, featurized with layouts/profiles from days 1-5."""
-    t0 = time.perf_counter()
-    cfg = cfg or FeatureConfig()
-    catalog = _catalog(data_dir)
-    sim = SimulatorConfig(n_users=n_users, seed=seed)
-    events, _ = simulate(sim, catalog, data_dir, progress=False)
-    fit_end = sim.start_ts + TRAIN_DAYS * DAY_SECONDS
-    feats = featurize_population(events, catalog, cfg, fit_end_ts=fit_end)
-    left_out = sorted(set(np.unique(events.user).tolist()) - set(feats))
-    per_user = _split_events(events)
-    info = {"simulator": {"n_users": sim.n_users, "seed": sim.seed, "days": sim.days, "start_date": sim.start_date},
-            "n_users_evaluated": len(feats), "left_out_no_training_events": left_out,
-            "fit_end_ts": fit_end, "featurize": f"featurize_population(events, catalog, FeatureConfig(), "
-                                                 f"fit_end_ts=start + {TRAIN_DAYS} days)",
-            "build_seconds": round(time.perf_counter() - t0, 2)}
-    return UserPopulation(SYNTHETIC_DATASET, True, dict(sorted(feats.items())),
-                          {u: per_user[u] for u in feats}, catalog, cfg, info)
-
-
-def real_population(*, data_dir: str | Path | None = None, cfg: FeatureConfig | None = None) -> UserPopulation:
-    """The REAL 6-user one-day sample, featurized on its only day (layout/e_pos fitted on that day)."""
-    cfg = cfg or FeatureConfig()
-    catalog = _catalog(data_dir)
-    events = load_real_sample(data_dir)
-    feats = featurize_population(events, catalog, cfg)
-    start = next(iter(feats.values())).tensor.start_ts
-    info = {"day": (date(1970, 1, 1) + timedelta(days=start // DAY_SECONDS)).isoformat(),
-            "n_users_evaluated": len(feats), "n_events": len(events),
-            "featurize": "featurize_population(events, catalog, FeatureConfig()) (layout/e_pos from the whole day: "
-                         "the sample has one day, no training period exists)"}
-    return UserPopulation(REAL_DATASET, False, dict(sorted(feats.items())), _split_events(events), catalog, cfg, info)
-
-
-# ------------------------------------------------------------------------------------------------
-# Task batches
-# ------------------------------------------------------------------------------------------------
-@dataclass(eq=False)
-class TaskBatch:
-    """n evaluation windows of one task, stacked.
-
-    Absolute slot t covers [start_ts + t * 900 s, ...), start_ts a local midnight, so the time of day
-    of slot t is ``t % slots_per_day`` (also for negative t: slots before the data). Context index i
-    is absolute slot ``context_starts + i``; target index j is absolute slot ``starts + j`` =
-    context index ``target_offset + j`` (forecasting: target_offset = Tc, the target follows the
-    context; B4: 0, the target is the context window itself).
-    """
-
-    task: str                      # "B1" | "B2" | "B3" | "B4"
-    task_name: str
-    split: str
-    dataset: str
-    x_context: np.ndarray          # (n, C, Tc, H, W) float32, zero where not avail
-    avail: np.ndarray              # (n, 1, Tc, H, W) bool, True = observed context coordinate
-    context_starts: np.ndarray     # (n,) int64 absolute slot of x_context[:, :, 0]
-    starts: np.ndarray             # (n,) int64 absolute slot of the first target slot
-    horizon: int                   # Th
-    target_offset: int             # Tc (forecasting) or 0 (B4)
-    eval_mask: np.ndarray          # (n, 1, Th, H, W) bool, entries that are scored (B4: hidden)
-    e_pos: np.ndarray              # (n, H, W, P+1) float32 location embedding of each user's layout
-    users: np.ndarray              # (n,) int64
-    window_index: np.ndarray       # (n,) int64 position in the user's window list
-    profiles: list[ProfileStats | None]   # (n,) conditioning statistics (see the module docstring)
-    channels: ChannelLayout
-    slots_per_day: int
-    start_ts: int                  # local seconds of absolute slot 0 (a local midnight)
-    truth: np.ndarray | None = None    # (n, C, Th, H, W) float32; None in the model's view
-
-    @property
-    def n(self) -> int:
-        return int(self.x_context.shape[0])
-
-    @property
-    def Tc(self) -> int:
-        return int(self.x_context.shape[2])
-
-    @property
-    def target_slice(self) -> slice:
-        """The target's slots in context coordinates (may lie beyond Tc for forecasting)."""
-        return slice(self.target_offset, self.target_offset + self.horizon)
-
-    def context_slots(self) -> np.ndarray:
-        """(n, Tc) absolute slots."""
-        return self.context_starts[:, None] + np.arange(self.Tc)[None, :]
-
-    def target_slots(self) -> np.ndarray:
-        """(n, Th) absolute slots."""
-        return self.starts[:, None] + np.arange(self.horizon)[None, :]
-
-    def time_of_day(self, slots: np.ndarray) -> np.ndarray:
-        return np.asarray(slots) % self.slots_per_day
-
-    def weekday(self, slots: np.ndarray) -> np.ndarray:
-        """Monday = 0 (1970-01-01 was a Thursday)."""
-        return (self.start_ts // DAY_SECONDS + np.asarray(slots) // self.slots_per_day + 3) % 7
-
-    def model_view(self) -> TaskBatch:
-        """The batch without ``truth``, arrays read-only (what a predictor receives)."""
-        def ro(a: np.ndarray) -> np.ndarray:
-            v = a.view()
-            v.flags.writeable = False
-            return v
-        return dataclasses.replace(
-            self, truth=None, x_context=ro(self.x_context), avail=ro(self.avail),
-            context_starts=ro(self.context_starts), starts=ro(self.starts), eval_mask=ro(self.eval_mask),
-            e_pos=ro(self.e_pos), users=ro(self.users), window_index=ro(self.window_index),
-            profiles=list(self.profiles))
-
-
-@dataclass(frozen=True, eq=False)
-class _Spec:
-    """One window before densification."""
-
-    user: int
-    index: int
-    c0: int                         # context start (absolute, may be < 0)
-    Tc: int
-    t0: int                         # target start
-    Th: int
-    visible: np.ndarray | None = None   # B3: visible absolute slots
-    hidden: np.ndarray | None = None    # B4: (Tc, H, W) bool
-    profile_mode: str = "train"     # "train" | "visible" (B3) | "before" (real: events before t0)
-
-
-def _window_specs(pop: UserPopulation, task: str, split: str, user: int) -> list[_Spec]:
-    x = pop.features[user].tensor
-    if task == "B1":
-        return [_Spec(user, w.index, w.context[0], w.context[1] - w.context[0], w.target[0],
-                      w.target[1] - w.target[0]) for w in uw.short_term_windows(x, split)]
-    if task == "B2":
-        return [_Spec(user, w.index, w.context[0], w.context[1] - w.context[0], w.target[0],
-                      w.target[1] - w.target[0]) for w in uw.long_term_windows(x, split)]
-    if task == "B3":
-        return [_Spec(user, w.index, w.context[0], w.context[1] - w.context[0], w.target[0],
-                      w.target[1] - w.target[0], visible=w.visible_slots, profile_mode="visible")
-                for w in uw.cold_start_windows(x, split)]
-    if task == "B4":
-        return [_Spec(user, w.index, w.span[0], w.span[1] - w.span[0], w.span[0], w.span[1] - w.span[0],
-                      hidden=w.mask) for w in uw.completion_windows(x, split)]
-    if task == "B1-real":
-        Tc = uw.CONTEXT_SLOTS
-        return [_Spec(user, i, s - Tc, Tc, s, uw.SHORT_HORIZON, profile_mode="before")
-                for i, s in enumerate(REAL_TARGET_STARTS)]
-    raise ValueError(f"unknown task {task!r}")
-
-
-def _padded(dense: np.ndarray, t0: int, t1: int) -> np.ndarray:
-    """dense[:, t0:t1] with zeros for slots outside [0, T)."""
-    C, T, H, W = dense.shape
-    out = np.zeros((C, t1 - t0, H, W), np.float32)
-    a, b = max(t0, 0), min(t1, T)
-    if b > a:
-        out[:, a - t0:b - t0] = dense[:, a:b]
-    return out
-
-
-class _ProfileMaker:
-    """ProfileStats for cut histories (B3: events in the visible slots; real: events before t0)."""
-
-    def __init__(self, pop: UserPopulation) -> None:
-        self.pop = pop
-        self._cells: Any = None
-
-    def __call__(self, spec: _Spec) -> ProfileStats | None:
-        f = self.pop.features[spec.user]
-        if spec.profile_mode == "train":
-            return f.profile
-        ev = self.pop.events[spec.user]
-        slot = (ev.ts - f.tensor.start_ts) // f.tensor.slot_seconds
-        keep = np.isin(slot, spec.visible) if spec.profile_mode == "visible" else slot < spec.t0
-        if not keep.any():
-            return None
-        if self._cells is None:
-            self._cells = station_cells(self.pop.catalog.stations, f.layout.grid)
-        return profile_statistics(ev.take(keep), self.pop.catalog, f.layout, self.pop.cfg, cells=self._cells)
-
-
-def iter_batches(pop: UserPopulation, task: str, split: str = "test", batch_size: int = 32,
-                 users: Sequence[int] | None = None,
-                 windows: Mapping[str, Collection[int]] | None = None) -> Iterator[TaskBatch]:
-    """Stream the task's windows of every user in batches of <= ``batch_size`` windows (with truth).
-
-    ``windows``: optional task -> window indices to keep (e.g. ``{"B1": {2, 8, 14, 20}}`` scores
-    only those target hours); tasks not named keep all their windows.
-    """
-    if batch_size < 1:
-        raise ValueError("batch_size must be >= 1")
-    keep = None if windows is None else windows.get(task)
-    users = pop.users if users is None else list(users)
-    profiles = _ProfileMaker(pop)
-    name = REAL_TASK_NAME if task == "B1-real" else TASK_NAMES[task]
-    task_id = "B1" if task == "B1-real" else task
-    ch = pop.channels
-    pending: list[tuple[_Spec, np.ndarray]] = []
-
-    def build(chunk: list[tuple[_Spec, np.ndarray]]) -> TaskBatch:
-        specs = [s for s, _ in chunk]
-        Tc, Th = specs[0].Tc, specs[0].Th
-        xs, avs, ys, ms = [], [], [], []
-        for s, dense in chunk:
-            H, W = dense.shape[2:]
-            ctx = _padded(dense, s.c0, s.c0 + s.Tc)
-            slots = s.c0 + np.arange(s.Tc)
-            av = np.broadcast_to(((slots >= 0) & (slots < dense.shape[1]))[:, None, None], (s.Tc, H, W)).copy()
-            if s.visible is not None:
-                av &= np.isin(slots, s.visible)[:, None, None]
-            if s.hidden is not None:
-                av &= ~s.hidden
-            ctx *= av[None]
-            xs.append(ctx)
-            avs.append(av[None])
-            ys.append(_padded(dense, s.t0, s.t0 + s.Th))
-            ms.append((s.hidden if s.hidden is not None else np.ones((s.Th, H, W), bool))[None])
-        return TaskBatch(
-            task=task_id, task_name=name, split=split, dataset=pop.dataset,
-            x_context=np.stack(xs), avail=np.stack(avs), context_starts=np.array([s.c0 for s in specs], np.int64),
-            starts=np.array([s.t0 for s in specs], np.int64), horizon=Th,
-            target_offset=0 if task == "B4" else Tc, eval_mask=np.stack(ms),
-            e_pos=np.stack([pop.features[s.user].e_pos for s in specs]).astype(np.float32),
-            users=np.array([s.user for s in specs], np.int64),
-            window_index=np.array([s.index for s in specs], np.int64),
-            profiles=[profiles(s) for s in specs], channels=ch, slots_per_day=pop.slots_per_day,
-            start_ts=pop.start_ts, truth=np.stack(ys))
-
-    for u in users:
-        specs = _window_specs(pop, task, split, u)
-        if keep is not None:
-            specs = [sp for sp in specs if sp.index in keep]
-        if not specs:
-            continue
-        dense = pop.features[u].tensor.dense()
-        for s in specs:
-            pending.append((s, dense))
-            if len(pending) == batch_size:
-                yield build(pending)
-                pending = []
-    if pending:
-        yield build(pending)
-
-
-# ------------------------------------------------------------------------------------------------
-# Baselines (Predictors)
-# ------------------------------------------------------------------------------------------------
-BASELINE_NOTES: dict[str, str] = {
-    "all_zero": "0 everywhere (no activity)",
-    "last_value": "B1/B2/B3: the last observed context slot per (c,h,w), repeated (0 if none); "
-                  "B4: last observed value carried forward along time, backward fill before the first",
-    "historical_average": "mean by time-of-day slot over the user's training days (days 1-5); B3: over the "
-                          "visible cold-start history only (the 2 context days, cut slots as 0), since a "
-                          "cold-start user has no training days",
-    "seasonal_naive": "same (c,h,w) one day (96 slots) earlier when that context coordinate is observed, "
-                      "else the historical average",
-    "linear_interpolation": "B4 only: per (c,h,w) linear interpolation in time between observed coordinates, "
-                            "constant extrapolation at the ends",
-    "context_mean": "real sample only (no earlier day for a historical average): mean of the observed "
-                    "in-day context slots per (c,h,w), repeated",
-}
-
-
-def _neighbours(batch: TaskBatch) -> tuple[np.ndarray, np.ndarray]:
-    """prev/next observed context index per (n, 1, Tc, H, W) (-1 / Tc where none)."""
-    n, _, Tc, H, W = batch.avail.shape
-    prev, nxt = baselines.observed_neighbours(~np.asarray(batch.avail).reshape(n, 1, Tc, H * W))
-    return prev.reshape(n, 1, Tc, H, W), nxt.reshape(n, 1, Tc, H, W)
-
-
-def _gather(x: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """x (n, C, Tc, H, W) at time indices idx (n, 1, T', H, W) (clipped into range) -> (n, C, T', H, W)."""
-    n, C, Tc = x.shape[:3]
-    idx = np.clip(idx, 0, Tc - 1)
-    return np.take_along_axis(x, np.broadcast_to(idx, (n, C) + idx.shape[2:]), axis=2)
-
-
-def last_observed(batch: TaskBatch) -> np.ndarray:
-    """(n, C, H, W): the value at the last observed context slot per (h, w) (0 where none)."""
-    prev, _ = _neighbours(batch)
-    last = prev[:, :, -1:]                                   # (n, 1, 1, H, W)
-    return np.where(last >= 0, _gather(np.asarray(batch.x_context), last), 0.0)[:, :, 0]
-
-
-def predict_all_zero(batch: TaskBatch) -> np.ndarray:
-    return np.zeros((batch.n, batch.channels.n_channels, batch.horizon) + batch.x_context.shape[3:], np.float32)
-
-
-def _impute(batch: TaskBatch, choose: str) -> np.ndarray:
-    x = np.asarray(batch.x_context)
-    prev, nxt = _neighbours(batch)
-    Tc = batch.Tc
-    has_p, has_n = prev >= 0, nxt < Tc
-    vp, vn = _gather(x, prev), _gather(x, nxt)
-    if choose == "prev":
-        out = np.where(has_p, vp, vn)
-    else:  # linear
-        t = np.arange(Tc).reshape(1, 1, Tc, 1, 1)
-        both = has_p & has_n
-        w = np.where(both, (t - prev) / np.maximum(nxt - prev, 1), 0.0)
-        out = np.where(both, vp + w * (vn - vp), np.where(has_p, vp, vn))
-    out = np.where(has_p | has_n, out, 0.0)
-    return np.where(batch.avail, x, out).astype(np.float32)
-
-
-def predict_last_value(batch: TaskBatch) -> np.ndarray:
-    if batch.target_offset == 0:                              # completion: target = the context window
-        return _impute(batch, "prev")
-    return np.repeat(last_observed(batch)[:, :, None], batch.horizon, axis=2).astype(np.float32)
-
-
-def predict_linear_interpolation(batch: TaskBatch) -> np.ndarray:
-    if batch.target_offset != 0:
-        raise NotImplementedError("linear interpolation is a completion (B4) baseline")
-    return _impute(batch, "linear")
-
-
-def predict_context_mean(batch: TaskBatch) -> np.ndarray:
-    x = np.asarray(batch.x_context, np.float64)
-    cnt = np.asarray(batch.avail).sum(axis=2)                # (n, 1, H, W)
-    mean = x.sum(axis=2) / np.maximum(cnt, 1)
-    return np.repeat(mean[:, :, None], batch.horizon, axis=2).astype(np.float32)
-
-
-def _context_tod_mean(batch: TaskBatch) -> np.ndarray:
-    """(n, C, spd, H, W): mean by time of day over the context slots (unobserved slots count as 0)."""
-    n, C, Tc, H, W = batch.x_context.shape
-    spd = batch.slots_per_day
-    tod = batch.time_of_day(batch.context_slots())           # (n, Tc)
-    out = np.zeros((n, C, spd, H, W))
-    cnt = np.zeros((n, spd))
-    rows = np.repeat(np.arange(n), Tc)
-    np.add.at(out, (rows, slice(None), tod.reshape(-1)), np.asarray(batch.x_context).transpose(0, 2, 1, 3, 4)
-              .reshape(n * Tc, C, H, W))
-    np.add.at(cnt, (rows, tod.reshape(-1)), 1.0)
-    return out / np.maximum(cnt, 1)[:, None, :, None, None]
-
-
-class HistoricalAverage:
-    """Per-user mean by time-of-day slot over the training days (cached per user).
-
-    Uses only slots [0, train_end) of each user's tensor. For B3 it uses the cold-start context
-    instead (see BASELINE_NOTES).
-    """
-
-    def __init__(self, pop: UserPopulation) -> None:
-        self.pop = pop
-        self.train_end = pop.train_end
-        self._cache: dict[int, np.ndarray] = {}
-
-    def profile(self, user: int) -> np.ndarray:
-        """(C, slots_per_day, H, W) float32."""
-        p = self._cache.get(user)
-        if p is None:
-            spd = self.pop.slots_per_day
-            d = self.pop.features[user].tensor.dense(0, self.train_end)
-            C, T, H, W = d.shape
-            p = d.reshape(C, T // spd, spd, H, W).mean(axis=1).astype(np.float32)
-            self._cache[user] = p
-        return p
-
-    def table(self, batch: TaskBatch) -> np.ndarray:
-        """(n, C, spd, H, W) time-of-day table for each window."""
-        if batch.task == "B3":
-            return _context_tod_mean(batch)
-        return np.stack([self.profile(int(u)) for u in batch.users])
-
-    def at(self, table: np.ndarray, batch: TaskBatch, slots: np.ndarray) -> np.ndarray:
-        """table (n, C, spd, H, W) at absolute slots (n, T') -> (n, C, T', H, W)."""
-        tod = batch.time_of_day(slots)
-        n = batch.n
-        return table[np.arange(n)[:, None], :, tod].transpose(0, 2, 1, 3, 4)
-
-    def __call__(self, batch: TaskBatch) -> np.ndarray:
-        ha = self.at(self.table(batch), batch, batch.target_slots())
-        if batch.target_offset == 0:
-            ha = np.where(batch.avail, batch.x_context, ha)
-        return ha.astype(np.float32)
-
-
-class SeasonalNaive:
-    """Same (c, h, w) one day earlier when observed in the context, else the historical average."""
-
-    def __init__(self, ha: HistoricalAverage) -> None:
-        self.ha = ha
-
-    def __call__(self, batch: TaskBatch) -> np.ndarray:
-        spd = batch.slots_per_day
-        ha = self.ha.at(self.ha.table(batch), batch, batch.target_slots())
-        idx = (batch.target_slots() - spd - batch.context_starts[:, None])     # (n, Th) context index
-        inside = (idx >= 0) & (idx < batch.Tc)
-        idx5 = np.broadcast_to(np.clip(idx, 0, batch.Tc - 1)[:, None, :, None, None],
-                               (batch.n, 1, batch.horizon) + batch.avail.shape[3:])
-        obs = np.take_along_axis(np.asarray(batch.avail), idx5, axis=2) & inside[:, None, :, None, None]
-        pred = np.where(obs, _gather(np.asarray(batch.x_context), idx5), ha)
-        if batch.target_offset == 0:
-            pred = np.where(batch.avail, batch.x_context, pred)
-        return pred.astype(np.float32)
-
-
-def baseline_models(pop: UserPopulation) -> dict[str, Predictor]:
-    """The PROTOCOL B baseline rows for a population with training days (the simulator)."""
-    ha = HistoricalAverage(pop)
-    return {"all_zero": predict_all_zero, "last_value": predict_last_value, "historical_average": ha,
-            "seasonal_naive": SeasonalNaive(ha), "linear_interpolation": predict_linear_interpolation}
-
-
-def real_baseline_models(pop: UserPopulation | None = None) -> dict[str, Predictor]:
-    """Baselines possible on a single day: all_zero, last_value, context_mean."""
-    return {"all_zero": predict_all_zero, "last_value": predict_last_value, "context_mean": predict_context_mean}
-
-
-# ------------------------------------------------------------------------------------------------
-# Scoring
-# ------------------------------------------------------------------------------------------------
-_SUM_KEYS = ("n", "sae", "sse", "n_act", "sae_act", "sse_act", "raw_sae", "raw_sse", "raw_sae_act", "raw_sse_act")
-
-
-def _group_slices(ch: ChannelLayout) -> dict[str, slice]:
-    return {"traffic": ch.traffic, "app": ch.apps, "location": ch.location}
-
-
-def _decode(group: str, x: np.ndarray) -> np.ndarray | None:
-    if group == "traffic":
-        return decode_traffic(x)
-    if group == "app":
-        return decode_app_counts(x)
-    return None
-
-
-def error_sums(pred: np.ndarray, truth: np.ndarray, eval_mask: np.ndarray,
-               channels: ChannelLayout) -> dict[str, dict[str, float]]:
-    """Per channel group: counts and sums of |e|, e^2 over the eval entries (all / active, raw)."""
-    out: dict[str, dict[str, float]] = {}
-    for g, sl in _group_slices(channels).items():
-        p = np.asarray(pred[:, sl], np.float64)
-        y = np.asarray(truth[:, sl], np.float64)
-        m = np.broadcast_to(eval_mask, y.shape)
-        pv, yv = p[m], y[m]
-        act = yv != 0
-        e = pv - yv
-        s = {"n": float(e.size), "sae": float(np.abs(e).sum()), "sse": float((e * e).sum()),
-             "n_act": float(act.sum()), "sae_act": float(np.abs(e[act]).sum()), "sse_act": float((e[act] ** 2).sum())}
-        rp = _decode(g, np.clip(pv, *RAW_CLIP))
-        if rp is not None:
-            re = rp - _decode(g, yv)
-            s.update(raw_sae=float(np.abs(re).sum()), raw_sse=float((re * re).sum()),
-                     raw_sae_act=float(np.abs(re[act]).sum()), raw_sse_act=float((re[act] ** 2).sum()))
-        out[g] = s
-    return out
-
-
-def _finish_errors(sums: Mapping[str, float], group: str) -> dict[str, float | None]:
-    def ratio(a: str, n: str, root: bool = False) -> float | None:
-        if sums.get(n, 0) == 0 or a not in sums:
-            return None
-        v = sums[a] / sums[n]
-        return float(np.sqrt(v)) if root else float(v)
-    m = {"mae": ratio("sae", "n"), "rmse": ratio("sse", "n", True),
-         "active_mae": ratio("sae_act", "n_act"), "active_rmse": ratio("sse_act", "n_act", True)}
-    if group in ("traffic", "app"):
-        m.update(raw_mae=ratio("raw_sae", "n"), raw_rmse=ratio("raw_sse", "n", True),
-                 raw_active_mae=ratio("raw_sae_act", "n_act"), raw_active_rmse=ratio("raw_sse_act", "n_act", True))
-    return m
-
-
-def app_engagement(x: np.ndarray, channels: ChannelLayout) -> np.ndarray:
-    """(n, C, T, H, W) -> (n, K) records per category over the window (rounded to 1e-3)."""
-    a = decode_app_counts(np.clip(np.asarray(x[:, channels.apps], np.float64), *RAW_CLIP))
-    return np.round(a.sum(axis=(2, 3, 4)), SCORE_DECIMALS)
-
-
-def location_engagement(x: np.ndarray, channels: ChannelLayout) -> np.ndarray:
-    """(n, C, T, H, W) -> (n, H*W) active slots per layout location (rounded to 1e-3)."""
-    loc = np.clip(np.asarray(x[:, channels.location_index], np.float64), 0.0, None)   # (n, T, H, W)
-    return np.round(loc.sum(axis=1).reshape(loc.shape[0], -1), SCORE_DECIMALS)
-
-
-def rank_items(scores: np.ndarray, k: int | None = None) -> np.ndarray:
-    """Indices of the positive scores, highest first, ties -> smaller index (at most k)."""
-    scores = np.asarray(scores)
-    order = np.lexsort((np.arange(len(scores)), -scores))
-    order = order[scores[order] > 0]
-    return order if k is None else order[:k]
-
-
-def ranking_scores(pred_scores: np.ndarray, true_scores: np.ndarray, ks: Sequence[int]) -> dict[str, float] | None:
-    """Recall/NDCG@k (relevant = true top-k) and MRR@k (relevant = true top-1) for one user; None if no truth."""
-    truth = rank_items(true_scores)
-    if len(truth) == 0:
-        return None
-    ranked = rank_items(pred_scores, max(ks))
-    out = {}
-    for k in ks:
-        rel = truth[:k]
-        out[f"recall@{k}"] = tm.recall_at_k(ranked, rel, k)
-        out[f"ndcg@{k}"] = tm.ndcg_at_k(ranked, rel, k)
-        out[f"mrr@{k}"] = tm.mrr_at_k(ranked, truth[:1], k)
-    return out
-
-
-class _Acc:
-    """Streaming sums for one (task, model)."""
-
-    def __init__(self, ranking: bool) -> None:
-        self.err = {g: dict.fromkeys(_SUM_KEYS, 0.0) for g in GROUPS}
-        self.rank = {g: {"n_ranked": 0, "n_skipped_no_target_activity": 0, "sums": {}} for g in ("app", "location")} \
-            if ranking else None
-        self.n_windows = 0
-        self.users: set[int] = set()
-        self.seconds = 0.0
-
-    def add(self, batch: TaskBatch, pred: np.ndarray) -> None:
-        assert batch.truth is not None
-        self.n_windows += batch.n
-        self.users.update(batch.users.tolist())
-        for g, s in error_sums(pred, batch.truth, batch.eval_mask, batch.channels).items():
-            for k, v in s.items():
-                self.err[g][k] += v
-        if self.rank is not None:
-            for g, fn, ks in (("app", app_engagement, APP_KS), ("location", location_engagement, LOC_KS)):
-                ps, ts = fn(pred, batch.channels), fn(batch.truth, batch.channels)
-                r = self.rank[g]
-                for i in range(batch.n):
-                    m = ranking_scores(ps[i], ts[i], ks)
-                    if m is None:
-                        r["n_skipped_no_target_activity"] += 1
-                        continue
-                    r["n_ranked"] += 1
-                    for k, v in m.items():
-                        r["sums"][k] = r["sums"].get(k, 0.0) + v
-
-    def result(self) -> tuple[dict[str, Any], dict[str, dict[str, int]]]:
-        metrics: dict[str, Any] = {g: _finish_errors(self.err[g], g) for g in GROUPS}
-        entries = {g: {"all": int(self.err[g]["n"]), "active": int(self.err[g]["n_act"])} for g in GROUPS}
-        if self.rank is not None:
-            metrics["ranking"] = {}
-            for g, r in self.rank.items():
-                n = r["n_ranked"]
-                metrics["ranking"][g] = {"n_users_ranked": n,
-                                         "n_skipped_no_target_activity": r["n_skipped_no_target_activity"],
-                                         **{k: (v / n if n else None) for k, v in r["sums"].items()}}
-        return metrics, entries
-
-
-def _check_prediction(name: str, pred: Any, batch: TaskBatch) -> np.ndarray:
-    shape = (batch.n, batch.channels.n_channels, batch.horizon) + batch.x_context.shape[3:]
-    pred = np.asarray(pred)
-    if pred.shape != shape:
-        raise ValueError(f"model {name!r} returned shape {pred.shape} for {batch.task}, expected {shape}")
-    if not np.isfinite(pred[np.broadcast_to(batch.eval_mask, shape)]).all():
-        raise ValueError(f"model {name!r} returned NaN/inf on evaluated entries of {batch.task}")
-    return pred
-
 
 # ------------------------------------------------------------------------------------------------
 # Evaluation
@@ -904,68 +304,6 @@ def evaluate_real_sample(models: Mapping[str, Predictor] | Callable[[UserPopulat
         r["split"] = f"the sample's only day ({pop.info['day']}), no train/val/test split"
     return rows
 
-
-# ------------------------------------------------------------------------------------------------
-# Report
-# ------------------------------------------------------------------------------------------------
-def _f(v: Any, fmt: str = ".4f") -> str:
-    return "-" if v is None else format(v, fmt)
-
-
-def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """Markdown: one section per (dataset, task), one line per model x channel group (+ B3 ranking)."""
-    lines: list[str] = []
-    if rows:
-        lines.append(f"Scale: {rows[0]['scale']}.")
-        lines.append(f"Command: `{rows[0]['command']}`")
-        lines.append("")
-    sections: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
-    for r in rows:
-        sections.setdefault((r["dataset"], r["task"]), []).append(r)
-    for (dataset, task), rs in sections.items():
-        r0 = rs[0]
-        if r0.get("synthetic"):
-            sim = r0["simulator"]
-            who = (f"{dataset}, {r0['n_users']} users ({sim['n_users']} simulated, seed {sim['seed']}, "
-                   f"{len(sim['left_out_no_training_events'])} without training-day events left out)")
-        else:
-            who = f"{dataset}, {r0['n_users']} users"
-        lines.append(f"### {task} -- {who}; split: {r0['split']}")
-        lines.append("")
-        lines.append(f"Windows: {r0['n_windows']}; window: "
-                     + "; ".join(f"{k} = {v}" for k, v in r0["window"].items() if k != "relevance")
-                     + f"; seeds: {', '.join(f'{k} {v}' for k, v in r0['seeds'].items())}.")
-        if "relevance" in r0["window"]:
-            lines.append(f"Relevance: {r0['window']['relevance']}.")
-        lines.append("")
-        lines.append("| model | group | entries (all / active) | MAE | RMSE | active MAE | active RMSE "
-                     "| raw MAE | raw RMSE | raw active MAE | raw active RMSE |")
-        lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-        for r in rs:
-            for g in GROUPS:
-                m, e = r["metrics"][g], r["n_entries"][g]
-                lines.append(f"| {r['model']} | {g} | {e['all']} / {e['active']} | {_f(m['mae'])} | {_f(m['rmse'])} "
-                             f"| {_f(m['active_mae'])} | {_f(m['active_rmse'])} | {_f(m.get('raw_mae'), '.4g')} "
-                             f"| {_f(m.get('raw_rmse'), '.4g')} | {_f(m.get('raw_active_mae'), '.4g')} "
-                             f"| {_f(m.get('raw_active_rmse'), '.4g')} |")
-        if "ranking" in r0["metrics"]:
-            lines.append("")
-            ks = [f"@{k}" for k in APP_KS]
-            lines.append("| model | group | users ranked / skipped | " + " | ".join(f"Recall{k}" for k in ks) + " | "
-                         + " | ".join(f"NDCG{k}" for k in ks) + " | " + " | ".join(f"MRR{k}" for k in ks) + " |")
-            lines.append("|---|---|---:|" + "---:|" * (3 * len(ks)))
-            for r in rs:
-                for g in ("app", "location"):
-                    m = r["metrics"]["ranking"][g]
-                    cells = [_f(m.get(f"{name}{k}")) for name in ("recall", "ndcg", "mrr") for k in ks]
-                    lines.append(f"| {r['model']} | {g} | {m['n_users_ranked']} / {m['n_skipped_no_target_activity']} | "
-                                 + " | ".join(cells) + " |")
-        lines.append("")
-        for r in rs:
-            if r.get("notes"):
-                lines.append(f"- {r['model']}: {r['notes']}")
-        lines.append("")
-    return "\n".join(lines).rstrip() + "\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,184 @@
+"""PROTOCOL B harness, part 2: the baseline rows (all zero, last value, historical average, seasonal
+naive, linear interpolation, context mean, the v2 blend and the LightGBM global model) as harness
+predictors ``fn(TaskBatch) -> (n, C, Th, H, W)``, and the series views of a batch shared with the
+learned peers (``user_peers.py``). Importers use them through ``umask.bench.accuracy.user``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from umask.train.baselines import classical as baselines
+from umask.bench.accuracy.user_tasks import Predictor, TaskBatch, UserPopulation
+
+log = logging.getLogger(__name__)
+
+# ------------------------------------------------------------------------------------------------
+# Baselines (Predictors)
+# ------------------------------------------------------------------------------------------------
+BASELINE_NOTES: dict[str, str] = {
+    "all_zero": "0 everywhere (no activity)",
+    "last_value": "B1/B2/B3: the last observed context slot per (c,h,w), repeated (0 if none); "
+                  "B4: last observed value carried forward along time, backward fill before the first",
+    "historical_average": "mean by time-of-day slot over the user's training days (days 1-5); B3: over the "
+                          "visible cold-start history only (the 2 context days, cut slots as 0), since a "
+                          "cold-start user has no training days",
+    "seasonal_naive": "same (c,h,w) one day (96 slots) earlier when that context coordinate is observed, "
+                      "else the historical average",
+    "linear_interpolation": "B4 only: per (c,h,w) linear interpolation in time between observed coordinates, "
+                            "constant extrapolation at the ends",
+    "context_mean": "real sample only (no earlier day for a historical average): mean of the observed "
+                    "in-day context slots per (c,h,w), repeated",
+}
+
+
+def _neighbours(batch: TaskBatch) -> tuple[np.ndarray, np.ndarray]:
+    """prev/next observed context index per (n, 1, Tc, H, W) (-1 / Tc where none)."""
+    n, _, Tc, H, W = batch.avail.shape
+    prev, nxt = baselines.observed_neighbours(~np.asarray(batch.avail).reshape(n, 1, Tc, H * W))
+    return prev.reshape(n, 1, Tc, H, W), nxt.reshape(n, 1, Tc, H, W)
+
+
+def _gather(x: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """x (n, C, Tc, H, W) at time indices idx (n, 1, T', H, W) (clipped into range) -> (n, C, T', H, W)."""
+    n, C, Tc = x.shape[:3]
+    idx = np.clip(idx, 0, Tc - 1)
+    return np.take_along_axis(x, np.broadcast_to(idx, (n, C) + idx.shape[2:]), axis=2)
+
+
+def last_observed(batch: TaskBatch) -> np.ndarray:
+    """(n, C, H, W): the value at the last observed context slot per (h, w) (0 where none)."""
+    prev, _ = _neighbours(batch)
+    last = prev[:, :, -1:]                                   # (n, 1, 1, H, W)
+    return np.where(last >= 0, _gather(np.asarray(batch.x_context), last), 0.0)[:, :, 0]
+
+
+def predict_all_zero(batch: TaskBatch) -> np.ndarray:
+    return np.zeros((batch.n, batch.channels.n_channels, batch.horizon) + batch.x_context.shape[3:], np.float32)
+
+
+def _impute(batch: TaskBatch, choose: str) -> np.ndarray:
+    x = np.asarray(batch.x_context)
+    prev, nxt = _neighbours(batch)
+    Tc = batch.Tc
+    has_p, has_n = prev >= 0, nxt < Tc
+    vp, vn = _gather(x, prev), _gather(x, nxt)
+    if choose == "prev":
+        out = np.where(has_p, vp, vn)
+    else:  # linear
+        t = np.arange(Tc).reshape(1, 1, Tc, 1, 1)
+        both = has_p & has_n
+        w = np.where(both, (t - prev) / np.maximum(nxt - prev, 1), 0.0)
+        out = np.where(both, vp + w * (vn - vp), np.where(has_p, vp, vn))
+    out = np.where(has_p | has_n, out, 0.0)
+    return np.where(batch.avail, x, out).astype(np.float32)
+
+
+def predict_last_value(batch: TaskBatch) -> np.ndarray:
+    if batch.target_offset == 0:                              # completion: target = the context window
+        return _impute(batch, "prev")
+    return np.repeat(last_observed(batch)[:, :, None], batch.horizon, axis=2).astype(np.float32)
+
+
+def predict_linear_interpolation(batch: TaskBatch) -> np.ndarray:
+    if batch.target_offset != 0:
+        raise NotImplementedError("linear interpolation is a completion (B4) baseline")
+    return _impute(batch, "linear")
+
+
+def predict_context_mean(batch: TaskBatch) -> np.ndarray:
+    x = np.asarray(batch.x_context, np.float64)
+    cnt = np.asarray(batch.avail).sum(axis=2)                # (n, 1, H, W)
+    mean = x.sum(axis=2) / np.maximum(cnt, 1)
+    return np.repeat(mean[:, :, None], batch.horizon, axis=2).astype(np.float32)
+
+
+def _context_tod_mean(batch: TaskBatch) -> np.ndarray:
+    """(n, C, spd, H, W): mean by time of day over the context slots (unobserved slots count as 0)."""
+    n, C, Tc, H, W = batch.x_context.shape
+    spd = batch.slots_per_day
+    tod = batch.time_of_day(batch.context_slots())           # (n, Tc)
+    out = np.zeros((n, C, spd, H, W))
+    cnt = np.zeros((n, spd))
+    rows = np.repeat(np.arange(n), Tc)
+    np.add.at(out, (rows, slice(None), tod.reshape(-1)), np.asarray(batch.x_context).transpose(0, 2, 1, 3, 4)
+              .reshape(n * Tc, C, H, W))
+    np.add.at(cnt, (rows, tod.reshape(-1)), 1.0)
+    return out / np.maximum(cnt, 1)[:, None, :, None, None]
+
+
+class HistoricalAverage:
+    """Per-user mean by time-of-day slot over the training days (cached per user).
+
+    Uses only slots [0, train_end) of each user's tensor. For B3 it uses the cold-start context
+    instead (see BASELINE_NOTES).
+    """
+
+    def __init__(self, pop: UserPopulation) -> None:
+        self.pop = pop
+        self.train_end = pop.train_end
+        self._cache: dict[int, np.ndarray] = {}
+
+    def profile(self, user: int) -> np.ndarray:
+        """(C, slots_per_day, H, W) float32."""
+        p = self._cache.get(user)
+        if p is None:
+            spd = self.pop.slots_per_day
+            d = self.pop.features[user].tensor.dense(0, self.train_end)
+            C, T, H, W = d.shape
+            p = d.reshape(C, T // spd, spd, H, W).mean(axis=1).astype(np.float32)
+            self._cache[user] = p
+        return p
+
+    def table(self, batch: TaskBatch) -> np.ndarray:
+        """(n, C, spd, H, W) time-of-day table for each window."""
+        if batch.task == "B3":
+            return _context_tod_mean(batch)
+        return np.stack([self.profile(int(u)) for u in batch.users])
+
+    def at(self, table: np.ndarray, batch: TaskBatch, slots: np.ndarray) -> np.ndarray:
+        """table (n, C, spd, H, W) at absolute slots (n, T') -> (n, C, T', H, W)."""
+        tod = batch.time_of_day(slots)
+        n = batch.n
+        return table[np.arange(n)[:, None], :, tod].transpose(0, 2, 1, 3, 4)
+
+    def __call__(self, batch: TaskBatch) -> np.ndarray:
+        ha = self.at(self.table(batch), batch, batch.target_slots())
+        if batch.target_offset == 0:
+            ha = np.where(batch.avail, batch.x_context, ha)
+        return ha.astype(np.float32)
+
+
+class SeasonalNaive:
+    """Same (c, h, w) one day earlier when observed in the context, else the historical average."""
+
+    def __init__(self, ha: HistoricalAverage) -> None:
+        self.ha = ha
+
+    def __call__(self, batch: TaskBatch) -> np.ndarray:
+        spd = batch.slots_per_day
+        ha = self.ha.at(self.ha.table(batch), batch, batch.target_slots())
+        idx = (batch.target_slots() - spd - batch.context_starts[:, None])     # (n, Th) context index
+        inside = (idx >= 0) & (idx < batch.Tc)
+        idx5 = np.broadcast_to(np.clip(idx, 0, batch.Tc - 1)[:, None, :, None, None],
+                               (batch.n, 1, batch.horizon) + batch.avail.shape[3:])
+        obs = np.take_along_axis(np.asarray(batch.avail), idx5, axis=2) & inside[:, None, :, None, None]
+        pred = np.where(obs, _gather(np.asarray(batch.x_context), idx5), ha)
+        if batch.target_offset == 0:
+            pred = np.where(batch.avail, batch.x_context, pred)
+        return pred.astype(np.float32)
+
+
+def baseline_models(pop: UserPopulation) -> dict[str, Predictor]:
+    """The PROTOCOL B baseline rows for a population with training days (the simulator)."""
+    ha = HistoricalAverage(pop)
+    return {"all_zero": predict_all_zero, "last_value": predict_last_value, "historical_average": ha,
+            "seasonal_naive": SeasonalNaive(ha), "linear_interpolation": predict_linear_interpolation}
+
+
+def real_baseline_models(pop: UserPopulation | None = None) -> dict[str, Predictor]:
+    """Baselines possible on a single day: all_zero, last_value, context_mean."""
+    return {"all_zero": predict_all_zero, "last_value": predict_last_value, "context_mean": predict_context_mean}
+
+
