@@ -8,6 +8,10 @@ never torch, no network I/O::
     s.recommend_apps("events.csv", k=5)     # cold-start recommendation
     s.report()                              # what actually ran (providers, precision, threads)
 
+The networks run on a pluggable `NetworkBackend` (``backend=``; default: `OrtBackend` over the
+bundle's ONNX files of ``precision``, onnxruntime options from runtime/engines/ort.py). The latency
+harness times this same Session over a torch reference and TensorRT backends.
+
 Pipeline of one request (each stage timed, see `last_timings`):
 ``window`` (runtime/history.build_window: layout, featurization, avail / target of the task) ->
 ``profile`` (template text y_u, an LLM text when the bundle has GGUF files and llama_cpp imports,
@@ -40,13 +44,15 @@ from umask.runtime.core.events import EventLog, format_compact_time
 from umask.runtime.core.featurize import ChannelLayout, FeatureConfig, decode_app_counts, decode_traffic
 from umask.runtime.core.history import TASK_NAMES, Window, WindowSpec, build_window, load_history
 from umask.runtime.families.umask.profile_text import build_prompt, template_profile
-from umask.runtime.engines.samplers import SAMPLER_NAMES, Schedule, make_sampler
 from umask.runtime.core.tessellation import CityGrid, station_cells
+from umask.runtime.engines.backends import NetworkBackend, OrtBackend
+from umask.runtime.engines.ort import PROVIDER_ALIASES
+from umask.runtime.engines.samplers import SAMPLER_NAMES, Schedule, make_sampler
+from umask.runtime.session import FamilySession
 
 log = logging.getLogger(__name__)
 
-PROVIDER_ALIASES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
-                    "tensorrt": "TensorrtExecutionProvider", "coreml": "CoreMLExecutionProvider"}
+NETWORKS = ("dit", "profile_mlp", "maskgen")     # + "sbert" when the bundle ships the encoder
 MAX_STEPS = 1000
 MAX_SAMPLES = 64
 
@@ -67,64 +73,60 @@ class Completion:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def _providers(requested: Sequence[str] | None) -> tuple[list[str], list[str]]:
-    import onnxruntime as ort
+def bundle_networks(root: Path, manifest: dict[str, Any], precision: str,
+                    sbert_precision: str = "fp32") -> dict[str, Path]:
+    """The ONNX file of every network a ``precision`` session runs (BundleError when one is unusable):
+    dit, profile_mlp, maskgen of that precision and the SBERT encoder (fp32, or the int8 one)."""
+    arts = manifest["artifacts"]
+    if precision not in arts:
+        raise BundleError(f"{root}: precision {precision!r} not in this bundle (has {sorted(arts)})")
+    files = {}
+    for net in NETWORKS:
+        e = arts[precision].get(net)
+        if e is None or e.get("status") != "ok" or not e.get("file"):
+            ok = [p for p in arts if arts[p].get(net, {}).get("status") == "ok"]
+            raise BundleError(f"{root}: no usable {precision} {net} artifact "
+                              f"({(e or {}).get('reason', 'absent')}); usable precisions: {ok}")
+        files[net] = root / e["file"]
+    sb = manifest.get("sbert", {})
+    if sb.get("status") == "present":
+        # sbert_precision "int8": the export's cosine-gated int8 encoder (~4x smaller); fp32 otherwise
+        s8 = sb.get("int8", {})
+        if sbert_precision == "int8" and s8.get("status") != "ok":
+            raise BundleError(f"{root}: no usable int8 SBERT in this bundle ({s8.get('status', 'absent')})")
+        files["sbert"] = root / (s8["file"] if sbert_precision == "int8" else sb["file"])
+    return files
 
-    avail = ort.get_available_providers()
-    want = [PROVIDER_ALIASES.get(p.lower(), p) for p in (requested or ["CPUExecutionProvider"])]
-    use = [p for p in want if p in avail]
-    missing = [p for p in want if p not in avail]
-    if missing:
-        log.warning("execution providers %s are not available here (have %s); falling back", missing, avail)
-    if "CPUExecutionProvider" not in use:
-        use.append("CPUExecutionProvider")
-    return use, missing
 
+class Session(FamilySession):
+    """See the module docstring. Build with `Session.open` (or `umask.runtime.session.Session.open`)."""
 
-class Session:
-    """See the module docstring. Build with `Session.open`."""
+    family = "umask"
 
     def __init__(self, root: Path, manifest: dict[str, Any], *, providers: Sequence[str] | None, threads: int,
                  inter_op_threads: int, allow_spinning: bool, precision: str, profile_source: str,
-                 llm_threads: int, sbert_precision: str = "fp32") -> None:
-        import onnxruntime as ort
-
+                 llm_threads: int, sbert_precision: str = "fp32", backend: NetworkBackend | None = None,
+                 llm: Any = None) -> None:
         self.root, self.manifest, self.precision = root, manifest, precision
-        arts = manifest["artifacts"]
-        if precision not in arts:
-            raise BundleError(f"{root}: precision {precision!r} not in this bundle (has {sorted(arts)})")
-        for net in ("dit", "profile_mlp", "maskgen"):
-            e = arts[precision].get(net)
-            if e is None or e.get("status") != "ok" or not e.get("file"):
-                ok = [p for p in arts if arts[p].get(net, {}).get("status") == "ok"]
-                raise BundleError(f"{root}: no usable {precision} {net} artifact "
-                                  f"({(e or {}).get('reason', 'absent')}); usable precisions: {ok}")
         if threads < 1 or inter_op_threads < 1:
             raise InputError("threads and inter_op_threads must be >= 1")
+        files = bundle_networks(root, manifest, precision, sbert_precision)
         self.providers_requested = list(providers or ["CPUExecutionProvider"])
-        self._prov, self.providers_missing = _providers(providers)
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = int(threads)
-        so.inter_op_num_threads = int(inter_op_threads)
-        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
-        so.add_session_config_entry("session.inter_op.allow_spinning", "1" if allow_spinning else "0")
-        so.log_severity_level = 3
         self.threads, self.inter_op_threads, self.allow_spinning = int(threads), int(inter_op_threads), allow_spinning
-        self._sess: dict[str, Any] = {}
-        for net in ("dit", "profile_mlp", "maskgen"):
-            self._sess[net] = ort.InferenceSession(str(root / arts[precision][net]["file"]), so, providers=self._prov)
+        if backend is None:
+            backend = OrtBackend(files, providers=providers, threads=threads, inter_op_threads=inter_op_threads,
+                                 allow_spinning=allow_spinning)
+        missing = [n for n in files if not backend.has(n)]
+        if missing:
+            raise InputError(f"the {backend.name} backend cannot run the networks {missing} of {root}")
+        self.backend = backend
+        self.providers_missing = list(getattr(backend, "providers_missing", []))
         sb = manifest.get("sbert", {})
         self._tok = None
-        self.sbert_file: str | None = None
-        if sb.get("status") == "present":
+        self.sbert_file: str | None = files["sbert"].relative_to(root).as_posix() if "sbert" in files else None
+        if self.sbert_file is not None:
             from tokenizers import Tokenizer
 
-            # sbert_precision "int8": the export's cosine-gated int8 encoder (~4x smaller); fp32 otherwise
-            s8 = sb.get("int8", {})
-            if sbert_precision == "int8" and s8.get("status") != "ok":
-                raise BundleError(f"{root}: no usable int8 SBERT in this bundle ({s8.get('status', 'absent')})")
-            self.sbert_file = s8["file"] if sbert_precision == "int8" else sb["file"]
-            self._sess["sbert"] = ort.InferenceSession(str(root / self.sbert_file), so, providers=self._prov)
             self._tok = Tokenizer.from_file(str(root / sb["tokenizer"]))
             self._tok.enable_truncation(max_length=int(sb.get("max_len", 128)))
             self._tok.no_padding()
@@ -150,7 +152,8 @@ class Session:
         self.defaults = dict(diff["defaults"])
         self.profile_source = profile_source
         self.llm_threads = int(llm_threads)
-        self._llm: Any = None
+        self._llm: Any = llm                 # a caller's profiler (generate(prompt) -> str) or the bundle's GGUF
+        self._llm_given = llm is not None
         self._llm_lock = threading.RLock()   # re-entered: profile() holds it while _llm_profiler() builds the model
         self._emb_cache: dict[str, np.ndarray] = {}
         self._cache_lock = threading.Lock()
@@ -161,14 +164,17 @@ class Session:
     def open(cls, bundle: str | Path, *, providers: Sequence[str] | None = None, threads: int = 1,
              inter_op_threads: int = 1, allow_spinning: bool = False, precision: str = "fp32",
              verify: bool = True, profile_source: str = "auto", llm_threads: int = 1,
-             sbert_precision: str = "fp32") -> Session:
+             sbert_precision: str = "fp32", backend: NetworkBackend | None = None, llm: Any = None) -> Session:
         """Verify ``bundle`` (manifest + every file's size and sha256; ``verify=False`` checks sizes only)
         and load the networks of ``precision`` on ``providers`` (names or aliases cpu / cuda / tensorrt;
         unavailable ones fall back to CPU, see `report`). ``threads``: onnxruntime intra-op threads;
         ``allow_spinning``: False (default) stops idle onnxruntime threads from busy-waiting, which
         otherwise slows the host app down. ``profile_source``: auto | template | llm. ``sbert_precision``:
         fp32 (default) or int8 (the export's dynamic-int8 encoder, cosine >= 0.99 to fp32 on the verify
-        texts; h_u moves slightly, which can flip near-tied evidence picks of the mask)."""
+        texts; h_u moves slightly, which can flip near-tied evidence picks of the mask). ``backend``: the
+        `NetworkBackend` that runs the networks (default: onnxruntime over the bundle's files; ``providers``,
+        ``threads`` and ``allow_spinning`` configure that one). ``llm``: a profiler object with
+        ``generate(prompt) -> str`` used instead of the bundle's GGUF model."""
         if sbert_precision not in ("fp32", "int8"):
             raise InputError(f"sbert_precision must be fp32 or int8, got {sbert_precision!r}")
         if profile_source not in ("auto", "template", "llm"):
@@ -177,17 +183,28 @@ class Session:
         manifest = verify_bundle(root, checksums=True) if verify else verify_bundle(root, checksums=False)
         return cls(root, manifest, providers=providers, threads=threads, inter_op_threads=inter_op_threads,
                    allow_spinning=allow_spinning, precision=precision, profile_source=profile_source,
-                   llm_threads=llm_threads, sbert_precision=sbert_precision)
+                   llm_threads=llm_threads, sbert_precision=sbert_precision, backend=backend, llm=llm)
 
     def report(self) -> dict[str, Any]:
         """What actually runs: providers per network, precision, thread settings, LLM availability."""
         return {"bundle": str(self.root), "precision": self.precision,
                 "providers_requested": self.providers_requested, "providers_missing": self.providers_missing,
-                "providers": {n: s.get_providers() for n, s in self._sess.items()},
+                "backend": self.backend.name, "providers": self.backend.providers(),
                 "threads": {"intra_op": self.threads, "inter_op": self.inter_op_threads,
                             "allow_spinning": self.allow_spinning},
                 "sbert": self.sbert_file, "llm": self._llm_available(),
                 "mask_mode": self.mask_mode, "sampler_defaults": self.defaults}
+
+    def describe(self) -> dict[str, Any]:
+        """`report` with the family (FamilySession)."""
+        return {"family": self.family, **self.report()}
+
+    def close(self) -> None:
+        """Release the network backend and the LLM; requests fail afterwards."""
+        self.backend.close()
+        with self._llm_lock:
+            self._llm = None
+            self._llm_given = False
 
     @property
     def last_timings(self) -> dict[str, float]:
@@ -219,6 +236,8 @@ class Session:
 
     # ------------------------------------------------------------------ profile / embedding
     def _llm_available(self) -> bool:
+        if self._llm_given:
+            return True
         llm = self.manifest.get("llm", {})
         if llm.get("status") != "present":
             return False
@@ -271,9 +290,21 @@ class Session:
         self._tick("profile", t0)
         return res
 
+    def tokenize(self, text: str) -> dict[str, np.ndarray]:
+        """The SBERT encoder's feed of one text: {"input_ids", "attention_mask"} (1, n) int64, no padding."""
+        if self._tok is None:
+            raise BundleError(f"{self.root}: the bundle has no SBERT encoder")
+        enc = self._tok.encode(text)
+        return {"input_ids": np.asarray([enc.ids], np.int64), "attention_mask": np.asarray([enc.attention_mask], np.int64)}
+
+    def clear_embedding_cache(self) -> None:
+        """Forget the cached SBERT embeddings (the next request embeds its profile text again)."""
+        with self._cache_lock:
+            self._emb_cache.clear()
+
     def sbert(self, texts: Sequence[str]) -> np.ndarray:
         """(n, 384) SBERT embeddings (normalized) of ``texts`` through the bundle's ONNX encoder."""
-        if "sbert" not in self._sess:
+        if self._tok is None:
             raise BundleError(f"{self.root}: the bundle has no SBERT encoder")
         out = np.zeros((len(texts), self.sbert_dim), np.float32)
         todo = []
@@ -285,10 +316,7 @@ class Session:
                     todo.append(i)
         t0 = time.perf_counter()
         for i in todo:      # one text at a time: no padding, so the output equals the unpadded torch path
-            enc = self._tok.encode(texts[i])
-            ids = np.asarray([enc.ids], np.int64)
-            am = np.asarray([enc.attention_mask], np.int64)
-            e = self._sess["sbert"].run(None, {"input_ids": ids, "attention_mask": am})[0][0]
+            e = self.backend.run("sbert", self.tokenize(texts[i]))[0][0]
             out[i] = e
             with self._cache_lock:
                 self._emb_cache[texts[i]] = e
@@ -300,15 +328,15 @@ class Session:
         """h_u (cond_dim,) float32 (eq. 24): profile text -> SBERT -> profile MLP; the MLP's learned 'no profile'
         embedding without a text, without SBERT in the bundle, or for a model trained without U-SCOPE."""
         txt = text
-        if txt is None and history is not None and self.use_profile and "sbert" in self._sess:
+        if txt is None and history is not None and self.use_profile and self._tok is not None:
             txt = self.profile(history, now_ts=now_ts)["text"]
         emb = np.zeros((1, self.sbert_dim), np.float32)
         present = np.zeros((1,), np.float32)
-        if txt is not None and self.use_profile and "sbert" in self._sess:
+        if txt is not None and self.use_profile and self._tok is not None:
             emb = self.sbert([txt])
             present[:] = 1.0
         t0 = time.perf_counter()
-        h = self._sess["profile_mlp"].run(None, {"emb": emb, "present": present})[0][0]
+        h = self.backend.run("profile_mlp", {"emb": emb, "present": present})[0][0]
         self._tick("profile_mlp", t0)
         return np.asarray(h, np.float32)
 
@@ -319,7 +347,7 @@ class Session:
         if self.mask_mode == "learned":
             feed = {"x": w.x[None], "avail": avail, "h_u": h_u[None], "task": np.array([w.task_id], np.int64),
                     "e_pos": w.e_pos[None], "gumbel": np.zeros((1, self.n_coords), np.float32)}
-            hard, _probs, k, _ratio = self._sess["maskgen"].run(None, feed)
+            hard, _probs, k, _ratio = self.backend.run("maskgen", feed)
             hard, k = hard[0, 0] > 0.5, int(k[0])
         elif self.mask_mode == "random":     # the ablation: a seeded random subset of avail, base budget
             a = avail[0, 0].reshape(-1) > 0.5
@@ -368,12 +396,12 @@ class Session:
         t0 = time.perf_counter()
         m = hard[None, None].astype(np.float32)                        # (1, 1, T, H, W)
         x_obs = (w.x[None] * self.x_scale * m).astype(np.float32)      # model space
-        dit = self._sess["dit"]
+        run = self.backend.run
         task_arr = np.array([w.task_id], np.int64)
         hu = h_u[None].astype(np.float32)
 
         def denoise(x: np.ndarray, t: int) -> np.ndarray:
-            return dit.run(None, {"x_t": x, "x_obs": x_obs, "mask": m, "t": np.array([t], np.int64),
+            return run("dit", {"x_t": x, "x_obs": x_obs, "mask": m, "t": np.array([t], np.int64),
                                   "h_u": hu, "task": task_arr})[0]
 
         smp = make_sampler(sampler, self.schedule)
@@ -393,6 +421,11 @@ class Session:
         x = np.maximum(x, 0.0)
         x[self.channels.location_index] = np.minimum(x[self.channels.location_index], 1.0)
         return x
+
+    def target_prediction(self, c: Completion) -> np.ndarray:
+        """(C, Th, H, W) float32: the completion's target slots, clipped to the featurized domain."""
+        t0, t1 = c.window.target_slots
+        return self._clip(np.array(c.x[:, t0:t1], np.float32))
 
     def _slot_times(self, w: Window, t0: int, t1: int) -> list[int]:
         ts = w.window_start_ts + np.arange(t0, t1) * w.slot_seconds
@@ -501,4 +534,5 @@ class Session:
                 "total_s": round(time.perf_counter() - t0, 4), "runtime": self.report()}
 
 
-__all__ = ["Session", "Completion", "BundleError", "read_manifest", "TASK_NAMES"]
+__all__ = ["Session", "Completion", "BundleError", "read_manifest", "TASK_NAMES", "NETWORKS", "bundle_networks",
+           "PROVIDER_ALIASES"]
