@@ -24,6 +24,12 @@ steps x {2, 4} samples (A1 / A2 normalized MAE 0.444 / 0.333 for DDIM 10 x 4; DP
 window's start noise comes from its own generator, ``torch.Generator().manual_seed(seed * 1_000_003
 + start * 16 + k)`` for sample k, so a window's result does not depend on the batching.
 
+Any grid: the adapters take their sizes from the checkpoint (frame T, grid H x W, day period of
+the mask generator) and the :class:`~umask.train.data.grids.GridData` being scored (A1 2 days ->
+1 day, A2 2-day windows, its own 8:1:1 periods); a checkpoint trained on another grid shape or
+slot length is refused with an ``InputError`` naming both. ``--data my.csv --grid 3x4
+--slot-minutes 60`` scores such a grid (the Milan defaults reproduce the committed rows).
+
 Run (after training both variants)::
 
     python -m umask.bench.accuracy.grid_umask --umask artifacts/train/milan_umask \\
@@ -44,16 +50,17 @@ import shlex
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from umask.bench.accuracy import grid as milan_eval
+from umask.runtime.core.errors import InputError
 from umask.train.data import splits
+from umask.train.data.grids import GridData, open_grid
 from umask.train.diffusion import make_sampler, model_denoise_fn
-from umask.train.data.milan import read_internet_matrix
 from umask.train.models.umask.grid import (
     FRAME,
     GRID,
@@ -61,11 +68,9 @@ from umask.train.models.umask.grid import (
     HORIZON,
     IMPUTE,
     LONG,
+    PERIOD,
     MilanUMask,
     best_checkpoint,
-    cell_features,
-    forecast_frame,
-    impute_frame,
     load_model,
 )
 
@@ -74,6 +79,99 @@ log = logging.getLogger(__name__)
 REPO_ROOT: Path = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = "benchmarks/results/milan_umask.json"
 REFERENCE_FILES = ("milan_arima.json", "milan_patchtst.json", "milan_csdi.json")
+
+
+# ------------------------------------------------------------------------------------------------
+# Frame geometry (Milan: T 576, 5 x 5, period 144, 288 -> 144, A2 288)
+# ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Geometry:
+    """Sizes of the day-aligned frame a grid checkpoint works in and of the protocol windows."""
+
+    frame: int = FRAME
+    height: int = GRID[0]
+    width: int = GRID[1]
+    period: int = PERIOD
+    history: int = HISTORY
+    horizon: int = HORIZON
+    window: int = splits.A2_WINDOW
+
+    def __post_init__(self) -> None:
+        need = self.period - 1 + max(self.history + self.horizon, self.window)
+        if self.frame < need:
+            raise InputError(f"the checkpoint's frame has {self.frame} slots; windows of {self.history} + "
+                             f"{self.horizon} slots at any time of day (period {self.period}) need {need}")
+
+
+def geometry(model: MilanUMask, grid: GridData | None = None) -> Geometry:
+    """The frame of ``model`` and the windows of ``grid`` (None: Milan); refuses a mismatch."""
+    dit = model.cfg.dit_config()
+    period = int(model.cfg.maskgen_config().period)
+    frame = int(model.cfg.window.T)
+    if grid is None:
+        return Geometry(frame=frame, height=int(dit.H), width=int(dit.W), period=period)
+    if (int(dit.H), int(dit.W)) != (grid.height, grid.width):
+        raise InputError(f"the checkpoint was trained on a {dit.H}x{dit.W} grid; {grid.source} is "
+                         f"{grid.height}x{grid.width} (--grid)")
+    if period != grid.slots_per_day:
+        raise InputError(f"the checkpoint's day has {period} slots; {grid.source} has {grid.slots_per_day} "
+                         f"({grid.slot_minutes}-minute slots, --slot-minutes)")
+    history, horizon = grid.a1_lengths()
+    return Geometry(frame=frame, height=grid.height, width=grid.width, period=period, history=history,
+                    horizon=horizon, window=grid.a2_length())
+
+
+def forecast_frame(history: np.ndarray, starts: np.ndarray, geo: Geometry = Geometry()) -> dict[str, np.ndarray]:
+    """A1 frames (n, 1, T, H, W) from (n, L, cells) standardized histories and horizon starts (n,),
+    written at offset = (first history slot) mod period; ``offset`` (n,) is returned with them."""
+    history = np.asarray(history, np.float32)
+    n, L = history.shape[:2]
+    off = (np.asarray(starts, np.int64).reshape(-1) - L) % geo.period
+    if off.shape != (n,):
+        raise ValueError(f"{n} histories but {off.shape[0]} starts")
+    x0 = np.zeros((n, 1, geo.frame, geo.height, geo.width), np.float32)
+    avail = np.zeros_like(x0)
+    target = np.zeros_like(x0)
+    for i, o in enumerate(off):
+        x0[i, 0, o:o + L] = history[i].reshape(L, geo.height, geo.width)
+        avail[i, 0, o:o + L] = 1.0
+        target[i, 0, o + L:o + L + geo.horizon] = 1.0
+    return {"x0": x0, "avail": avail, "target": target, "offset": off}
+
+
+def impute_frame(values: np.ndarray, hidden: np.ndarray, starts: np.ndarray,
+                 geo: Geometry = Geometry()) -> dict[str, np.ndarray]:
+    """A2 frames: the window at [offset, offset + L), offset = first slot mod period; available =
+    not hidden, target = hidden (NaN values allowed, read as 0)."""
+    values = np.asarray(values, np.float64)
+    hidden = np.asarray(hidden, bool)
+    n, L, _ = values.shape
+    off = np.asarray(starts, np.int64).reshape(-1) % geo.period
+    if off.shape != (n,):
+        raise ValueError(f"{n} windows but {off.shape[0]} starts")
+    vals = np.nan_to_num(values, nan=0.0).reshape(n, L, geo.height, geo.width)
+    hid = hidden.reshape(n, L, geo.height, geo.width)
+    x0 = np.zeros((n, 1, geo.frame, geo.height, geo.width), np.float32)
+    avail = np.zeros_like(x0)
+    target = np.zeros_like(x0)
+    for i, o in enumerate(off):
+        x0[i, 0, o:o + L] = vals[i]
+        avail[i, 0, o:o + L] = ~hid[i]
+        target[i, 0, o:o + L] = hid[i]
+    return {"x0": x0, "avail": avail, "target": target, "offset": off}
+
+
+def cell_features(grid: GridData) -> np.ndarray:
+    """E_pos (H, W, 4) of any grid, the formula of ``train/models/umask/grid.cell_features``: row,
+    col scaled to [0, 1], weighted degree / max degree, standardized log1p of the training mean."""
+    H, W = grid.height, grid.width
+    rows, cols = np.divmod(np.arange(H * W), W)
+    deg = grid.adj.sum(1)
+    deg = deg / max(float(deg.max()), 1e-12)
+    level = np.log1p(grid.values[: grid.splits()["train"][1]].mean(0))
+    level = (level - level.mean()) / max(float(level.std()), 1e-12)
+    feats = np.stack([rows / max(H - 1, 1), cols / max(W - 1, 1), deg, level], axis=1)
+    return feats.reshape(H, W, 4).astype(np.float32)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -100,7 +198,7 @@ def complete(model: MilanUMask, frames: Mapping[str, np.ndarray], task: int, sta
         model = _all_evidence_view(model)
     smp = make_sampler(sampler, model.schedule)
     n = len(starts)
-    out = np.empty((n, 1, FRAME, *GRID), np.float64)
+    out = np.empty(np.shape(frames["x0"]), np.float64)                                   # (n, 1, T, H, W)
     ratios = []
     e_pos = torch.from_numpy(np.asarray(frames["e_pos"], np.float32))
     for lo in range(0, n, batch_size):
@@ -137,44 +235,51 @@ def _all_evidence_view(model: MilanUMask) -> MilanUMask:
     return view.eval()
 
 
-def _e_pos(config: Mapping[str, Any] | None) -> np.ndarray:
+def _e_pos(config: Mapping[str, Any] | None, grid: GridData | None = None) -> np.ndarray:
+    """E_pos of the checkpoint's config when stored there, else computed from ``grid`` (None: Milan)."""
     if config is not None and "e_pos" in config.get("data", {}):
         return np.asarray(config["data"]["e_pos"], np.float32)
-    matrix = read_internet_matrix(milan_eval.DEFAULT_DATA)
-    return cell_features(matrix)
+    if grid is None:
+        from umask.train.data.grids import milan_grid
+
+        grid = milan_grid()
+    return cell_features(grid)
 
 
 def forecast_fn(model: MilanUMask, e_pos: np.ndarray, *, sampler: str = "ddim", steps: int = 10, n_samples: int = 4,
                 seed: int = 0, batch_size: int = 32, all_evidence: bool = False,
-                stats: dict[str, Any] | None = None) -> milan_eval.ForecastFn:
-    """A1 ``ForecastFn``: (n, 288, 25) standardized history -> (n, 144, 25)."""
+                stats: dict[str, Any] | None = None, geo: Geometry | None = None) -> milan_eval.ForecastFn:
+    """A1 ``ForecastFn``: (n, history, cells) standardized history -> (n, horizon, cells) (Milan 288 -> 144).
+    ``geo``: the frame and windows (default: :func:`geometry` of the model on Milan)."""
+    geo = geometry(model) if geo is None else geo
 
     def fn(history: np.ndarray, starts: np.ndarray, horizon: int) -> np.ndarray:
-        if horizon != HORIZON or history.shape[1] != HISTORY:
-            raise ValueError(f"the Milan U-MASK frame is {HISTORY} + {HORIZON} slots, got {history.shape[1]} + {horizon}")
-        fr = {**forecast_frame(history, starts), "e_pos": e_pos}
+        if horizon != geo.horizon or history.shape[1] != geo.history:
+            raise ValueError(f"the U-MASK frame is {geo.history} + {geo.horizon} slots, got {history.shape[1]} + {horizon}")
+        fr = {**forecast_frame(history, starts, geo), "e_pos": e_pos}
         full = complete(model, fr, LONG, np.asarray(starts), sampler=sampler, steps=steps, n_samples=n_samples,
                         seed=seed, batch_size=batch_size, all_evidence=all_evidence, stats=stats)
-        idx = (fr["offset"] + HISTORY)[:, None] + np.arange(HORIZON)[None, :]          # (n, 144) frame positions
-        return np.take_along_axis(full[:, 0], idx[:, :, None, None], axis=1).reshape(len(history), HORIZON, -1)
+        idx = (fr["offset"] + geo.history)[:, None] + np.arange(geo.horizon)[None, :]  # (n, horizon) frame positions
+        return np.take_along_axis(full[:, 0], idx[:, :, None, None], axis=1).reshape(len(history), geo.horizon, -1)
 
     return fn
 
 
 def impute_fn(model: MilanUMask, e_pos: np.ndarray, *, sampler: str = "ddim", steps: int = 10, n_samples: int = 4,
               seed: int = 0, batch_size: int = 32, all_evidence: bool = False,
-              stats: dict[str, Any] | None = None) -> milan_eval.ImputeFn:
-    """A2 ``ImputeFn``: observed (n, 288, 25) with NaN at hidden, mask True = hidden -> completed
-    (n, 288, 25); observed entries are returned exactly."""
+              stats: dict[str, Any] | None = None, geo: Geometry | None = None) -> milan_eval.ImputeFn:
+    """A2 ``ImputeFn``: observed (n, L, cells) with NaN at hidden, mask True = hidden -> completed
+    (n, L, cells); observed entries are returned exactly."""
+    geo = geometry(model) if geo is None else geo
 
     def fn(observed: np.ndarray, mask: np.ndarray, starts: np.ndarray) -> np.ndarray:
         observed = np.asarray(observed, np.float64)
         mask = np.asarray(mask, bool)
         n, L, cells = observed.shape
-        if L > HISTORY:
-            raise ValueError(f"imputation windows longer than {HISTORY} slots are not supported")
+        if L > geo.window:
+            raise ValueError(f"imputation windows longer than {geo.window} slots are not supported")
         # the model never reads hidden entries: impute_frame zeroes NaNs and avail = ~mask
-        fr = {**impute_frame(np.where(mask, 0.0, observed), mask, starts), "e_pos": e_pos}
+        fr = {**impute_frame(np.where(mask, 0.0, observed), mask, starts, geo), "e_pos": e_pos}
         full = complete(model, fr, IMPUTE, np.asarray(starts), sampler=sampler, steps=steps, n_samples=n_samples,
                         seed=seed, batch_size=batch_size, all_evidence=all_evidence, stats=stats)
         idx = fr["offset"][:, None] + np.arange(L)[None, :]
@@ -187,35 +292,44 @@ def impute_fn(model: MilanUMask, e_pos: np.ndarray, *, sampler: str = "ddim", st
 # ------------------------------------------------------------------------------------------------
 # Scoring on (a stride subset of) the protocol windows
 # ------------------------------------------------------------------------------------------------
-def score_rows(matrix: np.ndarray, task: str, models: Mapping[str, Any], *, stride: int = 1, split: str = "test",
-               model_info: Mapping[str, Mapping[str, Any]] | None = None, command: str) -> list[dict[str, Any]]:
-    """milan_eval rows on every ``stride``-th protocol window (stride 1 = milan_eval.evaluate_a1/a2)."""
+def score_rows(matrix: np.ndarray | GridData, task: str, models: Mapping[str, Any], *, stride: int = 1,
+               split: str = "test", model_info: Mapping[str, Mapping[str, Any]] | None = None,
+               command: str) -> list[dict[str, Any]]:
+    """milan_eval rows on every ``stride``-th protocol window (stride 1 = milan_eval.evaluate_a1/a2).
+    ``matrix``: Milan's raw matrix or any :class:`GridData` (its own periods and window lengths)."""
     model_info = dict(model_info or {})
     if stride == 1:
         fn = milan_eval.evaluate_a1 if task == "a1" else milan_eval.evaluate_a2
         return fn(matrix, models, split=split, model_info=model_info, command=command)  # type: ignore[arg-type]
-    scaler = splits.fit_scaler(matrix)
-    z = scaler.transform(matrix)
+    spec = milan_eval.GridSpec(matrix)
+    warnings = milan_eval.grid_warnings(spec.values, spec.splits, split)
+    scaler = splits.fit_scaler(spec.values, splits=spec.splits)
+    z = scaler.transform(spec.values)
     rows = []
     subset = f"every {stride}th protocol window (indices 0, {stride}, ...)"
     if task == "a1":
-        win = splits.forecast_windows(z, split)  # type: ignore[arg-type]
+        win = splits.forecast_windows(z, split, history=spec.history, horizon=spec.horizon,  # type: ignore[arg-type]
+                                      splits=spec.splits)
+        if not len(win):
+            raise milan_eval._no_windows("A1", spec, split, spec.horizon)
         idx = np.arange(0, len(win), stride)
         x, y, st = win.x[idx], win.y[idx], win.starts[idx]
-        window = {"history": HISTORY, "horizon": HORIZON, "stride": stride,
+        window = {"history": spec.history, "horizon": spec.horizon, "stride": stride,
                   "horizon_starts": f"{st[0]}..{st[-1]} step {stride}", "subset": subset}
         for name, fn in models.items():
             pred = milan_eval._check_prediction(name, fn(x.copy(), st.copy(), y.shape[1]), y.shape)
             rows.append(milan_eval._row(task="A1 forecasting (48h -> 24h)", split=split, model=name, window=window,
                                         n_windows=len(idx), n_entries=y.size, seeds={"model": "n/a", "masks": "n/a"},
                                         result=milan_eval.score(pred, y, scaler), command=command,
-                                        extra=model_info.get(name)))
+                                        extra=model_info.get(name), spec=spec, warnings=warnings))
     else:
-        win = splits.imputation_windows(z, split)  # type: ignore[arg-type]
+        win = splits.imputation_windows(z, split, window=spec.window, splits=spec.splits)  # type: ignore[arg-type]
+        if not len(win):
+            raise milan_eval._no_windows("A2", spec, split, spec.window)
         idx = np.arange(0, len(win), stride)
         truth, mask, st = win.truth[idx], win.mask[idx], win.starts[idx]
         observed = np.where(mask, np.nan, truth)
-        window = {"length": splits.A2_WINDOW, "stride": stride, "starts": f"{st[0]}..{st[-1]} step {stride}",
+        window = {"length": spec.window, "stride": stride, "starts": f"{st[0]}..{st[-1]} step {stride}",
                   "p_missing": "Uniform(0.70, 0.80) per window", "mean_hidden_fraction": float(mask.mean()),
                   "subset": subset}
         rng = f"{splits.A2_SEED_BASE}..{splits.A2_SEED_BASE + int(idx[-1])} step {stride}"
@@ -226,7 +340,7 @@ def score_rows(matrix: np.ndarray, task: str, models: Mapping[str, Any], *, stri
             rows.append(milan_eval._row(task="A2 imputation (70-80% missing)", split=split, model=name, window=window,
                                         n_windows=len(idx), n_entries=int(mask.sum()), seeds=seeds,
                                         result=milan_eval.score(pred, truth, scaler, mask), command=command,
-                                        extra=model_info.get(name)))
+                                        extra=model_info.get(name), spec=spec, warnings=warnings))
     return rows
 
 
@@ -279,7 +393,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="'DiT, all evidence' run dir or checkpoint ('' = skip)")
     p.add_argument("--umask-all-evidence", action="store_true",
                    help="also evaluate the U-MASK weights with all evidence revealed at test time")
-    p.add_argument("--data", default=str(milan_eval.DEFAULT_DATA))
+    p.add_argument("--data", default=str(milan_eval.DEFAULT_DATA), help="slots x cells CSV (default: Milan 5x5)")
+    p.add_argument("--grid", default=None, help="HxW of the cells (needed when the cell count is not a square)")
+    p.add_argument("--slot-minutes", type=int, default=10, help="minutes per row (divides 1440)")
+    p.add_argument("--adjacency", default=None, help="cells x cells 0/1 matrix or a,b edge-list CSV")
     p.add_argument("--out", default=DEFAULT_OUT)
     p.add_argument("--split", default="test", choices=("val", "test"))
     p.add_argument("--tasks", default="a1,a2")
@@ -300,8 +417,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not tasks or not set(tasks) <= {"a1", "a2"}:
         p.error(f"--tasks must be a subset of a1,a2, got {args.tasks!r}")
 
-    matrix = read_internet_matrix(args.data)
-    z = splits.fit_scaler(matrix).transform(matrix)
+    grid = open_grid(args.data, grid=args.grid, slot_minutes=args.slot_minutes, adjacency=args.adjacency)
+    periods = grid.splits()
+    z = splits.fit_scaler(grid.values, splits=periods).transform(grid.values)
     variants: list[tuple[str, Path, bool, str]] = []
     if args.umask:
         variants.append(("umask", best_checkpoint(args.umask), False,
@@ -329,16 +447,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, (model, config, ckpt, all_ev, note) in loaded.items():
             stats[name] = {}
             mk = forecast_fn if task == "a1" else impute_fn
-            models[name] = mk(model, _e_pos(config), sampler=args.sampler, steps=args.steps, n_samples=args.samples,
-                              seed=args.seed, batch_size=args.batch_size, all_evidence=all_ev, stats=stats[name])
+            models[name] = mk(model, _e_pos(config, grid), sampler=args.sampler, steps=args.steps,
+                              n_samples=args.samples, seed=args.seed, batch_size=args.batch_size, all_evidence=all_ev,
+                              stats=stats[name], geo=geometry(model, grid))
             info[name] = {"seeds": {"train": config["train"]["seed"], "sampler": args.seed},
                           "samples": args.samples, "sampler": sampler_text, "notes": note,
                           "fit": _fit_info(ckpt, config)}
-        base = milan_eval.baseline_forecasters(z) if task == "a1" else milan_eval.baseline_imputers(z)
+        mkbase = milan_eval.baseline_forecasters if task == "a1" else milan_eval.baseline_imputers
+        base = mkbase(z, period=grid.slots_per_day, train_end=periods["train"][1])
+        notes = milan_eval.GridSpec(grid).notes()
         suffix = "@subset" if stride > 1 else ""
         for name, fn in base.items():
             models[name + suffix] = fn
-            info[name + suffix] = {"notes": milan_eval.BASELINE_NOTES[name] + ("; same windows" if suffix else "")}
+            info[name + suffix] = {"notes": notes[name] + ("; same windows" if suffix else "")}
         t0 = time.perf_counter()
         timed: dict[str, float] = {}
 
@@ -351,7 +472,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return wrapped
 
         models = {k: _timed(k, f) for k, f in models.items()}
-        task_rows = score_rows(matrix, task, models, stride=stride, split=args.split, model_info=info,
+        task_rows = score_rows(grid, task, models, stride=stride, split=args.split, model_info=info,
                                command=command)
         for r in task_rows:
             r["eval_seconds"] = round(timed.get(r["model"], 0.0), 1)
@@ -360,7 +481,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 r["evidence_ratio_of_available"] = {"mean": round(float(np.mean(st)), 4),
                                                     "min": round(float(np.min(st)), 4),
                                                     "max": round(float(np.max(st)), 4)}
-            r["data"] = "data/milan_telecom/" + Path(args.data).name
+            r["data"] = ("data/milan_telecom/" + Path(args.data).name) if grid.source == "milan" else grid.source
         log.info("%s done in %.0f s", task.upper(), time.perf_counter() - t0)
         rows += task_rows
 

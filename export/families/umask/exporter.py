@@ -396,7 +396,7 @@ def export_bundle(ckpt: str | Path, out: str | Path, *, precisions: Sequence[str
                   tensorrt: bool = True, max_windows: int | None = 24, llm_quant: str = "q8_0") -> dict[str, Any]:
     """Export ``ckpt`` (a step dir, a latest/best pointer, a ckpt folder or a run folder) to the bundle
     directory ``out``. Returns the manifest. See the module docstring."""
-    from umask.bench.accuracy.user_umask import resolve_checkpoint
+    from umask.train.common.checkpoints import resolve_checkpoint
     from umask.train.models.umask.trainer import load_model
 
     t_start = time.perf_counter()
