@@ -83,6 +83,7 @@ import numpy as np
 import torch
 from umask.bench.accuracy import user as ue
 from umask.runtime.core.errors import InputError
+from umask.train.common.checkpoints import resolve_checkpoint
 from umask.train.diffusion import make_sampler
 from umask.train.models.umask.dit import TASKS as MODEL_TASKS
 
@@ -96,21 +97,6 @@ SUMMARY_METRICS = (("mae", "MAE"), ("active_mae", "act. MAE"), ("rmse", "RMSE"),
 # ------------------------------------------------------------------------------------------------
 # Checkpoints
 # ------------------------------------------------------------------------------------------------
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint directory from: a step directory, a ``ckpt/best`` / ``ckpt/latest`` pointer file,
-    a ``ckpt`` folder (its ``latest``) or a run directory (its ``ckpt/latest``)."""
-    p = Path(path)
-    if p.is_file():                                   # pointer file: the name of a step directory
-        p = p.parent / p.read_text().strip()
-    elif p.is_dir() and not (p / "config.json").is_file() and (p / "latest").is_file():
-        p = p / (p / "latest").read_text().strip()
-    elif p.is_dir() and (p / "ckpt" / "latest").is_file():
-        p = p / "ckpt" / (p / "ckpt" / "latest").read_text().strip()
-    if not (p / "config.json").is_file() or not (p / "ema.safetensors").is_file():
-        raise InputError(f"{path}: not a checkpoint directory (or a best/latest pointer to one)")
-    return p
-
-
 def training_info(ckpt: Path, config: Mapping[str, Any]) -> dict[str, Any]:
     """What the rows report about a checkpoint's training: steps, wall time, the equivalent command."""
     tr, mo = config["train"], config["model"]

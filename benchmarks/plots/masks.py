@@ -72,7 +72,7 @@ from umask.train.models.umask.data import (
     users_from_events,
 )
 from umask.train.models.umask.dit import TASKS
-from umask.train.models.umask.trainer import find_latest_checkpoint, is_complete
+from umask.train.common.checkpoints import resolve_checkpoint
 from umask.train.models.umask.model import UMask, UMaskConfig
 from umask.train.data.user_windows import user_splits
 
@@ -90,27 +90,6 @@ CLUSTER_CMAP = plt.get_cmap("tab10")
 # -----------------------------------------------------------------------------
 # Checkpoint and population
 # -----------------------------------------------------------------------------
-
-def _is_ckpt_dir(p: Path) -> bool:
-    return p.is_dir() and (p / "config.json").is_file() and (
-        (p / "ema.safetensors").is_file() or (p / "model.safetensors").is_file())
-
-
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A step directory, a checkpoint root with ``latest`` / step_* dirs, or a run dir with ``ckpt/``."""
-    p = Path(path)
-    if is_complete(p) or (_is_ckpt_dir(p) and (p / "state.json").is_file()):
-        return p
-    for root in (p, p / "ckpt"):
-        if root.is_dir():
-            found = find_latest_checkpoint(root)
-            if found is not None:
-                return found
-    if _is_ckpt_dir(p):
-        return p
-    raise InputError(f"{path}: no checkpoint found (expected a step_* directory, a ckpt root with 'latest', "
-                     "or a run directory with ckpt/)")
-
 
 def load_checkpoint(path: str | Path, *, ema: bool = True) -> tuple[UMask, dict[str, Any], Path, int, str]:
     """(model in eval mode, run config, checkpoint dir, step, which weights)."""
