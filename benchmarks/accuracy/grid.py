@@ -1,4 +1,4 @@
-"""Grid evaluation harness, PROTOCOL.md section A, on Milan (real) or any grid (numpy only).
+"""Grid evaluation harness, docs/PROTOCOL.md section A, on Milan (real) or any grid (numpy only).
 
 The data is a raw (slots, cells) matrix (Milan's PROTOCOL A matrix, with Milan's fixed periods) or
 a :class:`~umask.train.data.grids.GridData` (any H x W grid and slot length, with its own 8:1:1

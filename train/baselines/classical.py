@@ -18,7 +18,7 @@ Imputation (values + boolean mask, True = hidden; hidden values are never read):
 
 - :func:`last_value_impute`: last observed value in the same cell carried forward, with backward
   fill before the first observed entry;
-- :func:`seasonal_naive_impute`: the nearest observed value in the same cell (PROTOCOL.md A2's
+- :func:`seasonal_naive_impute`: the nearest observed value in the same cell (docs/PROTOCOL.md A2's
   "seasonal naive" row: a 288-slot window with 70-80 % hidden rarely has the same slot of the other
   day observed, so the protocol uses the nearest observed neighbour in time);
 - :func:`linear_interpolation_impute`: per cell linear interpolation between the observed entries

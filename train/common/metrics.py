@@ -1,6 +1,6 @@
 """Metric functions shared by every model and baseline (numpy only).
 
-Error metrics (PROTOCOL.md "Common rules"):
+Error metrics (docs/PROTOCOL.md "Rules for every figure"):
 
 - :func:`mae`, :func:`rmse` over all entries, or only where a boolean ``mask`` is True
   (``masked_mae`` / ``masked_rmse`` are the same functions under the names used in the protocol);

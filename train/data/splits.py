@@ -37,7 +37,7 @@ from umask.runtime.core.errors import InputError
 log = logging.getLogger(__name__)
 
 # ------------------------------------------------------------------------------------------------
-# Milan constants (PROTOCOL.md section A). Ranges are half-open [start, end).
+# Milan constants (docs/PROTOCOL.md section A). Ranges are half-open [start, end).
 # ------------------------------------------------------------------------------------------------
 MILAN_N_SLOTS: int = 4320
 MILAN_N_CELLS: int = 25

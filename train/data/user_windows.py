@@ -1,4 +1,4 @@
-"""PROTOCOL.md section B: per-user splits and task windows on a `SparseBehaviorTensor` (numpy only).
+"""docs/PROTOCOL.md section B: per-user splits and task windows on a `SparseBehaviorTensor` (numpy only).
 
 Split per user by whole local days of the tensor: test = the last day, validation = the day
 before, train = all earlier days. A window belongs to the split that contains its *target*; its

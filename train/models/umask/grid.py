@@ -1,4 +1,4 @@
-"""U-MASK on a spatio-temporal grid (PROTOCOL.md A; Milan or any grid): data set, model config, family.
+"""U-MASK on a spatio-temporal grid (docs/PROTOCOL.md A; Milan or any grid): data set, model config, family.
 
 ``python -m umask.train.models.umask.grid --mask-mode learned --steps 1200 --out artifacts/train/milan_umask``
 trains the U-MASK model family (train/models/umask/model.UMask: mask generator + shared DiT) on the
