@@ -1,4 +1,4 @@
-"""U-MASK on the Milan grid (PROTOCOL.md A1 / A2), next to the baselines, in the project harness.
+"""U-MASK on the Milan grid (docs/PROTOCOL.md A1 / A2), next to the baselines, in the project harness.
 
 Adapters over a checkpoint of ``python -m umask.train.models.umask.grid`` (train/milan_umask.py):
 
@@ -491,15 +491,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     md = [milan_eval.markdown_table(rows).rstrip("\n"), ""]
     md.append(f"U-MASK sampling: {sampler_text}; sampler seed {args.seed} (per-window start noise), "
               "training seed 0; weights = EMA at the best validation loss.")
-    md.append("Setup (train/milan_umask.py): one channel (internet, per-cell z-score with the training scaler), "
-              "5x5 grid = H x W, a day-aligned 576-slot frame (frame position = time of day) holding the 288 + 144 "
-              "A1 window or the 288-slot A2 window, DiT patch (4, 5, 5) = 144 tokens, d 96, depth 4; no user "
-              "profile (h_u = the learned 'no profile' embedding, no InfoNCE, e_u = 0); E_pos = row, col, "
-              "adjacency degree, training mean level per cell; task tokens long_term (A1) and imputation (A2); "
-              "one model per variant trained on both tasks from training windows only (slots 0..3455; A2 hiding "
-              "masks from a training RNG, not the protocol seeds), best step by the validation loss (days 25-27). "
-              "U-MASK evidence budget: base ratio 0.5 of the history (A1) and 0.75 of the observed entries (A2), "
-              "learned per window around it.")
+    if grid.source != "milan":
+        geo = geometry(next(iter(loaded.values()))[0], grid) if loaded else None
+        md.append(f"Setup: {grid.describe()}; periods {periods}; one channel (per-cell z-score with the training "
+                  f"scaler)" + (f"; day-aligned {geo.frame}-slot frame holding the {geo.history} + {geo.horizon} A1 "
+                                f"window or the {geo.window}-slot A2 window" if geo else "") + ".")
+    else:
+        md.append("Setup (train/milan_umask.py): one channel (internet, per-cell z-score with the training scaler), "
+                  "5x5 grid = H x W, a day-aligned 576-slot frame (frame position = time of day) holding the 288 + 144 "
+                  "A1 window or the 288-slot A2 window, DiT patch (4, 5, 5) = 144 tokens, d 96, depth 4; no user "
+                  "profile (h_u = the learned 'no profile' embedding, no InfoNCE, e_u = 0); E_pos = row, col, "
+                  "adjacency degree, training mean level per cell; task tokens long_term (A1) and imputation (A2); "
+                  "one model per variant trained on both tasks from training windows only (slots 0..3455; A2 hiding "
+                  "masks from a training RNG, not the protocol seeds), best step by the validation loss (days 25-27). "
+                  "U-MASK evidence budget: base ratio 0.5 of the history (A1) and 0.75 of the observed entries (A2), "
+                  "learned per window around it.")
     for name, (model, config, ckpt, all_ev, note) in loaded.items():
         fi = _fit_info(ckpt, config)
         ev = [r.get("evidence_ratio_of_available", {}).get("mean") for r in rows if r["model"] == name]
