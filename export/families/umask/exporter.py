@@ -1,4 +1,4 @@
-"""Checkpoint -> verified bundle directory (the export stage of DESIGN.md).
+"""Checkpoint -> verified bundle directory (the export stage of docs/DESIGN.md).
 
 ``export_bundle(ckpt, out, precisions=...)``:
 
@@ -17,10 +17,10 @@
    with the runtime's numpy sampler on the ONNX DiT vs the torch sampler on the torch DiT, same
    start noise and mask (featurized scale, target coordinates), and the top-5 app agreement;
 5. TensorRT engines when ``tensorrt`` imports (else one log line), GGUF files copied into ``llm/``;
-6. ``manifest.json`` (schema, configs, I/O signatures, featurization, schedule, sampler defaults,
-   tool versions, parity, sha256 + size of every file), written last;
-7. atomically: everything is built in ``<out>.tmp-<pid>`` next to ``out`` (with a ``.partial``
-   marker that the runtime refuses), fsynced, the marker removed, then renamed onto ``out``.
+6. the manifest's U-MASK sections (configs, I/O signatures, featurization, schedule, sampler
+   defaults, tool versions, parity), ``"family": "umask"``;
+7. the generic bundle writer (export/bundle.py ``write_bundle``) does the rest: a temp folder with a
+   ``.partial`` marker, sha256 + size of every file, ``manifest.json`` last, fsync, atomic rename.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ import datetime as _dt
 import json
 import logging
 import os
-import platform
 import shutil
 import time
 from dataclasses import asdict
@@ -37,18 +36,19 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import onnx
 import torch
 
-from umask.export.families.umask import networks as om
 from umask.export import precision as prec
-from umask.runtime.core.bundle import MANIFEST, PARTIAL_MARKER, SCHEMA_VERSION, sha256_file
+from umask.export.bundle import signature, tool_versions, write_bundle
+from umask.export.families.umask import networks as om
+from umask.runtime.core.bundle import sha256_file
 from umask.runtime.core.catalog import load_llmapp_catalog
 from umask.runtime.core.errors import InputError
 from umask.runtime.core.events import read_llmapp_sample
 from umask.runtime.core.featurize import ChannelLayout, FeatureConfig
 from umask.runtime.core.history import TASK_NAMES, WindowSpec, build_window
 from umask.runtime.families.umask.profile_text import TEMPLATE_VERSION, template_profile
+from umask.runtime.engines.ort import inference_session
 from umask.runtime.engines.samplers import Schedule, make_sampler as np_sampler
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,7 @@ PARITY_TIMESTEPS = (999, 750, 500, 250, 50)
 NOW_HOURS = (10, 14, 18, 22)
 SAMPLER_DEFAULTS = {"sampler": "ddim", "steps": 10, "n_samples": 2}
 PARITY_STEPS = 10
+FAMILY = "umask"                      # the manifest's family (runtime/families, export/families)
 
 # Parity tolerances, ONE place. rel_max = max|onnx - torch| / max(1, max|torch|) of the network's
 # output on the parity windows (DiT: model-space x0 at 5 timesteps; maskgen: probs, plus exact
@@ -161,13 +162,7 @@ def dit_feeds(model: Any, b: dict[str, torch.Tensor], seed: int = 0) -> list[dic
 # Parity
 # ------------------------------------------------------------------------------------------------
 def _ort(path: Path) -> Any:
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.inter_op_num_threads = 1
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return inference_session(path)          # CPU, one thread, spinning off (runtime/engines/ort.py)
 
 
 def _rel(a: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
@@ -261,50 +256,6 @@ def profile_parity(model: Any, path: Path, b: dict[str, torch.Tensor]) -> dict[s
 # ------------------------------------------------------------------------------------------------
 # Files
 # ------------------------------------------------------------------------------------------------
-def signature(path: Path) -> dict[str, Any]:
-    m = onnx.load(str(path), load_external_data=False)
-
-    def io(vs: Any) -> list[dict[str, Any]]:
-        out = []
-        for v in vs:
-            tt = v.type.tensor_type
-            shape = [d.dim_param if d.dim_param else int(d.dim_value) for d in tt.shape.dim]
-            out.append({"name": v.name, "shape": shape,
-                        "dtype": onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type).name})
-        return out
-
-    return {"inputs": io(m.graph.input), "outputs": io(m.graph.output),
-            "opset": max(o.version for o in m.opset_import if o.domain in ("", "ai.onnx"))}
-
-
-def _fsync_tree(root: Path) -> None:
-    for p in sorted(root.rglob("*")):
-        if p.is_file():
-            with open(p, "rb") as fh:
-                os.fsync(fh.fileno())
-    for d in sorted({p.parent for p in root.rglob("*")} | {root}, key=lambda x: -len(x.parts)):
-        fd = os.open(d, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _versions() -> dict[str, str]:
-    import onnxruntime
-    import tokenizers
-
-    v = {"python": platform.python_version(), "torch": torch.__version__, "onnx": onnx.__version__,
-         "onnxruntime": onnxruntime.__version__, "numpy": np.__version__, "tokenizers": tokenizers.__version__}
-    try:
-        from importlib.metadata import version
-
-        v["umask-edge"] = version("umask-edge")
-    except Exception:  # noqa: BLE001 - not installed as a distribution
-        v["umask-edge"] = "source"
-    return v
-
-
 def sbert_onnx(dst: Path, cache_dir: Path | None) -> dict[str, Any]:
     """The SBERT ONNX file (export_onnx of the profiling issue), reused from ``cache_dir`` when the
     same encoder was exported before; the parity check runs again either way."""
@@ -428,43 +379,11 @@ def export_bundle(ckpt: str | Path, out: str | Path, *, precisions: Sequence[str
     if tuple(TASKS) != TASK_NAMES:
         raise ExportError(f"runtime task order {TASK_NAMES} differs from the model's {TASKS}")
 
-    out = Path(out).resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    (tmp / PARTIAL_MARKER).write_text("export in progress\n")
-    try:
-        manifest = _build(model, config, ckpt_dir, tmp, precisions, data_dir, catalog, channels,
-                          gguf_dir, sbert, sbert_cache, tensorrt, max_windows, llm_quant)
-        manifest["export_seconds"] = round(time.perf_counter() - t_start, 2)
-        files = {}
-        for p in sorted(tmp.rglob("*")):
-            if p.is_file() and p.name != PARTIAL_MARKER:
-                rel = p.relative_to(tmp).as_posix()
-                files[rel] = {"sha256": sha256_file(p), "size": p.stat().st_size}
-        manifest["files"] = files
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
-        (tmp / PARTIAL_MARKER).unlink()
-        _fsync_tree(tmp)
-        if out.exists():
-            trash = out.parent / f".{out.name}.trash-{os.getpid()}"
-            os.replace(out, trash)
-            os.replace(tmp, out)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-        fd = os.open(out.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    log.info("bundle %s written in %.1f s", out, manifest["export_seconds"])
-    return manifest
+    def build(tmp: Path) -> dict[str, Any]:
+        return _build(model, config, ckpt_dir, tmp, precisions, data_dir, catalog, channels, gguf_dir, sbert,
+                      sbert_cache, tensorrt, max_windows, llm_quant)
+
+    return write_bundle(out, build, family=FAMILY, started=t_start)
 
 
 def _build(model: Any, config: dict[str, Any], ckpt_dir: Path, tmp: Path, precisions: list[str], data_dir: Path,
@@ -573,7 +492,6 @@ def _build(model: Any, config: dict[str, Any], ckpt_dir: Path, tmp: Path, precis
     fcfg = FeatureConfig()
     w = model.cfg.window
     return {
-        "schema_version": SCHEMA_VERSION,
         "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "checkpoint": {"path": str(ckpt_dir), "step": state.get("step"), "ema": True,
                        "training_data": config.get("data", {}).get("source")},
@@ -606,7 +524,7 @@ def _build(model: Any, config: dict[str, Any], ckpt_dir: Path, tmp: Path, precis
                           "dit_timesteps": list(PARITY_TIMESTEPS)},
         "tensorrt": trt_entry,
         "llm": llm_entry,
-        "versions": _versions(),
+        "versions": tool_versions(),
     }
 
 

@@ -1,0 +1,138 @@
+"""The generic bundle writer every family's exporter uses (the family writes its files, this writes the bundle).
+
+::
+
+    from umask.export.bundle import write_bundle
+    manifest = write_bundle(out, lambda tmp: {"model": ..., "artifacts": ...}, family="umask")
+
+`write_bundle` builds everything in ``.<out>.tmp-<pid>`` next to ``out`` with a ``.partial``
+marker that the runtime refuses (runtime/core/bundle.py), lets the family's ``build(tmp)`` write its
+files and return its manifest sections, adds ``schema_version``, ``family`` and the sha256 + size
+of every file, writes ``manifest.json`` last, fsyncs the tree, removes the marker and renames the
+folder onto ``out`` (an older bundle there is swapped out, then deleted). On any exception, a
+KeyboardInterrupt included, the temp folder is removed and ``out`` is untouched.
+`signature` reads the I/O signature of an ONNX file for the manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from umask.runtime.core.bundle import MANIFEST, PARTIAL_MARKER, SCHEMA_VERSION, sha256_file
+
+log = logging.getLogger(__name__)
+
+TOOL_MODULES = ("torch", "onnx", "onnxruntime", "numpy", "tokenizers")
+
+
+def signature(path: Path) -> dict[str, Any]:
+    """{"inputs", "outputs": [{name, shape (dim names for dynamic axes), dtype}], "opset"} of an ONNX file."""
+    import onnx
+
+    m = onnx.load(str(path), load_external_data=False)
+
+    def io(vs: Any) -> list[dict[str, Any]]:
+        out = []
+        for v in vs:
+            tt = v.type.tensor_type
+            shape = [d.dim_param if d.dim_param else int(d.dim_value) for d in tt.shape.dim]
+            out.append({"name": v.name, "shape": shape,
+                        "dtype": onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type).name})
+        return out
+
+    return {"inputs": io(m.graph.input), "outputs": io(m.graph.output),
+            "opset": max(o.version for o in m.opset_import if o.domain in ("", "ai.onnx"))}
+
+
+def tool_versions(modules: tuple[str, ...] = TOOL_MODULES) -> dict[str, str]:
+    """Python, the given modules' versions (those that import) and this package's."""
+    import importlib
+
+    v = {"python": platform.python_version()}
+    for name in modules:
+        try:
+            v[name] = str(importlib.import_module(name).__version__)
+        except ImportError:
+            continue
+    try:
+        from importlib.metadata import version
+
+        v["umask-edge"] = version("umask-edge")
+    except Exception:  # noqa: BLE001 - not installed as a distribution
+        v["umask-edge"] = "source"
+    return v
+
+
+def file_table(root: Path) -> dict[str, dict[str, Any]]:
+    """sha256 + size of every file under ``root`` (posix relative paths), the partial marker left out."""
+    files = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and p.name != PARTIAL_MARKER:
+            files[p.relative_to(root).as_posix()] = {"sha256": sha256_file(p), "size": p.stat().st_size}
+    return files
+
+
+def fsync_tree(root: Path) -> None:
+    """fsync every file, then every folder (deepest first) under ``root``."""
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            with open(p, "rb") as fh:
+                os.fsync(fh.fileno())
+    for d in sorted({p.parent for p in root.rglob("*")} | {root}, key=lambda x: -len(x.parts)):
+        _fsync_dir(d)
+
+
+def _fsync_dir(d: Path) -> None:
+    fd = os.open(d, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_bundle(out: str | Path, build: Callable[[Path], dict[str, Any]], *, family: str,
+                 schema_version: int = SCHEMA_VERSION, started: float | None = None) -> dict[str, Any]:
+    """Write the bundle ``out`` atomically; ``build(tmp)`` writes the family's files under ``tmp`` and returns
+    its manifest sections. Returns the manifest (with ``files``, and ``export_seconds`` since ``started``, a
+    ``time.perf_counter()`` value, default: now). See the module docstring."""
+    t0 = time.perf_counter() if started is None else started
+    out = Path(out).resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    (tmp / PARTIAL_MARKER).write_text("export in progress\n")
+    try:
+        sections = build(tmp)
+        manifest = {"schema_version": schema_version, "family": family,
+                    **{k: v for k, v in sections.items() if k not in ("schema_version", "family", "files")}}
+        manifest["export_seconds"] = round(time.perf_counter() - t0, 2)
+        manifest["files"] = file_table(tmp)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+        (tmp / PARTIAL_MARKER).unlink()
+        fsync_tree(tmp)
+        if out.exists():
+            trash = out.parent / f".{out.name}.trash-{os.getpid()}"
+            os.replace(out, trash)
+            os.replace(tmp, out)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+        _fsync_dir(out.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("%s bundle %s written in %.1f s", family, out, manifest["export_seconds"])
+    return manifest
+
+
+__all__ = ["signature", "tool_versions", "file_table", "fsync_tree", "write_bundle", "TOOL_MODULES"]
