@@ -300,7 +300,7 @@ def latency_accuracy(bundle: Path, manifest: dict[str, Any], hours: tuple[int, .
     """The runtime's full short-term request per precision: p50 latency over every (user, hour) and
     the MAE of its next-hour prediction against the REAL next hour (featurized scale), next to the
     last-value baseline on the same windows."""
-    from umask.bench.latency.harness import RealSample
+    from umask.bench.latency.request import RealSample
     from umask.runtime.families.umask.session import Session
 
     _section("8. Latency and accuracy of the on-device request (REAL sample, this machine)")

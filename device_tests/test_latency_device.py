@@ -42,21 +42,21 @@ def _key(r: dict) -> tuple:
 @pytest.fixture(scope="module")
 def quick_rows(bundle_dir: Path, device_out: Path) -> dict:
     pytest.importorskip("torch", reason="the harness's torch fp32 reference needs torch on this device")
-    from umask.bench.latency import harness as lat
+    from umask.bench.latency import cli
 
     out = device_out / f"latency_{_tag()}.json"
-    assert lat.main(["--bundle", str(bundle_dir), "--quick", "--out", str(out)]) == 0
+    assert cli.main(["--bundle", str(bundle_dir), "--quick", "--out", str(out)]) == 0
     return json.loads(out.read_text())
 
 
 def test_quick_harness_rows(quick_rows: dict) -> None:
     import onnxruntime as ort
 
-    from umask.bench.latency import harness as lat
+    from umask.bench.latency.rows import validate_row
 
     rows = quick_rows["rows"]
     for r in rows:
-        lat.validate_row(r)
+        validate_row(r)
     eps = [p for p in ort.get_available_providers() if p != "AzureExecutionProvider"]
     have = {(r["component"], r["provider"]) for r in rows if r["engine"] == "onnxruntime"}
     for ep in eps:

@@ -1,4 +1,4 @@
-"""Latency harness (benchmarks/latency.py): percentiles, time-based warm-up, row schema, peak RSS, --quick on a tiny bundle."""
+"""Latency harness (benchmarks/latency/): percentiles, time-based warm-up, row schema, peak RSS, --quick on a tiny bundle."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from umask.bench.latency import harness as lat
+from umask.bench.latency import cli, machine, timing
+from umask.bench.latency import rows as latrows
 
 
 class FakeClock:
@@ -33,22 +34,22 @@ class FakeClock:
 def test_percentile_on_a_known_sequence() -> None:
     vals = list(range(1, 101))
     random.Random(0).shuffle(vals)
-    assert lat.percentile(vals, 50) == pytest.approx(50.5)
-    assert lat.percentile(vals, 90) == pytest.approx(90.1)
-    assert lat.percentile(vals, 99) == pytest.approx(99.01)
-    assert lat.percentile(vals, 0) == 1 and lat.percentile(vals, 100) == 100
+    assert timing.percentile(vals, 50) == pytest.approx(50.5)
+    assert timing.percentile(vals, 90) == pytest.approx(90.1)
+    assert timing.percentile(vals, 99) == pytest.approx(99.01)
+    assert timing.percentile(vals, 0) == 1 and timing.percentile(vals, 100) == 100
     for q in (5, 37.5, 95, 99.9):
-        assert lat.percentile(vals, q) == pytest.approx(float(np.percentile(vals, q)))
-    assert lat.percentile([7.0], 99) == 7.0
+        assert timing.percentile(vals, q) == pytest.approx(float(np.percentile(vals, q)))
+    assert timing.percentile([7.0], 99) == 7.0
     with pytest.raises(ValueError):
-        lat.percentile([], 50)
+        timing.percentile([], 50)
     with pytest.raises(ValueError):
-        lat.percentile([1.0], 101)
+        timing.percentile([1.0], 101)
 
 
 def test_latency_summary_is_ordered_and_complete() -> None:
-    s = lat.latency_summary([5.0, 1.0, 3.0, 2.0, 4.0])
-    assert set(s) == set(lat.LATENCY_KEYS)
+    s = timing.latency_summary([5.0, 1.0, 3.0, 2.0, 4.0])
+    assert set(s) == set(latrows.LATENCY_KEYS)
     assert s["min"] == 1.0 and s["max"] == 5.0 and s["p50"] == 3.0 and s["mean"] == 3.0
     assert s["min"] <= s["p50"] <= s["p90"] <= s["p95"] <= s["p99"] <= s["max"]
 
@@ -56,71 +57,71 @@ def test_latency_summary_is_ordered_and_complete() -> None:
 def test_warmup_is_time_based_then_samples_until_count_and_duration() -> None:
     step = 2.0 ** -6                                  # every call takes 15.625 ms (exact in binary)
     clock = FakeClock(step)
-    cfg = lat.TimingConfig(warmup_s=5 * step, duration_s=0.0, min_samples=3, max_samples=100, burn_in_s=0.0)
-    t = lat.measure(clock.fn, cfg, clock=clock)
+    cfg = timing.TimingConfig(warmup_s=5 * step, duration_s=0.0, min_samples=3, max_samples=100, burn_in_s=0.0)
+    t = timing.measure(clock.fn, cfg, clock=clock)
     assert t.warmup_iters == 5 and t.warmup_s == pytest.approx(5 * step)
     assert t.samples_ms == pytest.approx([1e3 * step] * 3)
     assert clock.calls == 8
     # no warm-up time: still one warm-up call; duration wins over min_samples; max_samples caps
     clock = FakeClock(step)
-    t = lat.measure(clock.fn, lat.TimingConfig(warmup_s=0.0, duration_s=10 * step, min_samples=1, max_samples=100),
+    t = timing.measure(clock.fn, timing.TimingConfig(warmup_s=0.0, duration_s=10 * step, min_samples=1, max_samples=100),
                     clock=clock)
     assert t.warmup_iters == 1 and len(t.samples_ms) == 10
     clock = FakeClock(step)
-    t = lat.measure(clock.fn, lat.TimingConfig(warmup_s=0.0, duration_s=10.0, min_samples=1, max_samples=7),
+    t = timing.measure(clock.fn, timing.TimingConfig(warmup_s=0.0, duration_s=10.0, min_samples=1, max_samples=7),
                     clock=clock)
     assert len(t.samples_ms) == 7
     # a slower function gets fewer warm-up calls for the same warm-up time
     clock = FakeClock(2 * step)
-    assert lat.measure(clock.fn, cfg, clock=clock).warmup_iters == 3
+    assert timing.measure(clock.fn, cfg, clock=clock).warmup_iters == 3
     with pytest.raises(ValueError):
-        lat.TimingConfig(min_samples=0)
+        timing.TimingConfig(min_samples=0)
 
 
 def test_burn_in_runs_for_the_given_time() -> None:
     clock = FakeClock(0.25)
-    assert lat.burn_in(clock.fn, 1.0, clock=clock) == 4
-    assert lat.burn_in(clock.fn, 0.0, clock=clock) == 0
+    assert timing.burn_in(clock.fn, 1.0, clock=clock) == 4
+    assert timing.burn_in(clock.fn, 0.0, clock=clock) == 0
 
 
 def _row(fn=lambda: sum(range(100)), **kw):  # noqa: ANN001, ANN202
-    case = lat.Case("denoiser_step", "numpy", np.__version__, "fp32", fn, threads=1, batch=2,
+    case = latrows.Case("denoiser_step", "numpy", np.__version__, "fp32", fn, threads=1, batch=2,
                     shapes={"x": [2, 3]}, artifact=[], artifact_bytes=123,
                     parity=lambda: {"reference": "self", "max_abs_diff": 0.0}, **kw)
     env = {"git_commit": "abc", "machine_tag": "test machine"}
-    return lat.run_case(case, lat.QUICK_TIMING, env)
+    return latrows.run_case(case, timing.QUICK_TIMING, env)
 
 
 def test_row_schema_csv_and_markdown() -> None:
     row = _row()
-    assert tuple(row) == lat.ROW_FIELDS
-    lat.validate_row(row)
-    assert row["samples"] == lat.QUICK_TIMING.min_samples and row["warmup_iters"] >= 1
+    assert tuple(row) == latrows.ROW_FIELDS
+    latrows.validate_row(row)
+    assert row["samples"] == timing.QUICK_TIMING.min_samples and row["warmup_iters"] >= 1
     assert row["peak_rss_mb"] > 0 and row["peak_rss_method"]
     assert row["name"] == "denoiser_step/numpy/fp32/cpu/t1"
     bad = dict(row)
     del bad["artifact_bytes"]
     with pytest.raises(ValueError, match="missing"):
-        lat.validate_row(bad)
+        latrows.validate_row(bad)
     bad = dict(row, latency_ms={**row["latency_ms"], "p50": row["latency_ms"]["max"] + 1})
     with pytest.raises(ValueError, match="ordered"):
-        lat.validate_row(bad)
+        latrows.validate_row(bad)
     with pytest.raises(ValueError, match="component"):
-        lat.validate_row(dict(row, component="warp_drive"))
-    text = lat.rows_csv([row, row])
+        latrows.validate_row(dict(row, component="warp_drive"))
+    text = latrows.rows_csv([row, row])
     recs = list(csv.DictReader(io.StringIO(text)))
     assert len(recs) == 2 and float(recs[0]["latency_ms.p50"]) == row["latency_ms"]["p50"]
     assert recs[0]["shapes.x"] == "2 3"
-    meta = {"machine": lat.machine_info(), "timing": lat.QUICK_TIMING.__dict__, "load_before": [0.1, 0, 0],
+    meta = {"machine": machine.machine_info(), "timing": timing.QUICK_TIMING.__dict__, "load_before": [0.1, 0, 0],
             "load_after": [0.1, 0, 0], "date": "d", "git_commit": "abc", "mode": "quick", "command": "c"}
-    md = lat.markdown_summary([row], meta, ["TensorRT: absent"])
+    md = latrows.markdown_summary([row], meta, ["TensorRT: absent"])
     assert "| denoiser_step | numpy" in md and "- TensorRT: absent" in md
 
 
 def test_peak_rss_sees_an_allocation() -> None:
-    with lat.PeakRSS() as base:
+    with timing.PeakRSS() as base:
         pass
-    with lat.PeakRSS() as peak:
+    with timing.PeakRSS() as peak:
         a = np.ones(64 * 2**20 // 8)                   # 64 MB touched
         a.sum()
         del a
@@ -134,7 +135,7 @@ def test_request_ratios_against_torch() -> None:
         return {"component": "request_profile_cached", "engine": engine, "device": "cpu", "threads": 1,
                 "spinning": False if engine != "torch" else None, "precision": prec, "provider": "CPU",
                 "latency_ms": {"p50": p50}}
-    out = lat.request_ratios([r("torch", 200.0), r("onnxruntime", 50.0, "int8_qdq")])
+    out = latrows.request_ratios([r("torch", 200.0), r("onnxruntime", 50.0, "int8_qdq")])
     assert list(out.values()) == [0.25] and "int8_qdq" in next(iter(out))
 
 
@@ -145,11 +146,11 @@ def test_quick_mode_on_a_tiny_exported_bundle(tmp_path: Path) -> None:
 
     ckpt, bundle = tiny_bundle()
     out = tmp_path / "latency.json"
-    assert lat.main(["--bundle", str(bundle), "--ckpt", str(ckpt), "--quick", "--metric", "--out", str(out)]) == 0
+    assert cli.main(["--bundle", str(bundle), "--ckpt", str(ckpt), "--quick", "--metric", "--out", str(out)]) == 0
     res = json.loads(out.read_text())
     rows = res["rows"]
     for row in rows:
-        lat.validate_row(row)
+        latrows.validate_row(row)
     have = {(r["component"], r["engine"].split()[0], r["precision"]) for r in rows}
     for comp in ("denoiser_step", "mask_generator", "profile_mlp", "profile_encoder", "request_profile_cached"):
         assert (comp, "torch", "fp32") in have and (comp, "onnxruntime", "fp32") in have, comp

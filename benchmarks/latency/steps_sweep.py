@@ -20,9 +20,9 @@ every step count in ``--steps``:
   U-MASK checkpoint ``--milan`` (its best step), every ``--a1-stride``-th test window. Error =
   normalized MAE.
 * **Latency**: one full on-device request (REAL sample user, short-term, history -> prediction; the
-  latency harness's `Pipeline`, benchmarks/latency.py) at that sampler and step count, ``--samples``
-  samples: over the bundle's ONNX files with onnxruntime at ``--latency-precision`` when ``--bundle``
-  is given, else torch eager (the ``latency_engine`` column says which).
+  runtime Session, benchmarks/latency/request.py `SessionPipe`) at that sampler and step count,
+  ``--samples`` samples, over the bundle's ONNX files with onnxruntime at ``--latency-precision``;
+  without ``--bundle`` the latency is not measured (None, noted).
 
 "Fewest steps within 5 %": per sampler and task, the smallest step count whose error is at most
 (1 + ``--tolerance``) x the error at the largest step count of the sweep (50).
@@ -41,7 +41,7 @@ import shlex
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -158,60 +158,62 @@ class MilanA1:
 
 
 class RequestLatency:
-    """p50 of one full request per (sampler, steps), onnxruntime over the bundle or torch."""
+    """p50 of one full request per (sampler, steps): the runtime Session over the bundle (onnxruntime,
+    ``--latency-precision``, CPU, 1 thread). Without a bundle nothing is timed (the latency columns are None)."""
 
     def __init__(self, cfg: SweepConfig) -> None:
-        from umask.bench.latency import harness as lat
+        from umask.bench.latency.request import BUNDLE_PRECISION, RealSample, RequestSpec, request_inputs
+        from umask.bench.latency.timing import TimingConfig
 
-        self.lat = lat
-        hc = lat.HarnessConfig(bundle=cfg.bundle, ckpt=cfg.ckpt, threads=(1,), metric=False, data_dir=cfg.data_dir,
-                               request=lat.RequestSpec(n_samples=cfg.samples, seed=cfg.seed))
-        self.h = lat.Harness(hc)
-        self.h._load_torch()
-        self.engine = "torch eager fp32 (CPU, 1 thread)"
-        self.nets = self.h.torch_nets
+        self.req = RequestSpec(n_samples=cfg.samples, seed=cfg.seed)
+        self.timing = TimingConfig(warmup_s=0.0 if cfg.quick else 0.5, duration_s=0.0,
+                                   min_samples=1 if cfg.quick else cfg.latency_samples,
+                                   max_samples=1 if cfg.quick else cfg.latency_samples, burn_in_s=0.0)
         self.session = None
-        if cfg.bundle is not None:
-            s = self.h._session(cfg.latency_precision, "CPUExecutionProvider", 1, False)
-            if s is not None and not isinstance(s, str):
-                self.session = s
-                self.engine = (f"runtime Session, onnxruntime {cfg.latency_precision} (CPUExecutionProvider, 1 thread, "
-                               "spinning off)")
-        if cfg.bundle is not None and self.session is None:
-            cfg.notes.extend(self.h.skipped)
-            try:
-                self.nets, _info, _files = lat.ort_nets(cfg.bundle, self.h.manifest, cfg.latency_precision,
-                                                        "CPUExecutionProvider", 1, False)
-                self.engine = f"onnxruntime {cfg.latency_precision} (CPUExecutionProvider, 1 thread, harness pipeline)"
-            except FileNotFoundError as e:
-                cfg.notes.append(f"latency: {e}; torch eager used")
-        self.timing = lat.TimingConfig(warmup_s=0.0 if cfg.quick else 0.5, duration_s=0.0,
-                                       min_samples=1 if cfg.quick else cfg.latency_samples,
-                                       max_samples=1 if cfg.quick else cfg.latency_samples, burn_in_s=0.0)
-        import torch
+        self.engine = "not measured (no --bundle)"
+        if cfg.bundle is None:
+            cfg.notes.append("latency: no --bundle given; the request latency (the runtime Session over a bundle) "
+                             "was not measured")
+            return
+        from umask.runtime.families.umask.session import Session
 
-        torch.set_num_threads(1)
+        self.session = Session.open(cfg.bundle, precision=BUNDLE_PRECISION[cfg.latency_precision], threads=1,
+                                    profile_source="template")
+        self.engine = (f"runtime Session, onnxruntime {cfg.latency_precision} (CPUExecutionProvider, 1 thread, "
+                       "spinning off)")
+        self.hist, self.now, _w, self.text = request_inputs(self.session, RealSample.load(cfg.data_dir), self.req)
 
     def describe(self) -> str:
-        rq = self.h.cfg.request
+        rq = self.req
         return (f"REAL Tsinghua sample user #{rq.user_index}, {rq.task} at {rq.hour:02d}:00, the row's sampler and "
                 f"steps x {rq.n_samples} sample(s), seed {rq.seed}, profile text cached; raw history -> window -> "
                 f"SBERT -> profile MLP -> mask -> sampler -> prediction; {self.timing.min_samples} timed requests "
                 f"after a {self.timing.warmup_s} s warm-up")
 
     def measure(self, sampler: str, steps: int) -> dict[str, Any]:
-        lat = self.lat
-        req = lat.RequestSpec(sampler=sampler, steps=steps, n_samples=self.h.cfg.request.n_samples,
-                              seed=self.h.cfg.request.seed)
-        pipe = lat.SessionPipe(self.session, req) if self.session is not None else self.h.pipeline(self.nets, req)
-        hist, now, text = self.h.hist, self.h.now, self.h.text
-        t = lat.measure(lambda: pipe(hist, now, profile_text=text), self.timing)
+        from umask.bench.latency.request import SessionPipe
+        from umask.bench.latency.timing import measure
+
+        if self.session is None:
+            return {"latency_engine": self.engine, "latency_ms": None, "latency_samples": 0}
+        req = replace(self.req, sampler=sampler, steps=steps)
+        pipe = SessionPipe(self.session, req)
+        hist, now, text = self.hist, self.now, self.text
+        t = measure(lambda: pipe(hist, now, profile_text=text), self.timing)
         return {"latency_engine": self.engine, "latency_ms": t.summary(), "latency_samples": len(t.samples_ms)}
 
 
 # ------------------------------------------------------------------------------------------------
 # Sweep
 # ------------------------------------------------------------------------------------------------
+def _p50(row: Mapping[str, Any]) -> float | None:
+    return row["latency_ms"]["p50"] if row.get("latency_ms") else None
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1f}"
+
+
 def fewest_table(rows: Sequence[Mapping[str, Any]], samplers: Sequence[str], tolerance: float) -> list[dict[str, Any]]:
     fewest = []
     for sampler in samplers:
@@ -219,7 +221,7 @@ def fewest_table(rows: Sequence[Mapping[str, Any]], samplers: Sequence[str], tol
             errs = {r["steps"]: r["error"] for r in rows if r["sampler"] == sampler and r["task"] == task}
             if errs:
                 f = fewest_steps(errs, tolerance)
-                lat_at = {r["steps"]: r["latency_ms"]["p50"] for r in rows if r["sampler"] == sampler and r["task"] == task}
+                lat_at = {r["steps"]: _p50(r) for r in rows if r["sampler"] == sampler and r["task"] == task}
                 fewest.append({"sampler": sampler, "task": task, **f,
                                "latency_p50_ms_at_fewest": lat_at[f["fewest_steps"]],
                                "latency_p50_ms_at_reference": lat_at[f["reference_steps"]]})
@@ -228,7 +230,7 @@ def fewest_table(rows: Sequence[Mapping[str, Any]], samplers: Sequence[str], tol
 
 def remeasure_latency(res: dict[str, Any], cfg: SweepConfig, command: str) -> dict[str, Any]:
     """Re-measure only the request latency of an existing sweep (e.g. once the machine is quiet)."""
-    from umask.bench.latency.harness import load_average
+    from umask.bench.latency.machine import load_average
 
     load_before = load_average()
     latency = RequestLatency(cfg)
@@ -251,7 +253,7 @@ def remeasure_latency(res: dict[str, Any], cfg: SweepConfig, command: str) -> di
 def run(cfg: SweepConfig, command: str) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
-    from umask.bench.latency.harness import git_commit, load_average, machine_info
+    from umask.bench.latency.machine import git_commit, load_average, machine_info
 
     t0 = time.perf_counter()
     load_before = load_average()
@@ -311,7 +313,7 @@ def markdown(res: Mapping[str, Any]) -> str:
              "| --- | ---: | --- | ---: | ---: | ---: |"]
     for r in res["rows"]:
         lines.append(f"| {r['sampler']} | {r['steps']} | {r['task']} | {r['error']:.4f} | {r['mae']:.4f} | "
-                     f"{r['latency_ms']['p50']:.1f} |")
+                     f"{_ms(_p50(r))} |")
     lines += ["", f"Fewest steps whose error stays within {100 * cfg['tolerance']:.0f} % of the "
                   f"{max(cfg['steps'])}-step error:", "",
               f"| sampler | task | fewest steps | error there | error at {max(cfg['steps'])} | request p50 ms there / at "
@@ -319,8 +321,8 @@ def markdown(res: Mapping[str, Any]) -> str:
               "| --- | --- | ---: | ---: | ---: | --- |"]
     for f in res["fewest_steps"]:
         lines.append(f"| {f['sampler']} | {f['task']} | {f['fewest_steps']} | {f['error_at_fewest']:.4f} | "
-                     f"{f['reference_error']:.4f} | {f['latency_p50_ms_at_fewest']:.1f} / "
-                     f"{f['latency_p50_ms_at_reference']:.1f} |")
+                     f"{f['reference_error']:.4f} | {_ms(f['latency_p50_ms_at_fewest'])} / "
+                     f"{_ms(f['latency_p50_ms_at_reference'])} |")
     if m.get("notes"):
         lines += ["", "Notes:"] + [f"- {n}" for n in m["notes"]]
     return "\n".join(lines) + "\n"
@@ -385,7 +387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error(f"samplers must come from {SAMPLERS} and steps be >= 1")
     command = shlex.join(["python", "-m", "umask.bench.latency.steps_sweep", *argv])
     if ns.max_load is not None:
-        from umask.bench.latency.harness import wait_for_quiet
+        from umask.bench.latency.machine import wait_for_quiet
 
         wait_for_quiet(ns.max_load, ns.wait_load_s)
     if ns.latency_only:

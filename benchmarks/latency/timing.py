@@ -1,0 +1,158 @@
+"""Latency measurement: time-based warm-up, samples, percentiles, burn-in and the peak RSS of a configuration.
+
+Used by the latency harness (``python -m umask.bench.latency.harness``) and the steps sweep. Follows
+``trtexec`` / ``onnxruntime_perf_test``: a TIME-based warm-up (at least one call), then timed calls
+until both ``min_samples`` and ``duration_s`` are reached (at most ``max_samples``); a global
+nanoGPT-style burn-in before the first configuration. Peak RSS: Linux ``VmHWM`` after resetting it
+through ``/proc/self/clear_refs``; falls back to ``ru_maxrss`` (labeled).
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+PERCENTILES = (50, 90, 95, 99)
+
+
+@dataclass(frozen=True)
+class TimingConfig:
+    """Warm-up and sample policy (trtexec-like: --warmUp ms, --duration s, --iterations min)."""
+
+    warmup_s: float = 1.0          # time-based warm-up; at least one call
+    duration_s: float = 3.0        # keep sampling until this much time has passed ...
+    min_samples: int = 20          # ... and at least this many samples were taken
+    max_samples: int = 2000        # hard cap
+    burn_in_s: float = 3.0         # global burn-in before the first configuration (nanoGPT bench.py)
+
+    def __post_init__(self) -> None:
+        if self.warmup_s < 0 or self.duration_s < 0 or self.burn_in_s < 0:
+            raise ValueError("warmup_s, duration_s and burn_in_s must be >= 0")
+        if not 1 <= self.min_samples <= self.max_samples:
+            raise ValueError(f"need 1 <= min_samples <= max_samples, got {self.min_samples}, {self.max_samples}")
+
+
+FULL_TIMING = TimingConfig()
+QUICK_TIMING = TimingConfig(warmup_s=0.05, duration_s=0.0, min_samples=3, max_samples=3, burn_in_s=0.0)
+
+
+@dataclass
+class Timing:
+    warmup_iters: int
+    warmup_s: float                 # warm-up time actually spent
+    samples_ms: list[float]
+
+    def summary(self) -> dict[str, float]:
+        return latency_summary(self.samples_ms)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0..100) with linear interpolation between order statistics
+    (numpy's default "linear" method: rank (n - 1) q / 100)."""
+    if not len(values):
+        raise ValueError("percentile of an empty sequence")
+    if not 0.0 <= q <= 100.0:
+        raise ValueError(f"q must be in [0, 100], got {q}")
+    s = sorted(float(v) for v in values)
+    pos = (len(s) - 1) * q / 100.0
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+def latency_summary(samples_ms: Sequence[float]) -> dict[str, float]:
+    """min / p50 / p90 / p95 / p99 / max / mean / std (population) of the samples, in ms."""
+    if not len(samples_ms):
+        raise ValueError("no samples")
+    a = np.asarray(samples_ms, np.float64)
+    out = {"min": float(a.min())}
+    out.update({f"p{q}": percentile(a.tolist(), q) for q in PERCENTILES})
+    out.update({"max": float(a.max()), "mean": float(a.mean()), "std": float(a.std())})
+    return {k: round(v, 4) for k, v in out.items()}
+
+
+def measure(fn: Callable[[], Any], cfg: TimingConfig, *, clock: Callable[[], float] = time.perf_counter,
+            sync: Callable[[], None] | None = None) -> Timing:
+    """Time ``fn()``: time-based warm-up, then samples (see `TimingConfig`). ``sync`` runs after
+    each call inside the timed region (e.g. ``torch.cuda.synchronize``). ``clock`` is injectable for tests."""
+    t0 = clock()
+    n_warm = 0
+    while True:                                  # at least one warm-up call, then until warmup_s passed
+        fn()
+        if sync is not None:
+            sync()
+        n_warm += 1
+        if clock() - t0 >= cfg.warmup_s:
+            break
+    warm = clock() - t0
+    samples: list[float] = []
+    start = clock()
+    while len(samples) < cfg.max_samples and (len(samples) < cfg.min_samples or clock() - start < cfg.duration_s):
+        a = clock()
+        fn()
+        if sync is not None:
+            sync()
+        samples.append((clock() - a) * 1e3)
+    return Timing(n_warm, warm, samples)
+
+
+def burn_in(fn: Callable[[], Any], seconds: float, *, clock: Callable[[], float] = time.perf_counter) -> int:
+    """Run ``fn`` untimed for ``seconds`` (nanoGPT bench.py's burn-in stage); returns the call count."""
+    n, t0 = 0, clock()
+    while clock() - t0 < seconds:
+        fn()
+        n += 1
+    return n
+
+
+class PeakRSS:
+    """Resident-set peak of this process while the ``with`` block ran (MB).
+
+    Linux: writes ``5`` to /proc/self/clear_refs (resets VmHWM to the current RSS) on entry and reads
+    VmHWM on exit (method ``VmHWM (reset)``). Elsewhere: ``ru_maxrss``, the process-lifetime peak
+    (method ``ru_maxrss (process lifetime)``)."""
+
+    def __init__(self) -> None:
+        self.mb: float | None = None
+        self.method = ""
+        self._reset = False
+
+    def __enter__(self) -> PeakRSS:
+        try:
+            with open("/proc/self/clear_refs", "w") as fh:
+                fh.write("5")
+            self._reset = _vm_hwm_kb() is not None
+        except OSError:
+            self._reset = False
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        kb = _vm_hwm_kb() if self._reset else None
+        if kb is not None:
+            self.mb, self.method = round(kb / 1024.0, 1), "VmHWM (reset before the configuration)"
+        else:
+            r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss       # KiB on Linux, bytes on macOS
+            self.mb = round(r / (1024.0 * 1024.0 if sys.platform == "darwin" else 1024.0), 1)
+            self.method = "ru_maxrss (process lifetime)"
+
+
+def _vm_hwm_kb() -> int | None:
+    try:
+        with open("/proc/self/status") as fh:
+            for ln in fh:
+                if ln.startswith("VmHWM:"):
+                    return int(ln.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+__all__ = ["PERCENTILES", "TimingConfig", "FULL_TIMING", "QUICK_TIMING", "Timing", "percentile", "latency_summary",
+           "measure", "burn_in", "PeakRSS"]
