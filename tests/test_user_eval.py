@@ -92,6 +92,7 @@ def test_error_sums_match_metrics(pop: ue.UserPopulation) -> None:
 
 def test_batch_shapes_and_model_view(pop: ue.UserPopulation) -> None:
     C, H, W = pop.channels.n_channels, 4, 4
+    models = ue.baseline_models(pop)            # one lightgbm fit for every task
     for task, Tc, Th, off in (("B1", 192, 4, 192), ("B2", 192, 96, 192), ("B3", 192, 96, 192), ("B4", 192, 192, 0)):
         b = next(ue.iter_batches(pop, task, "test", batch_size=5))
         assert b.x_context.shape == (5, C, Tc, H, W) and b.x_context.dtype == np.float32
@@ -103,8 +104,8 @@ def test_batch_shapes_and_model_view(pop: ue.UserPopulation) -> None:
         assert (b.x_context[~np.broadcast_to(b.avail, b.x_context.shape)] == 0).all()
         v = b.model_view()
         assert v.truth is None and not v.x_context.flags.writeable
-        for name, fn in ue.baseline_models(pop).items():
-            if name == "linear_interpolation" and task != "B4":
+        for name, fn in models.items():
+            if (name == "linear_interpolation" and task != "B4") or (name == "lightgbm" and task == "B4"):
                 with pytest.raises(NotImplementedError):
                     fn(v)
                 continue
@@ -207,7 +208,7 @@ def test_rows_carry_dataset_labels(pop: ue.UserPopulation, real: ue.UserPopulati
         assert r["simulator"]["n_users"] == N_USERS and r["simulator"]["seed"] == 0 and r["seeds"]["simulator"] == 0
         assert r["n_windows"] > 0 and r["protocol"] == "docs/PROTOCOL.md B"
     assert {r["model"] for r in rows if r["task_id"] == "B1"} == {"all_zero", "last_value", "historical_average",
-                                                                "seasonal_naive", "oracle"}
+                                                                "seasonal_naive", "blend", "lightgbm", "oracle"}
     assert sum(r["task_id"] == "B4" and r["model"] == "linear_interpolation" for r in rows) == 1
     real_rows = ue.evaluate_real_sample(population=real, model_info={"last_value": {"seeds": [0, 1], "samples": 4}})
     assert {r["model"] for r in real_rows} == {"all_zero", "last_value", "context_mean"}
@@ -228,3 +229,17 @@ def test_main_writes_json_and_markdown(tmp_path, capsys) -> None:
     assert any(r["synthetic"] is False for r in rows)
     assert all(r["command"].startswith("python -m umask.bench.accuracy.user --users 4") for r in rows)
     assert out.with_suffix(".md").read_text() in capsys.readouterr().out
+
+
+def test_v2_rows_blend_and_lightgbm(pop: ue.UserPopulation) -> None:
+    models = ue.baseline_models(pop)
+    assert {"blend", "lightgbm"} <= set(models) and "blend" in ue.BASELINE_NOTES and "lightgbm" in ue.BASELINE_NOTES
+    b = next(ue.iter_batches(pop, "B1", batch_size=8)).model_view()
+    lv, ha = ue.predict_last_value(b), models["historical_average"](b)
+    np.testing.assert_allclose(models["blend"](b), 0.5 * lv + 0.5 * ha, rtol=1e-6, atol=1e-7)
+    y = models["lightgbm"](b)
+    assert y.shape == (b.n, b.channels.n_channels, b.horizon) + b.x_context.shape[3:]
+    assert np.all(np.isfinite(y)) and y.min() >= 0.0
+    b4 = next(ue.iter_batches(pop, "B4", batch_size=8)).model_view()
+    with pytest.raises(NotImplementedError):
+        models["lightgbm"](b4)

@@ -1,4 +1,4 @@
-"""Per-user behavior-tensor evaluation harness, PROTOCOL.md section B (numpy only, model-agnostic).
+"""Per-user behavior-tensor evaluation harness, docs/PROTOCOL.md section B (numpy only, model-agnostic).
 
 Data
 ----
@@ -99,15 +99,21 @@ from umask.train.data import user_windows as uw
 
 from umask.bench.accuracy.user_baselines import (
     BASELINE_NOTES,
+    Blend,
     HistoricalAverage,
+    LightGBMRow,
     SeasonalNaive,
     baseline_models,
+    batch_series,
+    clip_domain,
     last_observed,
     predict_all_zero,
     predict_context_mean,
     predict_last_value,
     predict_linear_interpolation,
+    population_series,
     real_baseline_models,
+    series_tensor,
 )
 from umask.bench.accuracy.user_scoring import (
     _Acc,
@@ -147,7 +153,8 @@ from umask.bench.accuracy.user_tasks import (
 
 # the harness's public names (importers use umask.bench.accuracy.user; the parts are implementation)
 __all__ = [
-    "APP_KS", "BASELINE_NOTES", "ChannelLayout", "DEFAULT_OUT", "GROUPS", "HistoricalAverage", "LOC_KS",
+    "APP_KS", "BASELINE_NOTES", "Blend", "ChannelLayout", "DEFAULT_OUT", "GROUPS", "HistoricalAverage", "LOC_KS",
+    "LightGBMRow", "batch_series", "clip_domain", "population_series", "series_tensor",
     "Predictor", "RAW_CLIP", "REAL_DATASET", "REAL_TARGET_STARTS", "REAL_TASK_NAME", "REPO_ROOT",
     "SCALE_NOTE", "SCORE_DECIMALS", "SYNTHETIC_DATASET", "SeasonalNaive", "TASKS", "TASK_NAMES",
     "TRAIN_DAYS", "TaskBatch", "UserPopulation", "app_engagement", "baseline_models", "error_sums",

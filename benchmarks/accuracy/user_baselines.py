@@ -30,6 +30,12 @@ BASELINE_NOTES: dict[str, str] = {
                             "constant extrapolation at the ends",
     "context_mean": "real sample only (no earlier day for a historical average): mean of the observed "
                     "in-day context slots per (c,h,w), repeated",
+    "blend": "PROTOCOL v2 B: 0.5 x last_value + 0.5 x historical_average (same definitions as those rows; "
+             "B4: on the hidden coordinates)",
+    "lightgbm": "PROTOCOL v2 B: one global LightGBM (umask.train.baselines.lightgbm_global, direct multi-horizon, "
+                "horizon step as a feature) over every (user, c, h, w) series of the training days (all active + "
+                "5 % of the all-zero ones, <= 200k rows, 150 rounds, 1 thread); lags, same slot yesterday / last "
+                "week, slot of day, weekday; forecasting only (no B4 row); clipped to the featurized domain",
 }
 
 
@@ -170,11 +176,105 @@ class SeasonalNaive:
         return pred.astype(np.float32)
 
 
-def baseline_models(pop: UserPopulation) -> dict[str, Predictor]:
-    """The PROTOCOL B baseline rows for a population with training days (the simulator)."""
+class Blend:
+    """PROTOCOL v2 B: ``weight`` x last value + (1 - weight) x historical average (weight 0.5)."""
+
+    def __init__(self, ha: HistoricalAverage, weight: float = 0.5) -> None:
+        self.ha, self.weight = ha, float(weight)
+
+    def __call__(self, batch: TaskBatch) -> np.ndarray:
+        pred = self.weight * predict_last_value(batch) + (1.0 - self.weight) * self.ha(batch)
+        if batch.target_offset == 0:
+            pred = np.where(batch.avail, batch.x_context, pred)
+        return pred.astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------------
+# Series views of a batch (shared with the learned peers, user_peers.py)
+# ------------------------------------------------------------------------------------------------
+def batch_series(batch: TaskBatch) -> np.ndarray:
+    """x_context (n, C, Tc, H, W) -> (n, Tc, C*H*W) float64, NaN where the coordinate is not observed."""
+    x = np.asarray(batch.x_context, np.float64)
+    n, C, Tc, H, W = x.shape
+    x = np.where(np.broadcast_to(batch.avail, x.shape), x, np.nan)
+    return x.transpose(0, 2, 1, 3, 4).reshape(n, Tc, C * H * W)
+
+
+def series_tensor(y: np.ndarray, C: int, H: int, W: int) -> np.ndarray:
+    """(n, T, C*H*W) -> (n, C, T, H, W)."""
+    n, T, _ = y.shape
+    return y.reshape(n, T, C, H, W).transpose(0, 2, 1, 3, 4)
+
+
+def clip_domain(pred: np.ndarray, batch: TaskBatch) -> np.ndarray:
+    """Clip (n, C, T, H, W) to the featurized domain; B4: observed coordinates exactly as given."""
+    out = np.clip(pred, 0.0, None)
+    li = batch.channels.location_index
+    out[:, li] = np.clip(out[:, li], 0.0, 1.0)
+    if batch.target_offset == 0:
+        out = np.where(batch.avail, batch.x_context, out)
+    return out.astype(np.float32)
+
+
+def population_series(pop: UserPopulation, t0: int, t1: int) -> np.ndarray:
+    """(t1 - t0, U * S): every user's series over slots [t0, t1) side by side (sorted users)."""
+    cols = []
+    for u in pop.users:
+        d = pop.features[u].tensor.dense(t0, t1).astype(np.float64)          # (C, T, H, W)
+        cols.append(d.transpose(1, 0, 2, 3).reshape(d.shape[1], -1))
+    return np.concatenate(cols, axis=1)
+
+
+class LightGBMRow:
+    """The ``lightgbm`` row: `umask.train.baselines.lightgbm_global` fitted lazily on the first batch.
+
+    Training series: every (user, c, h, w) series of the training days that is active there plus an
+    ``inactive_fraction`` of the all-zero ones (seeded); max_horizon = one day (B2 / B3)."""
+
+    def __init__(self, pop: UserPopulation, *, inactive_fraction: float = 0.05, seed: int = 0,
+                 **overrides: object) -> None:
+        self.pop, self.inactive_fraction, self.seed = pop, float(inactive_fraction), int(seed)
+        self.overrides = {"max_horizon": pop.slots_per_day, "num_boost_round": 150, "max_rows": 200_000,
+                          "seed": seed, "weekday0": _weekday0(pop), **overrides}
+        self.model = None
+        self.n_series = 0
+
+    def fitted(self):
+        if self.model is None:
+            from umask.train.baselines import base
+
+            z = population_series(self.pop, 0, self.pop.train_end)           # (train_end, U*S)
+            act = (z != 0).any(axis=0)
+            rng = np.random.default_rng(self.seed)
+            cols = np.flatnonzero(act | (rng.random(act.shape) < self.inactive_fraction))
+            self.n_series = len(cols)
+            self.model = base.get("lightgbm")(period=self.pop.slots_per_day, **self.overrides).fit(z[:, cols])
+        return self.model
+
+    def __call__(self, batch: TaskBatch) -> np.ndarray:
+        if batch.target_offset == 0:
+            raise NotImplementedError("the LightGBM global model is a forecasting baseline (no completion)")
+        C, H, W = batch.channels.n_channels, *batch.x_context.shape[3:]
+        y = self.fitted().forecast(batch_series(batch), batch.horizon, starts=batch.starts)
+        return clip_domain(series_tensor(y, C, H, W), batch)
+
+
+def _weekday0(pop: UserPopulation) -> int:
+    """Weekday (Monday = 0) of absolute slot 0 of the population (1970-01-01 was a Thursday)."""
+    return int((pop.start_ts // 86400 + 3) % 7)
+
+
+def baseline_models(pop: UserPopulation, *, lightgbm: bool = True) -> dict[str, Predictor]:
+    """The PROTOCOL B baseline rows for a population with training days (the simulator), with the v2
+    rows ``blend`` and ``lightgbm`` (``lightgbm=False`` leaves the fitted model out)."""
     ha = HistoricalAverage(pop)
-    return {"all_zero": predict_all_zero, "last_value": predict_last_value, "historical_average": ha,
-            "seasonal_naive": SeasonalNaive(ha), "linear_interpolation": predict_linear_interpolation}
+    rows: dict[str, Predictor] = {
+        "all_zero": predict_all_zero, "last_value": predict_last_value, "historical_average": ha,
+        "seasonal_naive": SeasonalNaive(ha), "linear_interpolation": predict_linear_interpolation,
+        "blend": Blend(ha)}
+    if lightgbm:
+        rows["lightgbm"] = LightGBMRow(pop)
+    return rows
 
 
 def real_baseline_models(pop: UserPopulation | None = None) -> dict[str, Predictor]:

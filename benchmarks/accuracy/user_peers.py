@@ -1,7 +1,8 @@
-"""Per-user peer baselines (ARIMA, PatchTST, CSDI) in the PROTOCOL B harness (benchmarks/user_eval.py).
+"""Per-user peer baselines (ARIMA, PatchTST, CSDI) in the PROTOCOL B harness (benchmarks/accuracy/user.py).
 
-The three learned baselines of the Milan runs (benchmarks/arima.py, patchtst.py, csdi.py) as
-``user_eval.Predictor`` s, reusing those modules' fit / forecast / impute functions unchanged. The
+The per-user adapters of the three learned baselines (``umask.train.baselines.arima``, ``patchtst``,
+``csdi``; their Milan runs: ``benchmarks/accuracy/grid_peers.py``) as harness predictors
+``fn(TaskBatch) -> array``, reusing those modules' fit / forecast / impute functions unchanged. The
 evaluated population, split and windows are exactly those of benchmarks/results/user_umask.md
 (``umask_eval.subset_population`` + ``umask_eval.b1_hours``): the first ``--users`` of the
 300-user simulator population (seed 0), test day 7, B1 target hours ``h % --b1-every == --b1-offset``,
@@ -90,6 +91,7 @@ from umask.train.baselines import csdi
 from umask.train.baselines import patchtst
 from umask.bench.accuracy import user_umask as uev
 from umask.bench.accuracy import user as ue
+from umask.bench.accuracy.user_baselines import batch_series, clip_domain, population_series, series_tensor
 
 log = logging.getLogger(__name__)
 
@@ -121,30 +123,6 @@ def default_csdi_config(n_features: int, period: int, **kw: Any) -> csdi.CSDICon
 # ------------------------------------------------------------------------------------------------
 # Series views of a TaskBatch
 # ------------------------------------------------------------------------------------------------
-def batch_series(batch: ue.TaskBatch) -> np.ndarray:
-    """x_context (n, C, Tc, H, W) -> (n, Tc, C*H*W) float64, NaN where the coordinate is not observed."""
-    x = np.asarray(batch.x_context, np.float64)
-    n, C, Tc, H, W = x.shape
-    x = np.where(np.broadcast_to(batch.avail, x.shape), x, np.nan)
-    return x.transpose(0, 2, 1, 3, 4).reshape(n, Tc, C * H * W)
-
-
-def series_tensor(y: np.ndarray, C: int, H: int, W: int) -> np.ndarray:
-    """(n, T, C*H*W) -> (n, C, T, H, W)."""
-    n, T, _ = y.shape
-    return y.reshape(n, T, C, H, W).transpose(0, 2, 1, 3, 4)
-
-
-def clip_domain(pred: np.ndarray, batch: ue.TaskBatch) -> np.ndarray:
-    """Clip (n, C, T, H, W) to the featurized domain; B4: observed coordinates exactly as given."""
-    out = np.clip(pred, 0.0, None)
-    li = batch.channels.location_index
-    out[:, li] = np.clip(out[:, li], 0.0, 1.0)
-    if batch.target_offset == 0:
-        out = np.where(batch.avail, batch.x_context, out)
-    return out.astype(np.float32)
-
-
 def active_series(hist: np.ndarray) -> np.ndarray:
     """(L, S) with NaN -> (S,) bool: some observed value is non-zero."""
     return (np.nan_to_num(hist, nan=0.0) != 0).any(axis=0)
@@ -164,7 +142,7 @@ class UserArima:
         self.pop = pop
         self.order = tuple(order)
         self.cfg = arima.ArimaConfig(period=pop.slots_per_day, orders=(self.order,), first_slot=0)
-        self._fitted: dict[int, dict[int, tuple[tuple[int, int, int], np.ndarray, np.ndarray]]] = {}
+        self._fitted: dict[int, dict[int, tuple[tuple[int, int, int], np.ndarray, np.ndarray, float]]] = {}
         self._train: dict[int, np.ndarray] = {}
         self.n_fitted = 0
         self.fit_seconds = 0.0
@@ -188,14 +166,14 @@ class UserArima:
             t0 = time.perf_counter()
             m = arima.fit(z[:, new], self.cfg)
             for k, c in enumerate(new):
-                done[c] = (m.orders[k], m.params[k], m.profile[:, k])
+                done[c] = (m.orders[k], m.params[k], m.profile[:, k], m.scale(k))
             self.n_fitted += len(new)
             self.fit_seconds += time.perf_counter() - t0
         if len(cols) == 0:
             return None, cols
         fits = [done[int(c)] for c in cols]
         return arima.ArimaModel(cfg=self.cfg, orders=[f[0] for f in fits], params=[f[1] for f in fits],
-                                profile=np.stack([f[2] for f in fits], axis=1)), cols
+                                profile=np.stack([f[2] for f in fits], axis=1), scales=[f[3] for f in fits]), cols
 
     def _real_forecast(self, hist: np.ndarray, start: int, horizon: int) -> np.ndarray:
         """One real-sample window: AR(1) around the context mean fitted on the observed context."""
@@ -256,15 +234,6 @@ class UserArima:
 # ------------------------------------------------------------------------------------------------
 # PatchTST
 # ------------------------------------------------------------------------------------------------
-def population_series(pop: ue.UserPopulation, t0: int, t1: int) -> np.ndarray:
-    """(t1 - t0, U * S): every user's series over slots [t0, t1) side by side (sorted users)."""
-    cols = []
-    for u in pop.users:
-        d = pop.features[u].tensor.dense(t0, t1).astype(np.float64)          # (C, T, H, W)
-        cols.append(d.transpose(1, 0, 2, 3).reshape(d.shape[1], -1))
-    return np.concatenate(cols, axis=1)
-
-
 def fit_user_patchtst(pop: ue.UserPopulation, cfg: patchtst.PatchTSTBaselineConfig, inactive_fraction: float,
                       seed: int) -> tuple[patchtst.PatchTSTModel, dict[str, Any]]:
     """One channel-independent PatchTST on the population's training days (module docstring)."""

@@ -139,13 +139,15 @@ class LightGBMGlobal(Predictor):
         if len(origins) == 0:
             raise InputError(f"train has {T} slots, need > {lo + H} for {cfg.n_lags} lags and horizon {H}")
         t0 = time.perf_counter()
-        oo, hh, jj = np.meshgrid(origins, np.arange(H), np.arange(N), indexing="ij")
-        oo, hh, jj = oo.ravel(), hh.ravel(), jj.ravel()
+        total = len(origins) * H * N
+        if total > cfg.max_rows:      # a seeded subset of (origin, step, series) triples, never the full grid
+            flat = np.sort(np.random.default_rng(cfg.seed).choice(total, cfg.max_rows, replace=False))
+        else:
+            flat = np.arange(total)
+        io, hh, jj = np.unravel_index(flat, (len(origins), H, N))
+        oo = origins[io]
         y = z[oo + hh, jj]
         keep = np.isfinite(y)
-        if keep.sum() > cfg.max_rows:
-            rng = np.random.default_rng(cfg.seed)
-            keep[np.flatnonzero(keep)[rng.permutation(int(keep.sum()))[cfg.max_rows:]]] = False
         oo, hh, jj, y = oo[keep], hh[keep], jj[keep], y[keep]
         X = _features(z.T, jj, np.full(len(oo), first_slot), oo + first_slot, hh, cfg, p, jj)   # (R, F)
         params = {"objective": "regression", "learning_rate": cfg.learning_rate, "num_leaves": cfg.num_leaves,
