@@ -166,7 +166,8 @@ def _short_command(cmd: str) -> str:
     tok = cmd.split()
     if "-m" in tok:
         i = tok.index("-m")
-        return f"python -m {tok[i + 1]}"
+        sub = tok[i + 2:i + 3]                      # a sub-command (grid_peers arima) belongs to it
+        return " ".join(["python -m", tok[i + 1]] + [t for t in sub if not t.startswith("-")])
     return tok[0]
 
 

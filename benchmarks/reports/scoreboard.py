@@ -242,9 +242,9 @@ def upsert(rows: Iterable[Row], path: str | Path = DEFAULT_PATH) -> list[Row]:
 MODULE_RENAMES = {
     "umask.bench.milan_eval": "umask.bench.accuracy.grid",
     "umask.bench.milan_umask_eval": "umask.bench.accuracy.grid_umask",
-    "umask.bench.arima": "umask.train.baselines.arima",
-    "umask.bench.patchtst": "umask.train.baselines.patchtst",
-    "umask.bench.csdi": "umask.train.baselines.csdi",
+    "umask.bench.arima": "umask.bench.accuracy.grid_peers arima",
+    "umask.bench.patchtst": "umask.bench.accuracy.grid_peers patchtst",
+    "umask.bench.csdi": "umask.bench.accuracy.grid_peers csdi",
     "umask.bench.user_eval": "umask.bench.accuracy.user",
     "umask.bench.umask_eval": "umask.bench.accuracy.user_umask",
     "umask.bench.user_peers": "umask.bench.accuracy.user_peers",
