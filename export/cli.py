@@ -44,9 +44,9 @@ def export_main(argv: Sequence[str] | None = None) -> int:
         m = export_bundle(ns.ckpt, ns.out, precisions=[s.strip() for s in ns.precisions.split(",") if s.strip()],
                           data_dir=ns.data_dir, gguf_dir=ns.gguf_dir or None, llm_quant=ns.llm_quant, sbert=not ns.no_sbert,
                           sbert_cache=ns.sbert_cache or None, tensorrt=not ns.no_tensorrt)
-    except (ExportError, ValueError) as e:
-        print(f"umask export: error: {e}", file=sys.stderr)
-        return 2
+    except (ExportError, ValueError, OSError) as e:
+        print(f"umask export: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return int(getattr(e, "exit_code", 2))
     summary = {p_: {n: {"status": e.get("status"), **{k: e.get("parity", {}).get(k) for k in
                                                       ("rel_max", "completion_max_abs_diff")}}
                     for n, e in a.items() if "parity" in e} for p_, a in m["artifacts"].items()}
@@ -100,9 +100,9 @@ def run_main(argv: Sequence[str] | None = None) -> int:
                          precision=ns.precision, profile_source=ns.profile_source)
         kw = {"steps": ns.steps, "sampler": ns.sampler, "n_samples": ns.samples, "seed": ns.seed, "now_ts": now_ts}
         out = s.run(ns.history, ns.task, k=ns.k, **kw)
-    except (BundleError, ValueError) as e:
-        print(f"umask run: error: {e}", file=sys.stderr)
-        return 2
+    except (BundleError, ValueError, OSError) as e:
+        print(f"umask run: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return int(getattr(e, "exit_code", 2))
     print(json.dumps(out, indent=1, default=float))
     return 0
 

@@ -251,7 +251,7 @@ def forecast_fn(model: MilanUMask, e_pos: np.ndarray, *, sampler: str = "ddim", 
                 stats: dict[str, Any] | None = None, geo: Geometry | None = None) -> milan_eval.ForecastFn:
     """A1 ``ForecastFn``: (n, history, cells) standardized history -> (n, horizon, cells) (Milan 288 -> 144).
     ``geo``: the frame and windows (default: :func:`geometry` of the model on Milan)."""
-    geo = geometry(model) if geo is None else geo
+    geo = (Geometry() if model is None else geometry(model)) if geo is None else geo  # None: Milan
 
     def fn(history: np.ndarray, starts: np.ndarray, horizon: int) -> np.ndarray:
         if horizon != geo.horizon or history.shape[1] != geo.history:
@@ -270,7 +270,7 @@ def impute_fn(model: MilanUMask, e_pos: np.ndarray, *, sampler: str = "ddim", st
               stats: dict[str, Any] | None = None, geo: Geometry | None = None) -> milan_eval.ImputeFn:
     """A2 ``ImputeFn``: observed (n, L, cells) with NaN at hidden, mask True = hidden -> completed
     (n, L, cells); observed entries are returned exactly."""
-    geo = geometry(model) if geo is None else geo
+    geo = (Geometry() if model is None else geometry(model)) if geo is None else geo  # None: Milan
 
     def fn(observed: np.ndarray, mask: np.ndarray, starts: np.ndarray) -> np.ndarray:
         observed = np.asarray(observed, np.float64)
