@@ -79,12 +79,15 @@ class OrtBackend(NetworkBackend):
         so = ort_engine.session_options(threads, inter_op_threads, allow_spinning)
         self._sess = {n: ort_engine.inference_session(p, so, self.providers_used) for n, p in self.files.items()}
         self._types = {n: {i.name: ORT_DTYPES.get(i.type) for i in s.get_inputs()} for n, s in self._sess.items()}
+        self._closed = False
 
     def nets(self) -> tuple[str, ...]:
-        return tuple(self._sess)
+        return tuple(self.files)
 
     def session(self, net: str) -> Any:
         """The onnxruntime InferenceSession of ``net``."""
+        if self._closed:
+            raise RuntimeError(f"{self.name} backend: closed (files {sorted(self.files)})")
         if net not in self._sess:
             raise self._unknown(net)
         return self._sess[net]
@@ -104,6 +107,7 @@ class OrtBackend(NetworkBackend):
 
     def close(self) -> None:
         self._sess.clear()
+        self._closed = True
 
 
 __all__ = ["NetworkBackend", "OrtBackend", "ORT_DTYPES"]
