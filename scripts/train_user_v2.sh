@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The per-user U-MASK runs behind benchmarks/results/user_umask.md ("v2" recipe: training timesteps biased
-# to high noise, t_power 2, and no data scaling, data_scale "none"; see train/umask_model.py "Timesteps").
+# to high noise, t_power 2, and no data scaling, data_scale "none"; see train/models/umask/model.py "Timesteps").
 # U-MASK and its three ablations, 1000 steps each, small config, 1 torch thread per run, two runs at a time
 # (2-core CPU: about 40 min a pair when the machine is otherwise busy). Logs: artifacts/train/logs/.
 set -euo pipefail

@@ -182,6 +182,27 @@ def test_latest_checkpoint_never_picks_a_partial_one(tmp_path: Path) -> None:
     assert find_latest_checkpoint(root) == root / "step_000020"
 
 
+def test_resolve_and_best_checkpoint(tmp_path: Path) -> None:
+    from umask.train.common.checkpoints import best_checkpoint, resolve_checkpoint
+
+    net = torch.nn.Linear(2, 2)
+    opt = torch.optim.AdamW(net.parameters())
+    run = tmp_path / "run"
+    root = run / "ckpt"
+    for step in (5, 10):
+        save_checkpoint(root, step, net, net, opt, {"model": {}}, {"rng": None}, keep_last=3)
+    s5, s10 = root / "step_000005", root / "step_000010"
+    assert resolve_checkpoint(run) == s10 and resolve_checkpoint(root) == s10
+    assert resolve_checkpoint(root / "latest") == s10 and resolve_checkpoint(s5) == s5
+    assert best_checkpoint(run) == s10                        # no best pointer: the newest complete one
+    (root / "best").write_text("step_000005\n")
+    assert best_checkpoint(run) == s5 and resolve_checkpoint(root / "best") == s5
+    with pytest.raises(InputError, match="nothing"):
+        resolve_checkpoint(run / "nothing")
+    with pytest.raises(InputError):
+        best_checkpoint(tmp_path / "empty")
+
+
 # -----------------------------------------------------------------------------
 # Training runs
 # -----------------------------------------------------------------------------
