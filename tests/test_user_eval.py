@@ -40,7 +40,7 @@ def _rows_by(rows: list[dict], model: str) -> dict[str, dict]:
 
 @pytest.fixture(scope="module")
 def rows(pop: ue.UserPopulation) -> list[dict]:
-    models = {**ue.baseline_models(pop), "oracle": _oracle(pop)}
+    models = {**ue.v2_baseline_models(pop), "oracle": _oracle(pop)}
     return ue.evaluate(models, population=pop, batch_size=50)
 
 
@@ -92,7 +92,7 @@ def test_error_sums_match_metrics(pop: ue.UserPopulation) -> None:
 
 def test_batch_shapes_and_model_view(pop: ue.UserPopulation) -> None:
     C, H, W = pop.channels.n_channels, 4, 4
-    models = ue.baseline_models(pop)            # one lightgbm fit for every task
+    models = ue.v2_baseline_models(pop)         # one lightgbm fit for every task
     for task, Tc, Th, off in (("B1", 192, 4, 192), ("B2", 192, 96, 192), ("B3", 192, 96, 192), ("B4", 192, 192, 0)):
         b = next(ue.iter_batches(pop, task, "test", batch_size=5))
         assert b.x_context.shape == (5, C, Tc, H, W) and b.x_context.dtype == np.float32
@@ -232,7 +232,8 @@ def test_main_writes_json_and_markdown(tmp_path, capsys) -> None:
 
 
 def test_v2_rows_blend_and_lightgbm(pop: ue.UserPopulation) -> None:
-    models = ue.baseline_models(pop)
+    assert not {"blend", "lightgbm"} & set(ue.baseline_models(pop))     # opt-in for other harnesses
+    models = ue.v2_baseline_models(pop)
     assert {"blend", "lightgbm"} <= set(models) and "blend" in ue.BASELINE_NOTES and "lightgbm" in ue.BASELINE_NOTES
     b = next(ue.iter_batches(pop, "B1", batch_size=8)).model_view()
     lv, ha = ue.predict_last_value(b), models["historical_average"](b)

@@ -79,6 +79,15 @@ An adapter for a trained model, e.g.::
 
 Batches hold <= ``batch_size`` windows (default 32: ~0.4 GB peak for the baselines at 300 users).
 
+Baseline rows: all_zero, last_value, historical_average, seasonal_naive, linear_interpolation (B4),
+and the PROTOCOL v2 B rows blend (0.5 x last value + 0.5 x historical average) and lightgbm (the
+global gradient-boosted model of ``umask.train.baselines.lightgbm_global``, forecasting only);
+the real sample: all_zero, last_value, context_mean.
+
+Modules: ``user_tasks`` (populations, windows, `TaskBatch`), ``user_baselines`` (the baseline rows
+and the series views of a batch), ``user_scoring`` (metrics, ranking, markdown report) and this one
+(evaluation and the CLI); every public name is importable from here.
+
 Run the baselines::
 
     python -m umask.bench.accuracy.user --users 300 --seed 0 --out benchmarks/results/user_baselines.json
@@ -114,6 +123,7 @@ from umask.bench.accuracy.user_baselines import (
     population_series,
     real_baseline_models,
     series_tensor,
+    v2_baseline_models,
 )
 from umask.bench.accuracy.user_scoring import (
     _Acc,
@@ -161,7 +171,7 @@ __all__ = [
     "evaluate", "evaluate_population", "evaluate_real_sample", "iter_batches", "last_observed",
     "location_engagement", "main", "markdown_table", "predict_all_zero", "predict_context_mean",
     "predict_last_value", "predict_linear_interpolation", "rank_items", "ranking_scores",
-    "real_baseline_models", "real_population", "simulated_population",
+    "real_baseline_models", "real_population", "simulated_population", "v2_baseline_models",
 ]
 
 log = logging.getLogger(__name__)
@@ -285,7 +295,7 @@ def evaluate(models: Mapping[str, Predictor] | Callable[[UserPopulation], Mappin
     """PROTOCOL B on the SYNTHETIC simulator population (``n_users``, ``seed``); one row per (task, model).
 
     ``models``: name -> :data:`Predictor`, or a callable population -> such a dict (baselines that
-    need the training days, e.g. :func:`baseline_models`), or None for the baselines.
+    need the training days, e.g. :func:`baseline_models`), or None for the baselines (incl. the v2 rows).
     ``population``: a prebuilt :func:`simulated_population` (then n_users/seed are not used).
     """
     if split not in ("val", "test"):
@@ -294,7 +304,7 @@ def evaluate(models: Mapping[str, Predictor] | Callable[[UserPopulation], Mappin
     if bad:
         raise ValueError(f"unknown tasks {bad}; known: {TASKS}")
     pop = population if population is not None else simulated_population(n_users, seed, data_dir=data_dir)
-    return evaluate_population(pop, _resolve_models(models, pop, baseline_models), split=split, tasks=tasks,
+    return evaluate_population(pop, _resolve_models(models, pop, v2_baseline_models), split=split, tasks=tasks,
                                batch_size=batch_size, model_info=model_info, command=command)
 
 

@@ -264,17 +264,25 @@ def _weekday0(pop: UserPopulation) -> int:
     return int((pop.start_ts // 86400 + 3) % 7)
 
 
-def baseline_models(pop: UserPopulation, *, lightgbm: bool = True) -> dict[str, Predictor]:
-    """The PROTOCOL B baseline rows for a population with training days (the simulator), with the v2
-    rows ``blend`` and ``lightgbm`` (``lightgbm=False`` leaves the fitted model out)."""
+def baseline_models(pop: UserPopulation, *, v2: bool = False, lightgbm: bool = True) -> dict[str, Predictor]:
+    """The PROTOCOL B baseline rows for a population with training days (the simulator).
+
+    ``v2``: add the PROTOCOL v2 B rows ``blend`` and (with ``lightgbm``) ``lightgbm``; the harness's
+    own `evaluate` and CLI do (`v2_baseline_models`); other harnesses opt in."""
     ha = HistoricalAverage(pop)
     rows: dict[str, Predictor] = {
         "all_zero": predict_all_zero, "last_value": predict_last_value, "historical_average": ha,
-        "seasonal_naive": SeasonalNaive(ha), "linear_interpolation": predict_linear_interpolation,
-        "blend": Blend(ha)}
-    if lightgbm:
-        rows["lightgbm"] = LightGBMRow(pop)
+        "seasonal_naive": SeasonalNaive(ha), "linear_interpolation": predict_linear_interpolation}
+    if v2:
+        rows["blend"] = Blend(ha)
+        if lightgbm:
+            rows["lightgbm"] = LightGBMRow(pop)
     return rows
+
+
+def v2_baseline_models(pop: UserPopulation) -> dict[str, Predictor]:
+    """Every baseline row incl. the PROTOCOL v2 B ``blend`` and ``lightgbm``."""
+    return baseline_models(pop, v2=True)
 
 
 def real_baseline_models(pop: UserPopulation | None = None) -> dict[str, Predictor]:
