@@ -1,7 +1,8 @@
 """Spatial tessellation: a global 500 m city grid and a per-user H x W layout of anchor cells.
 
-Paper section 4.3.2 tessellates the city into ~500 m cells and gives each cell a location
-embedding E_pos(h, w) derived from its POI mix. Real users do not stay inside one small window:
+The paper tessellates space into an H x W grid (section 3.1, eq. 1) of 500 m cells (section 7.1.1)
+and gives each cell a location embedding E_pos(h, w) derived from its POI mix (section 4.3.2,
+eq. 15). Real users do not stay inside one small window:
 the 6 users of the real sample each visit 7-23 base stations spread over 20-70 km in one day, so
 a contiguous H x W window of 500 m cells would miss most of their events (the best 8 km window
 covers only 45-76 %). The tessellation therefore has two levels:

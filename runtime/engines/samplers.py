@@ -1,4 +1,4 @@
-"""numpy DDIM and DPM-Solver++(2M) with the evidence clamp (eq. ~35): train/diffusion.py line for line.
+"""numpy DDIM and DPM-Solver++(2M) with the evidence clamp (eq. 35): train/diffusion/samplers.py line for line.
 
 The schedule comes from the bundle manifest (``alphas_cumprod`` as float32, exactly the training
 copy), the coefficients are Python floats computed as in the torch samplers, and every update is
@@ -83,7 +83,7 @@ class ClampedSampler:
 
     def _clamp(self, x: np.ndarray, obs: np.ndarray, x_obs: np.ndarray, eps_obs: np.ndarray, t: int) -> np.ndarray:
         a, s = self.schedule.alpha_sigma(t)
-        return np.where(obs, a * x_obs + s * eps_obs, x).astype(np.float32)   # eq. ~35
+        return np.where(obs, a * x_obs + s * eps_obs, x).astype(np.float32)   # eq. 35 (re-noised)
 
     def _run(self, denoise_fn, x, obs, x_obs, eps_obs, ts, prev):  # pragma: no cover
         raise NotImplementedError

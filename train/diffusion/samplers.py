@@ -2,15 +2,19 @@
 
 The pieces are small objects that can be swapped, in the style of diffusers:
 
-- ``VPSchedule``: betas and alphas_cumprod (cosine or linear, 1000 training steps),
-  ``q_sample`` (eq. ~31) and the x0-prediction training loss ``x0_loss`` (eq. 19 / ~32);
+- ``VPSchedule`` (in :mod:`umask.train.diffusion.schedules`): betas and alphas_cumprod (cosine or
+  linear, 1000 training steps), ``q_sample`` (eq. 31) and the x0-prediction training loss
+  ``x0_loss`` (eqs. 19 / 32);
 - ``DDIMSampler`` (Song et al. 2021) and ``DPMSolverPP2MSampler`` (Lu et al. 2022, DPM-Solver++(2M),
-  multistep, 2nd order, data prediction). Each applies the evidence clamp of eq. ~35 at every step.
+  multistep, 2nd order, data prediction): the reverse update of the paper's section 6.4
+  (unnumbered). Each applies the evidence clamp of eq. 35 at every step.
 
-Equation numbers follow docs/paper_notes.md. The paper text was not available, so every "eq. ~N"
-marks an INFERRED placeholder.
+Equation numbers are the paper's; docs/paper_notes.md §6 compares each one with this code.
 
-The evidence clamp (eq. ~35, INFERRED form, RePaint-style). With obs = (mask == 1):
+The evidence clamp (eq. 35, RePaint-style). The paper inserts the clean evidence X_u into the state
+after each step; this code re-noises it to the state's level instead, so the network only sees
+inputs like those of training, and the returned sample still equals the evidence exactly
+(docs/paper_notes.md §6, eq. 35). With obs = (mask == 1):
   1. every prediction is clamped: x0_hat <- where(obs, x_obs, x0_hat), before the update;
   2. after every update to the next timestep s, the observed entries are set to the evidence noised
      to level s: x_s <- where(obs, sqrt(abar_s) x_obs + sqrt(1 - abar_s) eps_obs, x_s);
@@ -56,7 +60,7 @@ def model_denoise_fn(model: Callable[..., torch.Tensor], x_obs: torch.Tensor, ma
 
 
 # ------------------------------------------------------------------------------------------------
-# Samplers with the evidence clamp (eq. ~35)
+# Samplers with the evidence clamp (eq. 35)
 # ------------------------------------------------------------------------------------------------
 def trailing_timesteps(num_train_steps: int, steps: int) -> np.ndarray:
     """Descending int64 grid of ``steps`` training timesteps that starts at N-1 ("trailing").
@@ -103,7 +107,7 @@ class _ClampedSampler:
 
     def _clamp(self, x: torch.Tensor, obs: torch.Tensor, x_obs: torch.Tensor, eps_obs: torch.Tensor,
                t: int, g: Optional[torch.Generator]) -> torch.Tensor:
-        """eq. ~35 (INFERRED): observed entries <- evidence noised to level t (t = -1: x_obs itself)."""
+        """eq. 35 (re-noised): observed entries <- evidence noised to level t (t = -1: x_obs itself)."""
         a, s = self.schedule.alpha_sigma(t)
         if self.evidence_noise == "fresh":
             eps_obs = self._randn(x, g)
@@ -140,7 +144,7 @@ class _ClampedSampler:
 
 
 class DDIMSampler(_ClampedSampler):
-    """DDIM (Song et al. 2021) driven by the x0 prediction; eta = 0 is deterministic (eqs. ~33-34)."""
+    """DDIM (Song et al. 2021) driven by the x0 prediction; eta = 0 is deterministic (section 6.4 reverse update, unnumbered)."""
 
     def __init__(self, schedule: VPSchedule, eta: float = 0.0, evidence_noise: str = "fixed") -> None:
         super().__init__(schedule, evidence_noise)
@@ -148,16 +152,16 @@ class DDIMSampler(_ClampedSampler):
 
     def _run(self, denoise_fn, x, obs, x_obs, eps_obs, ts, prev, g, callback):
         for i, (t, s) in enumerate(zip(ts.tolist(), prev.tolist())):
-            x0 = torch.where(obs, x_obs, denoise_fn(x, t))  # eq. ~35: clamp the prediction
+            x0 = torch.where(obs, x_obs, denoise_fn(x, t))  # eq. 35: clamp the prediction
             a_t, s_t = self.schedule.alpha_sigma(t)
             a_s, s_s = self.schedule.alpha_sigma(s)
             eps = (x - a_t * x0) / s_t  # implied noise
             # sigma = eta * sqrt((1 - abar_s) / (1 - abar_t)) * sqrt(1 - abar_t / abar_s)
             sig = self.eta * (s_s / s_t) * math.sqrt(max(0.0, 1.0 - (a_t / a_s) ** 2))
-            x = a_s * x0 + math.sqrt(max(0.0, s_s ** 2 - sig ** 2)) * eps  # eq. ~34 (INFERRED)
+            x = a_s * x0 + math.sqrt(max(0.0, s_s ** 2 - sig ** 2)) * eps  # section 6.4 reverse update (unnumbered)
             if sig > 0.0:  # a property of the grid, not of the data
                 x = x + sig * self._randn(x, g)
-            x = self._clamp(x, obs, x_obs, eps_obs, s, g)  # eq. ~35: re-noised evidence at level s
+            x = self._clamp(x, obs, x_obs, eps_obs, s, g)  # eq. 35: re-noised evidence at level s
             if callback is not None:
                 callback(i, t, x, x0)
         return x
@@ -178,7 +182,7 @@ class DPMSolverPP2MSampler(_ClampedSampler):
         x0_prev: Optional[torch.Tensor] = None
         h_prev = 0.0
         for i, (t, s) in enumerate(zip(ts.tolist(), prev.tolist())):
-            x0 = torch.where(obs, x_obs, denoise_fn(x, t))  # eq. ~35: clamp the prediction
+            x0 = torch.where(obs, x_obs, denoise_fn(x, t))  # eq. 35: clamp the prediction
             a_t, s_t = self.schedule.alpha_sigma(t)
             a_s, s_s = self.schedule.alpha_sigma(s)
             if s < 0:  # final update to the clean level: the first-order limit is x0_hat itself
@@ -192,7 +196,7 @@ class DPMSolverPP2MSampler(_ClampedSampler):
                     r = h_prev / h
                     d = (1.0 + 0.5 / r) * x0 - (0.5 / r) * x0_prev
                 x = (s_s / s_t) * x - (a_s * math.expm1(-h)) * d
-            x = self._clamp(x, obs, x_obs, eps_obs, s, g)  # eq. ~35: re-noised evidence at level s
+            x = self._clamp(x, obs, x_obs, eps_obs, s, g)  # eq. 35: re-noised evidence at level s
             if callback is not None:
                 callback(i, t, x, x0)
             x0_prev, h_prev = x0, h

@@ -3,7 +3,7 @@
 Shared by every diffusion family (U-MASK's DiT, FatsMB's latent denoiser); the samplers that walk
 these schedules are in :mod:`umask.train.diffusion.samplers`, their numpy twins in
 :mod:`umask.runtime.engines.samplers`. ``VPSchedule``: cosine or linear betas over 1000 training
-steps, ``q_sample`` (eq. ~31) and the x0-prediction loss ``x0_loss`` (eq. 19 / ~32);
+steps, ``q_sample`` (eq. 31) and the x0-prediction loss ``x0_loss`` (eqs. 19 / 32);
 ``HighNoiseSchedule`` biases training timesteps towards high noise.
 """
 
@@ -33,7 +33,7 @@ def linear_betas(num_train_steps: int, beta_start: float = 1e-4, beta_end: float
 
 
 class VPSchedule:
-    """Variance-preserving forward process x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps (eq. ~31)."""
+    """Variance-preserving forward process x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps (eq. 31)."""
 
     def __init__(self, num_train_steps: int = 1000, schedule: str = "cosine", *,
                  beta_start: float = 1e-4, beta_end: float = 0.02, cosine_s: float = 0.008) -> None:
@@ -59,7 +59,7 @@ class VPSchedule:
         return math.sqrt(abar), math.sqrt(1.0 - abar)
 
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """eq. ~31: x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise. x0, noise (B, ...); t (B,) long."""
+        """eq. 31: x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise. x0, noise (B, ...); t (B,) long."""
         abar = self.alphas_cumprod.to(x0.device)[t.long()].to(x0.dtype)  # (B,)
         abar = abar.reshape(-1, *([1] * (x0.dim() - 1)))  # (B, 1, 1, 1, 1)
         return abar.sqrt() * x0 + (1.0 - abar).sqrt() * noise
@@ -74,7 +74,7 @@ class VPSchedule:
                 noise: Optional[torch.Tensor] = None, loss_mask: Optional[torch.Tensor] = None, *,
                 include_observed: bool = False,
                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """x0-prediction loss, eq. 19 / ~32 (INFERRED form).
+        """x0-prediction loss, eqs. 19 / 32 (x0 regression; docs/paper_notes.md I4).
 
         L = sum(w * (f(x_t, M⊙X, M, t, c) - X)^2) / sum(w)
 

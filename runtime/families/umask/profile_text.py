@@ -2,7 +2,8 @@
 
 numpy only (ships to devices). Three pieces:
 
-* `build_prompt` (x_u, paper eq. 23 as reconstructed in docs/paper_notes.md section 6): a compact,
+* `build_prompt` (x_u, the conditioning of the paper's eq. 23, section 5.1; docs/paper_notes.md
+  section 5 compares it with the paper's prompt): a compact,
   deterministic serialization of pi_time, C_u / C_place and sigma_u of one user's `ProfileStats`.
   It is the profiling LLM's input. Every number is rounded (integer percent, 1-2 decimals) so
   the text does not change with float noise, and it stays under `PROMPT_MAX_CHARS`.

@@ -20,15 +20,16 @@ imputation      the non-hidden (t, h, w) of the completion window       the hidd
 ==============  =====================================================  ======================================
 
 Each item is a dict (see `UserWindowDataset.__getitem__`): ``x0`` (C, T, H, W) float32, the whole
-window as featurized (runtime/featurize.py channel layout); ``avail`` and ``target`` (1, T, H, W)
+window as featurized (runtime/core/featurize.py channel layout); ``avail`` and ``target`` (1, T, H, W)
 float32 0/1, tied across channels; ``task`` (index into dit.TASKS); ``e_pos`` (H, W, P+1) the
 user's location embedding; ``user`` (the user's index in the dataset's user list, for the profile
 embedding lookup); ``start`` (absolute slot of window slot 0); and, when the dataset holds a
 `ProfileTable`, ``profile_emb`` (D,) and ``profile_present`` (bool). `collate` stacks them.
 
-Choices (all documented assumptions, none from the paper, whose text was unavailable):
+Choices (all documented assumptions: the paper does not specify them; its data set and protocol
+against this project's are compared in docs/paper_notes.md §10):
 
-* **Splits.** Per user by whole days (train/user_windows.user_splits): on the simulator's 7-day
+* **Splits.** Per user by whole days (train/data/user_windows.user_splits): on the simulator's 7-day
   week, train = days 1-5 (slots 0..479), validation = day 6 (480..575), test = day 7 (576..671).
 * **Training windows lie WHOLLY inside the training days** (window start s in [0, train_end - T],
   stride ``train_stride`` = 4 slots by default, every task at every start). This is stricter than

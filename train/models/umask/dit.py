@@ -2,10 +2,10 @@
 
 One shared network serves every task (short-term prediction, long-term forecasting, cold-start
 recommendation, imputation). Per task, only the evidence mask and the task token change. The network
-predicts the clean tensor X_0 (x0-parameterization, eq. 19 / ~32) from
+predicts the clean tensor X_0 (x0-parameterization, eqs. 19 / 32) from
 
     x_t    (B, C, T, H, W)   noisy tensor at diffusion step t
-    x_obs  (B, C, T, H, W)   evidence  M ⊙ X_0  (zero where unobserved)
+    x_obs  (B, C, T, H, W)   evidence  M ⊙ X_0  (eq. 28; zero where unobserved)
     mask   (B, 1|C, T, H, W) 1 = observed evidence, 0 = to be generated
     t      (B,)              diffusion timestep (int or float, in [0, num_train_steps))
     h_u    (B, cond_dim)     U-SCOPE user representation
@@ -14,8 +14,9 @@ predicts the clean tensor X_0 (x0-parameterization, eq. 19 / ~32) from
 Layout follows facebookresearch/DiT ``models.py`` (adaLN-Zero blocks, a final adaLN layer, fixed
 sin-cos positional embedding). Config handling follows nanoGPT (a dataclass plus a small registry).
 
-Equation numbers follow docs/paper_notes.md. The paper text was not available, so every "eq. ~N"
-marks an INFERRED placeholder that uses the brief's numbering and is not checked against the paper.
+Equation numbers are the paper's (section 6, eqs. 28-35); docs/paper_notes.md §6 compares each one
+with this code. Patching and evidence fusion are described in the paper's section 6.3 without an
+equation number.
 
 Export rules (the model must go through ``torch.onnx.export`` and run on phones):
 - no data-dependent Python control flow in ``forward``: the only branches test config flags;
@@ -24,7 +25,7 @@ Export rules (the model must go through ``torch.onnx.export`` and run on phones)
 - attention uses either ``F.scaled_dot_product_attention`` or plain matmul + softmax ("math").
   Both export with opset >= 14.
 
-Evidence fusion (eq. ~30): we concatenate [x_t, x_obs, mask] along channels *before* patch
+Evidence fusion (section 6.3, unnumbered, after eq. 34): we concatenate [x_t, x_obs, mask] along channels *before* patch
 embedding. Cross-attention to a separate evidence token stream is the alternative, but this is
 better here because
 - it is cheap: the token count stays at L = (T/t0)(H/h0)(W/w0). Cross-attention would add a second
@@ -66,7 +67,7 @@ class DiTConfig:
     T: int = 96
     H: int = 4
     W: int = 4
-    # spatio-temporal patch (t0, h0, w0); T, H, W must be divisible by it (eq. ~28)
+    # spatio-temporal patch (t0, h0, w0); T, H, W must be divisible by it (section 6.3 patching)
     patch: tuple[int, int, int] = (4, 2, 2)
     # transformer
     d_model: int = 128
@@ -74,7 +75,7 @@ class DiTConfig:
     n_heads: int = 4
     mlp_ratio: float = 4.0
     dropout: float = 0.0
-    # conditioning (eq. ~29): size of the U-SCOPE user representation h_u; number of task tokens
+    # conditioning (eq. 34): size of the U-SCOPE user representation h_u; number of task tokens
     cond_dim: int = 384
     n_tasks: int = len(TASKS)
     # False gives the "DiT without (user) conditioning" baseline: e_u = 0, h_u is ignored
@@ -116,7 +117,7 @@ class DiTConfig:
         return self.channels * t0 * h0 * w0
 
 
-# Sizes are assumptions, not taken from the paper (see docs/paper_notes.md §9).
+# Sizes are assumptions: the paper does not state them (see docs/paper_notes.md §1).
 DIT_CONFIGS: dict[str, DiTConfig] = {
     # unit tests: 16 tokens, about 97k parameters
     "tiny": DiTConfig(channels=22, T=16, H=4, W=4, patch=(4, 2, 2), d_model=32, depth=2, n_heads=2,
@@ -138,7 +139,7 @@ def dit_config(name: str, **overrides) -> DiTConfig:
 
 
 # ------------------------------------------------------------------------------------------------
-# Patching (eq. ~28, INFERRED): reshape/permute only, exact inverse of each other
+# Patching (section 6.3, unnumbered): reshape/permute only, exact inverse of each other
 # ------------------------------------------------------------------------------------------------
 def patchify(x: torch.Tensor, patch: tuple[int, int, int]) -> torch.Tensor:
     """(B, C, T, H, W) -> (B, L, C*t0*h0*w0). Tokens are ordered (T', H', W'), time-major."""
@@ -300,14 +301,16 @@ class DiT(nn.Module):
         C, D = cfg.channels, cfg.d_model
         t0, h0, w0 = cfg.patch
 
-        # eq. ~28 + ~30 (INFERRED): patch embedding of [x_t, x_obs, mask] -> D.
+        # section 6.3 patching + evidence fusion: patch embedding of [x_t, x_obs, mask] -> D
+        # (the token embedding term of eq. 33).
         # Input patch = 3C channels * t0*h0*w0 values.
         self.x_embedder = nn.Linear(3 * C * t0 * h0 * w0, D)
-        # eq. ~28 (INFERRED): fixed 3-D sin-cos positional embedding, rebuilt from the config and not saved.
+        # eq. 33 (positional term): fixed 3-D sin-cos positional embedding, rebuilt from the config
+        # and not saved (no POI location embedding: docs/paper_notes.md §6, eq. 33).
         pos = torch.from_numpy(sincos_3d(D, cfg.grid)).float().unsqueeze(0)  # (1, L, D)
         self.register_buffer("pos_embed", pos, persistent=False)
 
-        # eq. ~29 (INFERRED): conditioning c = e_t + e_u + e_tau
+        # eq. 34: conditioning c = e_u + e_tau, plus e_t (eq. 33's E_time, added to c, not to the tokens)
         self.t_embedder = TimestepEmbedder(D, cfg.freq_dim)  # e_t
         self.task_embedder = nn.Embedding(cfg.n_tasks, D)  # e_tau
         # e_u = MLP(h_u). Absent in the no-conditioning baseline (a config flag, not a data branch)
@@ -347,7 +350,9 @@ class DiT(nn.Module):
 
     # ---- pieces, so that tests and baselines can call them ----
     def condition(self, t: torch.Tensor, h_u: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
-        """c = e_t + e_u + e_tau (eq. ~29, INFERRED), shape (B, D). e_u = 0 when use_user_cond is False."""
+        """c = e_t + e_u + e_tau, shape (B, D): eq. 34's e_u + e_tau plus eq. 33's timestep term E_time.
+
+        e_u = 0 when use_user_cond is False."""
         c = self.t_embedder(t) + self.task_embedder(task)  # (B, D)
         if self.user_embedder is not None:  # config flag, fixed at construction
             c = c + self.user_embedder(h_u)
@@ -355,14 +360,14 @@ class DiT(nn.Module):
 
     def forward(self, x_t: torch.Tensor, x_obs: torch.Tensor, mask: torch.Tensor, t: torch.Tensor,
                 h_u: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
-        """Predict X_0 (B, C, T, H, W) (eq. 19 / ~32 parameterization).
+        """Predict X_0 (B, C, T, H, W) (eqs. 19 / 32 parameterization).
 
         mask may be (B, 1, T, H, W) (tied across channels) or (B, C, T, H, W).
         In the no-conditioning baseline h_u is accepted and ignored.
         """
         cfg = self.cfg
         m = mask.to(x_t.dtype).expand_as(x_t)  # (B, C, T, H, W)
-        # eq. ~30 (INFERRED): evidence fusion by channel concatenation
+        # section 6.3 (unnumbered, after eq. 34): evidence fusion by channel concatenation
         z = torch.cat([x_t, x_obs, m], dim=1)  # (B, 3C, T, H, W)
         x = self.x_embedder(patchify(z, cfg.patch)) + self.pos_embed  # (B, L, D)
         c = self.condition(t, h_u, task)  # (B, D)

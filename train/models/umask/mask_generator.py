@@ -3,11 +3,10 @@
 Given a user's behaviour window X (B, C, T, H, W), the coordinates that may be revealed as evidence
 (``avail``), the U-SCOPE user representation h_u, the task and the location embedding E_pos, the
 generator returns a mask over the (t, h, w) coordinates (all channels together) with EXACTLY k_b
-ones, all inside ``avail``. The shared DiT (train/dit.py) then completes the rest.
+ones, all inside ``avail``. The shared DiT (train/models/umask/dit.py) then completes the rest.
 
-Equation numbers follow the issue ("every equation named in code"). The paper text was NOT
-available (docs/paper_notes.md §0), so every form below is INFERRED from the issue's description;
-the interpretation of each equation is:
+Equation numbers are the paper's (U-MASK, arXiv 2601.06867); docs/paper_notes.md §3 gives, for
+each one, the paper's form, this code's form and why they differ. What the code implements:
 
 - eq. 5   behavioural encoder and T_hier. Every coordinate gets a token
           u = GELU(W_x [x; avail] + W_e E_pos[h, w] + W_t [sincos(t); sincos(t mod period)]).
@@ -31,26 +30,31 @@ the interpretation of each equation is:
 - eq. 8   K-step residual refinement: a^(k+1) = a^(k) + Delta_tau^(k)(LN(a^(k)) + c_b), where c_b =
           W_c [h_b; W_u h_u; e_tau] (e_tau a task embedding, so Delta is task-specific) and
           Delta^(k) is a per-coordinate 2-layer MLP (own weights per step). Score s = w^T a^(K).
-- eq. 9   soft groups: q_b = softmax_g(cos(h_b, mu_g) / group_temp), n_groups learnable prototypes.
-- eq. 10  similarity: S_bj = q_b . q_j (probability that b and j share a soft group) against a
-          reference set R (below), times the validity of j.
-- eq. 11  neighbour similarity s_b = sum_j S_bj cos(F_pat_b, F_pat_j) / sum_j S_bj (how typical
-          the user's daily pattern is among its group peers) and context e_b = sum_j S_bj h_j /
-          sum_j S_bj. Both are 0 when R is empty.
-- eq. 12  reliability gamma_b = 2 sigmoid(MLP([h_b; e_b; s_b; density; activity; W_u h_u]))
-          in (0, 2); the last layer is zero-initialized, so gamma_b = 1 at init.
+- eq. 9   batch stack Z_B: replaced by the reference set R (below: batch + bank, or the bank).
+- eq. 10  soft groups: q_b = softmax_g(cos(h_b, mu_g) / group_temp), n_groups learnable prototypes.
+- eq. 11  similarity: S_bj = q_b . q_j (probability that b and j share a soft group) against the
+          reference set R, times the validity of j; neighbour similarity s_b = sum_j S_bj
+          cos(F_pat_b, F_pat_j) / sum_j S_bj (how typical the user's daily pattern is among its
+          group peers; the paper takes max_j S_bj). Also a neighbour context (not in the paper)
+          hbar_b = sum_j S_bj h_j / sum_j S_bj (``features["e_b"]``; not the paper's e_b of
+          eq. 12). Both are 0 when R is empty.
+- eq. 12  reliability gamma_b = 2 sigmoid(MLP([h_b; hbar_b; s_b; density; activity; W_u h_u]))
+          in (0, 2); the last layer is zero-initialized, so gamma_b = 1 at init (the paper's input
+          is e_b = [s_b, ||Z_b||, H(A_b)]).
 - eq. 13  learnable base ratio rho_tau = sigmoid(rho_logit_tau) (init ``rho_init``), effective
-          ratio r_b = clamp(gamma_b rho_tau, min_ratio, max_ratio), continuous budget
-          kappa_b = r_b n_b and integer budget k_b = clamp(round(kappa_b), 1 if n_b > 0 else 0, n_b)
-          with n_b = number of available coordinates (round half to even, as torch and ONNX).
+          ratio r_b = clamp(gamma_b rho_tau, min_ratio, max_ratio).
+- budget (section 4.3.3, unnumbered; Algorithm 1 line 8): continuous budget kappa_b = r_b n_b and
+          integer budget k_b = clamp(round(kappa_b), 1 if n_b > 0 else 0, n_b) with n_b = number
+          of AVAILABLE coordinates, not T H W (round half to even, as torch and ONNX).
 - eq. 14  temporal profile: log phi_b(t) = log_softmax_t(-decay_b (t_last_b - t)+ / period
           + phase_tau[t mod period]), decay_b = softplus(phi_decay_tau + w_phi . h_b);
           t_last_b = last slot with available data (recency with respect to the evidence edge).
-- eq. 15  POI-based spatial affinity psi_b(h, w) = softmax_hw(<W_k E_pos[h, w], q_b> / sqrt(d)),
-          query q_b = W_q [h_b; W_u h_u; e_bar_b] with e_bar_b the visit-weighted mean of
-          W_k E_pos (the "feature-weighted" affinity); mixing beta_tau = sigmoid(learnable):
+          Mixture with beta_tau = sigmoid(learnable), taken in log space (paper_notes I5):
           logits = s + beta_tau log phi(t) + (1 - beta_tau) log psi(h, w), restricted to avail,
           log pi = log_softmax over the available coordinates (a product of experts).
+- eq. 15  POI-based spatial affinity psi_b(h, w) = softmax_hw(<W_k E_pos[h, w], q_b> / sqrt(d)),
+          query q_b = W_q [h_b; W_u h_u; e_bar_b] with e_bar_b the visit-weighted mean of
+          W_k E_pos (the "feature-weighted" affinity).
 - eq. 18  cold-start uniform mixing: pi <- (1 - eps_b) pi + eps_b U(avail), eps_b = cold_eps for
           the cold_start task and 0 otherwise. eps is FIXED (config, default 0.5), not learned: a
           learned eps would be driven to 0 by the completion loss and the exploration property
@@ -63,12 +67,15 @@ the interpretation of each equation is:
           scatter of the positions gives each coordinate's rank) and the comparison rank < k_b, so it
           is exact (ranks are a permutation: exactly k_b ones whatever the ties), branch-free and
           exportable. Unavailable coordinates sit at NEG and rank after every available one.
-- eq. 17  soft mask (continuous relaxation): m_soft = avail sigmoid((z - theta_b) / tau), theta_b
+- relaxation (unnumbered: the "continuous relaxation" the paper mentions after eq. 20):
+          m_soft = avail sigmoid((z - theta_b) / tau), theta_b
           solves sum m_soft = kappa_b (the CONTINUOUS budget): a fixed number of bisection steps
           (no gradient), then one Newton step with gradient, which gives the implicit-function
           gradient d theta / d(kappa, z). So gradients of a loss on the mask reach rho_tau,
           gamma_b (through kappa) and phi, psi, P_tau, ... (through z). Training output
           mask = hard + soft - soft.detach() (straight-through); eval output mask = hard.
+          The paper's eq. 17 (M' = I ⊙ p, evidence scaled by relevance) is NOT implemented:
+          the mask stays binary in value (paper_notes decision I2).
 
 Batch statistics at inference (eqs. 9-11). The reference set R is
   - training, ``use_bank=False`` (the default in train mode): the other samples of the batch
@@ -88,7 +95,7 @@ most of it -- imputation 0.25), ratio clamp [0.02, 1.0], Gumbel / relaxation tem
 Export: ``forward`` has no data-dependent Python control flow (branches test config flags,
 ``self.training`` and whether optional arguments were given), shapes are fixed by the config except
 the batch, no unfold / FFT. ``MaskGenExport`` wraps the eval path (bank statistics, explicit
-Gumbel input, ``relax=False`` so the eq. 17 bisection is not traced) for ``torch.onnx.export``
+Gumbel input, ``relax=False`` so the relaxation's bisection is not traced) for ``torch.onnx.export``
 (opset 18, dynamo exporter; the TorchScript exporter works too).
 """
 
@@ -119,13 +126,13 @@ class MaskGenConfig:
     T: int = 96
     H: int = 4
     W: int = 4
-    poi_dim: int = 18            # P + 1: 17 Tsinghua POI shares + log1p(total) (runtime/tessellation.py)
+    poi_dim: int = 18            # P + 1: 17 Tsinghua POI shares + log1p(total) (runtime/core/tessellation.py)
     cond_dim: int = 384          # size of h_u
     d_hidden: int = 64
     n_groups: int = 8            # soft groups (eqs. 9-11)
     refine_steps: int = 2        # K (eq. 8)
     n_tasks: int = len(TASKS)
-    tau: float = 0.5             # Gumbel / relaxation temperature (eq. 17)
+    tau: float = 0.5             # Gumbel / relaxation temperature (relaxation after eq. 20)
     bank_size: int = 256         # reference bank entries (eqs. 9-11 at inference)
     # base ratio per task, fraction of the AVAILABLE coordinates, order = TASKS (eq. 13)
     rho_init: tuple[float, ...] = (0.5, 0.5, 0.9, 0.25)
@@ -137,9 +144,9 @@ class MaskGenConfig:
     long_radius: int = 48
     # eq. 14: initial recency decay per task (per ``period`` slots), order = TASKS
     phi_decay_init: tuple[float, ...] = (4.0, 0.5, 0.05, 0.05)
-    group_temp: float = 0.1      # eq. 9
+    group_temp: float = 0.1      # eq. 10
     cold_eps: float = 0.5        # eq. 18 (fixed)
-    soft_iters: int = 32         # bisection steps of the eq. 17 threshold
+    soft_iters: int = 32         # bisection steps of the relaxation threshold
 
     def __post_init__(self) -> None:
         if len(self.rho_init) != self.n_tasks or len(self.phi_decay_init) != self.n_tasks:
@@ -190,8 +197,8 @@ def maskgen_config(name: str, **overrides) -> MaskGenConfig:
 class MaskOutput:
     mask: torch.Tensor      # (B, 1, T, H, W) straight-through in training, hard in eval
     hard: torch.Tensor      # (B, 1, T, H, W) {0, 1}, exactly k ones, inside avail
-    soft: torch.Tensor      # (B, 1, T, H, W) in [0, 1] (eq. 17)
-    k: torch.Tensor         # (B,) long budget (eq. 13)
+    soft: torch.Tensor      # (B, 1, T, H, W) in [0, 1] (relaxation, unnumbered)
+    k: torch.Tensor         # (B,) long budget k_b (section 4.3.3, Algorithm 1 line 8)
     ratio: torch.Tensor     # (B,) effective ratio gamma_b * rho_tau (clamped)
     logits: torch.Tensor    # (B, N) log pi (eqs. 14-16, 18), NEG on unavailable coordinates
     probs: torch.Tensor     # (B, N) sampling distribution pi, 0 on unavailable coordinates
@@ -293,7 +300,7 @@ class MaskGenerator(nn.Module):
         rho = torch.tensor(cfg.rho_init, dtype=torch.float32)
         self.rho_logit = nn.Parameter(torch.log(rho) - torch.log1p(-rho))
 
-        # ---- eqs. 14-15: temporal profile phi, spatial affinity psi, mixing beta_tau ----
+        # ---- eqs. 14-15: temporal profile phi, mixing beta_tau (eq. 14), spatial affinity psi ----
         dec = torch.tensor(cfg.phi_decay_init, dtype=torch.float32)
         self.phi_decay = nn.Parameter(torch.where(dec > 20, dec, torch.log(torch.expm1(dec))))  # softplus^-1
         self.phi_user = nn.Linear(d, 1)
@@ -319,7 +326,7 @@ class MaskGenerator(nn.Module):
         return torch.sigmoid(self.rho_logit)
 
     def _groups(self, h: torch.Tensor) -> torch.Tensor:
-        """eq. 9: soft group assignment q (.., n_groups)."""
+        """eq. 10: soft group assignment q (.., n_groups)."""
         return torch.softmax(_cos(h, self.prototypes) / self.cfg.group_temp, dim=-1)
 
     # -------------------------------------------------------------------------------------------
@@ -330,7 +337,7 @@ class MaskGenerator(nn.Module):
         """x (B, C, T, H, W), avail (B, 1, T, H, W) {0,1}, h_u (B, cond_dim), task (B,) long,
         e_pos (B, H, W, poi_dim). ``gumbel`` (B, N) overrides the noise of eq. 16 (for export).
         ``hard=False`` returns mask = soft (no straight-through) in both modes.
-        ``relax=False`` skips the eq. 17 relaxation (soft = mask = hard, theta = 0): the cheaper
+        ``relax=False`` skips the relaxation (soft = mask = hard, theta = 0): the cheaper
         inference path that the export uses; hard, probs, k, ratio and logits are unchanged."""
         cfg = self.cfg
         T, H, W, d = cfg.T, cfg.H, cfg.W, cfg.d_hidden
@@ -385,10 +392,10 @@ class MaskGenerator(nn.Module):
             a_k = a_k + step(a_k, ctx)
         score = self.score(a_k).squeeze(-1)                               # (B, N)
 
-        # ---------------- eqs. 9-11: soft groups, similarity, neighbour similarity, context -----
-        q = self._groups(h_b)                                             # eq. 9: (B, G)
+        # ---------------- eqs. 9-11: reference set, soft groups, similarity, context -----------
+        q = self._groups(h_b)                                             # eq. 10: (B, G)
         q_bank = self._groups(self.bank_h)                                # (M, G)
-        S_bank = (q @ q_bank.t()) * self.bank_valid[None, :]              # eq. 10: (B, M)
+        S_bank = (q @ q_bank.t()) * self.bank_valid[None, :]              # eq. 11: (B, M)
         num_s = (S_bank * _cos(F_pat, self.bank_pat)).sum(1)
         num_e = S_bank @ self.bank_h
         den = S_bank.sum(1)
@@ -399,13 +406,13 @@ class MaskGenerator(nn.Module):
             num_e = num_e + S_batch @ h_b
             den = den + S_batch.sum(1)
         s_b = num_s / den.clamp_min(1e-6)                                 # eq. 11: (B,)
-        e_b = num_e / den.clamp_min(1e-6)[:, None]                        # eq. 11: (B, d)
+        e_b = num_e / den.clamp_min(1e-6)[:, None]                        # hbar_b, context: (B, d)
 
         # ---------------- eq. 12: reliability gamma_b ---------------------------------------------
         g_in = torch.cat([h_b, e_b, hu, s_b[:, None], stats], dim=1)
         gamma = 2.0 * torch.sigmoid(self.gamma_mlp(g_in).squeeze(-1))     # (B,) in (0, 2)
 
-        # ---------------- eq. 13: base ratio rho_tau and budget k_b -------------------------------
+        # ---------------- eq. 13: base ratio rho_tau; budget k_b (section 4.3.3, Alg. 1 line 8) ---
         rho_tau = torch.sigmoid(self.rho_logit)[task]                     # (B,)
         ratio = (gamma * rho_tau).clamp(cfg.min_ratio, cfg.max_ratio)
         kappa = ratio * n_avail                                           # continuous budget
@@ -419,7 +426,7 @@ class MaskGenerator(nn.Module):
         phase = self.phi_phase[task][:, self.t_index.long() % cfg.period]           # (B, T)
         log_phi = torch.log_softmax(-decay[:, None] * lag + phase, dim=1)           # (B, T)
 
-        # ---------------- eq. 15: spatial affinity psi with E_pos, mixing beta_tau ---------------
+        # ---------------- eq. 15: spatial affinity psi with E_pos; eq. 14: mixing beta_tau --------
         keys = self.psi_key(e_pos.reshape(-1, S, cfg.poi_dim))                      # (B, S, d)
         visits = at.sum(1)                                                          # (B, S, 1)
         e_bar = (keys * visits).sum(1) / visits.sum(1).clamp_min(1.0)               # (B, d)
@@ -457,7 +464,7 @@ class MaskGenerator(nn.Module):
         rank = torch.zeros_like(order).scatter(1, order, pos_idx)                   # rank of each coord
         hard_m = (rank < k[:, None]).to(x.dtype) * avail_n                          # exactly k_b ones
 
-        # ---------------- eq. 17: soft mask (continuous relaxation, sum = kappa) ------------------
+        # ---------------- relaxation (unnumbered, after eq. 20): soft mask, sum = kappa ----------
         if not relax:  # inference-only path (export): no relaxation, soft = hard, no gradient
             feats = self._features(h_b, F_short, F_long, F_pat, q, s_b, e_b, gamma, rho_tau, kappa,
                                    kappa * 0.0, log_phi, log_psi, beta, eps, lam, a_tau, score, n_avail)

@@ -1,11 +1,10 @@
 """U-MASK: U-SCOPE profile -> user/task evidence mask -> shared DiT completion, trained jointly.
 
-Composition (Algorithm 1 of the issue, INFERRED order; the paper text was unavailable, see
-docs/paper_notes.md §8):
+Composition (Algorithm 1 of the paper; line by line against this code in docs/paper_notes.md §7):
 
 1. ``h_u = ProfileMLP(SBERT(y_u))`` (eq. 24; the frozen SBERT embedding comes with the batch as
-   ``profile_emb`` / ``profile_present``, see train/dataset.py). ``use_profile=False`` ("U-MASK
-   without U-SCOPE") gives every user the ProfileMLP's learned "no profile" embedding.
+   ``profile_emb`` / ``profile_present``, see train/models/umask/data.py). ``use_profile=False``
+   ("U-MASK without U-SCOPE") gives every user the ProfileMLP's learned "no profile" embedding.
 2. ``MaskGenerator(x0 * avail, avail, h_u, task, E_pos)`` -> evidence mask M inside ``avail``
    (eqs. 5-18; straight-through in training, hard top-k at evaluation) and the behaviour
    representation h_b. ``mask_mode="random"`` replaces M by a uniformly random subset of ``avail``
@@ -15,7 +14,8 @@ docs/paper_notes.md §8):
 3. DiT x0-prediction on ``x_t = q_sample(x0, t, eps)`` with evidence ``x_obs = x0 * M``
    (``dit_conditioning=False`` -> the "DiT without conditioning" baseline, e_u = 0).
 
-Loss (eqs. 19-20, INFERRED forms; weights in `UMaskConfig`):
+Loss (eqs. 19-20; how each term differs from the paper's: docs/paper_notes.md §4; weights in
+`UMaskConfig`):
 
     L = L_diff + w_nce * L_InfoNCE + w_budget * L_budget
 
@@ -57,10 +57,10 @@ evidence it needs at the sampler's first step (t = 999; benchmarks/results/user_
 choice); with ``data_scale="none"`` the entries also drown in noise much earlier. The two together
 are the "v2" recipe in the README.
 
-Trainer duties (train/trainer.py): after each optimizer step ``maskgen.update_bank(out.features)``
-and ``maskgen.update_fisher(task, a_tau.grad, avail)`` (the forward calls ``retain_grad`` on
-``features["a_tau"]`` so the gradient of the loss w.r.t. the projected features is there after
-``backward``); both come back through ``aux["mask_out"]``.
+Trainer duties (train/models/umask/trainer.py): after each optimizer step
+``maskgen.update_bank(out.features)`` and ``maskgen.update_fisher(task, a_tau.grad, avail)`` (the
+forward calls ``retain_grad`` on ``features["a_tau"]`` so the gradient of the loss w.r.t. the
+projected features is there after ``backward``); both come back through ``aux["mask_out"]``.
 
 Evaluation: `UMask.complete` draws ``n_samples`` completions with a clamped sampler and returns
 their mean (the PROTOCOL point forecast); the mask is the deterministic hard top-k (bank
@@ -176,7 +176,8 @@ class UMaskConfig:
         return cls(**d)
 
 
-# Sizes are assumptions (docs/paper_notes.md §9). T = context + horizon for every task.
+# Sizes are assumptions: the paper does not state them (docs/paper_notes.md §1).
+# T = context + horizon for every task.
 UMASK_CONFIGS: dict[str, UMaskConfig] = {
     # unit tests: T = 12 + 4 = 16 slots, ~0.15 M parameters
     "tiny": UMaskConfig(name="tiny", dit="tiny", maskgen="tiny",
@@ -296,8 +297,8 @@ class UMask(nn.Module):
 
         t = sched.sample_t(B, generator, x0.device)
         noise = torch.randn(x0.shape, generator=generator, dtype=torch.float32).to(x0)
-        x_t = sched.q_sample(x0, t, noise)                                     # eq. ~31
-        pred = self.dit(x_t, x0 * mask, mask, t, h_u, task)                    # eq. ~32, x0-prediction
+        x_t = sched.q_sample(x0, t, noise)                                     # eq. 31
+        pred = self.dit(x_t, x0 * mask, mask, t, h_u, task)                    # eqs. 19 / 32, x0-prediction
 
         # eq. 19: per-window target error + w_context * non-evidence context error
         err = ((pred - x0) ** 2).mean(1, keepdim=True)                        # (B, 1, T, H, W)

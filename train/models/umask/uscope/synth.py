@@ -8,13 +8,14 @@
 * Model: a small Llama-architecture causal LM trained by next-token prediction on these sequences.
   HONEST SCOPE: on this CPU the LM is a tiny model trained from scratch on the event vocabulary, not
   the profiling LLM fine-tuned on text; the decoding constraint and the RQ3 measurement are the same.
-* Constrained decoding (eq. 26): `CooccurrenceLogitsProcessor`, a transformers ``LogitsProcessor``
+* Constrained decoding (eq. 25): `CooccurrenceLogitsProcessor`, a transformers ``LogitsProcessor``
   that, whenever the next token is a place token following app token k, sets the logits of every
   place p with zero empirical co-occurrence C[k, p] to -inf. C is the user's own app x place counts
   (ProfileStats.C_place); a user in ``<explore>`` mode may use the population's pairs instead
   (pairs never seen in the whole training corpus stay forbidden). The grammar (hour -> app ->
   place) is enforced too, so every emitted place follows an app.
-* RQ3: app x place joint distributions of the original and the generated sequences: difference
+* RQ3 (eq. 26, the correlation property, checked by `correlation_metrics`, not enforced): app x
+  place joint distributions of the original and the generated sequences: difference
   heatmap MAE / RMSE, R^2 and Pearson r (paper: R^2 0.906, r 0.952).
 
 ``python -m umask.train.models.umask.uscope.synth`` writes ``benchmarks/results/uscope_synthesis.{json,md}``.
@@ -98,7 +99,7 @@ class UserDays:
 
 
 def user_days(n_users: int, seed: int, days: int = 7) -> tuple[list[UserDays], EventVocab]:
-    """SYNTHETIC users (train/simulator.py) -> per user-day token sequences (events at frequent cells)."""
+    """SYNTHETIC users (train/simulator/) -> per user-day token sequences (events at frequent cells)."""
     from umask.runtime.core.catalog import load_llmapp_catalog
     from umask.runtime.core.featurize import featurize_population
     from umask.runtime.core.tessellation import dominant_place_index
@@ -128,7 +129,7 @@ def user_days(n_users: int, seed: int, days: int = 7) -> tuple[list[UserDays], E
 
 
 # -----------------------------------------------------------------------------
-# Constrained decoding (eq. 26)
+# Constrained decoding (eq. 25)
 # -----------------------------------------------------------------------------
 
 class CooccurrenceLogitsProcessor:
