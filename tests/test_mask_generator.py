@@ -1,5 +1,6 @@
-"""Tests of the U-MASK mask generator (train/mask_generator.py): shapes, the exact budget of eq. 13
-with the Gumbel top-k of eq. 16, the relaxation of eq. 17 (gradients reach rho_tau, phi, psi),
+"""Tests of the U-MASK mask generator (train/models/umask/mask_generator.py): shapes, the exact budget
+of section 4.3.3 (Algorithm 1 line 8) with the Gumbel top-k of eq. 16, the relaxation (unnumbered,
+after eq. 20; gradients reach rho_tau, phi, psi),
 cold-start exploration (eq. 18), bank-based single-user inference (eqs. 9-11), determinism and
 ONNX export with onnxruntime parity."""
 
@@ -36,7 +37,7 @@ def _check_budget(out, avail: torch.Tensor) -> None:
     assert bool((hard <= avail.flatten(1)).all())                        # only available coordinates
     want = torch.round(out.ratio.detach() * n)
     want = torch.minimum(torch.maximum(want, (n > 0).float()), n).long()
-    assert torch.equal(out.k, want)                                      # eq. 13 budget formula
+    assert torch.equal(out.k, want)                                      # section 4.3.3 budget formula
     assert bool(((out.soft >= 0) & (out.soft <= 1)).all())
     assert bool((out.soft.flatten(1) <= avail.flatten(1)).all())
     assert bool((out.probs[avail.flatten(1) == 0] == 0).all())

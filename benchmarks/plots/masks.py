@@ -23,7 +23,7 @@ Window and mask (choices of this script, documented, not from the paper):
   context, cold-start = the <= 20 most recent active context slots, imputation = the non-hidden
   coordinates of the context (the training generator's hidden pattern for that item).
 * The mask is the EVALUATION mask of ``UMask.complete``: eval mode, reference-bank statistics, no
-  Gumbel noise (deterministic top-k of log pi). The soft mask is the eq. 17 relaxation of that same
+  Gumbel noise (deterministic top-k of log pi). The soft mask is the relaxation (unnumbered, after eq. 20) of that same
   deterministic score (zero Gumbel noise, sum = kappa). ``probs`` is pi (sum 1 over the available
   coordinates); it is shown as n_avail * pi (1 = uniform over the available coordinates).
 * "Revealed" = the hard mask (evidence handed to the DiT). Fractions are over all context
@@ -425,7 +425,7 @@ def plot_task_masks(stats: dict[str, Any], example: dict[str, Any], info: dict[s
     _violin(ax, data, [TASK_COLORS[n] for n in TASKS])
     ax.set_xticks(range(1, len(TASKS) + 1))
     ax.set_xticklabels(TASKS, fontsize=9)
-    ax.set_ylabel("soft mask value (eq. 17)")
+    ax.set_ylabel("soft mask value (relaxation after eq. 20)")
     ax.set_ylim(-0.03, 1.03)
     ax.set_title("(d) soft mask on the available coordinates (all users; sample of "
                  f"{example['violin_sample']} per task)", fontsize=10.5, loc="left")
