@@ -74,17 +74,25 @@ def load_private_key(path: str | Path, passphrase: bytes | None = None):
     return k
 
 
+def signature_bytes(manifest: dict, private_key, *, passphrase: bytes | None = None) -> bytes:
+    """The ``manifest.sig`` content for ``manifest`` (for an exporter that signs inside its temp dir,
+    before the bundle becomes visible: write it next to manifest.json, then drop ``.partial``)."""
+    k = private_key if hasattr(private_key, "sign") else load_private_key(private_key, passphrase)
+    sig = k.sign(canonical_manifest_bytes(manifest))
+    doc = {"format": SIG_FORMAT, "version": SIG_VERSION, "algorithm": "ed25519", "key_id": key_id(k.public_key()),
+           "signature": base64.b64encode(sig).decode("ascii")}
+    return (json.dumps(doc, indent=1) + "\n").encode("ascii")
+
+
 def sign_bundle(bundle: str | Path, private_key, *, passphrase: bytes | None = None) -> Path:
     """Verify ``bundle``'s integrity, then write its ``manifest.sig``. ``private_key``: a key file or
     an ``Ed25519PrivateKey``. Returns the signature file's path."""
     root = Path(bundle)
     manifest = verify_bundle(root, checksums=True)
-    k = private_key if hasattr(private_key, "sign") else load_private_key(private_key, passphrase)
-    sig = k.sign(canonical_manifest_bytes(manifest))
-    doc = {"format": SIG_FORMAT, "version": SIG_VERSION, "algorithm": "ed25519", "key_id": key_id(k.public_key()),
-           "signature": base64.b64encode(sig).decode("ascii")}
+    data = signature_bytes(manifest, private_key, passphrase=passphrase)
     out = root / SIGNATURE_FILE
-    _atomic_write(out, (json.dumps(doc, indent=1) + "\n").encode("ascii"))
+    _atomic_write(out, data)
+    doc = json.loads(data)
     log.info("signed %s/%s with key %s", root, MANIFEST, doc["key_id"])
     return out
 
@@ -118,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["generate_keypair", "load_private_key", "sign_bundle", "main"]
+__all__ = ["generate_keypair", "load_private_key", "signature_bytes", "sign_bundle", "main"]
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from test_hardening_bundle import FILES, mini_bundle
@@ -80,8 +80,10 @@ def _run(bundle: Path, raw: bytes) -> None:
     (bundle / MANIFEST).write_bytes(raw)
     try:
         m = verify_bundle(bundle)
-    except UmaskError:
+    except UmaskError as e:
+        event(f"refused: {type(e).__name__}")
         return
+    event("accepted")
     assert type(m["schema_version"]) is int and m["schema_version"] == 1
     assert set(m["files"]) == set(FILES)
     for key, rel in manifest_paths(bundle):
