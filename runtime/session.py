@@ -17,11 +17,10 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
 
-from umask.runtime.core.bundle import MANIFEST, BundleError, read_manifest
+from umask.runtime.core.bundle import DEFAULT_FAMILY, MANIFEST, BundleError, bundle_family, read_manifest
 from umask.runtime.families import FAMILIES, session_class
 
-FAMILY_KEY = "family"
-DEFAULT_FAMILY = "umask"          # schema-1 bundles predate the key: they are U-MASK bundles
+FAMILY_KEY = "family"             # absent: DEFAULT_FAMILY ("umask", schema-1 bundles predate the key)
 
 
 class FamilySession(ABC):
@@ -48,12 +47,6 @@ class FamilySession(ABC):
         self.close()
 
 
-def family_of(manifest: dict[str, Any]) -> str:
-    """The manifest's family ("umask" when the key is absent)."""
-    fam = manifest.get(FAMILY_KEY, DEFAULT_FAMILY)
-    return fam if isinstance(fam, str) else repr(fam)
-
-
 class Session:
     """Dispatches to the family session of a bundle; see the module docstring."""
 
@@ -61,11 +54,11 @@ class Session:
     def open(bundle: str | Path, **kwargs: Any) -> FamilySession:
         """The family session of ``bundle``, opened with ``kwargs`` (the family's own options)."""
         root = Path(bundle)
-        fam = family_of(read_manifest(root))
+        fam = bundle_family(read_manifest(root))
         if fam not in FAMILIES:
             raise BundleError(f"{root / MANIFEST}: manifest key {FAMILY_KEY!r} = {fam!r} is not a family this "
                               f"runtime serves (known: {sorted(FAMILIES)})")
         return session_class(fam).open(root, **kwargs)
 
 
-__all__ = ["FamilySession", "Session", "family_of", "FAMILY_KEY", "DEFAULT_FAMILY"]
+__all__ = ["FamilySession", "Session", "FAMILY_KEY", "DEFAULT_FAMILY"]

@@ -8,7 +8,7 @@ backend (``SessionPipe``). Run by ``python -m umask.bench.latency.harness``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +22,21 @@ from umask.bench.latency.timing import Timing, TimingConfig
 SESSION_NETS = ("dit", "maskgen", "profile_mlp")
 
 
+def _torch_setup(threads: int, device: str) -> Callable[[], None]:
+    def setup() -> None:
+        import torch
+
+        torch.set_num_threads(threads)
+        if device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+    return setup
+
+
 def torch_cases(h: Any) -> list[Case]:
     """Torch eager fp32 (the reference): each network and the Session on the torch backend, CPU (+ CUDA)."""
     import torch
 
     from umask.bench.latency.backends import TorchBackend
-    from umask.bench.latency.harness import _torch_setup
 
     h._load_torch()
     cfg = h.cfg
@@ -83,7 +92,7 @@ def ort_cases(h: Any) -> list[Case]:
                                  else man["artifacts"].get(BUNDLE_PRECISION[prec], {}).get(net, {}))
                         ok = entry.get("status") in ("ok", "present") and entry.get("file")
                         if not ok:
-                            why = f"{entry.get('status', 'absent')}{': ' + entry['reason'] if entry.get('reason') else ''}"
+                            why = entry.get("status", "absent") + (f": {entry['reason']}" if entry.get("reason") else "")
                             h.skipped.append(f"onnxruntime {prec} {net}: not in the bundle ({why})")
                             continue
                         path = bundle / entry["file"]
@@ -246,14 +255,15 @@ def llm_cases(h: Any) -> list[Case]:
                                       "of the prompt's last logits)"))
             if "request_profile_generated" not in cfg.components or quant != cfg.llm_request_quant:
                 continue
-            s, prec = None, None
+            s, prec, errors = None, None, []
             for prec in ("int8_qdq", "fp32"):
                 try:
                     s = h.open_session(prec, threads=thr, profile_source="llm", llm=prof)
                     break
                 except BundleError as e:
-                    h.skipped.append(f"LLM request on {prec}: {e}")
+                    errors.append(f"{prec}: {e}")
             if s is None:
+                h.skipped.append("LLM request: no Session opens (" + "; ".join(errors) + ")")
                 continue
             pipe = SessionPipe(s, cfg.request, before=prof._memo.clear)     # time a real generation
             out.append(h.request_case("onnxruntime+llama.cpp", h.vers.get("onnxruntime") or "?", f"{prec}+{quant}",

@@ -1,4 +1,4 @@
-"""Command line of the latency harness: ``python -m umask.bench.latency.harness`` (or ``python -m umask.bench.latency.cli``).
+"""Command line of the latency harness: ``python -m umask.bench.latency.harness`` (or ``... .latency.cli``).
 
 ::
 
@@ -42,10 +42,11 @@ def _bool(x: str) -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m umask.bench.latency.harness", description="Latency harness: every artifact of a bundle on every available engine",
+    p = argparse.ArgumentParser(prog="python -m umask.bench.latency.harness",
+                                description="Latency harness: every artifact of a bundle on every available engine",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--bundle", type=Path, default=None, help="bundle directory (umask export); its manifest names "
-                                                             "the checkpoint of the torch reference")
+    p.add_argument("--bundle", type=Path, required=True, help="bundle directory (umask export); its manifest names "
+                                                              "the checkpoint of the torch reference")
     p.add_argument("--ckpt", type=Path, default=None, help="torch reference checkpoint (default: the manifest's)")
     p.add_argument("--out", type=Path, default=Path(DEFAULT_OUT))
     p.add_argument("--quick", action="store_true", help="smoke mode: 3 samples per row, no burn-in, no request metric")

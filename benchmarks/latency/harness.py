@@ -43,13 +43,14 @@ import datetime as _dt
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from umask.bench.latency.cases import llm_cases, ort_cases, tensorrt_cases, torch_cases
 from umask.bench.latency.machine import git_commit, load_average, machine_info, versions, wait_for_quiet
 from umask.bench.latency.request import (BUNDLE_PRECISION, NETS, PRECISIONS, RealSample, RequestSpec, SessionPipe,
                                          component_metric, max_abs_diff, request_inputs, request_metric)
@@ -83,16 +84,6 @@ class HarnessConfig:
     timing: TimingConfig = FULL_TIMING
     metric: bool = True                                 # compute the request task metric over the sample
     data_dir: Path | None = None
-
-
-def _torch_setup(threads: int, device: str) -> Callable[[], None]:
-    def setup() -> None:
-        import torch
-
-        torch.set_num_threads(threads)
-        if device == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-    return setup
 
 
 class Harness:
@@ -209,8 +200,6 @@ class Harness:
 
     # -- cases --
     def cases(self) -> list[Case]:
-        from umask.bench.latency.cases import llm_cases, ort_cases, tensorrt_cases, torch_cases
-
         engines = {"torch": torch_cases, "onnxruntime": ort_cases, "tensorrt": tensorrt_cases, "llama.cpp": llm_cases}
         out: list[Case] = []
         for name, make in engines.items():

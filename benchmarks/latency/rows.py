@@ -266,5 +266,6 @@ def request_ratios(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     return out
 
 
-__all__ = ["COMPONENTS", "ROW_FIELDS", "LATENCY_KEYS", "Case", "validate_row", "run_case", "rows_csv", "markdown_summary",
-           "write_results", "bundle_fingerprint", "request_ratios", "shapes_of", "total_bytes", "repo_relative"]
+__all__ = ["COMPONENTS", "ROW_FIELDS", "LATENCY_KEYS", "Case", "validate_row", "run_case", "rows_csv",
+           "markdown_summary", "write_results", "bundle_fingerprint", "request_ratios", "shapes_of", "total_bytes",
+           "repo_relative"]

@@ -64,16 +64,16 @@ class NetworkBackend(ABC):
 
 
 class OrtBackend(NetworkBackend):
-    """onnxruntime: one InferenceSession per network file, options and providers from
-    `umask.runtime.engines.ort`; feeds are cast to each input's declared element type."""
+    """onnxruntime: one InferenceSession per network (a file path, or the file's verified bytes), options
+    and providers from `umask.runtime.engines.ort`; feeds are cast to each input's declared element type."""
 
     name = "onnxruntime"
 
-    def __init__(self, files: Mapping[str, str | Path], *, providers: Sequence[str] | None = None, threads: int = 1,
-                 inter_op_threads: int = 1, allow_spinning: bool = False) -> None:
+    def __init__(self, files: Mapping[str, str | Path | bytes], *, providers: Sequence[str] | None = None,
+                 threads: int = 1, inter_op_threads: int = 1, allow_spinning: bool = False) -> None:
         if int(threads) < 1 or int(inter_op_threads) < 1:
             raise InputError("threads and inter_op_threads must be >= 1")
-        self.files = {n: Path(p) for n, p in files.items()}
+        self.files = {n: p if isinstance(p, bytes) else Path(p) for n, p in files.items()}
         self.providers_requested = list(providers or [ort_engine.CPU])
         self.providers_used, self.providers_missing = ort_engine.resolve_providers(providers)
         so = ort_engine.session_options(threads, inter_op_threads, allow_spinning)
@@ -87,7 +87,7 @@ class OrtBackend(NetworkBackend):
     def session(self, net: str) -> Any:
         """The onnxruntime InferenceSession of ``net``."""
         if self._closed:
-            raise RuntimeError(f"{self.name} backend: closed (files {sorted(self.files)})")
+            raise RuntimeError(f"{self.name} backend: closed (networks {sorted(self.files)})")
         if net not in self._sess:
             raise self._unknown(net)
         return self._sess[net]

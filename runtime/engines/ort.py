@@ -59,11 +59,13 @@ def session_options(threads: int = 1, inter_op_threads: int = 1, allow_spinning:
     return so
 
 
-def inference_session(path: str | Path, options: Any = None, providers: Sequence[str] | None = None) -> Any:
-    """An ``onnxruntime.InferenceSession`` of ``path`` (default: one CPU thread, spinning off)."""
+def inference_session(model: str | Path | bytes, options: Any = None, providers: Sequence[str] | None = None) -> Any:
+    """An ``onnxruntime.InferenceSession`` of ``model`` (a path, or the verified bytes of the file;
+    default options: one CPU thread, spinning off)."""
     import onnxruntime as ort
 
-    return ort.InferenceSession(str(path), options if options is not None else session_options(),
+    src = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(src, options if options is not None else session_options(),
                                 providers=list(providers or [CPU]))
 
 

@@ -295,7 +295,8 @@ class Session(FamilySession):
         if self._tok is None:
             raise BundleError(f"{self.root}: the bundle has no SBERT encoder")
         enc = self._tok.encode(text)
-        return {"input_ids": np.asarray([enc.ids], np.int64), "attention_mask": np.asarray([enc.attention_mask], np.int64)}
+        return {"input_ids": np.asarray([enc.ids], np.int64),
+                "attention_mask": np.asarray([enc.attention_mask], np.int64)}
 
     def clear_embedding_cache(self) -> None:
         """Forget the cached SBERT embeddings (the next request embeds its profile text again)."""
