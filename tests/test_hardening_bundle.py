@@ -200,3 +200,16 @@ def test_onnxruntime_loads_verified_bytes_of_the_real_export() -> None:
     rel = m["artifacts"]["fp32"]["profile_mlp"]["file"]
     s = ort.InferenceSession(read_verified(bundle, rel, m), providers=["CPUExecutionProvider"])
     assert [i.name for i in s.get_inputs()] == [i["name"] for i in m["artifacts"]["fp32"]["profile_mlp"]["inputs"]]
+
+
+def test_other_families_get_the_envelope_check(tmp_path: Path) -> None:
+    files = {"net.onnx": b"toy"}
+    toy = {"schema_version": 1, "family": "toy", "model": {"anything": [1, 2]}}
+    b = mini_bundle(tmp_path / "toy", toy, files)
+    assert bundle_family(verify_bundle(b)) == "toy"              # unregistered sections: free-form
+    (b / "stray.bin").write_bytes(b"x")
+    with pytest.raises(BundleError, match="stray.bin: not listed"):
+        verify_bundle(b)                                          # the envelope still holds
+    bad = mini_bundle(tmp_path / "bad", {"schema_version": 1, "family": "Toy!"}, files)
+    with pytest.raises(ManifestError, match="family"):
+        verify_bundle(bad)

@@ -35,7 +35,10 @@ nothing can swap the file between the check and the load. ONNX models must embed
 llama.cpp by path; `verified_path` re-hashes them right before that open (a narrower window, not none).
 
 ``family`` (new key, a lowercase identifier) names the model family; absent means ``"umask"``
-(schema-1 bundles). The signature check lives in `umask.runtime.core.signing.verify_bundle`.
+(schema-1 bundles). The shared envelope (``schema_version``, ``family``, ``files``, ``created_utc``,
+``versions``, ``export_seconds``) is checked for every family; a family's sections are checked by the
+schema it registers (`register_manifest_schema`; U-MASK's is `MANIFEST_SCHEMA`); a family without one
+gets the envelope check only (its session dispatch refuses families it does not serve). The signature check lives in `umask.runtime.core.signing.verify_bundle`.
 """
 
 from __future__ import annotations
@@ -340,14 +343,29 @@ FREE_FORM = ("created_utc", "checkpoint", "tolerances", "parity_inputs", "tensor
              "model.umask", "model.dit", "model.maskgen (besides T, H, W)", "*.parity", "*.tolerance", "*.conversion",
              "*.inputs / *.outputs (I/O signatures)", "featurization.tessellation", "featurization.scales")
 
-MANIFEST_SCHEMA = OBJ({
-    "schema_version": INT(SCHEMA_VERSION, SCHEMA_VERSION), "files": _files, "model": MODEL,
-    "featurization": FEATURIZATION, "diffusion": DIFFUSION,
-    "artifacts": MAP(MAP(ARTIFACT), max_items=64),
-}, {
-    "family": FAMILY, "created_utc": STR(64), "checkpoint": JSON, "sbert": SBERT, "tolerances": JSON,
-    "parity_inputs": JSON, "tensorrt": JSON, "llm": LLM, "versions": JSON, "export_seconds": NUM(0, 1e9),
-})
+# the envelope every family shares; the family's own sections come from its registered schema
+ENVELOPE_REQUIRED: dict[str, Check] = {"schema_version": INT(SCHEMA_VERSION, SCHEMA_VERSION), "files": _files}
+ENVELOPE_OPTIONAL: dict[str, Check] = {"family": FAMILY, "created_utc": STR(64), "versions": JSON,
+                                       "export_seconds": NUM(0, 1e9)}
+
+UMASK_SECTIONS_REQUIRED: dict[str, Check] = {"model": MODEL, "featurization": FEATURIZATION, "diffusion": DIFFUSION,
+                                             "artifacts": MAP(MAP(ARTIFACT), max_items=64)}
+UMASK_SECTIONS_OPTIONAL: dict[str, Check] = {"checkpoint": JSON, "sbert": SBERT, "tolerances": JSON,
+                                             "parity_inputs": JSON, "tensorrt": JSON, "llm": LLM}
+
+FAMILY_SCHEMAS: dict[str, Check] = {}
+
+
+def register_manifest_schema(family: str, required: dict[str, Check], optional: dict[str, Check] | None = None) -> None:
+    """Declare the strict schema of ``family``'s manifest sections (on top of the shared envelope).
+    A family without a registered schema gets only the envelope check (its sections are free-form
+    JSON): a family session must register one before it loads anything from its manifest."""
+    FAMILY_SCHEMAS[family] = OBJ({**ENVELOPE_REQUIRED, **required}, {**ENVELOPE_OPTIONAL, **(optional or {})})
+
+
+register_manifest_schema(DEFAULT_FAMILY, UMASK_SECTIONS_REQUIRED, UMASK_SECTIONS_OPTIONAL)
+MANIFEST_SCHEMA = FAMILY_SCHEMAS[DEFAULT_FAMILY]
+ENVELOPE_SCHEMA = OBJ(ENVELOPE_REQUIRED, ENVELOPE_OPTIONAL, extra=JSON)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -406,7 +424,8 @@ def _read_manifest(root: Path, lim: Limits) -> tuple[dict[str, Any], list[tuple[
         raise ManifestError(f"{mpath}: unreadable manifest ({type(e).__name__}: {str(e)[:200]})") from None
     _check_schema_version(m, mpath)
     ctx = _Ctx(mpath)
-    MANIFEST_SCHEMA(m, "", ctx)
+    FAMILY("family" in m and m["family"] or DEFAULT_FAMILY, "family", ctx)
+    FAMILY_SCHEMAS.get(bundle_family(m), ENVELOPE_SCHEMA)(m, "", ctx)
     listed = m["files"]
     for key, rel in ctx.paths:
         if rel not in listed:
@@ -543,5 +562,6 @@ def manifest_paths(manifest_path: str | Path) -> list[tuple[str, str]]:
 
 
 __all__ = ["MANIFEST", "SIGNATURE_FILE", "SCHEMA_VERSION", "PARTIAL_MARKER", "DEFAULT_FAMILY", "FREE_FORM",
-           "BundleError", "ManifestError", "sha256_file", "strict_json_loads", "canonical_manifest_bytes",
+           "BundleError", "ManifestError", "MANIFEST_SCHEMA", "FAMILY_SCHEMAS", "register_manifest_schema",
+           "sha256_file", "strict_json_loads", "canonical_manifest_bytes",
            "bundle_family", "read_manifest", "verify_bundle", "read_verified", "verified_path", "manifest_paths"]
