@@ -13,6 +13,24 @@ so C = K + 2 (22 for the 20 Tsinghua categories). Time: slot t covers local seco
 [start_ts + t * slot_seconds, start_ts + (t+1) * slot_seconds); ``start_ts`` is a local midnight.
 Space: slot (h, w) of the user's `UserLayout` (see tessellation.py); events outside the layout or
 outside [start_ts, start_ts + T * slot_seconds) are counted in `FeaturizeReport`, not stored.
+
+Absent channels (app-only logs, runtime/core/usage_log.py). A log without places has NO location
+channel and, without a bytes column, no traffic channel: "not recorded", which is not "zero".
+``featurize_user(..., absent={"location"[, "traffic"]})`` (and `featurize_population`) then
+
+* stores nothing in the absent channels and records them on the tensor
+  (`SparseBehaviorTensor.absent`, `ChannelLayout.absent`, `ChannelLayout.present`; saved by
+  `SparseBehaviorTensor.to_arrays`), so training and scoring can leave them out;
+* with location absent, never consults the base-station catalog (the events carry the
+  placeholder station -1) and puts every event in layout cell (0, 0) of the configured H x W,
+  through a `placeless_layout` (no city cell, no grid: a placeholder `CityGrid`). Why cell (0, 0)
+  of H x W and not a 1 x 1 tensor: the model families patch space 2 x 2 (DiT patch (4, 2, 2)), so a
+  1 x 1 tensor would fit none of the stock configs or bundle shapes, while keeping H x W gives app-only
+  and located users one tensor shape. The other cells are structurally empty; the training windows
+  make them neither evidence nor target (train/models/umask/data.py), so the model sees a 1 x 1
+  problem. E_pos is all zeros (no POI is known) and the profile statistics have no places.
+
+The default (nothing absent) path is unchanged, bit for bit.
 """
 
 from __future__ import annotations
@@ -25,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from umask.runtime.core.catalog import Catalog
-from umask.runtime.core.errors import InputError
+from umask.runtime.core.errors import DataFormatError, InputError
 from umask.runtime.core.events import EventLog
 from umask.runtime.core.tessellation import (CityGrid, UserLayout, _single_user, dominant_place_index, fit_layout,
                            poi_embedding, station_cells)
@@ -36,6 +54,19 @@ DAY_SECONDS = 86_400
 TRAFFIC_SCALE = 20.0              # log1p(bytes per slot-cell) is ~6..16 on the real sample -> ~0.3..0.8
 APP_SCALE = math.log1p(60.0)      # 60 records of one category in one 15-min slot-cell -> 1.0
 TRAFFIC = slice(0, 1)             # the traffic channel (fixed); apps/location depend on K
+ABSENTABLE = ("location", "traffic")   # channels a log may not record (usage_log.UsageLog.absent)
+NOTHING_ABSENT: frozenset[str] = frozenset()
+
+
+def check_absent(absent: Any) -> frozenset[str]:
+    """``absent`` as a frozenset of channel names from :data:`ABSENTABLE` (InputError otherwise)."""
+    if isinstance(absent, str):
+        raise InputError(f"absent must be a set of channel names, got the string {absent!r}")
+    out = frozenset(str(a) for a in absent)
+    unknown = sorted(out - set(ABSENTABLE))
+    if unknown:
+        raise InputError(f"absent channels must be among {ABSENTABLE}, got {unknown}")
+    return out
 
 
 # -----------------------------------------------------------------------------
@@ -81,9 +112,17 @@ class FeatureConfig:
 
 @dataclass(frozen=True)
 class ChannelLayout:
-    """Where each channel group lives for K app categories (see the module docstring)."""
+    """Where each channel group lives for K app categories (see the module docstring).
+
+    ``absent``: channel groups the data does not record (from :data:`ABSENTABLE`); they keep their
+    place in the layout (C stays K + 2) but hold no values and must be neither evidence nor target.
+    """
 
     n_categories: int
+    absent: frozenset[str] = NOTHING_ABSENT
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "absent", check_absent(self.absent))
 
     @property
     def n_channels(self) -> int:
@@ -105,15 +144,23 @@ class ChannelLayout:
     def location_index(self) -> int:
         return 1 + self.n_categories
 
-    @classmethod
-    def for_catalog(cls, catalog: Catalog) -> "ChannelLayout":
-        return cls(catalog.apps.n_categories)
+    @property
+    def present(self) -> np.ndarray:
+        """(C,) float32: 1 for a recorded channel, 0 for an absent one (``channel_present`` of a window)."""
+        out = np.ones(self.n_channels, np.float32)
+        for name in self.absent:
+            out[getattr(self, name)] = 0.0
+        return out
 
     @classmethod
-    def for_channels(cls, n_channels: int) -> "ChannelLayout":
+    def for_catalog(cls, catalog: Catalog, absent: Any = NOTHING_ABSENT) -> "ChannelLayout":
+        return cls(catalog.apps.n_categories, frozenset(absent))
+
+    @classmethod
+    def for_channels(cls, n_channels: int, absent: Any = NOTHING_ABSENT) -> "ChannelLayout":
         if n_channels < 3:
             raise InputError(f"a behavior tensor has K + 2 >= 3 channels, got {n_channels}")
-        return cls(n_channels - 2)
+        return cls(n_channels - 2, frozenset(absent))
 
 
 def apps_slice(n_categories: int) -> slice:
@@ -159,6 +206,9 @@ class SparseBehaviorTensor:
     increasing, so a time range is one contiguous run found by binary search. int32 when the tensor
     has fewer than 2**31 entries (a 7-day, 22-channel, 4 x 4 tensor has 236,544). Only non-zero
     values are stored (a typical user-week: a few thousand, i.e. tens of kB).
+
+    ``absent``: channel groups the source did not record (see the module docstring); they store no
+    entries (checked), and ``channels`` carries them.
     """
 
     shape: tuple[int, int, int, int]   # (C, T, H, W)
@@ -166,6 +216,7 @@ class SparseBehaviorTensor:
     slot_seconds: int
     key: np.ndarray                    # (nnz,) int32/int64 sorted flat (t, c, h, w) index
     values: np.ndarray                 # (nnz,) float32
+    absent: frozenset[str] = NOTHING_ABSENT
 
     def __post_init__(self) -> None:
         self.shape = tuple(int(s) for s in self.shape)  # type: ignore[assignment]
@@ -179,6 +230,13 @@ class SparseBehaviorTensor:
             raise InputError("key and values must be 1-D arrays of equal length")
         if len(self.key) and (self.key[0] < 0 or self.key[-1] >= size or (np.diff(self.key) <= 0).any()):
             raise InputError("key must be strictly increasing flat indices inside the shape")
+        self.absent = check_absent(self.absent)
+        if self.absent and len(self.key):
+            ch = ChannelLayout.for_channels(self.C, self.absent)
+            c = (self.key.astype(np.int64) // (self.H * self.W)) % self.C       # (nnz,) channel of each entry
+            stored = (ch.present[c] == 0).sum()
+            if stored:
+                raise InputError(f"{int(stored)} entries lie in the absent channels {sorted(self.absent)}")
 
     @property
     def C(self) -> int:
@@ -210,7 +268,7 @@ class SparseBehaviorTensor:
 
     @property
     def channels(self) -> ChannelLayout:
-        return ChannelLayout.for_channels(self.C)
+        return ChannelLayout.for_channels(self.C, self.absent)
 
     def _range(self, t0: int, t1: int | None) -> tuple[int, int, int, int]:
         t1 = self.T if t1 is None else int(t1)
@@ -240,8 +298,11 @@ class SparseBehaviorTensor:
         return c, t, h, w, self.values[lo:hi]
 
     def active_slots(self, t0: int = 0, t1: int | None = None) -> np.ndarray:
-        """Sorted slot indices in [t0, t1) where the user had any event (location channel set)."""
+        """Sorted slot indices in [t0, t1) where the user had any event (location channel set; with
+        the location absent, any stored entry: every event has an app, so an app channel is set)."""
         c, t, _, _, _ = self.coords(t0, t1)
+        if "location" in self.absent:
+            return np.unique(t)
         return np.unique(t[c == self.channels.location_index])
 
     def slice_time(self, t0: int, t1: int) -> "SparseBehaviorTensor":
@@ -252,27 +313,33 @@ class SparseBehaviorTensor:
         per_t = self.C * self.H * self.W
         return SparseBehaviorTensor((self.C, t1 - t0, self.H, self.W), self.start_ts + t0 * self.slot_seconds,
                                     self.slot_seconds, self.key[lo:hi].astype(np.int64) - t0 * per_t,
-                                    self.values[lo:hi].copy())
+                                    self.values[lo:hi].copy(), self.absent)
 
     @classmethod
-    def from_dense(cls, x: np.ndarray, start_ts: int, slot_seconds: int) -> "SparseBehaviorTensor":
+    def from_dense(cls, x: np.ndarray, start_ts: int, slot_seconds: int,
+                   absent: Any = NOTHING_ABSENT) -> "SparseBehaviorTensor":
         """(C, T, H, W) dense array -> sparse (zeros are not stored)."""
         x = np.asarray(x, np.float32)
         if x.ndim != 4:
             raise InputError(f"expected (C, T, H, W), got shape {x.shape}")
         flat = x.transpose(1, 0, 2, 3).reshape(-1)  # (t, c, h, w) order
         key = np.flatnonzero(flat)
-        return cls(x.shape, int(start_ts), int(slot_seconds), key, flat[key])
+        return cls(x.shape, int(start_ts), int(slot_seconds), key, flat[key], frozenset(absent))
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        """For ``np.savez``: everything needed to rebuild the tensor."""
-        return {"shape": np.array(self.shape, np.int64), "start_ts": np.array(self.start_ts, np.int64),
-                "slot_seconds": np.array(self.slot_seconds, np.int64), "key": self.key, "values": self.values}
+        """For ``np.savez``: everything needed to rebuild the tensor (``absent`` as a unicode array,
+        only when a channel is absent, so files of complete tensors are as before; no pickle)."""
+        out = {"shape": np.array(self.shape, np.int64), "start_ts": np.array(self.start_ts, np.int64),
+               "slot_seconds": np.array(self.slot_seconds, np.int64), "key": self.key, "values": self.values}
+        if self.absent:
+            out["absent"] = np.array(sorted(self.absent), dtype="<U16")
+        return out
 
     @classmethod
     def from_arrays(cls, d: dict[str, np.ndarray]) -> "SparseBehaviorTensor":
+        absent = frozenset(str(a) for a in np.asarray(d["absent"]).reshape(-1)) if "absent" in d else NOTHING_ABSENT
         return cls(tuple(int(s) for s in d["shape"]), int(d["start_ts"]), int(d["slot_seconds"]),
-                   np.asarray(d["key"]), np.asarray(d["values"]))
+                   np.asarray(d["key"]), np.asarray(d["values"]), absent)
 
 
 # -----------------------------------------------------------------------------
@@ -318,17 +385,67 @@ def _check_layout(layout: UserLayout, cfg: FeatureConfig) -> None:
         raise InputError(f"layout grid has {layout.grid.cell_m} m cells, config wants {cfg.cell_m} m")
 
 
-def featurize_user(events: EventLog, catalog: Catalog, layout: UserLayout, cfg: FeatureConfig,
-                   start_ts: int, n_slots: int) -> tuple[SparseBehaviorTensor, FeaturizeReport]:
-    """One user's events -> (X_u of shape (K+2, n_slots, H, W), report). See the module docstring."""
+def _check_apps(events: EventLog, catalog: Catalog) -> None:
+    """`Catalog.check_events` for the apps only (an app-only log has no base stations to check)."""
+    known = catalog.apps.category_index(events.app, unknown="map") >= 0
+    if not known.all():
+        i = int(np.flatnonzero(~known)[0])
+        line = None if events.line is None else int(events.line[i])
+        raise DataFormatError(events.source, line, f"unknown app id {int(events.app[i])} ({int((~known).sum())} "
+                                                   f"events in all; catalog id space is '{catalog.id_space}')")
+
+
+def _check_catalog(events: EventLog, catalog: Catalog, absent: frozenset[str]) -> None:
+    if "location" in absent:
+        _check_apps(events, catalog)          # the base-station catalog is not consulted
+    else:
+        catalog.check_events(events)
+
+
+PLACELESS_GRID_ORIGIN = (0.0, 0.0, 0.0)      # (lat0, lon0, lat_ref) of a placeless layout's placeholder grid
+
+
+def placeless_layout(cfg: FeatureConfig, events: EventLog | None = None, user: int | None = None) -> UserLayout:
+    """The layout of a user whose location is absent: no city cell in any slot (all -1), a
+    placeholder grid (origin 0, 0, no extent), and every (fitting-period) event counted in slot
+    (0, 0), where `featurize_user` puts it. ``events``: the fitting period (for counts and times)."""
+    counts = np.zeros((cfg.H, cfg.W), np.int64)
+    fit = (None, None)
+    if events is not None and len(events):
+        counts[0, 0] = len(events)
+        fit = (int(events.ts.min()), int(events.ts.max()) + 1)
+    grid = CityGrid(*PLACELESS_GRID_ORIGIN, cfg.cell_m, 0, 0)
+    return UserLayout(grid, np.full((cfg.H, cfg.W, 2), -1, np.int64), counts, user, *fit)
+
+
+def _slots(events: EventLog, catalog: Catalog, layout: UserLayout, absent: frozenset[str]) -> np.ndarray:
+    """(N,) layout slot of every event: located through the catalog, or 0 (cell (0, 0)) without a location."""
+    if "location" in absent:
+        return np.zeros(len(events), np.int64)
+    return layout.locate(events, catalog)
+
+
+def featurize_user(events: EventLog, catalog: Catalog, layout: UserLayout | None, cfg: FeatureConfig,
+                   start_ts: int, n_slots: int, *,
+                   absent: frozenset[str] = NOTHING_ABSENT) -> tuple[SparseBehaviorTensor, FeaturizeReport]:
+    """One user's events -> (X_u of shape (K+2, n_slots, H, W), report). See the module docstring.
+
+    ``absent``: channels the log does not record (``UsageLog.absent``). With ``"location"`` absent
+    ``layout`` may be None (a `placeless_layout` is used) and every event goes to cell (0, 0)."""
+    absent = check_absent(absent)
     user = _single_user(events, "featurize_user")
     _check_events(events)
-    catalog.check_events(events)
-    return _featurize(events, user, catalog, layout, cfg, start_ts, n_slots)
+    _check_catalog(events, catalog, absent)
+    if layout is None:
+        if "location" not in absent:
+            raise InputError("featurize_user needs a layout unless the location channel is absent")
+        layout = placeless_layout(cfg, events, user)
+    return _featurize(events, user, catalog, layout, cfg, start_ts, n_slots, absent)
 
 
 def _featurize(events: EventLog, user: int, catalog: Catalog, layout: UserLayout, cfg: FeatureConfig,
-               start_ts: int, n_slots: int) -> tuple[SparseBehaviorTensor, FeaturizeReport]:
+               start_ts: int, n_slots: int,
+               absent: frozenset[str] = NOTHING_ABSENT) -> tuple[SparseBehaviorTensor, FeaturizeReport]:
     _check_layout(layout, cfg)
     start_ts, n_slots = int(start_ts), int(n_slots)
     if start_ts % DAY_SECONDS != 0:
@@ -342,7 +459,7 @@ def _featurize(events: EventLog, user: int, catalog: Catalog, layout: UserLayout
 
     t = (events.ts - start_ts) // cfg.slot_seconds                  # (N,) slot of each event
     in_time = (t >= 0) & (t < n_slots)
-    slot = layout.locate(events, catalog)                            # (N,) h*W+w or -1
+    slot = _slots(events, catalog, layout, absent)                   # (N,) h*W+w or -1
     used = in_time & (slot >= 0)
     report = FeaturizeReport(user, len(events), int((~in_time).sum()), int((in_time & (slot < 0)).sum()))
 
@@ -361,9 +478,13 @@ def _featurize(events: EventLog, user: int, catalog: Catalog, layout: UserLayout
     values = np.concatenate([encode_traffic(byte_sum), encode_app_counts(app_n),
                              np.ones(len(cell_key), np.float32)])
     keep = values != 0                                               # zero-byte slots store no traffic
+    if absent:                                                       # absent channels store nothing
+        n_t, n_a = len(cell_key), len(app_key)
+        keep[:n_t] &= "traffic" not in absent
+        keep[n_t + n_a:] &= "location" not in absent
     order = np.argsort(keys[keep], kind="stable")
     tensor = SparseBehaviorTensor((C, n_slots, cfg.H, cfg.W), start_ts, cfg.slot_seconds,
-                                  keys[keep][order], values[keep][order])
+                                  keys[keep][order], values[keep][order], absent)
     return tensor, report
 
 
@@ -440,20 +561,28 @@ def _normalized_entropy(counts: np.ndarray) -> float:
     return float(-(p * np.log(p)).sum() / math.log(len(counts)))
 
 
-def profile_statistics(events: EventLog, catalog: Catalog, layout: UserLayout, cfg: FeatureConfig, *,
-                       cells: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> ProfileStats:
+def profile_statistics(events: EventLog, catalog: Catalog, layout: UserLayout | None, cfg: FeatureConfig, *,
+                       cells: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+                       absent: frozenset[str] = NOTHING_ABSENT) -> ProfileStats:
     """U-SCOPE statistics of one user's (history) events. Deterministic.
 
     ``cells`` optionally carries `station_cells(catalog.stations, layout.grid)` computed once.
+    With ``"location"`` in ``absent`` every event is in slot 0 and no slot has a place ("unknown").
     """
+    absent = check_absent(absent)
     user = _single_user(events, "profile_statistics")
     _check_events(events)
-    catalog.check_events(events)
-    return _profile(events, user, catalog, layout, cfg, cells)
+    _check_catalog(events, catalog, absent)
+    if layout is None:
+        if "location" not in absent:
+            raise InputError("profile_statistics needs a layout unless the location channel is absent")
+        layout = placeless_layout(cfg, events, user)
+    return _profile(events, user, catalog, layout, cfg, cells, absent)
 
 
 def _profile(events: EventLog, user: int, catalog: Catalog, layout: UserLayout, cfg: FeatureConfig,
-             cells: tuple[np.ndarray, np.ndarray, np.ndarray] | None) -> ProfileStats:
+             cells: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
+             absent: frozenset[str] = NOTHING_ABSENT) -> ProfileStats:
     _check_layout(layout, cfg)
     K, HW = catalog.apps.n_categories, cfg.H * cfg.W
     P = len(catalog.stations.poi_names)
@@ -466,10 +595,11 @@ def _profile(events: EventLog, user: int, catalog: Catalog, layout: UserLayout, 
     pi_weekday = np.bincount((day + 3) % 7, minlength=7) / n        # 1970-01-01 was a Thursday
 
     cat = catalog.apps.category_index(events.app)
-    slot = layout.locate(events, catalog)
+    slot = _slots(events, catalog, layout, absent)
     cov = slot >= 0
     C_u = np.bincount(cat[cov] * HW + slot[cov], minlength=K * HW).reshape(K, HW)
-    place = dominant_place_index(layout, catalog, cells=cells)       # (H*W,)
+    place = (np.full(HW, -1, np.int64) if "location" in absent      # no place is known
+             else dominant_place_index(layout, catalog, cells=cells))  # (H*W,)
     ev_place = place[slot[cov]]
     known = ev_place >= 0
     C_place = np.bincount(cat[cov][known] * P + ev_place[known], minlength=K * P).reshape(K, P)
@@ -529,22 +659,31 @@ def day_span(ts: np.ndarray, slot_seconds: int) -> tuple[int, int]:
 
 def featurize_population(events: EventLog, catalog: Catalog, cfg: FeatureConfig = FeatureConfig(),
                          fit_end_ts: int | None = None, *, grid: CityGrid | None = None,
-                         log_every: int | None = None) -> dict[int, UserFeatures]:
+                         log_every: int | None = None,
+                         absent: frozenset[str] = NOTHING_ABSENT) -> dict[int, UserFeatures]:
     """Featurize every user of ``events``.
 
     Per user: the layout and profile statistics come from the events before ``fit_end_ts`` (all
     events when None); the tensor covers the whole local days spanned by all events (one common
     start_ts and T for the population). Users without events before ``fit_end_ts`` get no layout;
     they are left out of the result and logged with their count.
+
+    ``absent`` (e.g. ``UsageLog.absent``): with ``"location"`` absent no grid is built and no
+    station is looked up; every user gets a `placeless_layout` and an all-zero E_pos of the
+    catalog's POI width (H, W, P+1), so the model shapes match a located population's.
     """
+    absent = check_absent(absent)
     _check_events(events)
     if len(events) == 0:
         raise InputError("empty history (no events)")
-    catalog.check_events(events)
-    grid = grid or CityGrid.from_stations(catalog.stations, cfg.cell_m)
-    if grid.cell_m != cfg.cell_m:
-        raise InputError(f"grid has {grid.cell_m} m cells, config wants {cfg.cell_m} m")
-    cells = station_cells(catalog.stations, grid)
+    _check_catalog(events, catalog, absent)
+    placeless = "location" in absent
+    cells = None
+    if not placeless:
+        grid = grid or CityGrid.from_stations(catalog.stations, cfg.cell_m)
+        if grid.cell_m != cfg.cell_m:
+            raise InputError(f"grid has {grid.cell_m} m cells, config wants {cfg.cell_m} m")
+        cells = station_cells(catalog.stations, grid)
     start_ts, n_slots = day_span(events.ts, cfg.slot_seconds)
 
     if len(events) > 1 and ((np.diff(events.user) < 0).any()
@@ -561,10 +700,15 @@ def featurize_population(events: EventLog, catalog: Catalog, cfg: FeatureConfig 
         if len(hist) == 0:
             no_history.append(u)
             continue
-        layout = fit_layout(hist, catalog, grid, cfg.H, cfg.W)
-        tensor, report = _featurize(ev, u, catalog, layout, cfg, start_ts, n_slots)
-        profile = _profile(hist, u, catalog, layout, cfg, cells)
-        out[u] = UserFeatures(u, layout, tensor, report, profile, poi_embedding(layout, catalog, cells=cells))
+        if placeless:
+            layout = placeless_layout(cfg, hist, u)
+            e_pos = np.zeros((cfg.H, cfg.W, len(catalog.stations.poi_names) + 1), np.float32)
+        else:
+            layout = fit_layout(hist, catalog, grid, cfg.H, cfg.W)
+            e_pos = poi_embedding(layout, catalog, cells=cells)
+        tensor, report = _featurize(ev, u, catalog, layout, cfg, start_ts, n_slots, absent)
+        profile = _profile(hist, u, catalog, layout, cfg, cells, absent)
+        out[u] = UserFeatures(u, layout, tensor, report, profile, e_pos)
         if (i + 1) % every == 0 or i + 1 == len(users):
             log.info("featurized %d/%d users", i + 1, len(users))
     if no_history:
