@@ -74,7 +74,8 @@ transformer) picks its trainer from --data:
   * per-user behavior logs -> the per-user trainer (python -m umask.train.models.umask.trainer):
     a Tsinghua trace (App_usage_trace.txt, space-separated), the LLMApp CSV sample, or a users .npz
     (umask.train.models.umask.data.save_users); without --data it trains on simulated users;
-    an app-only `time,app` log is read and checked, and the outputs it cannot predict are listed;
+    an app-only `time,app[,bytes]` log (no places) is read and checked, the outputs it cannot
+    predict are listed, and the per-user trainer trains with its absent channels out of the loss;
   * a grid CSV (one row per time slot, one column per cell, row-major over H x W; optional header
     and leading time column) with --grid HxW --slot-minutes N [--adjacency CSV] -> the grid trainer
     (python -m umask.train.models.umask.grid); --grid without --data trains on the shipped Milan
@@ -173,8 +174,9 @@ def _train_umask(ns: argparse.Namespace, rest: list[str]) -> int:
               f"{len(usage.events.users)} user(s); it cannot predict:", file=sys.stderr)
         for line in usage.cannot_predict:
             print(f"  - {line}", file=sys.stderr)
-        raise _input_error(f"--data {ns.data}: the per-user featurization cannot yet carry an ABSENT location "
-                           "channel, so app-only logs cannot be trained on in this version")
+        print(f"umask train: absent channels {sorted(usage.absent)} are neither evidence nor target -> "
+              f"{PER_USER_TRAINER}", file=sys.stderr)
+        return _call_main(PER_USER_TRAINER, ["--data", str(ns.data)] + rest)
     argv = [] if ns.data is None else ["--data", str(ns.data)]
     return _call_main(PER_USER_TRAINER, argv + rest)
 

@@ -23,8 +23,18 @@ Each item is a dict (see `UserWindowDataset.__getitem__`): ``x0`` (C, T, H, W) f
 window as featurized (runtime/core/featurize.py channel layout); ``avail`` and ``target`` (1, T, H, W)
 float32 0/1, tied across channels; ``task`` (index into dit.TASKS); ``e_pos`` (H, W, P+1) the
 user's location embedding; ``user`` (the user's index in the dataset's user list, for the profile
-embedding lookup); ``start`` (absolute slot of window slot 0); and, when the dataset holds a
+embedding lookup); ``start`` (absolute slot of window slot 0); ``channel_present`` (C,) float32,
+1 for a recorded channel and 0 for an ABSENT one (see below); and, when the dataset holds a
 `ProfileTable`, ``profile_emb`` (D,) and ``profile_present`` (bool). `collate` stacks them.
+
+**Absent channels** (app-only logs, runtime/core/usage_log.py: no location, and no traffic without a
+bytes column). ``avail`` / ``target`` are tied across channels, so the absence is per channel:
+``channel_present`` is 0 there, x0 holds zeros there, and the loss multiplies the per-channel
+squared error by it (train/models/umask/model.py), so an absent channel is neither evidence (its
+values are zero, never real) nor target (never in the loss). With the location absent every event
+is in layout cell (0, 0) (runtime/core/featurize.py), so ``avail`` and ``target`` are also zero
+outside that cell: the empty cells are not evidence the mask budget could be spent on and not
+targets. `users_from_trace` routes an app-only log to ``read_usage_log`` by its header.
 
 Choices (all documented assumptions: the paper does not specify them; its data set and protocol
 against this project's are compared in docs/paper_notes.md §10):
@@ -78,7 +88,8 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from umask.runtime.core.errors import InputError
-from umask.runtime.core.featurize import DAY_SECONDS, FeatureConfig, ProfileStats, SparseBehaviorTensor
+from umask.runtime.core.featurize import (DAY_SECONDS, NOTHING_ABSENT, FeatureConfig, ProfileStats,
+                                          SparseBehaviorTensor)
 from umask.train.models.umask.dit import TASKS
 from umask.train.data.user_windows import user_splits
 
@@ -162,6 +173,11 @@ class UserData:
     def from_features(cls, uf: Any) -> UserData:
         return cls(int(uf.user), uf.tensor, np.asarray(uf.e_pos, np.float32), getattr(uf, "profile", None))
 
+    @property
+    def absent(self) -> frozenset[str]:
+        """Channels the user's data does not record (the tensor's ``absent``)."""
+        return self.tensor.absent
+
 
 def _history_end(start_ts: int, n_slots: int, slot_seconds: int) -> int:
     """Local time where the training days end (validation + test = the last two days)."""
@@ -171,14 +187,16 @@ def _history_end(start_ts: int, n_slots: int, slot_seconds: int) -> int:
     return start_ts + (days - 2) * DAY_SECONDS
 
 
-def users_from_events(events: Any, catalog: Any, feature_cfg: FeatureConfig | None = None) -> list[UserData]:
-    """Featurize an EventLog; layout and profile statistics are fit on the training days only."""
+def users_from_events(events: Any, catalog: Any, feature_cfg: FeatureConfig | None = None, *,
+                      absent: frozenset[str] = NOTHING_ABSENT) -> list[UserData]:
+    """Featurize an EventLog; layout and profile statistics are fit on the training days only.
+    ``absent``: channels the log does not record (``UsageLog.absent``)."""
     feature_cfg = feature_cfg or FeatureConfig()
     from umask.runtime.core.featurize import day_span, featurize_population
 
     start, n_slots = day_span(events.ts, feature_cfg.slot_seconds)
     fit_end = _history_end(start, n_slots, feature_cfg.slot_seconds)
-    pop = featurize_population(events, catalog, feature_cfg, fit_end_ts=fit_end)
+    pop = featurize_population(events, catalog, feature_cfg, fit_end_ts=fit_end, absent=absent)
     return [UserData.from_features(pop[u]) for u in sorted(pop)]
 
 
@@ -196,13 +214,24 @@ def simulated_users(n_users: int, seed: int = 0, *, days: int = 7, feature_cfg: 
 
 
 def users_from_trace(path: str | Path, catalog_dir: str | Path | None = None,
-                     feature_cfg: FeatureConfig | None = None) -> list[UserData]:
-    """Read a trace (official layout, e.g. the simulator's ``App_usage_trace.synthetic.txt.gz``) and featurize."""
+                     feature_cfg: FeatureConfig | None = None, *, app_only: bool | None = None) -> list[UserData]:
+    """Read a trace (official layout, e.g. the simulator's ``App_usage_trace.synthetic.txt.gz``) and featurize.
+
+    ``app_only``: the file is an app-only ``time,app[,bytes]`` log (runtime/core/usage_log.py; its
+    absent channels go to the featurization and onto every user's tensor); None (default) decides
+    by the file's first line (``looks_like_usage_log``)."""
     from umask.runtime.core.catalog import load_llmapp_catalog
     from umask.runtime.core.events import read_trace
+    from umask.runtime.core.usage_log import looks_like_usage_log, read_usage_log
     from umask.train.simulator import DEFAULT_DATA_DIR, TSINGHUA_DIR
 
     cat_dir = Path(catalog_dir) if catalog_dir is not None else DEFAULT_DATA_DIR / TSINGHUA_DIR
+    if app_only is None:
+        app_only = looks_like_usage_log(path)
+    if app_only:
+        usage = read_usage_log(path)
+        log.info("%s: app-only log, absent channels %s (carried on every user's tensor)", path, sorted(usage.absent))
+        return users_from_events(usage.events, load_llmapp_catalog(cat_dir), feature_cfg, absent=usage.absent)
     return users_from_events(read_trace(path), load_llmapp_catalog(cat_dir), feature_cfg)
 
 
@@ -226,6 +255,8 @@ def save_users(path: str | Path, users: Sequence[UserData], meta: dict[str, Any]
         "profiles_json": np.frombuffer(json.dumps(profiles).encode(), np.uint8),
         "meta_json": np.frombuffer(json.dumps(meta or {}).encode(), np.uint8),
     }
+    if any(u.tensor.absent for u in users):   # only then, so complete populations save as before
+        arrays["absent_json"] = np.frombuffer(json.dumps([sorted(u.tensor.absent) for u in users]).encode(), np.uint8)
     tmp = path.with_name(path.name + ".tmp.npz")
     np.savez_compressed(tmp, **arrays)
     tmp.replace(path)
@@ -239,12 +270,14 @@ def load_users(path: str | Path) -> tuple[list[UserData], dict[str, Any]]:
             raise InputError(f"{path}: users file format {int(z['format'])}, expected {USERS_FORMAT}")
         profiles = json.loads(z["profiles_json"].tobytes().decode())
         meta = json.loads(z["meta_json"].tobytes().decode())
+        absent = json.loads(z["absent_json"].tobytes().decode()) if "absent_json" in z.files else None
         off = z["offsets"]
         out = []
         for i, u in enumerate(z["user"].tolist()):
             lo, hi = int(off[i]), int(off[i + 1])
             t = SparseBehaviorTensor(tuple(z["shape"][i].tolist()), int(z["start_ts"][i]), int(z["slot_seconds"][i]),
-                                     z["key"][lo:hi], z["values"][lo:hi])
+                                     z["key"][lo:hi], z["values"][lo:hi],
+                                     frozenset(absent[i]) if absent is not None else NOTHING_ABSENT)
             prof = ProfileStats.from_dict(profiles[i]) if profiles[i] is not None else None
             out.append(UserData(int(u), t, z["e_pos"][i].astype(np.float32), prof))
     return out, meta
@@ -253,7 +286,8 @@ def load_users(path: str | Path) -> tuple[list[UserData], dict[str, Any]]:
 def channel_rms(users: Sequence[UserData], split: str = "train") -> np.ndarray:
     """(C,) root mean square per channel over every (t, h, w) of the users' ``split`` days (default
     the training days only, PROTOCOL "scalers are fit on the training period"). Exact, from the
-    sparse entries."""
+    sparse entries. A user without a location counts cell (0, 0) only (the one cell its windows
+    train on); absent channels have RMS 0."""
     C = users[0].tensor.C
     sq = np.zeros(C, np.float64)
     count = 0
@@ -261,7 +295,7 @@ def channel_rms(users: Sequence[UserData], split: str = "train") -> np.ndarray:
         sp = user_splits(u.tensor.T, u.tensor.slots_per_day)[split]
         c, _, _, _, v = u.tensor.coords(sp.t0, sp.t1)
         sq += np.bincount(c, weights=v.astype(np.float64) ** 2, minlength=C)
-        count += sp.n_slots * u.tensor.H * u.tensor.W
+        count += sp.n_slots * (1 if "location" in u.tensor.absent else u.tensor.H * u.tensor.W)
     return np.sqrt(sq / max(count, 1)).astype(np.float32)
 
 
@@ -270,6 +304,8 @@ def population_fingerprint(users: Sequence[UserData]) -> str:
     h = hashlib.sha256()
     for u in users:
         h.update(np.array([u.user, *u.tensor.shape, u.tensor.start_ts], np.int64).tobytes())
+        if u.tensor.absent:   # complete tensors hash as before
+            h.update(("absent:" + ",".join(sorted(u.tensor.absent))).encode())
         h.update(u.tensor.key.astype(np.int64).tobytes())
         h.update(u.tensor.values.astype(np.float32).tobytes())
         h.update(np.ascontiguousarray(u.e_pos, np.float32).tobytes())
@@ -388,6 +424,7 @@ class UserWindowDataset(Dataset):
         n_real = t1 - w0                                                   # slots read from the tensor
         x0 = np.zeros((self.C, T, self.H, self.W), np.float32)
         x0[:, :n_real] = u.tensor.dense(w0, t1)
+        present = u.tensor.channels.present                               # (C,) 0 on absent channels
         avail = np.zeros((1, T, self.H, self.W), np.float32)
         target = np.zeros_like(avail)
         if task == SHORT:
@@ -409,10 +446,17 @@ class UserWindowDataset(Dataset):
             raise InputError(f"unknown task id {task}")
         avail[:, n_real:] = 0.0                                            # never beyond the split's end
         target[:, n_real:] = 0.0
+        if u.tensor.absent:
+            x0 *= present[:, None, None, None]                             # absent: zeros, never real values
+            if "location" in u.tensor.absent:                              # every event is in cell (0, 0)
+                avail[..., 1:] = 0.0
+                avail[..., 1:, :] = 0.0
+                target[..., 1:] = 0.0
+                target[..., 1:, :] = 0.0
         out: dict[str, Any] = {
             "x0": torch.from_numpy(x0), "avail": torch.from_numpy(avail), "target": torch.from_numpy(target),
             "task": task, "e_pos": torch.from_numpy(np.ascontiguousarray(u.e_pos, np.float32)),
-            "user": ui, "start": w0,
+            "user": ui, "start": w0, "channel_present": torch.from_numpy(present),
         }
         if self.profiles is not None:
             out["profile_emb"] = torch.from_numpy(self.profiles.emb[ui])

@@ -301,7 +301,12 @@ class UMask(nn.Module):
         pred = self.dit(x_t, x0 * mask, mask, t, h_u, task)                    # eqs. 19 / 32, x0-prediction
 
         # eq. 19: per-window target error + w_context * non-evidence context error
-        err = ((pred - x0) ** 2).mean(1, keepdim=True)                        # (B, 1, T, H, W)
+        # absent channels (data.py ``channel_present`` 0, app-only logs) are never in the loss: the
+        # per-channel error is multiplied by channel_present * C / n_present (all present: exactly 1)
+        cp = batch.get("channel_present")                                     # (B, C) or None
+        sq = (pred - x0) ** 2 if cp is None else (pred - x0) ** 2 * (cp * (cp.shape[1] / cp.sum(
+            1, keepdim=True).clamp_min(1.0))).to(x0.dtype)[:, :, None, None, None]  # (B, C, T, H, W)
+        err = sq.mean(1, keepdim=True)                                        # (B, 1, T, H, W)
         ctx_w = avail * (1.0 - hard.detach())
         tgt_b = (err * target).flatten(1).sum(1) / target.flatten(1).sum(1).clamp_min(1.0)
         ctx_b = (err * ctx_w).flatten(1).sum(1) / ctx_w.flatten(1).sum(1).clamp_min(1.0)

@@ -117,7 +117,10 @@ class TrainConfig(LoopConfig):
 # -----------------------------------------------------------------------------
 
 def load_population(cfg: TrainConfig) -> tuple[list[UserData], dict[str, Any]]:
-    """Users from ``cfg.data`` (.npz of data.save_users, or a trace file) or the simulator."""
+    """Users from ``cfg.data`` (.npz of data.save_users, a trace file, or an app-only ``time,app``
+    log: data.users_from_trace routes it) or the simulator. Channels the data does not record are
+    logged with what the model cannot predict and go to config.json (``absent_channels``,
+    ``cannot_predict``); the windows leave them out of the loss (data.py ``channel_present``)."""
     if cfg.data is None:
         users = simulated_users(cfg.n_users, cfg.sim_seed)
         info = {"source": "simulator (SYNTHETIC)", "n_users": cfg.n_users, "sim_seed": cfg.sim_seed}
@@ -131,6 +134,14 @@ def load_population(cfg: TrainConfig) -> tuple[list[UserData], dict[str, Any]]:
         raise InputError("the data set has no users")
     info.update({"n_users_loaded": len(users), "tensor_shape": list(users[0].tensor.shape),
                  "fingerprint": population_fingerprint(users)})
+    absent = sorted(set().union(*(u.absent for u in users)))
+    if absent:
+        from umask.runtime.core.usage_log import CHANNEL_OUTPUTS
+
+        info["absent_channels"] = absent
+        info["cannot_predict"] = [f"{ch}: {CHANNEL_OUTPUTS[ch]}" for ch in absent]
+        for ch in absent:
+            log.warning("absent channel %s: the model cannot predict %s", ch, CHANNEL_OUTPUTS[ch])
     return users, info
 
 
