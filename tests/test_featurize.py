@@ -383,3 +383,77 @@ def test_population_memory(catalog: Catalog) -> None:
     assert all(f.tensor.shape == (22, 672, 4, 4) for f in pop.values())
     assert total < 100e6
     assert sum(f.report.n_events for f in pop.values()) == len(ev)
+
+
+# -----------------------------------------------------------------------------
+# Absent channels: the real sample without its base stations (an app-only log)
+# -----------------------------------------------------------------------------
+
+def _app_only(events: EventLog, *, keep_bytes: bool) -> EventLog:
+    """The real events with every base station replaced by usage_log.ABSENT_BS (-1), as read_usage_log gives."""
+    from umask.runtime.core.usage_log import ABSENT_BS
+
+    nbytes = events.bytes if keep_bytes else np.zeros_like(events.bytes)
+    return EventLog.from_arrays(events.user, events.ts, np.full(len(events), ABSENT_BS), events.app, nbytes)
+
+
+@pytest.mark.parametrize("keep_bytes", [False, True])
+def test_absent_location_puts_every_event_in_cell_00(events: EventLog, catalog: Catalog, keep_bytes: bool) -> None:
+    ev = _app_only(events, keep_bytes=keep_bytes)
+    absent = frozenset({"location"} if keep_bytes else {"location", "traffic"})
+    with pytest.raises(DataFormatError, match="unknown base station id -1"):
+        featurize_population(ev, catalog, CFG)           # the default path still refuses a station -1
+    pop = featurize_population(ev, catalog, CFG, absent=absent)
+    assert sorted(pop) == sorted(events.users.tolist())
+    K = catalog.apps.n_categories
+    for u, f in pop.items():
+        one = ev.for_user(u)
+        x = f.tensor.dense()                                                  # (C, T, H, W)
+        assert f.tensor.absent == absent and f.tensor.channels.absent == absent
+        assert f.report.n_used == len(one) and f.report.coverage == 1.0       # no event lost to a layout
+        assert not x[:, :, 1:].any() and not x[:, :, :, 1:].any()             # only cell (0, 0) holds values
+        assert not x[f.tensor.channels.location].any()                        # absent: nothing stored
+        # app counts per (slot, category) in cell (0, 0) are the events' own counts
+        t = (one.ts - f.tensor.start_ts) // CFG.slot_seconds
+        expected = np.zeros((K, f.tensor.T))
+        np.add.at(expected, (catalog.apps.category_index(one.app), t), 1)
+        np.testing.assert_array_equal(np.round(decode_app_counts(x[1:1 + K, :, 0, 0])), expected)
+        # traffic: the bytes per slot when the log has them, else absent (nothing stored)
+        per_slot = np.bincount(t, weights=one.bytes.astype(np.float64), minlength=f.tensor.T)
+        if keep_bytes:
+            np.testing.assert_allclose(decode_traffic(x[0, :, 0, 0]), per_slot, rtol=1e-4)
+        else:
+            assert not x[0].any()
+        assert f.tensor.channels.present.tolist() == [float(keep_bytes)] + [1.0] * K + [0.0]
+        # active slots come from the app channels when the location is absent
+        np.testing.assert_array_equal(f.tensor.active_slots(), np.unique(t))
+        # placeless layout and profile: no city cell, no place, no POI
+        assert not f.layout.filled.any() and f.layout.counts[0, 0] == len(one) and f.layout.counts.sum() == len(one)
+        assert not f.e_pos.any() and f.e_pos.shape == (CFG.H, CFG.W, len(catalog.stations.poi_names) + 1)
+        assert f.profile.C_u[:, 1:].sum() == 0 and f.profile.C_u.sum() == len(one)
+        assert f.profile.C_place.sum() == 0 and set(f.profile.slot_place) == {"unknown"}
+
+
+def test_absent_channels_survive_npz_and_are_checked(tmp_path: Path, events: EventLog, catalog: Catalog) -> None:
+    ev = _app_only(events.for_user(int(events.users[0])), keep_bytes=False)
+    start, n_slots = int(ev.ts.min()) // 86400 * 86400, 96
+    tensor, report = featurize_user(ev, catalog, None, CFG, start, n_slots, absent={"location", "traffic"})
+    np.savez(tmp_path / "x.npz", **tensor.to_arrays())
+    with np.load(tmp_path / "x.npz", allow_pickle=False) as z:
+        back = SparseBehaviorTensor.from_arrays(z)
+    assert back.absent == frozenset({"location", "traffic"})
+    np.testing.assert_array_equal(back.dense(), tensor.dense())
+    assert back.slice_time(0, 48).absent == back.absent
+    # complete tensors save exactly the arrays they saved before (no "absent" entry)
+    located, _ = featurize_user(events.for_user(int(events.users[0])), catalog,
+                                fit_layout(events.for_user(int(events.users[0])), catalog,
+                                           CityGrid.from_stations(catalog.stations, CFG.cell_m)), CFG, start, n_slots)
+    assert "absent" not in located.to_arrays() and located.absent == frozenset()
+    # a tensor cannot claim a channel absent and store values in it; names are checked
+    with pytest.raises(InputError, match="absent channels"):
+        SparseBehaviorTensor(located.shape, located.start_ts, located.slot_seconds, located.key, located.values,
+                             frozenset({"location"}))
+    with pytest.raises(InputError, match="absent channels must be among"):
+        ChannelLayout(20, frozenset({"apps"}))
+    with pytest.raises(InputError, match="needs a layout"):
+        featurize_user(events.for_user(int(events.users[0])), catalog, None, CFG, start, n_slots)
