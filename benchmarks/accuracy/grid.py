@@ -45,6 +45,7 @@ import logging
 import shlex
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,7 @@ import numpy as np
 from umask.runtime.core.errors import InputError
 from umask.train.baselines import classical as baselines
 from umask.train.common import metrics
+from umask.train.common.checkpoints import atomic_text
 from umask.train.data import splits
 from umask.train.data.grids import GridData, open_grid
 
@@ -82,7 +84,8 @@ _DEFAULT_COMMAND = "library call: umask.bench.accuracy.grid.{fn}(matrix, ...)"
 # The grid being scored: Milan's matrix or any GridData
 # ------------------------------------------------------------------------------------------------
 class GridSpec:
-    """What the harness needs of a grid: raw values, periods, day length and window lengths."""
+    """What the harness needs of a grid: raw values, periods, day length and window lengths, and
+    the harness's scale (:attr:`scaler`, :attr:`z`)."""
 
     def __init__(self, data: np.ndarray | GridData) -> None:
         if isinstance(data, GridData):
@@ -106,6 +109,16 @@ class GridSpec:
         if self.values.ndim != 2:
             raise InputError(f"expected a (slots, cells) matrix, got shape {self.values.shape}")
         self.train_end = self.splits["train"][1]
+
+    @cached_property
+    def scaler(self) -> splits.Scaler:
+        """The harness's per-cell scaler: ``splits.fit_scaler`` of the training period (no floor)."""
+        return splits.fit_scaler(self.values, splits=self.splits)
+
+    @cached_property
+    def z(self) -> np.ndarray:
+        """The (slots, cells) matrix standardized with :attr:`scaler` (what every model is given)."""
+        return self.scaler.transform(self.values)
 
     @property
     def scale_note(self) -> str:
@@ -317,8 +330,7 @@ def evaluate_a1(
     """
     spec = GridSpec(matrix)
     warnings = grid_warnings(spec.values, spec.splits, split)
-    scaler = splits.fit_scaler(spec.values, splits=spec.splits)
-    z = scaler.transform(spec.values)
+    scaler, z = spec.scaler, spec.z
     win = splits.forecast_windows(z, split, history=spec.history, horizon=spec.horizon, splits=spec.splits)
     n_protocol = len(win.starts)
     if not n_protocol:
@@ -378,8 +390,7 @@ def evaluate_a2(
     """
     spec = GridSpec(matrix)
     warnings = grid_warnings(spec.values, spec.splits, split)
-    scaler = splits.fit_scaler(spec.values, splits=spec.splits)
-    z = scaler.transform(spec.values)
+    scaler, z = spec.scaler, spec.z
     win = splits.imputation_windows(z, split, window=spec.window, splits=spec.splits)
     n_protocol = len(win)
     if not n_protocol:
@@ -428,6 +439,15 @@ def evaluate_a2(
             )
         )
     return rows
+
+
+def evaluate(task: str, matrix: np.ndarray | GridData, models: Mapping[str, Any] | None = None,
+             **kw: Any) -> list[dict[str, Any]]:
+    """:func:`evaluate_a1` (``task`` "a1") or :func:`evaluate_a2` ("a2") with the same arguments."""
+    fns = {"a1": evaluate_a1, "a2": evaluate_a2}
+    if task.lower() not in fns:
+        raise InputError(f"task must be a1 or a2, got {task!r}")
+    return fns[task.lower()](matrix, models, **kw)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -491,13 +511,20 @@ def write_report(rows: list[dict[str, Any]], out: Path, data: str | Path) -> str
         data_text = str(data_path)
     for r in rows:
         r["data"] = data_text
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(rows, indent=2, default=str) + "\n")
     table = markdown_table(rows)
-    out.with_suffix(".md").write_text(table)
+    write_rows(rows, out, table)
+    return table
+
+
+def write_rows(rows: Sequence[Mapping[str, Any]], out: Path, table: str) -> None:
+    """Write the JSON rows to ``out`` and ``table`` (markdown) next to it (``.md``), each atomically,
+    then print the table and where both went."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_text(out, json.dumps(list(rows), indent=2, default=str) + "\n")
+    atomic_text(out.with_suffix(".md"), table)
     print(table, end="")
     print(f"\nwrote {out} and {out.with_suffix('.md')}")
-    return table
 
 
 if __name__ == "__main__":

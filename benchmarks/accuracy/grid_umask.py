@@ -1,13 +1,21 @@
 """U-MASK on the Milan grid (docs/PROTOCOL.md A1 / A2), next to the baselines, in the project harness.
 
-Adapters over a checkpoint of ``python -m umask.train.models.umask.grid`` (train/milan_umask.py):
+Adapters over a checkpoint of ``python -m umask.train.models.umask.grid`` (train/models/umask/grid.py,
+whose frames, geometry, cell features and scaler they use):
 
 - :func:`forecast_fn` -> a milan_eval ``ForecastFn``: the 288-slot history is the evidence in the
-  day-aligned 576-slot frame of train/milan_umask.py (frame position = time of day), the 144
+  day-aligned 576-slot frame of ``grid.forecast_frame`` (frame position = time of day), the 144
   slots after it are generated (task token ``long_term``);
 - :func:`impute_fn` -> a milan_eval ``ImputeFn``: the 288-slot window sits in the same kind of
-  frame, its observed entries are the available evidence (task token ``imputation``); observed
-  entries are returned unchanged, so only hidden entries carry the model's values.
+  frame (``grid.impute_frame``), its observed entries are the available evidence (task token
+  ``imputation``); observed entries are returned unchanged, so only hidden entries carry the
+  model's values.
+
+Scale: the harness hands every model its own z-scores (per-cell training mean / std, no floor);
+the checkpoint was trained on ``grid.grid_scaler``'s (the same with the std floored), so the
+adapters move the inputs onto the checkpoint's scale and the completions back (:class:`Rescale`,
+:func:`checkpoint_inputs`). A (near-)constant training cell then gets the z-scores it had in
+training; on Milan the floor does not bind and nothing changes.
 
 With ``mask_mode="learned"`` (U-MASK) the mask generator picks the evidence among the available
 coordinates (deterministic hard top-k with its learned budget and bank statistics, no Gumbel
@@ -59,18 +67,20 @@ import torch
 from umask.bench.accuracy import grid as milan_eval
 from umask.runtime.core.errors import InputError
 from umask.train.data import splits
-from umask.train.data.grids import GridData, open_grid
+from umask.train.data.grids import GridData, milan_grid, open_grid
 from umask.train.diffusion import make_sampler, model_denoise_fn
 from umask.train.models.umask.grid import (
-    FRAME,
-    GRID,
-    HISTORY,
-    HORIZON,
     IMPUTE,
     LONG,
-    PERIOD,
+    MILAN,
+    STD_FLOOR_ABS,
+    GridGeometry,
     MilanUMask,
     best_checkpoint,
+    forecast_frame,
+    grid_scaler,
+    impute_frame,
+    load_grid,
     load_model,
 )
 
@@ -82,96 +92,92 @@ REFERENCE_FILES = ("milan_arima.json", "milan_patchtst.json", "milan_csdi.json")
 
 
 # ------------------------------------------------------------------------------------------------
-# Frame geometry (Milan: T 576, 5 x 5, period 144, 288 -> 144, A2 288)
+# The checkpoint's frame, cell features and scale on the grid being scored
 # ------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Geometry:
-    """Sizes of the day-aligned frame a grid checkpoint works in and of the protocol windows."""
-
-    frame: int = FRAME
-    height: int = GRID[0]
-    width: int = GRID[1]
-    period: int = PERIOD
-    history: int = HISTORY
-    horizon: int = HORIZON
-    window: int = splits.A2_WINDOW
-
-    def __post_init__(self) -> None:
-        need = self.period - 1 + max(self.history + self.horizon, self.window)
-        if self.frame < need:
-            raise InputError(f"the checkpoint's frame has {self.frame} slots; windows of {self.history} + "
-                             f"{self.horizon} slots at any time of day (period {self.period}) need {need}")
-
-
-def geometry(model: MilanUMask, grid: GridData | None = None) -> Geometry:
-    """The frame of ``model`` and the windows of ``grid`` (None: Milan); refuses a mismatch."""
+def geometry(model: MilanUMask | None, grid: GridData | None = None) -> GridGeometry:
+    """The frame geometry of ``model`` on ``grid`` (None: the model's own grid; no model: Milan);
+    refuses a checkpoint trained on another grid shape, slot length or frame length."""
+    if model is None:
+        return MILAN
     dit = model.cfg.dit_config()
     period = int(model.cfg.maskgen_config().period)
     frame = int(model.cfg.window.T)
-    if grid is None:
-        return Geometry(frame=frame, height=int(dit.H), width=int(dit.W), period=period)
-    if (int(dit.H), int(dit.W)) != (grid.height, grid.width):
+    if grid is not None and (int(dit.H), int(dit.W)) != (grid.height, grid.width):
         raise InputError(f"the checkpoint was trained on a {dit.H}x{dit.W} grid; {grid.source} is "
                          f"{grid.height}x{grid.width} (--grid)")
-    if period != grid.slots_per_day:
+    if grid is not None and period != grid.slots_per_day:
         raise InputError(f"the checkpoint's day has {period} slots; {grid.source} has {grid.slots_per_day} "
                          f"({grid.slot_minutes}-minute slots, --slot-minutes)")
-    history, horizon = grid.a1_lengths()
-    return Geometry(frame=frame, height=grid.height, width=grid.width, period=period, history=history,
-                    horizon=horizon, window=grid.a2_length())
+    geom = GridGeometry(int(dit.H), int(dit.W), period)
+    if frame != geom.frame:
+        raise InputError(f"the checkpoint's frame has {frame} slots; a grid of {period} slots a day needs the "
+                         f"day-aligned {geom.frame}-slot frame of umask.train.models.umask.grid")
+    return geom
 
 
-def forecast_frame(history: np.ndarray, starts: np.ndarray, geo: Geometry = Geometry()) -> dict[str, np.ndarray]:
-    """A1 frames (n, 1, T, H, W) from (n, L, cells) standardized histories and horizon starts (n,),
-    written at offset = (first history slot) mod period; ``offset`` (n,) is returned with them."""
-    history = np.asarray(history, np.float32)
-    n, L = history.shape[:2]
-    off = (np.asarray(starts, np.int64).reshape(-1) - L) % geo.period
-    if off.shape != (n,):
-        raise ValueError(f"{n} histories but {off.shape[0]} starts")
-    x0 = np.zeros((n, 1, geo.frame, geo.height, geo.width), np.float32)
-    avail = np.zeros_like(x0)
-    target = np.zeros_like(x0)
-    for i, o in enumerate(off):
-        x0[i, 0, o:o + L] = history[i].reshape(L, geo.height, geo.width)
-        avail[i, 0, o:o + L] = 1.0
-        target[i, 0, o + L:o + L + geo.horizon] = 1.0
-    return {"x0": x0, "avail": avail, "target": target, "offset": off}
+@dataclass(frozen=True)
+class Rescale:
+    """The harness's z-scores (``GridSpec.scaler``: ``splits.fit_scaler``, no floor) <-> the
+    checkpoint's (``grid.grid_scaler``: the same with a floored std, what training used).
+
+    They differ only for a (near-)constant training cell, which the floor keeps at moderate z-scores
+    in training; without this the model would see that cell's huge harness z-scores. Identity when
+    the two scalers are equal (Milan: the floor does not bind), so those results are unchanged to the bit."""
+
+    harness: splits.Scaler
+    model: splits.Scaler
+
+    @property
+    def identity(self) -> bool:
+        return bool(np.array_equal(self.harness.mean, self.model.mean)
+                    and np.array_equal(self.harness.std, self.model.std))
+
+    def to_model(self, z: np.ndarray) -> np.ndarray:
+        """(..., cells) harness z-scores -> the checkpoint's z-scores (NaN stays NaN)."""
+        return z if self.identity else self.model.transform(self.harness.inverse_transform(z))
+
+    def to_harness(self, z: np.ndarray) -> np.ndarray:
+        """(..., cells) the checkpoint's z-scores -> harness z-scores."""
+        return z if self.identity else self.harness.transform(self.model.inverse_transform(z))
 
 
-def impute_frame(values: np.ndarray, hidden: np.ndarray, starts: np.ndarray,
-                 geo: Geometry = Geometry()) -> dict[str, np.ndarray]:
-    """A2 frames: the window at [offset, offset + L), offset = first slot mod period; available =
-    not hidden, target = hidden (NaN values allowed, read as 0)."""
-    values = np.asarray(values, np.float64)
-    hidden = np.asarray(hidden, bool)
-    n, L, _ = values.shape
-    off = np.asarray(starts, np.int64).reshape(-1) % geo.period
-    if off.shape != (n,):
-        raise ValueError(f"{n} windows but {off.shape[0]} starts")
-    vals = np.nan_to_num(values, nan=0.0).reshape(n, L, geo.height, geo.width)
-    hid = hidden.reshape(n, L, geo.height, geo.width)
-    x0 = np.zeros((n, 1, geo.frame, geo.height, geo.width), np.float32)
-    avail = np.zeros_like(x0)
-    target = np.zeros_like(x0)
-    for i, o in enumerate(off):
-        x0[i, 0, o:o + L] = vals[i]
-        avail[i, 0, o:o + L] = ~hid[i]
-        target[i, 0, o:o + L] = hid[i]
-    return {"x0": x0, "avail": avail, "target": target, "offset": off}
+SAVED_SCALER_ATOL: float = 1e-6   # config.json keeps the training scaler rounded to 6 decimals
 
 
-def cell_features(grid: GridData) -> np.ndarray:
-    """E_pos (H, W, 4) of any grid, the formula of ``train/models/umask/grid.cell_features``: row,
-    col scaled to [0, 1], weighted degree / max degree, standardized log1p of the training mean."""
-    H, W = grid.height, grid.width
-    rows, cols = np.divmod(np.arange(H * W), W)
-    deg = grid.adj.sum(1)
-    deg = deg / max(float(deg.max()), 1e-12)
-    level = np.log1p(grid.values[: grid.splits()["train"][1]].mean(0))
-    level = (level - level.mean()) / max(float(level.std()), 1e-12)
-    feats = np.stack([rows / max(H - 1, 1), cols / max(W - 1, 1), deg, level], axis=1)
-    return feats.reshape(H, W, 4).astype(np.float32)
+def checkpoint_scaler(config: Mapping[str, Any] | None, grid: GridData, fresh: splits.Scaler | None = None
+                      ) -> splits.Scaler:
+    """The scaler the checkpoint standardized its training data with, for scoring ``grid``.
+
+    ``grid_scaler`` of ``grid``'s training period (``fresh`` when given) when the checkpoint's
+    config.json saved none (in-memory training) or saved this one (it keeps 6 decimals: the
+    recomputed full-precision one is used); otherwise (a checkpoint trained on other data) the
+    saved one, with a warning."""
+    if fresh is None:
+        fresh = grid_scaler(grid.values, grid.splits()["train"][1])
+    saved = (config or {}).get("data", {}).get("scaler")
+    if saved is None:
+        return fresh
+    mean, std = np.asarray(saved["mean"], np.float64), np.asarray(saved["std"], np.float64)
+    if mean.shape != fresh.mean.shape or std.shape != fresh.std.shape:
+        raise InputError(f"the checkpoint's saved scaler has {mean.size} cells; {grid.source} has {grid.n_cells}")
+    if (np.allclose(mean, fresh.mean, rtol=0.0, atol=SAVED_SCALER_ATOL)
+            and np.allclose(std, fresh.std, rtol=0.0, atol=SAVED_SCALER_ATOL)):
+        return fresh
+    log.warning("the checkpoint was trained with another scaler than %s's training period gives (trained on %s): "
+                "standardizing its inputs with the saved one", grid.source,
+                (config or {}).get("data", {}).get("source", "other data"))
+    return splits.Scaler(mean=mean, std=np.maximum(std, STD_FLOOR_ABS))
+
+
+def checkpoint_inputs(config: Mapping[str, Any] | None, grid: GridData | None = None) -> tuple[np.ndarray, Rescale]:
+    """(E_pos (H, W, 4), :class:`Rescale`) of a checkpoint on ``grid`` (None: Milan): the E_pos
+    stored in its config.json (else ``grid.load_grid``'s, as training computed it) and the bridge
+    from the harness's scale to :func:`checkpoint_scaler`."""
+    grid = milan_grid() if grid is None else grid
+    _, e_pos, fresh = load_grid(grid)
+    if config is not None and "e_pos" in config.get("data", {}):
+        e_pos = np.asarray(config["data"]["e_pos"], np.float32)
+    return e_pos, Rescale(harness=milan_eval.GridSpec(grid).scaler, model=checkpoint_scaler(config, grid, fresh))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -187,7 +193,7 @@ def window_noise(shape: tuple[int, ...], seed: int, start: int, k: int) -> torch
 def complete(model: MilanUMask, frames: Mapping[str, np.ndarray], task: int, starts: np.ndarray, *,
              sampler: str = "ddim", steps: int = 10, n_samples: int = 4, seed: int = 0, batch_size: int = 32,
              all_evidence: bool = False, stats: dict[str, Any] | None = None) -> np.ndarray:
-    """Mean of ``n_samples`` clamped completions of (n, 1, 576, 5, 5) frames -> (n, 1, 576, 5, 5) float64.
+    """Mean of ``n_samples`` clamped completions of (n, 1, T, H, W) frames -> (n, 1, T, H, W) float64.
 
     As :meth:`UMask.complete` (h_u, deterministic evidence mask, clamped sampler, mean, exact
     evidence), with per-window start noise (:func:`window_noise`). ``stats`` (a dict) receives the
@@ -237,40 +243,43 @@ def _all_evidence_view(model: MilanUMask) -> MilanUMask:
 
 def _e_pos(config: Mapping[str, Any] | None, grid: GridData | None = None) -> np.ndarray:
     """E_pos of the checkpoint's config when stored there, else computed from ``grid`` (None: Milan)."""
-    if config is not None and "e_pos" in config.get("data", {}):
-        return np.asarray(config["data"]["e_pos"], np.float32)
-    if grid is None:
-        from umask.train.data.grids import milan_grid
-
-        grid = milan_grid()
-    return cell_features(grid)
+    return checkpoint_inputs(config, grid)[0]
 
 
-def forecast_fn(model: MilanUMask, e_pos: np.ndarray, *, sampler: str = "ddim", steps: int = 10, n_samples: int = 4,
-                seed: int = 0, batch_size: int = 32, all_evidence: bool = False,
-                stats: dict[str, Any] | None = None, geo: Geometry | None = None) -> milan_eval.ForecastFn:
-    """A1 ``ForecastFn``: (n, history, cells) standardized history -> (n, horizon, cells) (Milan 288 -> 144).
-    ``geo``: the frame and windows (default: :func:`geometry` of the model on Milan)."""
-    geo = (Geometry() if model is None else geometry(model)) if geo is None else geo  # None: Milan
+def forecast_fn(model: MilanUMask | None, e_pos: np.ndarray, *, sampler: str = "ddim", steps: int = 10,
+                n_samples: int = 4, seed: int = 0, batch_size: int = 32, all_evidence: bool = False,
+                stats: dict[str, Any] | None = None, geo: GridGeometry | None = None,
+                rescale: Rescale | None = None) -> milan_eval.ForecastFn:
+    """A1 ``ForecastFn``: (n, history, cells) harness-standardized history -> (n, horizon, cells) (Milan 288 -> 144).
+
+    ``geo``: the frame and windows (default: :func:`geometry` of the model on its own grid).
+    ``rescale``: harness z-scores -> the checkpoint's and back (:func:`checkpoint_inputs`); None =
+    the two are the same (Milan)."""
+    geo = geometry(model) if geo is None else geo
 
     def fn(history: np.ndarray, starts: np.ndarray, horizon: int) -> np.ndarray:
         if horizon != geo.horizon or history.shape[1] != geo.history:
             raise ValueError(f"the U-MASK frame is {geo.history} + {geo.horizon} slots, got {history.shape[1]} + {horizon}")
-        fr = {**forecast_frame(history, starts, geo), "e_pos": e_pos}
+        if rescale is not None:
+            history = rescale.to_model(history)
+        fr = {**forecast_frame(history, starts, geom=geo), "e_pos": e_pos}
         full = complete(model, fr, LONG, np.asarray(starts), sampler=sampler, steps=steps, n_samples=n_samples,
                         seed=seed, batch_size=batch_size, all_evidence=all_evidence, stats=stats)
         idx = (fr["offset"] + geo.history)[:, None] + np.arange(geo.horizon)[None, :]  # (n, horizon) frame positions
-        return np.take_along_axis(full[:, 0], idx[:, :, None, None], axis=1).reshape(len(history), geo.horizon, -1)
+        pred = np.take_along_axis(full[:, 0], idx[:, :, None, None], axis=1).reshape(len(history), geo.horizon, -1)
+        return pred if rescale is None else rescale.to_harness(pred)
 
     return fn
 
 
-def impute_fn(model: MilanUMask, e_pos: np.ndarray, *, sampler: str = "ddim", steps: int = 10, n_samples: int = 4,
-              seed: int = 0, batch_size: int = 32, all_evidence: bool = False,
-              stats: dict[str, Any] | None = None, geo: Geometry | None = None) -> milan_eval.ImputeFn:
-    """A2 ``ImputeFn``: observed (n, L, cells) with NaN at hidden, mask True = hidden -> completed
-    (n, L, cells); observed entries are returned exactly."""
-    geo = (Geometry() if model is None else geometry(model)) if geo is None else geo  # None: Milan
+def impute_fn(model: MilanUMask | None, e_pos: np.ndarray, *, sampler: str = "ddim", steps: int = 10,
+              n_samples: int = 4, seed: int = 0, batch_size: int = 32, all_evidence: bool = False,
+              stats: dict[str, Any] | None = None, geo: GridGeometry | None = None,
+              rescale: Rescale | None = None) -> milan_eval.ImputeFn:
+    """A2 ``ImputeFn``: observed (n, L, cells) harness z-scores with NaN at hidden, mask True =
+    hidden -> completed (n, L, cells); observed entries are returned exactly. ``geo`` / ``rescale``
+    as :func:`forecast_fn`."""
+    geo = geometry(model) if geo is None else geo
 
     def fn(observed: np.ndarray, mask: np.ndarray, starts: np.ndarray) -> np.ndarray:
         observed = np.asarray(observed, np.float64)
@@ -278,13 +287,14 @@ def impute_fn(model: MilanUMask, e_pos: np.ndarray, *, sampler: str = "ddim", st
         n, L, cells = observed.shape
         if L > geo.window:
             raise ValueError(f"imputation windows longer than {geo.window} slots are not supported")
-        # the model never reads hidden entries: impute_frame zeroes NaNs and avail = ~mask
-        fr = {**impute_frame(np.where(mask, 0.0, observed), mask, starts, geo), "e_pos": e_pos}
+        # the model never reads hidden entries: they are 0 in x0 and avail = ~mask
+        evidence = np.where(mask, 0.0, observed if rescale is None else rescale.to_model(observed))
+        fr = {**impute_frame(evidence, mask, starts, geom=geo), "e_pos": e_pos}
         full = complete(model, fr, IMPUTE, np.asarray(starts), sampler=sampler, steps=steps, n_samples=n_samples,
                         seed=seed, batch_size=batch_size, all_evidence=all_evidence, stats=stats)
         idx = fr["offset"][:, None] + np.arange(L)[None, :]
         pred = np.take_along_axis(full[:, 0], idx[:, :, None, None], axis=1).reshape(n, L, cells)
-        return np.where(mask, pred, observed)
+        return np.where(mask, pred if rescale is None else rescale.to_harness(pred), observed)
 
     return fn
 
@@ -295,53 +305,10 @@ def impute_fn(model: MilanUMask, e_pos: np.ndarray, *, sampler: str = "ddim", st
 def score_rows(matrix: np.ndarray | GridData, task: str, models: Mapping[str, Any], *, stride: int = 1,
                split: str = "test", model_info: Mapping[str, Mapping[str, Any]] | None = None,
                command: str) -> list[dict[str, Any]]:
-    """milan_eval rows on every ``stride``-th protocol window (stride 1 = milan_eval.evaluate_a1/a2).
-    ``matrix``: Milan's raw matrix or any :class:`GridData` (its own periods and window lengths)."""
-    model_info = dict(model_info or {})
-    if stride == 1:
-        fn = milan_eval.evaluate_a1 if task == "a1" else milan_eval.evaluate_a2
-        return fn(matrix, models, split=split, model_info=model_info, command=command)  # type: ignore[arg-type]
-    spec = milan_eval.GridSpec(matrix)
-    warnings = milan_eval.grid_warnings(spec.values, spec.splits, split)
-    scaler = splits.fit_scaler(spec.values, splits=spec.splits)
-    z = scaler.transform(spec.values)
-    rows = []
-    subset = f"every {stride}th protocol window (indices 0, {stride}, ...)"
-    if task == "a1":
-        win = splits.forecast_windows(z, split, history=spec.history, horizon=spec.horizon,  # type: ignore[arg-type]
-                                      splits=spec.splits)
-        if not len(win):
-            raise milan_eval._no_windows("A1", spec, split, spec.horizon)
-        idx = np.arange(0, len(win), stride)
-        x, y, st = win.x[idx], win.y[idx], win.starts[idx]
-        window = {"history": spec.history, "horizon": spec.horizon, "stride": stride,
-                  "horizon_starts": f"{st[0]}..{st[-1]} step {stride}", "subset": subset}
-        for name, fn in models.items():
-            pred = milan_eval._check_prediction(name, fn(x.copy(), st.copy(), y.shape[1]), y.shape)
-            rows.append(milan_eval._row(task="A1 forecasting (48h -> 24h)", split=split, model=name, window=window,
-                                        n_windows=len(idx), n_entries=y.size, seeds={"model": "n/a", "masks": "n/a"},
-                                        result=milan_eval.score(pred, y, scaler), command=command,
-                                        extra=model_info.get(name), spec=spec, warnings=warnings))
-    else:
-        win = splits.imputation_windows(z, split, window=spec.window, splits=spec.splits)  # type: ignore[arg-type]
-        if not len(win):
-            raise milan_eval._no_windows("A2", spec, split, spec.window)
-        idx = np.arange(0, len(win), stride)
-        truth, mask, st = win.truth[idx], win.mask[idx], win.starts[idx]
-        observed = np.where(mask, np.nan, truth)
-        window = {"length": spec.window, "stride": stride, "starts": f"{st[0]}..{st[-1]} step {stride}",
-                  "p_missing": "Uniform(0.70, 0.80) per window", "mean_hidden_fraction": float(mask.mean()),
-                  "subset": subset}
-        rng = f"{splits.A2_SEED_BASE}..{splits.A2_SEED_BASE + int(idx[-1])} step {stride}"
-        seeds = {"model": "n/a", "masks": f"{splits.A2_SEED_BASE} + protocol window index i, i in {rng}",
-                 "mask_seed_range": rng}
-        for name, fn in models.items():
-            pred = milan_eval._check_prediction(name, fn(observed.copy(), mask.copy(), st.copy()), truth.shape)
-            rows.append(milan_eval._row(task="A2 imputation (70-80% missing)", split=split, model=name, window=window,
-                                        n_windows=len(idx), n_entries=int(mask.sum()), seeds=seeds,
-                                        result=milan_eval.score(pred, truth, scaler, mask), command=command,
-                                        extra=model_info.get(name), spec=spec, warnings=warnings))
-    return rows
+    """milan_eval rows on every ``stride``-th protocol window (``milan_eval.evaluate`` with its
+    ``stride``). ``matrix``: Milan's raw matrix or any :class:`GridData` (its own periods and window lengths)."""
+    return milan_eval.evaluate(task, matrix, models, split=split, model_info=model_info, command=command,
+                               stride=stride)
 
 
 def reference_rows(results_dir: Path, split: str) -> list[dict[str, Any]]:
@@ -419,7 +386,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     grid = open_grid(args.data, grid=args.grid, slot_minutes=args.slot_minutes, adjacency=args.adjacency)
     periods = grid.splits()
-    z = splits.fit_scaler(grid.values, splits=periods).transform(grid.values)
+    spec = milan_eval.GridSpec(grid)
     variants: list[tuple[str, Path, bool, str]] = []
     if args.umask:
         variants.append(("umask", best_checkpoint(args.umask), False,
@@ -433,9 +400,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     sampler_text = (f"{'DDIM (eta 0)' if args.sampler == 'ddim' else 'DPM-Solver++(2M)'}, {args.steps} steps, "
                     f"evidence clamp; point forecast = mean of {args.samples} samples")
     loaded = {}
+    inputs: dict[str, tuple[np.ndarray, Rescale]] = {}   # E_pos and scale bridge of each variant
     for name, ckpt, all_ev, note in variants:
         model, config = load_model(ckpt)
         loaded[name] = (model, config, ckpt, all_ev, note)
+        inputs[name] = checkpoint_inputs(config, grid)
         log.info("%s: %s (%s, %.3f M params)", name, ckpt, model.cfg.mask_mode, model.num_params() / 1e6)
 
     rows: list[dict[str, Any]] = []
@@ -447,15 +416,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, (model, config, ckpt, all_ev, note) in loaded.items():
             stats[name] = {}
             mk = forecast_fn if task == "a1" else impute_fn
-            models[name] = mk(model, _e_pos(config, grid), sampler=args.sampler, steps=args.steps,
+            e_pos, rescale = inputs[name]
+            models[name] = mk(model, e_pos, sampler=args.sampler, steps=args.steps,
                               n_samples=args.samples, seed=args.seed, batch_size=args.batch_size, all_evidence=all_ev,
-                              stats=stats[name], geo=geometry(model, grid))
+                              stats=stats[name], geo=geometry(model, grid), rescale=rescale)
             info[name] = {"seeds": {"train": config["train"]["seed"], "sampler": args.seed},
                           "samples": args.samples, "sampler": sampler_text, "notes": note,
                           "fit": _fit_info(ckpt, config)}
         mkbase = milan_eval.baseline_forecasters if task == "a1" else milan_eval.baseline_imputers
-        base = mkbase(z, period=grid.slots_per_day, train_end=periods["train"][1])
-        notes = milan_eval.GridSpec(grid).notes()
+        base = mkbase(spec.z, period=spec.period, train_end=spec.train_end)
+        notes = spec.notes()
         suffix = "@subset" if stride > 1 else ""
         for name, fn in base.items():
             models[name + suffix] = fn
@@ -486,18 +456,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows += task_rows
 
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(rows, indent=2, default=str) + "\n")
     md = [milan_eval.markdown_table(rows).rstrip("\n"), ""]
     md.append(f"U-MASK sampling: {sampler_text}; sampler seed {args.seed} (per-window start noise), "
               "training seed 0; weights = EMA at the best validation loss.")
     if grid.source != "milan":
         geo = geometry(next(iter(loaded.values()))[0], grid) if loaded else None
         md.append(f"Setup: {grid.describe()}; periods {periods}; one channel (per-cell z-score with the training "
-                  f"scaler)" + (f"; day-aligned {geo.frame}-slot frame holding the {geo.history} + {geo.horizon} A1 "
+                  f"scaler; U-MASK's inputs on the floored scaler it was trained with)" + (f"; day-aligned {geo.frame}-slot frame holding the {geo.history} + {geo.horizon} A1 "
                                 f"window or the {geo.window}-slot A2 window" if geo else "") + ".")
     else:
-        md.append("Setup (train/milan_umask.py): one channel (internet, per-cell z-score with the training scaler), "
+        md.append("Setup (train/models/umask/grid.py): one channel (internet, per-cell z-score with the training scaler), "
                   "5x5 grid = H x W, a day-aligned 576-slot frame (frame position = time of day) holding the 288 + 144 "
                   "A1 window or the 288-slot A2 window, DiT patch (4, 5, 5) = 144 tokens, d 96, depth 4; no user "
                   "profile (h_u = the learned 'no profile' embedding, no InfoNCE, e_u = 0); E_pos = row, col, "
@@ -519,10 +487,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             md += ["", ("Reference rows read from the other result files (not recomputed here; ARIMA and PatchTST "
                         "use all protocol windows, CSDI a stride subset, see its file):"), ""]
             md += _table_lines(ref)
-    table = "\n".join(md) + "\n"
-    out.with_suffix(".md").write_text(table)
-    print(table, end="")
-    print(f"\nwrote {out} and {out.with_suffix('.md')}")
+    milan_eval.write_rows(rows, out, "\n".join(md) + "\n")
     return 0
 
 
