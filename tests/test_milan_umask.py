@@ -14,8 +14,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from umask.bench.accuracy import grid as milan_eval
-from umask.bench.accuracy.grid_umask import complete, forecast_fn, impute_fn, score_rows
+from umask.bench.accuracy.grid_umask import checkpoint_inputs as ev_inputs
+from umask.bench.accuracy.grid_umask import checkpoint_scaler, complete, forecast_fn, impute_fn, score_rows
+from umask.runtime.core.errors import InputError
 from umask.train.data import splits
+from umask.train.data.grids import GridData, milan_grid
 from umask.train.data.milan import read_internet_matrix
 from umask.train.models.umask.grid import (
     FRAME,
@@ -27,6 +30,7 @@ from umask.train.models.umask.grid import (
     MilanWindowDataset,
     best_checkpoint,
     forecast_frame,
+    load_grid,
     load_milan,
     load_model,
     milan_model_config,
@@ -217,3 +221,112 @@ def test_adapters_read_back_the_right_frame_positions(monkeypatch, milan) -> Non
     mask = np.ones((3, HISTORY, 25), bool)
     out = ev.impute_fn(None, e_pos)(np.full((3, HISTORY, 25), np.nan), mask, starts)
     np.testing.assert_array_equal(out[:, :, 3], (starts % 144)[:, None] + np.arange(HISTORY)[None, :])
+
+
+# ------------------------------------------------------------------------------------------------
+# The checkpoint's scale: a cell (almost) constant in training keeps its training z-scores
+# ------------------------------------------------------------------------------------------------
+QUIET = 7  # the cell made almost constant over the training period
+
+
+@pytest.fixture(scope="module")
+def quiet_grid() -> GridData:
+    """The real Milan grid with cell 7 almost constant (a 1e-4 ripple) over the training period and
+    real afterwards: its harness std is ~1e-4, while grid_scaler floors it."""
+    g = milan_grid()
+    values = g.values.copy()
+    end = g.splits()["train"][1]
+    values[:end, QUIET] = 50.0 + 1e-4 * np.sin(np.arange(end))
+    return GridData(values=values, height=5, width=5, slot_minutes=10, adjacency=g.adjacency,
+                    source="milan_quiet_cell", data="real")
+
+
+@pytest.fixture(scope="module")
+def quiet_run(tmp_path_factory: pytest.TempPathFactory, quiet_grid: GridData) -> Path:
+    out = tmp_path_factory.mktemp("quiet") / "run"
+    train(_cfg(out, steps=2, eval_every=2, ckpt_every=2, train_stride=97, val_stride=64), grid=quiet_grid)
+    return out
+
+
+def test_milan_scale_bridge_is_the_identity(milan) -> None:
+    """On Milan the floor does not bind: the adapters see the harness's z-scores unchanged (and the
+    E_pos training computed)."""
+    _, e_pos = milan
+    got, rescale = ev_inputs(None, milan_grid())
+    assert rescale.identity
+    np.testing.assert_array_equal(got, e_pos)
+    z = splits.forecast_windows(milan_eval.GridSpec(milan_grid()).z, "test").x[:2]
+    assert rescale.to_model(z) is z and rescale.to_harness(z) is z
+
+
+def test_saved_scaler_is_read_from_the_checkpoint(quiet_run: Path, quiet_grid: GridData, caplog) -> None:
+    _, config = load_model(best_checkpoint(quiet_run))
+    _, _, trained = load_grid(quiet_grid)
+    assert "scaler" in config["data"]                        # grid.py saves it (6 decimals)
+    floor = 0.01 * float(np.median(trained.std))
+    assert trained.std[QUIET] == pytest.approx(floor)         # the floor binds on the quiet cell
+    # the saved one matches the grid being scored: the full-precision recomputation is used
+    sc = checkpoint_scaler(config, quiet_grid)
+    np.testing.assert_array_equal(sc.std, trained.std)
+    np.testing.assert_array_equal(sc.mean, trained.mean)
+    # no saved scaler (in-memory training): recomputed with the same floor
+    np.testing.assert_array_equal(checkpoint_scaler({"data": {}}, quiet_grid).std, trained.std)
+    # a checkpoint trained on other data: its own (saved) scaler, with a warning
+    other = {"data": {"scaler": {"mean": (trained.mean + 10.0).tolist(), "std": (2 * trained.std).tolist()},
+                      "source": "elsewhere.csv"}}
+    with caplog.at_level("WARNING"):
+        sc = checkpoint_scaler(other, quiet_grid)
+    np.testing.assert_allclose(sc.std, 2 * trained.std)
+    assert "elsewhere.csv" in caplog.text
+    bad = {"data": {"scaler": {"mean": [0.0] * 3, "std": [1.0] * 3}}}
+    with pytest.raises(InputError, match="3 cells"):
+        checkpoint_scaler(bad, quiet_grid)
+
+
+def test_adapters_give_the_model_its_training_z_scores(monkeypatch, quiet_run: Path, quiet_grid: GridData) -> None:
+    """The model reads the quiet cell on the scale it was trained on, and its completions come back
+    on the harness's scale (the same raw values)."""
+    import umask.bench.accuracy.grid_umask as ev
+
+    model, config = load_model(best_checkpoint(quiet_run))
+    z_train, _, trained = load_grid(quiet_grid)               # what training fed the model
+    spec = milan_eval.GridSpec(quiet_grid)
+    e_pos, rescale = ev.checkpoint_inputs(config, quiet_grid)
+    assert not rescale.identity
+    seen: list[np.ndarray] = []
+    fill = 0.5                                                # the fake model's value at every target entry
+
+    def fake_complete(model, frames, task, starts, **kw):
+        seen.append(frames["x0"].copy())
+        return np.where(frames["target"] > 0.5, fill, frames["x0"]).astype(np.float64)
+
+    monkeypatch.setattr(ev, "complete", fake_complete)
+    win = splits.forecast_windows(spec.z, "test")
+    idx = np.array([0, 150])
+    st = win.starts[idx]
+    assert np.abs(win.x[idx][..., QUIET]).max() > 1e3          # the harness's z of the quiet cell is huge
+    pred = ev.forecast_fn(model, e_pos, rescale=rescale)(win.x[idx], st, 144)
+    for i, s in enumerate(st):
+        o = (s - HISTORY) % 144
+        got = seen[-1][i, 0, o:o + HISTORY].reshape(HISTORY, 25)
+        np.testing.assert_allclose(got, z_train[s - HISTORY:s], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(spec.scaler.inverse_transform(pred), trained.inverse_transform(np.full((2, 144, 25), fill)),
+                               rtol=1e-9)
+
+    iwin = splits.imputation_windows(spec.z, "test")
+    j = np.array([0, 100])
+    obs = np.where(iwin.mask[j], np.nan, iwin.truth[j])
+    out = ev.impute_fn(model, e_pos, rescale=rescale)(obs.copy(), iwin.mask[j].copy(), iwin.starts[j])
+    for i, s in enumerate(iwin.starts[j]):
+        o = s % 144
+        got = seen[-1][i, 0, o:o + HISTORY].reshape(HISTORY, 25)
+        want = np.where(iwin.mask[j][i], 0.0, z_train[s:s + HISTORY])
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    m = iwin.mask[j]
+    np.testing.assert_array_equal(out[~m], iwin.truth[j][~m])                              # observed kept exactly
+    np.testing.assert_allclose(spec.scaler.inverse_transform(out)[m],
+                               trained.inverse_transform(np.full(m.shape, fill))[m], rtol=1e-9)
+    # the real model through the same bridge: finite completions on the harness's scale
+    monkeypatch.undo()
+    real = ev.forecast_fn(model, e_pos, rescale=rescale, steps=2, n_samples=1)(win.x[idx[:1]], st[:1], 144)
+    assert real.shape == (1, 144, 25) and np.isfinite(real).all()
