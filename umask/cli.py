@@ -174,6 +174,12 @@ def _train_umask(ns: argparse.Namespace, rest: list[str]) -> int:
               f"{len(usage.events.users)} user(s); it cannot predict:", file=sys.stderr)
         for line in usage.cannot_predict:
             print(f"  - {line}", file=sys.stderr)
+        from umask.runtime.core.featurize import DAY_SECONDS, day_span
+
+        _, days = day_span(usage.events.ts, DAY_SECONDS)                # whole local days spanned
+        if days < 3:
+            raise _input_error(f"--data {ns.data}: the log covers {days} local day(s); training needs >= 3 whole "
+                               "days (train / validation / test: the last two days are held out)")
         print(f"umask train: absent channels {sorted(usage.absent)} are neither evidence nor target -> "
               f"{PER_USER_TRAINER}", file=sys.stderr)
         return _call_main(PER_USER_TRAINER, ["--data", str(ns.data)] + rest)
