@@ -269,6 +269,28 @@ def test_main_writes_json_and_markdown(tmp_path: Path, capsys: pytest.CaptureFix
     table = out.with_suffix(".md").read_text()
     assert "| A1 forecasting (48h -> 24h) | seasonal_naive | 289 | 1040400 |" in table
     assert table in capsys.readouterr().out
+    assert sorted(q.name for q in out.parent.iterdir()) == ["milan.json", "milan.md"]  # no temp files left
+
+
+def test_evaluate_by_task_name_with_a_stride(matrix: np.ndarray, a1_rows: dict[str, dict[str, Any]]) -> None:
+    from umask.runtime.core.errors import InputError
+    from umask.train.data import splits
+
+    rows = {r["model"]: r for r in milan_eval.evaluate("A1", matrix)}
+    assert rows == a1_rows
+    sub = {r["model"]: r for r in milan_eval.evaluate("a2", matrix, stride=8)}
+    idx = range(0, 145, 8)
+    hidden = sum(int(splits.imputation_mask(i)[1].sum()) for i in idx)
+    r = sub["last_value"]
+    assert r["n_windows"] == len(idx) == 19 and r["n_entries"] == hidden
+    assert r["seeds"]["mask_seed_range"] == "1000..1144 step 8" and "subset" in r["window"]
+    with pytest.raises(InputError, match="a1 or a2"):
+        milan_eval.evaluate("b1", matrix)
+    # the harness's scale: the training period's mean and population std, per cell
+    spec = milan_eval.GridSpec(matrix)
+    mean, std = _train_stats(matrix)
+    np.testing.assert_allclose(spec.scaler.std, std, rtol=1e-12)
+    np.testing.assert_allclose(spec.z[TEST_START], (matrix[TEST_START] - mean) / std, rtol=1e-10)
 
 
 # ---- any grid: a GridData brings its own periods and window lengths --------------------------------
