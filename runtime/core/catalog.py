@@ -14,14 +14,19 @@ Internally a category is a dense index 0..K-1 (`AppCatalog.category_index`), wha
 
 from __future__ import annotations
 
+import csv
+import gzip
+import io
 import math
 import re
+import zlib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from umask.runtime.core.errors import DataFormatError, InputError
+from umask.runtime.core.errors import DataFormatError, InputError, LimitError
 from umask.runtime.core.events import _CsvRows, iter_lines, strict_int
 from umask.runtime.core.limits import BULK_LIMITS, Limits
 
@@ -52,9 +57,77 @@ def _float_field(path, lineno: int, text: str, what: str) -> float:
     return v
 
 
+@dataclass(frozen=True)
+class MemoryFile:
+    """A table already in memory (e.g. `umask.runtime.core.bundle.read_verified` bytes): ``name`` is what
+    errors name (``bundle/catalog/llmapp_app.csv``), ``data`` the file's bytes (plain or gzip)."""
+
+    name: str
+    data: bytes
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def _memory_rows(src: MemoryFile, limits: Limits | None, sep: str) -> Iterator[tuple[int, list[str]]]:
+    """(line, fields) of an in-memory CSV with the bounds of `iter_lines` (decompressed bytes, line
+    length, line count; UTF-8 and gzip damage named by line)."""
+    lim = BULK_LIMITS if limits is None else limits
+    data = src.data
+    if data[:2] == b"\x1f\x8b":
+        out, n = [], 0
+        try:
+            with gzip.GzipFile(fileobj=io.BytesIO(data)) as gz:
+                while n <= lim.max_decompressed_bytes:
+                    block = gz.read(1 << 20)
+                    if not block:
+                        break
+                    out.append(block)
+                    n += len(block)
+            data = b"".join(out)
+        except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as e:
+            raise DataFormatError(src, None, f"corrupt or truncated gzip data ({e})") from None
+    if len(data) > lim.max_decompressed_bytes:
+        raise LimitError(src, None, f"more than {lim.max_decompressed_bytes:,} bytes (decompressed) "
+                                    "(Limits.max_decompressed_bytes)")
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    state = {"line": 0}
+
+    def lines() -> Iterator[str]:
+        fh = io.BytesIO(data)
+        while True:
+            raw = fh.readline(lim.max_line_bytes + 1)
+            if not raw:
+                return
+            state["line"] += 1
+            n = state["line"]
+            if n > lim.max_lines:
+                raise LimitError(src, n, f"more than {lim.max_lines:,} lines (Limits.max_lines)")
+            if len(raw) > lim.max_line_bytes and raw[-1:] != b"\n":
+                raise LimitError(src, n, f"line longer than {lim.max_line_bytes:,} bytes (Limits.max_line_bytes)")
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataFormatError(src, n, f"not UTF-8 text ({e.reason} at byte {e.start} of the line)") from None
+
+    reader = csv.reader(lines(), strict=True, delimiter=sep)
+    while True:
+        before = state["line"] + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            raise DataFormatError(src, max(before, state["line"]), f"malformed CSV ({e})") from None
+        yield before, row
+
+
 def _csv_table(path, limits: Limits | None, sep: str = ","):
-    """(header, iterator of (line, row)) of a CSV table; an empty file raises naming line 1."""
-    rows = iter(_CsvRows(path, limits, delimiter=sep))
+    """(header, iterator of (line, row)) of a CSV table (a path or a `MemoryFile`); an empty file raises
+    naming line 1."""
+    rows = iter(_memory_rows(path, limits, sep) if isinstance(path, MemoryFile)
+                else _CsvRows(path, limits, delimiter=sep))
     first = next(rows, None)
     if first is None:
         raise DataFormatError(path, 1, "empty file, expected a header")
@@ -272,10 +345,32 @@ def load_official_catalog(folder: str | Path, *, coordinates: str | Path | None 
 # LLMApp re-indexed metadata
 # -----------------------------------------------------------------------------
 
+LLMAPP_TABLES = ("llmapp_app.csv", "llmapp_category.csv", "llmapp_location.csv.gz")
+
+
 def load_llmapp_catalog(folder: str | Path) -> Catalog:
     """LLMApp's app, category and location tables (the real sample's and the simulator's id space)."""
     folder = Path(folder)
-    cat_path = folder / "llmapp_category.csv"
+    loc = folder / "llmapp_location.csv.gz"
+    if not loc.exists():
+        loc = folder / "llmapp_location.csv"
+    return _llmapp_catalog(folder / "llmapp_category.csv", folder / "llmapp_app.csv", loc)
+
+
+def load_llmapp_catalog_bytes(tables: Mapping[str, bytes], origin: str = "<memory>") -> Catalog:
+    """`load_llmapp_catalog` over tables already read (a bundle's verified bytes): ``tables`` maps the
+    file names (``llmapp_app.csv``, ``llmapp_category.csv``, ``llmapp_location.csv.gz`` or ``.csv``) to
+    their bytes; errors name ``origin/<file>:<line>``."""
+    def src(name: str) -> MemoryFile:
+        if name not in tables:
+            raise DataFormatError(f"{origin}/{name}", None, "catalog table missing")
+        return MemoryFile(f"{origin}/{name}", bytes(tables[name]))
+
+    loc = "llmapp_location.csv.gz" if "llmapp_location.csv.gz" in tables else "llmapp_location.csv"
+    return _llmapp_catalog(src("llmapp_category.csv"), src("llmapp_app.csv"), src(loc))
+
+
+def _llmapp_catalog(cat_path, app_path, loc) -> Catalog:
     header, rows = _csv_table(cat_path, BULK_LIMITS)
     if "app_type_id" not in header or "en" not in header:
         raise DataFormatError(cat_path, 1, "need columns app_type_id,en")
@@ -294,7 +389,6 @@ def load_llmapp_catalog(folder: str | Path) -> Catalog:
     if not cat_list:
         raise DataFormatError(cat_path, 2, "no categories")
     cat_ids = np.array(cat_list, np.int64)
-    app_path = folder / "llmapp_app.csv"
     header, rows = _csv_table(app_path, BULK_LIMITS)
     if not {"app_id", "app_cate_id"} <= set(header):
         raise DataFormatError(app_path, 1, "need columns app_id,app_cate_id")
@@ -308,9 +402,6 @@ def load_llmapp_catalog(folder: str | Path) -> Catalog:
         plist.append((_int_field(app_path, lineno, row[ai], "app_id"), _int_field(app_path, lineno, row[ci], "app_cate_id")))
     pairs = np.array(plist, np.int64).reshape(-1, 2)
     apps = _app_catalog(app_path, pairs, cat_ids, cat_names)
-    loc = folder / "llmapp_location.csv.gz"
-    if not loc.exists():
-        loc = folder / "llmapp_location.csv"
     stations = _read_poi_table(loc, id_col="base_id", sep=",", coord_cols=("latitude", "longitude"),
                                poi_prefix="poi_")
     return Catalog(apps, stations, "llmapp")
