@@ -220,6 +220,18 @@ def baseline_imputers(
     }
 
 
+def baseline_models(task: str, spec: GridSpec, *, suffix: str = "", note: str = ""
+                    ) -> tuple[dict[str, Callable[..., np.ndarray]], dict[str, dict[str, Any]]]:
+    """(models, model_info) of the baselines of ``task`` ("a1" / "a2") on ``spec``'s grid (fit on
+    its training period): names ``<baseline><suffix>``, notes = the grid's baseline note + ``note``
+    (e.g. ``"@subset"`` / ``"; same windows"`` when another model is scored on a stride subset)."""
+    mk = baseline_forecasters if task.lower() == "a1" else baseline_imputers
+    base = mk(spec.z, period=spec.period, train_end=spec.train_end)
+    notes = spec.notes()
+    return ({name + suffix: fn for name, fn in base.items()},
+            {name + suffix: {"notes": notes[name] + note} for name in base})
+
+
 # ------------------------------------------------------------------------------------------------
 # Scoring
 # ------------------------------------------------------------------------------------------------
@@ -310,6 +322,29 @@ def _no_windows(task: str, spec: GridSpec, split: str, need: int) -> InputError:
     )
 
 
+def _subset_note(window: dict[str, Any], stride: int, n_protocol: int) -> dict[str, Any]:
+    if stride > 1:
+        window["subset"] = f"every {stride}th of the {n_protocol} protocol windows (indices 0, {stride}, ...)"
+    return window
+
+
+def _score_models(models: Mapping[str, Callable[..., np.ndarray]], predict: Callable[[Callable[..., np.ndarray]], Any],
+                  truth: np.ndarray, mask: np.ndarray | None, *, task: str, fn_name: str, spec: GridSpec,
+                  **row: Any) -> list[dict[str, Any]]:
+    """One row per model: ``predict(fn)`` checked against ``truth``'s shape and scored (over ``mask``
+    when given); ``row``: the other :func:`_row` fields (split, window, n_windows, seeds, warnings,
+    command, model_info)."""
+    model_info, command = row.pop("model_info"), row.pop("command")
+    rows = []
+    for name, fn in models.items():
+        pred = _check_prediction(name, predict(fn), truth.shape)
+        rows.append(_row(task=task, model=name, n_entries=truth.size if mask is None else int(mask.sum()),
+                         result=score(pred, truth, spec.scaler, mask),
+                         command=command or _DEFAULT_COMMAND.format(fn=fn_name),
+                         extra=(model_info or {}).get(name), spec=spec, **row))
+    return rows
+
+
 def evaluate_a1(
     matrix: np.ndarray | GridData,
     models: Mapping[str, ForecastFn] | None = None,
@@ -330,7 +365,7 @@ def evaluate_a1(
     """
     spec = GridSpec(matrix)
     warnings = grid_warnings(spec.values, spec.splits, split)
-    scaler, z = spec.scaler, spec.z
+    z = spec.z
     win = splits.forecast_windows(z, split, history=spec.history, horizon=spec.horizon, splits=spec.splits)
     n_protocol = len(win.starts)
     if not n_protocol:
@@ -339,37 +374,17 @@ def evaluate_a1(
     win = splits.ForecastWindows(win.x[idx], win.y[idx], win.starts[idx])
     if models is None:
         models = baseline_forecasters(z, period=spec.period, train_end=spec.train_end)
-    n, horizon, cells = win.y.shape
-    window = {
+    window = _subset_note({
         "history": spec.history,
         "horizon": spec.horizon,
         "stride": stride,
         "horizon_starts": _range_text(win.starts),
-    }
-    if stride > 1:
-        window["subset"] = f"every {stride}th of the {n_protocol} protocol windows (indices 0, {stride}, ...)"
-    seeds = {"model": "n/a", "masks": "n/a"}
-    rows = []
-    for name, fn in models.items():
-        history = win.x.copy()  # a model cannot alter the shared windows
-        pred = _check_prediction(name, fn(history, win.starts.copy(), horizon), (n, horizon, cells))
-        rows.append(
-            _row(
-                task="A1 forecasting (48h -> 24h)",
-                split=split,
-                model=name,
-                window=window,
-                n_windows=n,
-                n_entries=win.y.size,
-                seeds=seeds,
-                result=score(pred, win.y, scaler),
-                command=command or _DEFAULT_COMMAND.format(fn="evaluate_a1"),
-                extra=(model_info or {}).get(name),
-                spec=spec,
-                warnings=warnings,
-            )
-        )
-    return rows
+    }, stride, n_protocol)
+    # copies: a model cannot alter the shared windows
+    return _score_models(models, lambda fn: fn(win.x.copy(), win.starts.copy(), win.y.shape[1]), win.y, None,
+                         task="A1 forecasting (48h -> 24h)", fn_name="evaluate_a1", spec=spec, split=split,
+                         window=window, n_windows=len(win.starts), seeds={"model": "n/a", "masks": "n/a"},
+                         warnings=warnings, command=command, model_info=model_info)
 
 
 def evaluate_a2(
@@ -390,7 +405,7 @@ def evaluate_a2(
     """
     spec = GridSpec(matrix)
     warnings = grid_warnings(spec.values, spec.splits, split)
-    scaler, z = spec.scaler, spec.z
+    z = spec.z
     win = splits.imputation_windows(z, split, window=spec.window, splits=spec.splits)
     n_protocol = len(win)
     if not n_protocol:
@@ -399,15 +414,13 @@ def evaluate_a2(
     win = splits.ImputationWindows(win.truth[idx], win.mask[idx], win.p[idx], win.starts[idx])
     if models is None:
         models = baseline_imputers(z, period=spec.period, train_end=spec.train_end)
-    shape = win.truth.shape
-    n_hidden = int(win.mask.sum())
-    window = {
+    window = _subset_note({
         "length": spec.window,
         "stride": stride,
         "starts": _range_text(win.starts),
         "p_missing": "Uniform(0.70, 0.80) per window",
         "mean_hidden_fraction": float(win.mask.mean()),
-    }
+    }, stride, n_protocol)
     last = int(idx[-1])
     seed_range = f"{splits.A2_SEED_BASE}..{splits.A2_SEED_BASE + last}" + (f" step {stride}" if stride > 1 else "")
     seeds = {
@@ -416,29 +429,11 @@ def evaluate_a2(
         + (f" step {stride}" if stride > 1 else "") + f" ({seed_range})",
         "mask_seed_range": seed_range,
     }
-    if stride > 1:
-        window["subset"] = f"every {stride}th of the {n_protocol} protocol windows (indices 0, {stride}, ...)"
     observed = np.where(win.mask, np.nan, win.truth)
-    rows = []
-    for name, fn in models.items():
-        pred = _check_prediction(name, fn(observed.copy(), win.mask.copy(), win.starts.copy()), shape)
-        rows.append(
-            _row(
-                task="A2 imputation (70-80% missing)",
-                split=split,
-                model=name,
-                window=window,
-                n_windows=len(win),
-                n_entries=n_hidden,
-                seeds=seeds,
-                result=score(pred, win.truth, scaler, win.mask),
-                command=command or _DEFAULT_COMMAND.format(fn="evaluate_a2"),
-                extra=(model_info or {}).get(name),
-                spec=spec,
-                warnings=warnings,
-            )
-        )
-    return rows
+    return _score_models(models, lambda fn: fn(observed.copy(), win.mask.copy(), win.starts.copy()), win.truth,
+                         win.mask, task="A2 imputation (70-80% missing)", fn_name="evaluate_a2", spec=spec,
+                         split=split, window=window, n_windows=len(win), seeds=seeds, warnings=warnings,
+                         command=command, model_info=model_info)
 
 
 def evaluate(task: str, matrix: np.ndarray | GridData, models: Mapping[str, Any] | None = None,

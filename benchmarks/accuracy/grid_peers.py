@@ -32,6 +32,43 @@ from umask.train.data.milan import read_internet_matrix
 log = logging.getLogger(__name__)
 
 
+# ------------------------------------------------------------------------------------------------
+# What every peer command shares: --data / --out / --split, the command line, the Milan matrix
+# ------------------------------------------------------------------------------------------------
+def _parser(model: str, doc: str | None) -> argparse.ArgumentParser:
+    """The argument parser of ``grid_peers MODEL`` with the options every peer has."""
+    parser = argparse.ArgumentParser(prog=f"python -m umask.bench.accuracy.grid_peers {model}",
+                                     description=(doc or model).splitlines()[0])
+    parser.add_argument("--data", default=str(milan_eval.DEFAULT_DATA))
+    parser.add_argument("--out", default=f"benchmarks/results/milan_{model}.json")
+    parser.add_argument("--split", default="test", choices=("val", "test"))
+    return parser
+
+
+def _tasks(parser: argparse.ArgumentParser, text: str) -> list[str]:
+    """The ``--tasks`` list, in the order given (a subset of a1,a2; else a parser error)."""
+    tasks = [t.strip().lower() for t in text.split(",") if t.strip()]
+    if not tasks or not set(tasks) <= {"a1", "a2"}:
+        parser.error(f"--tasks must be a subset of a1,a2, got {text!r}")
+    return list(dict.fromkeys(tasks))
+
+
+def _start(model: str, args: argparse.Namespace, argv: Sequence[str]) -> tuple[str, np.ndarray, np.ndarray]:
+    """Logging on; (the command line, the raw Milan matrix of ``--data``, its harness z-scores)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    command = shlex.join(["python", "-m", "umask.bench.accuracy.grid_peers", model, *argv])
+    matrix = read_internet_matrix(args.data)
+    return command, matrix, milan_eval.GridSpec(matrix).z
+
+
+def _timed_rows(task: str, matrix: np.ndarray, models: dict[str, Any], **kw: Any) -> list[dict[str, Any]]:
+    """``milan_eval.evaluate`` of ``task``; the first row records the seconds it took (``eval_seconds``)."""
+    t0 = time.perf_counter()
+    rows = milan_eval.evaluate(task, matrix, models, **kw)
+    rows[0]["eval_seconds"] = round(time.perf_counter() - t0, 1)
+    log.info("%s done in %.1f s", task.upper(), rows[0]["eval_seconds"])
+    return rows
+
 
 # ------------------------------------------------------------------------------------------------
 # ARIMA: A1 + A2
@@ -41,19 +78,12 @@ def main_arima(argv: Sequence[str] | None = None) -> int:
     from umask.train.baselines import arima
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="python -m umask.bench.accuracy.grid_peers arima", description=arima.__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(milan_eval.DEFAULT_DATA))
-    parser.add_argument("--out", default="benchmarks/results/milan_arima.json")
-    parser.add_argument("--split", default="test", choices=("val", "test"))
+    parser = _parser("arima", arima.__doc__)
     parser.add_argument("--tasks", default="a1,a2", help="comma-separated subset of a1,a2")
     parser.add_argument("--criterion", default="aic", choices=("aic", "bic"))
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    command = shlex.join(["python", "-m", "umask.bench.accuracy.grid_peers", "arima", *argv])
-    tasks = {t.strip().lower() for t in args.tasks.split(",") if t.strip()}
-
-    matrix = read_internet_matrix(args.data)
-    z = splits.fit_scaler(matrix).transform(matrix)
+    tasks = _tasks(parser, args.tasks)
+    command, matrix, z = _start("arima", args, argv)
     train_end = splits.MILAN_SPLITS["train"][1]
     cfg = arima.ArimaConfig(period=splits.SLOTS_PER_DAY, criterion=args.criterion)
     model = arima.fit(z[:train_end], cfg)
@@ -73,18 +103,11 @@ def main_arima(argv: Sequence[str] | None = None) -> int:
                 "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}},
     }
     rows: list[dict[str, Any]] = []
-    if "a1" in tasks:
-        t0 = time.perf_counter()
-        rows += milan_eval.evaluate_a1(matrix, {"arima": arima.forecast_fn(model)}, split=args.split,
-                                       model_info={"arima": info_base}, command=command)
-        rows[-1]["eval_seconds"] = round(time.perf_counter() - t0, 1)
-        log.info("A1 done in %.1f s", rows[-1]["eval_seconds"])
-    if "a2" in tasks:
-        t0 = time.perf_counter()
-        rows += milan_eval.evaluate_a2(matrix, {"arima": arima.impute_fn(model)}, split=args.split,
-                                       model_info={"arima": info_base}, command=command)
-        rows[-1]["eval_seconds"] = round(time.perf_counter() - t0, 1)
-        log.info("A2 done in %.1f s", rows[-1]["eval_seconds"])
+    for task in ("a1", "a2"):
+        if task in tasks:
+            fn = arima.forecast_fn(model) if task == "a1" else arima.impute_fn(model)
+            rows += _timed_rows(task, matrix, {"arima": fn}, split=args.split, model_info={"arima": info_base},
+                                command=command)
     milan_eval.write_report(rows, Path(args.out), args.data)
     return 0
 
@@ -98,10 +121,7 @@ def main_patchtst(argv: Sequence[str] | None = None) -> int:
     from umask.train.baselines import patchtst
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="python -m umask.bench.accuracy.grid_peers patchtst", description=patchtst.__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(milan_eval.DEFAULT_DATA))
-    parser.add_argument("--out", default="benchmarks/results/milan_patchtst.json")
-    parser.add_argument("--split", default="test", choices=("val", "test"))
+    parser = _parser("patchtst", patchtst.__doc__)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-minutes", type=float, default=patchtst.PatchTSTBaselineConfig.max_minutes)
     parser.add_argument("--max-epochs", type=int, default=patchtst.PatchTSTBaselineConfig.max_epochs)
@@ -109,19 +129,14 @@ def main_patchtst(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    command = shlex.join(["python", "-m", "umask.bench.accuracy.grid_peers", "patchtst", *argv])
+    command, matrix, z = _start("patchtst", args, argv)
     torch.set_num_threads(args.threads)
-
-    matrix = read_internet_matrix(args.data)
-    z = splits.fit_scaler(matrix).transform(matrix)
     tr0, tr1 = splits.MILAN_SPLITS["train"]
     va0, va1 = splits.MILAN_SPLITS["val"]
     cfg = patchtst.PatchTSTBaselineConfig(seed=args.seed, max_minutes=args.max_minutes, max_epochs=args.max_epochs,
                                  steps_per_epoch=args.steps_per_epoch, threads=args.threads,
                                  progress=not args.no_progress)
     model = patchtst.fit(z[tr0:tr1], z[va0 - cfg.context_length : va1], cfg)
-    t0 = time.perf_counter()
     info = {
         "seeds": cfg.seed,
         "notes": (
@@ -144,9 +159,8 @@ def main_patchtst(argv: Sequence[str] | None = None) -> int:
             "threads": args.threads,
         },
     }
-    rows = milan_eval.evaluate_a1(matrix, {"patchtst": patchtst.forecast_fn(model)}, split=args.split,
-                                  model_info={"patchtst": info}, command=command)
-    rows[-1]["eval_seconds"] = round(time.perf_counter() - t0, 1)
+    rows = _timed_rows("a1", matrix, {"patchtst": patchtst.forecast_fn(model)}, split=args.split,
+                       model_info={"patchtst": info}, command=command)
     milan_eval.write_report(rows, Path(args.out), args.data)
     return 0
 
@@ -156,9 +170,9 @@ def main_patchtst(argv: Sequence[str] | None = None) -> int:
 # ------------------------------------------------------------------------------------------------
 def _subset_rows(matrix: np.ndarray, task: str, models: dict[str, Any], stride: int, split: str,
                  model_info: dict[str, dict[str, Any]], command: str) -> list[dict[str, Any]]:
-    """PROTOCOL A1 / A2 on every ``stride``-th protocol window (the harness's own ``stride``)."""
-    fn = milan_eval.evaluate_a1 if task == "a1" else milan_eval.evaluate_a2
-    return fn(matrix, models, split=split, model_info=model_info, command=command, stride=stride)
+    """``milan_eval.evaluate`` on every ``stride``-th protocol window (kept for tests/test_learned_baselines.py)."""
+    return milan_eval.evaluate(task, matrix, models, split=split, model_info=model_info, command=command,
+                               stride=stride)
 
 
 def main_csdi(argv: Sequence[str] | None = None) -> int:
@@ -168,10 +182,7 @@ def main_csdi(argv: Sequence[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     d = csdi.CSDIConfig()
-    parser = argparse.ArgumentParser(prog="python -m umask.bench.accuracy.grid_peers csdi", description=csdi.__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(milan_eval.DEFAULT_DATA))
-    parser.add_argument("--out", default="benchmarks/results/milan_csdi.json")
-    parser.add_argument("--split", default="test", choices=("val", "test"))
+    parser = _parser("csdi", csdi.__doc__)
     parser.add_argument("--tasks", default="a2,a1", help="comma-separated subset of a1,a2")
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--max-steps", type=int, default=d.max_steps)
@@ -185,15 +196,9 @@ def main_csdi(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--save-model", default=None, help="optional path for the trained weights (torch.save)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    command = shlex.join(["python", "-m", "umask.bench.accuracy.grid_peers", "csdi", *argv])
-    tasks = [t.strip().lower() for t in args.tasks.split(",") if t.strip()]
-    if not tasks or not set(tasks) <= {"a1", "a2"}:
-        parser.error(f"--tasks must be a subset of a1,a2, got {args.tasks!r}")
+    tasks = _tasks(parser, args.tasks)
+    command, matrix, z = _start("csdi", args, argv)
     torch.set_num_threads(args.threads)
-
-    matrix = read_internet_matrix(args.data)
-    z = splits.fit_scaler(matrix).transform(matrix)
     tr0, tr1 = splits.MILAN_SPLITS["train"]
     va0, va1 = splits.MILAN_SPLITS["val"]
     cfg = csdi.CSDIConfig(n_features=z.shape[1], period=splits.SLOTS_PER_DAY, seed=args.seed, max_steps=args.max_steps,
@@ -226,25 +231,17 @@ def main_csdi(argv: Sequence[str] | None = None) -> int:
         },
     }
     rows: list[dict[str, Any]] = []
-    z_all = z
+    spec = milan_eval.GridSpec(matrix)
     for task in tasks:
         stride = args.a1_stride if task == "a1" else args.a2_stride
-        if task == "a1":
-            models: dict[str, Any] = {"csdi": csdi.forecast_fn(model)}
-            base = milan_eval.baseline_forecasters(z_all)
-        else:
-            models = {"csdi": csdi.impute_fn(model)}
-            base = milan_eval.baseline_imputers(z_all)
+        models: dict[str, Any] = {"csdi": csdi.forecast_fn(model) if task == "a1" else csdi.impute_fn(model)}
         model_info: dict[str, dict[str, Any]] = {"csdi": info}
         if stride > 1:  # re-score the baselines on the same windows for a like-for-like comparison
-            for name, fn in base.items():
-                models[f"{name}@subset"] = fn
-                model_info[f"{name}@subset"] = {"notes": milan_eval.BASELINE_NOTES[name] + "; same windows as csdi"}
-        t0 = time.perf_counter()
-        task_rows = _subset_rows(matrix, task, models, stride, args.split, model_info, command)
-        task_rows[0]["eval_seconds"] = round(time.perf_counter() - t0, 1)
-        log.info("%s done in %.0f s", task.upper(), task_rows[0]["eval_seconds"])
-        rows += task_rows
+            base, base_info = milan_eval.baseline_models(task, spec, suffix="@subset", note="; same windows as csdi")
+            models.update(base)
+            model_info.update(base_info)
+        rows += _timed_rows(task, matrix, models, split=args.split, model_info=model_info, command=command,
+                            stride=stride)
     milan_eval.write_report(rows, Path(args.out), args.data)
     return 0
 

@@ -423,13 +423,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             info[name] = {"seeds": {"train": config["train"]["seed"], "sampler": args.seed},
                           "samples": args.samples, "sampler": sampler_text, "notes": note,
                           "fit": _fit_info(ckpt, config)}
-        mkbase = milan_eval.baseline_forecasters if task == "a1" else milan_eval.baseline_imputers
-        base = mkbase(spec.z, period=spec.period, train_end=spec.train_end)
-        notes = spec.notes()
-        suffix = "@subset" if stride > 1 else ""
-        for name, fn in base.items():
-            models[name + suffix] = fn
-            info[name + suffix] = {"notes": notes[name] + ("; same windows" if suffix else "")}
+        base, base_info = milan_eval.baseline_models(task, spec, suffix="@subset" if stride > 1 else "",
+                                                     note="; same windows" if stride > 1 else "")
+        models.update(base)
+        info.update(base_info)
         t0 = time.perf_counter()
         timed: dict[str, float] = {}
 
