@@ -118,9 +118,25 @@ def _data_kind(ns: argparse.Namespace) -> str:
 
     if looks_like_usage_log(path):
         return "app_only"
-    if path.suffix != ".npz" and _looks_like_grid(path):
+    if path.suffix != ".npz" and not _looks_like_trace(path) and _looks_like_grid(path):
         return "grid"
     return "per_user"
+
+
+def _looks_like_trace(path: Path) -> bool:
+    """A per-user trace: the LLMApp CSV (its header names the required columns) or the official
+    space-separated layout (5 whitespace-separated fields, no comma)."""
+    from umask.runtime.core.events import LLMAPP_REQUIRED, open_text
+
+    try:
+        with open_text(path) as fh:
+            first = fh.readline().strip()
+    except (OSError, UnicodeDecodeError, EOFError):
+        return False
+    if "," in first:
+        header = {h.strip() for h in first.split(",")}
+        return set(LLMAPP_REQUIRED) <= header
+    return len(first.split()) == 5
 
 
 def _looks_like_grid(path: Path) -> bool:
@@ -311,7 +327,7 @@ def _demo(argv: list[str]) -> int:
 
 
 def _simulate(argv: list[str]) -> int:
-    from umask.train.simulator.core import main
+    from umask.train.simulator.cli import main
 
     return main(argv)
 

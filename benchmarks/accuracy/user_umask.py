@@ -544,7 +544,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--split", default="test", choices=("val", "test"))
     p.add_argument("--tasks", default="B1,B2,B3,B4")
     p.add_argument("--b1-every", type=int, default=1, help="B1: keep target hours h with h %% K == offset")
-    p.add_argument("--b1-offset", type=int, default=2)
+    p.add_argument("--b1-offset", type=int, default=None,
+                   help="B1: the kept residue (default 2 when --b1-every > 2, else 0)")
     p.add_argument("--sampler", default="ddim", choices=("ddim", "dpmpp_2m"))
     p.add_argument("--steps", type=int, default=10, help="sampler steps")
     p.add_argument("--samples", type=int, default=2, help="samples per window (their mean is the forecast)")
@@ -596,6 +597,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     models: dict[str, ue.Predictor] = {} if args.no_baselines else dict(ue.baseline_models(pop))
     models.update(preds)
+    if args.b1_offset is None:   # the documented default 2 (02:00, 06:00, ...) needs every > 2
+        args.b1_offset = 2 if args.b1_every > 2 else 0
     hours = b1_hours(args.b1_every, args.b1_offset)
     rows = ue.evaluate_population(pop, models, split=args.split, tasks=tasks, batch_size=args.batch_size,
                                   model_info=model_info, command=command,
