@@ -224,7 +224,7 @@ def evaluate_population(pop: UserPopulation, models: Mapping[str, Predictor], *,
     rows: list[dict[str, Any]] = []
     for task in tasks:
         t0 = time.perf_counter()
-        accs = {name: _Acc(ranking=task == "B3") for name in models}
+        accs = {name: _Acc(ranking=task == "B3", events=task in ("B1", "B2", "B1-real")) for name in models}
         skipped: set[str] = set()
         mask_seeds: set[int] = set()
         for batch in iter_batches(pop, task, split, batch_size, windows=windows):

@@ -105,10 +105,34 @@ def ranking_scores(pred_scores: np.ndarray, true_scores: np.ndarray, ks: Sequenc
     return out
 
 
+def event_sums(pred: np.ndarray, truth: np.ndarray, channels: ChannelLayout) -> dict[str, tuple[float, int]]:
+    """PROTOCOL v2 B event metrics of one forecast batch as (sum over scored slots, number of scored slots).
+
+    ``app_recall@3``: per target slot with app activity, the share of its active categories (summed over
+    the layout cells) in the model's top 3 for that slot; ``location_acc@1``: per target slot with
+    presence, whether the model's top cell is a present cell (`umask.train.common.metrics`). Every entry
+    of a forecast target slot is a target, so these are only defined for B1 / B2.
+    """
+    out: dict[str, tuple[float, int]] = {}
+    pa = np.asarray(pred[:, channels.apps], np.float64).sum(axis=(3, 4)).transpose(0, 2, 1)   # (n, T, K)
+    ya = np.asarray(truth[:, channels.apps], np.float64).sum(axis=(3, 4)).transpose(0, 2, 1)
+    n_app = int((ya > 0).any(axis=-1).sum())
+    r = tm.slot_recall_at_k(pa, ya, 3)
+    out["app_recall@3"] = (0.0 if r is None else r * n_app, n_app)
+    li = channels.location_index
+    pl = np.asarray(pred[:, li], np.float64).reshape(pred.shape[0], pred.shape[2], -1)       # (n, T, H*W)
+    yl = np.asarray(truth[:, li], np.float64).reshape(truth.shape[0], truth.shape[2], -1)
+    n_loc = int((yl > 0).any(axis=-1).sum())
+    a = tm.slot_acc_at_1(pl, yl)
+    out["location_acc@1"] = (0.0 if a is None else a * n_loc, n_loc)
+    return out
+
+
 class _Acc:
     """Streaming sums for one (task, model)."""
 
-    def __init__(self, ranking: bool) -> None:
+    def __init__(self, ranking: bool, events: bool = False) -> None:
+        self.events: dict[str, list[float]] | None = {} if events else None
         self.err = {g: dict.fromkeys(_SUM_KEYS, 0.0) for g in GROUPS}
         self.rank = {g: {"n_ranked": 0, "n_skipped_no_target_activity": 0, "sums": {}} for g in ("app", "location")} \
             if ranking else None
@@ -123,6 +147,11 @@ class _Acc:
         for g, s in error_sums(pred, batch.truth, batch.eval_mask, batch.channels).items():
             for k, v in s.items():
                 self.err[g][k] += v
+        if self.events is not None:
+            for k, (s, n) in event_sums(pred, batch.truth, batch.channels).items():
+                acc = self.events.setdefault(k, [0.0, 0])
+                acc[0] += s
+                acc[1] += n
         if self.rank is not None:
             for g, fn, ks in (("app", app_engagement, APP_KS), ("location", location_engagement, LOC_KS)):
                 ps, ts = fn(pred, batch.channels), fn(batch.truth, batch.channels)
@@ -139,6 +168,9 @@ class _Acc:
     def result(self) -> tuple[dict[str, Any], dict[str, dict[str, int]]]:
         metrics: dict[str, Any] = {g: _finish_errors(self.err[g], g) for g in GROUPS}
         entries = {g: {"all": int(self.err[g]["n"]), "active": int(self.err[g]["n_act"])} for g in GROUPS}
+        if self.events is not None:
+            metrics["events"] = {k: (s / n if n else None) for k, (s, n) in self.events.items()}
+            metrics["events"].update({f"n_slots/{k}": int(n) for k, (_, n) in self.events.items()})
         if self.rank is not None:
             metrics["ranking"] = {}
             for g, r in self.rank.items():
