@@ -57,9 +57,13 @@ def test_committed_rows_match_their_result_files() -> None:
 
 
 def test_v1_per_user_figures_are_named_as_diagnostics() -> None:
-    rows = [r for r in load() if r.protocol.startswith("B") and r.source and "user_" in r.source]
+    rows = [r for r in load() if r.protocol.startswith("B") and r.source and "user_" in r.source
+            and "/v2_" not in r.source]
     assert rows
     assert all("v1" in r.dataset for r in rows)
+    v2 = [r for r in load() if r.source and "/v2_" in r.source]
+    assert v2 and not any("v1" in r.dataset or r.metric.startswith("active_mae") for r in v2)
+    assert all(r.spread is not None and len(r.seeds) >= 3 for r in v2 if r.data == "synthetic")
     assert any(r.metric.startswith("active_mae/") for r in rows)
     assert not any(r.metric.startswith("mae/") for r in rows)   # the v1 name is not reused unqualified
 

@@ -78,6 +78,18 @@ TAL = ("active_mae/traffic", "active_mae/app", "active_mae/location")
 TAL_RMSE = ("rmse_all/traffic", "rmse_all/app", "rmse_all/location")
 
 _CSDI_USER = ((SIM50_B1, SIM10_B1), (SIM50, SIM10))
+V2_SIM = "sim 50 users x 3 seeds, v2 B windows"
+V2_REAL = "tsinghua sample 6 users 1 day, in-day context (B1-real)"
+_V2_LINES = (
+    Line("all-zero", "all_zero", "numpy"),
+    Line("last value", "last_value", "numpy"),
+    Line("seasonal naive (same slot yesterday)", "seasonal_naive", "numpy"),
+    Line("historical average by slot of day", "historical_average", "numpy"),
+    Line("blend 0.5 last value + 0.5 historical average", "blend", "numpy"),
+    Line("linear interpolation (B4)", "linear_interpolation", "numpy"),
+    Line("LightGBM global (lags + calendar)", "lightgbm", "lightgbm"),
+    Line("in-day context mean (REAL sample only)", "context_mean", "numpy"),
+)
 _USER_LINES = (
     Line("all-zero", "all_zero", "numpy"),
     Line("last value", "last_value", "numpy"),
@@ -140,6 +152,19 @@ TABLES: dict[str, Table] = {t.name: t for t in (
                    Col("B4 RMSE", "B4", SIM50, TAL_RMSE, digits=4),
                    Col("B3 NDCG@3", "B3", SIM50, ("ndcg@3/app", "ndcg@3/location"))),
           lines=_USER_LINES + (Line("CSDI (compact; first 10 users)", "csdi", "torch", _CSDI_USER),)),
+    Table("user_v2",
+          "PROTOCOL v2 B baselines: mean over 3 simulator seeds (50 SYNTHETIC users each; the std over seeds is "
+          "`spread` in the scoreboard) and the REAL 6-user one-day sample; all-entry RMSE traffic / app / "
+          "location, app Recall@3 / location Acc@1 per target slot, B3 NDCG@3 apps / places; deterministic "
+          "forecasts (numpy / lightgbm)",
+          columns=(Col("B1 RMSE", "B1", V2_SIM, TAL_RMSE, digits=4),
+                   Col("B1 R@3 / Acc@1", "B1", V2_SIM, ("app_recall@3", "location_acc@1")),
+                   Col("B2 RMSE", "B2", V2_SIM, TAL_RMSE, digits=4),
+                   Col("B3 NDCG@3", "B3", V2_SIM, ("ndcg@3/app", "ndcg@3/location")),
+                   Col("B4 RMSE", "B4", V2_SIM, TAL_RMSE, digits=4),
+                   Col("REAL B1 RMSE", "B1", V2_REAL, TAL_RMSE, digits=4),
+                   Col("REAL B1 R@3 / Acc@1", "B1", V2_REAL, ("app_recall@3", "location_acc@1"))),
+          lines=_V2_LINES),
     Table("uscope_downstream",
           "SYNTHETIC, first 20 users, one U-MASK checkpoint (`umask_small_v2` step 500, trained on TEMPLATE "
           "profiles), torch; all-entry MAE",

@@ -257,10 +257,10 @@ MODULE_RENAMES = {
 # Read in this order; where two files hold the same key with the same value, the first names it.
 SOURCES = ("milan_baselines.json", "milan_arima.json", "milan_patchtst.json", "milan_csdi.json",
            "milan_umask.json", "user_baselines.json", "user_umask.json", "user_peers.json",
-           "uscope_downstream.json", "main_job_summary.json")
+           "uscope_downstream.json", "main_job_summary.json", "v2_user_baselines.json")
 
 BASELINES = {"all_zero", "last_value", "historical_average", "seasonal_naive", "linear_interpolation",
-             "context_mean", "arima"}
+             "context_mean", "arima", "blend", "lightgbm", "nearest_observed"}
 PEERS = {"patchtst", "csdi"}
 OURS = {"umask", "umask_demo_600steps"}
 USCOPE_MODELS = {"a_no_profile": "umask_s500_profile_none", "b_template": "umask_s500_profile_template",
@@ -339,6 +339,8 @@ def _kind(model: str) -> tuple[str, str | None]:
 def _artifact(model: str, src: str) -> str:
     if model == "arima":
         return "statsmodels"
+    if model == "lightgbm":
+        return "lightgbm"
     if model in BASELINES:
         return "numpy"
     return "torch"
@@ -440,6 +442,24 @@ def _main_job_rows(src: Path, doc: dict[str, Any], commit: str, date: str) -> It
                 yield Row(metric=metric, value=float(r[key]), better="lower", **{**base, **who})
 
 
+def _v2_rows(src: Path, doc: dict[str, Any], commit: str, date: str) -> Iterator[Row]:
+    """PROTOCOL v2 result files (``v2_*.json``, e.g. benchmarks/accuracy/user_v2.py): rows already in the
+    scoreboard's shape (protocol, dataset, data, model, metric, value, spread, better, n_windows, seeds,
+    command); kind, family and artifact follow the model name, commit and date the run's meta."""
+    meta = doc.get("meta", {})
+    commit = str(meta.get("commit", commit)).replace("+dirty", "") or commit
+    date = meta.get("date", date)
+    for r in doc["rows"]:
+        kind, family = _kind(r["model"])
+        yield Row(protocol=r["protocol"], dataset=r["dataset"], data=r["data"], model=r["model"], family=family,
+                  kind=kind, artifact=r.get("artifact") or _artifact(r["model"], src.name), metric=r["metric"],
+                  value=float(r["value"]), better=r["better"], n_windows=int(r["n_windows"]),
+                  seeds=tuple(int(s) for s in r["seeds"]), spread=r.get("spread"), command=r["command"],
+                  commit=commit, date=date, source=f"benchmarks/results/{src.name}",
+                  notes=meta.get("point_estimator") and f"point estimator: {meta['point_estimator']}; "
+                  f"spread: {meta.get('spread')}")
+
+
 def convert(results: Path = RESULTS, sources: Sequence[str] = SOURCES) -> list[Row]:
     """Rows for every headline figure of the committed result files named in ``sources``."""
     col = _Collector()
@@ -452,6 +472,8 @@ def convert(results: Path = RESULTS, sources: Sequence[str] = SOURCES) -> list[R
         commit, date = _git_commit_date(src)
         if name == "main_job_summary.json":
             gen = _main_job_rows(src, doc, commit, date)
+        elif name.startswith("v2_"):
+            gen = _v2_rows(src, doc, commit, date)
         elif name.startswith("milan_"):
             gen = _milan_rows(src, doc, commit, date)
         else:
