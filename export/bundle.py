@@ -8,7 +8,8 @@
 `write_bundle` builds everything in ``.<out>.tmp-<pid>`` next to ``out`` with a ``.partial``
 marker that the runtime refuses (runtime/core/bundle.py), lets the family's ``build(tmp)`` write its
 files and return its manifest sections, adds ``schema_version``, ``family`` and the sha256 + size
-of every file, writes ``manifest.json`` last, fsyncs the tree, removes the marker and renames the
+of every file, writes ``manifest.json`` last, signs it (``sign_key``: an ed25519 private key file or
+key object; ``manifest.sig`` next to it, not listed in ``files``), fsyncs the tree, removes the marker and renames the
 folder onto ``out`` (an older bundle there is swapped out, then deleted). On any exception, a
 KeyboardInterrupt included, the temp folder is removed and ``out`` is untouched.
 `signature` reads the I/O signature of an ONNX file for the manifest.
@@ -26,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from umask.runtime.core.bundle import MANIFEST, PARTIAL_MARKER, SCHEMA_VERSION, sha256_file
+from umask.runtime.core.bundle import MANIFEST, PARTIAL_MARKER, SCHEMA_VERSION, SIGNATURE_FILE, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -99,11 +100,20 @@ def _fsync_dir(d: Path) -> None:
 
 
 def write_bundle(out: str | Path, build: Callable[[Path], dict[str, Any]], *, family: str,
-                 schema_version: int = SCHEMA_VERSION, started: float | None = None) -> dict[str, Any]:
+                 schema_version: int = SCHEMA_VERSION, started: float | None = None, sign_key: Any = None,
+                 passphrase: bytes | None = None) -> dict[str, Any]:
     """Write the bundle ``out`` atomically; ``build(tmp)`` writes the family's files under ``tmp`` and returns
     its manifest sections. Returns the manifest (with ``files``, and ``export_seconds`` since ``started``, a
-    ``time.perf_counter()`` value, default: now). See the module docstring."""
+    ``time.perf_counter()`` value, default: now). ``sign_key``: sign the manifest with this ed25519 private
+    key (a PEM file or an ``Ed25519PrivateKey``; ``passphrase`` for an encrypted file) before the bundle
+    becomes visible; None writes an unsigned bundle (the runtime opens it only with ``allow_unsigned=True``).
+    See the module docstring."""
     t0 = time.perf_counter() if started is None else started
+    key = None
+    if sign_key is not None:     # load (and fail on) the key before any work
+        from umask.export.signing import load_private_key
+
+        key = sign_key if hasattr(sign_key, "sign") else load_private_key(sign_key, passphrase)
     out = Path(out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
@@ -118,6 +128,11 @@ def write_bundle(out: str | Path, build: Callable[[Path], dict[str, Any]], *, fa
         manifest["export_seconds"] = round(time.perf_counter() - t0, 2)
         manifest["files"] = file_table(tmp)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+        if key is not None:
+            from umask.export.signing import signature_bytes
+
+            # signed as the runtime reads it back (json round trip: the canonical bytes of the parsed manifest)
+            (tmp / SIGNATURE_FILE).write_bytes(signature_bytes(json.loads((tmp / MANIFEST).read_text("utf-8")), key))
         (tmp / PARTIAL_MARKER).unlink()
         fsync_tree(tmp)
         if out.exists():

@@ -12,7 +12,7 @@ import torch
 
 from export_fixtures import real_user, sample_noise, tiny_bundle
 from umask.export.families.umask import exporter
-from umask.runtime.core.bundle import MANIFEST, BundleError, sha256_file, verify_bundle
+from umask.runtime.core.bundle import MANIFEST, SIGNATURE_FILE, BundleError, sha256_file, verify_bundle
 from umask.runtime.families.umask.session import Session
 
 torch.set_num_threads(1)
@@ -33,8 +33,8 @@ def model(bundle):
 def test_manifest_lists_every_file_with_sha256_and_parity(bundle) -> None:
     _, b = bundle
     m = json.loads((b / MANIFEST).read_text())
-    on_disk = {p.relative_to(b).as_posix() for p in b.rglob("*") if p.is_file()} - {MANIFEST}
-    assert set(m["files"]) == on_disk
+    on_disk = {p.relative_to(b).as_posix() for p in b.rglob("*") if p.is_file()} - {MANIFEST, SIGNATURE_FILE}
+    assert set(m["files"]) == on_disk and (b / SIGNATURE_FILE).is_file()     # signed, the signature unlisted
     for rel, info in m["files"].items():
         assert sha256_file(b / rel) == info["sha256"] and (b / rel).stat().st_size == info["size"]
     assert set(m["artifacts"]) == {"fp32", "fp16", "int8-qdq", "int8-dynamic"}
@@ -81,7 +81,7 @@ def test_parity_gate_refuses_and_says_by_how_much(bundle, tmp_path, monkeypatch)
     assert "rel max diff" in e["reason"] and "by " in e["reason"] and "x" in e["reason"]
     assert not (tmp_path / "b" / "onnx" / "int8-dynamic" / "dit.onnx").exists()
     with pytest.raises(BundleError, match="no usable int8-dynamic dit"):
-        Session.open(tmp_path / "b", precision="int8-dynamic")
+        Session.open(tmp_path / "b", precision="int8-dynamic", allow_unsigned=True)   # exported unsigned here
     # fp32 beyond its tolerance: the whole export fails, nothing is left behind
     monkeypatch.setitem(exporter.TOLERANCES, "fp32", {"rel_max": -1.0, "completion_mae": 1.0})
     with pytest.raises(exporter.ParityError, match="fp32/dit"):

@@ -11,7 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from export_fixtures import SAMPLE, tiny_bundle
+from export_fixtures import SAMPLE, tiny_bundle, trust_test_key
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,7 +47,7 @@ SCRIPT = textwrap.dedent("""
 def test_full_request_without_torch_and_network() -> None:
     _, bundle = tiny_bundle()
     res = subprocess.run([sys.executable, "-c", SCRIPT, str(bundle), str(SAMPLE)], cwd=ROOT, capture_output=True,
-                         text=True, timeout=180, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+                         text=True, timeout=180, env=trust_test_key({"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}))
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.startswith("OK")
 
@@ -73,5 +73,5 @@ def test_cli_run_prints_json_without_torch(tmp_path: Path) -> None:
                           "--task", "short"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     from umask.runtime.core.errors import BundleError
 
-    # 2 until the CLI maps errors to their exit_code (runtime/core/errors.py), BundleError.exit_code after
-    assert bad.returncode in (2, BundleError.exit_code) and "no manifest.json" in bad.stderr
+    assert bad.returncode == BundleError.exit_code and "no manifest.json" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from export_fixtures import real_user, tiny_bundle
+from export_fixtures import edited_bundle, real_user, tiny_bundle
 from umask.runtime.core.catalog import load_llmapp_catalog
-from umask.runtime.core.errors import DataFormatError, InputError
+from umask.runtime.core.errors import BundleError, DataFormatError, InputError
 from umask.runtime.core.events import EventLog, format_compact_time
 from umask.runtime.core.history import load_history, read_events_csv
 from umask.runtime.engines.samplers import Schedule, make_sampler
@@ -245,7 +245,7 @@ def test_int8_sbert_is_opt_in_and_close_to_fp32(session: Session) -> None:
         Session.open(tiny_bundle()[1], sbert_precision="int4")
 
 
-def test_llm_profile_path_uses_the_bundle_llm_without_deadlock(monkeypatch) -> None:
+def test_llm_profile_path_uses_the_bundle_llm_without_deadlock(monkeypatch, tmp_path: Path) -> None:
     """The LLM branch of profile()/embed(): the manifest's model file goes to LlamaProfiler, one
     instance serves every request (llama_cpp itself is replaced: CI does not build it)."""
     import umask.runtime.engines.llama as llm_mod
@@ -261,12 +261,21 @@ def test_llm_profile_path_uses_the_bundle_llm_without_deadlock(monkeypatch) -> N
             return "Intent: Mainly social communication.\nRoutine: evening user."
 
     monkeypatch.setattr(llm_mod, "LlamaProfiler", FakeProfiler)
-    s = Session.open(tiny_bundle()[1])
-    s.manifest = {**s.manifest, "llm": {"status": "present", "model": "llm/uscope-q8_0.gguf", "lora": None,
-                                        "files": ["llm/uscope-q8_0.gguf"]}}
+
+    def with_llm(m: dict) -> None:
+        m["llm"] = {"status": "present", "model": "llm/uscope-q8_0.gguf", "lora": None,
+                    "files": ["llm/uscope-q8_0.gguf"]}
+
+    b = edited_bundle(tmp_path / "b", manifest_edit=with_llm, add_files={"llm/uscope-q8_0.gguf": b"GGUF fake"})
+    s = Session.open(b)
     monkeypatch.setattr(Session, "_llm_available", lambda self: True)
     events = real_user()
     out = s.profile(events, source="llm")
     assert out["source"] == "llm" and out["text"].startswith("Intent:")
     h = s.embed(events)                                   # the LLM text feeds SBERT -> h_u
     assert np.all(np.isfinite(h)) and made == [("uscope-q8_0.gguf", None)]
+    # the GGUF is re-hashed right before llama.cpp opens it (verified_path): a swapped file is refused
+    (b / "llm" / "uscope-q8_0.gguf").write_bytes(b"GGUF evil")
+    s2 = Session.open(b, verify=False)
+    with pytest.raises(BundleError, match="changed since the manifest"):
+        s2.profile(events, source="llm")

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from umask.runtime.core.errors import InputError
+from umask.runtime.core.errors import BundleError, InputError, UmaskError
 from umask.runtime.engines import ort as ort_engine
 
 ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
@@ -63,23 +63,52 @@ class NetworkBackend(ABC):
         return InputError(f"{self.name} backend: no network {net!r} (has {list(self.nets())})")
 
 
+def _engine_error(e: BaseException) -> bool:
+    """True for onnxruntime's own exception classes (they derive from Exception, not RuntimeError)."""
+    return type(e).__module__.startswith("onnxruntime") or isinstance(e, (RuntimeError, ValueError, TypeError))
+
+
 class OrtBackend(NetworkBackend):
     """onnxruntime: one InferenceSession per network (a file path, or the file's verified bytes), options
-    and providers from `umask.runtime.engines.ort`; feeds are cast to each input's declared element type."""
+    and providers from `umask.runtime.engines.ort`; feeds are cast to each input's declared element type.
+    onnxruntime's own exceptions never leave it: a model that does not load, or a run that fails, raises
+    `BundleError` naming the network (and ``origins[net]``, the bundle file it came from)."""
 
     name = "onnxruntime"
 
     def __init__(self, files: Mapping[str, str | Path | bytes], *, providers: Sequence[str] | None = None,
-                 threads: int = 1, inter_op_threads: int = 1, allow_spinning: bool = False) -> None:
-        if int(threads) < 1 or int(inter_op_threads) < 1:
-            raise InputError("threads and inter_op_threads must be >= 1")
+                 threads: int = 1, inter_op_threads: int = 1, allow_spinning: bool = False,
+                 origins: Mapping[str, str] | None = None) -> None:
+        for what, v in (("threads", threads), ("inter_op_threads", inter_op_threads)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise InputError(f"{what} must be an integer >= 1, got {v!r}")
         self.files = {n: p if isinstance(p, bytes) else Path(p) for n, p in files.items()}
+        self.origins = {n: str((origins or {}).get(n, p if not isinstance(p, bytes) else n))
+                        for n, p in self.files.items()}
         self.providers_requested = list(providers or [ort_engine.CPU])
         self.providers_used, self.providers_missing = ort_engine.resolve_providers(providers)
-        so = ort_engine.session_options(threads, inter_op_threads, allow_spinning)
-        self._sess = {n: ort_engine.inference_session(p, so, self.providers_used) for n, p in self.files.items()}
+        so = ort_engine.session_options(int(threads), int(inter_op_threads), allow_spinning)
+        self._sess = {}
+        for n, p in self.files.items():
+            try:
+                self._sess[n] = ort_engine.inference_session(p, so, self.providers_used)
+            except Exception as e:  # noqa: BLE001 - onnxruntime's classes are not RuntimeErrors
+                if isinstance(e, UmaskError) or not _engine_error(e):
+                    raise
+                raise BundleError(f"{self.origins[n]}: onnxruntime cannot load the {n} network "
+                                  f"({type(e).__name__}: {' '.join(str(e).split())[:300]})") from None
         self._types = {n: {i.name: ORT_DTYPES.get(i.type) for i in s.get_inputs()} for n, s in self._sess.items()}
         self._closed = False
+
+    def io_signature(self, net: str) -> dict[str, list[dict[str, Any]]]:
+        """{"inputs", "outputs": [{name, shape (None / dim name for dynamic axes), dtype}]} as onnxruntime loaded it."""
+        sess = self.session(net)
+
+        def io(vs: Any) -> list[dict[str, Any]]:
+            return [{"name": v.name, "shape": list(v.shape) if v.shape is not None else None,
+                     "dtype": np.dtype(ORT_DTYPES[v.type]).name if v.type in ORT_DTYPES else v.type} for v in vs]
+
+        return {"inputs": io(sess.get_inputs()), "outputs": io(sess.get_outputs())}
 
     def nets(self) -> tuple[str, ...]:
         return tuple(self.files)
@@ -87,7 +116,7 @@ class OrtBackend(NetworkBackend):
     def session(self, net: str) -> Any:
         """The onnxruntime InferenceSession of ``net``."""
         if self._closed:
-            raise RuntimeError(f"{self.name} backend: closed (networks {sorted(self.files)})")
+            raise BundleError(f"{self.name} backend: closed (networks {sorted(self.files)}); open the bundle again")
         if net not in self._sess:
             raise self._unknown(net)
         return self._sess[net]
@@ -100,7 +129,13 @@ class OrtBackend(NetworkBackend):
             a = np.asarray(v)
             dt = types.get(k)
             cast[k] = a if dt is None or a.dtype == dt else a.astype(dt)
-        return sess.run(None, cast)
+        try:
+            return sess.run(None, cast)
+        except Exception as e:  # noqa: BLE001 - onnxruntime's classes are not RuntimeErrors
+            if isinstance(e, UmaskError) or not _engine_error(e):
+                raise
+            raise BundleError(f"{self.origins[net]}: the {net} network failed on this input "
+                              f"({type(e).__name__}: {' '.join(str(e).split())[:300]})") from None
 
     def providers(self) -> dict[str, list[str]]:
         return {n: s.get_providers() for n, s in self._sess.items()}

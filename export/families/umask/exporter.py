@@ -20,7 +20,8 @@
 6. the manifest's U-MASK sections (configs, I/O signatures, featurization, schedule, sampler
    defaults, tool versions, parity), ``"family": "umask"``;
 7. the generic bundle writer (export/bundle.py ``write_bundle``) does the rest: a temp folder with a
-   ``.partial`` marker, sha256 + size of every file, ``manifest.json`` last, fsync, atomic rename.
+   ``.partial`` marker, sha256 + size of every file, ``manifest.json`` last, ``manifest.sig`` (ed25519,
+   ``sign_key=``), fsync, atomic rename.
 """
 
 from __future__ import annotations
@@ -359,9 +360,13 @@ def select_gguf(gdir: Path | None, quant: str = "q8_0") -> dict[str, Any]:
 def export_bundle(ckpt: str | Path, out: str | Path, *, precisions: Sequence[str] = prec.PRECISIONS,
                   data_dir: str | Path | None = None, gguf_dir: str | Path | None = DEFAULT_GGUF_DIR,
                   sbert: bool = True, sbert_cache: str | Path | None = DEFAULT_SBERT_CACHE,
-                  tensorrt: bool = True, max_windows: int | None = 24, llm_quant: str = "q8_0") -> dict[str, Any]:
+                  tensorrt: bool = True, max_windows: int | None = 24, llm_quant: str = "q8_0",
+                  sign_key: Any = None, passphrase: bytes | None = None) -> dict[str, Any]:
     """Export ``ckpt`` (a step dir, a latest/best pointer, a ckpt folder or a run folder) to the bundle
-    directory ``out``. Returns the manifest. See the module docstring."""
+    directory ``out``. Returns the manifest. ``sign_key``: an ed25519 private key (file or key object,
+    ``python -m umask.export.signing keygen``) that signs the manifest (``manifest.sig``); None writes an
+    unsigned bundle, which `Session.open` refuses unless the caller passes ``allow_unsigned=True``.
+    See the module docstring."""
     from umask.train.common.checkpoints import resolve_checkpoint
     from umask.train.models.umask.trainer import load_model
 
@@ -398,7 +403,7 @@ def export_bundle(ckpt: str | Path, out: str | Path, *, precisions: Sequence[str
         return _build(model, config, ckpt_dir, tmp, precisions, data_dir, catalog, channels, gguf_dir, sbert,
                       sbert_cache, tensorrt, max_windows, llm_quant)
 
-    return write_bundle(out, build, family=FAMILY, started=t_start)
+    return write_bundle(out, build, family=FAMILY, started=t_start, sign_key=sign_key, passphrase=passphrase)
 
 
 def _build(model: Any, config: dict[str, Any], ckpt_dir: Path, tmp: Path, precisions: list[str], data_dir: Path,

@@ -20,6 +20,19 @@ or a caller's text) -> ``sbert`` (tokenizer.json + SBERT ONNX) -> ``profile_mlp`
 (numpy DDIM / DPM-Solver++(2M) over the DiT ONNX, model space = featurized x * x_scale; the mean
 of ``n_samples`` completions, exact evidence) -> task-specific decoding.
 
+Verified loading: `Session.open` checks the bundle's integrity AND its ed25519 signature by a trusted
+key (`umask.runtime.core.signing.verify_bundle`; ``trusted_keys=`` or ``$UMASK_TRUSTED_KEYS``; an
+unsigned bundle only with the explicit ``allow_unsigned=True``). Every file is then read through
+`read_verified` (read once, size + sha256 of exactly those bytes): the ONNX networks go to
+onnxruntime as bytes, the tokenizer as text, the catalog tables as bytes; the GGUF model by
+`verified_path` (llama.cpp opens paths). Each network's I/O signature as onnxruntime loaded it must
+match the manifest's (names, element types, fixed dimensions).
+
+Bounds: `umask.runtime.core.limits.RequestLimits` (``limits=``) bounds threads, steps x samples, the
+profile text, the embedding cache (LRU), ``now_ts`` past the history and the decoded outputs;
+every failure is a `UmaskError` (onnxruntime's own exceptions are translated by the backend), and
+every task output is finite, range-checked and valid JSON (`check_output`).
+
 Determinism: the sampler noise comes from ``numpy.random.default_rng(SeedSequence([seed, sample]))``;
 the same seed, history and bundle give bit-identical outputs, from any thread. onnxruntime's
 ``InferenceSession.run`` is thread-safe; the Session holds no per-request state outside
@@ -28,21 +41,27 @@ thread-locals (timings) and a lock-protected embedding cache.
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from umask.runtime.core.bundle import BundleError, read_manifest, verify_bundle
-from umask.runtime.core.catalog import load_llmapp_catalog
-from umask.runtime.core.errors import InputError
+from umask.runtime.core.bundle import BundleError, ManifestError, read_manifest, read_verified, verified_path
+from umask.runtime.core.catalog import load_llmapp_catalog_bytes
+from umask.runtime.core.errors import InputError, LimitError, UmaskError
 from umask.runtime.core.events import EventLog, format_compact_time
-from umask.runtime.core.featurize import ChannelLayout, FeatureConfig, decode_app_counts, decode_traffic
-from umask.runtime.core.history import TASK_NAMES, Window, WindowSpec, build_window, load_history
+from umask.runtime.core.featurize import (ChannelLayout, FeatureConfig, decode_app_counts, decode_traffic,
+                                          encode_app_counts, encode_traffic)
+from umask.runtime.core.history import TASK_NAMES, Window, WindowSpec, as_timestamp, build_window, load_history
+from umask.runtime.core.limits import REQUEST_LIMITS, RequestLimits
+from umask.runtime.core.signing import verify_bundle as verify_signed
 from umask.runtime.families.umask.profile_text import build_prompt, template_profile
 from umask.runtime.core.tessellation import CityGrid, station_cells
 from umask.runtime.engines.backends import NetworkBackend, OrtBackend
@@ -53,8 +72,13 @@ from umask.runtime.session import FamilySession
 log = logging.getLogger(__name__)
 
 NETWORKS = ("dit", "profile_mlp", "maskgen")     # + "sbert" when the bundle ships the encoder
-MAX_STEPS = 1000
-MAX_SAMPLES = 64
+MAX_STEPS = REQUEST_LIMITS.max_steps
+MAX_SAMPLES = REQUEST_LIMITS.max_samples
+# the feeds the session passes and the outputs it reads, per network (checked against the manifest at open)
+NETWORK_IO = {"dit": (("x_t", "x_obs", "mask", "t", "h_u", "task"), 1),
+              "maskgen": (("x", "avail", "h_u", "task", "e_pos", "gumbel"), 4),
+              "profile_mlp": (("emb", "present"), 1),
+              "sbert": (("input_ids", "attention_mask"), 1)}
 
 
 @dataclass
@@ -77,7 +101,15 @@ def bundle_networks(root: Path, manifest: dict[str, Any], precision: str,
                     sbert_precision: str = "fp32") -> dict[str, Path]:
     """The ONNX file of every network a ``precision`` session runs (BundleError when one is unusable):
     dit, profile_mlp, maskgen of that precision and the SBERT encoder (fp32, or the int8 one)."""
+    return {n: Path(root) / rel for n, rel in bundle_network_files(root, manifest, precision, sbert_precision).items()}
+
+
+def bundle_network_files(root: Path, manifest: dict[str, Any], precision: str,
+                         sbert_precision: str = "fp32") -> dict[str, str]:
+    """`bundle_networks` as bundle-relative paths (what `read_verified` takes)."""
     arts = manifest["artifacts"]
+    if type(precision) is not str:
+        raise InputError(f"precision must be a string, got {type(precision).__name__}")
     if precision not in arts:
         raise BundleError(f"{root}: precision {precision!r} not in this bundle (has {sorted(arts)})")
     files = {}
@@ -87,15 +119,120 @@ def bundle_networks(root: Path, manifest: dict[str, Any], precision: str,
             ok = [p for p in arts if arts[p].get(net, {}).get("status") == "ok"]
             raise BundleError(f"{root}: no usable {precision} {net} artifact "
                               f"({(e or {}).get('reason', 'absent')}); usable precisions: {ok}")
-        files[net] = root / e["file"]
+        files[net] = e["file"]
     sb = manifest.get("sbert", {})
     if sb.get("status") == "present":
         # sbert_precision "int8": the export's cosine-gated int8 encoder (~4x smaller); fp32 otherwise
         s8 = sb.get("int8", {})
         if sbert_precision == "int8" and s8.get("status") != "ok":
             raise BundleError(f"{root}: no usable int8 SBERT in this bundle ({s8.get('status', 'absent')})")
-        files["sbert"] = root / (s8["file"] if sbert_precision == "int8" else sb["file"])
+        files["sbert"] = s8["file"] if sbert_precision == "int8" else sb["file"]
     return files
+
+
+def manifest_signature(manifest: dict[str, Any], precision: str, net: str,
+                       sbert_precision: str = "fp32") -> dict[str, Any] | None:
+    """The manifest's I/O signature of ``net`` ({"inputs", "outputs"}: name / shape / dtype dicts, or for
+    SBERT possibly names only); None when the manifest records none (the int8 SBERT)."""
+    if net == "sbert":
+        sb = manifest.get("sbert", {})
+        if sbert_precision == "int8":
+            s8 = sb.get("int8", {})
+            if isinstance(s8.get("inputs"), list):
+                return {"inputs": s8["inputs"], "outputs": s8.get("outputs", [])}
+        sig = sb.get("signature")
+        if isinstance(sig, dict) and "inputs" in sig:
+            return sig
+        if "inputs" in sb:
+            return {"inputs": sb["inputs"], "outputs": sb.get("outputs", [])}
+        return None
+    arts = manifest["artifacts"]
+    e = arts[precision][net]
+    if "inputs" not in e and e.get("shared") in arts:
+        e = arts[e["shared"]].get(net, {})
+    return {"inputs": e["inputs"], "outputs": e.get("outputs", [])} if "inputs" in e else None
+
+
+def check_io_signature(where: str, net: str, want: dict[str, Any] | None, got: dict[str, Any]) -> None:
+    """BundleError unless the loaded network's I/O (``got``, `OrtBackend.io_signature`) matches the manifest
+    (``want``): the same names in the same order, element types and fixed dimensions; and the inputs
+    the session feeds (`NETWORK_IO`)."""
+    feeds, n_out = NETWORK_IO[net]
+    got_in = [i["name"] for i in got["inputs"]]
+    if sorted(got_in) != sorted(feeds) or len(got["outputs"]) < n_out:
+        raise BundleError(f"{where}: the {net} network takes {got_in} and gives {len(got['outputs'])} outputs; "
+                          f"this runtime feeds {list(feeds)} and reads {n_out}")
+    if want is None:
+        return
+    for side in ("inputs", "outputs"):
+        w, g = want.get(side) or [], got[side]
+        if not isinstance(w, list):
+            raise ManifestError(f"{where}: {net} {side}: the manifest's signature is not a list")
+        names_w = [x["name"] if isinstance(x, dict) else x for x in w]
+        names_g = [x["name"] for x in g]
+        if names_w != names_g:
+            raise BundleError(f"{where}: {net} {side} {names_g} differ from the manifest's {names_w}")
+        for a, b in zip(w, g):
+            if not isinstance(a, dict):
+                continue
+            if "dtype" in a and a["dtype"] != b["dtype"]:
+                raise BundleError(f"{where}: {net} {side[:-1]} {b['name']!r} is {b['dtype']}, manifest {a['dtype']}")
+            sa, sg = a.get("shape"), b.get("shape")
+            if isinstance(sa, list) and isinstance(sg, list):
+                if len(sa) != len(sg) or any(type(x) is int and type(y) is int and x != y for x, y in zip(sa, sg)):
+                    raise BundleError(f"{where}: {net} {side[:-1]} {b['name']!r} has shape {sg}, manifest {sa}")
+
+
+def _check_int(name: str, v: Any, lo: int, hi: int | float) -> int:
+    """``v`` as an int in [lo, hi]: InputError for a non-integer or v < lo, LimitError (a RequestLimits
+    bound) for v > hi; the message names the argument."""
+    kind = {0: "a non-negative integer", 1: "a positive integer"}.get(lo, f"an integer >= {lo}")
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+        raise InputError(f"{name} must be {kind}, got {type(v).__name__} {v!r:.40}")
+    v = int(v)
+    if v < lo:
+        raise InputError(f"{name} must be {kind}, got {v}")
+    if v > hi:
+        raise LimitError(None, None, f"{name}={v} is above the limit {hi} (RequestLimits)")
+    return v
+
+
+def check_text(text: Any, limits: RequestLimits = REQUEST_LIMITS, name: str = "text") -> str:
+    """``text`` as a profile text: a non-empty str of at most ``limits.max_text_chars`` characters that
+    encodes as UTF-8 (no lone surrogates); InputError / LimitError otherwise."""
+    if not isinstance(text, str):
+        raise InputError(f"{name} must be a str, got {type(text).__name__}")
+    if not text.strip():
+        raise InputError(f"{name}: profile text must be a non-empty string")
+    if len(text) > limits.max_text_chars:
+        raise LimitError(None, None, f"{name}: {len(text)} characters; the limit is {limits.max_text_chars} "
+                                     "(RequestLimits.max_text_chars)")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InputError(f"{name}: not valid Unicode text ({e.reason} at character {e.start})") from None
+    return text
+
+
+def check_output(out: Any, what: str) -> Any:
+    """``out`` if it is valid JSON (finite numbers only); else BundleError naming ``what``."""
+    try:
+        json.dumps(out, allow_nan=False, default=_json_default)
+    except (ValueError, TypeError) as e:
+        raise BundleError(f"{what}: the decoded output is not valid JSON ({e}): the bundle's networks are "
+                          "broken for this input") from None
+    return out
+
+
+def _json_default(v: Any) -> Any:
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (np.floating,)):
+        f = float(v)
+        if not math.isfinite(f):
+            raise ValueError(f"{f} is not a finite number")
+        return f
+    raise TypeError(f"{type(v).__name__} is not JSON")
 
 
 class Session(FamilySession):
@@ -106,34 +243,57 @@ class Session(FamilySession):
     def __init__(self, root: Path, manifest: dict[str, Any], *, providers: Sequence[str] | None, threads: int,
                  inter_op_threads: int, allow_spinning: bool, precision: str, profile_source: str,
                  llm_threads: int, sbert_precision: str = "fp32", backend: NetworkBackend | None = None,
-                 llm: Any = None) -> None:
+                 llm: Any = None, limits: RequestLimits = REQUEST_LIMITS) -> None:
+        if not isinstance(limits, RequestLimits):
+            raise InputError(f"limits must be a RequestLimits, got {type(limits).__name__}")
+        self.limits = limits
         self.root, self.manifest, self.precision = root, manifest, precision
-        if threads < 1 or inter_op_threads < 1:
-            raise InputError("threads and inter_op_threads must be >= 1")
-        files = bundle_networks(root, manifest, precision, sbert_precision)
+        threads = _check_int("threads", threads, 1, limits.max_threads)
+        inter_op_threads = _check_int("inter_op_threads", inter_op_threads, 1, limits.max_threads)
+        llm_threads = _check_int("llm_threads", llm_threads, 1, limits.max_threads)
+        if providers is not None and (isinstance(providers, (str, bytes)) or not all(
+                isinstance(p, str) and p for p in providers)):
+            raise InputError(f"providers must be a list of provider names (cpu, cuda, tensorrt, ...), got {providers!r:.80}")
+        if not isinstance(allow_spinning, bool):
+            raise InputError(f"allow_spinning must be true or false, got {allow_spinning!r:.40}")
+        self._check_model_sections(root, manifest)
+        rels = bundle_network_files(root, manifest, precision, sbert_precision)
         self.providers_requested = list(providers or ["CPUExecutionProvider"])
-        self.threads, self.inter_op_threads, self.allow_spinning = int(threads), int(inter_op_threads), allow_spinning
+        self.threads, self.inter_op_threads, self.allow_spinning = threads, inter_op_threads, allow_spinning
         if backend is None:
-            backend = OrtBackend(files, providers=providers, threads=threads, inter_op_threads=inter_op_threads,
-                                 allow_spinning=allow_spinning)
-        missing = [n for n in files if not backend.has(n)]
+            # every ONNX file as the verified bytes (read once, hashed, handed to onnxruntime)
+            blobs = {n: read_verified(root, rel, manifest) for n, rel in rels.items()}
+            backend = OrtBackend(blobs, providers=providers, threads=threads, inter_op_threads=inter_op_threads,
+                                 allow_spinning=allow_spinning, origins={n: f"{root}/{rel}" for n, rel in rels.items()})
+        elif not isinstance(backend, NetworkBackend):
+            raise InputError(f"backend must be a NetworkBackend, got {type(backend).__name__}")
+        missing = [n for n in rels if not backend.has(n)]
         if missing:
             raise InputError(f"the {backend.name} backend cannot run the networks {missing} of {root}")
+        if hasattr(backend, "io_signature"):
+            for n, rel in rels.items():
+                check_io_signature(f"{root}/{rel}", n, manifest_signature(manifest, precision, n, sbert_precision),
+                                   backend.io_signature(n))
         self.backend = backend
         self.providers_missing = list(getattr(backend, "providers_missing", []))
         sb = manifest.get("sbert", {})
         self._tok = None
-        self.sbert_file: str | None = files["sbert"].relative_to(root).as_posix() if "sbert" in files else None
+        self.sbert_file: str | None = rels.get("sbert")
         if self.sbert_file is not None:
             from tokenizers import Tokenizer
 
-            self._tok = Tokenizer.from_file(str(root / sb["tokenizer"]))
+            raw = read_verified(root, sb["tokenizer"], manifest)
+            try:
+                self._tok = Tokenizer.from_str(raw.decode("utf-8"))
+            except Exception as e:  # noqa: BLE001 - tokenizers raises its own Exception types
+                raise BundleError(f"{root}/{sb['tokenizer']}: not a tokenizer.json ({type(e).__name__}: "
+                                  f"{' '.join(str(e).split())[:200]})") from None
             self._tok.enable_truncation(max_length=int(sb.get("max_len", 128)))
             self._tok.no_padding()
         feat = manifest["featurization"]
         self.fcfg = FeatureConfig.from_dict(feat["feature_config"])
         self.spec = WindowSpec.from_dict(feat["window"])
-        self.catalog = load_llmapp_catalog(root / "catalog")
+        self.catalog = self._load_catalog(root, manifest)
         self.channels = ChannelLayout.for_catalog(self.catalog)
         if self.channels.n_channels != feat["channels"]["n_channels"]:
             raise BundleError(f"{root}: catalog gives {self.channels.n_channels} channels, manifest "
@@ -151,20 +311,52 @@ class Session(FamilySession):
         self.schedule = Schedule(np.asarray(diff["alphas_cumprod"], np.float32))
         self.defaults = dict(diff["defaults"])
         self.profile_source = profile_source
-        self.llm_threads = int(llm_threads)
+        self.llm_threads = llm_threads
         self._llm: Any = llm                 # a caller's profiler (generate(prompt) -> str) or the bundle's GGUF
         self._llm_given = llm is not None
         self._llm_lock = threading.RLock()   # re-entered: profile() holds it while _llm_profiler() builds the model
-        self._emb_cache: dict[str, np.ndarray] = {}
+        self._emb_cache: OrderedDict[str, np.ndarray] = OrderedDict()   # LRU, limits.max_cache_entries
         self._cache_lock = threading.Lock()
         self._local = threading.local()
+        self._traffic_max = float(encode_traffic(np.array(limits.max_traffic_bytes_per_slot)))
+        self._app_max = float(encode_app_counts(np.array(limits.max_app_records_per_slot)))
+
+    @staticmethod
+    def _check_model_sections(root: Path, manifest: dict[str, Any]) -> None:
+        """What the schema cannot say: x_scale positive with one entry per channel, an SBERT section
+        whenever the model was trained with profiles, the sampler defaults inside the request bounds."""
+        mpath = f"{root}/manifest.json"
+        mdl, feat = manifest["model"], manifest["featurization"]
+        xs = mdl["x_scale"]
+        n_ch = feat["channels"]["n_channels"]
+        if len(xs) != n_ch:
+            raise ManifestError(f"{mpath}: model.x_scale has {len(xs)} entries, featurization.channels.n_channels "
+                                f"is {n_ch}")
+        for i, v in enumerate(xs):
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and 1e-6 <= v <= 1e6):
+                raise ManifestError(f"{mpath}: model.x_scale[{i}] = {v!r}: a scale must be in [1e-06, 1e+06]")
+        if mdl["use_profile"] and "sbert" not in manifest:
+            raise ManifestError(f"{mpath}: model.use_profile is true but the manifest has no 'sbert' section "
+                                "(an export without SBERT records sbert.status 'absent'); refusing to drop the profile")
+
+    @staticmethod
+    def _load_catalog(root: Path, manifest: dict[str, Any]) -> Any:
+        """The catalog tables from their verified bytes (``featurization.catalog.files``, else catalog/*)."""
+        cat = manifest["featurization"].get("catalog")
+        rels = list(cat["files"]) if cat else sorted(r for r in manifest["files"] if r.startswith("catalog/"))
+        if not rels:
+            raise BundleError(f"{root}: the bundle lists no catalog tables")
+        tables = {rel.rsplit("/", 1)[-1]: read_verified(root, rel, manifest) for rel in rels}
+        return load_llmapp_catalog_bytes(tables, f"{root}/catalog")
 
     # ------------------------------------------------------------------ construction / report
     @classmethod
     def open(cls, bundle: str | Path, *, providers: Sequence[str] | None = None, threads: int = 1,
              inter_op_threads: int = 1, allow_spinning: bool = False, precision: str = "fp32",
              verify: bool = True, profile_source: str = "auto", llm_threads: int = 1,
-             sbert_precision: str = "fp32", backend: NetworkBackend | None = None, llm: Any = None) -> Session:
+             sbert_precision: str = "fp32", backend: NetworkBackend | None = None, llm: Any = None,
+             trusted_keys: Any = None, allow_unsigned: bool = False,
+             limits: RequestLimits = REQUEST_LIMITS) -> Session:
         """Verify ``bundle`` (manifest + every file's size and sha256; ``verify=False`` checks sizes only)
         and load the networks of ``precision`` on ``providers`` (names or aliases cpu / cuda / tensorrt;
         unavailable ones fall back to CPU, see `report`). ``threads``: onnxruntime intra-op threads;
@@ -174,16 +366,29 @@ class Session(FamilySession):
         texts; h_u moves slightly, which can flip near-tied evidence picks of the mask). ``backend``: the
         `NetworkBackend` that runs the networks (default: onnxruntime over the bundle's files; ``providers``,
         ``threads`` and ``allow_spinning`` configure that one). ``llm``: a profiler object with
-        ``generate(prompt) -> str`` used instead of the bundle's GGUF model."""
+        ``generate(prompt) -> str`` used instead of the bundle's GGUF model. ``trusted_keys``: public keys
+        (files, folders, PEM bytes or key objects; default ``$UMASK_TRUSTED_KEYS``) one of which must have
+        signed the manifest; ``allow_unsigned=True`` is the explicit opt-out for a bundle without
+        ``manifest.sig`` (a present signature is always checked). ``limits``: the request bounds."""
         if sbert_precision not in ("fp32", "int8"):
             raise InputError(f"sbert_precision must be fp32 or int8, got {sbert_precision!r}")
         if profile_source not in ("auto", "template", "llm"):
             raise InputError(f"profile_source must be auto, template or llm, got {profile_source!r}")
-        root = Path(bundle)
-        manifest = verify_bundle(root, checksums=True) if verify else verify_bundle(root, checksums=False)
+        if not isinstance(allow_unsigned, bool) or not isinstance(verify, bool):
+            raise InputError("allow_unsigned and verify must be true or false")
+        if not isinstance(bundle, (str, Path)):
+            raise InputError(f"bundle must be a directory path, got {type(bundle).__name__}")
+        try:
+            root = Path(bundle)
+            root.is_dir()
+        except (ValueError, OSError) as e:
+            raise InputError(f"bundle {str(bundle)[:80]!r}: not a usable path ({e})") from None
+        # verify=False skips the whole-file sha256 pass here; every file the session loads is still hashed
+        # by read_verified as it is read
+        manifest = verify_signed(root, trusted_keys=trusted_keys, allow_unsigned=allow_unsigned, checksums=verify)
         return cls(root, manifest, providers=providers, threads=threads, inter_op_threads=inter_op_threads,
                    allow_spinning=allow_spinning, precision=precision, profile_source=profile_source,
-                   llm_threads=llm_threads, sbert_precision=sbert_precision, backend=backend, llm=llm)
+                   llm_threads=llm_threads, sbert_precision=sbert_precision, backend=backend, llm=llm, limits=limits)
 
     def report(self) -> dict[str, Any]:
         """What actually runs: providers per network, precision, thread settings, LLM availability."""
@@ -193,7 +398,8 @@ class Session(FamilySession):
                 "threads": {"intra_op": self.threads, "inter_op": self.inter_op_threads,
                             "allow_spinning": self.allow_spinning},
                 "sbert": self.sbert_file, "llm": self._llm_available(),
-                "mask_mode": self.mask_mode, "sampler_defaults": self.defaults}
+                "mask_mode": self.mask_mode, "sampler_defaults": self.defaults,
+                "limits": {n: getattr(self.limits, n) for n in RequestLimits.DOCS}}
 
     def describe(self) -> dict[str, Any]:
         """`report` with the family (FamilySession)."""
@@ -223,14 +429,37 @@ class Session(FamilySession):
     # ------------------------------------------------------------------ inputs
     def _history(self, history: EventLog | str | Path) -> EventLog:
         if isinstance(history, (str, Path)):
-            return load_history(history)
+            try:
+                return load_history(history)
+            except UmaskError:
+                raise
+            except (ValueError, OSError) as e:   # a NUL in the path, a name too long, a folder, ...
+                raise InputError(f"history {str(history)[:120]!r}: unreadable ({type(e).__name__}: "
+                                 f"{' '.join(str(e).split())[:200]})") from None
+        if not isinstance(history, EventLog):
+            raise InputError(f"history must be an EventLog or a file path, got {type(history).__name__}")
         return history
 
     def window(self, history: EventLog | str | Path, task: str, *, now_ts: int | None = None,
                missing: np.ndarray | None = None) -> Window:
         t0 = time.perf_counter()
-        w = build_window(self._history(history), self.catalog, self.fcfg, self.spec, task, now_ts=now_ts,
+        if not isinstance(task, str) or task not in TASK_NAMES:
+            raise InputError(f"unknown task {task!r:.40}; choose from {TASK_NAMES}")
+        if now_ts is not None:
+            now_ts = as_timestamp(now_ts, "now_ts")
+        if missing is not None and not isinstance(missing, np.ndarray):
+            raise InputError(f"missing must be a numpy bool array, got {type(missing).__name__}")
+        ev = self._history(history)
+        w = build_window(ev, self.catalog, self.fcfg, self.spec, task, now_ts=now_ts,
                          missing=missing, grid=self.grid, cells=self.cells)
+        idle = self.spec.context if self.limits.max_idle_slots is None else int(self.limits.max_idle_slots)
+        last = int(np.max(ev.ts))
+        gap = (w.now_ts - last - 1) // w.slot_seconds      # whole slots after the last event's slot
+        if gap >= idle:
+            raise InputError(f"now_ts={now_ts}: {gap} slots ({gap * w.slot_seconds / 86400:.1f} days) after the "
+                             f"history's last event; the context window ({self.spec.context} slots) would hold no "
+                             f"event at all and count every slot as observed inactivity (RequestLimits.max_idle_slots "
+                             f"= {idle} slots)")
         self._tick("window", t0)
         return w
 
@@ -261,7 +490,10 @@ class Session(FamilySession):
                     lora = [f for f in files if "lora" in f.name.lower()]
                 if not base:
                     raise BundleError(f"{self.root}: the bundle's llm/ has no base GGUF model")
-                self._llm = LlamaProfiler(base[0], lora[0] if lora else None, n_threads=self.llm_threads)
+                # llama.cpp opens paths: re-hash each file right before the open (verified_path)
+                rel = [p.relative_to(self.root).as_posix() for p in base[:1] + lora[:1]]
+                paths = [verified_path(self.root, r, self.manifest) for r in rel]
+                self._llm = LlamaProfiler(paths[0], paths[1] if len(paths) > 1 else None, n_threads=self.llm_threads)
             return self._llm
 
     def profile(self, history: EventLog | str | Path | Window, *, source: str | None = None,
@@ -271,9 +503,9 @@ class Session(FamilySession):
         rule-based template; "llm" insists on the LLM."""
         t0 = time.perf_counter()
         if text is not None:
-            if not isinstance(text, str) or not text.strip():
-                raise InputError("profile text must be a non-empty string")
-            return {"text": text, "source": "text", "prompt": None}
+            return {"text": check_text(text, self.limits), "source": "text", "prompt": None}
+        if source is not None and source not in ("auto", "template", "llm"):
+            raise InputError(f"source must be auto, template or llm, got {source!r:.40}")
         w = history if isinstance(history, Window) else self.window(history, "long_term", now_ts=now_ts)
         if w.stats is None:
             return {"text": None, "source": "none", "prompt": None}
@@ -284,7 +516,9 @@ class Session(FamilySession):
                 raise BundleError("profile_source 'llm' needs GGUF files in the bundle and llama_cpp installed")
             with self._llm_lock:
                 out = self._llm_profiler().generate(prompt)
-            res = {"text": out, "source": "llm", "prompt": prompt}
+            if not isinstance(out, str) or not out.strip():
+                raise BundleError(f"{self.root}: the profiling LLM returned no text ({type(out).__name__})")
+            res = {"text": out[:self.limits.max_text_chars], "source": "llm", "prompt": prompt}
         else:
             res = {"text": template_profile(w.stats), "source": "template", "prompt": prompt}
         self._tick("profile", t0)
@@ -294,7 +528,7 @@ class Session(FamilySession):
         """The SBERT encoder's feed of one text: {"input_ids", "attention_mask"} (1, n) int64, no padding."""
         if self._tok is None:
             raise BundleError(f"{self.root}: the bundle has no SBERT encoder")
-        enc = self._tok.encode(text)
+        enc = self._tok.encode(check_text(text, self.limits))
         return {"input_ids": np.asarray([enc.ids], np.int64),
                 "attention_mask": np.asarray([enc.attention_mask], np.int64)}
 
@@ -307,20 +541,33 @@ class Session(FamilySession):
         """(n, 384) SBERT embeddings (normalized) of ``texts`` through the bundle's ONNX encoder."""
         if self._tok is None:
             raise BundleError(f"{self.root}: the bundle has no SBERT encoder")
+        if isinstance(texts, (str, bytes)) or not isinstance(texts, Sequence):
+            raise InputError(f"texts must be a list of strings, got {type(texts).__name__}")
+        if len(texts) > self.limits.max_cache_entries:
+            raise LimitError(None, None, f"{len(texts)} texts in one call; the limit is "
+                                         f"{self.limits.max_cache_entries} (RequestLimits.max_cache_entries)")
+        texts = [check_text(t, self.limits, f"texts[{i}]") for i, t in enumerate(texts)]
         out = np.zeros((len(texts), self.sbert_dim), np.float32)
         todo = []
         with self._cache_lock:
             for i, t in enumerate(texts):
                 if t in self._emb_cache:
+                    self._emb_cache.move_to_end(t)
                     out[i] = self._emb_cache[t]
                 else:
                     todo.append(i)
         t0 = time.perf_counter()
         for i in todo:      # one text at a time: no padding, so the output equals the unpadded torch path
-            e = self.backend.run("sbert", self.tokenize(texts[i]))[0][0]
+            e = np.asarray(self.backend.run("sbert", self.tokenize(texts[i]))[0][0], np.float32)
+            if e.shape != (self.sbert_dim,) or not np.all(np.isfinite(e)):
+                raise BundleError(f"{self.root}/{self.sbert_file}: the SBERT encoder gave a {e.shape} embedding "
+                                  f"with non-finite values or the wrong size (manifest sbert_dim {self.sbert_dim})")
             out[i] = e
             with self._cache_lock:
                 self._emb_cache[texts[i]] = e
+                self._emb_cache.move_to_end(texts[i])
+                while len(self._emb_cache) > self.limits.max_cache_entries:
+                    self._emb_cache.popitem(last=False)
         self._tick("sbert", t0)
         return out
 
@@ -328,7 +575,7 @@ class Session(FamilySession):
               now_ts: int | None = None) -> np.ndarray:
         """h_u (cond_dim,) float32 (eq. 24): profile text -> SBERT -> profile MLP; the MLP's learned 'no profile'
         embedding without a text, without SBERT in the bundle, or for a model trained without U-SCOPE."""
-        txt = text
+        txt = None if text is None else check_text(text, self.limits)
         if txt is None and history is not None and self.use_profile and self._tok is not None:
             txt = self.profile(history, now_ts=now_ts)["text"]
         emb = np.zeros((1, self.sbert_dim), np.float32)
@@ -337,9 +584,12 @@ class Session(FamilySession):
             emb = self.sbert([txt])
             present[:] = 1.0
         t0 = time.perf_counter()
-        h = self.backend.run("profile_mlp", {"emb": emb, "present": present})[0][0]
+        h = np.asarray(self.backend.run("profile_mlp", {"emb": emb, "present": present})[0][0], np.float32)
+        if h.shape != (self.cond_dim,) or not np.all(np.isfinite(h)):
+            raise BundleError(f"{self.root}: the profile MLP gave h_u of shape {h.shape} with non-finite values or "
+                              f"the wrong size (manifest cond_dim {self.cond_dim})")
         self._tick("profile_mlp", t0)
-        return np.asarray(h, np.float32)
+        return h
 
     # ------------------------------------------------------------------ mask / completion
     def _mask(self, w: Window, h_u: np.ndarray, seed: int) -> tuple[np.ndarray, int]:
@@ -349,7 +599,14 @@ class Session(FamilySession):
             feed = {"x": w.x[None], "avail": avail, "h_u": h_u[None], "task": np.array([w.task_id], np.int64),
                     "e_pos": w.e_pos[None], "gumbel": np.zeros((1, self.n_coords), np.float32)}
             hard, _probs, k, _ratio = self.backend.run("maskgen", feed)
-            hard, k = hard[0, 0] > 0.5, int(k[0])
+            hard = np.asarray(hard)
+            if hard.shape[-3:] != avail.shape[2:] or hard.size != avail[0, 0].size:
+                raise BundleError(f"{self.root}: the mask generator gave a mask of shape {hard.shape}, want "
+                                  f"{avail.shape[2:]}")
+            k = np.asarray(k).reshape(-1)
+            if k.size < 1 or not np.isfinite(k[0]):
+                raise BundleError(f"{self.root}: the mask generator gave no finite budget k")
+            hard, k = hard.reshape(avail.shape[2:]) > 0.5, int(k[0])
         elif self.mask_mode == "random":     # the ablation: a seeded random subset of avail, base budget
             a = avail[0, 0].reshape(-1) > 0.5
             n = int(a.sum())
@@ -379,17 +636,18 @@ class Session(FamilySession):
                  sampler: str | None = None, seed: int = 0, n_samples: int | None = None,
                  now_ts: int | None = None, text: str | None = None, missing: np.ndarray | None = None) -> Completion:
         """Mean of ``n_samples`` clamped completions of the task window (featurized scale, exact evidence)."""
-        steps = int(self.defaults["steps"] if steps is None else steps)
-        n_samples = int(self.defaults["n_samples"] if n_samples is None else n_samples)
-        sampler = sampler or self.defaults["sampler"]
-        if sampler not in SAMPLER_NAMES:
-            raise InputError(f"unknown sampler {sampler!r}; choose from {SAMPLER_NAMES}")
-        if not 1 <= steps <= min(MAX_STEPS, self.schedule.num_train_steps):
-            raise InputError(f"steps must be in [1, {min(MAX_STEPS, self.schedule.num_train_steps)}], got {steps}")
-        if not 1 <= n_samples <= MAX_SAMPLES:
-            raise InputError(f"n_samples must be in [1, {MAX_SAMPLES}], got {n_samples}")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise InputError(f"seed must be a non-negative integer, got {seed!r}")
+        lim = self.limits
+        steps = _check_int("steps", self.defaults.get("steps", 10) if steps is None else steps, 1,
+                           min(lim.max_steps, self.schedule.num_train_steps))
+        n_samples = _check_int("n_samples", self.defaults.get("n_samples", 1) if n_samples is None else n_samples,
+                               1, lim.max_samples)
+        if steps * n_samples > lim.max_denoiser_calls:
+            raise LimitError(None, None, f"steps x n_samples = {steps} x {n_samples} = {steps * n_samples} DiT calls; "
+                                         f"the limit is {lim.max_denoiser_calls} (RequestLimits.max_denoiser_calls)")
+        sampler = self.defaults.get("sampler", "ddim") if sampler is None else sampler
+        if not isinstance(sampler, str) or sampler not in SAMPLER_NAMES:
+            raise InputError(f"unknown sampler {sampler!r:.40}; choose from {SAMPLER_NAMES}")
+        seed = _check_int("seed", seed, 0, lim.max_seed)
         self._reset()
         w = self.window(history, task, now_ts=now_ts, missing=missing)
         h_u = self.embed(w, text=text)
@@ -413,14 +671,19 @@ class Session(FamilySession):
         mean = (acc / n_samples / self.x_scale).astype(np.float32)[0]
         mean = np.where(np.broadcast_to(hard[None], mean.shape), w.x, mean)   # exact evidence
         if not np.all(np.isfinite(mean)):
-            raise RuntimeError("the completion holds NaN/inf: the bundle's networks are broken for this input")
+            raise BundleError(f"{self.root}: the completion holds NaN/inf: the bundle's networks are broken for "
+                              "this input")
         self._tick("sample", t0)
         return Completion(w, mean, hard, k, h_u, sampler, steps, n_samples, int(seed), self.last_timings)
 
     # ------------------------------------------------------------------ task outputs (JSON-ready)
     def _clip(self, x: np.ndarray) -> np.ndarray:
-        x = np.maximum(x, 0.0)
+        """The featurized domain: >= 0, location <= 1, traffic and app channels at most the encodings of
+        RequestLimits.max_traffic_bytes_per_slot / max_app_records_per_slot (so decoding stays finite)."""
+        x = np.nan_to_num(np.maximum(x, 0.0), nan=0.0, posinf=0.0)
         x[self.channels.location_index] = np.minimum(x[self.channels.location_index], 1.0)
+        x[0] = np.minimum(x[0], self._traffic_max)
+        x[self.channels.apps] = np.minimum(x[self.channels.apps], self._app_max)
         return x
 
     def target_prediction(self, c: Completion) -> np.ndarray:
@@ -465,15 +728,14 @@ class Session(FamilySession):
 
     def predict_short(self, history: EventLog | str | Path, **kw: Any) -> dict[str, Any]:
         """Short-term prediction: the next ``short_horizon`` slots (1 h for the small model)."""
-        return self._forecast(self.complete(history, "short_term", **kw))
+        return check_output(self._forecast(self.complete(history, "short_term", **kw)), "predict_short")
 
     def forecast_long(self, history: EventLog | str | Path, **kw: Any) -> dict[str, Any]:
         """Long-term forecast: the next ``horizon`` slots (24 h for the small model)."""
-        return self._forecast(self.complete(history, "long_term", **kw))
+        return check_output(self._forecast(self.complete(history, "long_term", **kw)), "forecast_long")
 
     def _rank(self, scores: np.ndarray, k: int) -> list[int]:
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise InputError(f"k must be a positive integer, got {k!r}")
+        k = _check_int("k", k, 1, self.limits.max_k)
         return np.lexsort((np.arange(len(scores)), -scores))[:k].tolist()
 
     def recommend(self, history: EventLog | str | Path, k_apps: int = 5, k_locations: int = 3,
@@ -489,10 +751,11 @@ class Session(FamilySession):
         apps = decode_app_counts(x[self.channels.apps]).sum(axis=(1, 2, 3))  # (K,)
         locs = x[self.channels.location_index].sum(axis=0).reshape(-1)     # (H*W,)
         names = self.catalog.apps.category_names
-        return {"apps": [{"rank": r + 1, "category": names[i], "score": round(float(apps[i]), 4)}
-                         for r, i in enumerate(self._rank(apps, min(k_apps, len(apps))))],
-                "locations": [{"rank": r + 1, **self._cell_info(c.window, i), "score": round(float(locs[i]), 4)}
-                              for r, i in enumerate(self._rank(locs, min(k_locations, len(locs))))]}
+        return check_output(
+            {"apps": [{"rank": r + 1, "category": names[i], "score": round(float(apps[i]), 4)}
+                      for r, i in enumerate(self._rank(apps, min(k_apps, len(apps))))],
+             "locations": [{"rank": r + 1, **self._cell_info(c.window, i), "score": round(float(locs[i]), 4)}
+                           for r, i in enumerate(self._rank(locs, min(k_locations, len(locs))))]}, "recommend")
 
     def recommend_apps(self, history: EventLog | str | Path, k: int = 5, **kw: Any) -> list[dict[str, Any]]:
         """Cold-start app (category) recommendation: top-k by expected records in the next horizon."""
@@ -512,15 +775,23 @@ class Session(FamilySession):
         apps = decode_app_counts(x[self.channels.apps]) * miss[None]
         names = self.catalog.apps.category_names
         tot = apps.sum(axis=(1, 2, 3))
-        return {"task": "imputation", "now": int(format_compact_time(np.array([w.now_ts]))[0]),
-                "n_missing": int(miss.sum()), "window_slots": self._slot_times(w, 0, self.spec.context)[:1],
-                "imputed_traffic_bytes_per_slot": [round(float(v), 1) for v in traffic.sum(axis=(1, 2))],
-                "imputed_app_records": {names[i]: round(float(tot[i]), 3) for i in np.argsort(-tot)[:5]},
-                "evidence": {"k": c.k, "n_avail": int(w.avail.sum())}, "seed": c.seed, "precision": self.precision}
+        return check_output(
+            {"task": "imputation", "now": int(format_compact_time(np.array([w.now_ts]))[0]),
+             "n_missing": int(miss.sum()), "window_slots": self._slot_times(w, 0, self.spec.context)[:1],
+             "imputed_traffic_bytes_per_slot": [round(float(v), 1) for v in traffic.sum(axis=(1, 2))],
+             "imputed_app_records": {names[i]: round(float(tot[i]), 3) for i in np.argsort(-tot)[:5]},
+             "evidence": {"k": c.k, "n_avail": int(w.avail.sum())}, "seed": c.seed, "precision": self.precision},
+            "impute")
+
+    REQUEST_OPTIONS = ("steps", "sampler", "seed", "n_samples", "now_ts", "text", "missing")
 
     def run(self, history: EventLog | str | Path, task: str, *, k: int = 5, **kw: Any) -> dict[str, Any]:
-        """One JSON-ready request: task short | long | cold | impute (what ``umask run`` prints)."""
+        """One JSON-ready request: task short | long | cold | impute (what ``umask run`` prints); ``kw``:
+        the options of `complete` (steps, sampler, seed, n_samples, now_ts, text; missing for impute)."""
         t0 = time.perf_counter()
+        unknown = sorted(set(kw) - set(self.REQUEST_OPTIONS))
+        if unknown:
+            raise InputError(f"unknown request options {unknown}; choose from {list(self.REQUEST_OPTIONS)}")
         if task == "short":
             out: Any = self.predict_short(history, **kw)
         elif task == "long":
@@ -530,10 +801,11 @@ class Session(FamilySession):
         elif task == "impute":
             out = self.impute(history, **kw)
         else:
-            raise InputError(f"unknown task {task!r}; choose from short, long, cold, impute")
-        return {"result": out, "timings_s": {k_: round(v, 4) for k_, v in self.last_timings.items()},
-                "total_s": round(time.perf_counter() - t0, 4), "runtime": self.report()}
+            raise InputError(f"unknown task {task!r:.40}; choose from short, long, cold, impute")
+        return check_output({"result": out, "timings_s": {k_: round(v, 4) for k_, v in self.last_timings.items()},
+                             "total_s": round(time.perf_counter() - t0, 4), "runtime": self.report()}, f"run {task}")
 
 
-__all__ = ["Session", "Completion", "BundleError", "read_manifest", "TASK_NAMES", "NETWORKS", "bundle_networks",
-           "PROVIDER_ALIASES"]
+__all__ = ["Session", "Completion", "BundleError", "read_manifest", "TASK_NAMES", "NETWORKS", "NETWORK_IO",
+           "bundle_networks", "bundle_network_files", "manifest_signature", "check_io_signature", "check_text",
+           "check_output", "PROVIDER_ALIASES"]
