@@ -1,4 +1,9 @@
-"""``umask export`` and ``umask run`` command lines."""
+"""``umask export``, ``umask verify`` and ``umask run`` command lines (one-line errors, the error class's exit code).
+
+    umask export --ckpt artifacts/train/umask_small/ckpt/latest --out artifacts/bundles/small --sign-key keys/release.key
+    UMASK_TRUSTED_KEYS=keys/ umask verify artifacts/bundles/small
+    umask run --bundle artifacts/bundles/small --history events.csv --task short --trusted-keys keys/release.pub
+"""
 
 from __future__ import annotations
 
@@ -12,21 +17,29 @@ log = logging.getLogger(__name__)
 
 
 def export_main(argv: Sequence[str] | None = None) -> int:
-    from umask.export.families.umask.exporter import (DEFAULT_DATA, DEFAULT_GGUF_DIR, DEFAULT_SBERT_CACHE, LLM_QUANTS, ExportError,
-                                       export_bundle)
+    from umask.export.families import EXPORTERS, exporter
+    from umask.export.families.umask.exporter import DEFAULT_DATA, DEFAULT_GGUF_DIR, DEFAULT_SBERT_CACHE, LLM_QUANTS
     from umask.export.precision import PRECISIONS
 
     p = argparse.ArgumentParser(
         prog="umask export",
-        description="Export a U-MASK training checkpoint to a verified on-device bundle: ONNX (fp32, fp16, int8 QDQ, "
+        description="Export a training checkpoint to a verified on-device bundle: ONNX (fp32, fp16, int8 QDQ, "
                     "int8 dynamic) of the DiT step, mask generator, profile MLP and SBERT encoder, TensorRT engines "
                     "when tensorrt imports, the profiling LLM's GGUF files, and manifest.json with sha256 and "
-                    "parity figures. Every artifact is checked against torch fp32 on real-sample windows; one beyond "
-                    "its tolerance is not written.",
-        epilog="example: umask export --ckpt artifacts/train/umask_small/ckpt/latest --out artifacts/bundles/small")
+                    "parity figures, signed with --sign-key. Every artifact is checked against torch fp32 on "
+                    "real-sample windows; one beyond its tolerance is not written.",
+        epilog="A device opens only bundles signed by a key it trusts (UMASK_TRUSTED_KEYS or --trusted-keys); make "
+               "a key pair once with 'python -m umask.export.signing keygen --out keys/ --name release' and keep "
+               "keys/release.key private. example: umask export --ckpt artifacts/train/umask_small/ckpt/latest "
+               "--out artifacts/bundles/small --sign-key keys/release.key")
     p.add_argument("--ckpt", required=True, help="checkpoint: a step directory, a ckpt/latest|best pointer, a ckpt "
                                                  "folder or a run folder")
     p.add_argument("--out", required=True, help="bundle directory to write (replaced atomically)")
+    p.add_argument("--family", default="umask", choices=sorted(EXPORTERS), help="model family (default umask)")
+    p.add_argument("--sign-key", default=None,
+                   help="ed25519 private key (PEM) that signs manifest.json (manifest.sig); without it the bundle is "
+                        "unsigned and opens only with --allow-unsigned")
+    p.add_argument("--passphrase-env", default=None, help="environment variable holding the --sign-key passphrase")
     p.add_argument("--precisions", default=",".join(PRECISIONS),
                    help=f"comma-separated, must include fp32 (default: {','.join(PRECISIONS)})")
     p.add_argument("--gguf-dir", default=str(DEFAULT_GGUF_DIR),
@@ -40,32 +53,101 @@ def export_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--sbert-cache", default=str(DEFAULT_SBERT_CACHE), help="reuse folder for the SBERT ONNX export")
     p.add_argument("--no-tensorrt", action="store_true", help="do not try to build TensorRT engines")
     ns = p.parse_args(argv)
+    from umask.runtime.core.errors import UmaskError
+
     try:
-        m = export_bundle(ns.ckpt, ns.out, precisions=[s.strip() for s in ns.precisions.split(",") if s.strip()],
-                          data_dir=ns.data_dir, gguf_dir=ns.gguf_dir or None, llm_quant=ns.llm_quant, sbert=not ns.no_sbert,
-                          sbert_cache=ns.sbert_cache or None, tensorrt=not ns.no_tensorrt)
-    except (ExportError, ValueError, OSError) as e:
-        print(f"umask export: error: {' '.join(str(e).split())}", file=sys.stderr)
-        return int(getattr(e, "exit_code", 2))
+        import os
+
+        pw = None
+        if ns.passphrase_env:
+            if ns.passphrase_env not in os.environ:
+                raise _input(f"--passphrase-env {ns.passphrase_env}: no such environment variable")
+            pw = os.environ[ns.passphrase_env].encode()
+        m = exporter(ns.family)(ns.ckpt, ns.out, precisions=[s.strip() for s in ns.precisions.split(",") if s.strip()],
+                                data_dir=ns.data_dir, gguf_dir=ns.gguf_dir or None, llm_quant=ns.llm_quant,
+                                sbert=not ns.no_sbert, sbert_cache=ns.sbert_cache or None,
+                                tensorrt=not ns.no_tensorrt, sign_key=ns.sign_key, passphrase=pw)
+    except (UmaskError, ValueError, OSError) as e:
+        return _fail("export", e)
     summary = {p_: {n: {"status": e.get("status"), **{k: e.get("parity", {}).get(k) for k in
                                                       ("rel_max", "completion_max_abs_diff")}}
                     for n, e in a.items() if "parity" in e} for p_, a in m["artifacts"].items()}
-    print(json.dumps({"bundle": ns.out, "export_seconds": m["export_seconds"], "tensorrt": m["tensorrt"]["status"],
-                      "llm": m["llm"]["status"], "artifacts": summary}, indent=1))
+    print(json.dumps({"bundle": ns.out, "signed": ns.sign_key is not None, "export_seconds": m["export_seconds"],
+                      "tensorrt": m["tensorrt"]["status"], "llm": m["llm"]["status"], "artifacts": summary}, indent=1))
+    return 0
+
+
+def _input(msg: str) -> Exception:
+    from umask.runtime.core.errors import InputError
+
+    return InputError(msg)
+
+
+def _fail(cmd: str, e: BaseException) -> int:
+    """One line on stderr, the error class's exit code (2 for errors without one)."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    print(f"umask {cmd}: error: {text}", file=sys.stderr)
+    code = getattr(e, "exit_code", 2)
+    return code if isinstance(code, int) and code != 0 else 2
+
+
+def _key_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trusted-keys", action="append", default=None, metavar="PATH",
+                   help="a public key file (.pub / .pem) or a folder of them; repeatable (default: $UMASK_TRUSTED_KEYS)")
+    p.add_argument("--allow-unsigned", action="store_true",
+                   help="accept a bundle without manifest.sig (a signature that is present is always checked)")
+
+
+def verify_main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="umask verify",
+        description="Verify a bundle: the strict manifest schema, every file's size and sha256, no unlisted file, "
+                    "no symlink, and the ed25519 signature by a trusted key. Prints one line and a JSON summary.",
+        epilog="exit status: 0 verified; 6 refused bundle; 7 manifest schema error; 8 unsigned / untrusted / bad "
+               "signature. example: UMASK_TRUSTED_KEYS=keys/ umask verify artifacts/bundles/small")
+    p.add_argument("bundle", help="bundle directory")
+    _key_options(p)
+    ns = p.parse_args(argv)
+    from umask.runtime.core.bundle import bundle_family
+    from umask.runtime.core.errors import UmaskError
+    from umask.runtime.core.signing import read_signature, verify_bundle
+
+    try:
+        m = verify_bundle(ns.bundle, trusted_keys=ns.trusted_keys, allow_unsigned=ns.allow_unsigned)
+        sig = read_signature(ns.bundle)
+    except (UmaskError, ValueError, OSError) as e:
+        return _fail("verify", e)
+    files = m["files"]
+    arts = m.get("artifacts", {})
+    signed = f"signed by key {sig['key_id']}" if sig else "UNSIGNED (accepted: --allow-unsigned)"
+    print(f"umask verify: {ns.bundle}: OK ({len(files)} files, {sum(f['size'] for f in files.values()):,} bytes, "
+          f"{signed})")
+    print(json.dumps({"bundle": str(ns.bundle), "family": bundle_family(m), "schema_version": m["schema_version"],
+                      "key_id": sig["key_id"] if sig else None, "files": len(files),
+                      "bytes": sum(f["size"] for f in files.values()),
+                      "precisions": {p_: sorted(n for n, e in a.items() if e.get("status") == "ok")
+                                     for p_, a in arts.items()} if isinstance(arts, dict) else None,
+                      "sbert": m.get("sbert", {}).get("status"), "llm": m.get("llm", {}).get("status"),
+                      "created_utc": m.get("created_utc")}, indent=1))
     return 0
 
 
 def run_main(argv: Sequence[str] | None = None) -> int:
-    from umask.runtime.core.bundle import BundleError
-    from umask.runtime.families.umask.session import Session
+    from umask.runtime.core.limits import REQUEST_LIMITS
 
     p = argparse.ArgumentParser(
         prog="umask run",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Run a bundle on one user's raw event history, privately (numpy + onnxruntime, no torch, no "
-                    "network), and print the predictions as JSON.",
-        epilog="history formats: events.csv (header time,app_id,base_id,bytes; time = local YYYYMMDDhhmmss), the "
-               "official Tsinghua trace text, or the LLMApp CSV sample (one user). Example: umask run --bundle "
-               "artifacts/bundles/small --history events.csv --task short")
+                    "network), and print the predictions as JSON. The bundle must be signed by a trusted key "
+                    "(--trusted-keys or $UMASK_TRUSTED_KEYS) unless --allow-unsigned.",
+        epilog="history formats: events.csv (header time,app_id,base_id,bytes; time = local YYYYMMDDhhmmss), the\n"
+               "official Tsinghua trace text, or the LLMApp CSV sample (one user).\n\n"
+               "bounds of a request (umask.runtime.core.limits.RequestLimits; beyond one: exit 5):\n"
+               + REQUEST_LIMITS.help_text() +
+               "\n\nexit status: 0 ok; 2 bad command line; 3 bad argument; 4 bad history file; 5 limit; 6 bundle "
+               "refused;\n7 manifest schema; 8 signature.\n\n"
+               "example: umask run --bundle artifacts/bundles/small --history events.csv --task short")
     p.add_argument("--bundle", required=True, help="bundle directory written by 'umask export'")
     p.add_argument("--history", required=True, help="the user's event history file")
     p.add_argument("--task", required=True, choices=("short", "long", "cold", "impute"),
@@ -74,37 +156,55 @@ def run_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--sbert-precision", default="fp32", choices=("fp32", "int8"),
                    help="profile-text encoder: fp32 (default) or the bundle's cosine-gated int8 SBERT (~4x smaller)")
     p.add_argument("--providers", default="cpu", help="comma-separated: cpu, cuda, tensorrt (falls back to cpu)")
-    p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (default 1)")
+    p.add_argument("--threads", type=int, default=1,
+                   help=f"onnxruntime intra-op threads, 1..{REQUEST_LIMITS.max_threads} (default 1)")
     p.add_argument("--spin", action="store_true", help="let idle onnxruntime threads spin (faster, burns CPU)")
-    p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the bundle's)")
+    p.add_argument("--steps", type=int, default=None,
+                   help=f"sampler steps, 1..{REQUEST_LIMITS.max_steps} (default: the bundle's)")
     p.add_argument("--sampler", default=None, choices=("ddim", "dpmpp_2m"), help="default: the bundle's")
-    p.add_argument("--samples", type=int, default=None, help="completions averaged (default: the bundle's)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("-k", type=int, default=5, help="items to recommend (task cold)")
+    p.add_argument("--samples", type=int, default=None,
+                   help=f"completions averaged, 1..{REQUEST_LIMITS.max_samples}; steps x samples <= "
+                        f"{REQUEST_LIMITS.max_denoiser_calls} (default: the bundle's)")
+    p.add_argument("--seed", type=int, default=0, help=f"sampler seed, 0..2**63-1 (default 0)")
+    p.add_argument("-k", type=int, default=5, help=f"items to recommend (task cold), 1..{REQUEST_LIMITS.max_k}")
     p.add_argument("--now", type=int, default=None,
-                   help="end of the history as local YYYYMMDDhhmmss (default: the slot after the last event)")
+                   help="end of the history as local YYYYMMDDhhmmss (default: the slot after the last event); at "
+                        "most the model's context window after the last event")
     p.add_argument("--profile-source", default="auto", choices=("auto", "template", "llm"))
+    _key_options(p)
     ns = p.parse_args(argv)
-    from umask.runtime.core.errors import InputError
+    from umask.runtime.core.errors import InputError, UmaskError
     from umask.runtime.core.events import parse_compact_time
+    from umask.runtime.session import Session
 
     try:
         now_ts = None
         if ns.now is not None:
+            if not 10**13 <= ns.now < 10**14:
+                raise InputError(f"--now {ns.now} is not a YYYYMMDDhhmmss time (14 digits)")
             ts, ok = parse_compact_time([ns.now])
             if not ok[0]:
                 raise InputError(f"--now {ns.now} is not a valid YYYYMMDDhhmmss time")
             now_ts = int(ts[0])
-        s = Session.open(ns.bundle, providers=ns.providers.split(","), threads=ns.threads, allow_spinning=ns.spin,
-                         sbert_precision=ns.sbert_precision,
-                         precision=ns.precision, profile_source=ns.profile_source)
-        kw = {"steps": ns.steps, "sampler": ns.sampler, "n_samples": ns.samples, "seed": ns.seed, "now_ts": now_ts}
-        out = s.run(ns.history, ns.task, k=ns.k, **kw)
-    except (BundleError, ValueError, OSError) as e:
-        print(f"umask run: error: {' '.join(str(e).split())}", file=sys.stderr)
-        return int(getattr(e, "exit_code", 2))
-    print(json.dumps(out, indent=1, default=float))
+        providers = [x.strip() for x in ns.providers.split(",") if x.strip()]
+        if not providers:
+            raise InputError(f"--providers {ns.providers!r}: name at least one provider (cpu, cuda, tensorrt)")
+        with Session.open(ns.bundle, providers=providers, threads=ns.threads, allow_spinning=ns.spin,
+                          sbert_precision=ns.sbert_precision, precision=ns.precision,
+                          profile_source=ns.profile_source, trusted_keys=ns.trusted_keys,
+                          allow_unsigned=ns.allow_unsigned) as s:
+            kw = {"steps": ns.steps, "sampler": ns.sampler, "n_samples": ns.samples, "seed": ns.seed, "now_ts": now_ts}
+            out = s.run(ns.history, ns.task, k=ns.k, **kw)
+        try:
+            text = json.dumps(out, indent=1, allow_nan=False, default=float)
+        except (ValueError, TypeError) as e:
+            from umask.runtime.core.errors import BundleError
+
+            raise BundleError(f"{ns.bundle}: the output is not valid JSON ({e})") from None
+    except (UmaskError, ValueError, OSError) as e:
+        return _fail("run", e)
+    print(text)
     return 0
 
 
-__all__ = ["export_main", "run_main"]
+__all__ = ["export_main", "run_main", "verify_main"]

@@ -7,6 +7,9 @@ opens the family's own torch-free session from `umask.runtime.families.FAMILIES`
     with Session.open("artifacts/bundles/small", precision="int8-qdq") as s:   # a U-MASK Session
         print(s.family, s.describe())
 
+The family session verifies the bundle's signature by a trusted key (``trusted_keys=`` or
+``$UMASK_TRUSTED_KEYS``; ``allow_unsigned=True`` is the explicit opt-out) before it loads anything.
+
 `FamilySession` is the small interface every family session implements: ``open`` / ``close``,
 context manager, the ``family`` attribute and ``describe()``.
 """
@@ -18,6 +21,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from umask.runtime.core.bundle import DEFAULT_FAMILY, MANIFEST, BundleError, bundle_family, read_manifest
+from umask.runtime.core.errors import InputError
 from umask.runtime.families import FAMILIES, session_class
 
 FAMILY_KEY = "family"             # absent: DEFAULT_FAMILY ("umask", schema-1 bundles predate the key)
@@ -52,7 +56,10 @@ class Session:
 
     @staticmethod
     def open(bundle: str | Path, **kwargs: Any) -> FamilySession:
-        """The family session of ``bundle``, opened with ``kwargs`` (the family's own options)."""
+        """The family session of ``bundle``, opened with ``kwargs`` (the family's own options; every family
+        takes ``trusted_keys=`` / ``allow_unsigned=`` and checks the signature before it loads a file)."""
+        if not isinstance(bundle, (str, Path)):
+            raise InputError(f"bundle must be a directory path, got {type(bundle).__name__}")
         root = Path(bundle)
         fam = bundle_family(read_manifest(root))
         if fam not in FAMILIES:

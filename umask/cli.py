@@ -5,8 +5,10 @@
     umask train umask --data data/tsinghua_app_usage/app_usage_trace_sample_llmapp.csv.gz --steps 20
     umask train umask --data my_grid.csv --grid 3x4 --slot-minutes 60 --steps 20 --out artifacts/train/my_grid
     umask eval A1 --ckpt artifacts/train/my_grid --data my_grid.csv --grid 3x4 --slot-minutes 60
-    umask export --ckpt artifacts/train/umask_small/ckpt/latest --out artifacts/bundles/small
-    umask run --bundle artifacts/bundles/small --history events.csv --task short
+    python -m umask.export.signing keygen --out keys/ --name release    # once: keys/release.key + .pub
+    umask export --ckpt artifacts/train/umask_small/ckpt/latest --out artifacts/bundles/small --sign-key keys/release.key
+    umask verify artifacts/bundles/small --trusted-keys keys/release.pub
+    umask run --bundle artifacts/bundles/small --history events.csv --task short --trusted-keys keys/release.pub
 
 Subcommands import their modules lazily, so ``umask --help`` is fast and the runtime-only
 commands never pull in torch. Bad input ends with ONE line on stderr that names the file and line
@@ -344,6 +346,12 @@ def _run(argv: list[str]) -> int:
     return run_main(argv)
 
 
+def _verify(argv: list[str]) -> int:
+    from umask.export.cli import verify_main   # runtime only (no torch)
+
+    return verify_main(argv)
+
+
 BENCH_HELP = """usage: umask bench {latency|sweep|plots} [options]
 
 Measure on-device cost: 'latency' times every precision of a bundle on real-sample requests,
@@ -394,6 +402,7 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "bench": (_bench, "latency harness / steps-vs-accuracy sweep / plots: bench latency|sweep|plots --help"),
     "uscope": (_uscope, "U-SCOPE profiling LLM: SFT -> DPO -> GGUF -> on-device profile (--quick); 'uscope synth', 'uscope base [HF_DIR]'"),
     "run": (_run, "run a bundle on one user's event history (torch-free, offline) and print JSON predictions"),
+    "verify": (_verify, "verify a bundle: schema, every file's sha256, the signature by a trusted key (--trusted-keys)"),
 }
 
 
