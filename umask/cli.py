@@ -316,7 +316,27 @@ def _eval(argv: list[str]) -> int:
         rest = ["--b1-every", str(ns.stride), *rest]
     return _call_main("umask.bench.accuracy.user_umask",
                       ["--ckpt", ns.ckpt, "--name", "umask", "--tasks", ns.protocol, "--out", out,
-                       *(["--data-dir", ns.data] if ns.data else []), *sampling, *rest])
+                       *_eval_user_data(ns), *sampling, *rest])
+
+
+def _eval_user_data(ns: argparse.Namespace) -> list[str]:
+    """B1-B4 --data -> the runner's flags. A file is the user's data (a Tsinghua trace: LLMApp CSV or
+    the official layout, or an app-only log; read as `umask train` reads it) -> ``--trace``; a folder
+    is the Tsinghua catalog folder (``--data-dir``, as before). Without --data the runner scores the
+    data the run was trained on (the simulator only for a simulator-trained run)."""
+    if ns.data is None:
+        return []
+    if Path(ns.data).is_dir():
+        return ["--data-dir", ns.data]
+    kind = _data_kind(ns)                                   # the reader `umask train` would pick
+    if kind == "grid":
+        raise _input_error(f"--data {ns.data}: a grid CSV; {ns.protocol} scores per-user data (a Tsinghua trace: "
+                           "LLMApp CSV or official layout, or an app-only time,app log); grids are A1/A2: "
+                           f"umask eval A1 --data {ns.data} --grid HxW")
+    if Path(ns.data).suffix == ".npz":
+        raise _input_error(f"--data {ns.data}: a users .npz has no raw events; {ns.protocol} needs the trace it was "
+                           "made from")
+    return ["--trace", ns.data]
 
 
 # ------------------------------------------------------------------------------------------------

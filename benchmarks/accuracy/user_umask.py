@@ -13,6 +13,18 @@ Adapter
   neither available nor read (as in training). A batch whose context length differs from the model's
   ``context`` (or whose horizon exceeds the model's ``horizon``, or whose completion window is not
   ``context`` slots long) is rejected with an ``InputError`` naming both sizes.
+* **Protocol windows vs the model's window** (:func:`window_fit`, checked before any population is
+  built). PROTOCOL B needs 192 context slots (2 days); a model whose context region is shorter
+  (the ``tiny`` config: 12 + 4) cannot be scored as the protocol says, and ``main`` refuses it in
+  one line naming the checkpoint, its config and window, and how to train one that fits
+  (``--config small``, or ``--set 'window={"context":192,"horizon":96}'``). A target longer than
+  the model's horizon (B2/B3: 96 slots) is refused with no way around it. ``--context-slots N``
+  scores such a model anyway, as a NON-protocol smoke test (:meth:`UMaskPredictor.fit_context`):
+  forecasting windows keep their protocol targets but the model sees only the last N context slots
+  (N <= its context; zero, unavailable slots in front); B4 completes the 192-slot window in
+  consecutive N-slot chunks (N = its context, dividing 192). The baselines see the protocol
+  context; every row's ``dataset`` then says "non-protocol context N" and carries
+  ``context_override``.
 * **Evidence.** ``avail`` = the batch's ``avail`` (B3: the <= 20 visible active slots, all cells;
   B4: the not-hidden (t, h, w); real sample: the in-day slots before the target). ``x0`` holds
   ``x_context`` there and zeros elsewhere; the model reads only ``x0 * avail``.
@@ -44,6 +56,15 @@ Evaluation (``main``)
         [--ckpt ... --name ...] --users 100 --seed 0 --b1-every 4 \\
         --out benchmarks/results/user_umask.json
 
+* **The population is the data the checkpoints were trained on.** A run trained on a user data file
+  (``umask train umask --data FILE``: a Tsinghua trace, LLMApp CSV or official layout, or an
+  app-only log; recorded as ``config.train.data``) is scored on that file, or on ``--trace FILE``
+  (``umask eval B1 --ckpt RUN --data FILE``): :func:`trace_population` reads and featurizes it as
+  the trainer does (layout and profile statistics from the training days only), the fingerprint
+  says whether it is exactly the training data, splits per PROTOCOL B (last day test, the day
+  before validation), the rows say ``dataset = "user data: ..."`` and list the users under
+  ``data``, and the real sample is not scored. Only a simulator-trained run is scored on the
+  simulator:
 * The SYNTHETIC population is ``user_eval.simulated_population(--population-users, --seed)``; the
   default population size is the checkpoints' training ``n_users`` (300), so with the same simulator
   seed the evaluated users ARE the training users (checked: the population fingerprint must equal the
@@ -55,7 +76,8 @@ Evaluation (``main``)
   hour of the test day) satisfies ``h % K == --b1-offset`` (default offset 2: 02:00, 06:00, ..., 22:00
   for K = 4), for ALL models alike; B2/B3/B4 and the real sample are complete.
 * The real 6-user one-day sample (``user_eval.evaluate_real_sample``) is scored with the same
-  checkpoints (zero-shot: trained on simulated users only) next to its one-day baselines.
+  checkpoints (zero-shot: trained on simulated users only) next to its one-day baselines (simulator
+  populations only).
 * Writes ``--out`` (JSON ``{"meta": ..., "rows": [user_eval rows]}``, U-MASK rows carrying
   ``samples``, ``steps``, ``sampler``, ``seeds``, ``checkpoint`` and ``training``) and the markdown
   next to it.
@@ -154,7 +176,8 @@ class UMaskPredictor:
     def __init__(self, model: Any, config: Mapping[str, Any] | None = None, *, sampler: str = "ddim",
                  steps: int = 10, n_samples: int = 2, seed: int = 0, profile_source: str = "template",
                  sbert_cache: str | Path | None = None, encoder: Any = None, clip: bool = True,
-                 checkpoint: str | Path | None = None, profile_generator: Any = None) -> None:
+                 checkpoint: str | Path | None = None, profile_generator: Any = None,
+                 context_slots: int | None = None) -> None:
         if profile_source not in ("template", "none", "llm"):
             raise InputError(f"profile_source must be 'template', 'none' or 'llm', got {profile_source!r}")
         if (profile_source == "llm") != (profile_generator is not None):
@@ -174,6 +197,10 @@ class UMaskPredictor:
         dcfg, mcfg = model.cfg.dit_config(), model.cfg.maskgen_config()
         self.C, self.H, self.W, self.poi_dim = dcfg.channels, dcfg.H, dcfg.W, mcfg.poi_dim
         self.window = model.cfg.window
+        if context_slots is not None and not 1 <= int(context_slots) <= self.window.context:
+            raise InputError(f"--context-slots {context_slots}: must lie in [1, {self.window.context}] (the model's "
+                             f"context region)")
+        self.context_slots = None if context_slots is None else int(context_slots)   # non-protocol override
 
     # -- profile embeddings, as train/dataset.build_profile_table --
     @property
@@ -256,7 +283,57 @@ class UMaskPredictor:
                int(batch.starts[0]) % 2**32, batch.n]
         return int(np.random.SeedSequence(ent).generate_state(1)[0])
 
+    def fit_context(self, batch: ue.TaskBatch) -> tuple[ue.TaskBatch, int]:
+        """The ``--context-slots N`` override (NON-protocol; see :func:`window_fit`) -> (batch, chunks).
+
+        Forecasting: the model sees only the last N context slots (zero-padded in front, not
+        available, up to its context region). B4: the completion window is cut into Tc / N
+        consecutive N-slot windows (N = the model's context), each completed on its own (chunks > 1).
+        Without the override the batch is returned as it is (chunks = 1)."""
+        n_ctx = self.context_slots
+        if n_ctx is None:
+            return batch, 1
+        w, Tc = self.window, batch.Tc
+        if batch.target_offset == 0:                                       # B4: completion in N-slot chunks
+            if n_ctx != w.context or Tc % n_ctx:
+                raise InputError(f"{batch.task}: --context-slots {n_ctx} must equal the model's context "
+                                 f"({w.context} slots) and divide the {Tc}-slot completion window")
+            k = Tc // n_ctx
+
+            def cut(a: np.ndarray) -> np.ndarray:                         # (n, X, Tc, H, W) -> (n k, X, N, H, W)
+                n, X, _, H, W = a.shape
+                return np.ascontiguousarray(a.reshape(n, X, k, n_ctx, H, W).transpose(0, 2, 1, 3, 4, 5)
+                                            .reshape(n * k, X, n_ctx, H, W))
+
+            offs = np.tile(np.arange(k) * n_ctx, batch.n)
+            rep = np.repeat
+            return dataclasses.replace(
+                batch, x_context=cut(np.asarray(batch.x_context)), avail=cut(np.asarray(batch.avail)),
+                context_starts=rep(batch.context_starts, k) + offs, starts=rep(batch.starts, k) + offs,
+                horizon=n_ctx, eval_mask=cut(np.asarray(batch.eval_mask)), e_pos=rep(batch.e_pos, k, axis=0),
+                users=rep(batch.users, k), window_index=rep(batch.window_index, k),
+                profiles=[p for p in batch.profiles for _ in range(k)],
+                truth=None if batch.truth is None else cut(np.asarray(batch.truth))), k
+        if n_ctx > Tc:
+            raise InputError(f"{batch.task}: --context-slots {n_ctx} exceeds the batch's {Tc}-slot context")
+        pad = w.context - n_ctx
+        x = np.zeros((batch.n, batch.x_context.shape[1], w.context, *batch.x_context.shape[3:]), np.float32)
+        av = np.zeros((batch.n, 1, w.context, *batch.avail.shape[3:]), bool)
+        x[:, :, pad:] = batch.x_context[:, :, Tc - n_ctx:]
+        av[:, :, pad:] = batch.avail[:, :, Tc - n_ctx:]
+        return dataclasses.replace(batch, x_context=x, avail=av, target_offset=w.context,
+                                   context_starts=np.asarray(batch.context_starts) + (Tc - n_ctx) - pad), 1
+
     def __call__(self, batch: ue.TaskBatch) -> np.ndarray:
+        batch, chunks = self.fit_context(batch)
+        pred = self._complete(batch)
+        if chunks > 1:                                                     # (n k, C, N, H, W) -> (n, C, N k, H, W)
+            nk, C, N, H, W = pred.shape
+            pred = pred.reshape(nk // chunks, chunks, C, N, H, W).transpose(0, 2, 1, 3, 4, 5).reshape(
+                nk // chunks, C, chunks * N, H, W)
+        return np.ascontiguousarray(pred, np.float32)
+
+    def _complete(self, batch: ue.TaskBatch) -> np.ndarray:
         mb = self.model_batch(batch)
         device = next(self.model.parameters()).device
         mb = {k: v.to(device) for k, v in mb.items()}
@@ -282,6 +359,8 @@ class UMaskPredictor:
                                 f"{' + ' + str(self.profile_generator.lora_path) if getattr(self.profile_generator, 'lora_path', None) else ''})"
                                 if self.profile_generator is not None else ""),
                              "output_clip": "traffic/app >= 0, location in [0, 1]" if self.clip else "none"}
+        if self.context_slots is not None:
+            d["context_slots"] = self.context_slots
         if self.checkpoint is not None:
             d["checkpoint"] = self.checkpoint
         if self.config.get("train"):
@@ -292,7 +371,7 @@ class UMaskPredictor:
 def umask_predictor(ckpt_dir: str | Path, *, sampler: str = "ddim", steps: int = 10, n_samples: int = 2,
                     seed: int = 0, profile_source: str = "template", sbert_cache: str | Path | None = "auto",
                     ema: bool = True, device: str = "cpu", clip: bool = True, encoder: Any = None,
-                    profile_generator: Any = None) -> UMaskPredictor:
+                    profile_generator: Any = None, context_slots: int | None = None) -> UMaskPredictor:
     """Load a checkpoint (EMA weights by default) as a ``user_eval.Predictor``.
 
     ``ckpt_dir``: a step directory, a ``best`` / ``latest`` pointer, a ``ckpt`` folder or a run folder.
@@ -307,7 +386,7 @@ def umask_predictor(ckpt_dir: str | Path, *, sampler: str = "ddim", steps: int =
         sbert_cache = None if not c else (Path(c) if Path(c).is_absolute() else ue.REPO_ROOT / c)
     return UMaskPredictor(model, config, sampler=sampler, steps=steps, n_samples=n_samples, seed=seed,
                           profile_source=profile_source, sbert_cache=sbert_cache, clip=clip, encoder=encoder,
-                          checkpoint=ckpt, profile_generator=profile_generator)
+                          checkpoint=ckpt, profile_generator=profile_generator, context_slots=context_slots)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -333,6 +412,110 @@ def population_matches(pop: ue.UserPopulation, config: Mapping[str, Any]) -> boo
 
     fp = config.get("data", {}).get("fingerprint")
     return fp is not None and population_fingerprint([pop.features[u] for u in pop.users]) == fp
+
+
+PROTOCOL_CONTEXT = 192                  # PROTOCOL B: 2 days of 15-minute context (user_windows.CONTEXT_SLOTS)
+PROTOCOL_TARGET = {"B1": 4, "B2": 96, "B3": 96, "B4": 0}   # target slots after the context (B4: inside it)
+PROTOCOL_WINDOW_SET = "--set 'window={\"context\":192,\"horizon\":96}'"
+
+
+def window_fit(pred: UMaskPredictor, task: str, name: str = "umask") -> str | None:
+    """None when ``pred`` can score ``task``, else the one-line reason (what it needs, how to get it).
+
+    PROTOCOL B (``--context-slots`` unset): the model's context region must be the protocol's 192
+    slots and its horizon must hold the target (B1: 4, B2/B3: 96 slots). With ``--context-slots N``
+    (a NON-protocol smoke test, recorded in every row): forecasting needs N <= the model's context
+    and the target within its horizon; B4 needs N = the model's context, dividing 192."""
+    w, n_ctx = pred.window, pred.context_slots
+    cfg = pred.config.get("train", {}).get("model") or pred.model.cfg.name
+    where = (f"{task}: {name} (checkpoint {pred.checkpoint}, config {cfg!r}) has a {w.T}-slot window = {w.context} "
+             f"context + {w.horizon} horizon slots")
+    train_one = (f"train a protocol model with 'umask train umask --config small ...' or keep the config and add "
+                 f"{PROTOCOL_WINDOW_SET} (192 context + 96 horizon slots)")
+    need = PROTOCOL_TARGET[task]
+    if need > w.horizon:
+        return (f"{where}; PROTOCOL B {task} predicts {need} target slots, more than the horizon, so no "
+                f"--context-slots override helps: {train_one}")
+    if n_ctx is None:
+        if w.context == PROTOCOL_CONTEXT:
+            return None
+        return (f"{where}; PROTOCOL B {task} needs {PROTOCOL_CONTEXT} context slots (2 days)"
+                f"{f' + {need} target slots' if need else ' (the completion window)'}: {train_one}; or score this "
+                f"model off-protocol with --context-slots {w.context} (recorded in every row)")
+    if task == "B4" and (n_ctx != w.context or PROTOCOL_CONTEXT % n_ctx):
+        return (f"{where}; B4 with --context-slots completes the 192-slot window in chunks of the model's context: "
+                f"--context-slots must be {w.context} and divide 192")
+    return None
+
+
+def trace_population(path: str | Path, *, data_dir: str | Path | None = None) -> ue.UserPopulation:
+    """The user's own data (a Tsinghua trace: the LLMApp CSV or the official layout, or an app-only
+    ``time,app[,bytes]`` log) as a harness population, featurized exactly as ``umask train`` does
+    (umask.train.models.umask.data.users_from_trace: the same readers, catalog and featurization,
+    layout and profile statistics fit on the training days = every day but the last two).
+
+    :func:`population_matches` then compares it with a checkpoint's training fingerprint (same users,
+    same tensors). Splits per PROTOCOL B (user_windows.user_splits): last day test, the day before
+    validation, the rest training."""
+    from umask.bench.accuracy.user_tasks import _catalog, _split_events
+    from umask.runtime.core.events import read_trace
+    from umask.runtime.core.featurize import FeatureConfig, day_span, featurize_population
+    from umask.runtime.core.usage_log import looks_like_usage_log, read_usage_log
+    from umask.train.models.umask.data import _history_end
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"--data {path}: no such file")
+    if path.suffix == ".npz":
+        raise InputError(f"--data {path}: a users .npz holds no raw events (the harness needs them: B3 profiles "
+                         "from the visible slots); pass the trace it was made from")
+    t0 = time.perf_counter()
+    cfg = FeatureConfig()
+    catalog = _catalog(data_dir)
+    app_only = looks_like_usage_log(path)
+    if app_only:
+        usage = read_usage_log(path)
+        events, absent = usage.events, usage.absent
+    else:
+        from umask.runtime.core.featurize import NOTHING_ABSENT
+
+        events, absent = read_trace(path), NOTHING_ABSENT
+    start, n_slots = day_span(events.ts, cfg.slot_seconds)
+    fit_end = _history_end(start, n_slots, cfg.slot_seconds)     # refuses < 3 days in one line
+    feats = featurize_population(events, catalog, cfg, fit_end_ts=fit_end, absent=absent)
+    if not feats:
+        raise InputError(f"--data {path}: no user has an event in the training days")
+    left_out = sorted(set(np.unique(events.user).tolist()) - set(feats))
+    per_user = _split_events(events)
+    days = n_slots * cfg.slot_seconds // 86400
+    info: dict[str, Any] = {
+        "trace": str(path), "format": "app-only log" if app_only else "Tsinghua trace", "days": days,
+        "n_users_evaluated": len(feats), "left_out_no_training_events": left_out, "fit_end_ts": fit_end,
+        "splits": f"PROTOCOL B per user by whole days: day {days} test, day {days - 1} validation, days 1-{days - 2} "
+                  "training",
+        "featurize": (f"featurize_population(events, catalog, FeatureConfig(), fit_end_ts=start + {days - 2} days), "
+                      "as umask.train.models.umask.data.users_from_trace (the trainer's featurization)"),
+        "build_seconds": round(time.perf_counter() - t0, 2)}
+    if absent:
+        info["absent_channels"] = sorted(absent)
+        info["absent_note"] = "absent channels are all-zero truths, scored as recorded for every model alike"
+    dataset = f"user data: {path.name} ({len(feats)} users, {days} days; {info['format']})"
+    return ue.UserPopulation(dataset, False, dict(sorted(feats.items())), {u: per_user[u] for u in feats}, catalog,
+                             cfg, info)
+
+
+def training_sources(preds: Mapping[str, UMaskPredictor]) -> dict[str, str | None]:
+    """Each checkpoint's training data file (``config.train.data``; None = the simulator)."""
+    return {n: (pr.config.get("train", {}).get("data") or None) for n, pr in preds.items()}
+
+
+def resolve_trace(path: str) -> Path:
+    """A recorded training data path: as given (relative to the working directory), else the repository's."""
+    p = Path(path)
+    if p.is_file() or p.is_absolute():
+        return p
+    q = ue.REPO_ROOT / p
+    return q if q.is_file() else p
 
 
 def b1_hours(every: int, offset: int) -> list[int]:
@@ -440,7 +623,8 @@ def summary_tables(rows: Sequence[Mapping[str, Any]]) -> str:
     for r in rows:
         sections.setdefault((r["dataset"], r["task"]), []).append(r)
     for (dataset, task), rs in sections.items():
-        tag = "SYNTHETIC" if rs[0].get("synthetic") else "REAL"
+        tag = ("USER DATA" if str(dataset).startswith("user data") else
+               "SYNTHETIC" if rs[0].get("synthetic") else "REAL")
         lines += [f"#### {task} ({tag}; {rs[0]['n_windows']} windows, {rs[0]['n_users']} users)", ""]
         head = ["model"] + [f"{g} {m}" for g in ue.GROUPS for _, m in SUMMARY_METRICS]
         rank = "ranking" in rs[0]["metrics"]
@@ -471,10 +655,13 @@ def summary_tables(rows: Sequence[Mapping[str, Any]]) -> str:
 
 def report(rows: Sequence[Mapping[str, Any]], meta: Mapping[str, Any]) -> str:
     """The markdown file: header (models, training, settings), compact summaries, full user_eval tables."""
-    out = ["# U-MASK vs baselines (PROTOCOL B)", "",
-           ("SYNTHETIC main benchmark (calibrated simulator; U-MASK trained on the same simulated users' days 1-5, "
+    user_data = str(meta.get("population", "simulator")).startswith("trace")
+    intro = (f"The user's own data ({meta['population'][len('trace '):]}): U-MASK trained on its training days, "
+             "evaluated on its unseen test day (the last one)." if user_data else None)
+    out = ["# U-MASK vs baselines (PROTOCOL B" + (", NON-PROTOCOL context)" if meta.get("context_slots") else ")"),
+           "", intro or ("SYNTHETIC main benchmark (calibrated simulator; U-MASK trained on the same simulated users' days 1-5, "
            "evaluated on their unseen test day 7) + REAL one-day 6-user sample (zero-shot: the checkpoints never "
-           "saw real data). Point forecast of every U-MASK row = mean of its samples (below)."), "",
+           "saw real data)."), "Point forecast of every U-MASK row = mean of its samples (below).", "",
            f"Command: `{meta['command']}` (wall time {meta['wall_seconds']:.0f} s, 1 torch thread).", ""]
     out += ["## Settings", ""]
     for line in meta["settings"]:
@@ -529,6 +716,40 @@ def _profile_kwargs(spec: str) -> dict[str, Any]:
     return {"profile_source": "llm", "profile_generator": LlamaProfiler(model, lora_path=lora or None, n_threads=1)}
 
 
+CONTEXT_OVERRIDE_NOTE = ("U-MASK sees only the last N context slots of each protocol window (zero, unobserved "
+                         "slots in front up to its context region; B4: the 192-slot completion window in N-slot "
+                         "chunks, each completed on its own); the baselines see the protocol context; targets, "
+                         "masks and scoring are the protocol's")
+
+
+def _mark_context_override(rows: list[dict[str, Any]], preds: Mapping[str, UMaskPredictor], n_ctx: int) -> None:
+    """Every row says that its table is NOT PROTOCOL B's context (``--context-slots N``); one dataset
+    text for all rows of a table, so U-MASK and the baselines stay in one section."""
+    for r in rows:
+        r["dataset"] = (f"{r['dataset']}; non-protocol context {n_ctx} (U-MASK sees the last {n_ctx} context "
+                        f"slots, the baselines the protocol's {PROTOCOL_CONTEXT})")
+        r["context_override"] = {"context_slots": n_ctx, "protocol_context": PROTOCOL_CONTEXT,
+                                 "applies_to": sorted(preds), "note": CONTEXT_OVERRIDE_NOTE}
+
+
+def _evaluation_trace(given: str | None, preds: Mapping[str, UMaskPredictor]) -> Path | None:
+    """The user data file to evaluate on (``--trace``, else the checkpoints' own), None = the simulator."""
+    if given is not None:
+        return Path(given)
+    recorded = training_sources(preds)
+    if len(set(recorded.values())) > 1:
+        raise InputError(f"the checkpoints were trained on different data ({recorded}); pass --trace FILE "
+                         "(umask eval: --data FILE) to score them on one data set")
+    src = next(iter(recorded.values()))
+    if src is None:
+        return None
+    path = resolve_trace(src)
+    if not path.is_file():
+        raise InputError(f"the run was trained on {src}, which is not there (relative paths are read from the "
+                         "working directory); pass the trace with --data FILE")
+    return path
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(prog="python -m umask.bench.accuracy.user_umask", description=__doc__.splitlines()[0],
@@ -554,7 +775,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--no-real", action="store_true")
     p.add_argument("--no-baselines", action="store_true")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
-    p.add_argument("--data-dir", default=None)
+    p.add_argument("--data-dir", default=None, help="Tsinghua folder of the catalog and the real sample")
+    p.add_argument("--trace", default=None, metavar="FILE",
+                   help="evaluate on this user data file (LLMApp CSV / official trace / app-only log; default: the "
+                        "data the checkpoints were trained on, the simulator only for simulator-trained runs)")
+    p.add_argument("--context-slots", type=int, default=None, metavar="N",
+                   help="NON-protocol: U-MASK sees only the last N context slots (B4: N-slot completion chunks), "
+                        "for models whose window is shorter than PROTOCOL B's 192 slots; recorded in every row")
     p.add_argument("--diagnostics", type=int, default=0, metavar="N",
                    help="instead of the evaluation: evidence diagnostics on the first N users' B2 and B4 test windows")
     p.add_argument("--profile", action="append", default=[], metavar="NAME=SOURCE",
@@ -576,12 +803,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if set(sources) - set(args.name):
         p.error(f"--profile names {sorted(set(sources) - set(args.name))} are not --name values")
     preds = {n: umask_predictor(c, sampler=args.sampler, steps=args.steps, n_samples=args.samples,
-                                seed=args.sample_seed, **_profile_kwargs(sources.get(n, "template")))
+                                seed=args.sample_seed, context_slots=args.context_slots,
+                                **_profile_kwargs(sources.get(n, "template")))
              for n, c in zip(args.name, args.ckpt)}
+    for task in tasks:                                   # before any population is built: one line, what to do
+        for n, pr in preds.items():
+            why = window_fit(pr, task, n)
+            if why is not None:
+                raise InputError(why)
+    trace = _evaluation_trace(args.trace, preds)
     train_users = {int(pr.config["train"]["n_users"]) for pr in preds.values()}
     train_seeds = {int(pr.config["train"]["sim_seed"]) for pr in preds.values()}
     pop_users = args.population_users or (train_users.pop() if len(train_users) == 1 else 300)
-    full = ue.simulated_population(pop_users, args.seed, data_dir=args.data_dir)
+    if trace is not None:
+        full = trace_population(trace, data_dir=args.data_dir)
+    else:
+        full = ue.simulated_population(pop_users, args.seed, data_dir=args.data_dir)
     same = {n: population_matches(full, pr.config) for n, pr in preds.items()}
     for n, ok in same.items():
         if not ok:
@@ -608,20 +845,32 @@ def main(argv: Sequence[str] | None = None) -> int:
             r["window"] = {**r["window"], "subset": f"target hours {hours} of the {args.split} day "
                                                     f"(--b1-every {args.b1_every} --b1-offset {args.b1_offset}), "
                                                     f"{len(hours)} windows per user, all models alike"}
+        if trace is not None:                            # the harness files non-simulator info as "real_sample"
+            r["data"] = {**r.pop("real_sample", pop.info), "users": pop.users}
         if r["model"] in preds and "evaluated_subset" in pop.info:
-            r["simulator"]["evaluated_subset"] = pop.info["evaluated_subset"]
-    if not args.no_real:
+            r["simulator" if trace is None else "data"]["evaluated_subset"] = pop.info["evaluated_subset"]
+    if not args.no_real and trace is None:               # the real sample checks simulator-trained checkpoints
         real_models: dict[str, ue.Predictor] = {} if args.no_baselines else dict(ue.real_baseline_models())
         real_models.update(preds)
         rows += ue.evaluate_real_sample(real_models, batch_size=args.batch_size, model_info=model_info,
                                         command=command, data_dir=args.data_dir)
+    if args.context_slots is not None:
+        _mark_context_override(rows, preds, args.context_slots)
     elapsed = time.perf_counter() - t0
 
-    settings = [(f"Population: simulator seed {args.seed}, {pop_users} users simulated "
-                f"({len(full.users)} featurized), evaluated: {pop.info.get('evaluated_subset', 'all')} "
-                f"= {len(pop.users)} users; split {args.split}."),
-                (f"Same users as the checkpoints' training population (fingerprint): {same}; "
-                f"checkpoints' simulator seeds {sorted(train_seeds)}."),
+    if trace is None:
+        population = (f"Population: simulator seed {args.seed}, {pop_users} users simulated "
+                      f"({len(full.users)} featurized), evaluated: {pop.info.get('evaluated_subset', 'all')} "
+                      f"= {len(pop.users)} users; split {args.split}.")
+        same_text = (f"Same users as the checkpoints' training population (fingerprint): {same}; "
+                     f"checkpoints' simulator seeds {sorted(train_seeds)}.")
+    else:
+        population = (f"Population: the user's data {trace} ({full.info['format']}, {full.info['days']} days, "
+                      f"{len(full.users)} users featurized), evaluated: {pop.info.get('evaluated_subset', 'all')} "
+                      f"= {len(pop.users)} users; {full.info['splits']}; split {args.split}. The real 6-user "
+                      "sample is not scored (it checks simulator-trained checkpoints).")
+        same_text = f"Same users and tensors as the checkpoints' training data (fingerprint): {same}."
+    settings = [population, same_text,
                 (f"B1 windows: {'all 24 target hours' if args.b1_every == 1 else f'target hours {hours} only (every {args.b1_every}th hour, for every model)'}; "
                 f"B2/B3/B4 and the real sample: all windows."),
                 (f"U-MASK sampling: {args.sampler}{' (eta = 0)' if args.sampler == 'ddim' else ''}, {args.steps} steps, "
@@ -634,7 +883,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "profiles: TaskBatch.profiles -> template text -> SBERT -> the model's ProfileMLP (B3: from the "
                 "visible slots only)."),
                 f"Batch size {args.batch_size} windows; torch threads {args.threads}."]
+    if args.context_slots is not None:
+        settings.append(f"NON-PROTOCOL: --context-slots {args.context_slots}: {CONTEXT_OVERRIDE_NOTE}")
     meta = {"command": command, "wall_seconds": elapsed, "settings": settings,
+            "population": "simulator" if trace is None else f"trace {trace}", "context_slots": args.context_slots,
             "models": {n: {"checkpoint": str(resolve_checkpoint(c)), **model_info[n]}
                        for n, c in zip(args.name, args.ckpt)},
             "model_notes": {n: notes[n] for n in preds if n in notes}}
