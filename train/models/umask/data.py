@@ -98,6 +98,7 @@ log = logging.getLogger(__name__)
 IMPUTE_SALT = 0x1A7E_5EED          # first word of the training imputation-mask SeedSequence
 USERS_FORMAT = 1                   # save_users / load_users file layout version
 SHORT, LONG, COLD, IMPUTE = (TASKS.index(t) for t in ("short_term", "long_term", "cold_start", "imputation"))
+PRIORS = ("none", "blend")         # WindowConfig.prior / UMaskConfig.prior
 
 
 # -----------------------------------------------------------------------------
@@ -116,9 +117,12 @@ class WindowConfig:
     train_stride: int = 4                   # slots between training window starts
     val_stride: int | None = None           # slots between validation target starts (None: horizon)
     tasks: tuple[str, ...] = TASKS          # tasks to draw windows for
+    prior: str = "none"                     # "blend": items carry ``prior`` (see `blend_prior`); set by UMaskConfig.prior
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tasks", tuple(self.tasks))
+        if self.prior not in PRIORS:
+            raise InputError(f"prior must be one of {PRIORS}, got {self.prior!r}")
         object.__setattr__(self, "hide_range", tuple(float(v) for v in self.hide_range))
         if self.context < 1 or self.horizon < 1:
             raise InputError(f"context and horizon must be >= 1, got {self.context}, {self.horizon}")
@@ -146,6 +150,8 @@ class WindowConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["hide_range"], d["tasks"] = list(self.hide_range), list(self.tasks)
+        if self.prior == "none":      # the default leaves no trace: configs / bundles as before the option
+            del d["prior"]
         return d
 
     @classmethod
@@ -391,6 +397,74 @@ def imputation_hidden(cfg: WindowConfig, H: int, W: int, data_seed: int, epoch: 
     return p, rng.random((cfg.context, H, W)) < p
 
 
+# -----------------------------------------------------------------------------
+# Deterministic prior (UMaskConfig.prior = "blend"): the DiT learns the residual on top of it
+# -----------------------------------------------------------------------------
+
+PRIOR_WEIGHT = 0.5                 # last value share of the blend (PROTOCOL v2 B "blend": 0.5 / 0.5)
+
+
+def history_tod_sums(tensor: SparseBehaviorTensor, t_end: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sums by slot of day of every entry of slots ``[0, t_end)`` -> (sums (C, spd, H, W) float64,
+    counts (spd,) int64 = how many of those slots fall on each slot of day). Every slot of the user's
+    past is observed (an absent entry is an observed zero), so the count is per slot, not per entry."""
+    spd = tensor.slots_per_day
+    C, _, H, W = tensor.shape
+    t_end = max(0, min(int(t_end), tensor.T))
+    c, t, h, w, v = tensor.coords(0, t_end)
+    flat = ((c * spd + t % spd) * H + h) * W + w
+    sums = np.bincount(flat, weights=v.astype(np.float64), minlength=C * spd * H * W).reshape(C, spd, H, W)
+    return sums, np.bincount(np.arange(t_end) % spd, minlength=spd).astype(np.int64)
+
+
+def blend_prior(x_win: np.ndarray, avail: np.ndarray, start: int, hist_sums: np.ndarray | None,
+                hist_counts: np.ndarray | None, slots_per_day: int, weight: float = PRIOR_WEIGHT) -> np.ndarray:
+    """The "blend" prior (C, T, H, W) float32 of one window, from evidence-eligible data only.
+
+    ``x_win`` (C, T, H, W) the window (only ``x_win * avail`` is read: targets never enter),
+    ``avail`` (1 | -, T, H, W) 0/1, ``start`` the absolute slot of window slot 0 (its slot of day is
+    ``start % slots_per_day``), ``hist_sums`` / ``hist_counts`` from `history_tod_sums` over the
+    user's slots before ``start`` (None: no history, the cold-start case). Per coordinate:
+
+    * last value ``lv``: the value of the same (c, h, w) at the last available slot at or before t
+      (for a target: strictly before, since a target is never available); before the first
+      available slot the first one (backward fill, as ``last_value_impute``); 0 without any;
+    * slot-of-day mean ``ha``: the mean of every eligible observation of (c, h, w) at t's slot of
+      day: the history's slots plus the window's AVAILABLE slots (a forecasting context, the
+      visible imputation entries, the visible cold-start slots);
+    * prior = ``weight * lv + (1 - weight) * ha``, or ``lv`` alone where the slot of day has no
+      eligible observation at all.
+    """
+    C, T, H, W = x_win.shape
+    a = np.asarray(avail).reshape(T, H, W) > 0.5                          # (T, H, W)
+    xe = np.where(a[None], x_win, 0.0).astype(np.float32)                 # (C, T, H, W) eligible values only
+    ar = np.arange(T)[:, None, None]
+    fwd = np.maximum.accumulate(np.where(a, ar, -1), axis=0)              # last avail slot <= t
+    bwd = np.minimum.accumulate(np.where(a, ar, T)[::-1], axis=0)[::-1]   # first avail slot >= t
+    idx = np.where(fwd >= 0, fwd, bwd)                                    # (T, H, W); T = none
+    lv = np.take_along_axis(xe, np.broadcast_to(np.minimum(idx, T - 1)[None], xe.shape), axis=1)
+    lv *= (idx < T)[None]
+    tod = (int(start) + np.arange(T)) % slots_per_day                     # (T,)
+    onehot = np.zeros((slots_per_day, T), np.float32)
+    onehot[tod, np.arange(T)] = 1.0
+    sums = np.einsum("st,cthw->cshw", onehot, xe, dtype=np.float64)       # (C, spd, H, W)
+    cnt = np.einsum("st,thw->shw", onehot, a.astype(np.float32), dtype=np.float64)  # (spd, H, W)
+    if hist_sums is not None:
+        sums = sums + hist_sums
+        cnt = cnt + np.asarray(hist_counts, np.float64)[:, None, None]
+    ha = (sums / np.maximum(cnt, 1.0))[:, tod]                            # (C, T, H, W)
+    has = (cnt > 0)[tod]                                                  # (T, H, W)
+    return np.where(has[None], weight * lv + (1.0 - weight) * ha, lv).astype(np.float32)
+
+
+def window_prior(tensor: SparseBehaviorTensor, start: int, x_win: np.ndarray, avail: np.ndarray, task: int,
+                 weight: float = PRIOR_WEIGHT) -> np.ndarray:
+    """`blend_prior` of a window of ``tensor`` starting at absolute slot ``start``, with the user's
+    history before ``start`` (none for cold start: a cold-start user has no earlier days, PROTOCOL B3)."""
+    hs, hc = (None, None) if int(task) == COLD else history_tod_sums(tensor, start)
+    return blend_prior(x_win, avail, start, hs, hc, tensor.slots_per_day, weight)
+
+
 class UserWindowDataset(Dataset):
     """Map-style dataset over window rows; ``ds[i]`` or ``ds[(i, epoch)]`` -> item dict (see module doc)."""
 
@@ -458,6 +532,8 @@ class UserWindowDataset(Dataset):
             "task": task, "e_pos": torch.from_numpy(np.ascontiguousarray(u.e_pos, np.float32)),
             "user": ui, "start": w0, "channel_present": torch.from_numpy(present),
         }
+        if cfg.prior == "blend":
+            out["prior"] = torch.from_numpy(window_prior(u.tensor, w0, x0, avail, task) * present[:, None, None, None])
         if self.profiles is not None:
             out["profile_emb"] = torch.from_numpy(self.profiles.emb[ui])
             out["profile_present"] = bool(self.profiles.present[ui])
@@ -541,4 +617,5 @@ class StepBatchSampler(Sampler):
 
 __all__ = ["WindowConfig", "UserData", "users_from_events", "simulated_users", "users_from_trace", "save_users",
            "load_users", "channel_rms", "population_fingerprint", "ProfileTable", "build_profile_table", "train_windows",
-           "val_windows", "imputation_hidden", "UserWindowDataset", "collate", "StepBatchSampler", "IMPUTE_SALT"]
+           "val_windows", "imputation_hidden", "history_tod_sums", "blend_prior", "window_prior", "PRIORS",
+           "PRIOR_WEIGHT", "UserWindowDataset", "collate", "StepBatchSampler", "IMPUTE_SALT"]

@@ -295,16 +295,20 @@ class FinalLayer(nn.Module):
 class DiT(nn.Module):
     """x0-predicting diffusion transformer for masked behaviour-tensor completion."""
 
-    def __init__(self, cfg: DiTConfig) -> None:
+    def __init__(self, cfg: DiTConfig, *, use_prior: bool = False) -> None:
         super().__init__()
         self.cfg = cfg
+        # prior residual mode (UMaskConfig.prior != "none"; a constructor flag, not a DiTConfig field,
+        # so the default config and every exported bundle stay as they were): the deterministic
+        # prior enters as C more input channels and the output is prior + residual off the evidence
+        self.use_prior = bool(use_prior)
         C, D = cfg.channels, cfg.d_model
         t0, h0, w0 = cfg.patch
 
         # section 6.3 patching + evidence fusion: patch embedding of [x_t, x_obs, mask] -> D
         # (the token embedding term of eq. 33).
-        # Input patch = 3C channels * t0*h0*w0 values.
-        self.x_embedder = nn.Linear(3 * C * t0 * h0 * w0, D)
+        # Input patch = 3C channels (4C with the prior) * t0*h0*w0 values.
+        self.x_embedder = nn.Linear((4 if self.use_prior else 3) * C * t0 * h0 * w0, D)
         # eq. 33 (positional term): fixed 3-D sin-cos positional embedding, rebuilt from the config
         # and not saved (no POI location embedding: docs/paper_notes.md §6, eq. 33).
         pos = torch.from_numpy(sincos_3d(D, cfg.grid)).float().unsqueeze(0)  # (1, L, D)
@@ -359,22 +363,33 @@ class DiT(nn.Module):
         return c
 
     def forward(self, x_t: torch.Tensor, x_obs: torch.Tensor, mask: torch.Tensor, t: torch.Tensor,
-                h_u: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
+                h_u: torch.Tensor, task: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
         """Predict X_0 (B, C, T, H, W) (eqs. 19 / 32 parameterization).
 
         mask may be (B, 1, T, H, W) (tied across channels) or (B, C, T, H, W).
         In the no-conditioning baseline h_u is accepted and ignored.
+        With ``use_prior``, ``prior`` (B, C, T, H, W) is required: it is a fourth input block and the
+        prediction is ``x_obs`` on the evidence and ``prior + residual`` elsewhere; the residual is
+        the (zero-initialized, adaLN-Zero) final layer's output, so at init the DiT returns the prior.
         """
         cfg = self.cfg
         m = mask.to(x_t.dtype).expand_as(x_t)  # (B, C, T, H, W)
         # section 6.3 (unnumbered, after eq. 34): evidence fusion by channel concatenation
-        z = torch.cat([x_t, x_obs, m], dim=1)  # (B, 3C, T, H, W)
+        if self.use_prior:  # constructor flag, fixed at construction
+            if prior is None:
+                raise ValueError("this DiT was built with use_prior=True: forward needs prior (B, C, T, H, W)")
+            z = torch.cat([x_t, x_obs, m, prior], dim=1)  # (B, 4C, T, H, W)
+        else:
+            z = torch.cat([x_t, x_obs, m], dim=1)  # (B, 3C, T, H, W)
         x = self.x_embedder(patchify(z, cfg.patch)) + self.pos_embed  # (B, L, D)
         c = self.condition(t, h_u, task)  # (B, D)
         for block in self.blocks:
             x = block(x, c)  # (B, L, D)
         x = self.final_layer(x, c)  # (B, L, C*t0*h0*w0)
-        return unpatchify(x, cfg.channels, cfg.grid, cfg.patch)  # (B, C, T, H, W)
+        out = unpatchify(x, cfg.channels, cfg.grid, cfg.patch)  # (B, C, T, H, W)
+        if self.use_prior:
+            out = torch.where(m > 0.5, x_obs, prior + out)  # no gradient into the mask through the switch
+        return out
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -57,6 +57,17 @@ evidence it needs at the sampler's first step (t = 999; benchmarks/results/user_
 choice); with ``data_scale="none"`` the entries also drown in noise much earlier. The two together
 are the "v2" recipe in the README.
 
+Prior (``prior="blend"``, opt-in; issue "U-MASK that wins"). The default "none" leaves every path as
+it was (no extra input, no config key). With "blend" every item carries a deterministic prior
+(data.window_prior: 0.5 x the last available value + 0.5 x the user's slot-of-day mean of the
+evidence-eligible history, never a target value) which enters the DiT as C more input channels;
+the DiT's output becomes ``prior + residual`` off the evidence, the residual being the zero-
+initialized final layer (adaLN-Zero), so an untrained model completes with exactly the prior and
+training learns only what the prior misses. The loss is unchanged (x0 loss on the targets, eqs. 19 /
+32). ``complete(point="first_x0")`` gives the x0 prediction at t = N-1 averaged over the noise draws
+(one DiT call each) as a point estimate for RMSE. The exported runtime does not feed a prior: a
+prior model is a training / benchmark variant only.
+
 Trainer duties (train/models/umask/trainer.py): after each optimizer step
 ``maskgen.update_bank(out.features)`` and ``maskgen.update_fisher(task, a_tau.grad, avail)`` (the
 forward calls ``retain_grad`` on ``features["a_tau"]`` so the gradient of the loss w.r.t. the
@@ -77,7 +88,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from umask.runtime.core.errors import InputError
-from umask.train.models.umask.data import WindowConfig
+from umask.train.models.umask.data import PRIORS, WindowConfig
 from umask.train.diffusion import HighNoiseSchedule, VPSchedule, model_denoise_fn
 from umask.train.models.umask.dit import DIT_CONFIGS, TASKS, DiT, DiTConfig, dit_config
 from umask.train.models.umask.mask_generator import MASKGEN_CONFIGS, MaskGenConfig, MaskGenerator, MaskOutput, maskgen_config
@@ -85,6 +96,7 @@ from umask.train.models.umask.profile_encoder import SBERT_DIM, ProfileMLP
 
 MASK_MODES = ("learned", "random", "none")
 DATA_SCALES = ("global", "channel", "none")
+POINT_ESTIMATES = ("mean", "first_x0")   # UMask.complete(point=...)
 CHANNEL_SCALE_FLOOR = 0.25   # "channel": rms_c is floored at this fraction of the global rms
 
 
@@ -123,6 +135,9 @@ class UMaskConfig:
     t_power: float = 1.0
     # data scaling inside the model (see `UMask.set_data_scale`): "global" | "channel" | "none"
     data_scale: str = "global"
+    # deterministic prior the DiT learns the residual of (see "Prior" above): "none" | "blend".
+    # Mirrored into window.prior, so the data set adds the item's ``prior``.
+    prior: str = "none"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dit_overrides", _tuplify(dict(self.dit_overrides)))
@@ -133,6 +148,10 @@ class UMaskConfig:
             raise InputError(f"unknown dit/maskgen config {self.dit!r}/{self.maskgen!r}")
         if self.mask_mode not in MASK_MODES:
             raise InputError(f"mask_mode must be one of {MASK_MODES}, got {self.mask_mode!r}")
+        if self.prior not in PRIORS:
+            raise InputError(f"prior must be one of {PRIORS}, got {self.prior!r}")
+        if self.window.prior != self.prior:
+            object.__setattr__(self, "window", replace(self.window, prior=self.prior))
         if self.data_scale not in DATA_SCALES:
             raise InputError(f"data_scale must be one of {DATA_SCALES}, got {self.data_scale!r}")
         if self.t_power <= 0:
@@ -163,6 +182,8 @@ class UMaskConfig:
         d["window"] = self.window.to_dict()
         for k in ("dit_overrides", "maskgen_overrides"):
             d[k] = {kk: list(v) if isinstance(v, tuple) else v for kk, v in d[k].items()}
+        if self.prior == "none":      # the default leaves no trace (configs, bundles and fingerprints as before)
+            del d["prior"]
         return d
 
     @classmethod
@@ -232,7 +253,7 @@ class UMask(nn.Module):
         dcfg, mcfg = cfg.dit_config(), cfg.maskgen_config()
         self.profile = ProfileMLP(cfg.sbert_dim, dcfg.cond_dim, cfg.profile_hidden, cfg.profile_dropout)
         self.maskgen = MaskGenerator(mcfg)
-        self.dit = DiT(dcfg)
+        self.dit = DiT(dcfg, use_prior=cfg.prior != "none")
         self.nce_u = nn.Linear(dcfg.cond_dim, cfg.nce_dim)   # InfoNCE projection heads (eq. 20)
         self.nce_b = nn.Linear(mcfg.d_hidden, cfg.nce_dim)
         self.register_buffer("rho_prior", torch.tensor(mcfg.rho_init, dtype=torch.float32), persistent=False)
@@ -249,6 +270,15 @@ class UMask(nn.Module):
 
     def _scale(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.x_scale.reshape(1, -1, 1, 1, 1).to(x.dtype)
+
+    def prior_input(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """The batch's ``prior`` in model space (None without the prior option)."""
+        if self.cfg.prior == "none":
+            return None
+        if "prior" not in batch:
+            raise InputError(f"UMaskConfig.prior={self.cfg.prior!r}: the batch needs 'prior' (B, C, T, H, W) "
+                             "(data.window_prior; the data set adds it when window.prior is set)")
+        return self._scale(batch["prior"].to(batch["x0"].dtype))
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -298,7 +328,11 @@ class UMask(nn.Module):
         t = sched.sample_t(B, generator, x0.device)
         noise = torch.randn(x0.shape, generator=generator, dtype=torch.float32).to(x0)
         x_t = sched.q_sample(x0, t, noise)                                     # eq. 31
-        pred = self.dit(x_t, x0 * mask, mask, t, h_u, task)                    # eqs. 19 / 32, x0-prediction
+        prior = self.prior_input(batch)                                        # None unless cfg.prior
+        if prior is None:
+            pred = self.dit(x_t, x0 * mask, mask, t, h_u, task)                # eqs. 19 / 32, x0-prediction
+        else:
+            pred = self.dit(x_t, x0 * mask, mask, t, h_u, task, prior)         # prior + residual
 
         # eq. 19: per-window target error + w_context * non-evidence context error
         # absent channels (data.py ``channel_present`` 0, app-only logs) are never in the loss: the
@@ -356,13 +390,19 @@ class UMask(nn.Module):
     # ---- evaluation ----
     @torch.no_grad()
     def complete(self, batch: dict[str, torch.Tensor], sampler: Any, steps: int, n_samples: int = 1,
-                 seed: int = 0, *, return_mask: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+                 seed: int = 0, *, return_mask: bool = False,
+                 point: str = "mean") -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Mean of ``n_samples`` clamped completions (B, C, T, H, W): the point forecast (PROTOCOL).
 
         ``sampler``: a diffusion.DDIMSampler / DPMSolverPP2MSampler over this model's schedule.
-        Only ``x0 * avail`` is read (targets never leak). Equals x0 exactly on the evidence mask."""
+        Only ``x0 * avail`` is read (targets never leak). Equals x0 exactly on the evidence mask.
+        ``point="first_x0"``: the deterministic-ish point estimate instead: the DiT's x0 prediction at
+        the sampler's first step (t = N-1, one network call per draw; ``steps`` is then ignored),
+        averaged over the ``n_samples`` noise draws. With ``cfg.prior`` the batch carries ``prior``."""
         if n_samples < 1:
             raise InputError("n_samples must be >= 1")
+        if point not in POINT_ESTIMATES:
+            raise InputError(f"point must be one of {POINT_ESTIMATES}, got {point!r}")
         was_training = self.training
         self.eval()
         try:
@@ -370,15 +410,19 @@ class UMask(nn.Module):
             h_u = self.user_repr(batch)
             _, hard, _ = self.evidence(batch, h_u, g, deterministic=True)
             x_obs = self._scale(batch["x0"] * batch["avail"]) * hard          # model space
-            fn = model_denoise_fn(self.dit, x_obs, hard, h_u, batch["task"])
+            prior = self.prior_input(batch)
+            if prior is None:
+                fn = model_denoise_fn(self.dit, x_obs, hard, h_u, batch["task"])
+            else:
+                fn = model_denoise_fn(lambda *a: self.dit(*a, prior), x_obs, hard, h_u, batch["task"])
+            n_steps = 1 if point == "first_x0" else steps                    # 1 DDIM step to t=-1 = x0_hat(N-1)
             acc = torch.zeros_like(x_obs)
             for _ in range(n_samples):
-                acc += sampler.sample(fn, x_obs, hard, steps, generator=g)
+                acc += sampler.sample(fn, x_obs, hard, n_steps, generator=g)
             mean = acc / n_samples / self.x_scale.reshape(1, -1, 1, 1, 1).to(acc.dtype)
             mean = torch.where(hard.expand_as(mean) > 0.5, batch["x0"], mean)   # exact evidence
         finally:
             self.train(was_training)
         return (mean, hard) if return_mask else mean
 
-
-__all__ = ["MASK_MODES", "DATA_SCALES", "scale_from_rms", "UMaskConfig", "UMASK_CONFIGS", "umask_config", "random_mask", "UMask"]
+__all__ = ["MASK_MODES", "DATA_SCALES", "POINT_ESTIMATES", "scale_from_rms", "UMaskConfig", "UMASK_CONFIGS", "umask_config", "random_mask", "UMask"]

@@ -1,0 +1,203 @@
+"""U-MASK with the deterministic "blend" prior (UMaskConfig.prior, issue "U-MASK that wins").
+
+The prior (data.blend_prior / window_prior) reads evidence-eligible data only; the DiT built with it
+starts as exactly the prior (zero-initialized residual head); the default "none" leaves configs,
+items and the network as they were. On a few SYNTHETIC simulator users.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from umask.runtime.core.errors import InputError
+from umask.train.diffusion import make_sampler
+from umask.train.models.umask.data import (COLD, IMPUTE, LONG, SHORT, UserWindowDataset, WindowConfig, blend_prior,
+                                           collate, history_tod_sums, simulated_users, val_windows, window_prior)
+from umask.train.models.umask.dit import DiT, dit_config
+from umask.train.models.umask.model import UMask, UMaskConfig, umask_config
+
+torch.set_num_threads(1)
+
+TINY = WindowConfig(context=12, horizon=4, short_horizon=2, cold_max_active=4)
+
+
+@pytest.fixture(scope="module")
+def users():
+    return simulated_users(4, seed=0)
+
+
+def _cfg(users, prior: str) -> UMaskConfig:
+    C, _, H, W = users[0].tensor.shape
+    return umask_config("tiny", prior=prior).with_data(C, H, W, int(users[0].e_pos.shape[-1]))
+
+
+def _reference_prior(x, avail, start, hs, hc, spd, weight=0.5):
+    """Loop-by-loop definition of the blend prior (data.blend_prior's docstring)."""
+    C, T, H, W = x.shape
+    out = np.zeros_like(x, dtype=np.float64)
+    for c in range(C):
+        for h in range(H):
+            for w in range(W):
+                av = [s for s in range(T) if avail[s, h, w]]
+                for t in range(T):
+                    before = [s for s in av if s <= t]
+                    after = [s for s in av if s > t]
+                    lv = x[c, before[-1], h, w] if before else (x[c, after[0], h, w] if after else 0.0)
+                    tod = (start + t) % spd
+                    obs = [x[c, s, h, w] for s in av if (start + s) % spd == tod]
+                    tot = sum(obs) + (hs[c, tod, h, w] if hs is not None else 0.0)
+                    n = len(obs) + (hc[tod] if hc is not None else 0)
+                    out[c, t, h, w] = weight * lv + (1 - weight) * tot / n if n > 0 else lv
+    return out
+
+
+@pytest.mark.parametrize("with_history", [True, False])
+def test_blend_prior_matches_its_definition(with_history: bool) -> None:
+    rng = np.random.default_rng(0)
+    C, T, H, W, spd, start = 2, 11, 2, 3, 4, 3
+    x = rng.random((C, T, H, W)).astype(np.float32)
+    avail = rng.random((T, H, W)) < 0.4
+    avail[:, 1, 2] = False                                    # one cell with no available slot at all
+    hs = rng.random((C, spd, H, W)) * 3 if with_history else None
+    hc = np.array([2, 0, 3, 1]) if with_history else None    # slot of day 1: no earlier day
+    got = blend_prior(x, avail[None].astype(np.float32), start, hs, hc, spd)
+    assert got.shape == x.shape and got.dtype == np.float32
+    np.testing.assert_allclose(got, _reference_prior(x, avail, start, hs, hc, spd), rtol=1e-5, atol=1e-6)
+
+
+def test_history_sums_are_the_dense_history(users) -> None:
+    t = users[1].tensor
+    spd = t.slots_per_day
+    for end in (0, 37, 2 * spd, 2 * spd + 5):
+        sums, counts = history_tod_sums(t, end)
+        ref = np.zeros_like(sums)
+        d = t.dense(0, end)
+        for s in range(end):
+            ref[:, s % spd] += d[:, s]
+        np.testing.assert_allclose(sums, ref, rtol=1e-6, atol=1e-6)
+        assert counts.tolist() == np.bincount(np.arange(end) % spd, minlength=spd).tolist()
+
+
+def test_prior_never_reads_targets_or_the_future(users) -> None:
+    """Changing the target values (and everything not available, and the tensor from the window
+    start on) must not change any item's prior, for every task."""
+    cfg = replace(WindowConfig(), prior="blend")
+    ds = UserWindowDataset(users, cfg, data_seed=1)
+    rng = np.random.default_rng(5)
+    for task in (SHORT, LONG, COLD, IMPUTE):
+        for i in np.flatnonzero(ds.windows[:, 2] == task)[[3, 60, -1]]:
+            it = ds[int(i)]
+            u = users[int(it["user"])]
+            x0, avail, target = it["x0"].numpy(), it["avail"].numpy(), it["target"].numpy()
+            assert target.sum() > 0 and (avail * target).sum() == 0
+            got = window_prior(u.tensor, int(it["start"]), x0, avail, task)
+            np.testing.assert_array_equal(got, it["prior"].numpy())
+            noisy = np.where(avail > 0.5, x0, x0 + rng.random(x0.shape).astype(np.float32) * 5.0)
+            np.testing.assert_array_equal(window_prior(u.tensor, int(it["start"]), noisy, avail, task), got)
+            # the prior is not a copy of the truth: on targets with events it differs from x0 somewhere
+            tm = np.broadcast_to(target > 0.5, x0.shape)
+            assert not np.allclose(got[tm], x0[tm])
+    # the history part uses slots strictly before the window start only
+    t = users[0].tensor
+    s1, c1 = history_tod_sums(t, 150)
+    s2, c2 = history_tod_sums(t.slice_time(0, 150), 150)
+    np.testing.assert_array_equal(s1, s2)
+    np.testing.assert_array_equal(c1, c2)
+
+
+def test_prior_uses_history_and_falls_back_to_last_value(users) -> None:
+    u = users[2]
+    C, _, H, W = u.tensor.shape
+    T = 20
+    x = u.tensor.dense(300, 300 + T)
+    avail = np.zeros((1, T, H, W), np.float32)
+    avail[:, :8] = 1.0
+    with_hist = window_prior(u.tensor, 300, x, avail, SHORT)
+    cold = window_prior(u.tensor, 300, x, avail, COLD)                  # no earlier days for cold start
+    lv = np.broadcast_to(x[:, 7:8], (C, T - 8, H, W))
+    # cold start, slots of day never available in the window: the last value alone
+    np.testing.assert_allclose(cold[:, 8:], lv, atol=1e-7)
+    hs, hc = history_tod_sums(u.tensor, 300)
+    tod = (300 + np.arange(8, T)) % u.tensor.slots_per_day
+    ha = hs[:, tod] / hc[tod][None, :, None, None]
+    np.testing.assert_allclose(with_hist[:, 8:], 0.5 * lv + 0.5 * ha, rtol=1e-5, atol=1e-6)
+
+
+def test_default_leaves_configs_items_and_network_unchanged(users) -> None:
+    cfg = _cfg(users, "none")
+    d = cfg.to_dict()
+    assert "prior" not in d and "prior" not in d["window"]
+    assert UMaskConfig.from_dict(d) == cfg
+    ds = UserWindowDataset(users, cfg.window)
+    assert "prior" not in ds[0]
+    m = UMask(cfg)
+    dcfg = cfg.dit_config()
+    t0, h0, w0 = dcfg.patch
+    assert not m.dit.use_prior and m.dit.x_embedder.in_features == 3 * dcfg.channels * t0 * h0 * w0
+    # the default DiT draws exactly the same initial weights as a DiT built the old way
+    torch.manual_seed(3)
+    a = DiT(dcfg)
+    torch.manual_seed(3)
+    b = DiT(dcfg, use_prior=False)
+    assert all(torch.equal(a.state_dict()[k], v) for k, v in b.state_dict().items())
+
+    blend = _cfg(users, "blend")
+    bd = blend.to_dict()
+    assert bd["prior"] == "blend" and bd["window"]["prior"] == "blend"
+    assert UMaskConfig.from_dict(bd) == blend and blend.window.prior == "blend"
+    assert UMask(blend).dit.x_embedder.in_features == 4 * dcfg.channels * t0 * h0 * w0
+    with pytest.raises(InputError):
+        umask_config("tiny", prior="median")
+    with pytest.raises(InputError):
+        WindowConfig(prior="x")
+
+
+@pytest.mark.parametrize("point", ["mean", "first_x0"])
+def test_fresh_model_completes_with_exactly_the_prior(users, point: str) -> None:
+    cfg = _cfg(users, "blend")
+    vw = val_windows(users, cfg.window)
+    ds = UserWindowDataset(users, cfg.window, vw)
+    rows = [int(i) for task in (SHORT, LONG, COLD, IMPUTE) for i in np.flatnonzero(vw[:, 2] == task)[[0, 7, -1]]]
+    b = collate([ds[i] for i in rows])
+    assert set(b["task"].tolist()) == {SHORT, LONG, COLD, IMPUTE}
+    torch.manual_seed(0)
+    m = UMask(cfg)
+    out, hard = m.complete(b, make_sampler("ddim", m.schedule), 4, 2, seed=1, return_mask=True, point=point)
+    ev = hard.expand_as(out) > 0.5
+    tgt = b["target"].expand_as(out) > 0.5
+    assert ev.any() and tgt.any()
+    torch.testing.assert_close(out[tgt], b["prior"][tgt], rtol=0, atol=1e-6)
+    torch.testing.assert_close(out[ev], b["x0"][ev], rtol=0, atol=0)
+    # without the prior in the batch the prior model refuses, by name
+    with pytest.raises(InputError, match="prior"):
+        m.complete({k: v for k, v in b.items() if k != "prior"}, make_sampler("ddim", m.schedule), 2)
+    with pytest.raises(InputError):
+        m.complete(b, make_sampler("ddim", m.schedule), 2, point="median")
+
+
+def test_residual_learns_and_loss_is_on_targets(users) -> None:
+    """A few optimizer steps move the completion off the prior (the zero head gets a gradient), and
+    the training loss at init is the prior's own squared error on the targets (eq. 19)."""
+    cfg = replace(_cfg(users, "blend"), w_nce=0.0, w_budget=0.0, w_context=0.0)
+    ds = UserWindowDataset(users, cfg.window)
+    b = collate([ds[i] for i in range(0, len(ds), len(ds) // 16)][:16])
+    torch.manual_seed(0)
+    m = UMask(cfg)
+    loss, parts = m(b, generator=torch.Generator().manual_seed(0))
+    sq = ((b["prior"] - b["x0"]) ** 2).mean(1, keepdim=True)
+    tgt = b["target"]
+    ref = ((sq * tgt).flatten(1).sum(1) / tgt.flatten(1).sum(1).clamp_min(1)).mean()
+    torch.testing.assert_close(parts["target"], ref, rtol=1e-5, atol=1e-7)
+    opt = torch.optim.Adam(m.parameters(), lr=1e-3)
+    for step in range(3):
+        opt.zero_grad()
+        loss, _ = m(b, generator=torch.Generator().manual_seed(step))
+        loss.backward()
+        opt.step()
+    out = m.complete(b, make_sampler("ddim", m.schedule), 2, 1, seed=0, point="first_x0")
+    tm = tgt.expand_as(out) > 0.5
+    assert (out[tm] - b["prior"][tm]).abs().max() > 1e-4
