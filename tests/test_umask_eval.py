@@ -157,3 +157,32 @@ def test_evidence_diagnostics(pop: ue.UserPopulation, pred: me.UMaskPredictor) -
     assert r["mean_abs_effect_of_evidence"] >= 0 and 0 < r["evidence_share_of_avail"] <= 1
     with pytest.raises(InputError):
         me.evidence_diagnostics(pred, b.model_view())
+
+
+def test_context_override_and_window_fit(pop: ue.UserPopulation) -> None:
+    torch.manual_seed(0)
+    cfg = UMASK_CONFIGS["tiny"].with_data(22, 4, 4, 15)               # stock tiny: 12 + 4 slots
+    model = UMask(cfg)
+    strict = me.UMaskPredictor(model, {}, steps=1, n_samples=1, profile_source="none")
+    why = me.window_fit(strict, "B1", "tiny_umask")
+    assert why is not None and "12 context + 4 horizon" in why and "--context-slots 12" in why
+    p = me.UMaskPredictor(model, {}, steps=1, n_samples=1, profile_source="none", context_slots=12)
+    assert me.window_fit(p, "B1") is None and me.window_fit(p, "B4") is None
+    assert "no --context-slots override helps" in me.window_fit(p, "B2")
+    with pytest.raises(InputError, match="context-slots 13"):
+        me.UMaskPredictor(model, {}, profile_source="none", context_slots=13)
+    b = _first(pop, "B1", 2)
+    fb, chunks = p.fit_context(b.model_view())
+    assert chunks == 1 and fb.Tc == 12 and fb.target_offset == 12 and fb.horizon == b.horizon
+    np.testing.assert_array_equal(fb.x_context, b.x_context[:, :, -12:])
+    np.testing.assert_array_equal(fb.context_starts, b.context_starts + 180)
+    np.testing.assert_array_equal(fb.starts, b.starts)                 # the protocol's targets
+    assert p(b.model_view()).shape == b.truth.shape
+    b4 = _first(pop, "B4", 2)
+    fb, chunks = p.fit_context(b4.model_view())
+    assert chunks == 16 and fb.n == 2 * 16 and fb.Tc == fb.horizon == 12
+    np.testing.assert_array_equal(fb.x_context[16 + 3], b4.x_context[1, :, 36:48])   # user 1, chunk 3
+    y = p(b4.model_view())
+    assert y.shape == b4.truth.shape
+    obs = np.broadcast_to(b4.avail, y.shape)                           # chunks reassembled in order
+    np.testing.assert_array_equal(y[obs], b4.x_context[obs])
