@@ -817,6 +817,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     pop_users = args.population_users or (train_users.pop() if len(train_users) == 1 else 300)
     if trace is not None:
         full = trace_population(trace, data_dir=args.data_dir)
+        if "B3" in tasks and full.info.get("absent_channels"):   # the harness's visible-slot profiles need places
+            raise InputError(f"B3 on {trace}: an app-only log (absent {full.info['absent_channels']}) is not supported "
+                             "by the harness's cold-start profiles yet; B1, B2 and B4 are")
     else:
         full = ue.simulated_population(pop_users, args.seed, data_dir=args.data_dir)
     same = {n: population_matches(full, pr.config) for n, pr in preds.items()}
