@@ -294,7 +294,8 @@ class _ProfileMaker:
             return None
         if self._cells is None:
             self._cells = station_cells(self.pop.catalog.stations, f.layout.grid)
-        return profile_statistics(ev.take(keep), self.pop.catalog, f.layout, self.pop.cfg, cells=self._cells)
+        return profile_statistics(ev.take(keep), self.pop.catalog, f.layout, self.pop.cfg, cells=self._cells,
+                                  absent=f.tensor.absent)
 
 
 def iter_batches(pop: UserPopulation, task: str, split: str = "test", batch_size: int = 32,
