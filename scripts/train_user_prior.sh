@@ -5,14 +5,15 @@
 # v2 recipe (t_power 2, data_scale none, scripts/train_user_v2.sh), small config, 50 SYNTHETIC users
 # of simulator seed 0 (the v2 baseline population), one torch thread, in the background with resume
 # (run it again to continue), cut at --max-minutes of training time (resumed time included).
-#   scripts/train_user_prior.sh [MAX_MINUTES]        log: artifacts/train/logs/umask_prior_blend.log
+#   scripts/train_user_prior.sh [MAX_MINUTES [STEPS]]   log: artifacts/train/logs/umask_prior_blend.log
 #   scripts/train_user_prior.sh eval [CKPT] [TASKS] [USERS]
 #       protocol-B test-day rows of the checkpoint (default ckpt/latest; B1,B2,B3,B4; all 50 users) next to
 #       every v2 baseline on the same windows (seed-0 population) -> benchmarks/results/v2_user_umask_prior.json
 #       in the v2_user_baselines.json shape (user_v2.aggregate), with a window-bootstrap paired comparison
 #       against the blend in meta. The harness (user_umask.UMaskPredictor) builds no prior, so this wrapper
-#       adds data.window_prior to each model batch; "umask_prior_blend" is the mean of 2 DDIM samples
-#       (10 steps), "umask_prior_blend_x0" the x0 prediction at t = N-1 averaged over 4 noise draws.
+#       adds data.window_prior to each model batch; "umask_prior_blend" is the x0 prediction at t = N-1
+#       averaged over 2 noise draws (UMask.complete(point="first_x0")), "umask_prior_blend_sampled" the mean
+#       of 2 DDIM samples (10 steps; B2-B4 only: CPU time), "prior_blend_only" the prior by itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NAME=umask_prior_blend
@@ -45,7 +46,7 @@ def with_prior(pred, point):
         mb = orig(batch)
         x0, av = mb["x0"].numpy(), mb["avail"].numpy()
         task = MODEL_TASKS.index(uu.TASK_OF[batch.task])
-        pr = np.stack([window_prior(pop.features[int(u)].tensor, int(s), x0[i], av[i], task)
+        pr = np.stack([window_prior(pop.features[int(u)].tensor, int(s), x0[i], av[i], task, pred.window.context)
                        * pop.features[int(u)].tensor.channels.present[:, None, None, None]
                        for i, (u, s) in enumerate(zip(batch.users, batch.context_starts))])
         mb["prior"] = torch.from_numpy(pr)
@@ -54,14 +55,20 @@ def with_prior(pred, point):
     pred.model.complete = functools.partial(type(pred.model).complete, pred.model, point=point)
     return pred
 
+p_x0 = with_prior(uu.umask_predictor(ckpt_arg, steps=10, n_samples=2, seed=0), "first_x0")
 p_mean = with_prior(uu.umask_predictor(ckpt_arg, steps=10, n_samples=2, seed=0), "mean")
-p_x0 = with_prior(uu.umask_predictor(ckpt_arg, steps=10, n_samples=4, seed=0), "first_x0")
+
+def sampled(view):
+    """The sampled mean (20 DiT calls a batch, ~2 s each on one CPU thread): B2-B4 only (B1 has 24x the windows)."""
+    if view.task == "B1":
+        raise NotImplementedError("sampled mean not run on B1 (CPU time); see umask_prior_blend (first x0)")
+    return p_mean(view)
 if p_mean.model.cfg.prior != "blend":
     raise SystemExit(f"{ckpt_arg}: not a prior='blend' checkpoint")
 if not uu.population_matches(pop_full, p_mean.config):
     raise SystemExit("the seed-0 50-user population is not the checkpoint's training population")
-info_mean = {**p_mean.info(), "point_forecast": "mean of 2 DDIM samples (10 steps, eta 0)", "prior": "blend"}
-info_x0 = {**p_x0.info(), "point_forecast": "x0 prediction at the first sampler step (t = N-1), mean over 4 noise draws",
+info_mean = {**p_mean.info(), "point_forecast": "mean of 2 DDIM samples (10 steps, eta 0); B2-B4 only", "prior": "blend"}
+info_x0 = {**p_x0.info(), "point_forecast": "x0 prediction at the first sampler step (t = N-1), mean over 2 noise draws",
            "prior": "blend"}
 
 def prior_only(view):
@@ -85,18 +92,20 @@ def recorded(name, fn):
 
 models = dict(ue.v2_baseline_models(pop))
 models["blend"] = recorded("blend", models["blend"])
-models["umask_prior_blend"] = recorded("umask_prior_blend", p_mean)
-models["umask_prior_blend_x0"] = recorded("umask_prior_blend_x0", p_x0)
+models["umask_prior_blend"] = recorded("umask_prior_blend", p_x0)
+models["umask_prior_blend_sampled"] = recorded("umask_prior_blend_sampled", sampled)
 models["prior_blend_only"] = recorded("prior_blend_only", prior_only)
 rows = ue.evaluate_population(pop, models, split="test", tasks=tasks, command=command,
-                              model_info={"umask_prior_blend": info_mean, "umask_prior_blend_x0": info_x0,
+                              model_info={"umask_prior_blend": info_x0, "umask_prior_blend_sampled": info_mean,
                                           "prior_blend_only": {"what": PRIOR_ONLY}})
 
 # per-window paired comparison against the blend: all-entry RMSE per group, window bootstrap
 rng = np.random.default_rng(0)
 paired = {}
 for task in tasks:
-    sse = {m: {g: [] for g in GROUPS} for m in ("blend", "umask_prior_blend", "umask_prior_blend_x0", "prior_blend_only")}
+    ms = [m for m in ("umask_prior_blend", "umask_prior_blend_sampled", "prior_blend_only")
+          if m in next(iter(v for k, v in preds.items() if k[0] == task))]
+    sse = {m: {g: [] for g in GROUPS} for m in ["blend", *ms]}
     cnt = {g: [] for g in GROUPS}
     for batch in ue.iter_batches(pop, task, "test", 32):
         got = preds[(task, tuple(batch.users.tolist()), tuple(batch.window_index.tolist()))]
@@ -109,7 +118,7 @@ for task in tasks:
             for g in GROUPS:
                 cnt[g].append(es[g]["n"])
     res = {}
-    for m in ("umask_prior_blend", "umask_prior_blend_x0", "prior_blend_only"):
+    for m in ms:
         res[m] = {}
         for g in GROUPS:
             a, b, n = np.array(sse[m][g]), np.array(sse["blend"][g]), np.array(cnt[g])
@@ -139,9 +148,9 @@ doc = {"meta": {"command": command, "commit": _git_commit(), "date": dt.date.tod
                 "wall_seconds": round(time.perf_counter() - t_start, 1), "users_per_seed": len(pop.users), "seeds": [0],
                 "population": "SYNTHETIC simulator, 50 users, seed 0 = the checkpoint's training users; scored on "
                               "their test day (day 7), never seen in training",
-                "models": {"umask_prior_blend": info_mean, "umask_prior_blend_x0": info_x0, "prior_blend_only": PRIOR_ONLY},
-                "point_estimator": {"umask_prior_blend": info_mean["point_forecast"],
-                                    "umask_prior_blend_x0": info_x0["point_forecast"],
+                "models": {"umask_prior_blend": info_x0, "umask_prior_blend_sampled": info_mean, "prior_blend_only": PRIOR_ONLY},
+                "point_estimator": {"umask_prior_blend": info_x0["point_forecast"],
+                                    "umask_prior_blend_sampled": info_mean["point_forecast"],
                                     "baselines": "their deterministic forecast"},
                 "paired_vs_blend": {"what": "all-entry RMSE per group of the model minus the blend's on the same "
                                             "windows (diff < 0: the model is better); diff_ci95 = 2000-resample "
@@ -157,9 +166,10 @@ print(json.dumps(paired, indent=1))
 EOF
 fi
 MAX_MINUTES=${1:-35}
+STEPS=${2:-700}      # ~20 steps a minute on a shared 2-core CPU: the cosine schedule ends inside the time box
 mkdir -p artifacts/train/logs
 OMP_NUM_THREADS=1 nohup .venv/bin/python -m umask.train.models.umask.trainer \
-    --config small --steps 1000 --warmup 50 --eval-every 50 --eval-batches 6 --ckpt-every 50 \
+    --config small --steps "$STEPS" --warmup 50 --eval-every 50 --eval-batches 6 --ckpt-every 50 \
     --n-users 50 --sim-seed 0 --set t_power=2.0 --set 'data_scale="none"' --set 'prior="blend"' \
     --num-threads 1 --no-progress --max-minutes "$MAX_MINUTES" --out "artifacts/train/$NAME" \
     > "artifacts/train/logs/$NAME.log" 2>&1 &

@@ -35,7 +35,7 @@ def _cfg(users, prior: str) -> UMaskConfig:
     return umask_config("tiny", prior=prior).with_data(C, H, W, int(users[0].e_pos.shape[-1]))
 
 
-def _reference_prior(x, avail, start, hs, hc, spd, weight=0.5):
+def _reference_prior(x, avail, start, hs, hc, spd, weight=0.5, counted=None):
     """Loop-by-loop definition of the blend prior (data.blend_prior's docstring)."""
     C, T, H, W = x.shape
     out = np.zeros_like(x, dtype=np.float64)
@@ -49,14 +49,17 @@ def _reference_prior(x, avail, start, hs, hc, spd, weight=0.5):
                     lv = x[c, before[-1], h, w] if before else (x[c, after[0], h, w] if after else 0.0)
                     tod = (start + t) % spd
                     obs = [x[c, s, h, w] for s in av if (start + s) % spd == tod]
+                    if counted is not None:   # counted, not available: observed zeros
+                        obs += [0.0 for s in range(T) if counted[s, h, w] and not avail[s, h, w]
+                                and (start + s) % spd == tod]
                     tot = sum(obs) + (hs[c, tod, h, w] if hs is not None else 0.0)
                     n = len(obs) + (hc[tod] if hc is not None else 0)
                     out[c, t, h, w] = weight * lv + (1 - weight) * tot / n if n > 0 else lv
     return out
 
 
-@pytest.mark.parametrize("with_history", [True, False])
-def test_blend_prior_matches_its_definition(with_history: bool) -> None:
+@pytest.mark.parametrize("with_history,with_counted", [(True, False), (False, False), (False, True)])
+def test_blend_prior_matches_its_definition(with_history: bool, with_counted: bool) -> None:
     rng = np.random.default_rng(0)
     C, T, H, W, spd, start = 2, 11, 2, 3, 4, 3
     x = rng.random((C, T, H, W)).astype(np.float32)
@@ -64,9 +67,14 @@ def test_blend_prior_matches_its_definition(with_history: bool) -> None:
     avail[:, 1, 2] = False                                    # one cell with no available slot at all
     hs = rng.random((C, spd, H, W)) * 3 if with_history else None
     hc = np.array([2, 0, 3, 1]) if with_history else None    # slot of day 1: no earlier day
-    got = blend_prior(x, avail[None].astype(np.float32), start, hs, hc, spd)
+    counted = None
+    if with_counted:                                           # cold start: the first 7 slots count, unseen = 0
+        counted = np.zeros((T, H, W), bool)
+        counted[:7] = True
+    got = blend_prior(x, avail[None].astype(np.float32), start, hs, hc, spd, counted=counted)
     assert got.shape == x.shape and got.dtype == np.float32
-    np.testing.assert_allclose(got, _reference_prior(x, avail, start, hs, hc, spd), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got, _reference_prior(x, avail, start, hs, hc, spd, counted=counted),
+                               rtol=1e-5, atol=1e-6)
 
 
 def test_history_sums_are_the_dense_history(users) -> None:
@@ -94,10 +102,10 @@ def test_prior_never_reads_targets_or_the_future(users) -> None:
             u = users[int(it["user"])]
             x0, avail, target = it["x0"].numpy(), it["avail"].numpy(), it["target"].numpy()
             assert target.sum() > 0 and (avail * target).sum() == 0
-            got = window_prior(u.tensor, int(it["start"]), x0, avail, task)
+            got = window_prior(u.tensor, int(it["start"]), x0, avail, task, cfg.context)
             np.testing.assert_array_equal(got, it["prior"].numpy())
             noisy = np.where(avail > 0.5, x0, x0 + rng.random(x0.shape).astype(np.float32) * 5.0)
-            np.testing.assert_array_equal(window_prior(u.tensor, int(it["start"]), noisy, avail, task), got)
+            np.testing.assert_array_equal(window_prior(u.tensor, int(it["start"]), noisy, avail, task, cfg.context), got)
             # the prior is not a copy of the truth: on targets with events it differs from x0 somewhere
             tm = np.broadcast_to(target > 0.5, x0.shape)
             assert not np.allclose(got[tm], x0[tm])
@@ -116,8 +124,8 @@ def test_prior_uses_history_and_falls_back_to_last_value(users) -> None:
     x = u.tensor.dense(300, 300 + T)
     avail = np.zeros((1, T, H, W), np.float32)
     avail[:, :8] = 1.0
-    with_hist = window_prior(u.tensor, 300, x, avail, SHORT)
-    cold = window_prior(u.tensor, 300, x, avail, COLD)                  # no earlier days for cold start
+    with_hist = window_prior(u.tensor, 300, x, avail, SHORT, 8)
+    cold = window_prior(u.tensor, 300, x, avail, COLD, 8)                 # no earlier days for cold start
     lv = np.broadcast_to(x[:, 7:8], (C, T - 8, H, W))
     # cold start, slots of day never available in the window: the last value alone
     np.testing.assert_allclose(cold[:, 8:], lv, atol=1e-7)

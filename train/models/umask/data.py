@@ -421,7 +421,8 @@ def history_tod_sums(tensor: SparseBehaviorTensor, t_end: int) -> tuple[np.ndarr
 
 
 def blend_prior(x_win: np.ndarray, avail: np.ndarray, start: int, hist_sums: np.ndarray | None,
-                hist_counts: np.ndarray | None, slots_per_day: int, weight: float = PRIOR_WEIGHT) -> np.ndarray:
+                hist_counts: np.ndarray | None, slots_per_day: int, weight: float = PRIOR_WEIGHT, *,
+                counted: np.ndarray | None = None) -> np.ndarray:
     """The "blend" prior (C, T, H, W) float32 of one window, from evidence-eligible data only.
 
     ``x_win`` (C, T, H, W) the window (only ``x_win * avail`` is read: targets never enter),
@@ -434,7 +435,9 @@ def blend_prior(x_win: np.ndarray, avail: np.ndarray, start: int, hist_sums: np.
       available slot the first one (backward fill, as ``last_value_impute``); 0 without any;
     * slot-of-day mean ``ha``: the mean of every eligible observation of (c, h, w) at t's slot of
       day: the history's slots plus the window's AVAILABLE slots (a forecasting context, the
-      visible imputation entries, the visible cold-start slots);
+      visible imputation entries, the visible cold-start slots). ``counted`` (T, H, W) bool widens
+      the window's part to slots counted as observed ZEROS where not available (cold start: the
+      whole context, as the harness's B3 blend, "cut slots as 0"); it never reads a value there;
     * prior = ``weight * lv + (1 - weight) * ha``, or ``lv`` alone where the slot of day has no
       eligible observation at all.
     """
@@ -451,7 +454,8 @@ def blend_prior(x_win: np.ndarray, avail: np.ndarray, start: int, hist_sums: np.
     onehot = np.zeros((slots_per_day, T), np.float32)
     onehot[tod, np.arange(T)] = 1.0
     sums = np.einsum("st,cthw->cshw", onehot, xe, dtype=np.float64)       # (C, spd, H, W)
-    cnt = np.einsum("st,thw->shw", onehot, a.astype(np.float32), dtype=np.float64)  # (spd, H, W)
+    seen = a if counted is None else (a | np.asarray(counted, bool).reshape(T, H, W))
+    cnt = np.einsum("st,thw->shw", onehot, seen.astype(np.float32), dtype=np.float64)  # (spd, H, W)
     if hist_sums is not None:
         sums = sums + hist_sums
         cnt = cnt + np.asarray(hist_counts, np.float64)[:, None, None]
@@ -461,10 +465,15 @@ def blend_prior(x_win: np.ndarray, avail: np.ndarray, start: int, hist_sums: np.
 
 
 def window_prior(tensor: SparseBehaviorTensor, start: int, x_win: np.ndarray, avail: np.ndarray, task: int,
-                 weight: float = PRIOR_WEIGHT) -> np.ndarray:
+                 context: int, weight: float = PRIOR_WEIGHT) -> np.ndarray:
     """`blend_prior` of a window of ``tensor`` starting at absolute slot ``start``, with the user's
-    history before ``start`` (none for cold start: a cold-start user has no earlier days, PROTOCOL B3)."""
-    hs, hc = (None, None) if int(task) == COLD else history_tod_sums(tensor, start)
+    history before ``start``; cold start: no earlier days (PROTOCOL B3: a cold-start user has none)
+    and the ``context`` slots counted with their unseen entries as zeros (as the harness's B3 blend)."""
+    if int(task) == COLD:
+        counted = np.zeros(np.asarray(avail).shape[-3:], bool)
+        counted[:context] = True
+        return blend_prior(x_win, avail, start, None, None, tensor.slots_per_day, weight, counted=counted)
+    hs, hc = history_tod_sums(tensor, start)
     return blend_prior(x_win, avail, start, hs, hc, tensor.slots_per_day, weight)
 
 
@@ -536,7 +545,7 @@ class UserWindowDataset(Dataset):
             "user": ui, "start": w0, "channel_present": torch.from_numpy(present),
         }
         if cfg.prior == "blend":
-            out["prior"] = torch.from_numpy(window_prior(u.tensor, w0, x0, avail, task) * present[:, None, None, None])
+            out["prior"] = torch.from_numpy(window_prior(u.tensor, w0, x0, avail, task, ctx) * present[:, None, None, None])
         if self.profiles is not None:
             out["profile_emb"] = torch.from_numpy(self.profiles.emb[ui])
             out["profile_present"] = bool(self.profiles.present[ui])
