@@ -137,9 +137,30 @@ for task in tasks:
                          "windows_blend_better": int((pw_b < pw_a - 1e-12).sum()), "n_windows": int(len(n))}
     paired[task] = res
 
+# learning curve: validation target loss per evaluation, next to the same loss of a FRESH model (= the prior)
+from umask.train.common.loop import Dist
+from umask.train.models.umask.trainer import TrainConfig, UserFamily, evaluate as val_loss
+tr = p_mean.config["train"]
+tcfg = TrainConfig(model=tr["model"], model_overrides=tr["model_overrides"], n_users=tr["n_users"],
+                   sim_seed=tr["sim_seed"], batch_size=tr["batch_size"], eval_batches=tr["eval_batches"],
+                   seed=tr["seed"], sbert_cache=tr.get("sbert_cache"))
+fam = UserFamily(tcfg)
+fam.setup(Dist(), torch.device("cpu"))
+torch.manual_seed(tr["seed"])
+fresh = val_loss(fam.build_model(), fam.val_ds, tcfg, torch.device("cpu"), Dist())
+ck = Path(p_mean.checkpoint)
+recs = [json.loads(l) for l in (ck.parent.parent / "metrics.jsonl").read_text().splitlines()]
+val_curve = [{"step": r["step"], "val/target": round(r["val/target"], 7), "val/diff": round(r["val/diff"], 7)}
+             for r in recs if "val/target" in r]
+train_recs = [r for r in recs if "loss" in r and "val/target" not in r]
+learning = {"val_target_fresh_model_equals_prior": round(fresh["val/target"], 7),
+            "val_curve": val_curve, "checkpoint": str(ck), "checkpoint_step": p_mean.info()["training"]["checkpoint_step"],
+            "train_records": len(train_recs), "last_train_record": train_recs[-1] if train_recs else None,
+            "what": "val/target = eq. 19 per-window target x0 error on 48 fixed validation windows (day 6) at fixed "
+                    "noise; the fresh model's value is the prior's own error (an untrained prior model outputs it)"}
+
 dataset = f"sim {len(pop.users)} users seed 0, v2 B windows (paired with umask_prior_blend)"
 out_rows = aggregate({0: rows}, dataset=dataset, data="synthetic", command=command)
-ck = Path(p_mean.checkpoint)
 curve_src = ck.parent.parent / "metrics.jsonl"
 curve = Path("benchmarks/results/learning_curves/umask_prior_blend_metrics.jsonl")
 curve.parent.mkdir(parents=True, exist_ok=True)
@@ -156,7 +177,7 @@ doc = {"meta": {"command": command, "commit": _git_commit(), "date": dt.date.tod
                                             "windows (diff < 0: the model is better); diff_ci95 = 2000-resample "
                                             "bootstrap over windows (percentile); windows_*_better counts per-window RMSE",
                                     **paired},
-                "learning_curve": str(curve),
+                "learning_curve": {"file": str(curve), **learning},
                 "kind": "umask_prior_blend* are U-MASK ablations (prior variant); prior_blend_only is the prior by itself (a baseline-like reference); the rest are the v2 baselines"},
        "rows": out_rows}
 _atomic_json(Path("benchmarks/results/v2_user_umask_prior.json"), doc)
