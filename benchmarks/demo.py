@@ -225,12 +225,29 @@ def llm_files(llm_dir: Path | None, quant: str = "q8_0") -> Path | None:
     return llm_dir
 
 
-def export_bundle(ckpt: Path, out: Path, quick: bool, gguf_dir: Path | None) -> dict[str, Any]:
+def demo_key(keys: Path) -> tuple[Path, Path]:
+    """(private, public) key of this demo run, made once in ``keys`` (artifacts/demo/keys by default).
+
+    The demo signs its own export and opens it as a device would: with the signature checked against
+    this key (``trusted_keys=``), not with ``allow_unsigned`` (the same path a user's bundle takes)."""
+    from umask.export.signing import generate_keypair
+
+    priv, pub = keys / "demo.key", keys / "demo.pub"
+    if priv.is_file() and pub.is_file():
+        return priv, pub
+    priv.unlink(missing_ok=True)
+    pub.unlink(missing_ok=True)
+    return generate_keypair(keys, "demo")
+
+
+def export_bundle(ckpt: Path, out: Path, quick: bool, gguf_dir: Path | None,
+                  sign_key: Path | None = None) -> dict[str, Any]:
     from umask.export.families.umask.exporter import export_bundle as export
 
     precisions = ["fp32", "int8-qdq"] if quick else ["fp32", "fp16", "int8-qdq", "int8-dynamic"]
     _section(f"7a. Export {_rel(ckpt)} -> {_rel(out)} ({', '.join(precisions)})")
-    manifest = export(ckpt, out, precisions=precisions, gguf_dir=gguf_dir, max_windows=8 if quick else 24)
+    manifest = export(ckpt, out, precisions=precisions, gguf_dir=gguf_dir, max_windows=8 if quick else 24,
+                      sign_key=sign_key)
     print(f"bundle written in {manifest.get('export_seconds')} s, {len(manifest['files'])} files, "
           f"{sum(int(f['size']) for f in manifest['files'].values()) / 1e6:.1f} MB in all")
     return manifest
@@ -243,11 +260,11 @@ def _mask_strip(mask: np.ndarray, slots_per_hour: int, hours: int = 24) -> str:
     return "".join(" " if v == 0 else "." if v < 0.25 else ":" if v < 0.5 else "#" for v in per_hour)
 
 
-def serve_real_users(bundle: Path, precision: str, now_hour: int = 18) -> dict[str, Any]:
+def serve_real_users(bundle: Path, precision: str, now_hour: int = 18, trusted_keys: Any = None) -> dict[str, Any]:
     from umask.runtime.families.umask.session import Session
 
     _section(f"7b. Runtime Session ({precision}, torch-free) serving the 6 REAL users at {now_hour}:00")
-    s = Session.open(bundle, precision=precision, threads=1)
+    s = Session.open(bundle, precision=precision, threads=1, trusted_keys=trusted_keys)
     rep = s.report()
     print(f"providers {sorted({p for ps in rep['providers'].values() for p in ps})}, LLM "
           f"{'on' if rep['llm'] else 'off (template profiles)'}, sampler {rep['sampler_defaults']}")
@@ -296,7 +313,8 @@ def serve_real_users(bundle: Path, precision: str, now_hour: int = 18) -> dict[s
 # 8. latency and accuracy summary
 # -----------------------------------------------------------------------------
 
-def latency_accuracy(bundle: Path, manifest: dict[str, Any], hours: tuple[int, ...] = (10, 14, 18)) -> dict[str, Any]:
+def latency_accuracy(bundle: Path, manifest: dict[str, Any], hours: tuple[int, ...] = (10, 14, 18),
+                     trusted_keys: Any = None) -> dict[str, Any]:
     """The runtime's full short-term request per precision: p50 latency over every (user, hour) and
     the MAE of its next-hour prediction against the REAL next hour (featurized scale), next to the
     last-value baseline on the same windows."""
@@ -309,7 +327,7 @@ def latency_accuracy(bundle: Path, manifest: dict[str, Any], hours: tuple[int, .
              if all(nets.get(n, {}).get("status") == "ok" for n in ("dit", "maskgen", "profile_mlp"))]
     rows = []
     for prec in precs:
-        s = Session.open(bundle, precision=prec, threads=1, profile_source="template")
+        s = Session.open(bundle, precision=prec, threads=1, profile_source="template", trusted_keys=trusted_keys)
         lat, err, err_lv, act, act_lv = [], [], [], [], []
         for ui in range(len(real.events)):
             for h in hours:
@@ -389,11 +407,13 @@ def main(argv: list[str] | None = None) -> int:
         ckpt = train_umask(trace, args.out / "train", args.quick, args.train_steps, args.threads)
         summary["train"] = {"data": "synthetic", "checkpoint": _rel(ckpt)}
         gguf_dir = llm_files(args.llm_dir)
-        manifest = export_bundle(ckpt, args.out / "bundle", args.quick, gguf_dir)
+        key, pub = demo_key(args.out / "keys")      # the run's own signing key (see demo_key)
+        manifest = export_bundle(ckpt, args.out / "bundle", args.quick, gguf_dir, sign_key=key)
         summary["export"] = {"bundle": _rel(args.out / "bundle"), "seconds": manifest.get("export_seconds"),
                              "llm": manifest.get("llm", {}).get("status")}
-        summary["serve"] = serve_real_users(args.out / "bundle", args.precision)
-        summary["latency_accuracy"] = latency_accuracy(args.out / "bundle", manifest)
+        summary["export"]["signed_by"] = _rel(pub)
+        summary["serve"] = serve_real_users(args.out / "bundle", args.precision, trusted_keys=[pub])
+        summary["latency_accuracy"] = latency_accuracy(args.out / "bundle", manifest, trusted_keys=[pub])
     summary["elapsed_s"] = round(time.perf_counter() - t0, 1)
     out = args.out / "summary.json"
     tmp = out.with_suffix(".json.tmp")

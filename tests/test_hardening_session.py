@@ -199,11 +199,15 @@ def test_now_far_in_range_and_out_of_range(session: Session) -> None:
     with pytest.raises(InputError, match="now_ts"):
         session.predict_short(ev, now_ts=2**63, steps=1)
     years = int(ev.ts.max()) + 3 * 365 * 86400
-    with pytest.raises(InputError, match=r"slots .* after the history's last event"):
+    with pytest.raises(InputError, match=r"days\) after the history's last event"):
         session.predict_short(ev, now_ts=years, steps=1)
-    # inside the context window after the last event: fine
+    lim = session.limits.max_idle_hours * 3600
     ss = session.fcfg.slot_seconds
-    ok = (int(ev.ts.max()) // ss + session.spec.context - 1) * ss
+    too_far = (int(ev.ts.max()) + lim) // ss * ss + 2 * ss
+    with pytest.raises(InputError, match="max_idle_hours"):
+        session.predict_short(ev, now_ts=too_far, steps=1)
+    # within the bound (a night without the phone): served
+    ok = (int(ev.ts.max()) + lim) // ss * ss - ss
     assert session.predict_short(ev, now_ts=ok, steps=1)["slots"]
 
 

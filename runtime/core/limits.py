@@ -71,7 +71,7 @@ class RequestLimits:
     max_k: int = 1000
     max_text_chars: int = 8192
     max_cache_entries: int = 256
-    max_idle_slots: int | None = None
+    max_idle_hours: int = 48
     max_traffic_bytes_per_slot: float = 1e12
     max_app_records_per_slot: float = 1e4
 
@@ -84,8 +84,8 @@ class RequestLimits:
         "max_k": "items asked of a recommendation (k)",
         "max_text_chars": "characters of a caller's profile text (UTF-8, no lone surrogates)",
         "max_cache_entries": "SBERT embeddings kept in a Session's cache (least recently used dropped)",
-        "max_idle_slots": "slots between the last event and now_ts (None: the model's context length, i.e. the "
-                          "context window must hold at least the last event)",
+        "max_idle_hours": "hours between the last event and now_ts (the empty slots between them count as observed "
+                          "inactivity; a now_ts further away is refused, not served from an all-empty context)",
         "max_traffic_bytes_per_slot": "decoded traffic of one slot and cell is clipped to this many bytes",
         "max_app_records_per_slot": "decoded records of one app category, slot and cell are clipped to this",
     }
@@ -93,8 +93,6 @@ class RequestLimits:
     def __post_init__(self) -> None:
         for f in fields(self):
             v = getattr(self, f.name)
-            if v is None and f.name == "max_idle_slots":
-                continue
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 1 or v != v or v == float("inf"):
                 raise ValueError(f"RequestLimits.{f.name} must be a finite number >= 1, got {v!r}")
 
@@ -104,8 +102,10 @@ class RequestLimits:
 
     def help_text(self) -> str:
         """One line per bound (what ``umask run --help`` prints)."""
-        return "\n".join(f"  {name} = {getattr(self, name) if getattr(self, name) is not None else 'context'}: {doc}"
-                         for name, doc in self.DOCS.items())
+        def fmt(v: int | float) -> str:
+            return f"{v:,}" if isinstance(v, int) else f"{v:g}"
+
+        return "\n".join(f"  {name} = {fmt(getattr(self, name))}: {doc}" for name, doc in self.DOCS.items())
 
 
 HISTORY_LIMITS = Limits()

@@ -452,14 +452,11 @@ class Session(FamilySession):
         ev = self._history(history)
         w = build_window(ev, self.catalog, self.fcfg, self.spec, task, now_ts=now_ts,
                          missing=missing, grid=self.grid, cells=self.cells)
-        idle = self.spec.context if self.limits.max_idle_slots is None else int(self.limits.max_idle_slots)
-        last = int(np.max(ev.ts))
-        gap = (w.now_ts - last - 1) // w.slot_seconds      # whole slots after the last event's slot
-        if gap >= idle:
-            raise InputError(f"now_ts={now_ts}: {gap} slots ({gap * w.slot_seconds / 86400:.1f} days) after the "
-                             f"history's last event; the context window ({self.spec.context} slots) would hold no "
-                             f"event at all and count every slot as observed inactivity (RequestLimits.max_idle_slots "
-                             f"= {idle} slots)")
+        gap_s = w.now_ts - int(np.max(ev.ts))
+        if gap_s > self.limits.max_idle_hours * 3600:
+            raise InputError(f"now_ts={now_ts}: {gap_s / 3600:.1f} h ({gap_s / 86400:.1f} days) after the history's "
+                             f"last event; every slot in between would count as observed inactivity "
+                             f"(RequestLimits.max_idle_hours = {self.limits.max_idle_hours})")
         self._tick("window", t0)
         return w
 
