@@ -4,10 +4,10 @@ Not collected (no ``test_`` prefix); imported by tests/test_export.py, tests/tes
 tests/test_runtime_privacy.py. The tiny model has random weights perturbed away from the adaLN-Zero
 identity and a filled mask-generator bank, so every network path carries signal.
 
-The tiny bundle is signed with a test key generated once per process (`test_key`); `tiny_bundle`
+The tiny bundle is signed with a test key generated once per process (`signing_test_key`); `tiny_bundle`
 adds its public key to ``$UMASK_TRUSTED_KEYS`` of this process (and of the subprocesses the tests
 start with ``os.environ``), so ``Session.open(bundle)`` verifies the signature as a device would.
-A bundle a test exports itself is opened with ``trusted_keys=`` (signed with ``sign_key=test_key()[0]``)
+A bundle a test exports itself is opened with ``trusted_keys=`` (signed with ``sign_key=signing_test_key()[0]``)
 or with the explicit ``allow_unsigned=True``.
 """
 
@@ -46,7 +46,7 @@ def tiny_checkpoint(root: Path) -> Path:
 
 
 @functools.lru_cache(maxsize=1)
-def test_key() -> tuple[Path, Path]:
+def signing_test_key() -> tuple[Path, Path]:
     """(private key file, public key file) of an ed25519 test key generated once per process."""
     from umask.export.signing import generate_keypair
 
@@ -58,7 +58,7 @@ def trust_test_key(env: dict[str, str] | None = None) -> dict[str, str]:
     from umask.runtime.core.signing import ENV_TRUSTED_KEYS
 
     env = os.environ if env is None else env
-    pub = str(test_key()[1])
+    pub = str(signing_test_key()[1])
     have = [p for p in env.get(ENV_TRUSTED_KEYS, "").split(os.pathsep) if p]
     if pub not in have:
         env[ENV_TRUSTED_KEYS] = os.pathsep.join(have + [pub])
@@ -71,7 +71,7 @@ def _tiny_bundle() -> tuple[Path, Path]:
 
     base = Path(tempfile.mkdtemp(prefix="umask-tiny-"))
     ckpt = tiny_checkpoint(base / "ckpt")
-    export_bundle(ckpt, base / "bundle", gguf_dir=None, max_windows=8, sign_key=test_key()[0])
+    export_bundle(ckpt, base / "bundle", gguf_dir=None, max_windows=8, sign_key=signing_test_key()[0])
     return ckpt, base / "bundle"
 
 
@@ -115,5 +115,5 @@ def edited_bundle(dst: Path, *, manifest_edit=None, add_files: dict[str, bytes] 
         manifest_edit(m)
     (dst / "manifest.json").write_text(json.dumps(m, indent=1))
     if sign:
-        sign_bundle(dst, test_key()[0])
+        sign_bundle(dst, signing_test_key()[0])
     return dst

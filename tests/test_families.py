@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export_fixtures import real_user, tiny_bundle
+from export_fixtures import edited_bundle, real_user, tiny_bundle
 from umask.runtime.core.bundle import MANIFEST, PARTIAL_MARKER, BundleError, sha256_file, verify_bundle
 from umask.runtime.core.errors import InputError
 from umask.runtime.engines.backends import NetworkBackend, OrtBackend
@@ -19,11 +19,10 @@ from umask.runtime.session import FamilySession, Session
 
 
 def _with_manifest(src: Path, dst: Path, edit) -> Path:  # noqa: ANN001
-    shutil.copytree(src, dst)
-    m = json.loads((dst / MANIFEST).read_text())
-    edit(m)
-    (dst / MANIFEST).write_text(json.dumps(m))
-    return dst
+    """``src`` (the tiny bundle) with its manifest edited and re-signed by the test key: the family key
+    is what is tested, not the signature (an edit without re-signing is refused, see test_signing)."""
+    assert src == tiny_bundle()[1]
+    return edited_bundle(dst, manifest_edit=edit)
 
 
 def test_registries_resolve_to_their_family() -> None:

@@ -57,7 +57,10 @@ def test_held_session_makes_no_network_attempt_and_writes_nothing_home(tmp_path:
     home = tmp_path / "home"
     home.mkdir()
     log = tmp_path / "trace.txt"
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "OMP_NUM_THREADS": "1", "LANG": "C.UTF-8"}
+    from export_fixtures import trust_test_key
+
+    # the tiny bundle is signed by the per-process test key: the child trusts it explicitly
+    env = trust_test_key({"PATH": "/usr/bin:/bin", "HOME": str(home), "OMP_NUM_THREADS": "1", "LANG": "C.UTF-8"})
     res = subprocess.run([strace, "-f", "-qq", "-e", "trace=socket,connect,sendto,sendmsg", "-o", str(log),
                           sys.executable, "-c", SCRIPT, str(bundle), str(SAMPLE), str(HOLD_S)],
                          cwd=ROOT, capture_output=True, text=True, timeout=HOLD_S + 240, env=env)

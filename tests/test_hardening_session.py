@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export_fixtures import edited_bundle, real_user, test_key, tiny_bundle
+from export_fixtures import edited_bundle, real_user, signing_test_key, tiny_bundle
 from umask.runtime.core.bundle import SIGNATURE_FILE, read_verified
 from umask.runtime.core.errors import BundleError, InputError, LimitError, ManifestError, SignatureError
 from umask.runtime.core.events import EventLog
@@ -72,7 +72,7 @@ def test_unsigned_and_foreign_signed_bundles_are_refused(tmp_path: Path) -> None
     # trusted only through the argument: the environment's key is then not consulted
     with pytest.raises(SignatureError, match="not trusted"):
         Session.open(tiny_bundle()[1], trusted_keys=[tmp_path / "keys" / "mallory.pub"])
-    assert Session.open(tiny_bundle()[1], trusted_keys=[test_key()[1]]).family == "umask"
+    assert Session.open(tiny_bundle()[1], trusted_keys=[signing_test_key()[1]]).family == "umask"
 
 
 def test_a_bundle_loading_an_unlisted_file_cannot_be_built_by_editing_the_manifest(tmp_path: Path) -> None:

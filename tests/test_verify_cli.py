@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from export_fixtures import SAMPLE, edited_bundle, test_key, tiny_bundle
+from export_fixtures import SAMPLE, edited_bundle, signing_test_key, tiny_bundle
 from umask.cli import main
 from umask.runtime.core.errors import BundleError, ManifestError, SignatureError
 from umask.runtime.core.signing import ENV_TRUSTED_KEYS
@@ -36,7 +36,7 @@ def test_verify_signed_bundle_prints_one_line_and_a_summary(capsys, monkeypatch)
     b = tiny_bundle()[1]
     monkeypatch.delenv(ENV_TRUSTED_KEYS, raising=False)
     assert _run(capsys, ["verify", str(b)])[0] == SignatureError.exit_code     # signed, but nothing trusted
-    code, out, err = _run(capsys, ["verify", str(b), "--trusted-keys", str(test_key()[1])])
+    code, out, err = _run(capsys, ["verify", str(b), "--trusted-keys", str(signing_test_key()[1])])
     assert code == 0, err
     first, rest = out.split("\n", 1)
     assert first.startswith(f"umask verify: {b}: OK") and "signed by key" in first
@@ -44,8 +44,8 @@ def test_verify_signed_bundle_prints_one_line_and_a_summary(capsys, monkeypatch)
     assert summary["family"] == "umask" and summary["files"] == len(json.loads((b / "manifest.json").read_text())["files"])
     assert "fp32" in summary["precisions"] and summary["key_id"]
     # the key folder works too, and so does the environment variable
-    assert _run(capsys, ["verify", str(b), "--trusted-keys", str(test_key()[1].parent)])[0] == 0
-    monkeypatch.setenv(ENV_TRUSTED_KEYS, str(test_key()[1]))
+    assert _run(capsys, ["verify", str(b), "--trusted-keys", str(signing_test_key()[1].parent)])[0] == 0
+    monkeypatch.setenv(ENV_TRUSTED_KEYS, str(signing_test_key()[1]))
     assert _run(capsys, ["verify", str(b)])[0] == 0
 
 
@@ -53,7 +53,7 @@ def test_verify_refusals_have_distinct_codes(capsys, tmp_path: Path, monkeypatch
     from umask.export.signing import generate_keypair
 
     monkeypatch.delenv(ENV_TRUSTED_KEYS, raising=False)
-    pub = str(test_key()[1])
+    pub = str(signing_test_key()[1])
     unsigned = edited_bundle(tmp_path / "u", sign=False)
     code, out, err = _run(capsys, ["verify", str(unsigned), "--trusted-keys", pub])
     assert code == SignatureError.exit_code and "unsigned" in err and len(err.strip().splitlines()) == 1 and not out
@@ -80,10 +80,10 @@ def test_run_honours_the_key_options(capsys, tmp_path: Path, monkeypatch) -> Non
     base = ["run", "--history", str(events_csv(tmp_path / "e.csv")), "--task", "short", "--steps", "1"]
     code, _, err = _run(capsys, base + ["--bundle", signed])
     assert code == SignatureError.exit_code and "no trusted key" in err
-    code, out, err = _run(capsys, base + ["--bundle", signed, "--trusted-keys", str(test_key()[1])])
+    code, out, err = _run(capsys, base + ["--bundle", signed, "--trusted-keys", str(signing_test_key()[1])])
     assert code == 0, err
     assert json.loads(out)["result"]["slots"]
-    code, _, err = _run(capsys, base + ["--bundle", str(unsigned), "--trusted-keys", str(test_key()[1])])
+    code, _, err = _run(capsys, base + ["--bundle", str(unsigned), "--trusted-keys", str(signing_test_key()[1])])
     assert code == SignatureError.exit_code
     code, out, err = _run(capsys, base + ["--bundle", str(unsigned), "--allow-unsigned"])
     assert code == 0, err
