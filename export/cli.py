@@ -132,7 +132,44 @@ def verify_main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _bundle_family_of(argv: Sequence[str]) -> str | None:
+    """The ``family`` of the manifest of ``--bundle DIR`` in ``argv`` (None when there is no readable
+    one: the U-MASK parser below then reports the problem)."""
+    args = list(argv)
+    for i, a in enumerate(args):
+        value = args[i + 1] if a == "--bundle" and i + 1 < len(args) else (a[9:] if a.startswith("--bundle=") else None)
+        if value is None:
+            continue
+        from umask.runtime.core.bundle import bundle_family, read_manifest
+
+        try:
+            return bundle_family(read_manifest(value))
+        except Exception:  # noqa: BLE001 - reported again, with its exit code, by the session that opens it
+            return None
+    return None
+
+
 def run_main(argv: Sequence[str] | None = None) -> int:
+    """``umask run``: a U-MASK bundle is served below; a bundle of another family goes to the
+    ``run_main(argv)`` of its session module (`umask.runtime.families.FAMILIES`)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    family = _bundle_family_of(argv)
+    if family is not None and family != "umask":
+        import importlib
+
+        from umask.runtime.families import FAMILIES
+
+        if family not in FAMILIES:
+            from umask.runtime.core.errors import BundleError
+
+            print(f"umask run: {BundleError(f'family {family!r} is not served by this runtime (known: {sorted(FAMILIES)})')}",
+                  file=sys.stderr)
+            return BundleError.exit_code
+        return int(importlib.import_module(FAMILIES[family].partition(":")[0]).run_main(argv) or 0)
+    return _run_umask(argv)
+
+
+def _run_umask(argv: Sequence[str] | None = None) -> int:
     from umask.runtime.core.limits import REQUEST_LIMITS
 
     p = argparse.ArgumentParser(

@@ -205,7 +205,30 @@ def _train_umask(ns: argparse.Namespace, rest: list[str]) -> int:
     return _call_main(PER_USER_TRAINER, argv + rest)
 
 
-FAMILIES: dict[str, Callable[[argparse.Namespace, list[str]], int]] = {"umask": _train_umask}
+def _train_other(family: str) -> Callable[[argparse.Namespace, list[str]], int]:
+    """``umask train <family>`` for a family whose trainer reads its own data flags: the trainer
+    registered in `umask.train.models.MODELS` gets --data / --grid / --slot-minutes / --adjacency
+    (when given) followed by every other flag."""
+    def train(ns: argparse.Namespace, rest: list[str]) -> int:
+        from umask.train.models import MODELS
+
+        argv = [*(["--data", str(ns.data)] if ns.data is not None else []),
+                *(["--grid", ns.grid] if ns.grid is not None else []),
+                *(["--slot-minutes", str(ns.slot_minutes)] if ns.slot_minutes is not None else []),
+                *(["--adjacency", ns.adjacency] if ns.adjacency is not None else [])]
+        return _call_main(MODELS[family], argv + rest)
+    return train
+
+
+def _families() -> dict[str, Callable[[argparse.Namespace, list[str]], int]]:
+    """family -> its ``umask train`` handler: U-MASK picks its trainer from the data; every other family
+    registered in `umask.train.models.MODELS` gets `_train_other`."""
+    from umask.train.models import MODELS
+
+    return {fam: (_train_umask if fam == "umask" else _train_other(fam)) for fam in MODELS}
+
+
+FAMILIES = _families()
 
 
 def _train(argv: list[str]) -> int:
@@ -219,6 +242,12 @@ def _train(argv: list[str]) -> int:
             kind = _data_kind(ns)
         except Exception:  # noqa: BLE001 - help still shows the per-user trainer's flags
             kind = "per_user"
+        if ns.family != "umask":
+            from umask.train.models import MODELS
+
+            print(f"\nflags of the {ns.family} trainer ({MODELS[ns.family]}):\n")
+            _call_main(MODELS[ns.family], ["--help"])
+            return 0
         module = GRID_TRAINER if kind == "grid" else PER_USER_TRAINER
         print(f"\nflags of the {'grid' if kind == 'grid' else 'per-user'} trainer ({module}; "
               f"{'add --grid HxW to see the grid trainer' if kind != 'grid' else 'drop --grid for the per-user one'}):\n")
@@ -243,8 +272,13 @@ write JSON rows plus a markdown table (--out, default artifacts/eval/<protocol>.
     days. --ckpt is a grid run (umask train umask --grid ...); without --ckpt only the baselines
     are scored. Runs benchmarks/accuracy/grid_umask.py (grid.py for baselines only).
   * B1 (next hour), B2 (next 24 h), B3 (cold start), B4 (completion) per user: --ckpt is a
-    per-user run; the users are the simulated population of the checkpoint (--users N keeps the
-    first N). Runs benchmarks/accuracy/user_umask.py.
+    per-user run; without --data the users are the data the run was trained on (its trace, or
+    its simulated population; --users N keeps the first N); --data FILE scores another trace
+    (LLMApp CSV, official layout or an app-only log). --context-slots N (non-protocol) shortens
+    the context for short logs. Runs benchmarks/accuracy/user_umask.py.
+  * A1/A2 --family ustsllm, A1-zeroshot / A2-zeroshot (a Milan-trained model on another grid),
+    C (next-item ranking on Taobao; family fatsmb) and D (next-hour app categories; family
+    gtslum) run the family's own scorer, umask.bench.accuracy.<family>, with every flag given.
 
 Other flags go to the runner (e.g. --split val, --sampler dpmpp_2m, --users 20 for B)."""
 
@@ -254,13 +288,18 @@ examples:
   umask eval A1 --ckpt artifacts/train/my_grid --data my_grid.csv --grid 3x4 --slot-minutes 60 --stride 6
   umask eval B2 --ckpt artifacts/train/umask_small/ckpt/best --users 20"""
 
-PROTOCOLS = ("A1", "A2", "B1", "B2", "B3", "B4")
+PROTOCOLS = ("A1", "A2", "A1-ZEROSHOT", "A2-ZEROSHOT", "B1", "B2", "B3", "B4", "C", "D")
+# the family a protocol scores when --family is not given (A and B: U-MASK)
+DEFAULT_EVAL_FAMILY = {"C": "fatsmb", "D": "gtslum"}
 
 
 def _eval_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="umask eval", description=EVAL_DESCRIPTION, epilog=EVAL_EPILOG,
                                 formatter_class=_Formatter)
     p.add_argument("protocol", type=str.upper, choices=PROTOCOLS, help="evaluation protocol")
+    p.add_argument("--family", default=None, help="model family scored (default: umask for A and B, fatsmb for C, "
+                                                  "gtslum for D); a family other than umask runs "
+                                                  "umask.bench.accuracy.<family>")
     p.add_argument("--ckpt", default=None, help="training run folder or checkpoint directory")
     p.add_argument("--bundle", default=None, help="an exported bundle directory (umask export)")
     p.add_argument("--data", default=None, help="A1/A2: grid CSV (default: Milan 5x5); B: the Tsinghua "
@@ -275,9 +314,37 @@ def _eval_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _eval_other(ns: argparse.Namespace, family: str, rest: list[str]) -> int:
+    """A family's own scorer, `umask.bench.accuracy.<family>` (``main(argv)``), with --protocol and every
+    flag given on the command line."""
+    import importlib.util
+
+    from umask.train.models import MODELS
+
+    if family not in MODELS:
+        raise _input_error(f"--family {family}: not a model family (known: {sorted(MODELS)})")
+    module = f"umask.bench.accuracy.{family}"
+    if importlib.util.find_spec(module) is None:
+        raise _input_error(f"--family {family}: this checkout has no scorer {module}")
+    fwd = [*(["--ckpt", ns.ckpt] if ns.ckpt else []), *(["--bundle", ns.bundle] if ns.bundle else []),
+           *(["--data", ns.data] if ns.data else []), *(["--grid", ns.grid] if ns.grid else []),
+           *(["--slot-minutes", str(ns.slot_minutes)] if ns.slot_minutes is not None else []),
+           *(["--adjacency", ns.adjacency] if ns.adjacency else []), *(["--out", ns.out] if ns.out else []),
+           *(["--stride", str(ns.stride)] if ns.stride != 1 else []),
+           *(["--steps", str(ns.steps)] if ns.steps is not None else []),
+           *(["--samples", str(ns.samples)] if ns.samples is not None else [])]
+    protocol = ns.protocol.replace("-ZEROSHOT", "-zeroshot")           # the scoreboard's spelling
+    return _call_main(module, ["--protocol", protocol, *fwd, *rest])
+
+
 def _eval(argv: list[str]) -> int:
     p = _eval_parser()
     ns, rest = p.parse_known_args(argv)
+    family = ns.family or DEFAULT_EVAL_FAMILY.get(ns.protocol, "umask")
+    if family != "umask":
+        return _eval_other(ns, family, rest)
+    if ns.protocol not in ("A1", "A2", "B1", "B2", "B3", "B4"):
+        raise _input_error(f"{ns.protocol}: U-MASK is scored on A1, A2 and B1-B4; {ns.protocol} needs --family")
     out = ns.out or f"artifacts/eval/{ns.protocol.lower()}.json"
     if ns.stride < 1:
         raise _input_error(f"--stride must be >= 1, got {ns.stride}")
@@ -415,7 +482,7 @@ def _uscope(argv: list[str]) -> int:
 
 COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "train": (_train, "train a model family: 'train umask --data FILE' (per-user logs or a grid CSV with --grid HxW)"),
-    "eval": (_eval, "score a checkpoint on a protocol next to the baselines: 'eval A1|A2|B1|B2|B3|B4 --ckpt DIR'"),
+    "eval": (_eval, "score a checkpoint on a protocol next to the baselines: 'eval A1|A2|B1-B4|C|D --ckpt DIR [--family F]'"),
     "demo": (_demo, "the main job: the end-to-end pipeline on the bundled data (add --quick for a short run)"),
     "simulate": (_simulate, "generate or validate calibrated synthetic week-long user traces"),
     "export": (_export, "checkpoint -> verified on-device bundle (ONNX fp32/fp16/int8, TensorRT, GGUF, manifest)"),

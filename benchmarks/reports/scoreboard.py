@@ -449,21 +449,31 @@ def _v2_rows(src: Path, doc: dict[str, Any], commit: str, date: str) -> Iterator
     meta = doc.get("meta", {})
     commit = str(meta.get("commit", commit)).replace("+dirty", "") or commit
     date = meta.get("date", date)
+    default_notes = meta.get("point_estimator") and (f"point estimator: {meta['point_estimator']}; "
+                                                     f"spread: {meta.get('spread')}")
     for r in doc["rows"]:
-        kind, family = _kind(r["model"])
+        # a row may name its kind and family itself (the other families' files do); else the model name decides
+        kind, family = (r["kind"], r.get("family")) if "kind" in r else _kind(r["model"])
         yield Row(protocol=r["protocol"], dataset=r["dataset"], data=r["data"], model=r["model"], family=family,
                   kind=kind, artifact=r.get("artifact") or _artifact(r["model"], src.name), metric=r["metric"],
                   value=float(r["value"]), better=r["better"], n_windows=int(r["n_windows"]),
                   seeds=tuple(int(s) for s in r["seeds"]), spread=r.get("spread"), command=r["command"],
                   commit=commit, date=date, source=f"benchmarks/results/{src.name}",
-                  notes=meta.get("point_estimator") and f"point estimator: {meta['point_estimator']}; "
-                  f"spread: {meta.get('spread')}")
+                  notes=r.get("notes") or meta.get("notes") or default_notes)
 
 
-def convert(results: Path = RESULTS, sources: Sequence[str] = SOURCES) -> list[Row]:
-    """Rows for every headline figure of the committed result files named in ``sources``."""
+def sources(results: Path = RESULTS) -> tuple[str, ...]:
+    """`SOURCES`, then every other ``v2_*.json`` of ``results`` (sorted): a v2 runner's file joins the
+    scoreboard by its name alone (rows in the shape `_v2_rows` reads)."""
+    extra = sorted(p.name for p in results.glob("v2_*.json") if p.name not in SOURCES)
+    return (*SOURCES, *extra)
+
+
+def convert(results: Path = RESULTS, names: Sequence[str] | None = None) -> list[Row]:
+    """Rows for every headline figure of the committed result files named in ``names`` (default:
+    `sources(results)`)."""
     col = _Collector()
-    for name in sources:
+    for name in (sources(results) if names is None else names):
         src = results / name
         if not src.exists():
             log.warning("scoreboard: %s not found, skipped", src)
@@ -496,7 +506,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     path = Path(ns.path)
     if ns.convert:
         rows = convert()
-        ours = {f"benchmarks/results/{s}" for s in SOURCES}
+        ours = {f"benchmarks/results/{s}" for s in sources()}
         with _locked(path):
             # rows other runners wrote (not read from the converted files) stay
             kept = [r for r in load(path) if r.source not in ours and r.key not in {x.key for x in rows}]

@@ -1,0 +1,1 @@
+"""FatsMB (paper 003): latent preference diffusion for multi-behavior sequential recommendation: the exporter (checkpoint -> verified bundle)."""

@@ -1,0 +1,1 @@
+"""GTS-LUM (paper 002): LLM telecom user-behavior modeling (semantic timestamps, Q-Former, target-aware): the exporter (checkpoint -> verified bundle)."""

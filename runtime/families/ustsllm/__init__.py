@@ -1,0 +1,1 @@
+"""U-STS-LLM (paper 001): grid traffic forecasting and imputation with a LoRA-steered small LLM: the torch-free runtime session."""
