@@ -125,8 +125,8 @@ def test_peak_rss_sees_an_allocation() -> None:
         a = np.ones(64 * 2**20 // 8)                   # 64 MB touched
         a.sum()
         del a
-    if not peak.method.startswith("VmHWM"):
-        pytest.skip(f"no resettable VmHWM here ({peak.method})")
+    if not peak.method.startswith(("VmHWM", "VmRSS")):
+        pytest.skip(f"no per-block peak here ({peak.method})")
     assert peak.mb >= base.mb + 50
 
 

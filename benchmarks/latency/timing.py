@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import resource
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -116,24 +117,56 @@ class PeakRSS:
     """Resident-set peak of this process while the ``with`` block ran (MB).
 
     Linux: writes ``5`` to /proc/self/clear_refs (resets VmHWM to the current RSS) on entry and reads
-    VmHWM on exit (method ``VmHWM (reset)``). Elsewhere: ``ru_maxrss``, the process-lifetime peak
-    (method ``ru_maxrss (process lifetime)``)."""
+    VmHWM on exit (method ``VmHWM (reset ...)``). Some kernels and sandboxes accept the write but do
+    not reset the mark (VmHWM stays above VmRSS right after it); there a thread samples VmRSS every
+    ``interval_s`` instead (method ``VmRSS (sampled ...)``: a peak shorter than the interval can be
+    missed). Elsewhere: ``ru_maxrss``, the process-lifetime peak (method ``ru_maxrss (process lifetime)``)."""
 
-    def __init__(self) -> None:
+    RESET_SLACK_KB = 4096          # VmHWM may exceed VmRSS by page-table noise right after a working reset
+
+    def __init__(self, interval_s: float = 0.002) -> None:
         self.mb: float | None = None
         self.method = ""
+        self.interval_s = interval_s
         self._reset = False
+        self._sampled_kb = 0
+        self._stop: threading.Event | None = None
+        self._thread: threading.Thread | None = None
 
     def __enter__(self) -> PeakRSS:
         try:
             with open("/proc/self/clear_refs", "w") as fh:
                 fh.write("5")
-            self._reset = _vm_hwm_kb() is not None
+            hwm, rss = _vm_hwm_kb(), _vm_rss_kb()
+            self._reset = hwm is not None and rss is not None and hwm <= rss + self.RESET_SLACK_KB
+            if not self._reset and rss is not None:
+                self._start_sampler(rss)
         except OSError:
             self._reset = False
         return self
 
+    def _start_sampler(self, rss_kb: int) -> None:
+        self._sampled_kb = rss_kb
+        self._stop = threading.Event()
+
+        def sample() -> None:
+            while not self._stop.is_set():
+                kb = _vm_rss_kb()
+                if kb is not None and kb > self._sampled_kb:
+                    self._sampled_kb = kb
+                self._stop.wait(self.interval_s)
+
+        self._thread = threading.Thread(target=sample, name="PeakRSS", daemon=True)
+        self._thread.start()
+
     def __exit__(self, *exc: Any) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            kb = max(self._sampled_kb, _vm_rss_kb() or 0)
+            self.mb = round(kb / 1024.0, 1)
+            self.method = f"VmRSS (sampled every {self.interval_s * 1e3:g} ms; VmHWM is not resettable here)"
+            return
         kb = _vm_hwm_kb() if self._reset else None
         if kb is not None:
             self.mb, self.method = round(kb / 1024.0, 1), "VmHWM (reset before the configuration)"
@@ -141,6 +174,17 @@ class PeakRSS:
             r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss       # KiB on Linux, bytes on macOS
             self.mb = round(r / (1024.0 * 1024.0 if sys.platform == "darwin" else 1024.0), 1)
             self.method = "ru_maxrss (process lifetime)"
+
+
+def _vm_rss_kb() -> int | None:
+    try:
+        with open("/proc/self/status") as fh:
+            for ln in fh:
+                if ln.startswith("VmRSS:"):
+                    return int(ln.split()[1])
+    except OSError:
+        return None
+    return None
 
 
 def _vm_hwm_kb() -> int | None:
