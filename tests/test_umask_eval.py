@@ -186,3 +186,32 @@ def test_context_override_and_window_fit(pop: ue.UserPopulation) -> None:
     assert y.shape == b4.truth.shape
     obs = np.broadcast_to(b4.avail, y.shape)                           # chunks reassembled in order
     np.testing.assert_array_equal(y[obs], b4.x_context[obs])
+
+
+def test_prior_model_gets_its_prior_from_the_harness(pop: ue.UserPopulation) -> None:
+    """A prior='blend' model scored by the harness: the predictor builds data.window_prior from the attached
+    population; a fresh model (zero-init residual) then returns exactly that prior on the target, and the
+    x0 point estimate is the default. Without the population it refuses by name."""
+    from dataclasses import replace
+
+    from umask.train.models.umask.data import WindowConfig, window_prior
+
+    torch.manual_seed(0)
+    cfg = replace(UMASK_CONFIGS["tiny"], window=WindowConfig(context=192, horizon=96), prior="blend")
+    cfg = cfg.with_data(22, 4, 4, 15)
+    p = me.UMaskPredictor(UMask(cfg), {}, steps=1, n_samples=1, profile_source="none", clip=False)
+    assert p.prior == "blend" and p.point == "first_x0" and "prior blend" in p.info()["point_forecast"]
+    b = _first(pop, "B2", 2)
+    with pytest.raises(InputError, match="attach_population"):
+        p(b.model_view())
+    p.attach_population(pop)
+    y = p(b.model_view())                                       # (n, C, 96, H, W)
+    mb = p.model_batch(b)
+    ref = []
+    for i, (u, s) in enumerate(zip(b.users, b.context_starts)):
+        t = pop.features[int(u)].tensor
+        ref.append(window_prior(t, int(s), mb["x0"][i].numpy(), mb["avail"][i].numpy(), TASKS.index("long_term"), 192)
+                   * t.channels.present[:, None, None, None])
+    ref = np.stack(ref)[:, :, 192:288]
+    assert np.abs(ref).sum() > 0
+    np.testing.assert_allclose(y, ref, atol=1e-5)

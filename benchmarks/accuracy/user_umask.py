@@ -177,7 +177,9 @@ class UMaskPredictor:
                  steps: int = 10, n_samples: int = 2, seed: int = 0, profile_source: str = "template",
                  sbert_cache: str | Path | None = None, encoder: Any = None, clip: bool = True,
                  checkpoint: str | Path | None = None, profile_generator: Any = None,
-                 context_slots: int | None = None) -> None:
+                 context_slots: int | None = None, point: str = "auto") -> None:
+        if point not in ("auto", "mean", "first_x0"):
+            raise InputError(f"point must be 'auto', 'mean' or 'first_x0', got {point!r}")
         if profile_source not in ("template", "none", "llm"):
             raise InputError(f"profile_source must be 'template', 'none' or 'llm', got {profile_source!r}")
         if (profile_source == "llm") != (profile_generator is not None):
@@ -201,6 +203,17 @@ class UMaskPredictor:
             raise InputError(f"--context-slots {context_slots}: must lie in [1, {self.window.context}] (the model's "
                              f"context region)")
         self.context_slots = None if context_slots is None else int(context_slots)   # non-protocol override
+        # UMaskConfig.prior (e.g. "blend"): the network learns a residual over a deterministic prior that
+        # every batch must carry (train/models/umask/data.window_prior), built from the user's own tensor
+        self.prior = str(getattr(model.cfg, "prior", "none"))
+        # "auto": the x0 estimate at the first step for a prior model (its residual is what was trained to be
+        # right on average), the mean of samples otherwise
+        self.point = ("first_x0" if self.prior != "none" else "mean") if point == "auto" else point
+        self.population: ue.UserPopulation | None = None
+
+    def attach_population(self, pop: ue.UserPopulation) -> None:
+        """The population whose windows are scored: a prior model reads each user's tensor from it."""
+        self.population = pop
 
     # -- profile embeddings, as train/dataset.build_profile_table --
     @property
@@ -276,7 +289,25 @@ class UMaskPredictor:
             emb, present = self.profile_inputs(batch.profiles)
             out["profile_emb"] = torch.from_numpy(emb)
             out["profile_present"] = torch.from_numpy(present)
+        if self.prior != "none":
+            out["prior"] = torch.from_numpy(self.prior_inputs(batch, x0, avail))
         return out
+
+    def prior_inputs(self, batch: ue.TaskBatch, x0: np.ndarray, avail: np.ndarray) -> np.ndarray:
+        """(n, C, T, H, W) `window_prior` of each window (the user's history before its start, as trained),
+        zero on the channels the user's data does not have."""
+        from umask.train.models.umask.data import window_prior
+
+        if self.population is None:
+            raise InputError(f"this checkpoint was trained with prior={self.prior!r}: the scorer must attach the "
+                             "evaluated population (UMaskPredictor.attach_population) so the prior can be built")
+        task = MODEL_TASKS.index(TASK_OF[batch.task])
+        out = []
+        for i, (u, start) in enumerate(zip(batch.users, batch.context_starts)):
+            tensor = self.population.features[int(u)].tensor
+            pr = window_prior(tensor, int(start), x0[i], avail[i], task, self.window.context)
+            out.append(pr * tensor.channels.present[:, None, None, None])
+        return np.stack(out).astype(np.float32)
 
     def batch_seed(self, batch: ue.TaskBatch) -> int:
         ent = [self.seed, MODEL_TASKS.index(TASK_OF[batch.task]), int(batch.users[0]), int(batch.window_index[0]),
@@ -337,7 +368,8 @@ class UMaskPredictor:
         mb = self.model_batch(batch)
         device = next(self.model.parameters()).device
         mb = {k: v.to(device) for k, v in mb.items()}
-        full = self.model.complete(mb, self.sampler, self.steps, self.n_samples, self.batch_seed(batch))
+        full = self.model.complete(mb, self.sampler, self.steps, self.n_samples, self.batch_seed(batch),
+                                   point=self.point)
         full = full.float().cpu().numpy()
         sl = batch.target_slice
         pred = full[:, :, sl]
@@ -353,7 +385,9 @@ class UMaskPredictor:
         """``model_info`` entry for user_eval rows."""
         d: dict[str, Any] = {"seeds": [self.seed], "samples": self.n_samples, "steps": self.steps,
                              "sampler": self.sampler_name + (" (eta = 0)" if self.sampler_name == "ddim" else ""),
-                             "point_forecast": f"mean of {self.n_samples} samples",
+                             "point_forecast": (f"mean of {self.n_samples} samples" if self.point == "mean" else
+                                                f"x0 estimate at the first step (t = N-1), mean of {self.n_samples} "
+                                                "noise draws") + (f"; prior {self.prior}" if self.prior != "none" else ""),
                              "profile_input": (f"{self.profile_source} -> SBERT -> ProfileMLP" if self.uses_profile else "none")
                              + (f" (LLM {getattr(self.profile_generator, 'model_path', '')}"
                                 f"{' + ' + str(self.profile_generator.lora_path) if getattr(self.profile_generator, 'lora_path', None) else ''})"
@@ -371,7 +405,8 @@ class UMaskPredictor:
 def umask_predictor(ckpt_dir: str | Path, *, sampler: str = "ddim", steps: int = 10, n_samples: int = 2,
                     seed: int = 0, profile_source: str = "template", sbert_cache: str | Path | None = "auto",
                     ema: bool = True, device: str = "cpu", clip: bool = True, encoder: Any = None,
-                    profile_generator: Any = None, context_slots: int | None = None) -> UMaskPredictor:
+                    profile_generator: Any = None, context_slots: int | None = None,
+                    point: str = "auto") -> UMaskPredictor:
     """Load a checkpoint (EMA weights by default) as a ``user_eval.Predictor``.
 
     ``ckpt_dir``: a step directory, a ``best`` / ``latest`` pointer, a ``ckpt`` folder or a run folder.
@@ -386,7 +421,8 @@ def umask_predictor(ckpt_dir: str | Path, *, sampler: str = "ddim", steps: int =
         sbert_cache = None if not c else (Path(c) if Path(c).is_absolute() else ue.REPO_ROOT / c)
     return UMaskPredictor(model, config, sampler=sampler, steps=steps, n_samples=n_samples, seed=seed,
                           profile_source=profile_source, sbert_cache=sbert_cache, clip=clip, encoder=encoder,
-                          checkpoint=ckpt, profile_generator=profile_generator, context_slots=context_slots)
+                          checkpoint=ckpt, profile_generator=profile_generator, context_slots=context_slots,
+                          point=point)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -787,6 +823,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--profile", action="append", default=[], metavar="NAME=SOURCE",
                    help="profile text source of model NAME: template (default), none, or llm:MODEL.gguf[+LORA.gguf] "
                         "(U-SCOPE profiling LLM via runtime/llm.LlamaProfiler, greedy)")
+    p.add_argument("--point", default="auto", choices=("auto", "mean", "first_x0"),
+                   help="U-MASK point forecast: mean of --samples samples, or the x0 estimate at the first step "
+                        "(auto: first_x0 for a prior model, mean otherwise)")
     p.add_argument("--out", default=DEFAULT_OUT)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -803,7 +842,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if set(sources) - set(args.name):
         p.error(f"--profile names {sorted(set(sources) - set(args.name))} are not --name values")
     preds = {n: umask_predictor(c, sampler=args.sampler, steps=args.steps, n_samples=args.samples,
-                                seed=args.sample_seed, context_slots=args.context_slots,
+                                seed=args.sample_seed, context_slots=args.context_slots, point=args.point,
                                 **_profile_kwargs(sources.get(n, "template")))
              for n, c in zip(args.name, args.ckpt)}
     for task in tasks:                                   # before any population is built: one line, what to do
@@ -827,6 +866,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not ok:
             log.warning("%s: the evaluation population is NOT its training population (fingerprint differs)", n)
     pop = subset_population(full, args.users)
+    for pr in preds.values():
+        pr.attach_population(pop)
+    if not args.no_real and trace is None and any(pr.prior != "none" for pr in preds.values()):
+        log.warning("a prior model is scored: the real 6-user sample is skipped (its one day has no history before "
+                    "the window for the prior)")
+        args.no_real = True
     if args.diagnostics:
         return _run_diagnostics(preds, pop, args.diagnostics, args.split, command, Path(args.out))
     model_info = {n: pr.info() for n, pr in preds.items()}

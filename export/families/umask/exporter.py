@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from umask.export import precision as prec
+from umask.export.errors import ExportError, ParityError  # noqa: F401 - re-exported
 from umask.export.bundle import signature, tool_versions, write_bundle
 from umask.export.families.umask import networks as om
 from umask.runtime.core.bundle import sha256_file
@@ -81,12 +82,6 @@ TOLERANCES: dict[str, dict[str, float]] = {
 }
 
 
-class ExportError(RuntimeError):
-    """The export cannot produce a bundle (bad checkpoint, fp32 parity failure, ...)."""
-
-
-class ParityError(ExportError):
-    """An artifact beyond its tolerance (the message says by how much)."""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -381,6 +376,13 @@ def export_bundle(ckpt: str | Path, out: str | Path, *, precisions: Sequence[str
     ckpt_dir = resolve_checkpoint(ckpt)
     model, config = load_model(ckpt_dir, ema=True)
     model.eval()
+    if getattr(model.cfg, "prior", "none") != "none":
+        # the on-device session builds no prior yet (the runtime would have to compute window_prior from
+        # the history in numpy and the ONNX DiT take it as an input): refuse rather than serve a model
+        # whose residual is added to nothing
+        raise ExportError(f"{ckpt_dir}: trained with prior={model.cfg.prior!r}; the runtime serves prior='none' "
+                          "models only in this version (score it with 'umask eval B1..B4 --ckpt', which builds "
+                          "the prior)")
     data_dir = Path(data_dir) if data_dir is not None else DEFAULT_DATA
     catalog = load_llmapp_catalog(data_dir)
     dcfg, mcfg = model.cfg.dit_config(), model.cfg.maskgen_config()
