@@ -80,6 +80,7 @@ TAL_RMSE = ("rmse_all/traffic", "rmse_all/app", "rmse_all/location")
 _CSDI_USER = ((SIM50_B1, SIM10_B1), (SIM50, SIM10))
 V2_SIM = "sim 50 users x 3 seeds, v2 B windows"
 V2_REAL = "tsinghua sample 6 users 1 day, in-day context (B1-real)"
+V2_PRIOR = "sim 50 users seed 0, v2 B windows (paired with umask_prior_blend)"
 _V2_LINES = (
     Line("all-zero", "all_zero", "numpy"),
     Line("last value", "last_value", "numpy"),
@@ -165,6 +166,20 @@ TABLES: dict[str, Table] = {t.name: t for t in (
                    Col("REAL B1 RMSE", "B1", V2_REAL, TAL_RMSE, digits=4),
                    Col("REAL B1 R@3 / Acc@1", "B1", V2_REAL, ("app_recall@3", "location_acc@1"))),
           lines=_V2_LINES),
+    Table("user_v2_prior",
+          "U-MASK with the blend prior (`prior=\"blend\"`, small config, 700 steps, 1 seed) next to the v2 "
+          "baselines on the SAME windows: 50 SYNTHETIC users of simulator seed 0, test day; columns as above; "
+          "torch checkpoint (a prior model is not exportable yet)",
+          columns=(Col("B1 RMSE", "B1", V2_PRIOR, TAL_RMSE, digits=4),
+                   Col("B1 R@3 / Acc@1", "B1", V2_PRIOR, ("app_recall@3", "location_acc@1")),
+                   Col("B2 RMSE", "B2", V2_PRIOR, TAL_RMSE, digits=4),
+                   Col("B3 NDCG@3", "B3", V2_PRIOR, ("ndcg@3/app", "ndcg@3/location")),
+                   Col("B4 RMSE", "B4", V2_PRIOR, TAL_RMSE, digits=4)),
+          lines=_V2_LINES[:-1] + (
+              Line("blend prior alone (the model's input, no network)", "prior_blend_only", "numpy"),
+              Line("U-MASK + blend prior, x0 at the first step", "umask_prior_blend", "torch"),
+              Line("U-MASK + blend prior, mean of 2 DDIM samples", "umask_prior_blend_sampled", "torch")),
+          show_source=True),
     Table("uscope_downstream",
           "SYNTHETIC, first 20 users, one U-MASK checkpoint (`umask_small_v2` step 500, trained on TEMPLATE "
           "profiles), torch; all-entry MAE",

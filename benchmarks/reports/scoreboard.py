@@ -263,6 +263,7 @@ BASELINES = {"all_zero", "last_value", "historical_average", "seasonal_naive", "
              "context_mean", "arima", "blend", "lightgbm", "nearest_observed"}
 PEERS = {"patchtst", "csdi"}
 OURS = {"umask", "umask_demo_600steps"}
+NUMPY_ABLATIONS = {"prior_blend_only"}          # an ablation that is not a network (the blend prior by itself)
 USCOPE_MODELS = {"a_no_profile": "umask_s500_profile_none", "b_template": "umask_s500_profile_template",
                  "c_lora": "umask_s500_profile_lora", "d_lora_dpo": "umask_s500_profile_lora_dpo"}
 V1_NOTE = ("PROTOCOL v1 figure; active_mae is a diagnostic in v2 (a constant 'always on' predictor wins it), "
@@ -341,7 +342,7 @@ def _artifact(model: str, src: str) -> str:
         return "statsmodels"
     if model == "lightgbm":
         return "lightgbm"
-    if model in BASELINES:
+    if model in BASELINES or model in NUMPY_ABLATIONS:
         return "numpy"
     return "torch"
 
