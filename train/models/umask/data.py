@@ -93,6 +93,8 @@ from torch.utils.data import Dataset, Sampler
 from umask.runtime.core.errors import InputError
 from umask.runtime.core.featurize import (DAY_SECONDS, NOTHING_ABSENT, FeatureConfig, ProfileStats,
                                           SparseBehaviorTensor)
+from umask.runtime.families.umask.prior import (PRIOR_WEIGHT, PRIORS, blend_prior,  # noqa: F401 (re-exported)
+                                               history_tod_sums, window_prior)
 from umask.train.models.umask.dit import TASKS
 from umask.train.data.user_windows import user_splits
 
@@ -101,7 +103,6 @@ log = logging.getLogger(__name__)
 IMPUTE_SALT = 0x1A7E_5EED          # first word of the training imputation-mask SeedSequence
 USERS_FORMAT = 1                   # save_users / load_users file layout version
 SHORT, LONG, COLD, IMPUTE = (TASKS.index(t) for t in ("short_term", "long_term", "cold_start", "imputation"))
-PRIORS = ("none", "blend")         # WindowConfig.prior / UMaskConfig.prior
 
 
 # -----------------------------------------------------------------------------
@@ -400,81 +401,8 @@ def imputation_hidden(cfg: WindowConfig, H: int, W: int, data_seed: int, epoch: 
     return p, rng.random((cfg.context, H, W)) < p
 
 
-# -----------------------------------------------------------------------------
-# Deterministic prior (UMaskConfig.prior = "blend"): the DiT learns the residual on top of it
-# -----------------------------------------------------------------------------
-
-PRIOR_WEIGHT = 0.5                 # last value share of the blend (PROTOCOL v2 B "blend": 0.5 / 0.5)
-
-
-def history_tod_sums(tensor: SparseBehaviorTensor, t_end: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sums by slot of day of every entry of slots ``[0, t_end)`` -> (sums (C, spd, H, W) float64,
-    counts (spd,) int64 = how many of those slots fall on each slot of day). Every slot of the user's
-    past is observed (an absent entry is an observed zero), so the count is per slot, not per entry."""
-    spd = tensor.slots_per_day
-    C, _, H, W = tensor.shape
-    t_end = max(0, min(int(t_end), tensor.T))
-    c, t, h, w, v = tensor.coords(0, t_end)
-    flat = ((c * spd + t % spd) * H + h) * W + w
-    sums = np.bincount(flat, weights=v.astype(np.float64), minlength=C * spd * H * W).reshape(C, spd, H, W)
-    return sums, np.bincount(np.arange(t_end) % spd, minlength=spd).astype(np.int64)
-
-
-def blend_prior(x_win: np.ndarray, avail: np.ndarray, start: int, hist_sums: np.ndarray | None,
-                hist_counts: np.ndarray | None, slots_per_day: int, weight: float = PRIOR_WEIGHT, *,
-                counted: np.ndarray | None = None) -> np.ndarray:
-    """The "blend" prior (C, T, H, W) float32 of one window, from evidence-eligible data only.
-
-    ``x_win`` (C, T, H, W) the window (only ``x_win * avail`` is read: targets never enter),
-    ``avail`` (1 | -, T, H, W) 0/1, ``start`` the absolute slot of window slot 0 (its slot of day is
-    ``start % slots_per_day``), ``hist_sums`` / ``hist_counts`` from `history_tod_sums` over the
-    user's slots before ``start`` (None: no history, the cold-start case). Per coordinate:
-
-    * last value ``lv``: the value of the same (c, h, w) at the last available slot at or before t
-      (for a target: strictly before, since a target is never available); before the first
-      available slot the first one (backward fill, as ``last_value_impute``); 0 without any;
-    * slot-of-day mean ``ha``: the mean of every eligible observation of (c, h, w) at t's slot of
-      day: the history's slots plus the window's AVAILABLE slots (a forecasting context, the
-      visible imputation entries, the visible cold-start slots). ``counted`` (T, H, W) bool widens
-      the window's part to slots counted as observed ZEROS where not available (cold start: the
-      whole context, as the harness's B3 blend, "cut slots as 0"); it never reads a value there;
-    * prior = ``weight * lv + (1 - weight) * ha``, or ``lv`` alone where the slot of day has no
-      eligible observation at all.
-    """
-    C, T, H, W = x_win.shape
-    a = np.asarray(avail).reshape(T, H, W) > 0.5                          # (T, H, W)
-    xe = np.where(a[None], x_win, 0.0).astype(np.float32)                 # (C, T, H, W) eligible values only
-    ar = np.arange(T)[:, None, None]
-    fwd = np.maximum.accumulate(np.where(a, ar, -1), axis=0)              # last avail slot <= t
-    bwd = np.minimum.accumulate(np.where(a, ar, T)[::-1], axis=0)[::-1]   # first avail slot >= t
-    idx = np.where(fwd >= 0, fwd, bwd)                                    # (T, H, W); T = none
-    lv = np.take_along_axis(xe, np.broadcast_to(np.minimum(idx, T - 1)[None], xe.shape), axis=1)
-    lv *= (idx < T)[None]
-    tod = (int(start) + np.arange(T)) % slots_per_day                     # (T,)
-    onehot = np.zeros((slots_per_day, T), np.float32)
-    onehot[tod, np.arange(T)] = 1.0
-    sums = np.einsum("st,cthw->cshw", onehot, xe, dtype=np.float64)       # (C, spd, H, W)
-    seen = a if counted is None else (a | np.asarray(counted, bool).reshape(T, H, W))
-    cnt = np.einsum("st,thw->shw", onehot, seen.astype(np.float32), dtype=np.float64)  # (spd, H, W)
-    if hist_sums is not None:
-        sums = sums + hist_sums
-        cnt = cnt + np.asarray(hist_counts, np.float64)[:, None, None]
-    ha = (sums / np.maximum(cnt, 1.0))[:, tod]                            # (C, T, H, W)
-    has = (cnt > 0)[tod]                                                  # (T, H, W)
-    return np.where(has[None], weight * lv + (1.0 - weight) * ha, lv).astype(np.float32)
-
-
-def window_prior(tensor: SparseBehaviorTensor, start: int, x_win: np.ndarray, avail: np.ndarray, task: int,
-                 context: int, weight: float = PRIOR_WEIGHT) -> np.ndarray:
-    """`blend_prior` of a window of ``tensor`` starting at absolute slot ``start``, with the user's
-    history before ``start``; cold start: no earlier days (PROTOCOL B3: a cold-start user has none)
-    and the ``context`` slots counted with their unseen entries as zeros (as the harness's B3 blend)."""
-    if int(task) == COLD:
-        counted = np.zeros(np.asarray(avail).shape[-3:], bool)
-        counted[:context] = True
-        return blend_prior(x_win, avail, start, None, None, tensor.slots_per_day, weight, counted=counted)
-    hs, hc = history_tod_sums(tensor, start)
-    return blend_prior(x_win, avail, start, hs, hc, tensor.slots_per_day, weight)
+# The deterministic prior (UMaskConfig.prior = "blend") lives in the runtime, which builds it on the
+# device from the user's history exactly as here (DESIGN rule 2): runtime/families/umask/prior.py.
 
 
 class UserWindowDataset(Dataset):

@@ -1,0 +1,99 @@
+"""The deterministic "blend" prior of a prior U-MASK (UMaskConfig.prior = "blend"), numpy only.
+
+The DiT of a prior model takes this prior as extra input channels and predicts prior + a learned
+residual (train/models/umask/model.py "Prior"; the guidance-signal idea of the U-STS-LLM seed). It
+lives in the runtime because the device must build it from the user's history exactly as training
+and evaluation did (DESIGN rule 2: featurization exists once): train/models/umask/data.py, the
+protocol-B harness and the on-device `Session` all call these functions.
+
+* `history_tod_sums`: per slot of day sums of the user's history before a window;
+* `blend_prior`: 0.5 x last available value + 0.5 x slot-of-day mean of the evidence-eligible data
+  (PROTOCOL v2 B "blend"), never reading a target;
+* `window_prior`: the prior of one window of a `SparseBehaviorTensor` for one task (cold start: no
+  earlier days, the context counted with its unseen entries as zeros).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from umask.runtime.core.featurize import SparseBehaviorTensor
+from umask.runtime.core.history import TASK_NAMES
+
+PRIORS = ("none", "blend")         # UMaskConfig.prior / WindowConfig.prior / manifest "prior.kind"
+COLD = TASK_NAMES.index("cold_start")
+
+PRIOR_WEIGHT = 0.5                 # last value share of the blend (PROTOCOL v2 B "blend": 0.5 / 0.5)
+
+
+def history_tod_sums(tensor: SparseBehaviorTensor, t_end: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sums by slot of day of every entry of slots ``[0, t_end)`` -> (sums (C, spd, H, W) float64,
+    counts (spd,) int64 = how many of those slots fall on each slot of day). Every slot of the user's
+    past is observed (an absent entry is an observed zero), so the count is per slot, not per entry."""
+    spd = tensor.slots_per_day
+    C, _, H, W = tensor.shape
+    t_end = max(0, min(int(t_end), tensor.T))
+    c, t, h, w, v = tensor.coords(0, t_end)
+    flat = ((c * spd + t % spd) * H + h) * W + w
+    sums = np.bincount(flat, weights=v.astype(np.float64), minlength=C * spd * H * W).reshape(C, spd, H, W)
+    return sums, np.bincount(np.arange(t_end) % spd, minlength=spd).astype(np.int64)
+
+
+def blend_prior(x_win: np.ndarray, avail: np.ndarray, start: int, hist_sums: np.ndarray | None,
+                hist_counts: np.ndarray | None, slots_per_day: int, weight: float = PRIOR_WEIGHT, *,
+                counted: np.ndarray | None = None) -> np.ndarray:
+    """The "blend" prior (C, T, H, W) float32 of one window, from evidence-eligible data only.
+
+    ``x_win`` (C, T, H, W) the window (only ``x_win * avail`` is read: targets never enter),
+    ``avail`` (1 | -, T, H, W) 0/1, ``start`` the absolute slot of window slot 0 (its slot of day is
+    ``start % slots_per_day``), ``hist_sums`` / ``hist_counts`` from `history_tod_sums` over the
+    user's slots before ``start`` (None: no history, the cold-start case). Per coordinate:
+
+    * last value ``lv``: the value of the same (c, h, w) at the last available slot at or before t
+      (for a target: strictly before, since a target is never available); before the first
+      available slot the first one (backward fill, as ``last_value_impute``); 0 without any;
+    * slot-of-day mean ``ha``: the mean of every eligible observation of (c, h, w) at t's slot of
+      day: the history's slots plus the window's AVAILABLE slots (a forecasting context, the
+      visible imputation entries, the visible cold-start slots). ``counted`` (T, H, W) bool widens
+      the window's part to slots counted as observed ZEROS where not available (cold start: the
+      whole context, as the harness's B3 blend, "cut slots as 0"); it never reads a value there;
+    * prior = ``weight * lv + (1 - weight) * ha``, or ``lv`` alone where the slot of day has no
+      eligible observation at all.
+    """
+    C, T, H, W = x_win.shape
+    a = np.asarray(avail).reshape(T, H, W) > 0.5                          # (T, H, W)
+    xe = np.where(a[None], x_win, 0.0).astype(np.float32)                 # (C, T, H, W) eligible values only
+    ar = np.arange(T)[:, None, None]
+    fwd = np.maximum.accumulate(np.where(a, ar, -1), axis=0)              # last avail slot <= t
+    bwd = np.minimum.accumulate(np.where(a, ar, T)[::-1], axis=0)[::-1]   # first avail slot >= t
+    idx = np.where(fwd >= 0, fwd, bwd)                                    # (T, H, W); T = none
+    lv = np.take_along_axis(xe, np.broadcast_to(np.minimum(idx, T - 1)[None], xe.shape), axis=1)
+    lv *= (idx < T)[None]
+    tod = (int(start) + np.arange(T)) % slots_per_day                     # (T,)
+    onehot = np.zeros((slots_per_day, T), np.float32)
+    onehot[tod, np.arange(T)] = 1.0
+    sums = np.einsum("st,cthw->cshw", onehot, xe, dtype=np.float64)       # (C, spd, H, W)
+    seen = a if counted is None else (a | np.asarray(counted, bool).reshape(T, H, W))
+    cnt = np.einsum("st,thw->shw", onehot, seen.astype(np.float32), dtype=np.float64)  # (spd, H, W)
+    if hist_sums is not None:
+        sums = sums + hist_sums
+        cnt = cnt + np.asarray(hist_counts, np.float64)[:, None, None]
+    ha = (sums / np.maximum(cnt, 1.0))[:, tod]                            # (C, T, H, W)
+    has = (cnt > 0)[tod]                                                  # (T, H, W)
+    return np.where(has[None], weight * lv + (1.0 - weight) * ha, lv).astype(np.float32)
+
+
+def window_prior(tensor: SparseBehaviorTensor, start: int, x_win: np.ndarray, avail: np.ndarray, task: int,
+                 context: int, weight: float = PRIOR_WEIGHT) -> np.ndarray:
+    """`blend_prior` of a window of ``tensor`` starting at absolute slot ``start``, with the user's
+    history before ``start``; cold start: no earlier days (PROTOCOL B3: a cold-start user has none)
+    and the ``context`` slots counted with their unseen entries as zeros (as the harness's B3 blend)."""
+    if int(task) == COLD:                      # PROTOCOL B3: a cold-start user has no earlier days
+        counted = np.zeros(np.asarray(avail).shape[-3:], bool)
+        counted[:context] = True
+        return blend_prior(x_win, avail, start, None, None, tensor.slots_per_day, weight, counted=counted)
+    hs, hc = history_tod_sums(tensor, start)
+    return blend_prior(x_win, avail, start, hs, hc, tensor.slots_per_day, weight)
+
+
+__all__ = ["PRIORS", "PRIOR_WEIGHT", "history_tod_sums", "blend_prior", "window_prior"]
