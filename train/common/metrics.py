@@ -191,3 +191,63 @@ def crps_samples(samples: np.ndarray, truth: np.ndarray, mask: np.ndarray | None
     w = (2 * np.arange(1, n + 1) - n - 1)[:, None]             # (n, 1)
     term2 = np.sum(w * xs, axis=0) / (n * n)                   # (E,) = 0.5 E|X - X'|
     return float(np.mean(term1 - term2))
+
+
+# ------------------------------------------------------------------------------------------------
+# PROTOCOL v2 C (and D): full ranking of one held-out target per query, ties counted honestly
+# ------------------------------------------------------------------------------------------------
+def full_ranking_metrics(scores: np.ndarray, target: np.ndarray, ks: Iterable[int] = (10, 20)) -> dict[str, np.ndarray]:
+    """Per-query Recall@k and NDCG@k of one relevant id per query, ranked over ALL columns.
+
+    scores (B, N): higher is better; target (B,): the relevant column of each row. Ties are not
+    broken in the model's favor: with g columns scoring strictly higher than the target and t other
+    columns scoring exactly the same, the target's rank is taken as uniform over g+1 .. g+t+1 (the
+    expectation over random tie-breaking), so a constant score gives Recall@k = k / N, not 1.
+    Returns {"recall@k": (B,), "ndcg@k": (B,), "rank": (B,) mean 1-based rank}; average over rows for
+    a data-set figure. With one relevant id IDCG = 1, so NDCG@k = E[1 / log2(rank + 1); rank <= k].
+    """
+    s = np.asarray(scores)
+    tgt = np.asarray(target, dtype=np.int64).reshape(-1)
+    if s.ndim != 2 or s.shape[0] != tgt.shape[0]:
+        raise ValueError(f"scores must be (B, N) with B = len(target), got {s.shape} and {tgt.shape}")
+    if tgt.size and (tgt.min() < 0 or tgt.max() >= s.shape[1]):
+        raise ValueError(f"target ids must lie in [0, {s.shape[1]}), got {tgt.min()}..{tgt.max()}")
+    if not np.all(np.isfinite(s)):
+        raise ValueError("scores contain NaN/inf")
+    ts = s[np.arange(s.shape[0]), tgt][:, None]                   # (B, 1)
+    greater = np.sum(s > ts, axis=1)                               # (B,)
+    ties = np.sum(s == ts, axis=1) - 1                             # (B,) other columns tied with the target
+    out: dict[str, np.ndarray] = {"rank": greater + 1 + ties / 2.0}
+    for k in ks:
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        n_pos = ties + 1
+        inside = np.clip(k - greater, 0, n_pos)                    # positions g+1..min(k, g+t+1)
+        out[f"recall@{k}"] = inside / n_pos
+        ndcg = np.zeros(len(tgt))
+        for i in np.nonzero(inside)[0]:
+            pos = np.arange(greater[i] + 1, greater[i] + inside[i] + 1)
+            ndcg[i] = np.sum(1.0 / np.log2(pos + 1)) / n_pos[i]
+        out[f"ndcg@{k}"] = ndcg
+    return out
+
+
+def group_max_scores(scores: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
+    """Scores of groups (e.g. item categories) as the best score of their members: (B, N) -> (B, n_groups).
+
+    Ranking groups by this score is the order in which groups first appear in the item ranking, so
+    category-level Recall@k asks whether the target's category is among the first k distinct
+    categories of the ranked items. Groups with no member score -inf.
+    """
+    s = np.asarray(scores)
+    g = np.asarray(groups, dtype=np.int64).reshape(-1)
+    if s.ndim != 2 or s.shape[1] != g.shape[0]:
+        raise ValueError(f"groups must give one group per column: scores {s.shape}, groups {g.shape}")
+    if g.size and (g.min() < 0 or g.max() >= n_groups):
+        raise ValueError(f"group ids must lie in [0, {n_groups})")
+    order = np.argsort(g, kind="stable")
+    sg = g[order]
+    starts = np.flatnonzero(np.r_[True, sg[1:] != sg[:-1]])        # first column of each present group
+    out = np.full((s.shape[0], n_groups), -np.inf, dtype=np.float64)
+    out[:, sg[starts]] = np.maximum.reduceat(s[:, order], starts, axis=1)
+    return out
