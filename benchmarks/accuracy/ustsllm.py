@@ -1,0 +1,232 @@
+"""Score U-STS-LLM on PROTOCOL A (A1, A2) and its zero-shot variants, on exactly the harness's windows.
+
+``umask eval A1 --family ustsllm --ckpt RUN`` calls :func:`main` with ``--protocol A1`` and the flags
+given. The network is scored through benchmarks/accuracy/grid.py (the protocol's windows and masks,
+its per-cell training scaler, pooled metrics), next to the harness baselines on the same windows::
+
+    python -m umask.bench.accuracy.ustsllm --protocol A1 --ckpt artifacts/train/ustsllm \\
+        --ablation ustsllm_random_backbone=artifacts/train/ustsllm_random --v2 benchmarks/results/v2_ustsllm.json
+    python -m umask.bench.accuracy.ustsllm --protocol A2 --bundle artifacts/bundles/ustsllm --precision int8-qdq
+    python -m umask.bench.accuracy.ustsllm --protocol A1-zeroshot --ckpt artifacts/train/ustsllm \\
+        --data other_grid.csv --grid 4x4
+
+Zero-shot: the Milan-trained network, unchanged, on another grid; the grid's own statistics (scaler,
+time-of-day profile, functional graph: runtime/families/ustsllm/stats.py) are fitted on that grid's
+training period, as the harness fits its scaler. The grid must have the network's slot length.
+
+``--v2 FILE`` upserts the rows (nmae, nrmse per model and artifact) into a PROTOCOL v2 result file
+(benchmarks/reports/scoreboard.py ``_v2_rows``); ``--out`` keeps the harness's full rows and table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import logging
+import shlex
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from umask.bench.accuracy import grid as harness
+from umask.runtime.core.errors import InputError
+from umask.runtime.families.ustsllm.stats import GridStats, fit_grid_stats
+from umask.train.common.checkpoints import atomic_json
+from umask.train.data.grids import open_grid
+
+log = logging.getLogger(__name__)
+
+PROTOCOLS = ("A1", "A2", "A1-zeroshot", "A2-zeroshot")
+BATCH = 16
+
+
+# ------------------------------------------------------------------------------------------------
+# Model callables on the harness's standardized scale
+# ------------------------------------------------------------------------------------------------
+def torch_fns(ckpt: str, stats: GridStats) -> tuple[Callable[..., np.ndarray], Callable[..., np.ndarray], dict]:
+    """(ForecastFn, ImputeFn, info) of a training checkpoint (EMA weights, eq. 1 at its midpoint)."""
+    import torch
+
+    from umask.train.models.ustsllm.model import load_model
+    from umask.train.models.ustsllm.trainer import forecast_inputs, impute_inputs, to_torch
+
+    model, config = load_model(ckpt)
+    cfg = model.cfg
+
+    def run(task: str, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        out = []
+        with torch.no_grad():
+            for i in range(0, inputs["x"].shape[0], BATCH):
+                part = to_torch({k: (v if k == "graph" else v[i:i + BATCH]) for k, v in inputs.items()})
+                out.append(model(task, **part).numpy())
+        return np.concatenate(out).astype(np.float64)
+
+    def forecast(history: np.ndarray, starts: np.ndarray, horizon: int) -> np.ndarray:
+        _check_lengths(cfg.history, cfg.horizon, history.shape[1], horizon)
+        return run("forecast", forecast_inputs(history, starts - history.shape[1], stats, horizon))
+
+    def impute(observed: np.ndarray, mask: np.ndarray, starts: np.ndarray) -> np.ndarray:
+        _check_lengths(cfg.window, cfg.window, observed.shape[1], observed.shape[1])
+        pred = run("impute", impute_inputs(observed, mask, starts, stats))
+        return np.where(mask, pred, observed)
+
+    step = json.loads((Path(ckpt) / "state.json").read_text())["step"] if (Path(ckpt) / "state.json").exists() else None
+    return forecast, impute, {"checkpoint": str(ckpt), "train_step": step, "net": cfg.to_dict()}
+
+
+def bundle_fns(bundle: str, precision: str, stats: GridStats) -> tuple[Callable[..., np.ndarray], Callable[..., np.ndarray], dict]:
+    """(ForecastFn, ImputeFn, info) of an exported bundle through the torch-free runtime session
+    (raw units in and out, converted with the grid's scaler)."""
+    from umask.runtime.families.ustsllm.session import Session
+
+    sess = Session.open(bundle, precision=precision, allow_unsigned=True)
+
+    def forecast(history: np.ndarray, starts: np.ndarray, horizon: int) -> np.ndarray:
+        raw = sess.forecast(stats.inverse(history), first_slot=starts - history.shape[1], stats=stats)
+        return stats.transform(raw)
+
+    def impute(observed: np.ndarray, mask: np.ndarray, starts: np.ndarray) -> np.ndarray:
+        raw = sess.impute(stats.inverse(np.where(mask, 0.0, observed)), mask, first_slot=starts, stats=stats)
+        return stats.transform(raw)
+
+    return forecast, impute, {"bundle": str(bundle), "precision": precision}
+
+
+def _check_lengths(net_in: int, net_out: int, got_in: int, got_out: int) -> None:
+    if net_in != got_in or net_out != got_out:
+        raise InputError(f"the network reads {net_in} slots and predicts {net_out}; this grid's windows are "
+                         f"{got_in} -> {got_out} (use a grid with the training grid's slot length)")
+
+
+# ------------------------------------------------------------------------------------------------
+# v2 rows
+# ------------------------------------------------------------------------------------------------
+def _git_commit() -> str:
+    try:
+        c = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
+                           cwd=harness.REPO_ROOT).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "train/models/ustsllm", "benchmarks/accuracy/ustsllm.py"],
+                               capture_output=True, text=True, cwd=harness.REPO_ROOT).stdout.strip()
+        return c + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def v2_rows(rows: Sequence[dict[str, Any]], protocol: str, data: str, command: str,
+            meta: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """nmae / nrmse rows of the scoreboard's v2 shape from the harness rows; ``meta``: model -> kind, family,
+    artifact, notes."""
+    out = []
+    for r in rows:
+        m = meta.get(r["model"], {"kind": "baseline", "family": None, "artifact": "numpy"})
+        for metric, key in (("nmae", "normalized_mae"), ("nrmse", "normalized_rmse")):
+            row = {"protocol": protocol, "dataset": r["dataset"], "data": data, "model": m.get("model", r["model"]),
+                   "kind": m["kind"], "family": m["family"], "artifact": m["artifact"], "metric": metric,
+                   "value": round(float(r["metrics"][key]), 6), "better": "lower", "n_windows": r["n_windows"],
+                   "seeds": [0], "spread": None, "command": command}
+            notes = m.get("notes") or r.get("notes")
+            if r.get("window", {}).get("subset"):
+                notes = f"{notes + '; ' if notes else ''}{r['window']['subset']}"
+            if notes:
+                row["notes"] = notes
+            out.append(row)
+    return out
+
+
+def upsert_v2(path: Path, rows: Sequence[dict[str, Any]], meta_note: str) -> None:
+    """Add ``rows`` to the v2 file ``path``, replacing rows with the same (protocol, dataset, model, artifact, metric)."""
+    doc = json.loads(path.read_text()) if path.exists() else {"meta": {}, "rows": []}
+    key = lambda r: (r["protocol"], r["dataset"], r["model"], r["artifact"], r["metric"])  # noqa: E731
+    new = {key(r) for r in rows}
+    doc["rows"] = [r for r in doc["rows"] if key(r) not in new] + list(rows)
+    doc["meta"].update({"command": "scripts/train_ustsllm.sh (every row names its own command)",
+                        "commit": _git_commit(), "date": _dt.date.today().isoformat(), "notes": meta_note})
+    atomic_json(path, doc)
+
+
+# ------------------------------------------------------------------------------------------------
+# CLI
+# ------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m umask.bench.accuracy.ustsllm", description=__doc__.splitlines()[0])
+    p.add_argument("--protocol", required=True, choices=PROTOCOLS)
+    p.add_argument("--ckpt", help="training run or checkpoint of the network (torch rows)")
+    p.add_argument("--name", default="ustsllm", help="row name of --ckpt / --bundle")
+    p.add_argument("--ablation", action="append", default=[], metavar="NAME=CKPT",
+                   help="another checkpoint scored on the same windows as an ablation row (repeatable)")
+    p.add_argument("--bundle", help="exported bundle scored through the runtime session (onnx rows)")
+    p.add_argument("--precision", default="int8-qdq", help="bundle precision(s), comma-separated: fp32,fp16,int8-qdq")
+    p.add_argument("--data", default=None, help="slots x cells CSV (default: the Milan sample; zero-shot: required)")
+    p.add_argument("--grid", default=None, help="HxW of --data")
+    p.add_argument("--slot-minutes", type=int, default=10)
+    p.add_argument("--adjacency", default=None, help="accepted for the common eval flags; unused (eq. 8's A is functional)")
+    p.add_argument("--stride", type=int, default=1, help="score every N-th protocol window")
+    p.add_argument("--no-baselines", action="store_true", help="leave the harness baselines out")
+    p.add_argument("--out", default=None, help="harness rows JSON (+ .md); default artifacts/eval/ustsllm_<protocol>.json")
+    p.add_argument("--v2", default=None, help="upsert nmae/nrmse rows into this v2 result file")
+    p.add_argument("--steps", type=int, default=None, help=argparse.SUPPRESS)     # common eval flags, no meaning here
+    p.add_argument("--samples", type=int, default=None, help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ns = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    command = shlex.join(["python", "-m", "umask.bench.accuracy.ustsllm", *argv])
+    zeroshot = ns.protocol.endswith("-zeroshot")
+    task = ns.protocol[:2].lower()
+    if zeroshot and ns.data is None:
+        raise InputError(f"--protocol {ns.protocol}: name the grid the model never saw with --data")
+    if ns.ckpt is None and ns.bundle is None:
+        raise InputError("--ckpt or --bundle: nothing to score")
+    grid = open_grid(ns.data, grid=ns.grid, slot_minutes=ns.slot_minutes)
+    if zeroshot and grid.source == "milan":
+        raise InputError("--data: a zero-shot protocol needs a grid other than the Milan training sample")
+    train_end = grid.splits()["train"][1]
+    stats = fit_grid_stats(grid.values, train_end, grid.slots_per_day)   # the grid's own (zero-shot included)
+
+    models: dict[str, Callable[..., np.ndarray]] = {}
+    meta: dict[str, dict[str, Any]] = {}
+    info: dict[str, Any] = {}
+
+    def add(name: str, fns: tuple, kind: str, artifact: str, notes: str) -> None:
+        models[name] = fns[0] if task == "a1" else fns[1]
+        meta[name] = {"kind": kind, "family": "ustsllm", "artifact": artifact, "notes": notes}
+        info[name] = {"seeds": 0, "notes": notes, **fns[2]}
+
+    zs_note = " (trained on Milan 5x5; applied unchanged, with this grid's own scaler, profile and graph)" if zeroshot else ""
+    if ns.ckpt:
+        add(ns.name, torch_fns(ns.ckpt, stats), "ours", "torch", "U-STS-LLM, torch eager, EMA weights" + zs_note)
+    for spec in ns.ablation:
+        name, _, path = spec.partition("=")
+        if not path:
+            raise InputError(f"--ablation {spec!r}: expected NAME=CKPT")
+        add(name, torch_fns(path, stats), "ablation", "torch", f"U-STS-LLM ablation {name}" + zs_note)
+    if ns.bundle:
+        for prec in [p.strip() for p in ns.precision.split(",") if p.strip()]:
+            add(f"{ns.name}@{prec}", bundle_fns(ns.bundle, prec, stats), "ours", f"onnx-{prec}",
+                f"U-STS-LLM bundle, onnxruntime CPU, {prec}" + zs_note)
+            meta[f"{ns.name}@{prec}"]["model"] = ns.name          # same model, another artifact
+    if not ns.no_baselines:
+        base, base_info = harness.baseline_models(task, harness.GridSpec(grid))
+        models.update(base)
+        info.update(base_info)
+    rows = harness.evaluate(task, grid, models, model_info=info, command=command, stride=ns.stride)
+    out = Path(ns.out or f"artifacts/eval/ustsllm_{ns.protocol.lower()}.json")
+    harness.write_report(rows, out, ns.data or harness.DEFAULT_DATA)
+    if ns.v2:
+        upsert_v2(Path(ns.v2), v2_rows(rows, ns.protocol, grid.data, command, meta),
+                  "U-STS-LLM (issue 12): Milan 5x5 real data, PROTOCOL A windows of benchmarks/accuracy/grid.py; "
+                  "one training seed per model; CPU-only, short runs (see docs/families/ustsllm.md)")
+        log.info("upserted %s", ns.v2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

