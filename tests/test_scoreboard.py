@@ -96,7 +96,7 @@ def test_every_readme_table_is_generated_from_the_scoreboard() -> None:
     assert set(found) == set(readme.TABLES), "README markers and readme.TABLES differ"
     rows = load()
     for name, body in found.items():
-        assert body == readme.render(readme.TABLES[name], rows), \
+        assert body == readme.table_markdown(readme.TABLES[name], rows), \
             f"README table {name!r} is stale: run python -m umask.bench.reports.readme"
 
 
@@ -117,6 +117,26 @@ def test_a_stale_readme_table_is_caught(tmp_path: Path) -> None:
     assert readme.main(["--readme", str(md), "--scoreboard", str(sb)]) == 0
     assert readme.main(["--check", "--readme", str(md), "--scoreboard", str(sb)]) == 0
     assert f"{milan.value + 0.5:.3f}" in md.read_text()
+
+
+def test_auto_table_lists_every_model_of_its_keys_by_kind() -> None:
+    base = dict(protocol="C", dataset="taobao 814 users, leave-one-out", data="real", metric="recall@10",
+                better="higher", n_windows=814, seeds=(0,), spread=None, command="umask eval C", commit="abc1234",
+                date="2026-12-06", source="benchmarks/results/v2_x.json")
+    rows = [Row(model="zz_ours", family="fatsmb", kind="ours", artifact="torch", value=0.2, **base),
+            Row(model="popularity", family=None, kind="baseline", artifact="numpy", value=0.1, **base),
+            Row(model="zz_ours", family="fatsmb", kind="ours", artifact="onnx-int8-qdq", value=0.19, **base),
+            Row(model="other_file", family=None, kind="baseline", artifact="numpy", value=0.3,
+                **{**base, "source": "benchmarks/results/v2_y.json"})]
+    t = readme.AutoTable("c", "cap", (readme.Col("R@10", "C", base["dataset"], ("recall@10",)),),
+                         sources=("v2_x.json",))
+    md = readme.table_markdown(t, rows)
+    lines = [ln for ln in md.splitlines() if ln.startswith("| ") and "---" not in ln][1:]
+    assert [ln.split(" | ")[0] for ln in lines] == ["| popularity (numpy)", "| zz_ours (onnx-int8-qdq), ours",
+                                                     "| zz_ours (torch), ours"]
+    assert "**0.200**" in md and "other_file" not in md
+    with pytest.raises(InputError, match="no scoreboard row"):
+        readme.table_markdown(readme.AutoTable("d", "cap", (readme.Col("x", "D", "nothing", ("ndcg@5",)),)), rows)
 
 
 def test_unknown_table_marker_is_refused() -> None:

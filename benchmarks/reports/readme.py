@@ -62,6 +62,36 @@ class Table:
     show_source: bool = False
 
 
+@dataclasses.dataclass(frozen=True)
+class AutoTable:
+    """A table whose lines are every (model, artifact) the scoreboard holds for its columns' keys, for
+    result files of a family that grow as the family does (no hand-kept line list to go stale). Lines
+    come baselines first, then peers, the family's own model, its ablations; within a kind by model
+    name. ``sources`` (result-file names) narrows the lines to those files' rows; empty = every row."""
+
+    name: str
+    caption: str
+    columns: tuple[Col, ...]
+    sources: tuple[str, ...] = ()
+    first_header: str = "model"
+    show_source: bool = False
+
+    def resolve(self, rows: Sequence[Row]) -> Table:
+        keys = {(c.protocol, c.dataset, m) for c in self.columns for m in c.metrics}
+        order = {"baseline": 0, "peer": 1, "ours": 2, "ablation": 3}
+        seen: dict[tuple[str, str], Row] = {}
+        for r in rows:
+            if (r.protocol, r.dataset, r.metric) in keys and (
+                    not self.sources or Path(r.source or "").name in self.sources):
+                seen.setdefault((r.model, r.artifact), r)
+        found = sorted(seen.values(), key=lambda r: (order[r.kind], r.model, r.artifact))
+        lines = tuple(Line(f"{r.model} ({r.artifact})" + ("" if r.kind == "baseline" else f", {r.kind}"),
+                           r.model, r.artifact) for r in found)
+        if not lines:
+            raise InputError(f"README table {self.name!r}: no scoreboard row for its columns")
+        return Table(self.name, self.caption, self.columns, lines, self.first_header, self.show_source)
+
+
 # -- the tables of README.md -----------------------------------------------------------------------
 
 MILAN = "milan 5x5 internet, test split"
@@ -105,7 +135,7 @@ _USER_LINES = (
     Line("PatchTST (one global model)", "patchtst", "torch"),
 )
 
-TABLES: dict[str, Table] = {t.name: t for t in (
+TABLES: dict[str, Table | AutoTable] = {t.name: t for t in (
     Table("main_job",
           "REAL Tsinghua sample (6 users, 16 requests at 10:00 / 14:00 / 18:00), the exported bundle through "
           "the runtime `Session`; model trained 600 steps on SYNTHETIC users; zero-shot",
@@ -261,6 +291,11 @@ def render(table: Table, rows: Sequence[Row]) -> str:
     return "\n".join(out) + "\n"
 
 
+def table_markdown(table: Table | AutoTable, rows: Sequence[Row]) -> str:
+    """`render` of ``table``, an `AutoTable` first resolved against ``rows``."""
+    return render(table.resolve(rows) if isinstance(table, AutoTable) else table, rows)
+
+
 def blocks(text: str) -> dict[str, str]:
     """NAME -> the text between its markers, for every marked table of ``text``."""
     found: dict[str, str] = {}
@@ -277,7 +312,7 @@ def rewrite(text: str, rows: Sequence[Row]) -> str:
         name = m["name"]
         if name not in TABLES:
             raise DataFormatError(README, text[:m.start()].count("\n") + 1, f"unknown scoreboard table {name!r}")
-        return m.group(1) + render(TABLES[name], rows) + m.group(4)
+        return m.group(1) + table_markdown(TABLES[name], rows) + m.group(4)
 
     blocks(text)   # duplicate markers fail here
     return _BLOCK.sub(sub, text)
