@@ -1,0 +1,245 @@
+"""PROTOCOL D scorer: GTS-LUM runs, ablations and exported bundles next to the baselines.
+
+    umask eval D --family gtslum --ckpt artifacts/gtslum/full_s0 ...      # (the CLI forwards here)
+    python -m umask.bench.accuracy.gtslum --protocol D \\
+        --runs artifacts/gtslum/full_s0,artifacts/gtslum/full_s1,artifacts/gtslum/full_s2 \\
+        --ablations ts_none=artifacts/gtslum/abl_ts_none,... --bundle artifacts/gtslum/bundle \\
+        --out benchmarks/results/v2_gtslum.json
+
+Task (docs/PROTOCOL.md D): rank the K = 20 app categories for the next hour; the truth is the set
+opened in that hour; Recall@5, Recall@10, NDCG@5 averaged over windows (`umask.train.models.gtslum.data`:
+synthetic users with protocol B's split, test = day 7, one window per hour with any app record; the
+REAL 6-user sample: 08:00-22:00 of its day with in-day history).
+
+Seeds: each run names its simulator seed (`--sim-seed` of the trainer, = its run seed); the headline
+rows average the runs' test scores over the seeds (`spread` = population std). Baselines are scored
+on the same windows of every seed. Ablation and bundle rows: the populations of their own runs.
+The real sample is scored by the run of the first seed (trained on synthetic users; zero-shot).
+
+Baselines: popularity (category shares of all users' training period; on the real sample of all
+users' events before the target), the user's historical frequency by time of day (active intervals
+at the target's hour of day on earlier days, ties by the user's overall frequency, then popularity),
+and SASRec (`umask.train.baselines.seqrec`, items = app categories of the user's interval-level
+behavior sequence, behavior type = the interval's time category, target-aware with the target
+hour's time category).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import shlex
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from umask.runtime.families.gtslum import sequence as sq
+from umask.train.common.checkpoints import atomic_json
+from umask.train.models.gtslum import data as gd
+from umask.train.models.gtslum import trainer as gt
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_OUT = ROOT / "benchmarks" / "results" / "v2_gtslum.json"
+METRICS = ("recall@5", "recall@10", "ndcg@5")
+
+
+# ------------------------------------------------------------------------------------------------
+# Baselines
+# ------------------------------------------------------------------------------------------------
+def popularity_scores(users: gd.Users, x: gd.Inputs) -> np.ndarray:
+    if users.synthetic:
+        return np.broadcast_to(gd.popularity(users), x.truth.shape).copy()
+    out = np.zeros(x.truth.shape)
+    for i, t in enumerate(x.target_ts):                  # real: every user's events before the target
+        cats = np.concatenate([b.before(int(t)).category for b in users.behaviors.values()])
+        out[i] = np.bincount(cats, minlength=users.n_categories)
+    return out
+
+
+def time_of_day_scores(x: gd.Inputs, pop: np.ndarray) -> np.ndarray:
+    hour = sq.hour_of(x.target_ts)
+    tod = x.hour_hist[np.arange(len(x)), hour]                     # (n, K) same hour of day, earlier days
+    total = x.hour_hist.sum(1)                                     # (n, K) the user's overall frequency
+    scale = total.max(1, keepdims=True) + 1
+    return tod + total / scale + pop / (pop.max(1, keepdims=True) + 1) / scale
+
+
+def _category_seq(b: sq.Behaviors) -> tuple[np.ndarray, np.ndarray]:
+    """Items = categories of the interval-level behaviors (distinct per interval), behavior = time category."""
+    if not len(b):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    key = b.interval * 1000 + b.category
+    _, first = np.unique(key, return_index=True)
+    first = np.sort(first)
+    cats = b.category[first]
+    tcat = sq.descriptor_id(b.interval[first] * sq.INTERVAL_SECONDS) % sq.N_TIME_CATEGORIES
+    return cats, tcat
+
+
+def sasrec_scores(users: gd.Users, x: gd.Inputs, train_users: gd.Users, steps: int, seed: int) -> np.ndarray:
+    from umask.train.baselines.seqrec import make
+
+    end = train_users.start_ts + (train_users.n_days - 2) * sq.DAY_SECONDS
+    seqs = [_category_seq(b.before(end)) for b in train_users.behaviors.values()]
+    model = make("sasrec").fit(seqs, users.n_categories, sq.N_TIME_CATEGORIES, seed=seed, steps=steps)
+    prefixes = [_category_seq(users.behaviors[int(u)].before(int(t))) for u, t in zip(x.users, x.target_ts)]
+    prefixes = [p if len(p[0]) else (np.zeros(1, np.int64), np.zeros(1, np.int64)) for p in prefixes]
+    target = sq.descriptor_id(x.target_ts) % sq.N_TIME_CATEGORIES
+    return model.score(prefixes, target)
+
+
+# ------------------------------------------------------------------------------------------------
+# Models
+# ------------------------------------------------------------------------------------------------
+def model_inputs(users: gd.Users, meta: dict[str, Any], node_emb: np.ndarray) -> gd.Inputs:
+    m = meta["model"]
+    return gd.build_inputs(users, gd.windows(users, "test"), node_emb, max_intervals=m["max_intervals"],
+                           per_interval=m["per_interval"], timestamps=m["timestamps"], target=m["target"])
+
+
+def run_scores(run: str | Path, users: gd.Users) -> tuple[np.ndarray, gd.Inputs, dict[str, Any]]:
+    model, meta = gt.load(run)
+    x = model_inputs(users, meta, model.node_emb.numpy())
+    return gt.predict(model, x), x, meta
+
+
+def bundle_scores(bundle: str | Path, users: gd.Users, x: gd.Inputs, precision: str) -> np.ndarray:
+    """Scores of the exported bundle through the torch-free runtime session, window by window."""
+    from umask.runtime.session import Session
+
+    out = np.zeros(x.truth.shape, np.float32)
+    with Session.open(bundle, allow_unsigned=True, precision=precision) as s:
+        for i, (u, t) in enumerate(zip(x.users, x.target_ts)):
+            ev = users.events[int(u)]
+            out[i] = s.scores(ev.take(ev.ts < int(t)), int(t))
+    return out
+
+
+def _rows(scored: dict[str, dict[int, dict[str, float]]], n_win: dict[str, int], *, dataset: str, data: str,
+          kinds: dict[str, tuple[str, str | None, str]], command: str, notes: dict[str, str]) -> list[dict[str, Any]]:
+    rows = []
+    for model, per_seed in scored.items():
+        kind, family, artifact = kinds[model]
+        seeds = sorted(per_seed)
+        for metric in METRICS:
+            v = [per_seed[s][metric] for s in seeds]
+            row = {"protocol": "D", "dataset": dataset, "data": data, "model": model, "kind": kind, "family": family,
+                   "artifact": artifact, "metric": metric, "value": round(float(np.mean(v)), 6), "better": "higher",
+                   "n_windows": n_win[model], "seeds": seeds,
+                   "spread": round(float(np.std(v)), 6) if len(v) > 1 else None, "command": command}
+            if model in notes:
+                row["notes"] = notes[model]
+            rows.append(row)
+    return rows
+
+
+def _seed_of(run: str | Path) -> int:
+    return int(json.loads((Path(run) / gt.CONFIG_FILE).read_text())["train"]["sim_seed"])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ap = argparse.ArgumentParser(prog="python -m umask.bench.accuracy.gtslum", description=__doc__.splitlines()[0])
+    ap.add_argument("--protocol", default="D", help="only D")
+    ap.add_argument("--runs", "--ckpt", dest="runs", default="", help="comma-separated GTS-LUM run directories")
+    ap.add_argument("--ablations", default="", help="comma-separated NAME=RUN_DIR (scored on their own seed)")
+    ap.add_argument("--bundle", default=None, help="an exported gtslum bundle (scored through the runtime)")
+    ap.add_argument("--precisions", default="fp32,int8", help="bundle precisions to score")
+    ap.add_argument("--users", type=int, default=50, help="SYNTHETIC users per seed")
+    ap.add_argument("--sasrec-steps", type=int, default=800, help="SASRec training steps per seed")
+    ap.add_argument("--no-real", action="store_true", help="skip the REAL 6-user sample")
+    ap.add_argument("--out", default=str(DEFAULT_OUT), help="result file (v2 rows)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
+    if args.protocol != "D":
+        ap.error(f"--protocol {args.protocol}: the gtslum scorer serves protocol D only")
+    runs = [r for r in args.runs.split(",") if r]
+    abl = dict(a.split("=", 1) for a in args.ablations.split(",") if a)
+    if not runs:
+        ap.error("--runs: name at least one GTS-LUM run (one per simulator seed for the headline rows)")
+    command = shlex.join(["python", "-m", "umask.bench.accuracy.gtslum", *argv])
+    t0 = time.perf_counter()
+    by_seed = {_seed_of(r): r for r in runs}
+    scored: dict[str, dict[int, dict[str, float]]] = defaultdict(dict)
+    n_win: dict[str, int] = defaultdict(int)
+    kinds: dict[str, tuple[str, str | None, str]] = {
+        "gtslum": ("ours", "gtslum", "torch"), "popularity": ("baseline", None, "numpy"),
+        "time_of_day_frequency": ("baseline", None, "numpy"), "sasrec": ("baseline", None, "torch")}
+    notes = {"sasrec": "items = app categories, behavior = time category of the interval, target-aware "
+                       f"(target hour's time category); {args.sasrec_steps} steps on the training days"}
+    pops: dict[int, gd.Users] = {}
+    for seed, run in sorted(by_seed.items()):
+        users = pops[seed] = gd.synthetic_users(args.users, seed)
+        scores, x, meta = run_scores(run, users)
+        pop = popularity_scores(users, x)
+        cand = {"gtslum": scores, "popularity": pop, "time_of_day_frequency": time_of_day_scores(x, pop),
+                "sasrec": sasrec_scores(users, x, users, args.sasrec_steps, seed)}
+        for name, sc in cand.items():
+            scored[name][seed] = gt.rank_metrics(sc, x.truth)
+            n_win[name] += len(x)
+        log.info("seed %d: %s", seed, {k: round(v[seed]["ndcg@5"], 4) for k, v in scored.items()})
+    for name, run in abl.items():
+        seed = _seed_of(run)
+        users = pops.get(seed) or pops.setdefault(seed, gd.synthetic_users(args.users, seed))
+        sc, x, meta = run_scores(run, users)
+        key = f"gtslum_{name}"
+        scored[key][seed] = gt.rank_metrics(sc, x.truth)
+        n_win[key] = len(x)
+        kinds[key] = ("ablation", "gtslum", "torch")
+        m, tr = meta["model"], meta["train"]
+        notes[key] = (f"timestamps={m['timestamps']} target={m['target']} modalities={m['modalities']}; "
+                      f"{tr['pretrain_steps']} + {tr['steps']} steps, one seed")
+    first = min(by_seed)
+    if args.bundle:
+        users = pops[first]
+        _, x, _ = run_scores(by_seed[first], users)
+        for prec in args.precisions.split(","):
+            key = f"gtslum@{prec}"
+            scored[key][first] = gt.rank_metrics(bundle_scores(args.bundle, users, x, prec), x.truth)
+            n_win[key] = len(x)
+            kinds[key] = ("ours", "gtslum", "onnx-fp32" if prec == "fp32" else "onnx-int8-dynamic")
+            notes[key] = f"exported bundle of the seed-{first} run through the runtime session (onnxruntime)"
+    dataset = f"sim {args.users} users, v2 D windows (B split, test day, hourly)"
+    rows = _rows(scored, n_win, dataset=dataset, data="synthetic", kinds=kinds, command=command, notes=notes)
+    if not args.no_real:
+        real = gd.real_users()
+        sc, x, _ = run_scores(by_seed[first], real)
+        pop = popularity_scores(real, x)
+        rs = {"gtslum": {0: gt.rank_metrics(sc, x.truth)}, "popularity": {0: gt.rank_metrics(pop, x.truth)},
+              "time_of_day_frequency": {0: gt.rank_metrics(time_of_day_scores(x, pop), x.truth)},
+              "sasrec": {0: gt.rank_metrics(sasrec_scores(real, x, pops[first], args.sasrec_steps, first), x.truth)}}
+        rnotes = dict(notes, gtslum=f"trained on SYNTHETIC users (seed {first}), applied zero-shot",
+                      sasrec=notes["sasrec"] + f"; trained on SYNTHETIC users (seed {first})")
+        rows += _rows(rs, {k: len(x) for k in rs}, dataset="tsinghua sample 6 users 1 day, hours 08-22 (in-day history)",
+                      data="real", kinds=kinds, command=command, notes=rnotes)
+    doc = {"meta": {"command": command, "commit": _git_commit(), "date": dt.date.today().isoformat(),
+                    "wall_seconds": round(time.perf_counter() - t0, 1), "users_per_seed": args.users,
+                    "seeds": sorted(by_seed), "runs": {str(k): str(v) for k, v in by_seed.items()},
+                    "spread": "population std over simulator seeds (null for one seed)",
+                    "notes": "windows without any app record in the target hour are skipped for every model"},
+           "rows": rows}
+    atomic_json(Path(args.out), doc)
+    log.info("wrote %s: %d rows", args.out, len(rows))
+    for r in rows:
+        if r["metric"] == "ndcg@5" or r["metric"] == "recall@5":
+            print(f"{r['data']:9s} {r['model']:28s} {r['metric']:9s} {r['value']:.4f} ± {r['spread']}")
+    return 0
+
+
+def _git_commit() -> str:
+    from umask.bench.accuracy.user_v2 import _git_commit as commit
+
+    return commit()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
