@@ -119,6 +119,10 @@ def test_train_and_resume_on_a_3x4_grid(csv: Path, tmp_path: Path) -> None:
     best = best_checkpoint(tmp_path / "a")
     model, _ = load_model(best)
     assert model.dit.cfg.n_tokens == 48
+    # the default grid prior on a 3x4 grid of 30-minute slots (48 a day; weekday of slot 0: Monday for a CSV)
+    assert model.cfg.prior != "none" and model.dit.use_prior
+    assert config["train"]["prior"] == "grid" and config["data"]["prior"]["slots_per_day"] == 48
+    assert config["data"]["prior"]["first_weekday"] == 0
 
     # interrupted after 3 steps (stop_at), then resumed to 6 with the same schedule: same weights
     first = train(_cfg(csv, tmp_path / "b", stop_at=3))

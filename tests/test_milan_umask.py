@@ -15,7 +15,8 @@ import torch
 from safetensors.torch import load_file
 from umask.bench.accuracy import grid as milan_eval
 from umask.bench.accuracy.grid_umask import checkpoint_inputs as ev_inputs
-from umask.bench.accuracy.grid_umask import checkpoint_scaler, complete, forecast_fn, impute_fn, score_rows
+from umask.bench.accuracy.grid_umask import (checkpoint_scaler, complete, forecast_fn, impute_fn, prior_forecast_fn,
+                                             prior_impute_fn, score_rows)
 from umask.runtime.core.errors import InputError
 from umask.train.data import splits
 from umask.train.data.grids import GridData, milan_grid
@@ -37,6 +38,7 @@ from umask.train.models.umask.grid import (
     split_rows,
     train,
 )
+from umask.train.models.umask.grid_prior import MILAN_FIRST_WEEKDAY, GridPrior, calendar
 from umask.train.models.umask.trainer import is_complete
 from umask.train.models.umask.trainer import load_model as trainer_load_model
 
@@ -67,7 +69,8 @@ def run(tmp_path_factory: pytest.TempPathFactory, milan) -> Path:
     z, e_pos = milan
     out = tmp_path_factory.mktemp("milan_umask") / "run"
     tr, va = _rows()
-    train(_cfg(out), z=z, e_pos=e_pos, train_rows=tr, val_rows=va)
+    # the paper's variant: learned evidence mask, no prior (the grid prior has its own tests below)
+    train(_cfg(out, mask_mode="learned", prior="none"), z=z, e_pos=e_pos, train_rows=tr, val_rows=va)
     return out
 
 
@@ -328,5 +331,63 @@ def test_adapters_give_the_model_its_training_z_scores(monkeypatch, quiet_run: P
                                trained.inverse_transform(np.full(m.shape, fill))[m], rtol=1e-9)
     # the real model through the same bridge: finite completions on the harness's scale
     monkeypatch.undo()
-    real = ev.forecast_fn(model, e_pos, rescale=rescale, steps=2, n_samples=1)(win.x[idx[:1]], st[:1], 144)
+    prior = ev.checkpoint_prior(model, config, quiet_grid, rescale)      # a grid-prior run (the default)
+    real = ev.forecast_fn(model, e_pos, rescale=rescale, prior=prior, steps=2, n_samples=1)(win.x[idx[:1]], st[:1], 144)
     assert real.shape == (1, 144, 25) and np.isfinite(real).all()
+    with pytest.raises(InputError, match="prior"):
+        ev.forecast_fn(model, e_pos, rescale=rescale, steps=2, n_samples=1)(win.x[idx[:1]], st[:1], 144)
+
+
+# ------------------------------------------------------------------------------------------------
+# The grid prior (grid_prior.py) and the model that refines it
+# ------------------------------------------------------------------------------------------------
+def test_grid_prior_profiles_calendar_and_no_leak(milan) -> None:
+    z, _ = milan
+    pr = GridPrior.fit(z, 3456, 144, MILAN_FIRST_WEEKDAY)
+    days = z[:3456].reshape(24, 144, 25)
+    wd = (4 + np.arange(24)) % 7                                   # 2013-11-01 was a Friday
+    np.testing.assert_allclose(pr.weekend, days[wd >= 5].mean(0))
+    np.testing.assert_allclose(pr.weekday, days[wd < 5].mean(0))
+    # the test days 28-30 are Thursday, Friday, Saturday: a Saturday slot reads the weekend profile
+    np.testing.assert_allclose(pr.profile(np.array([29 * 144 + 7])), pr.weekend[7][None])
+    np.testing.assert_allclose(pr.profile(np.array([27 * 144 + 7])), pr.weekday[7][None])
+    cal = calendar(np.array([27 * 144]), 144, MILAN_FIRST_WEEKDAY).reshape(4, 8)
+    assert cal[:, :7].argmax(1).tolist() == [3, 4, 5, 6] and cal[:, 7].tolist() == [0, 0, 1, 1]
+    # A1: only the history is read; A2: hidden entries are never read, observed entries pass through
+    fw = splits.forecast_windows(z, "test")
+    a = pr.forecast(fw.x[:3], fw.starts[:3], 144)
+    level = (fw.x[:3, -pr.level_slots:] - pr.profile(fw.starts[:3, None] + np.arange(-pr.level_slots, 0))).mean(1)
+    np.testing.assert_allclose(a, pr.profile(fw.starts[:3, None] + np.arange(144)) + pr.level_weight * level[:, None])
+    iw = splits.imputation_windows(z, "test")
+    m = iw.mask[:2]
+    x1, x2 = np.where(m, 0.0, iw.truth[:2]), np.where(m, 99.0, iw.truth[:2])
+    np.testing.assert_array_equal(pr.impute(x1, m, iw.starts[:2]), pr.impute(x2, m, iw.starts[:2]))
+    np.testing.assert_array_equal(pr.impute(x1, m, iw.starts[:2])[~m], iw.truth[:2][~m])
+    # the dataset's A1 item carries the same prior on the horizon and the calendar of its frame
+    ds = MilanWindowDataset(z, milan[1], np.array([[LONG, 3600]]), prior=pr)
+    it = ds.item(0)
+    o = (3600 - HISTORY) % 144
+    np.testing.assert_allclose(it["prior"][0, o + HISTORY:o + HISTORY + 144].reshape(144, 25).numpy(),
+                               pr.forecast(z[None, 3600 - HISTORY:3600], np.array([3600]), 144)[0], rtol=1e-5, atol=1e-5)
+    assert it["calendar"].shape == (32,) and float(it["calendar"].sum()) > 4
+
+
+def test_untrained_prior_model_returns_the_prior_and_points(milan) -> None:
+    """Zero-init residual: an untrained grid-prior model completes with exactly the prior, whatever
+    the point estimator; the adapters read the prior on the checkpoint's scale."""
+    z, e_pos = milan
+    torch.manual_seed(0)
+    model = MilanUMask(milan_model_config(mask_mode="none", prior="grid", **TINY)).eval()
+    assert model.dit.use_prior and model.cfg.dit_conditioning
+    pr = GridPrior.fit(z, 3456, 144, MILAN_FIRST_WEEKDAY)
+    fw = splits.forecast_windows(z, "test")
+    idx = np.array([0, 200])
+    want = prior_forecast_fn(pr)(fw.x[idx], fw.starts[idx], 144)
+    for point in ("first_x0", "mean", "median"):
+        got = forecast_fn(model, e_pos, prior=pr, point=point, steps=2, n_samples=3)(fw.x[idx], fw.starts[idx], 144)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    iw = splits.imputation_windows(z, "test")
+    m = iw.mask[:2]
+    obs = np.where(m, np.nan, iw.truth[:2])
+    got = impute_fn(model, e_pos, prior=pr, point="first_x0", n_samples=1)(obs.copy(), m.copy(), iw.starts[:2])
+    np.testing.assert_allclose(got, prior_impute_fn(pr)(obs.copy(), m.copy(), iw.starts[:2]), rtol=1e-4, atol=1e-4)

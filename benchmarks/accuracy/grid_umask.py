@@ -78,11 +78,14 @@ from umask.train.models.umask.grid import (
     MilanUMask,
     best_checkpoint,
     forecast_frame,
+    frame_calendar,
     grid_scaler,
     impute_frame,
     load_grid,
     load_model,
+    prior_of,
 )
+from umask.train.models.umask.grid_prior import GridPrior
 
 log = logging.getLogger(__name__)
 
@@ -189,20 +192,38 @@ def window_noise(shape: tuple[int, ...], seed: int, start: int, k: int) -> torch
     return torch.randn(shape, generator=g, dtype=torch.float32)
 
 
+POINTS = ("mean", "median", "first_x0")
+POINT_TEXT = {
+    "mean": "mean of the samples (the RMSE-optimal point of the sampled distribution)",
+    "median": "per-entry median of the samples (the MAE-optimal point of the sampled distribution)",
+    "first_x0": "the DiT's x0 prediction at the sampler's first step (t = N-1, from pure noise), averaged over "
+                "the noise draws: the network's own conditional-mean estimate (RMSE-optimal if trained to convergence)",
+}
+
+
 @torch.no_grad()
 def complete(model: MilanUMask, frames: Mapping[str, np.ndarray], task: int, starts: np.ndarray, *,
              sampler: str = "ddim", steps: int = 10, n_samples: int = 4, seed: int = 0, batch_size: int = 32,
-             all_evidence: bool = False, stats: dict[str, Any] | None = None) -> np.ndarray:
-    """Mean of ``n_samples`` clamped completions of (n, 1, T, H, W) frames -> (n, 1, T, H, W) float64.
+             all_evidence: bool = False, stats: dict[str, Any] | None = None,
+             point: str = "mean") -> np.ndarray:
+    """Point completion of ``n_samples`` clamped draws of (n, 1, T, H, W) frames -> (n, 1, T, H, W) float64.
 
-    As :meth:`UMask.complete` (h_u, deterministic evidence mask, clamped sampler, mean, exact
-    evidence), with per-window start noise (:func:`window_noise`). ``stats`` (a dict) receives the
-    evidence fraction of the available coordinates per window under ``"evidence_ratio"``.
+    As :meth:`UMask.complete` (h_u, deterministic evidence mask, clamped sampler, exact evidence),
+    with per-window start noise (:func:`window_noise`). ``point`` (:data:`POINT_TEXT`): "mean" or
+    "median" of the samples, or "first_x0" (one network call per draw; ``steps`` ignored). A
+    grid-prior model reads ``frames["prior"]`` (n, 1, T, H, W) and ``frames["calendar"]`` (n, 32).
+    ``stats`` (a dict) receives the evidence fraction of the available coordinates per window under
+    ``"evidence_ratio"``.
     """
+    if point not in POINTS:
+        raise InputError(f"point must be one of {POINTS}, got {point!r}")
+    use_prior = model.cfg.prior != "none"
+    if use_prior and ("prior" not in frames or "calendar" not in frames):
+        raise InputError("a grid-prior checkpoint needs frames['prior'] and frames['calendar'] (grid_prior.GridPrior)")
     model.eval()
     if all_evidence and model.cfg.mask_mode != "none":
         model = _all_evidence_view(model)
-    smp = make_sampler(sampler, model.schedule)
+    smp = make_sampler("ddim" if point == "first_x0" else sampler, model.schedule)  # 1 DDIM step -> x0_hat(N-1)
     n = len(starts)
     out = np.empty(np.shape(frames["x0"]), np.float64)                                   # (n, 1, T, H, W)
     ratios = []
@@ -216,15 +237,23 @@ def complete(model: MilanUMask, frames: Mapping[str, np.ndarray], task: int, sta
         batch["task"] = torch.full((B,), int(task), dtype=torch.long)
         batch["e_pos"] = e_pos.expand(B, *e_pos.shape).contiguous()
         batch["user"] = torch.zeros(B, dtype=torch.long)
+        if use_prior:
+            batch["prior"] = torch.from_numpy(np.ascontiguousarray(frames["prior"][lo:hi], np.float32)).reshape(
+                batch["x0"].shape)
+            batch["calendar"] = torch.from_numpy(np.ascontiguousarray(frames["calendar"][lo:hi], np.float32))
         h_u = model.user_repr(batch)
         _, hard, _ = model.evidence(batch, h_u, None, deterministic=True)
         x_obs = model._scale(batch["x0"]) * hard
-        fn = model_denoise_fn(model.dit, x_obs, hard, h_u, batch["task"])
-        acc = torch.zeros_like(x_obs)
+        prior = model.prior_input(batch)
+        dit = model.dit if prior is None else (lambda *a, _p=prior: model.dit(*a, _p))
+        fn = model_denoise_fn(dit, x_obs, hard, h_u, batch["task"])
+        draws = []
         for k in range(n_samples):
             noise = torch.stack([window_noise(tuple(x_obs.shape[1:]), seed, int(s), k) for s in starts[lo:hi]])
-            acc += smp.sample(fn, x_obs, hard, steps, noise=noise)
-        mean = acc / n_samples / model.x_scale.reshape(1, -1, 1, 1, 1)
+            draws.append(smp.sample(fn, x_obs, hard, 1 if point == "first_x0" else steps, noise=noise))
+        stack = torch.stack(draws)                                                      # (S, B, 1, T, H, W)
+        est = torch.quantile(stack, 0.5, dim=0) if point == "median" else stack.mean(0)
+        mean = est / model.x_scale.reshape(1, -1, 1, 1, 1)
         mean = torch.where(hard.expand_as(mean) > 0.5, batch["x0"], mean)
         out[lo:hi] = mean.double().numpy()
         av = batch["avail"].flatten(1).sum(1).clamp_min(1.0)
@@ -249,12 +278,14 @@ def _e_pos(config: Mapping[str, Any] | None, grid: GridData | None = None) -> np
 def forecast_fn(model: MilanUMask | None, e_pos: np.ndarray, *, sampler: str = "ddim", steps: int = 10,
                 n_samples: int = 4, seed: int = 0, batch_size: int = 32, all_evidence: bool = False,
                 stats: dict[str, Any] | None = None, geo: GridGeometry | None = None,
-                rescale: Rescale | None = None) -> milan_eval.ForecastFn:
+                rescale: Rescale | None = None, prior: GridPrior | None = None,
+                point: str = "mean") -> milan_eval.ForecastFn:
     """A1 ``ForecastFn``: (n, history, cells) harness-standardized history -> (n, horizon, cells) (Milan 288 -> 144).
 
     ``geo``: the frame and windows (default: :func:`geometry` of the model on its own grid).
     ``rescale``: harness z-scores -> the checkpoint's and back (:func:`checkpoint_inputs`); None =
-    the two are the same (Milan)."""
+    the two are the same (Milan). ``prior``: the grid prior of a grid-prior checkpoint
+    (:func:`checkpoint_prior`), on the checkpoint's scale. ``point``: :data:`POINTS`."""
     geo = geometry(model) if geo is None else geo
 
     def fn(history: np.ndarray, starts: np.ndarray, horizon: int) -> np.ndarray:
@@ -263,8 +294,11 @@ def forecast_fn(model: MilanUMask | None, e_pos: np.ndarray, *, sampler: str = "
         if rescale is not None:
             history = rescale.to_model(history)
         fr = {**forecast_frame(history, starts, geom=geo), "e_pos": e_pos}
+        if prior is not None:
+            fr["prior"] = prior.forecast_frame(history, starts, fr["offset"], geo.frame, geo.horizon)
+            fr["calendar"] = frame_calendar(prior, fr, starts, LONG, geo)
         full = complete(model, fr, LONG, np.asarray(starts), sampler=sampler, steps=steps, n_samples=n_samples,
-                        seed=seed, batch_size=batch_size, all_evidence=all_evidence, stats=stats)
+                        seed=seed, batch_size=batch_size, all_evidence=all_evidence, stats=stats, point=point)
         idx = (fr["offset"] + geo.history)[:, None] + np.arange(geo.horizon)[None, :]  # (n, horizon) frame positions
         pred = np.take_along_axis(full[:, 0], idx[:, :, None, None], axis=1).reshape(len(history), geo.horizon, -1)
         return pred if rescale is None else rescale.to_harness(pred)
@@ -275,10 +309,11 @@ def forecast_fn(model: MilanUMask | None, e_pos: np.ndarray, *, sampler: str = "
 def impute_fn(model: MilanUMask | None, e_pos: np.ndarray, *, sampler: str = "ddim", steps: int = 10,
               n_samples: int = 4, seed: int = 0, batch_size: int = 32, all_evidence: bool = False,
               stats: dict[str, Any] | None = None, geo: GridGeometry | None = None,
-              rescale: Rescale | None = None) -> milan_eval.ImputeFn:
+              rescale: Rescale | None = None, prior: GridPrior | None = None,
+              point: str = "mean") -> milan_eval.ImputeFn:
     """A2 ``ImputeFn``: observed (n, L, cells) harness z-scores with NaN at hidden, mask True =
     hidden -> completed (n, L, cells); observed entries are returned exactly. ``geo`` / ``rescale``
-    as :func:`forecast_fn`."""
+    / ``prior`` / ``point`` as :func:`forecast_fn`."""
     geo = geometry(model) if geo is None else geo
 
     def fn(observed: np.ndarray, mask: np.ndarray, starts: np.ndarray) -> np.ndarray:
@@ -290,12 +325,44 @@ def impute_fn(model: MilanUMask | None, e_pos: np.ndarray, *, sampler: str = "dd
         # the model never reads hidden entries: they are 0 in x0 and avail = ~mask
         evidence = np.where(mask, 0.0, observed if rescale is None else rescale.to_model(observed))
         fr = {**impute_frame(evidence, mask, starts, geom=geo), "e_pos": e_pos}
+        if prior is not None:
+            fr["prior"] = prior.impute_frame(evidence, mask, starts, fr["offset"], geo.frame)
+            fr["calendar"] = frame_calendar(prior, fr, starts, IMPUTE, geo)
         full = complete(model, fr, IMPUTE, np.asarray(starts), sampler=sampler, steps=steps, n_samples=n_samples,
-                        seed=seed, batch_size=batch_size, all_evidence=all_evidence, stats=stats)
+                        seed=seed, batch_size=batch_size, all_evidence=all_evidence, stats=stats, point=point)
         idx = fr["offset"][:, None] + np.arange(L)[None, :]
         pred = np.take_along_axis(full[:, 0], idx[:, :, None, None], axis=1).reshape(n, L, cells)
         return np.where(mask, pred if rescale is None else rescale.to_harness(pred), observed)
 
+    return fn
+
+
+def checkpoint_prior(model: MilanUMask, config: Mapping[str, Any] | None, grid: GridData,
+                     rescale: Rescale) -> GridPrior | None:
+    """The :class:`GridPrior` of a grid-prior checkpoint on ``grid``: fit on ``grid``'s training
+    period on the checkpoint's scale (as training did); None for a checkpoint without the prior."""
+    if model is None or model.cfg.prior == "none":
+        return None
+    geo = geometry(model, grid)
+    return prior_of((config or {}).get("train", {"prior": "grid"}), rescale.model.transform(grid.values),
+                    grid.splits()["train"][1], geo.slots_per_day, grid.source)
+
+
+def prior_forecast_fn(prior: GridPrior, rescale: Rescale | None = None) -> milan_eval.ForecastFn:
+    """The A1 prior alone as a ``ForecastFn`` (what an untrained grid-prior model returns)."""
+    def fn(history: np.ndarray, starts: np.ndarray, horizon: int) -> np.ndarray:
+        h = history if rescale is None else rescale.to_model(history)
+        out = prior.forecast(h, starts, horizon)
+        return out if rescale is None else rescale.to_harness(out)
+    return fn
+
+
+def prior_impute_fn(prior: GridPrior, rescale: Rescale | None = None) -> milan_eval.ImputeFn:
+    """The A2 prior alone as an ``ImputeFn`` (observed entries returned exactly)."""
+    def fn(observed: np.ndarray, mask: np.ndarray, starts: np.ndarray) -> np.ndarray:
+        o = np.where(mask, 0.0, observed if rescale is None else rescale.to_model(observed))
+        out = prior.impute(o, mask, starts)
+        return np.where(mask, out if rescale is None else rescale.to_harness(out), observed)
     return fn
 
 
@@ -369,7 +436,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--tasks", default="a1,a2")
     p.add_argument("--sampler", default="ddim", choices=("ddim", "dpmpp_2m"))
     p.add_argument("--steps", type=int, default=10, help="sampler steps (network evaluations)")
-    p.add_argument("--samples", type=int, default=4, help="samples averaged per window")
+    p.add_argument("--samples", type=int, default=4, help="samples (draws) per window")
+    p.add_argument("--point", default="auto", choices=("auto", *POINTS),
+                   help="point estimate of the draws: mean / median of the samples, or first_x0 (the x0 prediction at "
+                        "t = N-1); auto = first_x0 for a grid-prior checkpoint, mean otherwise")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--a1-stride", type=int, default=1)
@@ -398,7 +468,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         variants.append(("dit_all_evidence", best_checkpoint(args.dit_all), False,
                          "DiT trained and evaluated with every available coordinate as evidence (mask_mode none)"))
     sampler_text = (f"{'DDIM (eta 0)' if args.sampler == 'ddim' else 'DPM-Solver++(2M)'}, {args.steps} steps, "
-                    f"evidence clamp; point forecast = mean of {args.samples} samples")
+                    f"evidence clamp; {args.samples} draws per window (point forecast: see point_forecast)")
     loaded = {}
     inputs: dict[str, tuple[np.ndarray, Rescale]] = {}   # E_pos and scale bridge of each variant
     for name, ckpt, all_ev, note in variants:
@@ -417,12 +487,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             stats[name] = {}
             mk = forecast_fn if task == "a1" else impute_fn
             e_pos, rescale = inputs[name]
+            prior = checkpoint_prior(model, config, grid, rescale)
+            point = args.point if args.point != "auto" else ("first_x0" if prior is not None else "mean")
             models[name] = mk(model, e_pos, sampler=args.sampler, steps=args.steps,
                               n_samples=args.samples, seed=args.seed, batch_size=args.batch_size, all_evidence=all_ev,
-                              stats=stats[name], geo=geometry(model, grid), rescale=rescale)
+                              stats=stats[name], geo=geometry(model, grid), rescale=rescale, prior=prior, point=point)
             info[name] = {"seeds": {"train": config["train"]["seed"], "sampler": args.seed},
                           "samples": args.samples, "sampler": sampler_text, "notes": note,
-                          "fit": _fit_info(ckpt, config)}
+                          "point_forecast": POINT_TEXT[point], "fit": _fit_info(ckpt, config)}
+            if prior is not None:
+                info[name]["prior"] = prior.describe()
         base, base_info = milan_eval.baseline_models(task, spec, suffix="@subset" if stride > 1 else "",
                                                      note="; same windows" if stride > 1 else "")
         models.update(base)

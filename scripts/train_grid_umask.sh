@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# U-MASK on the Milan grid with the grid prior (issue 10, PROTOCOL A1 / A2; train/models/umask/grid.py,
+# grid_prior.py): the DiT refines a deterministic prior (weekday/weekend slot-of-day profile of the
+# training period + recent level for A1, linear interpolation for A2) as a zero-init residual, with
+# calendar features, the day-aligned frame and every available observation as evidence (mask_mode none).
+# One torch thread, nice, in the background, one run at a time, resumable (run it again to continue).
+#   scripts/train_grid_umask.sh [SEEDS [STEPS [MAX_MINUTES_PER_SEED]]]   default "0 1 2" 1500 15
+#       trains artifacts/train/grid_umask_s<SEED> one after another; log artifacts/train/logs/grid_umask.log
+#   scripts/train_grid_umask.sh eval [SEEDS]
+#       A1 + A2 test rows of every seed's best checkpoint next to the baselines on the same windows
+#       -> benchmarks/results/v2_grid_umask.json (+ .md), learning curves copied to
+#       benchmarks/results/learning_curves/grid_umask_s<SEED>.jsonl
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+if [[ "${1:-}" == "eval" ]]; then
+    SEEDS=${2:-"0 1 2"}
+    RUNS=()
+    for s in $SEEDS; do RUNS+=("artifacts/train/grid_umask_s$s"); done
+    exec nice -n 5 .venv/bin/python -m umask.bench.accuracy.grid_umask_v2 --runs "${RUNS[@]}" \
+        --out benchmarks/results/v2_grid_umask.json
+fi
+SEEDS=${1:-"0 1 2"}
+STEPS=${2:-1500}
+MAXMIN=${3:-15}
+mkdir -p artifacts/train/logs
+nohup nice -n 5 bash -c '
+for s in '"$SEEDS"'; do
+    .venv/bin/python -m umask.train.models.umask.grid --prior grid --mask-mode none --seed "$s" \
+        --steps '"$STEPS"' --warmup 100 --eval-every 100 --ckpt-every 100 --num-threads 1 --no-progress \
+        --max-minutes '"$MAXMIN"' --out "artifacts/train/grid_umask_s$s"
+done' >> artifacts/train/logs/grid_umask.log 2>&1 &
+echo "started grid_umask seeds [$SEEDS] (pid $!), log artifacts/train/logs/grid_umask.log"
