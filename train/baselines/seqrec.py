@@ -269,6 +269,21 @@ def _pad_left(seqs: Sequence[np.ndarray], L: int, fill: int = 0) -> np.ndarray:
     return out
 
 
+def softmax_xent(logits_fn, target: torch.Tensor, n_items: int, n_negatives: int, full_softmax_max: int,
+                 g: torch.Generator) -> torch.Tensor:
+    """Cross-entropy of P queries vs item ids ``target`` (P,): exact when n_items <= full_softmax_max,
+    else a sampled softmax over [the batch's positives, n_negatives uniform items] shared by the batch,
+    with accidental hits masked. ``logits_fn(cand)`` returns (P, n_items) for cand None, else (P, |cand|)."""
+    if n_items <= full_softmax_max:
+        return F.cross_entropy(logits_fn(None), target)
+    cand = torch.cat([target, torch.randint(0, n_items, (n_negatives,), generator=g)])
+    logits = logits_fn(cand)                                             # (P, P + n_neg)
+    P = target.shape[0]
+    hit = cand[None, :] == target[:, None]                               # accidental hits (and the positive)
+    hit[torch.arange(P), torch.arange(P)] = False
+    return F.cross_entropy(logits.masked_fill(hit, float("-inf")), torch.arange(P))
+
+
 class _TransformerRec(SeqRecommender):
     causal = True
 
@@ -290,29 +305,15 @@ class _TransformerRec(SeqRecommender):
             bhs.append(b + 1)
         return _pad_left(its, L), _pad_left(bhs, L)
 
-    def _candidates(self, pos: torch.Tensor, g: torch.Generator) -> Optional[torch.Tensor]:
-        """None (exact softmax), or the shared candidate ids: positives first, then uniform negatives."""
-        if self.n_items <= self.cfg.full_softmax_max:
-            return None
-        neg = torch.randint(0, self.n_items, (self.cfg.n_negatives,), generator=g)
-        return torch.cat([pos, neg])
-
     def _xent(self, h: torch.Tensor, target: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        """Softmax cross-entropy of hidden states h (P, d) vs item ids target (P,)."""
-        cand = self._candidates(target, g)
-        if cand is None:
-            return F.cross_entropy(self.net.logits(h), target)
-        logits = self.net.logits(h, cand)                                # (P, P + n_neg)
-        P = target.shape[0]
-        hit = cand[None, :] == target[:, None]                           # accidental hits (and the positive)
-        hit[torch.arange(P), torch.arange(P)] = False
-        logits = logits.masked_fill(hit, float("-inf"))
-        return F.cross_entropy(logits, torch.arange(P))
+        return softmax_xent(lambda cand: self.net.logits(h, cand), target, self.n_items, self.cfg.n_negatives,
+                            self.cfg.full_softmax_max, g)
 
     def fit(self, seqs, n_items, n_behaviors=1, seed=0, steps=2000, val: Optional[tuple] = None,
             eval_every: int = 0):
         """Train for ``steps`` AdamW steps. ``val`` = (prefixes, targets, target_behaviors) logs a
-        Recall@10 learning curve every ``eval_every`` steps into ``self.curve`` (no model selection here)."""
+        Recall@10 learning curve every ``eval_every`` steps into ``self.curve`` and keeps the weights of the
+        best validation point (``self.best_step``); without ``val`` the last weights are kept."""
         from umask.train.common.metrics import full_ranking_metrics
 
         _check_seqs(seqs, n_items, n_behaviors, "seqs")
@@ -325,6 +326,7 @@ class _TransformerRec(SeqRecommender):
         g = torch.Generator().manual_seed(seed)
         self.net = _Encoder(self.cfg, n_items, n_behaviors, causal=self.causal)
         opt = torch.optim.AdamW(self.net.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        best: tuple = (-1.0, 0, None)
         for step in range(1, steps + 1):
             self.net.train()
             items, beh = (torch.from_numpy(a) for a in self._batch(seqs, rng))
@@ -337,9 +339,14 @@ class _TransformerRec(SeqRecommender):
             if val is not None and eval_every and (step % eval_every == 0 or step == steps):
                 m = full_ranking_metrics(self.score(val[0], val[2]), val[1], ks=(10,))
                 rec["val_recall@10"] = float(m["recall@10"].mean())
+                if rec["val_recall@10"] > best[0]:                        # model selection on validation only
+                    best = (rec["val_recall@10"], step, {k: v.clone() for k, v in self.net.state_dict().items()})
                 log.info("%s step %d loss %.4f val R@10 %.4f", self.name, step, rec["loss"], rec["val_recall@10"])
             if step % 50 == 0 or "val_recall@10" in rec:
                 self.curve.append(rec)
+        if best[2] is not None:
+            self.net.load_state_dict(best[2])
+            self.best_step = best[1]
         self.net.eval()
         return self
 
@@ -434,5 +441,5 @@ def make(name: str, **kwargs) -> SeqRecommender:
     raise ValueError(f"unknown baseline {name!r} (known: pop, pop_behavior, recent, cooc, sasrec, bert4rec)")
 
 
-__all__ = ["Seq", "SeqRecommender", "Popularity", "RecentItems", "CoOccurrence", "TransformerRecConfig",
+__all__ = ["softmax_xent", "attention_mask", "Seq", "SeqRecommender", "Popularity", "RecentItems", "CoOccurrence", "TransformerRecConfig",
            "SASRec", "BERT4Rec", "make"]

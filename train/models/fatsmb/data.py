@@ -16,7 +16,7 @@ Per user u with time-ordered rows r_1 .. r_n:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +56,7 @@ class ProtocolC:
     item_ids: np.ndarray
     item_category: np.ndarray
     users: np.ndarray
+    category_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))   # dense category -> raw id
     behaviors: tuple[str, ...] = BEHAVIORS
 
     @property
@@ -90,6 +91,7 @@ def load_protocol_c(path: str | Path = TAOBAO_SAMPLE, *, max_users: int | None =
         cat_dense = np.full(len(data), -1, dtype=np.int64)
         item_category = np.full(len(item_ids), -1, dtype=np.int64)
         n_cat = 0
+        cat_ids = np.zeros(0, np.int64)
     order = split.order
     su = data.user[order]
     starts = np.flatnonzero(np.r_[True, su[1:] != su[:-1]])
@@ -110,4 +112,5 @@ def load_protocol_c(path: str | Path = TAOBAO_SAMPLE, *, max_users: int | None =
     mk = lambda q: Queries(q[0], np.asarray(q[1]), np.asarray(q[2]), np.asarray(q[3], dtype=np.int64))  # noqa: E731
     return ProtocolC(path=str(path), train=train, val=mk(val_q), test=mk(test_q), n_items=len(item_ids),
                      n_behaviors=len(BEHAVIORS), n_categories=n_cat, item_ids=item_ids,
-                     item_category=item_category, users=users)
+                     item_category=item_category, users=users,
+                     category_ids=cat_ids.astype(np.int64))

@@ -1,0 +1,336 @@
+"""FatsMB training: the three stages of section 3.4 / Alg. 1, model selection on validation only.
+
+    umask train fatsmb --out artifacts/fatsmb/seed0 --seed 0          # = python -m umask.train.models.fatsmb.trainer
+
+Stage 1 (MBAE pretraining, eq. 14): Cloze task on random end-crops of the training sequences: each
+item is masked with probability rho, the behavior of a masked item with probability sigma, and the
+last token of the crop is always masked (that is the inference layout: the target token is appended
+last); sampled-softmax cross-entropy over all items (`seqrec.softmax_xent`).
+Stage 2 (latent diffusion, eqs. 15-16): encoder and decoder frozen; for a crop ending at the target,
+z_b = E(prefix + [mask item, target behavior]) and z_∅ = E(prefix + [mask item, mask behavior]); the
+denoiser learns z_b from z_t = q_sample(z_b, t), z_∅ and b (b dropped to ∅ with p_uncond, eq. 17).
+We train x0-prediction (MSE to z_b), not eq. 16's epsilon: both give the same DDIM update, and the
+decoder consumes z_0 directly (as in DreamRec / DiffuRec). Alg. 1 line 21 also writes ẑ_b.
+Stage 3 (decoder fine-tuning): encoder and denoiser frozen; z_0 sampled with the guided DDIM
+(time-step interval Δt -> T/Δt steps, `umask.train.diffusion.samplers.DDIMSampler`) is decoded and
+trained on the next item. The item table is shared with the frozen encoder, so only the decoder's
+projection and item bias move.
+
+After each stage the weights at the best validation Recall@10 are kept; the guidance w and the
+interval are then picked on validation. The test set is never read here.
+Outputs in --out: ``model.safetensors`` (tied weights deduplicated), ``items.safetensors`` (dense
+item -> raw item id and raw category, -1 unknown), ``config.json`` (network, training and chosen sampling settings,
+validation figures), ``curve.jsonl`` (the learning curve).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from safetensors.torch import load_model, save_file, save_model
+
+from umask.train.baselines.seqrec import _pad_left, softmax_xent
+from umask.train.common.checkpoints import atomic_json
+from umask.train.common.config import add_dataclass_args, config_dict, dataclass_from_args, from_config_dict
+from umask.train.common.metrics import full_ranking_metrics
+from umask.train.diffusion.samplers import DDIMSampler
+from umask.train.diffusion.schedules import VPSchedule
+from umask.train.models.fatsmb.data import TAOBAO_SAMPLE, ProtocolC, load_protocol_c
+from umask.train.models.fatsmb.model import FatsMB, FatsMBConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Stage lengths and optimisation (paper: AdamW, lr 2e-3, batch 256 on GPU; here batch 32 on one thread)."""
+
+    data: str = str(TAOBAO_SAMPLE)  # Taobao file: Tianchi UserBehavior CSV(.gz) or retail.txt(.gz)
+    out: str = "artifacts/fatsmb/run"  # output folder
+    seed: int = 0                   # seed of init, batches, noise
+    max_users: int = 0              # keep only the first N users (0 = all; for tiny test runs)
+    init_from: str = ""             # run folder whose stage-1 MBAE (encoder + decoder) is reused; stage 1 is skipped
+    stage1_steps: int = 1500        # MBAE Cloze pretraining steps
+    stage2_steps: int = 1500        # denoiser steps
+    stage3_steps: int = 300         # decoder fine-tuning steps (0 = skip)
+    eval_every: int = 250           # validation Recall@10 every N steps (model selection on validation)
+    batch_size: int = 32            # sequences per step
+    lr: float = 2e-3                # AdamW learning rate (paper 2e-3)
+    lr_stage3: float = 5e-4         # decoder fine-tuning learning rate
+    rho: float = 0.2                # item mask probability (paper sweeps 0.2..0.8)
+    sigma: float = 0.5              # behavior mask probability at masked items
+    p_uncond: float = 0.2           # classifier-free guidance drop rate (paper 0.2)
+    n_negatives: int = 1024         # sampled-softmax negatives (the item vocabulary is 55k)
+    sample_steps: int = 10          # T / Δt: DDIM steps used in stage 3 and as the default
+    guidance: float = 1.5           # default w (uncond + w (cond - uncond)); re-chosen on validation
+    guidance_grid: str = "1,1.5,2,3"  # w values tried on validation after training
+    steps_grid: str = "5,10,20"     # T/Δt values tried on validation after training
+
+
+# ------------------------------------------------------------------------------------------------
+# Batches
+# ------------------------------------------------------------------------------------------------
+def shift_tokens(items: Sequence[np.ndarray], behs: Sequence[np.ndarray], L: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dense ids (already shifted, incl. [mask]) -> right-aligned (N, L) tensors (0 = pad)."""
+    return torch.from_numpy(_pad_left(items, L)), torch.from_numpy(_pad_left(behs, L))
+
+
+def query_tokens(prefixes, target_behavior: np.ndarray | None, n_items: int, n_behaviors: int, L: int,
+                 mask_behavior: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prefix + the target token [mask item, target behavior or [mask]] (the inference layout)."""
+    its, bhs = [], []
+    for r, (items, beh) in enumerate(prefixes):
+        tb = n_behaviors + 1 if (mask_behavior or target_behavior is None) else int(target_behavior[r]) + 1
+        its.append(np.r_[np.asarray(items, np.int64)[-(L - 1):] + 1, n_items + 1])
+        bhs.append(np.r_[np.asarray(beh, np.int64)[-(L - 1):] + 1, tb])
+    return shift_tokens(its, bhs, L)
+
+
+def crop_batch(train, rng: np.random.Generator, batch: int):
+    """Random end-crops: (prefixes, target items, target behaviors) with a non-empty prefix."""
+    idx = rng.integers(0, len(train), batch)
+    prefixes, ti, tb = [], [], []
+    for u in idx:
+        items, beh = train[u]
+        e = int(rng.integers(1, len(items)))                  # target position, prefix = items[:e]
+        prefixes.append((items[:e], beh[:e]))
+        ti.append(items[e])
+        tb.append(beh[e])
+    return prefixes, torch.tensor(ti), np.asarray(tb)
+
+
+# ------------------------------------------------------------------------------------------------
+# Scoring (shared by training-time validation and the benchmark harness)
+# ------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def latents(model: FatsMB, prefixes, target_behavior, batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """(z_b, z_∅) of the queries: behavior-specific and behavior-agnostic encodings (N, d) each."""
+    model.eval()
+    zb, zn = [], []
+    for s in range(0, len(prefixes), batch):
+        p = prefixes[s: s + batch]
+        tb = None if target_behavior is None else target_behavior[s: s + batch]
+        args = (model.n_items, model.n_behaviors, model.cfg.max_len)
+        zb.append(model.encoder(*query_tokens(p, tb, *args, mask_behavior=False)))
+        zn.append(model.encoder(*query_tokens(p, tb, *args, mask_behavior=True)))
+    return torch.cat(zb), torch.cat(zn)
+
+
+def sample_z0(model: FatsMB, z_null: torch.Tensor, target_behavior: torch.Tensor, *, steps: int, w: float,
+              seed: int = 0, noise: torch.Tensor | None = None) -> torch.Tensor:
+    """Alg. 2: z_T ~ N(0, I), guided DDIM (eq. 5) over ``steps`` trailing timesteps -> z_0 (N, d)."""
+    sched = VPSchedule(model.cfg.diffusion_steps, model.cfg.schedule)
+    b = target_behavior.long()
+
+    def denoise(z_t: torch.Tensor, t: int) -> torch.Tensor:
+        return model.guided(z_t, torch.full((z_t.shape[0],), t, dtype=torch.long), z_null, b, w)
+
+    zeros = torch.zeros_like(z_null)                           # no evidence: the clamp never applies
+    return DDIMSampler(sched).sample(denoise, zeros, zeros, steps, seed=seed, noise=noise)
+
+
+@torch.no_grad()
+def score(model: FatsMB, prefixes, target_behavior: np.ndarray, *, mode: str = "diffusion", steps: int = 10,
+          w: float = 1.5, seed: int = 0) -> np.ndarray:
+    """Scores over all items (N, n_items). mode: diffusion (the full model) | ae (MBAE alone: decode z_b)."""
+    model.eval()
+    zb, zn = latents(model, prefixes, target_behavior)
+    if mode == "ae":
+        z = zb
+    elif mode == "diffusion":
+        # z_T = numpy default_rng(seed) draw, the same for every query: the runtime's convention, so torch and
+        # the exported artifacts differ only by numerics
+        z_T = torch.from_numpy(np.random.default_rng(seed).standard_normal((1, model.cfg.d)).astype(np.float32))
+        z = sample_z0(model, zn, torch.from_numpy(np.asarray(target_behavior)), steps=steps, w=w,
+                      noise=z_T.expand_as(zn).contiguous())
+    else:
+        raise ValueError(f"mode must be diffusion or ae, got {mode!r}")
+    return torch.cat([model.decoder(z[s: s + 256]) for s in range(0, len(z), 256)]).numpy()
+
+
+def val_recall(model, data: ProtocolC, **kw) -> float:
+    s = score(model, data.val.prefixes, data.val.behavior, **kw)
+    return float(full_ranking_metrics(s, data.val.item, ks=(10,))["recall@10"].mean())
+
+
+# ------------------------------------------------------------------------------------------------
+# The three stages
+# ------------------------------------------------------------------------------------------------
+def _stage(name, model, params, steps, lr, loss_fn, validate, tc: TrainConfig, curve: list) -> None:
+    """AdamW over ``params`` for ``steps``; validation every eval_every; keep the best weights."""
+    if steps <= 0:
+        return
+    opt = torch.optim.AdamW(params, lr=lr)
+    best = (validate(), 0, {k: v.clone() for k, v in model.state_dict().items()}) if name == "stage3" else (-1.0, 0, None)
+    t0 = time.time()
+    for step in range(1, steps + 1):
+        loss = loss_fn()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        rec = {"stage": name, "step": step, "loss": float(loss.detach()), "seconds": round(time.time() - t0, 1)}
+        if step % tc.eval_every == 0 or step == steps:
+            rec["val_recall@10"] = validate()
+            if rec["val_recall@10"] > best[0]:
+                best = (rec["val_recall@10"], step, {k: v.clone() for k, v in model.state_dict().items()})
+            log.info("%s step %d loss %.4f val R@10 %.4f (%.0fs)", name, step, rec["loss"], rec["val_recall@10"], rec["seconds"])
+        if step % 25 == 0 or "val_recall@10" in rec:
+            curve.append(rec)
+    model.load_state_dict(best[2])
+    curve.append({"stage": name, "best_step": best[1], "best_val_recall@10": best[0]})
+
+
+def train(cfg: FatsMBConfig, tc: TrainConfig, data: ProtocolC | None = None) -> tuple[FatsMB, dict]:
+    torch.manual_seed(tc.seed)
+    rng = np.random.default_rng(tc.seed)
+    g = torch.Generator().manual_seed(tc.seed)
+    data = data or load_protocol_c(tc.data, max_users=tc.max_users or None)
+    train_seqs = [s for s in data.train if len(s[0]) >= 2]
+    model = FatsMB(cfg, data.n_items, data.n_behaviors)
+    nI, nB, L = data.n_items, data.n_behaviors, cfg.max_len
+    curve: list[dict] = []
+
+    def xent(z: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        proj = model.decoder.proj(z)
+        table, bias = model.decoder.table.weight[1:-1], model.decoder.bias
+        fn = lambda cand: proj @ table.T + bias if cand is None else proj @ table[cand].T + bias[cand]  # noqa: E731
+        return softmax_xent(fn, target, nI, tc.n_negatives, 8192, g)
+
+    # Stage 1: MBAE Cloze pretraining (eq. 14, Alg. 1 lines 2-15)
+    def loss1() -> torch.Tensor:
+        model.train()
+        prefixes, ti, tb = crop_batch(train_seqs, rng, tc.batch_size)
+        its = [np.r_[p[0][-(L - 1):], t] + 1 for p, t in zip(prefixes, ti.numpy())]
+        bhs = [np.r_[p[1][-(L - 1):], b] + 1 for p, b in zip(prefixes, tb)]
+        items, beh = shift_tokens(its, bhs, L)
+        real = items > 0
+        masked = (torch.rand(items.shape, generator=g) < tc.rho) & real
+        masked[:, -1] = True                                    # the target token: inference layout
+        hide_b = masked & (torch.rand(items.shape, generator=g) < tc.sigma)
+        h = model.encoder.hidden(items.masked_fill(masked, nI + 1), beh.masked_fill(hide_b, nB + 1))
+        return xent(h[masked], items[masked] - 1)
+
+    if tc.init_from:                                           # denoiser ablations share one pretrained MBAE
+        src, _ = load(tc.init_from)
+        if src.cfg.position != cfg.position or src.n_items != nI:
+            raise ValueError(f"--init-from {tc.init_from}: position {src.cfg.position} / {src.n_items} items do not match")
+        model.encoder.load_state_dict(src.encoder.state_dict())
+        model.decoder.load_state_dict(src.decoder.state_dict())
+        tc.stage1_steps = 0
+        curve.append({"stage": "stage1", "init_from": tc.init_from})
+    enc_params = list(model.encoder.parameters()) + [p for n, p in model.decoder.named_parameters() if not n.startswith("table")]
+    _stage("stage1", model, enc_params, tc.stage1_steps, tc.lr, loss1,
+           lambda: val_recall(model, data, mode="ae"), tc, curve)
+    ae_val = val_recall(model, data, mode="ae")
+
+    # Stage 2: latent diffusion, encoder/decoder frozen (eqs. 15-17, Alg. 1 lines 16-22)
+    for p in model.encoder.parameters():
+        p.requires_grad_(False)
+    for p in model.decoder.parameters():
+        p.requires_grad_(False)
+    sched = VPSchedule(cfg.diffusion_steps, cfg.schedule)
+
+    def loss2() -> torch.Tensor:
+        prefixes, _, tb = crop_batch(train_seqs, rng, tc.batch_size)
+        zb, zn = latents(model, prefixes, tb)
+        model.denoiser.train()
+        t = sched.sample_t(len(tb), g)
+        z_t = sched.q_sample(zb, t, torch.randn(zb.shape, generator=g))                 # eq. 15
+        b = torch.from_numpy(tb).long()
+        b = torch.where(torch.rand(len(tb), generator=g) < tc.p_uncond, torch.full_like(b, nB), b)   # CFG drop
+        return torch.mean((model.denoiser(z_t, t, zn, b) - zb) ** 2)                   # eq. 16 (x0 form)
+
+    _stage("stage2", model, list(model.denoiser.parameters()), tc.stage2_steps, tc.lr, loss2,
+           lambda: val_recall(model, data, steps=tc.sample_steps, w=tc.guidance), tc, curve)
+
+    # Stage 3: decoder fine-tuning on the next item through the sampler (Alg. 1 lines 23-28)
+    for p in model.denoiser.parameters():
+        p.requires_grad_(False)
+    dec_params = [p for n, p in model.decoder.named_parameters() if not n.startswith("table")]
+    for p in dec_params:
+        p.requires_grad_(True)
+
+    def loss3() -> torch.Tensor:
+        prefixes, ti, tb = crop_batch(train_seqs, rng, tc.batch_size)
+        _, zn = latents(model, prefixes, tb)
+        z0 = sample_z0(model, zn, torch.from_numpy(tb), steps=tc.sample_steps, w=tc.guidance,
+                       seed=int(rng.integers(1 << 31)))
+        model.decoder.train()
+        return xent(z0, ti)
+
+    _stage("stage3", model, dec_params, tc.stage3_steps, tc.lr_stage3, loss3,
+           lambda: val_recall(model, data, steps=tc.sample_steps, w=tc.guidance), tc, curve)
+
+    # Sampling settings chosen on validation (guidance w, number of steps T/Δt)
+    grid = {}
+    for w in [float(x) for x in tc.guidance_grid.split(",")]:
+        for st in [int(x) for x in tc.steps_grid.split(",")]:
+            grid[f"w={w},steps={st}"] = val_recall(model, data, steps=st, w=w)
+    best = max(grid, key=grid.get)
+    w_best, steps_best = (float(best.split(",")[0][2:]), int(best.split(",")[1][6:]))
+    info = {"val_recall@10_ae": ae_val, "val_grid": grid, "guidance": w_best, "sample_steps": steps_best,
+            "val_recall@10": grid[best], "curve": curve}
+    log.info("chosen on validation: w=%s steps=%d (R@10 %.4f); AE alone %.4f", w_best, steps_best, grid[best], ae_val)
+    return model, info
+
+
+# ------------------------------------------------------------------------------------------------
+# Checkpoints
+# ------------------------------------------------------------------------------------------------
+def save(model: FatsMB, tc: TrainConfig, info: dict, data: ProtocolC, out: str | Path) -> Path:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_model(model, str(out / "model.safetensors"))
+    raw_cat = data.category_ids[data.item_category] if data.has_categories else data.item_category
+    save_file({"item_ids": torch.from_numpy(data.item_ids), "item_category": torch.from_numpy(raw_cat)},
+              str(out / "items.safetensors"))
+    with open(out / "curve.jsonl", "w", encoding="utf-8") as fh:
+        for rec in info["curve"]:
+            fh.write(json.dumps(rec) + "\n")
+    meta = {"family": "fatsmb", "model": config_dict(model.cfg), "train": asdict(tc), "n_items": model.n_items,
+            "n_behaviors": model.n_behaviors, "behaviors": list(data.behaviors), "data": data.path,
+            "sampling": {"guidance": info["guidance"], "steps": info["sample_steps"],
+                         "diffusion_steps": model.cfg.diffusion_steps, "schedule": model.cfg.schedule},
+            "validation": {k: v for k, v in info.items() if k != "curve"}}
+    atomic_json(out / "config.json", meta)
+    return out
+
+
+def load(run: str | Path) -> tuple[FatsMB, dict]:
+    """(model, config.json) of a run folder written by :func:`save`."""
+    run = Path(run)
+    meta = json.loads((run / "config.json").read_text())
+    model = FatsMB(from_config_dict(FatsMBConfig, meta["model"]), meta["n_items"], meta["n_behaviors"])
+    load_model(model, str(run / "model.safetensors"))
+    model.eval()
+    return model, meta
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="umask train fatsmb", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_dataclass_args(p, FatsMBConfig)
+    add_dataclass_args(p, TrainConfig)
+    p.add_argument("--num-threads", type=int, default=1, help="torch CPU threads")
+    ns = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.set_num_threads(ns.num_threads)
+    cfg, tc = dataclass_from_args(FatsMBConfig, ns), dataclass_from_args(TrainConfig, ns)
+    data = load_protocol_c(tc.data, max_users=tc.max_users or None)
+    model, info = train(cfg, tc, data)
+    out = save(model, tc, info, data, tc.out)
+    log.info("wrote %s", out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
