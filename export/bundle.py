@@ -13,6 +13,15 @@ key object; ``manifest.sig`` next to it, not listed in ``files``), fsyncs the tr
 folder onto ``out`` (an older bundle there is swapped out, then deleted). On any exception, a
 KeyboardInterrupt included, the temp folder is removed and ``out`` is untouched.
 `signature` reads the I/O signature of an ONNX file for the manifest.
+
+Golden I/O (`write_goldens`, runtime/core/golden.py): after ``build(tmp)`` every ``*.onnx`` file of the
+bundle is run once by onnxruntime (CPU, one thread) and ``golden/<path>.npz`` stores its inputs and
+outputs; ``manifest["golden"][<path>]`` records the file, the graph's precision class (int8 when it holds
+quantize / integer ops, fp16 when it holds fp16 tensors, else fp32) and where the inputs came from.
+A family's ``build`` may return real inputs under the section key ``golden_inputs`` ({ONNX path: feed};
+the writer cuts each to its first row and does not write the key into the manifest); every other
+ONNX file gets deterministic inputs derived from its I/O signature. The device's self-test
+(``Session.open(..., self_test=True)``) compares against these outputs.
 """
 
 from __future__ import annotations
@@ -32,6 +41,10 @@ from umask.runtime.core.bundle import MANIFEST, PARTIAL_MARKER, SCHEMA_VERSION, 
 log = logging.getLogger(__name__)
 
 TOOL_MODULES = ("torch", "onnx", "onnxruntime", "numpy", "tokenizers")
+GOLDEN_INPUTS_KEY = "golden_inputs"      # section key a family's build() may return: {ONNX path: feed}
+INT8_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger",
+                      "QLinearMatMul", "QLinearConv", "ConvInteger", "MatMulIntegerToFloat", "DynamicQuantizeMatMul",
+                      "QGemm", "QAttention"})
 
 
 def signature(path: Path) -> dict[str, Any]:
@@ -99,15 +112,82 @@ def _fsync_dir(d: Path) -> None:
         os.close(fd)
 
 
+def graph_precision(path: Path) -> str:
+    """The precision class of an ONNX file for its self-test tolerance: ``int8`` (quantize / integer ops),
+    ``fp16`` (any fp16 initializer or Cast to fp16), else ``fp32``."""
+    import onnx
+
+    m = onnx.load(str(path), load_external_data=False)
+    nodes = list(m.graph.node)
+    if any(n.op_type in INT8_OPS for n in nodes):
+        return "int8"
+    f16 = onnx.TensorProto.FLOAT16
+    if any(i.data_type == f16 for i in m.graph.initializer) or any(
+            n.op_type == "Cast" and any(a.name == "to" and a.i == f16 for a in n.attribute) for n in nodes):
+        return "fp16"
+    return "fp32"
+
+
+def _finite(outs: list[Any]) -> bool:
+    import numpy as np
+
+    return all(np.isfinite(o).all() for o in outs if np.asarray(o).dtype.kind == "f")
+
+
+def write_goldens(root: Path, given: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+    """Write ``golden/<path>.npz`` for every ONNX file under ``root`` (see the module docstring); returns
+    the manifest's ``golden`` section. ``given``: real inputs per ONNX path (an unknown path is an error)."""
+    from umask.runtime.core import golden as gd
+    from umask.runtime.engines.ort import CPU, inference_session
+
+    given = dict(given or {})
+    onnx_files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.onnx") if p.is_file())
+    unknown = sorted(set(given) - set(onnx_files))
+    if unknown:
+        raise ValueError(f"{GOLDEN_INPUTS_KEY}: {unknown} are not ONNX files of the bundle (have {onnx_files})")
+    section: dict[str, dict[str, Any]] = {}
+    for rel in onnx_files:
+        path = root / rel
+        sig = signature(path)
+        if rel in given:
+            source, attempts = "exporter", [gd.first_rows(given[rel], sig["inputs"])]
+        else:
+            source, attempts = "derived", [gd.derive_inputs(sig["inputs"], rel, a) for a in (0, 1)]
+        precision = graph_precision(path)
+        sess = inference_session(path)
+        names = [o.name for o in sess.get_outputs()]
+        why = "no attempt"
+        for feed in attempts:
+            try:
+                outs = sess.run(None, feed)
+            except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types; tried with the next feed
+                why = f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"
+                continue
+            if not _finite(outs):
+                why = "non-finite outputs"
+                continue
+            dst = root / gd.golden_file(rel)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.write_bytes(gd.pack(feed, dict(zip(names, outs))))
+            first = next(iter(feed.values()), None)
+            section[rel] = {"status": "ok", "file": gd.golden_file(rel), "precision": precision, "inputs": source,
+                            "provider": CPU, "batch": int(first.shape[0]) if first is not None and first.ndim else 0}
+            break
+        else:
+            log.warning("golden I/O of %s skipped: %s", rel, why)
+            section[rel] = {"status": "skipped", "precision": precision, "inputs": source, "reason": why}
+    return section
+
+
 def write_bundle(out: str | Path, build: Callable[[Path], dict[str, Any]], *, family: str,
                  schema_version: int = SCHEMA_VERSION, started: float | None = None, sign_key: Any = None,
-                 passphrase: bytes | None = None) -> dict[str, Any]:
+                 passphrase: bytes | None = None, golden: bool = True) -> dict[str, Any]:
     """Write the bundle ``out`` atomically; ``build(tmp)`` writes the family's files under ``tmp`` and returns
     its manifest sections. Returns the manifest (with ``files``, and ``export_seconds`` since ``started``, a
     ``time.perf_counter()`` value, default: now). ``sign_key``: sign the manifest with this ed25519 private
     key (a PEM file or an ``Ed25519PrivateKey``; ``passphrase`` for an encrypted file) before the bundle
     becomes visible; None writes an unsigned bundle (the runtime opens it only with ``allow_unsigned=True``).
-    See the module docstring."""
+    ``golden``: write the golden I/O of every ONNX file (`write_goldens`). See the module docstring."""
     t0 = time.perf_counter() if started is None else started
     key = None
     if sign_key is not None:     # load (and fail on) the key before any work
@@ -122,9 +202,14 @@ def write_bundle(out: str | Path, build: Callable[[Path], dict[str, Any]], *, fa
     tmp.mkdir()
     (tmp / PARTIAL_MARKER).write_text("export in progress\n")
     try:
-        sections = build(tmp)
+        sections = dict(build(tmp))
+        given = sections.pop(GOLDEN_INPUTS_KEY, None)
         manifest = {"schema_version": schema_version, "family": family,
-                    **{k: v for k, v in sections.items() if k not in ("schema_version", "family", "files")}}
+                    **{k: v for k, v in sections.items() if k not in ("schema_version", "family", "files", "golden")}}
+        if golden:
+            gsec = write_goldens(tmp, given)
+            if gsec:
+                manifest["golden"] = gsec
         manifest["export_seconds"] = round(time.perf_counter() - t0, 2)
         manifest["files"] = file_table(tmp)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
@@ -150,4 +235,5 @@ def write_bundle(out: str | Path, build: Callable[[Path], dict[str, Any]], *, fa
     return manifest
 
 
-__all__ = ["signature", "tool_versions", "file_table", "fsync_tree", "write_bundle", "TOOL_MODULES"]
+__all__ = ["signature", "tool_versions", "file_table", "fsync_tree", "write_bundle", "write_goldens", "graph_precision",
+           "TOOL_MODULES", "GOLDEN_INPUTS_KEY"]

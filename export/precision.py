@@ -7,10 +7,14 @@
   transcendental ops that overflow or lose precision in fp16) and every node of `FLOAT_SCOPES`
   (the adaLN modulation, the timestep embedding, the final layer's modulation and the profile
   MLP's LayerNorm).
-* **int8 static QDQ** (`to_int8_qdq`): ``quantize_static`` in QuantFormat.QDQ, int8 weights
-  (per channel) and activations, calibrated (MinMax) on the caller's windows. Only weight MatMul /
+* **int8 static QDQ** (`to_int8_qdq`): ONNX Runtime's pre-processing first (``quant_pre_process``:
+  symbolic + ONNX shape inference and the basic graph optimizations, so the quantizer sees fused,
+  fully-shaped nodes), then ``quantize_static`` in QuantFormat.QDQ, signed S8S8 (int8 weights per
+  channel, symmetric; int8 activations), calibrated on the caller's windows with ``method``
+  (minmax | entropy | percentile; `compare_calibrations` measures all three). Only weight MatMul /
   Gemm nodes (Linear layers) are quantized: activation x activation MatMuls (attention scores and
-  values), norms, softmax and every node of `FLOAT_SCOPES` stay float.
+  values), norms, softmax and every node of `FLOAT_SCOPES` stay float, and so do the caller's
+  ``keep_float`` nodes (the worst layers of `layer_errors`, onnxruntime's QDQ debugging tools).
 * **int8 dynamic** (`to_int8_dynamic`): ``quantize_dynamic`` on the same node set, the comparison
   row (weights int8, activations quantized at run time).
 """
@@ -24,6 +28,8 @@ from typing import Any, Iterable
 
 import numpy as np
 import onnx
+
+from umask.runtime.engines.ort import cpu_int8_caps  # noqa: F401 - re-exported (the export's int8 facts)
 
 log = logging.getLogger(__name__)
 
@@ -97,45 +103,118 @@ class _Reader:
         pass
 
 
-def cpu_int8_caps() -> dict[str, Any]:
-    """The x86 int8 dot-product extensions of this CPU (from /proc/cpuinfo; empty elsewhere).
-
-    Without VNNI (AVX512-VNNI or AVX-VNNI) onnxruntime's x86 int8 GEMM multiplies u8 x s8 pairs with
-    ``vpmaddubsw``, whose 16-bit pair sums saturate when both weights of a pair are large: the known
-    "u8s8 saturation" of non-VNNI AVX2 / AVX-512 machines. The cure onnxruntime documents is
-    ``reduce_range`` (7-bit weights), so the pair sum fits; on VNNI machines full 8-bit range is exact.
-    """
-    flags: set[str] = set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
-    vnni = sorted(flags & {"avx512_vnni", "avx_vnni", "avx512vnni"})
-    return {"vnni": bool(vnni), "vnni_flags": vnni, "avx2": "avx2" in flags, "avx512f": "avx512f" in flags,
-            "reduce_range": bool(flags) and not vnni}
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 
 
-def to_int8_qdq(src: Path, dst: Path, calibration: Iterable[dict[str, np.ndarray]]) -> dict[str, Any]:
+def preprocess(src: Path, dst: Path) -> dict[str, Any]:
+    """onnxruntime's quantization pre-processing (``quant_pre_process``): symbolic shape inference, the
+    basic graph optimizations (constant folding, redundant-node removal, fusions) and ONNX shape inference,
+    written to ``dst``. Returns what it did (node counts before / after)."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    n0 = len(onnx.load(str(src), load_external_data=False).graph.node)
+    with _quiet_root():
+        quant_pre_process(str(src), str(dst), skip_optimization=False, skip_onnx_shape=False,
+                          skip_symbolic_shape=False, auto_merge=True)
+    n1 = len(onnx.load(str(dst), load_external_data=False).graph.node)
+    return {"method": "onnxruntime.quantization.shape_inference.quant_pre_process(symbolic + ONNX shape inference, "
+                      "basic optimizations)", "nodes_before": n0, "nodes_after": n1}
+
+
+def to_int8_qdq(src: Path, dst: Path, calibration: Iterable[dict[str, np.ndarray]], *, method: str = "minmax",
+                pre_process: bool = True, keep_float: Iterable[str] = (), percentile: float = 99.999) -> dict[str, Any]:
+    """int8 QDQ of ``src`` (see the module docstring): ``method`` the calibration (minmax | entropy |
+    percentile, with ``percentile``), ``pre_process`` runs `preprocess` first, ``keep_float`` node names
+    (of the pre-processed graph: `layer_errors` reports those names) stay float."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    model = onnx.load(str(src))
-    keep, skip = weight_matmuls(model)
-    exclude = sorted(set(skip) | set(float_nodes(model)))
-    feeds = list(calibration)
-    caps = cpu_int8_caps()
-    with _quiet_root():
-        quantize_static(str(src), str(dst), _Reader(feeds), quant_format=QuantFormat.QDQ,
-                        op_types_to_quantize=["MatMul", "Gemm"], nodes_to_exclude=exclude, per_channel=True,
-                        reduce_range=caps["reduce_range"],
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax,
-                        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
-    return {"method": "onnxruntime.quantization.quantize_static(QuantFormat.QDQ, MinMax, per-channel S8S8)",
-            "quantized_nodes": len(keep), "float_matmuls": len(skip), "calibration_samples": len(feeds),
+    if method not in CALIBRATION_METHODS:
+        raise ValueError(f"method must be one of {CALIBRATION_METHODS}, got {method!r}")
+    pre: dict[str, Any] | None = None
+    q_src = src
+    if pre_process:
+        q_src = dst.with_name(dst.stem + ".pre.onnx")
+        pre = preprocess(src, q_src)
+    try:
+        model = onnx.load(str(q_src))
+        keep, skip = weight_matmuls(model)
+        kept = sorted(set(keep_float) & set(keep))
+        exclude = sorted(set(skip) | set(float_nodes(model)) | set(kept))
+        feeds = list(calibration)
+        caps = cpu_int8_caps()
+        extra: dict[str, Any] = {"ActivationSymmetric": False, "WeightSymmetric": True}
+        if method == "percentile":
+            extra["CalibPercentile"] = percentile
+        cm = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+              "percentile": CalibrationMethod.Percentile}[method]
+        with _quiet_root():
+            quantize_static(str(q_src), str(dst), _Reader(feeds), quant_format=QuantFormat.QDQ,
+                            op_types_to_quantize=["MatMul", "Gemm"], nodes_to_exclude=exclude, per_channel=True,
+                            reduce_range=caps["reduce_range"],
+                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                            calibrate_method=cm, extra_options=extra)
+    finally:
+        if pre_process and q_src.exists():
+            q_src.unlink()
+    return {"method": f"onnxruntime.quantization.quantize_static(QuantFormat.QDQ, {cm.name}, per-channel S8S8)",
+            "calibration": method, "pre_process": pre, "quantized_nodes": len(keep) - len(kept),
+            "kept_float": kept, "float_matmuls": len(skip), "calibration_samples": len(feeds),
             "reduce_range": caps["reduce_range"], "cpu_int8": caps}
+
+
+def layer_errors(float_src: Path, qdq: Path, feeds: list[dict[str, np.ndarray]], *, pre_process: bool = True,
+                 work_dir: Path | None = None) -> list[dict[str, Any]]:
+    """Per-layer float-vs-quantized error of the QDQ model ``qdq`` (onnxruntime.quantization.qdq_loss_debug):
+    every quantized activation tensor's SQNR in dB (higher is better) inside the QDQ model (``qdq_sqnr_db``:
+    the tensor vs its quantize-dequantize) and across models (``xmodel_sqnr_db``: the QDQ model's tensor vs
+    the float model's), with the MatMul / Gemm nodes that read or write it (what `to_int8_qdq`'s
+    ``keep_float`` takes). Sorted worst first (lowest ``qdq_sqnr_db``). ``float_src`` is pre-processed like the quantizer's
+    input (``pre_process``), so tensor names match."""
+    import tempfile
+
+    from onnxruntime.quantization.qdq_loss_debug import (collect_activations, compute_activation_error,
+                                                         create_activation_matching,
+                                                         modify_model_output_intermediate_tensors)
+
+    with tempfile.TemporaryDirectory(dir=work_dir) as td:
+        t = Path(td)
+        fsrc = float_src
+        if pre_process:
+            fsrc = t / "float.pre.onnx"
+            preprocess(float_src, fsrc)
+        fa, qa = t / "float.aug.onnx", t / "qdq.aug.onnx"
+        with _quiet_root():
+            modify_model_output_intermediate_tensors(str(fsrc), str(fa))
+            modify_model_output_intermediate_tensors(str(qdq), str(qa))
+            f_act = collect_activations(str(fa), list(feeds))
+            q_act = collect_activations(str(qa), list(feeds))
+        err = compute_activation_error(create_activation_matching(q_act, f_act))
+        model = onnx.load(str(fsrc), load_external_data=False)
+    consumers: dict[str, list[str]] = {}        # tensor -> the MatMul / Gemm nodes reading or writing it
+    for n in model.graph.node:
+        if n.op_type in ("MatMul", "Gemm"):
+            for i in [*n.input, *n.output]:
+                consumers.setdefault(i, []).append(n.name)
+    rows = []
+    for tensor, e in err.items():
+        q = e.get("qdq_err")
+        x = e.get("xmodel_err")
+        rows.append({"tensor": tensor, "qdq_sqnr_db": None if q is None else float(q),
+                     "xmodel_sqnr_db": None if x is None else float(x), "nodes": sorted(consumers.get(tensor, []))})
+    rows.sort(key=lambda r: (r["qdq_sqnr_db"] is None, r["qdq_sqnr_db"] if r["qdq_sqnr_db"] is not None else 0.0))
+    return rows
+
+
+def worst_nodes(errors: list[dict[str, Any]], n: int) -> list[str]:
+    """The MatMul / Gemm nodes of the ``n`` worst quantized tensors of `layer_errors` (to keep in float)."""
+    out: list[str] = []
+    for r in errors:
+        if len(out) >= n:
+            break
+        for node in r["nodes"]:
+            if node not in out:
+                out.append(node)
+    return out[:n] if n else []
 
 
 def to_int8_dynamic(src: Path, dst: Path) -> dict[str, Any]:
@@ -153,5 +232,5 @@ def to_int8_dynamic(src: Path, dst: Path) -> dict[str, Any]:
             "cpu_int8": caps}
 
 
-__all__ = ["PRECISIONS", "FP16_KEEP_OPS", "FLOAT_SCOPES", "float_nodes", "weight_matmuls", "to_fp16", "to_int8_qdq",
-           "to_int8_dynamic"]
+__all__ = ["PRECISIONS", "FP16_KEEP_OPS", "FLOAT_SCOPES", "CALIBRATION_METHODS", "float_nodes", "weight_matmuls",
+           "to_fp16", "preprocess", "to_int8_qdq", "layer_errors", "worst_nodes", "to_int8_dynamic", "cpu_int8_caps"]

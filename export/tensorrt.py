@@ -10,6 +10,12 @@ calibrator. ``tensorrt`` cannot be installed on this CPU machine: `build_engines
 line and returns a manifest entry that says so. Never run here; written against the public
 TensorRT 10 API (``trt.Builder``, ``trt.OnnxParser``, ``create_optimization_profile``,
 ``build_serialized_network``) for device_tests/ on a GPU machine.
+
+Deployment facts: the manifest entry records the TensorRT version that built the engines and the
+GPU compute capability (and name) they were built for, at the top and on every engine, so a
+device refuses an engine built elsewhere before deserializing it
+(`umask.runtime.engines.trt_facts.check_engine_facts` / ``load_engine``). Engine and timing-cache
+paths are bundle-relative (``trt/<net>.<precision>.b<batch>.engine``), hashed like every file.
 """
 
 from __future__ import annotations
@@ -27,10 +33,21 @@ def _profile_shape(shape: list[Any], batch: int) -> tuple[int, ...]:
     return tuple(batch if (not isinstance(d, int) or d < 0) else int(d) for d in shape)
 
 
+def engine_facts(trt_module: Any) -> dict[str, Any]:
+    """What an engine built now is tied to: {tensorrt_version, compute_capability, gpu_name} (the GPU facts
+    from `umask.runtime.engines.trt_facts`, the providers tests replace)."""
+    from umask.runtime.engines import trt_facts
+
+    return {"tensorrt_version": str(trt_module.__version__), "compute_capability": trt_facts.compute_capability(),
+            "gpu_name": trt_facts.gpu_name()}
+
+
 def build_engines(onnx_files: dict[str, dict[str, Path]], signatures: dict[str, dict[str, Any]], out_dir: Path, *,
-                  batch: int = 1, workspace_mb: int = 1024) -> dict[str, Any]:
+                  batch: int = 1, workspace_mb: int = 1024, bundle_root: Path | None = None) -> dict[str, Any]:
     """``onnx_files[precision][net] = path``; ``signatures[net]['inputs']`` = [{name, shape, dtype}].
-    Returns the manifest's ``tensorrt`` entry: {status, engines | reason}."""
+    ``bundle_root``: the bundle folder the engine paths are relative to (default ``out_dir``'s parent).
+    Returns the manifest's ``tensorrt`` entry: {status, tensorrt_version, compute_capability, gpu_name,
+    engines | reason}."""
     try:
         import tensorrt as trt  # noqa: F401
     except ImportError as e:
@@ -39,6 +56,12 @@ def build_engines(onnx_files: dict[str, dict[str, Path]], signatures: dict[str, 
     import tensorrt as trt
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    root = Path(bundle_root) if bundle_root is not None else out_dir.parent
+    facts = engine_facts(trt)
+    if not facts["compute_capability"]:
+        log.info("TensorRT: skipped (no CUDA device visible to the driver API)")
+        return {"status": "skipped", "reason": "no CUDA device: the compute capability an engine is built for is unknown",
+                "tensorrt_version": facts["tensorrt_version"]}
     tlog = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(tlog)
     cache_path = out_dir / "timing.cache"
@@ -75,10 +98,10 @@ def build_engines(onnx_files: dict[str, dict[str, Path]], signatures: dict[str, 
                 continue
             dst = out_dir / f"{net}.{prec}.b{batch}.engine"
             dst.write_bytes(bytes(blob))
-            engines[f"{prec}/{net}"] = {"status": "built", "file": dst.name, "batch": batch}
+            engines[f"{prec}/{net}"] = {"status": "built", "file": dst.relative_to(root).as_posix(), "batch": batch,
+                                        "precision": prec, "network": net, **facts}
     cache_path.write_bytes(bytes(cache.serialize()))
-    return {"status": "built", "tensorrt_version": trt.__version__, "engines": engines,
-            "timing_cache": cache_path.name}
+    return {"status": "built", **facts, "engines": engines, "timing_cache": cache_path.relative_to(root).as_posix()}
 
 
-__all__ = ["TRT_PRECISIONS", "build_engines"]
+__all__ = ["TRT_PRECISIONS", "build_engines", "engine_facts"]

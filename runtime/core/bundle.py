@@ -9,6 +9,7 @@ A bundle is a directory written by ``umask export`` (export/families/umask/expor
     catalog/*                  app / category / base-station tables the featurization needs
     llm/*.gguf                 the profiling LLM (+ LoRA adapter) when the export found them
     trt/*                      TensorRT engines when ``tensorrt`` imported at export time
+    golden/<onnx path>.npz     golden inputs + outputs of every ONNX file (runtime/core/golden.py; the self-test)
 
 `verify_bundle` refuses (`BundleError`; `ManifestError` for schema breaks, naming the key path):
 
@@ -20,7 +21,8 @@ A bundle is a directory written by ``umask export`` (export/families/umask/expor
   typed or out-of-range value (sizes are ints >= 0, sha256 64 lowercase hex digits, ...);
 * any path the manifest names (``files`` keys, ``artifacts.<precision>.<net>.file``,
   ``sbert.file`` / ``sbert.tokenizer`` / ``sbert.int8.file``, ``llm.model`` / ``llm.lora`` /
-  ``llm.files``, ``featurization.catalog.files``) that is absolute, holds ``..`` / ``.`` / empty
+  ``llm.files``, ``featurization.catalog.files``, ``golden`` keys and ``golden.*.file``,
+  ``tensorrt.engines.*.file``, ``tensorrt.timing_cache``) that is absolute, holds ``..`` / ``.`` / empty
   / backslash parts, is not listed in ``files``, or is (or lies under) a symlink;
 * a bundle whose file set differs from ``files`` (an extra file, e.g. an ONNX external-data
   file or a planted library, is refused like a missing one; ``manifest.json`` and
@@ -36,7 +38,8 @@ llama.cpp by path; `verified_path` re-hashes them right before that open (a narr
 
 ``family`` (new key, a lowercase identifier) names the model family; absent means ``"umask"``
 (schema-1 bundles). The shared envelope (``schema_version``, ``family``, ``files``, ``created_utc``,
-``versions``, ``export_seconds``) is checked for every family; a family's sections are checked by the
+``versions``, ``export_seconds``, ``golden``, ``tensorrt`` with the engines' TensorRT version and GPU
+compute capability) is checked for every family; a family's sections are checked by the
 schema it registers (`register_manifest_schema`; U-MASK's is `MANIFEST_SCHEMA`); a family without one
 gets the envelope check only (its session dispatch refuses families it does not serve). The signature check lives in `umask.runtime.core.signing.verify_bundle`.
 """
@@ -338,20 +341,52 @@ DIFFUSION = OBJ({
     "defaults": OBJ({}, {"sampler": NAME, "steps": INT(1, 100_000), "n_samples": INT(1, 10_000)}),
 }, {"num_train_steps": INT(1, 100_000), "schedule": NAME, "prediction": NAME, "clamp": STR()})
 
+def _golden(v: Any, k: str, ctx: _Ctx) -> None:
+    """``golden``: {ONNX file path: {file, precision, inputs, provider, status}} (runtime/core/golden.py);
+    both the ONNX file and its golden file must be listed in ``files``."""
+    if type(v) is not dict:
+        ctx.fail(k, f"expected an object, got {_tname(v)}")
+    if len(v) > 1000:
+        ctx.fail(k, "more than 1000 entries")
+    for rel, entry in v.items():
+        PATH(rel, f"{k}[{rel!r}]", ctx)
+        GOLDEN_ENTRY(entry, f"{k}[{rel!r}]", ctx)
+
+
+def _golden_when(v: dict[str, Any], k: str, ctx: _Ctx) -> None:
+    if v["status"] == "ok" and not v.get("file"):
+        ctx.fail(k, "status 'ok' without a file")
+
+
+GOLDEN_ENTRY = OBJ({"status": STR(32, "ok|skipped")}, {
+    "file": PATH, "precision": STR(8, "fp32|fp16|int8"), "inputs": STR(16, "exporter|derived"),
+    "provider": NAME, "reason": STR(2048), "batch": INT(0, 1 << 20)}, when=_golden_when)
+
+# TensorRT engines (export/tensorrt.py): the builder's TensorRT version and the GPU compute capability
+# an engine was built for; `umask.runtime.engines.trt_facts` refuses an engine on any other pair
+CAPABILITY = STR(16, r"[0-9]{1,3}\.[0-9]{1,3}")
+TRT_ENGINE = OBJ({"status": STR(16, "built|failed")}, {
+    "file": PATH, "batch": INT(1, 1 << 20), "reason": STR(8192), "precision": NAME, "network": NAME,
+    "tensorrt_version": STR(64), "compute_capability": CAPABILITY, "gpu_name": NULLABLE(STR(256))})
+TENSORRT = OBJ({"status": STR(16, "built|skipped|disabled|failed")}, {
+    "reason": STR(8192), "tensorrt_version": STR(64), "compute_capability": NULLABLE(CAPABILITY),
+    "gpu_name": NULLABLE(STR(256)), "engines": MAP(TRT_ENGINE, r"[A-Za-z0-9_.+-]{1,64}/[A-Za-z0-9_.+-]{1,64}", 256),
+    "timing_cache": PATH})
+
 # informational sections: free-form JSON (depth-bounded), never read as paths
-FREE_FORM = ("created_utc", "checkpoint", "tolerances", "parity_inputs", "tensorrt", "versions",
+FREE_FORM = ("created_utc", "checkpoint", "tolerances", "parity_inputs", "versions",
              "model.umask", "model.dit", "model.maskgen (besides T, H, W)", "*.parity", "*.tolerance", "*.conversion",
              "*.inputs / *.outputs (I/O signatures)", "featurization.tessellation", "featurization.scales")
 
 # the envelope every family shares; the family's own sections come from its registered schema
 ENVELOPE_REQUIRED: dict[str, Check] = {"schema_version": INT(SCHEMA_VERSION, SCHEMA_VERSION), "files": _files}
 ENVELOPE_OPTIONAL: dict[str, Check] = {"family": FAMILY, "created_utc": STR(64), "versions": JSON,
-                                       "export_seconds": NUM(0, 1e9)}
+                                       "export_seconds": NUM(0, 1e9), "golden": _golden, "tensorrt": TENSORRT}
 
 UMASK_SECTIONS_REQUIRED: dict[str, Check] = {"model": MODEL, "featurization": FEATURIZATION, "diffusion": DIFFUSION,
                                              "artifacts": MAP(MAP(ARTIFACT), max_items=64)}
 UMASK_SECTIONS_OPTIONAL: dict[str, Check] = {"checkpoint": JSON, "sbert": SBERT, "tolerances": JSON,
-                                             "parity_inputs": JSON, "tensorrt": JSON, "llm": LLM}
+                                             "parity_inputs": JSON, "tensorrt": TENSORRT, "llm": LLM}
 
 FAMILY_SCHEMAS: dict[str, Check] = {}
 

@@ -1,0 +1,149 @@
+"""int8 that pays (issue 15): pre-processing, S8S8 QDQ per channel, calibration methods, per-layer errors and
+float islands, the CPU's int8 flags, and the runtime's measured per-machine precision choice.
+
+Real inputs: the tiny exported U-MASK DiT (tests/export_fixtures.py) on real-sample windows of
+data/tsinghua_app_usage built by the exporter's own window code.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from export_fixtures import tiny_bundle
+from umask.runtime.engines import precision_choice as pc
+from umask.runtime.engines.ort import cpu_int8_caps, inference_session
+from umask.runtime.session import Session
+
+X86_VNNI = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni avx512bw\n"
+X86_AVX2 = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n"
+X86_AVXVNNI = "flags\t\t: sse2 avx2 avx_vnni\n"
+ARM = "processor\t: 0\nFeatures\t: fp asimd evtstrm aes crc32 atomics fphp asimdhp asimddp i8mm\n"
+
+
+def test_cpu_int8_caps_from_cpuinfo_flags() -> None:
+    v = cpu_int8_caps(X86_VNNI)
+    assert v["vnni"] and v["avx512_vnni"] and v["int8_dot"] and not v["reduce_range"]
+    a = cpu_int8_caps(X86_AVX2)
+    assert not a["vnni"] and not a["int8_dot"] and a["reduce_range"]      # u8s8 saturation cure on non-VNNI x86
+    assert cpu_int8_caps(X86_AVXVNNI)["avx_vnni"] and not cpu_int8_caps(X86_AVXVNNI)["reduce_range"]
+    r = cpu_int8_caps(ARM)
+    assert r["arm_dotprod"] and r["arm_i8mm"] and r["int8_dot"] and not r["reduce_range"] and not r["vnni"]
+    here = cpu_int8_caps()
+    assert set(here) == set(v) and all(isinstance(x, (bool, list)) for x in here.values())
+
+
+@pytest.fixture(scope="module")
+def dit_case(tmp_path_factory):
+    """(fp32 DiT ONNX path, calibration feeds, evaluation feeds) on real-sample windows."""
+    import torch
+
+    from umask.export.families.umask import exporter as ex
+    from umask.train.models.umask.trainer import load_model
+
+    torch.set_num_threads(1)
+    ckpt, b = tiny_bundle()
+    model = load_model(ckpt, ema=True)[0].eval()
+    w = ex.real_windows(model, ex.DEFAULT_DATA, max_windows=8)
+    feeds = ex.dit_feeds(model, ex.torch_inputs(model, w, None))
+    return b / "onnx/fp32/dit.onnx", feeds[::2], feeds[1::2], tmp_path_factory.mktemp("int8")
+
+
+def _rel(path: Path, ref: Path, feeds) -> float:  # noqa: ANN001
+    a, r = inference_session(path), inference_session(ref)
+    worst = 0.0
+    for f in feeds:
+        x, y = a.run(None, f)[0], r.run(None, f)[0]
+        worst = max(worst, float(np.abs(x - y).max() / max(1.0, np.abs(y).max())))
+    return worst
+
+
+def test_qdq_preprocessed_s8s8_per_channel_each_calibration(dit_case) -> None:  # noqa: ANN001
+    from umask.export import precision as prec
+
+    src, calib, evals, tmp = dit_case
+    for method in prec.CALIBRATION_METHODS:
+        dst = tmp / f"dit.{method}.onnx"
+        meta = prec.to_int8_qdq(src, dst, calib, method=method)
+        assert meta["calibration"] == method and method.lower() in meta["method"].lower()
+        pre = meta["pre_process"]
+        assert pre["nodes_after"] < pre["nodes_before"]                    # the optimizer did fold / fuse
+        assert not dst.with_name(dst.stem + ".pre.onnx").exists()           # its temp file is gone
+        g = onnx.load(str(dst)).graph
+        inits = {i.name: i for i in g.initializer}
+        zps = [inits[n.input[2]] for n in g.node if n.op_type == "QuantizeLinear" and len(n.input) > 2
+               and n.input[2] in inits]
+        assert zps and all(z.data_type == onnx.TensorProto.INT8 for z in zps)      # signed activations and weights
+        per_channel = [inits[n.input[1]] for n in g.node if n.op_type == "DequantizeLinear"
+                       and n.input[1] in inits and len(inits[n.input[1]].dims) == 1 and inits[n.input[1]].dims[0] > 1]
+        assert per_channel                                                  # weight scales per output channel
+        assert _rel(dst, src, evals) < 0.25                                 # held-out windows, the export's gate
+
+
+def test_layer_errors_and_worst_layers_kept_float(dit_case) -> None:  # noqa: ANN001
+    from umask.export import precision as prec
+
+    src, calib, evals, tmp = dit_case
+    q = tmp / "dit.mm.onnx"
+    base = prec.to_int8_qdq(src, q, calib)
+    rows = prec.layer_errors(src, q, evals[:2])
+    sq = [r["qdq_sqnr_db"] for r in rows if r["qdq_sqnr_db"] is not None]
+    assert len(sq) >= 4 and sq == sorted(sq)                                  # worst (lowest SQNR) first
+    assert all(r["xmodel_sqnr_db"] is None or np.isfinite(r["xmodel_sqnr_db"]) for r in rows)
+    worst = prec.worst_nodes(rows, 2)
+    assert len(worst) == 2
+    kept = prec.to_int8_qdq(src, tmp / "dit.keep.onnx", calib, keep_float=worst)
+    assert sorted(kept["kept_float"]) == sorted(worst) and kept["quantized_nodes"] == base["quantized_nodes"] - 2
+    g = onnx.load(str(tmp / "dit.keep.onnx")).graph
+    producers = {o: n for n in g.node for o in n.output}
+    for n in g.node:
+        if n.name in worst:           # no DequantizeLinear feeds a float-kept node's inputs
+            assert not any(producers.get(i) is not None and producers[i].op_type == "DequantizeLinear"
+                           for i in n.input), n.name
+    assert _rel(tmp / "dit.keep.onnx", src, evals) < 0.25
+
+
+def test_precision_rule_and_record(monkeypatch, tmp_path: Path) -> None:  # noqa: ANN001
+    assert pc.decide({"fp32": 10.0, "int8-qdq": 11.0, "int8-dynamic": 9.5})[0] == "fp32"     # 0.95 x: not enough
+    assert pc.decide({"fp32": 10.0, "int8-qdq": 6.0, "int8-dynamic": 8.0})[0] == "int8-qdq"
+    assert pc.decide({"fp32": 10.0})[0] == "fp32"
+    monkeypatch.setenv(pc.ENV_CACHE_DIR, str(tmp_path))
+    b = tiny_bundle()[1]
+    from umask.runtime.core.bundle import verify_bundle
+
+    m = verify_bundle(b)
+    calls = []
+
+    def fake(root, manifest, precisions, **kw):  # noqa: ANN001
+        calls.append((tuple(precisions), kw["threads"]))
+        return {p: (12.4 if p.startswith("int8") else 11.4) for p in precisions}   # issue 15's figures
+
+    monkeypatch.setattr(pc, "measure", fake)
+    c = pc.choose_precision(b, m, threads=1)
+    assert c["precision"] == "fp32" and c["measured"] and "not faster" in c["reason"]
+    assert c["facts"]["cpu_int8"] == cpu_int8_caps()
+    rec = json.loads((tmp_path / pc.RECORD_FILE).read_text())
+    assert rec[c["key"]]["precision"] == "fp32"
+    again = pc.choose_precision(b, m, threads=1)                              # recorded: not measured again
+    assert again["precision"] == "fp32" and not again["measured"] and len(calls) == 1
+    pc.choose_precision(b, m, threads=2)                                      # another configuration: measured
+    assert len(calls) == 2 and calls[-1][1] == 2 and set(calls[0][0]) == {"fp32", "int8-qdq", "int8-dynamic"}
+
+
+def test_session_auto_precision_measured_on_golden_inputs(monkeypatch, tmp_path: Path) -> None:  # noqa: ANN001
+    monkeypatch.setenv(pc.ENV_CACHE_DIR, str(tmp_path))
+    b = tiny_bundle()[1]
+    with Session.open(b, precision="auto") as s:
+        ch = s.precision_choice
+        assert s.precision == ch["precision"] in pc.CANDIDATES and ch["measured"]
+        assert set(ch["measured_ms"]) == {"fp32", "int8-qdq", "int8-dynamic"}
+        assert all(v > 0 for v in ch["measured_ms"].values())
+        fast = ch["measured_ms"]
+        want = pc.decide(fast)[0]
+        assert ch["precision"] == want
+    with Session.open(b, precision="auto") as s2:
+        assert not s2.precision_choice["measured"] and s2.precision == ch["precision"]
