@@ -34,7 +34,7 @@ WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", 
 # time categories: (first hour, weekday name, weekend name); a category lasts until the next one starts
 TIME_CATEGORIES = ((0, "late night", "late night"), (5, "early morning", "early morning"),
                    (7, "morning rush hour", "morning"), (9, "morning", "late morning"), (12, "noon", "noon"),
-                   (14, "afternoon", "afternoon"), (17, "evening rush hour", "evening"), (19, "evening", "evening"),
+                   (14, "afternoon", "afternoon"), (17, "evening rush hour", "early evening"), (19, "evening", "evening"),
                    (22, "night", "night"))
 N_TIME_CATEGORIES = len(TIME_CATEGORIES)
 N_DESCRIPTORS = 7 * N_TIME_CATEGORIES

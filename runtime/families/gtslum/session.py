@@ -60,7 +60,7 @@ class Session(FamilySession):
         self.sessions = {}
         for net in NETWORKS:
             art = manifest["artifacts"].get(net, {}).get(precision, {})
-            if art.get("status") != "ok" or not art.get("file"):
+            if art.get("status") not in ("ok", "shared") or not art.get("file"):
                 raise BundleError(f"{root}/manifest.json: artifacts.{net}.{precision} is not available "
                                   f"(status {art.get('status')!r})")
             self.sessions[net] = inference_session(read_verified(root, art["file"], manifest),

@@ -66,7 +66,7 @@ class GTSLUMConfig:
     timestamps: str = field(default="full", metadata={"help": "none | text | component | positional | full"})
     target: str = field(default="front", metadata={"help": "none | end | front"})
     modalities: str = field(default="all", metadata={"help": "text | graph | table | all"})
-    max_intervals: int = field(default=8, metadata={"help": "active intervals in the sequence"})
+    max_intervals: int = field(default=6, metadata={"help": "active intervals in the sequence"})
     per_interval: int = field(default=3, metadata={"help": "behaviors kept per interval"})
 
     def __post_init__(self) -> None:
@@ -236,9 +236,9 @@ class FrozenDecoder(nn.Module):
         ang = pos[..., None] * self.inv_freq                                   # (B, L, hd/2)
         ang = torch.cat([ang, ang], -1)[:, None]                               # (B, 1, L, hd)
         cos, sin = ang.cos(), ang.sin()
-        causal = torch.ones(L, L, dtype=torch.bool, device=x.device).tril()
-        ok = causal[None] & (mask[:, None, :] > 0)                            # (B, L, L) keys: earlier + real
-        ok = ok | torch.eye(L, dtype=torch.bool, device=x.device)[None]        # pad rows attend to themselves
+        ar = torch.arange(L, device=x.device)
+        ok = (ar[:, None] >= ar[None])[None] & (mask[:, None, :] > 0)          # (B, L, L) keys: earlier + real
+        ok = ok | (ar[:, None] == ar[None])[None]                              # pad rows attend to themselves
         bias = torch.where(ok, 0.0, -1e9)[:, None].to(x.dtype)                 # (B, 1, L, L)
         for blk in self.blocks:
             x = blk(x, cos, sin, bias)

@@ -53,11 +53,12 @@ class TrainConfig(GTSLUMConfig):
     users: int = field(default=50, metadata={"help": "SYNTHETIC simulator users"})
     sim_seed: int = field(default=0, metadata={"help": "simulator seed (the population)"})
     seed: int = field(default=0, metadata={"help": "run seed (init, batches)"})
-    pretrain_steps: int = field(default=150, metadata={"help": "phase I (Q-Former pre-training) steps"})
-    steps: int = field(default=500, metadata={"help": "phase II (end-to-end contrastive) steps"})
-    batch_size: int = field(default=32, metadata={"help": "windows per step"})
+    pretrain_steps: int = field(default=40, metadata={"help": "phase I (Q-Former pre-training) steps"})
+    steps: int = field(default=250, metadata={"help": "phase II (end-to-end contrastive) steps"})
+    batch_size: int = field(default=16, metadata={"help": "windows per step"})
     lr: float = field(default=2e-3, metadata={"help": "AdamW peak learning rate (cosine decay)"})
-    eval_every: int = field(default=100, metadata={"help": "validation every N phase II steps"})
+    eval_every: int = field(default=50, metadata={"help": "validation every N phase II steps"})
+    val_windows: int = field(default=300, metadata={"help": "validation windows (a fixed random subset; CPU time)"})
     max_minutes: float = field(default=30.0, metadata={"help": "stop phase II after this many minutes"})
     base: str = field(default="cache/uscope/base", metadata={"help": "SmolLM2 float32 checkpoint (made once)"})
     out: str = field(default="artifacts/gtslum/run", metadata={"help": "run directory"})
@@ -107,6 +108,12 @@ def build_model(cfg: GTSLUMConfig, enc: dict[str, np.ndarray], base: str | Path 
                torch.from_numpy(enc["desc_text"]))
     if base is not None:
         m.decoder.load_base(base)
+    else:                              # tests: a random frozen decoder, the same one every time
+        g = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for name, p in m.decoder.named_parameters():
+                if not name.endswith("layernorm.weight") and name != "norm.weight":
+                    p.normal_(0.0, 0.1, generator=g)
     return m
 
 
@@ -154,7 +161,9 @@ def train(cfg: TrainConfig, users: gd.Users | None = None) -> Path:
     kw = dict(max_intervals=cfg.max_intervals, per_interval=cfg.per_interval, timestamps=cfg.timestamps,
               target=cfg.target)
     xtr = gd.build_inputs(users, gd.windows(users, "train"), enc["node_emb"], **kw)
-    xva = gd.build_inputs(users, gd.windows(users, "val"), enc["node_emb"], **kw)
+    wva = gd.windows(users, "val")
+    keep = np.sort(np.random.default_rng(0).permutation(len(wva))[:cfg.val_windows])
+    xva = gd.build_inputs(users, [wva[i] for i in keep], enc["node_emb"], **kw)
     log.info("data + encoders in %.0f s: %d train / %d val windows", time.perf_counter() - t0, len(xtr), len(xva))
     model = build_model(mcfg, enc, cfg.base)
     curve = (out / METRICS_FILE).open("w")
@@ -180,7 +189,7 @@ def train(cfg: TrainConfig, users: gd.Users | None = None) -> Path:
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             if step % 10 == 0 or step == cfg.pretrain_steps - 1:
-                record({"phase": "I", "step": step, "loss": float(loss), **{k: float(v) for k, v in parts.items()}})
+                record({"phase": "I", "step": step, "loss": float(loss.detach()), **{k: float(v.detach()) for k, v in parts.items()}})
     # phase II: contrastive end-to-end training, decoder frozen
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
@@ -206,17 +215,26 @@ def train(cfg: TrainConfig, users: gd.Users | None = None) -> Path:
         if last:
             break
     curve.close()
+    save_run(out, best_state, {"model": mcfg.to_dict(), "train": {f.name: getattr(cfg, f.name) for f in fields(cfg)},
+                               "data": {"dataset": users.dataset, "n_train_windows": len(xtr),
+                                        "n_val_windows": len(xva), "category_names": users.category_names,
+                                        "poi_names": users.poi_names},
+                               "best_val_ndcg@5": best, "train_seconds": round(time.perf_counter() - t0, 1)})
+    log.info("wrote %s (best val ndcg@5 %.4f) in %.0f s", out, best, time.perf_counter() - t0)
+    return out
+
+
+def save_run(out: str | Path, state: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
+    """A run directory: ``model.safetensors`` (trainable weights + encoder tables) and ``config.json``
+    (``meta``: model, train (its ``base`` names the decoder checkpoint; None = a random frozen decoder,
+    tests only), data (category and POI names))."""
     from safetensors.torch import save_file
 
-    save_file(best_state, str(out / (MODEL_FILE + ".tmp")))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(out / (MODEL_FILE + ".tmp")))
     (out / (MODEL_FILE + ".tmp")).replace(out / MODEL_FILE)
-    atomic_json(out / CONFIG_FILE, {"model": mcfg.to_dict(), "train": {f.name: getattr(cfg, f.name) for f in fields(cfg)},
-                                    "data": {"dataset": users.dataset, "n_train_windows": len(xtr),
-                                             "n_val_windows": len(xva), "category_names": users.category_names,
-                                             "poi_names": users.poi_names},
-                                    "best_val_ndcg@5": best, "train_seconds": round(time.perf_counter() - t0, 1),
-                                    "trainer": "umask.train.models.gtslum.trainer"})
-    log.info("wrote %s (best val ndcg@5 %.4f) in %.0f s", out, best, time.perf_counter() - t0)
+    atomic_json(out / CONFIG_FILE, {**meta, "trainer": "umask.train.models.gtslum.trainer"})
     return out
 
 
@@ -234,7 +252,7 @@ def load(run_dir: str | Path, base: str | Path | None = None) -> tuple[GTSLUM, d
     mcfg = GTSLUMConfig(**meta["model"])
     sd = load_file(str(run / MODEL_FILE))
     enc = {k: sd[k].numpy() for k in ("sid_table", "node_emb", "desc_text")}
-    model = build_model(mcfg, enc, base or meta["train"]["base"])
+    model = build_model(mcfg, enc, base or meta["train"].get("base"))
     missing, unexpected = model.load_state_dict(sd, strict=False)
     if unexpected or [k for k in missing if not k.startswith("decoder.")]:
         raise ValueError(f"{run}: state mismatch (missing {missing[:5]}, unexpected {unexpected[:5]})")
