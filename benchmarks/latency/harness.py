@@ -293,7 +293,9 @@ def run(cfg: HarnessConfig, command: str = "", *, max_load: float | None = None,
         raise SystemExit("no configuration to measure (see the skip lines): " + "; ".join(h.skipped))
     la_wait = wait_for_quiet(max_load, wait_load_s) if max_load is not None else None
     machine = machine_info()
-    env = {"git_commit": git_commit(),
+    from umask.runtime.engines.ort import cpu_int8_caps
+
+    env = {"git_commit": git_commit(), "cpu_int8": cpu_int8_caps(),
            "machine_tag": f"{machine['cpu']} x{machine['logical_cores']}" + (f", {machine['gpu']}" if machine['gpu']
                                                                               else "")}
     load_before = load_average()
@@ -305,7 +307,7 @@ def run(cfg: HarnessConfig, command: str = "", *, max_load: float | None = None,
     load_after = load_average()
     meta = {
         "command": command, "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": env["git_commit"], "machine": machine, "versions": h.vers,
+        "git_commit": env["git_commit"], "machine": machine, "cpu_int8": env["cpu_int8"], "versions": h.vers,
         "load_before": load_before, "load_after": load_after, "load_when_waited": la_wait,
         "loaded": bool(load_before and load_before[0] >= 1.0) or bool(load_after and load_after[0] >= 1.5),
         "mode": "quick (smoke)" if cfg.quick else "full", "timing": asdict(cfg.timing),

@@ -24,14 +24,16 @@ import numpy as np
 
 from umask.bench.latency.machine import REPO_ROOT
 from umask.bench.latency.timing import PeakRSS, Timing, TimingConfig, measure
+from umask.runtime.engines.ort import cpu_int8_caps
 
 COMPONENTS = ("denoiser_step", "mask_generator", "profile_encoder", "profile_mlp", "llm_profile",
               "request_profile_cached", "request_profile_generated")
 ROW_FIELDS = ("name", "component", "engine", "engine_version", "provider", "provider_used", "device", "precision",
               "threads", "spinning", "batch", "shapes", "warmup_s", "warmup_iters", "samples", "latency_ms",
-              "peak_rss_mb", "peak_rss_method", "device_mem_mb", "artifact", "artifact_bytes", "parity", "llm",
-              "request", "date", "git_commit", "machine", "notes")
+              "repetitions", "peak_rss_mb", "peak_rss_method", "device_mem_mb", "artifact", "artifact_bytes", "parity",
+              "llm", "request", "cpu_int8", "date", "git_commit", "machine", "notes")
 LATENCY_KEYS = ("min", "p50", "p90", "p95", "p99", "max", "mean", "std")
+REPETITION_KEYS = ("n", "samples_per_rep", "mean", "std", "p50", "p99", "rep_means")   # timing.repetition_summary
 
 
 # ------------------------------------------------------------------------------------------------
@@ -106,6 +108,14 @@ def validate_row(row: Mapping[str, Any]) -> None:
         raise ValueError(f"row {row['name']!r}: latency figures not ordered min <= p50 <= ... <= max: {chain}")
     if int(row["samples"]) < 1 or int(row["warmup_iters"]) < 1:
         raise ValueError(f"row {row['name']!r}: needs >= 1 warm-up call and >= 1 sample")
+    rep = row["repetitions"]
+    if not isinstance(rep, Mapping) or set(rep) != set(REPETITION_KEYS):
+        raise ValueError(f"row {row['name']!r}: repetitions must have the keys {REPETITION_KEYS}, got {rep!r:.120}")
+    if rep["n"] < 1 or sum(rep["samples_per_rep"]) != int(row["samples"]) or len(rep["rep_means"]) != rep["n"] \
+            or not all(math.isfinite(rep[k]) and rep[k] >= 0 for k in ("mean", "std", "p50", "p99")):
+        raise ValueError(f"row {row['name']!r}: inconsistent repetitions {rep!r:.160}")
+    if not isinstance(row["cpu_int8"], Mapping) or "int8_dot" not in row["cpu_int8"]:
+        raise ValueError(f"row {row['name']!r}: cpu_int8 must be the CPU's int8 flags (runtime.engines.ort.cpu_int8_caps)")
 
 
 def run_case(case: Case, cfg: TimingConfig, env: Mapping[str, Any]) -> dict[str, Any]:
@@ -122,11 +132,11 @@ def run_case(case: Case, cfg: TimingConfig, env: Mapping[str, Any]) -> dict[str,
         "provider_used": case.provider_used, "device": case.device, "precision": case.precision,
         "threads": case.threads, "spinning": case.spinning, "batch": case.batch, "shapes": case.shapes,
         "warmup_s": round(timing.warmup_s, 4), "warmup_iters": timing.warmup_iters,
-        "samples": len(timing.samples_ms), "latency_ms": timing.summary(),
+        "samples": len(timing.samples_ms), "latency_ms": timing.summary(), "repetitions": timing.repetitions(),
         "peak_rss_mb": rss.mb, "peak_rss_method": rss.method,
         "device_mem_mb": case.device_mem() if case.device_mem is not None else None,
         "artifact": case.artifact, "artifact_bytes": case.artifact_bytes, "parity": parity,
-        "llm": extra.get("llm"), "request": extra.get("request"),
+        "llm": extra.get("llm"), "request": extra.get("request"), "cpu_int8": env.get("cpu_int8") or cpu_int8_caps(),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "git_commit": env.get("git_commit"), "machine": env.get("machine_tag"), "notes": case.notes,
     }
@@ -199,16 +209,22 @@ def markdown_summary(rows: Sequence[Mapping[str, Any]], meta: Mapping[str, Any],
     if meta.get("request"):
         rq = meta["request"]
         lines += [f"Request: {rq.get('description')}", ""]
+    c8 = next((r["cpu_int8"] for r in rows if r.get("cpu_int8")), None)
+    if c8:
+        lines += [f"CPU int8 dot product: {', '.join(c8['vnni_flags']) or ('ARM dotprod' if c8['arm_dotprod'] else 'none')}"
+                  f" (onnxruntime reduce_range {c8['reduce_range']}).", ""]
     lines += ["| component | engine | precision | provider | thr | spin | batch | p50 ms | p90 ms | p99 ms | min ms "
-              "| peak RSS MB | size MB | parity vs torch fp32 |",
-              "| --- | --- | --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+              "| mean ± std of reps ms | peak RSS MB | size MB | parity vs torch fp32 |",
+              "| --- | --- | --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for r in rows:
         lat = r["latency_ms"]
+        rp = r.get("repetitions") or {}
+        reps = f"{rp['mean']:.2f} ± {rp['std']:.2f} (r={rp['n']})" if rp else "-"
         size = None if r["artifact_bytes"] is None else r["artifact_bytes"] / 1e6
         spin = "-" if r["spinning"] is None else ("on" if r["spinning"] else "off")
         lines.append(f"| {r['component']} | {r['engine']} {r['engine_version']} | {r['precision']} | {r['provider']} | "
                      f"{r['threads']} | {spin} | {r['batch']} | {lat['p50']:.2f} | {lat['p90']:.2f} | {lat['p99']:.2f} | "
-                     f"{lat['min']:.2f} | {_fmt(r['peak_rss_mb'], '.0f')} | {_fmt(size, '.2f')} | "
+                     f"{lat['min']:.2f} | {reps} | {_fmt(r['peak_rss_mb'], '.0f')} | {_fmt(size, '.2f')} | "
                      f"{_parity_text(r['parity'])} |")
     llm = [r for r in rows if r.get("llm")]
     if llm:
@@ -266,6 +282,6 @@ def request_ratios(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     return out
 
 
-__all__ = ["COMPONENTS", "ROW_FIELDS", "LATENCY_KEYS", "Case", "validate_row", "run_case", "rows_csv",
+__all__ = ["COMPONENTS", "ROW_FIELDS", "LATENCY_KEYS", "REPETITION_KEYS", "Case", "validate_row", "run_case", "rows_csv",
            "markdown_summary", "write_results", "bundle_fingerprint", "request_ratios", "shapes_of", "total_bytes",
            "repo_relative"]

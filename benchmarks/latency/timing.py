@@ -3,7 +3,10 @@
 Used by the latency harness (``python -m umask.bench.latency.harness``) and the steps sweep. Follows
 ``trtexec`` / ``onnxruntime_perf_test``: a TIME-based warm-up (at least one call), then timed calls
 until both ``min_samples`` and ``duration_s`` are reached (at most ``max_samples``); a global
-nanoGPT-style burn-in before the first configuration. Peak RSS: Linux ``VmHWM`` after resetting it
+nanoGPT-style burn-in before the first configuration. The timed calls are split into
+``repetitions`` back-to-back repetitions (llama-bench's ``-r``: the same sample budget, cut in R
+parts); every row reports the mean and std of the repetition means and the p50 / p99 of all samples
+(`repetition_summary`), so a run-to-run drift shows as a std, not as a hidden outlier. Peak RSS: Linux ``VmHWM`` after resetting it
 through ``/proc/self/clear_refs``; falls back to ``ru_maxrss`` (labeled).
 """
 
@@ -32,26 +35,41 @@ class TimingConfig:
     min_samples: int = 20          # ... and at least this many samples were taken
     max_samples: int = 2000        # hard cap
     burn_in_s: float = 3.0         # global burn-in before the first configuration (nanoGPT bench.py)
+    repetitions: int = 5           # llama-bench -r: the sample budget split in this many repetitions
 
     def __post_init__(self) -> None:
         if self.warmup_s < 0 or self.duration_s < 0 or self.burn_in_s < 0:
             raise ValueError("warmup_s, duration_s and burn_in_s must be >= 0")
         if not 1 <= self.min_samples <= self.max_samples:
             raise ValueError(f"need 1 <= min_samples <= max_samples, got {self.min_samples}, {self.max_samples}")
+        if self.repetitions < 1:
+            raise ValueError(f"repetitions must be >= 1, got {self.repetitions}")
+
+    def per_repetition(self) -> list[tuple[float, int, int]]:
+        """(duration_s, min_samples, max_samples) of each repetition: min(repetitions, min_samples) of them,
+        the budget divided so the totals are exactly the config's (sum of minima = min_samples, of maxima =
+        max_samples, of durations = duration_s)."""
+        r = min(self.repetitions, self.min_samples)
+        return [(self.duration_s / r, self.min_samples // r + (i < self.min_samples % r),
+                 self.max_samples // r + (i < self.max_samples % r)) for i in range(r)]
 
 
 FULL_TIMING = TimingConfig()
-QUICK_TIMING = TimingConfig(warmup_s=0.05, duration_s=0.0, min_samples=3, max_samples=3, burn_in_s=0.0)
+QUICK_TIMING = TimingConfig(warmup_s=0.05, duration_s=0.0, min_samples=3, max_samples=3, burn_in_s=0.0, repetitions=3)
 
 
 @dataclass
 class Timing:
     warmup_iters: int
     warmup_s: float                 # warm-up time actually spent
-    samples_ms: list[float]
+    samples_ms: list[float]         # all samples, in order
+    reps: list[list[float]] | None = None   # the same samples per repetition (None: one repetition)
 
     def summary(self) -> dict[str, float]:
         return latency_summary(self.samples_ms)
+
+    def repetitions(self) -> dict[str, Any]:
+        return repetition_summary(self.reps or [self.samples_ms])
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -79,6 +97,21 @@ def latency_summary(samples_ms: Sequence[float]) -> dict[str, float]:
     return {k: round(v, 4) for k, v in out.items()}
 
 
+def repetition_summary(reps: Sequence[Sequence[float]]) -> dict[str, Any]:
+    """llama-bench-style repetitions: ``n`` repetitions, ``mean`` and ``std`` (sample std, ddof 1; 0 for one
+    repetition) of the per-repetition mean latencies, ``p50`` / ``p99`` of all samples pooled, and the
+    repetition means themselves (ms)."""
+    reps = [list(r) for r in reps if len(r)]
+    if not reps:
+        raise ValueError("no samples")
+    means = np.array([float(np.mean(r)) for r in reps])
+    pooled = [x for r in reps for x in r]
+    return {"n": len(reps), "samples_per_rep": [len(r) for r in reps], "mean": round(float(means.mean()), 4),
+            "std": round(float(means.std(ddof=1)) if len(reps) > 1 else 0.0, 4),
+            "p50": round(percentile(pooled, 50), 4), "p99": round(percentile(pooled, 99), 4),
+            "rep_means": [round(float(m), 4) for m in means]}
+
+
 def measure(fn: Callable[[], Any], cfg: TimingConfig, *, clock: Callable[[], float] = time.perf_counter,
             sync: Callable[[], None] | None = None) -> Timing:
     """Time ``fn()``: time-based warm-up, then samples (see `TimingConfig`). ``sync`` runs after
@@ -93,15 +126,18 @@ def measure(fn: Callable[[], Any], cfg: TimingConfig, *, clock: Callable[[], flo
         if clock() - t0 >= cfg.warmup_s:
             break
     warm = clock() - t0
-    samples: list[float] = []
-    start = clock()
-    while len(samples) < cfg.max_samples and (len(samples) < cfg.min_samples or clock() - start < cfg.duration_s):
-        a = clock()
-        fn()
-        if sync is not None:
-            sync()
-        samples.append((clock() - a) * 1e3)
-    return Timing(n_warm, warm, samples)
+    reps: list[list[float]] = []
+    for dur, lo, hi in cfg.per_repetition():
+        samples: list[float] = []
+        start = clock()
+        while len(samples) < hi and (len(samples) < lo or clock() - start < dur):
+            a = clock()
+            fn()
+            if sync is not None:
+                sync()
+            samples.append((clock() - a) * 1e3)
+        reps.append(samples)
+    return Timing(n_warm, warm, [x for r in reps for x in r], reps)
 
 
 def burn_in(fn: Callable[[], Any], seconds: float, *, clock: Callable[[], float] = time.perf_counter) -> int:
@@ -199,4 +235,4 @@ def _vm_hwm_kb() -> int | None:
 
 
 __all__ = ["PERCENTILES", "TimingConfig", "FULL_TIMING", "QUICK_TIMING", "Timing", "percentile", "latency_summary",
-           "measure", "burn_in", "PeakRSS"]
+           "repetition_summary", "measure", "burn_in", "PeakRSS"]
