@@ -28,7 +28,6 @@ import datetime as dt
 import json
 import logging
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -36,6 +35,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from umask.bench.latency.machine import git_commit, load_average, machine_info
+from umask.bench.latency.timing import TimingConfig, latency_summary, measure
 from umask.train.common.checkpoints import atomic_json
 from umask.train.common.metrics import full_ranking_metrics, group_max_scores
 from umask.train.models.fatsmb.data import TAOBAO_SAMPLE, ProtocolC, Queries, load_protocol_c
@@ -79,17 +80,6 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, n: int = 2000, seed: int = 0)
             "ci95_high": float(np.quantile(boots, 0.975))}
 
 
-def _git_commit() -> str:
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                             check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True, check=True).stdout.strip()
-        return sha + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 class Collector:
     """Per-user test metrics of every (model, seed), then the aggregated v2 rows."""
 
@@ -99,10 +89,11 @@ class Collector:
         self.info: dict[str, dict[str, Any]] = {}
 
     def add(self, model: str, seed: int, scores: np.ndarray, *, kind: str, family: str | None,
-            artifact: str = "torch", notes: str = "") -> None:
+            artifact: str = "torch", notes: str = "", row_model: str | None = None) -> None:
         t = time.time()
         self.runs.setdefault(model, {})[seed] = per_user_metrics(scores, self.data.test, self.data)
-        self.info[model] = {"kind": kind, "family": family, "artifact": artifact, "notes": notes}
+        self.info[model] = {"kind": kind, "family": family, "artifact": artifact, "notes": notes,
+                            "model": row_model or model}
         r10 = self.runs[model][seed]["item_recall@10"].mean()
         log.info("%-22s seed %d item R@10 %.4f (%.1fs metrics)", model, seed, r10, time.time() - t)
 
@@ -114,7 +105,7 @@ class Collector:
             for metric in sums[seeds[0]]:
                 vals = np.array([sums[s][metric][0] for s in seeds])
                 info = self.info[model]
-                row = {"protocol": "C", "dataset": dataset, "data": "real", "model": model, "kind": info["kind"],
+                row = {"protocol": "C", "dataset": dataset, "data": "real", "model": info["model"], "kind": info["kind"],
                        "family": info["family"], "artifact": info["artifact"], "metric": metric,
                        "value": round(float(vals.mean()), 6), "better": "higher",
                        "n_windows": sums[seeds[0]][metric][1], "seeds": seeds,
@@ -141,6 +132,9 @@ def score_fatsmb(col: Collector, runs: list[tuple[str, Path]], steps: int | None
     q = col.data.test
     for name, run in runs:
         model, meta = trainer.load(run)
+        if (run / "curve.jsonl").exists():                        # the learning curve next to the results
+            CURVES.mkdir(parents=True, exist_ok=True)
+            (CURVES / f"fatsmb_{name}.jsonl").write_text((run / "curve.jsonl").read_text())
         if meta["n_items"] != col.data.n_items:
             raise ValueError(f"{run}: trained on {meta['n_items']} items, data has {col.data.n_items}")
         st = steps or meta["sampling"]["steps"]
@@ -182,14 +176,64 @@ def score_baselines(col: Collector, seeds: Sequence[int], steps: int, only: Sequ
 
 
 def score_bundle(col: Collector, bundle: Path, samples: int) -> None:
+    """The shipped artifacts: every precision of the bundle through the runtime session, one request per user."""
     from umask.runtime.session import Session
 
-    sess = Session.open(bundle)
     q = col.data.test
-    s = np.stack([sess.scores(p[0], p[1], int(b)) for p, b in zip(q.prefixes, q.behavior)])
-    prec = sess.precision
-    col.add(f"fatsmb_{prec}", 0, s, kind="ours", family="fatsmb", artifact=f"onnx-{prec}",
-            notes=f"runtime session of {bundle.name} (numpy DDIM, onnxruntime), seed0 checkpoint")
+    for prec in ("fp32", "int8-qdq"):
+        with Session.open(bundle, precision=prec, allow_unsigned=True) as sess:
+            s = np.stack([np.mean([sess.scores(p[0], p[1], int(b), seed=i) for i in range(samples)], axis=0)
+                          for p, b in zip(q.prefixes, q.behavior)])
+        col.add(f"fatsmb@onnx-{prec}", 0, s, kind="ours", family="fatsmb", artifact=f"onnx-{prec}", row_model="fatsmb",
+                notes=f"runtime session of the seed0 bundle {bundle.name} (numpy DDIM + onnxruntime, same start "
+                      f"noise as the torch rows)")
+
+
+def latency(run: Path, bundle: Path, data: ProtocolC, requests: int, out: Path, command: str) -> None:
+    """p50 / p99 ms of ONE request (history -> top-10 over the full item table) for torch eager and the
+    runtime session at each precision of ``bundle``; requests cycle over the test users' histories."""
+    import torch
+
+    from umask.runtime.session import Session
+    from umask.train.models.fatsmb import trainer
+
+    model, meta = trainer.load(run)
+    st, w = meta["sampling"]["steps"], meta["sampling"]["guidance"]
+    q = data.test
+    users = list(range(min(requests, len(q))))
+    cfg = TimingConfig(warmup_s=1.0, duration_s=5.0, min_samples=len(users), max_samples=len(users))
+    hist = [[(int(data.item_ids[i]), int(b)) for i, b in zip(*q.prefixes[u])] for u in users]
+    fns: dict[str, Callable[[int], Any]] = {}
+    with torch.inference_mode():
+        def torch_req(u: int) -> Any:
+            s = trainer.score(model, [q.prefixes[u]], q.behavior[u:u + 1], steps=st, w=w)[0]
+            return np.argpartition(-s, 9)[:10]
+        fns["torch"] = torch_req
+        sessions = {p: Session.open(bundle, precision=p, allow_unsigned=True)
+                    for p in ("fp32", "int8-qdq")}
+        for p, sess in sessions.items():
+            fns[f"onnx-{p}"] = lambda u, sess=sess: sess.recommend(hist[u], int(q.behavior[u]), k=10)
+        rows, load = [], {}
+        for art, fn in fns.items():
+            it = iter(users * 1000)
+            load[art] = load_average()
+            timing = measure(lambda: fn(next(it)), cfg)
+            summ = latency_summary(timing.samples_ms)
+            log.info("%s: p50 %.1f ms p99 %.1f ms (%d requests)", art, summ["p50"], summ["p99"], len(timing.samples_ms))
+            for metric, key in (("request_p50_ms", "p50"), ("request_p99_ms", "p99")):
+                rows.append({"protocol": "C", "dataset": f"taobao sample, one request = history -> top-10 of "
+                             f"{data.n_items} items", "data": "real", "model": "fatsmb", "kind": "ours",
+                             "family": "fatsmb", "artifact": art, "metric": metric, "value": summ[key],
+                             "better": "lower", "n_windows": len(timing.samples_ms), "seeds": [0], "spread": None,
+                             "command": command,
+                             "notes": f"one CPU thread; DDIM {st} steps x 2 (CFG); load average before: {load[art]}"})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_json(out, {"meta": {"command": command, "commit": git_commit() or "unknown",
+                               "date": dt.date.today().isoformat(), "machine": machine_info(),
+                               "load_average_before_each": load,
+                               "note": "shared 2-core machine with other jobs running: absolute times are inflated"},
+                      "rows": rows})
+    log.info("wrote %s", out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -209,6 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--max-users", type=int, default=0, help="first N users only (tests)")
     p.add_argument("--out", default="artifacts/eval/c_fatsmb.json", help="v2 result file")
     p.add_argument("--num-threads", type=int, default=1)
+    p.add_argument("--latency", type=int, default=0, help="instead of accuracy: time N requests of --ckpt vs --bundle")
     ns = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if ns.protocol != "C":
@@ -218,6 +263,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(ns.num_threads)
     t0 = time.time()
     data = load_protocol_c(ns.data, max_users=ns.max_users or None)
+    command = "umask eval C --family fatsmb " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
+                                                          if a not in ("--protocol", "C"))
+    if ns.latency:
+        if not (ns.ckpt and ns.bundle):
+            p.error("--latency needs --ckpt and --bundle")
+        latency(Path(ns.ckpt), Path(ns.bundle[0]), data, ns.latency, Path(ns.out), command)
+        return 0
     col = Collector(data)
     only = [b for b in ns.baselines.split(",") if b]
     score_baselines(col, [int(s) for s in ns.seeds.split(",")], ns.baseline_steps, only)
@@ -229,8 +281,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     score_fatsmb(col, runs, ns.steps, ns.samples)
     for b in ns.bundle:
         score_bundle(col, Path(b), ns.samples)
-    command = "umask eval C --family fatsmb " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
-                                                          if a not in ("--protocol", "C"))
     dataset = f"taobao UserBehavior sample, {len(data.test)} users, LOO test, full ranking over {data.n_items} items"
     rows = col.rows(command, dataset)
     compare: dict[str, Any] = {}
@@ -241,7 +291,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             for other in {*(m for m in ("sasrec", "bert4rec") if m in col.runs), *([best] if best else [])}:
                 compare[f"fatsmb - {other} ({metric})"] = paired_bootstrap(col.mean_user("fatsmb", metric),
                                                                          col.mean_user(other, metric))
-    doc = {"meta": {"command": command, "commit": _git_commit(), "date": dt.date.today().isoformat(),
+    for key in ("fatsmb@onnx-fp32", "fatsmb@onnx-int8-qdq"):
+        if key in col.runs and 0 in col.runs.get("fatsmb", {}):
+            for metric in ("item_recall@10", "item_ndcg@10"):
+                a, t = col.runs[key][0][metric], col.runs["fatsmb"][0][metric]
+                compare[f"{key} - torch seed0 ({metric})"] = {
+                    **paired_bootstrap(a, t), "relative": float((a.mean() - t.mean()) / max(t.mean(), 1e-12))}
+    doc = {"meta": {"command": command, "commit": git_commit() or "unknown", "date": dt.date.today().isoformat(),
                     "wall_seconds": round(time.time() - t0, 1), "data": data.path, "users": len(data.test),
                     "n_items": data.n_items, "point_estimator": "FatsMB: one DDIM sample (seed 0) decoded to item scores; "
                     "baselines: their deterministic scores", "spread": "population std over seeds (null for one seed)",

@@ -31,9 +31,12 @@ Models:
   is appended to the prefix.
 
 Training of the two Transformers: AdamW, random end-crops of the training sequences (so every
-position of a sequence longer than ``max_len`` is used), and a softmax over all items when
-``n_items <= full_softmax_max``, otherwise a sampled softmax over ``n_negatives`` uniformly drawn
-items shared by the batch (the positive is always a candidate; accidental hits are masked).
+position of a sequence longer than ``max_len`` is used), and the exact softmax over all items when
+``n_items <= full_softmax_max`` (default: always for these data), on at most ``max_positions`` loss
+positions per batch (each row's last one always kept); otherwise a sampled softmax over
+``n_negatives`` uniformly drawn items shared by the batch (accidental hits masked). A sampled
+softmax with 1,024 of 55k items was tried first: the training loss fell while validation Recall@10
+stayed at ~0.005, because items that are rarely drawn as negatives are never pushed down.
 Torch runs on one thread unless the caller sets otherwise.
 """
 
@@ -208,7 +211,8 @@ class TransformerRecConfig:
     weight_decay: float = 0.0      # AdamW weight decay
     batch_size: int = 32           # sequences per step
     n_negatives: int = 1024        # sampled-softmax candidates when n_items > full_softmax_max
-    full_softmax_max: int = 8192   # vocabularies up to this size get the exact softmax
+    full_softmax_max: int = 200_000  # vocabularies up to this size get the exact softmax over all items
+    max_positions: int = 96        # loss positions per batch (each row's last always kept): bounds the exact softmax
     mask_prob: float = 0.2         # BERT4Rec: share of positions masked for the Cloze task
     target_aware: bool = True      # add a target-behavior embedding to the scoring state
     eval_batch: int = 256          # prefixes per forward pass in score()
@@ -282,6 +286,26 @@ def softmax_xent(logits_fn, target: torch.Tensor, n_items: int, n_negatives: int
     hit = cand[None, :] == target[:, None]                               # accidental hits (and the positive)
     hit[torch.arange(P), torch.arange(P)] = False
     return F.cross_entropy(logits.masked_fill(hit, float("-inf")), torch.arange(P))
+
+
+def cap_positions(keep: torch.Tensor, max_n: int, g: torch.Generator) -> torch.Tensor:
+    """At most ``max_n`` True entries of the (B, L) loss mask: each row's last kept position always stays
+    (the next-item case scoring uses), the rest is a uniform random subset. Bounds the cost of an
+    exact softmax over a large vocabulary."""
+    if max_n <= 0 or int(keep.sum()) <= max_n:
+        return keep
+    B, L = keep.shape
+    last = torch.zeros_like(keep)
+    has = keep.any(1)
+    idx = L - 1 - torch.flip(keep, [1]).float().argmax(1)                 # last True per row
+    last[torch.arange(B)[has], idx[has]] = True
+    rest = keep & ~last
+    budget = max(0, max_n - int(last.sum()))
+    flat = torch.nonzero(rest.flatten()).squeeze(1)
+    pick = flat[torch.randperm(len(flat), generator=g)[:budget]]
+    out = last.flatten().clone()
+    out[pick] = True
+    return out.view(B, L)
 
 
 class _TransformerRec(SeqRecommender):
@@ -371,7 +395,7 @@ class SASRec(_TransformerRec):
         h = self.net(inp, inb)                                           # (B, L, d)
         if self.cfg.target_aware:
             h = h + self.net.target((outb - 1).clamp(min=0))             # behavior of the item to predict
-        keep = (out > 0) & (inp > 0)
+        keep = cap_positions((out > 0) & (inp > 0), self.cfg.max_positions, g)
         return self._xent(h[keep], out[keep] - 1, g)
 
     @torch.no_grad()
@@ -405,6 +429,7 @@ class BERT4Rec(_TransformerRec):
         masked &= real
         if not masked.any():
             masked[:, -1] = real[:, -1]
+        masked = cap_positions(masked, self.cfg.max_positions, g)
         inp = items.masked_fill(masked, self.n_items + 1)                # [mask] item
         hide_b = masked & (torch.rand(items.shape, generator=g) < 0.5)   # half the time the behavior is hidden too,
         h = self.net(inp, beh.masked_fill(hide_b, self.n_behaviors + 1))  # so scoring without a target behavior is trained
@@ -441,5 +466,5 @@ def make(name: str, **kwargs) -> SeqRecommender:
     raise ValueError(f"unknown baseline {name!r} (known: pop, pop_behavior, recent, cooc, sasrec, bert4rec)")
 
 
-__all__ = ["softmax_xent", "attention_mask", "Seq", "SeqRecommender", "Popularity", "RecentItems", "CoOccurrence", "TransformerRecConfig",
+__all__ = ["softmax_xent", "cap_positions", "attention_mask", "Seq", "SeqRecommender", "Popularity", "RecentItems", "CoOccurrence", "TransformerRecConfig",
            "SASRec", "BERT4Rec", "make"]

@@ -5,7 +5,9 @@
 Stage 1 (MBAE pretraining, eq. 14): Cloze task on random end-crops of the training sequences: each
 item is masked with probability rho, the behavior of a masked item with probability sigma, and the
 last token of the crop is always masked (that is the inference layout: the target token is appended
-last); sampled-softmax cross-entropy over all items (`seqrec.softmax_xent`).
+last); exact softmax cross-entropy over all items on at most ``max_positions`` masked tokens per batch
+(`seqrec.softmax_xent`, `seqrec.cap_positions`; a sampled softmax was tried first and did not
+generalize, see that module).
 Stage 2 (latent diffusion, eqs. 15-16): encoder and decoder frozen; for a crop ending at the target,
 z_b = E(prefix + [mask item, target behavior]) and z_∅ = E(prefix + [mask item, mask behavior]); the
 denoiser learns z_b from z_t = q_sample(z_b, t), z_∅ and b (b dropped to ∅ with p_uncond, eq. 17).
@@ -37,7 +39,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_model, save_file, save_model
 
-from umask.train.baselines.seqrec import _pad_left, softmax_xent
+from umask.train.baselines.seqrec import _pad_left, cap_positions, softmax_xent
 from umask.train.common.checkpoints import atomic_json
 from umask.train.common.config import add_dataclass_args, config_dict, dataclass_from_args, from_config_dict
 from umask.train.common.metrics import full_ranking_metrics
@@ -58,17 +60,19 @@ class TrainConfig:
     seed: int = 0                   # seed of init, batches, noise
     max_users: int = 0              # keep only the first N users (0 = all; for tiny test runs)
     init_from: str = ""             # run folder whose stage-1 MBAE (encoder + decoder) is reused; stage 1 is skipped
-    stage1_steps: int = 1500        # MBAE Cloze pretraining steps
-    stage2_steps: int = 1500        # denoiser steps
-    stage3_steps: int = 300         # decoder fine-tuning steps (0 = skip)
-    eval_every: int = 250           # validation Recall@10 every N steps (model selection on validation)
+    stage1_steps: int = 1000        # MBAE Cloze pretraining steps
+    stage2_steps: int = 1000        # denoiser steps
+    stage3_steps: int = 200         # decoder fine-tuning steps (0 = skip)
+    eval_every: int = 200           # validation Recall@10 every N steps (model selection on validation)
     batch_size: int = 32            # sequences per step
     lr: float = 2e-3                # AdamW learning rate (paper 2e-3)
     lr_stage3: float = 5e-4         # decoder fine-tuning learning rate
     rho: float = 0.2                # item mask probability (paper sweeps 0.2..0.8)
     sigma: float = 0.5              # behavior mask probability at masked items
     p_uncond: float = 0.2           # classifier-free guidance drop rate (paper 0.2)
-    n_negatives: int = 1024         # sampled-softmax negatives (the item vocabulary is 55k)
+    n_negatives: int = 1024         # sampled-softmax negatives, used only when n_items > full_softmax_max
+    full_softmax_max: int = 200_000  # exact softmax over all items up to this vocabulary size
+    max_positions: int = 96         # Cloze loss positions per batch (the target token of each row always kept)
     sample_steps: int = 10          # T / Δt: DDIM steps used in stage 3 and as the default
     guidance: float = 1.5           # default w (uncond + w (cond - uncond)); re-chosen on validation
     guidance_grid: str = "1,1.5,2,3"  # w values tried on validation after training
@@ -203,7 +207,7 @@ def train(cfg: FatsMBConfig, tc: TrainConfig, data: ProtocolC | None = None) -> 
         proj = model.decoder.proj(z)
         table, bias = model.decoder.table.weight[1:-1], model.decoder.bias
         fn = lambda cand: proj @ table.T + bias if cand is None else proj @ table[cand].T + bias[cand]  # noqa: E731
-        return softmax_xent(fn, target, nI, tc.n_negatives, 8192, g)
+        return softmax_xent(fn, target, nI, tc.n_negatives, tc.full_softmax_max, g)
 
     # Stage 1: MBAE Cloze pretraining (eq. 14, Alg. 1 lines 2-15)
     def loss1() -> torch.Tensor:
@@ -215,6 +219,7 @@ def train(cfg: FatsMBConfig, tc: TrainConfig, data: ProtocolC | None = None) -> 
         real = items > 0
         masked = (torch.rand(items.shape, generator=g) < tc.rho) & real
         masked[:, -1] = True                                    # the target token: inference layout
+        masked = cap_positions(masked, tc.max_positions, g)      # bounds the exact softmax over 55k items
         hide_b = masked & (torch.rand(items.shape, generator=g) < tc.sigma)
         h = model.encoder.hidden(items.masked_fill(masked, nI + 1), beh.masked_fill(hide_b, nB + 1))
         return xent(h[masked], items[masked] - 1)
