@@ -4,7 +4,7 @@
 # training period + recent level for A1, linear interpolation for A2) as a zero-init residual, with
 # calendar features, the day-aligned frame and every available observation as evidence (mask_mode none).
 # One torch thread, nice, in the background, one run at a time, resumable (run it again to continue).
-#   scripts/train_grid_umask.sh [SEEDS [STEPS [MAX_MINUTES_PER_SEED]]]   default "0 1 2" 1500 15
+#   scripts/train_grid_umask.sh [SEEDS [STEPS [MAX_MINUTES_PER_SEED]]]   default "0 1 2" 800 11
 #       trains artifacts/train/grid_umask_s<SEED> one after another; log artifacts/train/logs/grid_umask.log
 #   scripts/train_grid_umask.sh eval [SEEDS]
 #       A1 + A2 test rows of every seed's best checkpoint next to the baselines on the same windows
@@ -21,8 +21,8 @@ if [[ "${1:-}" == "eval" ]]; then
         --out benchmarks/results/v2_grid_umask.json
 fi
 SEEDS=${1:-"0 1 2"}
-STEPS=${2:-1500}
-MAXMIN=${3:-15}
+STEPS=${2:-800}
+MAXMIN=${3:-11}
 mkdir -p artifacts/train/logs
 nohup nice -n 5 bash -c '
 for s in '"$SEEDS"'; do

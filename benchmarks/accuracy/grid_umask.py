@@ -211,7 +211,7 @@ def complete(model: MilanUMask, frames: Mapping[str, np.ndarray], task: int, sta
     As :meth:`UMask.complete` (h_u, deterministic evidence mask, clamped sampler, exact evidence),
     with per-window start noise (:func:`window_noise`). ``point`` (:data:`POINT_TEXT`): "mean" or
     "median" of the samples, or "first_x0" (one network call per draw; ``steps`` ignored). A
-    grid-prior model reads ``frames["prior"]`` (n, 1, T, H, W) and ``frames["calendar"]`` (n, 32).
+    grid-prior model reads ``frames["prior"]`` (n, 1, T, H, W) and ``frames["calendar"]`` (n, 8).
     ``stats`` (a dict) receives the evidence fraction of the available coordinates per window under
     ``"evidence_ratio"``.
     """

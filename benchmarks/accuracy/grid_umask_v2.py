@@ -157,6 +157,34 @@ def score_run(run: str, grid: GridData, spec: harness.GridSpec, fw: Any, iw: Any
     return out
 
 
+def estimator_check(run: str, grid: GridData, spec: harness.GridSpec, stride: int, samples: int,
+                    steps: int) -> dict[str, Any]:
+    """Normalized MAE / RMSE of each point estimator (and of the prior) on every ``stride``-th
+    VALIDATION window of A1 and A2: how the per-metric estimator was chosen (never on test)."""
+    fw, iw = protocol_windows(spec, "val")
+    fw = splits.ForecastWindows(fw.x[::stride], fw.y[::stride], fw.starts[::stride])
+    iw = splits.ImputationWindows(iw.truth[::stride], iw.mask[::stride], iw.p[::stride], iw.starts[::stride])
+    model, config = gu.load_model(best_checkpoint(run))
+    e_pos, rescale = gu.checkpoint_inputs(config, grid)
+    prior = gu.checkpoint_prior(model, config, grid, rescale)
+    out: dict[str, Any] = {"run": run, "stride": stride, "draws": samples, "ddim_steps": steps}
+    for task in ("a1", "a2"):
+        truth = fw.y if task == "a1" else iw.truth
+        m = np.ones_like(truth, bool) if task == "a1" else iw.mask
+        pmk = gu.prior_forecast_fn if task == "a1" else gu.prior_impute_fn
+        mk = gu.forecast_fn if task == "a1" else gu.impute_fn
+        fns = {"prior_only": pmk(prior, rescale)}
+        fns.update({pt: mk(model, e_pos, steps=steps, n_samples=samples, rescale=rescale, prior=prior, point=pt)
+                    for pt in gu.POINTS})
+        res = {}
+        for name, fn in fns.items():
+            e = (predict(task, fn, fw, iw) - truth)[m]
+            res[name] = {"nmae": round(float(np.abs(e).mean()), 4), "nrmse": round(float(np.sqrt((e ** 2).mean())), 4)}
+        out[task.upper()] = {"n_windows": int(len(fw.starts) if task == "a1" else len(iw.starts)), **res}
+        log.info("validation estimators %s: %s", task.upper(), res)
+    return out
+
+
 def prior_val_loss(run: str) -> float | None:
     """Validation target loss of a zero-residual model (= the prior) with the run's own settings and
     windows: the learning curve's reference line."""
@@ -209,6 +237,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--point-rmse", default="first_x0", choices=gu.POINTS, help="point estimator of the RMSE rows")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--no-curves", action="store_true", help="do not copy the learning curves")
+    p.add_argument("--val-check-stride", type=int, default=16,
+                   help="also score every point estimator on every k-th validation window of the first run (0: skip)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
     torch.set_num_threads(1)
@@ -301,6 +331,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             shutil.copyfile(src, dst)
             curves[str(r["seed"])] = str(dst)
     ref_loss = prior_val_loss(runs[0]["run"])
+    val_check = (estimator_check(runs[0]["run"], grid, spec, args.val_check_stride, 8, args.steps)
+                 if args.val_check_stride > 0 else None)
     doc = {"meta": {
         "command": command, "commit": _git_commit(), "date": dt.date.today().isoformat(),
         "wall_seconds": round(time.perf_counter() - t_start, 1),
@@ -309,7 +341,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                  "available observation as evidence (mask_mode none); real Milan data, PROTOCOL A test windows "
                  "and masks of benchmarks/accuracy/grid.py",
         "point_estimator": {"mae_rows": gu.POINT_TEXT[points["mae"]], "rmse_rows": gu.POINT_TEXT[points["rmse"]],
-                            "draws": args.samples, "sampler_steps_if_sampled": args.steps},
+                            "draws": args.samples, "sampler_steps_if_sampled": args.steps,
+                            "chosen_on_validation": val_check},
         "spread": "sample standard deviation of the metric over the training seeds",
         "seeds": seeds, "runs": [{k: r[k] for k in ("run", "checkpoint", "seed", "fit")} for r in runs],
         "prior": runs[0]["prior"],

@@ -41,8 +41,8 @@ periods are the grid's own chronological 8:1:1 split over whole days (``GridData
   criterion is the EMA model's x0 loss at fixed noise seeds (loop.evaluate).
 * Prior (``--prior grid``, the default; grid_prior.py): every item also carries the deterministic
   prior of its frame (weekday/weekend slot-of-day profile of the training period, + the recent
-  level on the A1 horizon, linear interpolation on the A2 window) and 32 calendar features (one-hot
-  weekday + weekend flag of the frame's 4 days). The DiT predicts prior + zero-init residual and
+  level on the A1 horizon, linear interpolation on the A2 window) and 8 calendar features (one-hot
+  day type (weekday / weekend) of the frame's 4 days). The DiT predicts prior + zero-init residual and
   the calendar conditions it as e_u. ``--prior none``: the paper's DiT from noise alone.
 * No user profile on a grid: ``use_profile=False``, ``w_nce = 0`` (InfoNCE needs profiles); h_u =
   the calendar features (prior "grid", ``dit_conditioning=True``) or the ProfileMLP's "no profile"
@@ -214,7 +214,7 @@ def grid_model_config(geom: GridGeometry = MILAN, *, mask_mode: str = "learned",
     if prior not in ("none", "grid"):
         raise InputError(f"prior must be 'none' or 'grid', got {prior!r}")
     H, W = geom.shape
-    cond = CALENDAR_DIM     # 32: the calendar features are the grid's h_u
+    cond = CALENDAR_DIM if prior == "grid" else 32     # the calendar features are the grid-prior model's h_u
     dit = {"channels": 1, "H": H, "W": W, "patch": resolve_patch(patch, geom), "d_model": int(d_model),
            "depth": int(depth), "n_heads": int(n_heads), "cond_dim": cond}
     mg = {"channels": 1, "H": H, "W": W, "poi_dim": POI_DIM, "cond_dim": cond, "d_hidden": int(d_hidden),
@@ -243,13 +243,13 @@ class GridUMask(UMask):
     evidence" run ~2x faster. The state dict is UMask's, so ``trainer.load_model`` reads these
     checkpoints too (and gives the same completions).
 
-    With the grid prior (``cfg.prior != "none"``) h_u is the batch's ``calendar`` (B, 32)
+    With the grid prior (``cfg.prior != "none"``) h_u is the batch's ``calendar`` (B, 8)
     (grid_prior.calendar; no learned parameters of its own, so the state dict stays UMask's)."""
 
     def user_repr(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.cfg.prior != "none":
             if "calendar" not in batch:
-                raise InputError("a grid-prior model needs the batch's 'calendar' (B, 32) (grid_prior.calendar)")
+                raise InputError("a grid-prior model needs the batch's 'calendar' (B, 8) (grid_prior.calendar)")
             return batch["calendar"].to(batch["x0"].dtype)
         return super().user_repr(batch)
 
@@ -408,7 +408,7 @@ class GridWindowDataset(Dataset):
     epoch, index])``, a fresh mask per epoch; otherwise fixed ``default_rng(mask_seed_base + j)`` with
     j the row's index among the A2 rows (validation).
     ``prior`` (a :class:`GridPrior` fit on the training period): items also carry ``prior`` (1, T,
-    H, W), the prior of the frame (never reads a target entry), and ``calendar`` (32,).
+    H, W), the prior of the frame (never reads a target entry), and ``calendar`` (8,).
     """
 
     def __init__(self, z: np.ndarray, e_pos: np.ndarray, rows: np.ndarray, *, seed: int = 0,
