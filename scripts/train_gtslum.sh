@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GTS-LUM (issue 14): headline runs (3 simulator seeds) and the ablations of the seed, one after the other,
 # one CPU thread each, then the protocol-D scoring, the export and its latency rows.
-#   ./scripts/train_gtslum.sh [train|eval|export|all]     (default all; artifacts under artifacts/gtslum/)
+#   ./scripts/train_gtslum.sh [train|export|eval|ablations|all]     (default all; artifacts under artifacts/gtslum/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
@@ -9,7 +9,8 @@ PY=${PY:-.venv/bin/python}
 A=artifacts/gtslum
 STAGE=${1:-all}
 HEAD_STEPS=${HEAD_STEPS:-250}
-ABL_STEPS=${ABL_STEPS:-120}
+ABL_STEPS=${ABL_STEPS:-50}
+ABL_PRE=${ABL_PRE:-10}
 train() {   # name, extra flags...
   local name=$1; shift
   [ -f "$A/$name/model.safetensors" ] && { echo "have $A/$name"; return; }
@@ -18,19 +19,25 @@ train() {   # name, extra flags...
 if [ "$STAGE" = train ] || [ "$STAGE" = all ]; then
   mkdir -p $A
   for s in 0 1 2; do train full_s$s --sim-seed $s --seed $s --steps $HEAD_STEPS; done
-  # ablations of the seed (seed 0, short runs)
-  for ts in none text component positional; do train abl_ts_$ts --timestamps $ts --steps $ABL_STEPS --pretrain-steps 20; done
-  for tg in none end; do train abl_target_$tg --target $tg --steps $ABL_STEPS --pretrain-steps 20; done
-  for md in text graph table; do train abl_mod_$md --modalities $md --steps $ABL_STEPS --pretrain-steps 20; done
-  train abl_full_short --steps $ABL_STEPS --pretrain-steps 20      # the full model at the ablations' length
+  # ablations of the seed (seed 0, short runs; the full model at the same length first, as their reference)
+  train abl_full_short --steps $ABL_STEPS --pretrain-steps $ABL_PRE
+  for tg in none end; do train abl_target_$tg --target $tg --steps $ABL_STEPS --pretrain-steps $ABL_PRE; done
+  for ts in none positional text component; do train abl_ts_$ts --timestamps $ts --steps $ABL_STEPS --pretrain-steps $ABL_PRE; done
+  for md in text graph table; do train abl_mod_$md --modalities $md --steps $ABL_STEPS --pretrain-steps $ABL_PRE; done
 fi
 ABL=$(for d in $A/abl_*/; do n=$(basename $d); [ -f $d/model.safetensors ] && printf '%s=%s,' "${n#abl_}" "${d%/}"; done)
 if [ "$STAGE" = export ] || [ "$STAGE" = all ]; then
   $PY -m umask.export.families.gtslum.exporter $A/full_s0 $A/bundle
+  $PY -m umask.bench.accuracy.gtslum --latency --runs $A/full_s0 --bundle $A/bundle \
+      --out benchmarks/results/v2_gtslum_latency.json
 fi
 if [ "$STAGE" = eval ] || [ "$STAGE" = all ]; then
   $PY -m umask.bench.accuracy.gtslum --protocol D --runs $A/full_s0,$A/full_s1,$A/full_s2 \
-      --ablations "${ABL%,}" --bundle $A/bundle --out benchmarks/results/v2_gtslum.json
+      --bundle $A/bundle --out benchmarks/results/v2_gtslum.json
   mkdir -p benchmarks/results/learning_curves
   for s in 0 1 2; do cp $A/full_s$s/metrics.jsonl benchmarks/results/learning_curves/gtslum_full_s${s}_metrics.jsonl; done
+fi
+if [ "$STAGE" = ablations ] || [ "$STAGE" = all ]; then
+  $PY -m umask.bench.accuracy.gtslum --protocol D --runs $A/full_s0 --ablations "${ABL%,}" --ablations-only --no-real \
+      --out benchmarks/results/v2_gtslum_ablations.json
 fi

@@ -124,6 +124,61 @@ def bundle_scores(bundle: str | Path, users: gd.Users, x: gd.Inputs, precision: 
     return out
 
 
+def latency(run: str | Path, bundle: str | Path, *, repeats: int = 3, command: str) -> dict[str, Any]:
+    """Per-request latency on the REAL sample's 45 windows (one thread): torch eager (inputs built by the
+    same numpy code + the model's forward on one window) vs the runtime session (fp32, int8), which
+    also parses the catalog maps of the raw events. Load average before and after is recorded."""
+    import os
+
+    import torch
+
+    from umask.bench.latency.machine import machine_info
+    from umask.runtime.session import Session
+
+    torch.set_num_threads(1)
+    real = gd.real_users()
+    model, meta = gt.load(run)
+    m = meta["model"]
+    wins = gd.windows(real, "test")
+    load0 = os.getloadavg()
+    times: dict[str, list[float]] = defaultdict(list)
+
+    def torch_one(w: gd.Window) -> None:
+        x = gd.build_inputs(real, [w], model.node_emb.numpy(), max_intervals=m["max_intervals"],
+                            per_interval=m["per_interval"], timestamps=m["timestamps"], target=m["target"])
+        with torch.no_grad():
+            model(gt.to_batch(x))
+
+    sessions = {p: Session.open(bundle, allow_unsigned=True, precision=p) for p in ("fp32", "int8")}
+    for _ in range(repeats):
+        for w in wins:
+            t = time.perf_counter()
+            torch_one(w)
+            times["torch"].append(time.perf_counter() - t)
+            ev = real.events[w.user]
+            hist = ev.take(ev.ts < w.target_ts)
+            for p, s in sessions.items():
+                t = time.perf_counter()
+                s.next_apps(hist, 5, w.target_ts)
+                times[p].append(time.perf_counter() - t)
+    for s in sessions.values():
+        s.close()
+    load1 = os.getloadavg()
+    artifacts = {"torch": "torch", "fp32": "onnx-fp32", "int8": "onnx-int8-dynamic"}
+    rows = []
+    for k, v in times.items():
+        ms = np.array(v[len(wins):] if repeats > 1 else v) * 1000    # the first pass is warm-up
+        for q in (50, 90):
+            rows.append({"protocol": "D", "dataset": "tsinghua sample 6 users 1 day, hours 08-22 (in-day history)",
+                         "data": "real", "model": "gtslum", "kind": "ours", "family": "gtslum", "artifact": artifacts[k],
+                         "metric": f"latency_p{q}_ms", "value": round(float(np.percentile(ms, q)), 3),
+                         "better": "lower", "n_windows": len(wins), "seeds": [int(meta["train"].get("sim_seed", 0))],
+                         "spread": None, "command": command,
+                         "notes": f"one request = next_apps(history, 5) for one window, 1 thread, {len(ms)} timed "
+                                  f"requests; load average {load0[0]:.1f} -> {load1[0]:.1f} on a shared 2-core machine"})
+    return {"machine": machine_info(), "loadavg_before": load0, "loadavg_after": load1, "rows": rows}
+
+
 def _rows(scored: dict[str, dict[int, dict[str, float]]], n_win: dict[str, int], *, dataset: str, data: str,
           kinds: dict[str, tuple[str, str | None, str]], command: str, notes: dict[str, str]) -> list[dict[str, Any]]:
     rows = []
@@ -155,8 +210,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--bundle", default=None, help="an exported gtslum bundle (scored through the runtime)")
     ap.add_argument("--precisions", default="fp32,int8", help="bundle precisions to score")
     ap.add_argument("--users", type=int, default=50, help="SYNTHETIC users per seed")
-    ap.add_argument("--sasrec-steps", type=int, default=800, help="SASRec training steps per seed")
+    ap.add_argument("--sasrec-steps", type=int, default=500, help="SASRec training steps per seed")
     ap.add_argument("--no-real", action="store_true", help="skip the REAL 6-user sample")
+    ap.add_argument("--ablations-only", action="store_true",
+                    help="write only the ablation rows (the runs still choose the populations; no baselines)")
+    ap.add_argument("--latency", action="store_true",
+                    help="latency rows only (first run vs --bundle, real sample) into --out")
     ap.add_argument("--out", default=str(DEFAULT_OUT), help="result file (v2 rows)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
@@ -168,6 +227,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         ap.error("--runs: name at least one GTS-LUM run (one per simulator seed for the headline rows)")
     command = shlex.join(["python", "-m", "umask.bench.accuracy.gtslum", *argv])
     t0 = time.perf_counter()
+    if args.latency:
+        if not args.bundle:
+            ap.error("--latency needs --bundle")
+        lat = latency(runs[0], args.bundle, command=command)
+        atomic_json(Path(args.out), {"meta": {"command": command, "commit": _git_commit(),
+                                              "date": dt.date.today().isoformat(), "machine": lat["machine"],
+                                              "loadavg_before": lat["loadavg_before"],
+                                              "loadavg_after": lat["loadavg_after"]}, "rows": lat["rows"]})
+        for r in lat["rows"]:
+            print(f"{r['artifact']:18s} {r['metric']:15s} {r['value']:.2f}")
+        return 0
     by_seed = {_seed_of(r): r for r in runs}
     scored: dict[str, dict[int, dict[str, float]]] = defaultdict(dict)
     n_win: dict[str, int] = defaultdict(int)
@@ -179,6 +249,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     pops: dict[int, gd.Users] = {}
     for seed, run in sorted(by_seed.items()):
         users = pops[seed] = gd.synthetic_users(args.users, seed)
+        if args.ablations_only:
+            continue
         scores, x, meta = run_scores(run, users)
         pop = popularity_scores(users, x)
         cand = {"gtslum": scores, "popularity": pop, "time_of_day_frequency": time_of_day_scores(x, pop),

@@ -76,15 +76,15 @@ class LumNet(nn.Module):
 
 
 class HeadNet(nn.Module):
-    input_names = ("user",)
+    input_names = ("user", "target_hist", "table")
     output_names = ("scores",)
 
     def __init__(self, m: GTSLUM) -> None:
         super().__init__()
         self.m = m
 
-    def forward(self, user):
-        return self.m.head(user)
+    def forward(self, user, target_hist, table):
+        return self.m.head(user, target_hist, table)
 
 
 def network_feeds(model: GTSLUM, b: dict[str, torch.Tensor]) -> dict[str, dict[str, np.ndarray]]:
@@ -98,7 +98,7 @@ def network_feeds(model: GTSLUM, b: dict[str, torch.Tensor]) -> dict[str, dict[s
     return {"qformer": {"sid": n(sid), "app": n(app), "place": n(place), "graph": n(graph), "table": n(table)},
             "lum": {"types": n(b["types"]), "index": n(b["index"]), "time_id": n(b["time_id"]), "beh": n(beh),
                     "target_hist": n(b["target_hist"])},
-            "head": {"user": n(user)}}
+            "head": {"user": n(user), "target_hist": n(b["target_hist"]), "table": n(b["table"])}}
 
 
 def run_onnx(files: dict[str, Path], b: dict[str, np.ndarray]) -> np.ndarray:
@@ -113,7 +113,7 @@ def run_onnx(files: dict[str, Path], b: dict[str, np.ndarray]) -> np.ndarray:
     B = b["lum"]["types"].shape[0]
     beh = q.reshape(B, -1, q.shape[-1])
     user = s["lum"].run(None, {**{k: v for k, v in b["lum"].items() if k != "beh"}, "beh": beh})[0]
-    return s["head"].run(None, {"user": user})[0]
+    return s["head"].run(None, {**b["head"], "user": user})[0]
 
 
 def _top5_agreement(a: np.ndarray, b: np.ndarray) -> float:

@@ -138,10 +138,11 @@ class Session(FamilySession):
             fused = self.sessions["qformer"].run(None, {
                 "sid": sid, "app": node[seq.beh_category], "place": node[self.K + seq.beh_place],
                 "graph": np.repeat(graph[None], nb, 0), "table": np.repeat(table[None], nb, 0)})[0]
+            th = (row / max(row.sum(), 1.0)).astype(np.float32)[None]
             user = self.sessions["lum"].run(None, {
                 "types": seq.types[None], "index": seq.index[None], "time_id": seq.time_id[None], "beh": fused[None],
-                "target_hist": (row / max(row.sum(), 1.0)).astype(np.float32)[None]})[0]
-            return self.sessions["head"].run(None, {"user": user})[0][0]
+                "target_hist": th})[0]
+            return self.sessions["head"].run(None, {"user": user, "target_hist": th, "table": table[None]})[0][0]
 
     def next_apps(self, history: EventLog | str | Path, k: int = 5, now_ts: int | None = None) -> list[dict[str, Any]]:
         """The top ``k`` app categories for the hour starting at ``now_ts``, best first."""

@@ -66,6 +66,9 @@ class GTSLUMConfig:
     timestamps: str = field(default="full", metadata={"help": "none | text | component | positional | full"})
     target: str = field(default="front", metadata={"help": "none | end | front"})
     modalities: str = field(default="all", metadata={"help": "text | graph | table | all"})
+    prior_head: bool = field(default=True, metadata={
+        "help": "head adds learned multiples of log(user's category shares at the target hour / overall) to the "
+                "contrastive scores (our addition; --no-prior-head = the paper's plain head)"})
     max_intervals: int = field(default=6, metadata={"help": "active intervals in the sequence"})
     per_interval: int = field(default=3, metadata={"help": "behaviors kept per interval"})
 
@@ -270,6 +273,7 @@ class GTSLUM(nn.Module):
         self.decoder = FrozenDecoder(cfg)
         self.user_proj = nn.Linear(D, cfg.head_dim)                # next-app-category head: user tower
         self.cat_emb = nn.Parameter(torch.randn(K, cfg.head_dim) * 0.1)                  # ... item tower
+        self.prior_w = nn.Parameter(torch.full((2,), 0.5))         # frequency prior of the head (prior_head)
         # phase I heads (Q-Former pre-training)
         self.text_proj = nn.Linear(d, d)
         self.biz_proj = nn.Linear(d, d)
@@ -335,13 +339,22 @@ class GTSLUM(nn.Module):
         x = self.assemble(b["types"], b["index"], b["time_id"], beh, b["target_hist"])
         return self.decoder(x, (b["types"] != sq.PAD).to(x.dtype))
 
-    def head(self, h: torch.Tensor) -> torch.Tensor:
-        """(B, D) user embedding -> (B, K) category scores (cosine / tau)."""
+    def head(self, h: torch.Tensor, target_hist: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        """(B, D) user embedding -> (B, K) category scores: cosine(user, category) / tau, plus (prior_head)
+        w1 log(eps + shares at the target hour) + w2 log(eps + overall shares) of the user's history.
+
+        The prior is our addition, not the paper's: trained for a few hundred CPU steps, the plain head
+        learned global popularity and not the user (the run kept as ablation "head_noprior"); the
+        prior gives the head the user's frequencies directly and the network learns the correction."""
         u = F.normalize(self.user_proj(h), dim=-1)
-        return u @ F.normalize(self.cat_emb, dim=-1).T / self.cfg.tau
+        s = u @ F.normalize(self.cat_emb, dim=-1).T / self.cfg.tau
+        if self.cfg.prior_head:
+            K = self.cfg.n_categories
+            s = s + self.prior_w[0] * torch.log(target_hist + 0.01) + self.prior_w[1] * torch.log(table[:, :K] + 0.01)
+        return s
 
     def forward(self, b: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.head(self.user_embedding(b))
+        return self.head(self.user_embedding(b), b["target_hist"], b["table"])
 
     def loss(self, b: dict[str, torch.Tensor]) -> torch.Tensor:
         """Phase II contrastive end-to-end loss: multi-positive InfoNCE of the user embedding against all

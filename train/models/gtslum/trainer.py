@@ -175,7 +175,7 @@ def train(cfg: TrainConfig, users: gd.Users | None = None) -> Path:
     # phase I: Q-Former pre-training (nothing to align when the Q-Former reads semantic IDs only)
     if cfg.pretrain_steps and cfg.modalities != "text":
         params = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith(
-            ("decoder.", "user_proj", "cat_emb", "sep", "tgt", "target_in", "weekday_emb", "tcat_emb", "time_emb"))]
+            ("decoder.", "user_proj", "cat_emb", "prior_w", "sep", "tgt", "target_in", "weekday_emb", "tcat_emb", "time_emb"))]
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
         gen = torch.Generator().manual_seed(cfg.seed)
         model.train()
@@ -249,12 +249,12 @@ def load(run_dir: str | Path, base: str | Path | None = None) -> tuple[GTSLUM, d
 
         raise InputError(f"{run}: not a GTS-LUM run ({CONFIG_FILE} and {MODEL_FILE} needed)")
     meta = json.loads((run / CONFIG_FILE).read_text())
-    mcfg = GTSLUMConfig(**meta["model"])
+    mcfg = GTSLUMConfig(**{"prior_head": False, **meta["model"]})   # runs from before the prior had none
     sd = load_file(str(run / MODEL_FILE))
     enc = {k: sd[k].numpy() for k in ("sid_table", "node_emb", "desc_text")}
     model = build_model(mcfg, enc, base or meta["train"].get("base"))
     missing, unexpected = model.load_state_dict(sd, strict=False)
-    if unexpected or [k for k in missing if not k.startswith("decoder.")]:
+    if unexpected or [k for k in missing if not k.startswith("decoder.") and k != "prior_w"]:
         raise ValueError(f"{run}: state mismatch (missing {missing[:5]}, unexpected {unexpected[:5]})")
     model.eval()
     return model, meta
