@@ -49,6 +49,7 @@ from umask.runtime.core.errors import InputError
 from umask.runtime.core.events import read_llmapp_sample
 from umask.runtime.core.featurize import ChannelLayout, FeatureConfig
 from umask.runtime.core.history import TASK_NAMES, WindowSpec, build_window
+from umask.runtime.families.umask.prior import PRIOR_WEIGHT, history_prior
 from umask.runtime.families.umask.profile_text import TEMPLATE_VERSION, template_profile
 from umask.runtime.engines.ort import inference_session
 from umask.runtime.engines.samplers import Schedule, make_sampler as np_sampler
@@ -84,11 +85,41 @@ TOLERANCES: dict[str, dict[str, float]] = {
 
 
 
+# A prior model's point estimator on the device: the DiT's x0 estimate at the first sampler step
+# (t = N-1), the mean over 2 noise draws = UMask.complete(point="first_x0") = a 1-step DDIM (its one
+# step lands on t = -1, where it returns that x0 estimate with the evidence clamped). The harness's
+# "auto" point estimator for a prior model; one network evaluation per sample.
+PRIOR_SAMPLER_DEFAULTS = {"sampler": "ddim", "steps": 1, "n_samples": 2}
+
+
+def sampler_defaults(model: Any) -> dict[str, Any]:
+    """The manifest's ``diffusion.defaults``: `PRIOR_SAMPLER_DEFAULTS` for a prior model, else `SAMPLER_DEFAULTS`."""
+    return dict(SAMPLER_DEFAULTS if getattr(model.cfg, "prior", "none") == "none" else PRIOR_SAMPLER_DEFAULTS)
+
+
+def prior_note(model: Any) -> dict[str, Any]:
+    """``parity_inputs.prior`` of a prior model (free-form: the strict schema's ``model`` section has no
+    prior key; the session reads the kind from ``model.umask.prior`` and the point estimator from
+    ``diffusion.defaults``)."""
+    kind = getattr(model.cfg, "prior", "none")
+    if kind == "none":
+        return {}
+    return {"prior": {"kind": kind, "weight_last_value": PRIOR_WEIGHT, "function":
+                      "umask.runtime.families.umask.prior.history_prior (= train data.window_prior)",
+                      "point": "first_x0", "point_note": "x0 estimate at t = N-1, mean of 2 noise draws "
+                      "(diffusion.defaults: ddim, 1 step, 2 samples)", "dit_input": "prior (B, C, T, H, W) model space"}}
+
+
 # ------------------------------------------------------------------------------------------------
 # Calibration / parity windows (REAL sample, runtime featurization)
 # ------------------------------------------------------------------------------------------------
 def real_windows(model: Any, data_dir: Path, *, max_windows: int | None = None) -> list[Any]:
     """Windows of the real sample at NOW_HOURS for every user, cycling the four tasks."""
+    return [w for w, _ in real_windows_with_history(model, data_dir, max_windows=max_windows)]
+
+
+def real_windows_with_history(model: Any, data_dir: Path, *, max_windows: int | None = None) -> list[tuple[Any, Any]]:
+    """`real_windows` as (window, the history it was built from) pairs (a prior model's prior reads it)."""
     catalog = load_llmapp_catalog(data_dir)
     events = read_llmapp_sample(data_dir / SAMPLE_FILE)
     w = model.cfg.window
@@ -106,7 +137,7 @@ def real_windows(model: Any, data_dir: Path, *, max_windows: int | None = None) 
             task = TASK_NAMES[i % len(TASK_NAMES)]
             i += 1
             try:
-                out.append(build_window(hist, catalog, FeatureConfig(), spec, task, now_ts=now))
+                out.append((build_window(hist, catalog, FeatureConfig(), spec, task, now_ts=now), hist))
             except InputError as e:
                 log.debug("skip window user %d %02d:00 %s: %s", u, h, task, e)
     if max_windows is not None:
@@ -116,8 +147,18 @@ def real_windows(model: Any, data_dir: Path, *, max_windows: int | None = None) 
     return out
 
 
-def torch_inputs(model: Any, windows: Sequence[Any], encoder: Any) -> dict[str, torch.Tensor]:
-    """Stacked model inputs of the windows: x, avail, e_pos, task, emb, present, h_u, hard mask."""
+def window_priors(model: Any, pairs: Sequence[tuple[Any, Any]], catalog: Any) -> np.ndarray | None:
+    """(n, C, T, H, W) prior of each (window, history) pair with the runtime's own function (what the
+    Session feeds the DiT), or None for a model without a prior."""
+    if getattr(model.cfg, "prior", "none") == "none":
+        return None
+    ctx = model.cfg.window.context
+    return np.stack([history_prior(ev, catalog, FeatureConfig(), w, ctx) for w, ev in pairs]).astype(np.float32)
+
+
+def torch_inputs(model: Any, windows: Sequence[Any], encoder: Any,
+                 priors: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+    """Stacked model inputs of the windows: x, avail, e_pos, task, emb, present, h_u, hard mask[, prior]."""
     texts = [template_profile(w.stats) if w.stats is not None else None for w in windows]
     emb = np.zeros((len(windows), model.cfg.sbert_dim), np.float32)
     present = np.array([t is not None for t in texts])
@@ -136,6 +177,8 @@ def torch_inputs(model: Any, windows: Sequence[Any], encoder: Any) -> dict[str, 
         _, hard, _ = model.evidence({**b, "profile_present": b["profile_present"] > 0.5}, b["h_u"], None,
                                     deterministic=True)
     b["hard"] = hard
+    if priors is not None:
+        b["prior"] = torch.from_numpy(priors)          # featurized scale, as the batch's "prior"
     return b
 
 
@@ -150,8 +193,14 @@ def dit_feeds(model: Any, b: dict[str, torch.Tensor], seed: int = 0) -> list[dic
         noise = torch.randn(x0.shape, generator=g)
         x_t = model.schedule.q_sample(x0, tt, noise)
         feeds.append({"x_t": x_t.numpy(), "x_obs": x_obs.numpy(), "mask": b["hard"].numpy(), "t": tt.numpy(),
-                      "h_u": b["h_u"].numpy(), "task": b["task"].numpy()})
+                      "h_u": b["h_u"].numpy(), "task": b["task"].numpy(), **_prior_feed(model, b)})
     return feeds
+
+
+def _prior_feed(model: Any, b: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """{"prior": model-space prior} for a prior model's DiT step, {} otherwise."""
+    pr = model.prior_input(b) if "prior" in b else None
+    return {} if pr is None else {"prior": pr.numpy()}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -172,10 +221,11 @@ def _check(name: str, precision: str, figures: dict[str, float]) -> None:
     if "rel_max" in figures and figures["rel_max"] > tol["rel_max"]:
         over.append(f"rel max diff {figures['rel_max']:.3g} > {tol['rel_max']:.3g} "
                     f"(by {figures['rel_max'] - tol['rel_max']:.3g}, x{figures['rel_max'] / tol['rel_max']:.2f})")
-    if "completion_mae" in figures and figures["completion_mae"] > tol["completion_mae"]:
-        c = figures["completion_mae"]
-        over.append(f"completion MAE {c:.3g} > {tol['completion_mae']:.3g} "
-                    f"(by {c - tol['completion_mae']:.3g}, x{c / tol['completion_mae']:.2f})")
+    for key, what in (("completion_mae", "completion MAE"), ("first_x0_mae", "first-step x0 MAE")):
+        if key in figures and figures[key] > tol["completion_mae"]:
+            c = figures[key]
+            over.append(f"{what} {c:.3g} > {tol['completion_mae']:.3g} "
+                        f"(by {c - tol['completion_mae']:.3g}, x{c / tol['completion_mae']:.2f})")
     if "mask_agreement" in figures and figures["mask_agreement"] < tol.get("mask_agreement_min", 0.0):
         over.append(f"mask agreement {figures['mask_agreement']:.6f} < {tol['mask_agreement_min']}")
     if figures.get("k_equal") is False:
@@ -188,9 +238,10 @@ def dit_parity(model: Any, path: Path, feeds: list[dict[str, np.ndarray]], b: di
                channels: ChannelLayout) -> dict[str, float]:
     sess = _ort(path)
     diffs, rels = [], []
+    names = om.DiTStep(model).input_names
     for f in feeds:
         with torch.no_grad():
-            ref = model.dit(*(torch.from_numpy(f[k]) for k in om.DiTStep.input_names)).numpy()
+            ref = model.dit(*(torch.from_numpy(f[k]) for k in names)).numpy()
         got = sess.run(None, f)[0]
         d, r = _rel(got, ref)
         diffs.append(d)
@@ -200,21 +251,34 @@ def dit_parity(model: Any, path: Path, feeds: list[dict[str, np.ndarray]], b: di
 
     x_obs = model._scale(b["x0"]) * b["hard"]
     noise = torch.randn(x_obs.shape, generator=torch.Generator().manual_seed(1))
-    fn = model_denoise_fn(model.dit, x_obs, b["hard"], b["h_u"], b["task"])
-    ref = make_sampler("ddim", model.schedule).sample(fn, x_obs, b["hard"], PARITY_STEPS, noise=noise).numpy()
+    pf = _prior_feed(model, b)
+    net = model.dit if not pf else (lambda *a: model.dit(*a, torch.from_numpy(pf["prior"])))
+    fn = model_denoise_fn(net, x_obs, b["hard"], b["h_u"], b["task"])
     sched = Schedule(model.schedule.alphas_cumprod.numpy())
     h_u, task, hard = b["h_u"].numpy(), b["task"].numpy(), b["hard"].numpy()
 
     def onnx_fn(x: np.ndarray, t: int) -> np.ndarray:
         return sess.run(None, {"x_t": x, "x_obs": x_obs.numpy(), "mask": hard, "h_u": h_u, "task": task,
-                               "t": np.full((x.shape[0],), t, np.int64)})[0]
+                               "t": np.full((x.shape[0],), t, np.int64), **pf})[0]
 
-    got = np_sampler("ddim", sched).sample(onnx_fn, x_obs.numpy(), hard, PARITY_STEPS, noise=noise.numpy())
     scale = model.x_scale.numpy().reshape(1, -1, 1, 1, 1)
     tgt = np.stack([w for w in b["target"]]) if "target" in b else None
-    sel = np.broadcast_to(tgt > 0.5, got.shape) if tgt is not None else np.ones(got.shape, bool)
-    g_f, r_f = got / scale, ref / scale
+    sel = np.broadcast_to(tgt > 0.5, x_obs.shape) if tgt is not None else np.ones(x_obs.shape, bool)
+
+    def completion(steps: int) -> tuple[np.ndarray, np.ndarray]:
+        """(onnx, torch) clamped DDIM completions of ``steps`` steps, featurized scale, same start noise."""
+        ref = make_sampler("ddim", model.schedule).sample(fn, x_obs, b["hard"], steps, noise=noise).numpy()
+        got = np_sampler("ddim", sched).sample(onnx_fn, x_obs.numpy(), hard, steps, noise=noise.numpy())
+        return got / scale, ref / scale
+
+    g_f, r_f = completion(PARITY_STEPS)
     cdiff = np.abs(g_f - r_f)[sel]
+    extra: dict[str, Any] = {}
+    if pf:      # a prior model's on-device default: the x0 estimate at t = N-1 (1 DDIM step), gated the same
+        g1, r1 = completion(1)
+        d1 = np.abs(g1 - r1)[sel]
+        extra = {"first_x0_mae": float(d1.mean()) if d1.size else 0.0,
+                 "first_x0_max_abs_diff": float(d1.max()) if d1.size else 0.0}
     apps = channels.apps
     top_g = np.argsort(-np.clip(g_f[:, apps], 0, None).sum(axis=(2, 3, 4)), axis=1)[:, :5]
     top_r = np.argsort(-np.clip(r_f[:, apps], 0, None).sum(axis=(2, 3, 4)), axis=1)[:, :5]
@@ -222,7 +286,8 @@ def dit_parity(model: Any, path: Path, feeds: list[dict[str, np.ndarray]], b: di
     return {"max_abs_diff": float(max(diffs)), "rel_max": float(max(rels)),
             "completion_max_abs_diff": float(cdiff.max()) if cdiff.size else 0.0,
             "completion_mae": float(cdiff.mean()) if cdiff.size else 0.0, "app_top5_agreement": agree,
-            "n_windows": int(x_obs.shape[0]), "timesteps": list(PARITY_TIMESTEPS), "completion_steps": PARITY_STEPS}
+            "n_windows": int(x_obs.shape[0]), "timesteps": list(PARITY_TIMESTEPS), "completion_steps": PARITY_STEPS,
+            **extra}
 
 
 def maskgen_parity(model: Any, path: Path, b: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -376,13 +441,6 @@ def export_bundle(ckpt: str | Path, out: str | Path, *, precisions: Sequence[str
     ckpt_dir = resolve_checkpoint(ckpt)
     model, config = load_model(ckpt_dir, ema=True)
     model.eval()
-    if getattr(model.cfg, "prior", "none") != "none":
-        # the on-device session builds no prior yet (the runtime would have to compute window_prior from
-        # the history in numpy and the ONNX DiT take it as an input): refuse rather than serve a model
-        # whose residual is added to nothing
-        raise ExportError(f"{ckpt_dir}: trained with prior={model.cfg.prior!r}; the runtime serves prior='none' "
-                          "models only in this version (score it with 'umask eval B1..B4 --ckpt', which builds "
-                          "the prior)")
     data_dir = Path(data_dir) if data_dir is not None else DEFAULT_DATA
     catalog = load_llmapp_catalog(data_dir)
     dcfg, mcfg = model.cfg.dit_config(), model.cfg.maskgen_config()
@@ -439,8 +497,9 @@ def _build(model: Any, config: dict[str, Any], ckpt_dir: Path, tmp: Path, precis
             sbert_meta["int8"] = sbert_int8(fp32 / "sbert.onnx", tmp / "onnx" / "int8" / "sbert.onnx", encoder)
 
     # --- real windows, torch reference inputs ---
-    windows = real_windows(model, data_dir, max_windows=max_windows)
-    b = torch_inputs(model, windows, encoder)
+    pairs = real_windows_with_history(model, data_dir, max_windows=max_windows)
+    windows = [w for w, _ in pairs]
+    b = torch_inputs(model, windows, encoder, window_priors(model, pairs, catalog))
     b["target"] = torch.from_numpy(np.stack([w.target for w in windows]))
     feeds = dit_feeds(model, b)
 
@@ -537,18 +596,18 @@ def _build(model: Any, config: dict[str, Any], ckpt_dir: Path, tmp: Path, precis
                           "profile_template_version": TEMPLATE_VERSION},
         "diffusion": {"num_train_steps": sched.num_train_steps, "schedule": sched.schedule,
                       "alphas_cumprod": [float(v) for v in sched.alphas_cumprod.tolist()],
-                      "prediction": "x0", "clamp": "eq. 35, fixed evidence noise", "defaults": dict(SAMPLER_DEFAULTS)},
+                      "prediction": "x0", "clamp": "eq. 35, fixed evidence noise", "defaults": sampler_defaults(model)},
         "sbert": sbert_meta,
         "artifacts": artifacts,
         "tolerances": TOLERANCES,
         "parity_inputs": {"data": f"{data_dir.name} (REAL sample, {len(windows)} windows at "
                                   f"{list(NOW_HOURS)} h, four tasks, runtime build_window)",
-                          "dit_timesteps": list(PARITY_TIMESTEPS)},
+                          "dit_timesteps": list(PARITY_TIMESTEPS), **prior_note(model)},
         "tensorrt": trt_entry,
         "llm": llm_entry,
         "versions": tool_versions(),
     }
 
 
-__all__ = ["TOLERANCES", "ExportError", "ParityError", "export_bundle", "real_windows", "torch_inputs", "dit_feeds",
-           "signature"]
+__all__ = ["TOLERANCES", "ExportError", "ParityError", "export_bundle", "real_windows", "real_windows_with_history",
+           "window_priors", "torch_inputs", "dit_feeds", "sampler_defaults", "signature"]

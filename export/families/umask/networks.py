@@ -1,8 +1,10 @@
 """The networks the device runs, as ONNX-exportable torch wrappers, and their plain-ONNX export.
 
 * ``DiTStep``: one x0-prediction of the shared DiT (eq. ~32) in MODEL space:
-  (x_t, x_obs, mask, t, h_u, task) -> x0. The runtime multiplies featurized data by the
-  manifest's ``x_scale`` before the sampler and divides it back after (as `UMask.complete`).
+  (x_t, x_obs, mask, t, h_u, task[, prior]) -> x0. The runtime multiplies featurized data by the
+  manifest's ``x_scale`` before the sampler and divides it back after (as `UMask.complete`). A prior
+  model (UMaskConfig.prior = "blend") takes its deterministic prior (model space) as a 7th input and
+  returns prior + residual off the evidence (train/models/umask/dit.py).
 * ``MaskGenStep``: the deterministic evaluation mask (`UMask.evidence(deterministic=True)` =
   ``MaskGenerator(..., use_bank=True, relax=False)``, no Gumbel noise by default) with ``x_scale``
   BAKED IN: it takes featurized x (x * avail) like the rest of the runtime.
@@ -34,14 +36,18 @@ OPSET = 18
 
 
 class DiTStep(nn.Module):
-    input_names = ("x_t", "x_obs", "mask", "t", "h_u", "task")
+    input_names: tuple[str, ...] = ("x_t", "x_obs", "mask", "t", "h_u", "task")
     output_names = ("x0",)
 
     def __init__(self, model: UMask) -> None:
         super().__init__()
         self.dit = model.dit
+        if self.dit.use_prior:
+            self.input_names = (*DiTStep.input_names, "prior")
 
-    def forward(self, x_t, x_obs, mask, t, h_u, task):
+    def forward(self, x_t, x_obs, mask, t, h_u, task, prior=None):
+        if self.dit.use_prior:
+            return self.dit(x_t, x_obs, mask, t, h_u, task, prior)
         return self.dit(x_t, x_obs, mask, t, h_u, task)
 
 
@@ -82,6 +88,8 @@ def example_inputs(model: UMask, batch: int = 2, seed: int = 0) -> dict[str, tup
     task = torch.tensor([i % d.n_tasks for i in range(batch)], dtype=torch.long)
     dit = (torch.randn(shape, generator=g), x, avail, torch.tensor([999, 10][:batch] + [500] * max(0, batch - 2)),
            h_u, task)
+    if model.dit.use_prior:
+        dit = (*dit, torch.rand(shape, generator=g))
     mg = (x, avail, h_u, task, torch.rand((batch, d.H, d.W, m.poi_dim), generator=g),
           torch.zeros((batch, m.n_coords)))
     prof = (torch.randn((batch, model.cfg.sbert_dim), generator=g), torch.ones(batch))

@@ -21,10 +21,12 @@ import numpy as np
 from umask.runtime.core.bundle import BundleError, ManifestError
 from umask.runtime.core.errors import InputError, LimitError
 from umask.runtime.core.limits import REQUEST_LIMITS, RequestLimits
+from umask.runtime.engines.samplers import SAMPLER_NAMES
 
 NETWORKS = ("dit", "profile_mlp", "maskgen")     # + "sbert" when the bundle ships the encoder
 # the feeds the session passes and the outputs it reads, per network (checked against the manifest at open)
 NETWORK_IO = {"dit": (("x_t", "x_obs", "mask", "t", "h_u", "task"), 1),
+              "dit+prior": (("x_t", "x_obs", "mask", "t", "h_u", "task", "prior"), 1),   # model.umask.prior != none
               "maskgen": (("x", "avail", "h_u", "task", "e_pos", "gumbel"), 4),
               "profile_mlp": (("emb", "present"), 1),
               "sbert": (("input_ids", "attention_mask"), 1)}
@@ -86,11 +88,12 @@ def manifest_signature(manifest: dict[str, Any], precision: str, net: str,
     return {"inputs": e["inputs"], "outputs": e.get("outputs", [])} if "inputs" in e else None
 
 
-def check_io_signature(where: str, net: str, want: dict[str, Any] | None, got: dict[str, Any]) -> None:
+def check_io_signature(where: str, net: str, want: dict[str, Any] | None, got: dict[str, Any], *,
+                       prior: bool = False) -> None:
     """BundleError unless the loaded network's I/O (``got``, `OrtBackend.io_signature`) matches the manifest
     (``want``): the same names in the same order, element types and fixed dimensions; and the inputs
-    the session feeds (`NETWORK_IO`)."""
-    feeds, n_out = NETWORK_IO[net]
+    the session feeds (`NETWORK_IO`; ``prior``: the DiT of a prior model also takes ``prior``)."""
+    feeds, n_out = NETWORK_IO["dit+prior" if prior and net == "dit" else net]
     got_in = [i["name"] for i in got["inputs"]]
     if sorted(got_in) != sorted(feeds) or len(got["outputs"]) < n_out:
         raise BundleError(f"{where}: the {net} network takes {got_in} and gives {len(got['outputs'])} outputs; "
@@ -128,6 +131,23 @@ def _check_int(name: str, v: Any, lo: int, hi: int | float) -> int:
     if v > hi:
         raise LimitError(None, None, f"{name}={v} is above the limit {hi} (RequestLimits)")
     return v
+
+
+def request_args(limits: RequestLimits, defaults: dict[str, Any], num_train_steps: int, steps: Any, n_samples: Any,
+                 sampler: Any, seed: Any) -> tuple[int, int, str, int]:
+    """A completion request's (steps, n_samples, sampler, seed), the bundle's ``defaults`` for None, checked
+    against ``limits`` (InputError / LimitError naming the argument)."""
+    steps = _check_int("steps", defaults.get("steps", 10) if steps is None else steps, 1,
+                       min(limits.max_steps, num_train_steps))
+    n_samples = _check_int("n_samples", defaults.get("n_samples", 1) if n_samples is None else n_samples, 1,
+                           limits.max_samples)
+    if steps * n_samples > limits.max_denoiser_calls:
+        raise LimitError(None, None, f"steps x n_samples = {steps} x {n_samples} = {steps * n_samples} DiT calls; "
+                                     f"the limit is {limits.max_denoiser_calls} (RequestLimits.max_denoiser_calls)")
+    sampler = defaults.get("sampler", "ddim") if sampler is None else sampler
+    if not isinstance(sampler, str) or sampler not in SAMPLER_NAMES:
+        raise InputError(f"unknown sampler {sampler!r:.40}; choose from {SAMPLER_NAMES}")
+    return steps, n_samples, sampler, _check_int("seed", seed, 0, limits.max_seed)
 
 
 def check_text(text: Any, limits: RequestLimits = REQUEST_LIMITS, name: str = "text") -> str:
@@ -169,4 +189,4 @@ def _json_default(v: Any) -> Any:
 
 
 __all__ = ["NETWORKS", "NETWORK_IO", "bundle_networks", "bundle_network_files", "manifest_signature",
-           "check_io_signature", "check_text", "check_output"]
+           "check_io_signature", "request_args", "check_text", "check_output"]

@@ -9,16 +9,20 @@ protocol-B harness and the on-device `Session` all call these functions.
 * `history_tod_sums`: per slot of day sums of the user's history before a window;
 * `blend_prior`: 0.5 x last available value + 0.5 x slot-of-day mean of the evidence-eligible data
   (PROTOCOL v2 B "blend"), never reading a target;
-* `window_prior`: the prior of one window of a `SparseBehaviorTensor` for one task (cold start: no
-  earlier days, the context counted with its unseen entries as zeros).
+* `task_prior`: the prior of one window of one task given the history's sums (cold start: no earlier
+  days, the context counted with its unseen entries as zeros);
+* `window_prior`: of a window of a `SparseBehaviorTensor` (training, the protocol-B harness);
+* `history_prior`: of a runtime `Window` from the raw event history (the on-device `Session`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from umask.runtime.core.featurize import SparseBehaviorTensor
-from umask.runtime.core.history import TASK_NAMES
+from umask.runtime.core.catalog import Catalog
+from umask.runtime.core.events import EventLog
+from umask.runtime.core.featurize import DAY_SECONDS, FeatureConfig, SparseBehaviorTensor, featurize_user
+from umask.runtime.core.history import TASK_NAMES, Window
 
 PRIORS = ("none", "blend")         # UMaskConfig.prior / WindowConfig.prior / manifest "prior.kind"
 COLD = TASK_NAMES.index("cold_start")
@@ -83,17 +87,53 @@ def blend_prior(x_win: np.ndarray, avail: np.ndarray, start: int, hist_sums: np.
     return np.where(has[None], weight * lv + (1.0 - weight) * ha, lv).astype(np.float32)
 
 
-def window_prior(tensor: SparseBehaviorTensor, start: int, x_win: np.ndarray, avail: np.ndarray, task: int,
-                 context: int, weight: float = PRIOR_WEIGHT) -> np.ndarray:
-    """`blend_prior` of a window of ``tensor`` starting at absolute slot ``start``, with the user's
-    history before ``start``; cold start: no earlier days (PROTOCOL B3: a cold-start user has none)
-    and the ``context`` slots counted with their unseen entries as zeros (as the harness's B3 blend)."""
-    if int(task) == COLD:                      # PROTOCOL B3: a cold-start user has no earlier days
+def task_prior(x_win: np.ndarray, avail: np.ndarray, start: int, task: int, context: int,
+               hist: tuple[np.ndarray, np.ndarray] | None, slots_per_day: int,
+               weight: float = PRIOR_WEIGHT) -> np.ndarray:
+    """`blend_prior` of one window of ``task`` given the history's ``(sums, counts)`` (`history_tod_sums`
+    over the user's slots before the window; None: no history). Cold start ignores ``hist``: PROTOCOL B3's
+    user has no earlier days, and the ``context`` slots count with their unseen entries as zeros (as the
+    harness's B3 blend)."""
+    if int(task) == COLD:
         counted = np.zeros(np.asarray(avail).shape[-3:], bool)
         counted[:context] = True
-        return blend_prior(x_win, avail, start, None, None, tensor.slots_per_day, weight, counted=counted)
-    hs, hc = history_tod_sums(tensor, start)
-    return blend_prior(x_win, avail, start, hs, hc, tensor.slots_per_day, weight)
+        return blend_prior(x_win, avail, start, None, None, slots_per_day, weight, counted=counted)
+    hs, hc = (None, None) if hist is None else hist
+    return blend_prior(x_win, avail, start, hs, hc, slots_per_day, weight)
 
 
-__all__ = ["PRIORS", "PRIOR_WEIGHT", "history_tod_sums", "blend_prior", "window_prior"]
+def window_prior(tensor: SparseBehaviorTensor, start: int, x_win: np.ndarray, avail: np.ndarray, task: int,
+                 context: int, weight: float = PRIOR_WEIGHT) -> np.ndarray:
+    """`task_prior` of a window of ``tensor`` starting at slot ``start`` (slot 0 of ``tensor`` is a local
+    midnight), with the user's history before ``start`` (training and the protocol-B harness)."""
+    hist = None if int(task) == COLD else history_tod_sums(tensor, start)
+    return task_prior(x_win, avail, start, task, context, hist, tensor.slots_per_day, weight)
+
+
+def history_prior(events: EventLog, catalog: Catalog, fcfg: FeatureConfig, w: Window, context: int,
+                  weight: float = PRIOR_WEIGHT) -> np.ndarray:
+    """The prior (C, T, H, W) of a runtime `Window` built from the raw history (the device path).
+
+    The history is featurized with the window's own layout from the local midnight of its first event
+    up to the window start (every slot there is an observed slot, as the device's ``avail`` counts
+    them: runtime/core/history.build_window) and summed by slot of day (`history_tod_sums`); then
+    `task_prior` as in training. Slot of day: absolute slot ``window_start_ts // slot_seconds``
+    modulo slots per day (local seconds, so a multiple of a day is a local midnight)."""
+    ss = int(w.slot_seconds)
+    spd = DAY_SECONDS // ss
+    start = int(w.window_start_ts) // ss
+    hist = None
+    if w.task_id != COLD and len(events):
+        day0 = int(np.min(events.ts)) // DAY_SECONDS * DAY_SECONDS
+        n = (int(w.window_start_ts) - day0) // ss
+        if n > 0:
+            before = events.take(events.ts < w.window_start_ts)
+            if len(before):
+                tensor, _ = featurize_user(before, catalog, w.layout, fcfg, day0, n)
+                hist = history_tod_sums(tensor, n)
+            else:                                        # observed slots without any event: zeros
+                C, _, H, W = w.x.shape
+                hist = (np.zeros((C, spd, H, W)), np.bincount(np.arange(n) % spd, minlength=spd).astype(np.int64))
+    return task_prior(w.x, w.avail, start, w.task_id, context, hist, spd, weight)
+
+__all__ = ["PRIORS", "PRIOR_WEIGHT", "history_tod_sums", "blend_prior", "task_prior", "window_prior", "history_prior"]

@@ -62,12 +62,14 @@ from umask.runtime.core.history import TASK_NAMES, Window, WindowSpec, as_timest
 from umask.runtime.core.limits import REQUEST_LIMITS, RequestLimits
 from umask.runtime.core.signing import verify_bundle as verify_signed
 from umask.runtime.families.umask.checks import (NETWORK_IO, NETWORKS, _check_int, bundle_network_files, bundle_networks,
-                                                 check_io_signature, check_output, check_text, manifest_signature)
+                                                 check_io_signature, check_output, check_text, manifest_signature,
+                                                 request_args)
+from umask.runtime.families.umask.prior import PRIORS, history_prior
 from umask.runtime.families.umask.profile_text import build_prompt, template_profile
 from umask.runtime.core.tessellation import CityGrid, station_cells
 from umask.runtime.engines.backends import NetworkBackend, OrtBackend
 from umask.runtime.engines.ort import PROVIDER_ALIASES
-from umask.runtime.engines.samplers import SAMPLER_NAMES, Schedule, make_sampler
+from umask.runtime.engines.samplers import Schedule, make_sampler
 from umask.runtime.session import FamilySession
 
 log = logging.getLogger(__name__)
@@ -114,6 +116,11 @@ class Session(FamilySession):
         if not isinstance(allow_spinning, bool):
             raise InputError(f"allow_spinning must be true or false, got {allow_spinning!r:.40}")
         self._check_model_sections(root, manifest)
+        # a prior model (model.umask.prior, e.g. "blend"): the DiT also takes the deterministic prior, which
+        # the session builds from the history with the training function (runtime/families/umask/prior.py)
+        self.prior_kind = str((manifest["model"].get("umask") or {}).get("prior", "none"))
+        if self.prior_kind not in PRIORS:
+            raise BundleError(f"{root}: model.umask.prior {self.prior_kind!r:.40}: this runtime builds {PRIORS}")
         rels = bundle_network_files(root, manifest, precision, sbert_precision)
         self.providers_requested = list(providers or ["CPUExecutionProvider"])
         self.threads, self.inter_op_threads, self.allow_spinning = threads, inter_op_threads, allow_spinning
@@ -130,7 +137,7 @@ class Session(FamilySession):
         if hasattr(backend, "io_signature"):
             for n, rel in rels.items():
                 check_io_signature(f"{root}/{rel}", n, manifest_signature(manifest, precision, n, sbert_precision),
-                                   backend.io_signature(n))
+                                   backend.io_signature(n), prior=self.prior_kind != "none")
         self.backend = backend
         self.providers_missing = list(getattr(backend, "providers_missing", []))
         sb = manifest.get("sbert", {})
@@ -255,7 +262,7 @@ class Session(FamilySession):
                 "threads": {"intra_op": self.threads, "inter_op": self.inter_op_threads,
                             "allow_spinning": self.allow_spinning},
                 "sbert": self.sbert_file, "llm": self._llm_available(),
-                "mask_mode": self.mask_mode, "sampler_defaults": self.defaults,
+                "mask_mode": self.mask_mode, "prior": self.prior_kind, "sampler_defaults": self.defaults,
                 "limits": {n: getattr(self.limits, n) for n in RequestLimits.DOCS}}
 
     def describe(self) -> dict[str, Any]:
@@ -489,21 +496,41 @@ class Session(FamilySession):
     def complete(self, history: EventLog | str | Path, task: str, *, steps: int | None = None,
                  sampler: str | None = None, seed: int = 0, n_samples: int | None = None,
                  now_ts: int | None = None, text: str | None = None, missing: np.ndarray | None = None) -> Completion:
-        """Mean of ``n_samples`` clamped completions of the task window (featurized scale, exact evidence)."""
-        lim = self.limits
-        steps = _check_int("steps", self.defaults.get("steps", 10) if steps is None else steps, 1,
-                           min(lim.max_steps, self.schedule.num_train_steps))
-        n_samples = _check_int("n_samples", self.defaults.get("n_samples", 1) if n_samples is None else n_samples,
-                               1, lim.max_samples)
-        if steps * n_samples > lim.max_denoiser_calls:
-            raise LimitError(None, None, f"steps x n_samples = {steps} x {n_samples} = {steps * n_samples} DiT calls; "
-                                         f"the limit is {lim.max_denoiser_calls} (RequestLimits.max_denoiser_calls)")
-        sampler = self.defaults.get("sampler", "ddim") if sampler is None else sampler
-        if not isinstance(sampler, str) or sampler not in SAMPLER_NAMES:
-            raise InputError(f"unknown sampler {sampler!r:.40}; choose from {SAMPLER_NAMES}")
-        seed = _check_int("seed", seed, 0, lim.max_seed)
+        """Mean of ``n_samples`` clamped completions of the task window (featurized scale, exact evidence).
+        A prior model's bundle defaults to ``steps=1``: the DiT's x0 estimate at t = N-1 (one network call
+        per sample, UMask.complete(point="first_x0")); more steps run the full sampler on top of the prior."""
+        args = request_args(self.limits, self.defaults, self.schedule.num_train_steps, steps, n_samples, sampler, seed)
         self._reset()
-        w = self.window(history, task, now_ts=now_ts, missing=missing)
+        ev = self._history(history)
+        w = self.window(ev, task, now_ts=now_ts, missing=missing)
+        return self._complete(w, self.window_prior(ev, w), text, *args)
+
+    def window_prior(self, history: EventLog | str | Path, w: Window) -> np.ndarray | None:
+        """The deterministic prior (C, T, H, W) of window ``w`` from the raw history (None without a prior)."""
+        if self.prior_kind == "none":
+            return None
+        t0 = time.perf_counter()
+        pr = history_prior(self._history(history), self.catalog, self.fcfg, w, self.spec.context)
+        self._tick("prior", t0)
+        return pr
+
+    def complete_window(self, w: Window, *, prior: np.ndarray | None = None, steps: int | None = None,
+                        sampler: str | None = None, seed: int = 0, n_samples: int | None = None,
+                        text: str | None = None) -> Completion:
+        """`complete` of a prepared `Window` (featurized elsewhere, e.g. a benchmark's protocol window) with
+        its ``prior`` (C, T, H, W), required for a prior model (`window_prior`, prior.window_prior)."""
+        args = request_args(self.limits, self.defaults, self.schedule.num_train_steps, steps, n_samples, sampler, seed)
+        self._reset()
+        return self._complete(w, prior, text, *args)
+
+    def _complete(self, w: Window, prior: np.ndarray | None, text: str | None, steps: int, n_samples: int,
+                  sampler: str, seed: int) -> Completion:
+        C, T, H, W = w.x.shape
+        if (self.prior_kind != "none") != (prior is not None):
+            raise InputError(f"this bundle's model has prior {self.prior_kind!r}: a prior (C, T, H, W) is "
+                             f"{'required' if prior is None else 'not taken'}")
+        if prior is not None and (np.shape(prior) != (C, T, H, W) or not np.all(np.isfinite(prior))):
+            raise InputError(f"prior must be a finite array of shape {(C, T, H, W)}, got {np.shape(prior)}")
         h_u = self.embed(w, text=text)
         hard, k = self._mask(w, h_u, int(seed))
         t0 = time.perf_counter()
@@ -512,10 +539,11 @@ class Session(FamilySession):
         run = self.backend.run
         task_arr = np.array([w.task_id], np.int64)
         hu = h_u[None].astype(np.float32)
+        extra = {} if prior is None else {"prior": (np.asarray(prior, np.float32)[None] * self.x_scale).astype(np.float32)}
 
         def denoise(x: np.ndarray, t: int) -> np.ndarray:
             return run("dit", {"x_t": x, "x_obs": x_obs, "mask": m, "t": np.array([t], np.int64),
-                                  "h_u": hu, "task": task_arr})[0]
+                                  "h_u": hu, "task": task_arr, **extra})[0]
 
         smp = make_sampler(sampler, self.schedule)
         acc = np.zeros_like(x_obs, dtype=np.float64)
