@@ -19,6 +19,7 @@ EXPORTERS: dict[str, str] = {
     "umask": "umask.export.families.umask.exporter:export_bundle",
     "fatsmb": "umask.export.families.fatsmb.exporter:export_bundle",
     "gtslum": "umask.export.families.gtslum.exporter:export_bundle",
+    "ustsllm": "umask.export.families.ustsllm.exporter:export_bundle",
 }
 
 

@@ -17,6 +17,7 @@ FAMILIES: dict[str, str] = {
     "umask": "umask.runtime.families.umask.session:Session",
     "fatsmb": "umask.runtime.families.fatsmb.session:Session",
     "gtslum": "umask.runtime.families.gtslum.session:Session",
+    "ustsllm": "umask.runtime.families.ustsllm.session:Session",
 }
 
 

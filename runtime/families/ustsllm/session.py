@@ -1,0 +1,192 @@
+"""The on-device session of a U-STS-LLM bundle (numpy + onnxruntime, no torch)::
+
+    from umask.runtime.session import Session
+    with Session.open("artifacts/bundles/ustsllm", precision="int8-qdq") as s:
+        day = s.forecast(history, first_slot=3600)        # (288, cells) raw -> (144, cells) raw
+        full = s.impute(values, mask, first_slot=3888)    # (288, cells) raw + mask (True = missing) -> raw
+
+Inputs and outputs are raw per-cell values (the units of the training grid's CSV). The session scales
+them with the bundle's statistics (the training grid's per-cell mean / std, its time-of-day profile and
+functional graph; runtime/families/ustsllm/stats.py), runs the exported network and scales back. For a
+grid other than the training grid (zero-shot, any cell count) pass ``stats=`` fitted on that grid
+(``fit_grid_stats(values, train_end, slots_per_day)``). ``first_slot``: the slot index of the first row
+counted from a midnight that is weekday 0 of the training grid (Milan: Friday 2013-11-01), which gives the
+time-of-day / weekday inputs of eq. 2. A batch is given with a leading axis: (n, slots, cells), first_slot (n,).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from umask.runtime.core.bundle import (ARTIFACT, JSON, MAP, OBJ, BundleError, read_verified,
+                                       register_manifest_schema)
+from umask.runtime.core.errors import InputError
+from umask.runtime.core.signing import verify_bundle as verify_signed
+from umask.runtime.engines.ort import inference_session, resolve_providers, session_options
+from umask.runtime.families.ustsllm.stats import GridStats, time_inputs, window_prior
+from umask.runtime.session import FamilySession
+
+FAMILY = "ustsllm"
+TASKS = ("forecast", "impute")
+FEEDS = ("x", "mask", "prior", "tod", "dow", "graph")
+
+register_manifest_schema(
+    FAMILY,
+    {"model": OBJ({"net": JSON, "tasks": JSON}, extra=JSON), "grid": JSON, "stats": JSON,
+     "artifacts": MAP(MAP(ARTIFACT), max_items=16)},
+    {"parity": JSON, "checkpoint": JSON, "tensorrt": JSON, "llm": JSON},
+)
+
+
+class Session(FamilySession):
+    """See the module docstring; build with :meth:`open`."""
+
+    family = FAMILY
+
+    def __init__(self, root: Path, manifest: dict[str, Any], precision: str, providers: Sequence[str] | None,
+                 threads: int) -> None:
+        self.root, self.manifest, self.precision = root, manifest, precision
+        arts = manifest["artifacts"]
+        if precision not in arts:
+            raise InputError(f"precision {precision!r}: {root} holds {sorted(arts)}")
+        tasks = manifest["model"]["tasks"]
+        self.length = {t: int(tasks[t]["length"]) for t in TASKS}
+        self.target = {t: int(tasks[t]["target"]) for t in TASKS}
+        self.stats = GridStats.from_dict(manifest["stats"], f"{root}/manifest.json stats")
+        self.providers, self.providers_missing = resolve_providers(providers)
+        self.threads = int(threads)
+        opts = session_options(threads=self.threads)
+        self._ort = {}
+        for t in TASKS:
+            entry = arts[precision].get(t)
+            if not entry or not entry.get("file"):
+                raise BundleError(f"{root}/manifest.json: artifacts.{precision}.{t} has no file")
+            sess = inference_session(read_verified(root, entry["file"], manifest), opts, self.providers)
+            names = [i.name for i in sess.get_inputs()]
+            if sorted(names) != sorted(FEEDS):
+                raise BundleError(f"{root}/{entry['file']}: inputs {names}, this runtime feeds {list(FEEDS)}")
+            self._ort[t] = sess
+
+    @classmethod
+    def open(cls, bundle: str | Path, *, precision: str = "fp32", providers: Sequence[str] | None = None,
+             threads: int = 1, verify: bool = True, trusted_keys: Any = None, allow_unsigned: bool = False,
+             **_: Any) -> Session:
+        """Verify ``bundle`` (signature by a trusted key unless ``allow_unsigned``; every file's sha256) and
+        load the two networks of ``precision`` (fp32 | fp16 | int8-qdq) on ``providers``."""
+        if not isinstance(bundle, (str, Path)):
+            raise InputError(f"bundle must be a directory path, got {type(bundle).__name__}")
+        if not isinstance(threads, int) or not 1 <= threads <= 256:
+            raise InputError(f"threads must be an int in 1..256, got {threads!r}")
+        root = Path(bundle)
+        manifest = verify_signed(root, trusted_keys=trusted_keys, allow_unsigned=allow_unsigned, checksums=verify)
+        return cls(root, manifest, precision, providers, threads)
+
+    def describe(self) -> dict[str, Any]:
+        return {"family": FAMILY, "bundle": str(self.root), "precision": self.precision, "providers": self.providers,
+                "threads": self.threads, "cells": self.stats.n_cells, "slots_per_day": self.stats.slots_per_day,
+                "history": self.length["forecast"] - self.target["forecast"], "horizon": self.target["forecast"],
+                "window": self.length["impute"], "grid": self.manifest.get("grid")}
+
+    def close(self) -> None:
+        self._ort = {}
+
+    # ------------------------------------------------------------------ requests
+    def _prepare(self, values: Any, name: str, length: int, stats: GridStats | None, first_slot: Any
+                 ) -> tuple[np.ndarray, bool, GridStats, np.ndarray]:
+        if not self._ort:
+            raise InputError("the session is closed")
+        st = self.stats if stats is None else stats
+        if not isinstance(st, GridStats):
+            raise InputError(f"stats must be a GridStats (fit_grid_stats), got {type(st).__name__}")
+        if st.slots_per_day != self.stats.slots_per_day:
+            raise InputError(f"stats: {st.slots_per_day} slots a day; the network was trained with "
+                             f"{self.stats.slots_per_day}")
+        try:
+            v = np.asarray(values, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise InputError(f"{name}: expected a numeric array (slots, cells)") from None
+        single = v.ndim == 2
+        v = v[None] if single else v
+        if v.ndim != 3 or v.shape[1] != length or v.shape[2] != st.n_cells or v.shape[0] < 1:
+            raise InputError(f"{name}: expected shape ({length}, {st.n_cells}) or (n, {length}, {st.n_cells}), "
+                             f"got {np.shape(values)}")
+        first = np.broadcast_to(np.asarray(first_slot, dtype=np.int64).reshape(-1), (v.shape[0],))
+        if np.any(first < 0):
+            raise InputError(f"first_slot must be >= 0, got {first_slot!r}")
+        return v, single, st, first
+
+    def _run(self, task: str, z: np.ndarray, mask: np.ndarray, st: GridStats, first: np.ndarray) -> np.ndarray:
+        tod, dow = time_inputs(first, st.slots_per_day)
+        feeds = {"x": np.where(mask > 0, 0.0, z).astype(np.float32), "mask": mask.astype(np.float32),
+                 "prior": window_prior(st.profile, first, z.shape[1]).astype(np.float32),
+                 "tod": tod, "dow": dow, "graph": st.graph.astype(np.float32)}
+        return self._ort[task].run(None, feeds)[0].astype(np.float64)
+
+    def forecast(self, history: Any, *, first_slot: Any = 0, stats: GridStats | None = None) -> np.ndarray:
+        """The next day (horizon slots) after ``history`` (history slots x cells, raw), raw units."""
+        L, S = self.length["forecast"] - self.target["forecast"], self.target["forecast"]
+        v, single, st, first = self._prepare(history, "history", L, stats, first_slot)
+        if not np.all(np.isfinite(v)):
+            raise InputError("history: every value must be finite (use impute() for gaps)")
+        z = np.concatenate([st.transform(v), np.zeros((v.shape[0], S, v.shape[2]))], 1)
+        mask = np.zeros_like(z)
+        mask[:, L:] = 1.0
+        out = st.inverse(self._run("forecast", z, mask, st, first))
+        return out[0] if single else out
+
+    def impute(self, values: Any, mask: Any, *, first_slot: Any = 0, stats: GridStats | None = None) -> np.ndarray:
+        """``values`` (window slots x cells, raw; missing entries NaN or anything) completed where ``mask`` is
+        True; observed entries are returned unchanged."""
+        T = self.length["impute"]
+        v, single, st, first = self._prepare(values, "values", T, stats, first_slot)
+        m = np.asarray(mask)
+        if m.shape != np.shape(values) or m.dtype.kind not in "bui":
+            raise InputError(f"mask: expected a boolean array of shape {np.shape(values)}, got {m.dtype} {m.shape}")
+        m = (m[None] if single else m).astype(bool)
+        if not np.all(np.isfinite(v[~m])):
+            raise InputError("values: observed entries (mask False) must be finite")
+        z = st.transform(np.where(m, 0.0, v))
+        pred = st.inverse(self._run("impute", z, m.astype(np.float64), st, first))
+        out = np.where(m, pred, v)
+        return out[0] if single else out
+
+
+def run_main(argv: Sequence[str] | None = None) -> int:
+    """``umask run --bundle DIR --values FILE.csv [--task forecast|impute] [--first-slot N]``: the rows of a
+    slots x cells CSV (raw; NaN or empty = missing for impute) -> JSON of the forecast / completed window."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    p = argparse.ArgumentParser(prog="umask run (ustsllm bundle)")
+    p.add_argument("--bundle", required=True)
+    p.add_argument("--values", required=True, help="CSV, one row per slot, one column per cell (no time column)")
+    p.add_argument("--task", default="forecast", choices=TASKS)
+    p.add_argument("--first-slot", type=int, default=0)
+    p.add_argument("--precision", default="fp32")
+    p.add_argument("--allow-unsigned", action="store_true")
+    ns = p.parse_args(argv)
+    path = Path(ns.values)
+    if not path.is_file():
+        raise InputError(f"--values {path}: no such file")
+    rows = [ln for ln in path.read_text().splitlines() if ln.strip()]
+    try:
+        float(rows[0].split(",")[0] or "nan")
+    except ValueError:
+        rows = rows[1:]                                    # a header line
+    try:
+        vals = np.array([[float(f) if f.strip() else np.nan for f in r.split(",")] for r in rows])
+    except ValueError as e:
+        raise InputError(f"--values {path}: not a numeric CSV ({e})") from None
+    with Session.open(ns.bundle, precision=ns.precision, allow_unsigned=ns.allow_unsigned) as s:
+        out = (s.forecast(vals, first_slot=ns.first_slot) if ns.task == "forecast"
+               else s.impute(vals, np.isnan(vals), first_slot=ns.first_slot))
+    print(json.dumps({"task": ns.task, "shape": list(out.shape), "values": np.round(out, 4).tolist()}))
+    return 0
+
+
+__all__ = ["Session", "run_main", "FAMILY"]
