@@ -1,0 +1,148 @@
+"""U-STS-LLM (issue 12): a tiny network trained a few steps on a real Milan crop, its export and runtime
+session, zero-shot on a grid with another cell count, and input errors.
+
+The network here is small (one random-init SmolLM2-shaped block, narrow side modules) so the file runs in
+well under a minute on one CPU thread; the pretrained backbone is exercised by the training run itself
+(scripts/train_ustsllm.sh)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from umask.runtime.core.errors import InputError
+from umask.runtime.families.ustsllm.stats import fit_grid_stats
+from umask.train.data.grids import GridData, milan_grid
+
+torch.set_num_threads(1)
+
+TINY = dict(backbone="random", n_blocks=2, n_frozen=1, c_hidden=4, d_group=8, d_gru=8, guide_hidden=8,
+            guide_step=24, lora_r=2)
+
+
+def _crop(rows: slice, cols: slice) -> GridData:
+    milan = milan_grid()
+    idx = np.arange(25).reshape(5, 5)[rows, cols]
+    h, w = idx.shape
+    return GridData(values=milan.values[:, idx.ravel()], height=h, width=w, slot_minutes=10, adjacency=None,
+                    source=f"milan crop {h}x{w}", data="real")
+
+
+def _write_csv(grid: GridData, path: Path) -> Path:
+    np.savetxt(path, grid.values, delimiter=",", fmt="%.6f")
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, GridData]:
+    from umask.train.models.ustsllm.model import USTSConfig
+    from umask.train.models.ustsllm.trainer import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("ustsllm") / "run"
+    grid = _crop(slice(0, 3), slice(0, 3))                      # 9 real Milan cells, 30 days
+    cfg = TrainConfig(steps=3, batch_size=2, warmup=1, eval_every=3, val_stride=64, out=str(out),
+                      net=USTSConfig(**TINY))
+    ckpt = train(cfg, grid=grid)
+    return ckpt, grid
+
+
+def test_training_writes_a_loadable_checkpoint_with_finite_losses(trained: tuple[Path, GridData]) -> None:
+    from umask.train.models.ustsllm.model import load_model
+
+    ckpt, grid = trained
+    recs = [json.loads(line) for line in (ckpt.parents[1] / "metrics.jsonl").read_text().splitlines()]
+    assert any("val/loss" in r for r in recs)
+    assert all(np.isfinite(r.get("loss", 0.0)) and np.isfinite(r.get("val/loss", 0.0)) for r in recs)
+    model, config = load_model(ckpt)
+    assert config["data"]["grid"] == [3, 3] and model.cfg.n_blocks == 2
+    # only LoRA adapters of the top block and the side modules train; the backbone is frozen (eqs. 10-11)
+    names = {n for n, p in model.named_parameters() if p.requires_grad and n.startswith("blocks.")}
+    assert names and all("lora_" in n and n.startswith("blocks.1.self_attn.") for n in names)
+
+
+def _inputs(grid: GridData, n: int = 2) -> dict[str, torch.Tensor]:
+    from umask.train.models.ustsllm.trainer import forecast_inputs, to_torch
+
+    stats = fit_grid_stats(grid.values, grid.splits()["train"][1], grid.slots_per_day)
+    z = stats.transform(grid.values)
+    starts = np.array([3600, 3700])[:n]
+    return to_torch(forecast_inputs(np.stack([z[s - 288:s] for s in starts]), starts - 288, stats, 144))
+
+
+def test_cells_are_unordered_tokens_and_lora_merge_keeps_the_output(trained: tuple[Path, GridData]) -> None:
+    from umask.train.models.ustsllm.model import load_model, merge_lora
+
+    ckpt, grid = trained
+    model, _ = load_model(ckpt)
+    inp = _inputs(grid)
+    with torch.no_grad():
+        y = model("forecast", **inp)
+        perm = torch.tensor([4, 0, 8, 2, 6, 1, 3, 7, 5])
+        pinp = {k: (v[..., perm] if v.dim() == 3 else v) for k, v in inp.items()}
+        pinp["graph"] = inp["graph"][perm][:, perm]
+        y_perm = model("forecast", **pinp)
+        assert torch.allclose(y[..., perm], y_perm, atol=1e-4)       # no position: any renumbering of cells
+        assert merge_lora(model.blocks) == 4                          # q, k, v, o of the one LoRA block
+        assert torch.allclose(model("forecast", **inp), y, atol=1e-5)
+
+
+def test_export_parity_and_runtime_session_match_torch(trained: tuple[Path, GridData], tmp_path: Path) -> None:
+    from umask.export.families.ustsllm.exporter import export_bundle
+    from umask.runtime.session import Session
+    from umask.train.models.ustsllm.model import load_model
+
+    ckpt, grid = trained
+    data = _write_csv(grid, tmp_path / "crop.csv")
+    m = export_bundle(ckpt, tmp_path / "bundle", precisions=["fp32"], data=data)
+    assert m["family"] == "ustsllm" and m["model"]["lora_merged"] == 4
+    assert m["artifacts"]["fp32"]["forecast"]["parity"]["max_abs_diff_vs_torch"] <= 1e-3
+    model, _ = load_model(ckpt)
+    stats = fit_grid_stats(grid.values, grid.splits()["train"][1], grid.slots_per_day)
+    with Session.open(tmp_path / "bundle", allow_unsigned=True) as s:
+        assert s.describe()["cells"] == 9
+        hist = grid.values[3600 - 288:3600]                                   # raw units in
+        raw = s.forecast(hist, first_slot=3600 - 288)
+        with torch.no_grad():
+            ref = model("forecast", **{k: v[:1] for k, v in _inputs(grid).items() if k != "graph"},
+                        graph=_inputs(grid)["graph"]).numpy()[0]
+        np.testing.assert_allclose(raw, stats.inverse(ref), rtol=1e-3, atol=1e-2 * float(stats.std.mean()))
+        win = grid.values[3888:3888 + 288]
+        mask = np.random.default_rng(0).random(win.shape) < 0.75
+        done = s.impute(np.where(mask, np.nan, win), mask, first_slot=3888)
+        assert np.array_equal(done[~mask], win[~mask]) and np.all(np.isfinite(done))
+        # bad input: typed errors naming the argument
+        with pytest.raises(InputError, match="history"):
+            s.forecast(hist[:100], first_slot=0)
+        with pytest.raises(InputError, match="finite"):
+            s.forecast(np.where(np.arange(9) == 3, np.nan, hist), first_slot=0)
+        with pytest.raises(InputError, match="mask"):
+            s.impute(win, mask[:10], first_slot=0)
+        other = fit_grid_stats(_crop(slice(0, 3), slice(0, 4)).values, 3456, 144)   # 12 cells
+        out12 = s.forecast(_crop(slice(0, 3), slice(0, 4)).values[:288], first_slot=0, stats=other)
+        assert out12.shape == (144, 12)                                    # any cell count with its own stats
+
+
+def test_zero_shot_scorer_on_a_grid_with_another_cell_count(trained: tuple[Path, GridData], tmp_path: Path) -> None:
+    from umask.bench.accuracy import ustsllm as scorer
+
+    ckpt, _ = trained
+    other = _write_csv(_crop(slice(1, 5), slice(1, 4)), tmp_path / "other_4x3.csv")     # 12 cells, unseen crop
+    out, v2 = tmp_path / "zs.json", tmp_path / "v2.json"
+    assert scorer.main(["--protocol", "A1-zeroshot", "--ckpt", str(ckpt), "--data", str(other), "--grid", "4x3",
+                        "--stride", "97", "--out", str(out), "--v2", str(v2)]) == 0
+    rows = json.loads(v2.read_text())["rows"]
+    ours = [r for r in rows if r["model"] == "ustsllm"]
+    assert {r["metric"] for r in ours} == {"nmae", "nrmse"} and all(r["protocol"] == "A1-zeroshot" for r in ours)
+    assert all(np.isfinite(r["value"]) and r["n_windows"] == 3 for r in ours)
+    assert any(r["model"] == "historical_average" for r in rows)
+    with pytest.raises(InputError, match="--data"):
+        scorer.main(["--protocol", "A2-zeroshot", "--ckpt", str(ckpt)])
+    hourly = tmp_path / "hourly.csv"
+    np.savetxt(hourly, _crop(slice(0, 2), slice(0, 2)).values.reshape(720, 6, 4).mean(1), delimiter=",")
+    with pytest.raises(InputError, match="slot"):
+        scorer.main(["--protocol", "A1-zeroshot", "--ckpt", str(ckpt), "--data", str(hourly), "--grid", "2x2",
+                     "--slot-minutes", "60", "--no-baselines"])
