@@ -19,7 +19,8 @@ The real sample is scored by the run of the first seed (trained on synthetic use
 Baselines: popularity (category shares of all users' training period; on the real sample of all
 users' events before the target), the user's historical frequency by time of day (active intervals
 at the target's hour of day on earlier days, ties by the user's overall frequency, then popularity),
-and SASRec (`umask.train.baselines.seqrec`, items = app categories of the user's interval-level
+the user's overall frequency (not required by the protocol; stronger than the time-of-day one on the
+simulator), and SASRec (`umask.train.baselines.seqrec`, items = app categories of the user's interval-level
 behavior sequence, behavior type = the interval's time category, target-aware with the target
 hour's time category).
 """
@@ -71,6 +72,12 @@ def time_of_day_scores(x: gd.Inputs, pop: np.ndarray) -> np.ndarray:
     total = x.hour_hist.sum(1)                                     # (n, K) the user's overall frequency
     scale = total.max(1, keepdims=True) + 1
     return tod + total / scale + pop / (pop.max(1, keepdims=True) + 1) / scale
+
+
+def user_frequency_scores(x: gd.Inputs, pop: np.ndarray) -> np.ndarray:
+    """The user's overall frequency (active intervals per category before the target), ties by popularity."""
+    total = x.hour_hist.sum(1)
+    return total + pop / (pop.max(1, keepdims=True) + 1)
 
 
 def _category_seq(b: sq.Behaviors) -> tuple[np.ndarray, np.ndarray]:
@@ -243,7 +250,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     n_win: dict[str, int] = defaultdict(int)
     kinds: dict[str, tuple[str, str | None, str]] = {
         "gtslum": ("ours", "gtslum", "torch"), "popularity": ("baseline", None, "numpy"),
-        "time_of_day_frequency": ("baseline", None, "numpy"), "sasrec": ("baseline", None, "torch")}
+        "time_of_day_frequency": ("baseline", None, "numpy"), "user_frequency": ("baseline", None, "numpy"),
+        "sasrec": ("baseline", None, "torch")}
     notes = {"sasrec": "items = app categories, behavior = time category of the interval, target-aware "
                        f"(target hour's time category); {args.sasrec_steps} steps on the training days"}
     pops: dict[int, gd.Users] = {}
@@ -254,6 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         scores, x, meta = run_scores(run, users)
         pop = popularity_scores(users, x)
         cand = {"gtslum": scores, "popularity": pop, "time_of_day_frequency": time_of_day_scores(x, pop),
+                "user_frequency": user_frequency_scores(x, pop),
                 "sasrec": sasrec_scores(users, x, users, args.sasrec_steps, seed)}
         for name, sc in cand.items():
             scored[name][seed] = gt.rank_metrics(sc, x.truth)
@@ -268,7 +277,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         n_win[key] = len(x)
         kinds[key] = ("ablation", "gtslum", "torch")
         m, tr = meta["model"], meta["train"]
-        notes[key] = (f"timestamps={m['timestamps']} target={m['target']} modalities={m['modalities']}; "
+        notes[key] = (f"timestamps={m['timestamps']} target={m['target']} modalities={m['modalities']} "
+                      f"prior_head={m.get('prior_head', False)}; "
                       f"{tr['pretrain_steps']} + {tr['steps']} steps, one seed")
     first = min(by_seed)
     if args.bundle:
@@ -288,6 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         pop = popularity_scores(real, x)
         rs = {"gtslum": {0: gt.rank_metrics(sc, x.truth)}, "popularity": {0: gt.rank_metrics(pop, x.truth)},
               "time_of_day_frequency": {0: gt.rank_metrics(time_of_day_scores(x, pop), x.truth)},
+              "user_frequency": {0: gt.rank_metrics(user_frequency_scores(x, pop), x.truth)},
               "sasrec": {0: gt.rank_metrics(sasrec_scores(real, x, pops[first], args.sasrec_steps, first), x.truth)}}
         rnotes = dict(notes, gtslum=f"trained on SYNTHETIC users (seed {first}), applied zero-shot",
                       sasrec=notes["sasrec"] + f"; trained on SYNTHETIC users (seed {first})")
