@@ -19,10 +19,23 @@ import torch
 
 from export_fixtures import real_user, sample_noise, tiny_checkpoint
 from umask.export.families.umask import exporter
+from umask.runtime.families.umask.prior import slot_calendar
 from umask.runtime.families.umask.session import Session
 
 torch.set_num_threads(1)
 PRECISIONS = ("fp32", "fp16", "int8-qdq", "int8-dynamic")
+
+
+def _extras() -> dict[str, bool]:
+    """The DiT's other optional inputs (calendar, E_pos, h_b), where this checkout's UMaskConfig has them."""
+    from umask.train.models.umask.model import UMaskConfig
+
+    return {k: True for k in ("dit_calendar", "dit_epos", "dit_hb") if k in UMaskConfig.__dataclass_fields__}
+
+
+EXTRAS = _extras()
+DIT_INPUTS = ["x_t", "x_obs", "mask", "t", "h_u", "task", "prior"] + [
+    n for k, n in (("dit_calendar", "cal"), ("dit_epos", "e_pos"), ("dit_hb", "h_b")) if k in EXTRAS]
 NOW_H = (12, 16, 19)
 
 
@@ -34,16 +47,16 @@ def tiny_prior_checkpoint(root: Path) -> Path:
     from umask.train.models.umask.trainer import load_model, save_checkpoint
 
     base, _ = load_model(tiny_checkpoint(root / "base"), ema=True)
-    cfg = umask_config("tiny", prior="blend").with_data(22, 4, 4, 15)   # LLMApp catalog: K = 20, 14 POI + 1
+    cfg = umask_config("tiny", prior="blend", **EXTRAS).with_data(22, 4, 4, 15)   # LLMApp: K = 20, 14 POI + 1
     torch.manual_seed(1)
     m = UMask(cfg).eval()
-    own = m.state_dict()
+    own, old = m.state_dict(), base.state_dict()
     with torch.no_grad():
-        for k, v in base.state_dict().items():
-            if own[k].shape == v.shape:
-                own[k].copy_(v)
-            else:                                          # dit.x_embedder.weight (D, 4C..) vs (D, 3C..)
-                own[k].add_(0.05 * torch.randn_like(own[k]))
+        for k, v in own.items():
+            if k in old and old[k].shape == v.shape:
+                v.copy_(old[k])
+            elif v.is_floating_point():        # dit.x_embedder (4C blocks), the calendar / E_pos / h_b terms
+                v.add_(0.05 * torch.randn_like(v))
     cfgd = {"format": 1, "model": cfg.to_dict(), "train": {}, "data": {"source": "tests (random weights)"}}
     return save_checkpoint(root / "prior", 1, m, m, torch.optim.AdamW(m.parameters()), cfgd, {}, keep_last=1)
 
@@ -75,7 +88,7 @@ def test_manifest_records_the_prior_and_gates_every_precision(prior_bundle) -> N
     for p in PRECISIONS:
         dit = m["artifacts"][p]["dit"]
         assert dit["status"] == "ok", dit
-        assert [i["name"] for i in dit["inputs"]] == ["x_t", "x_obs", "mask", "t", "h_u", "task", "prior"]
+        assert [i["name"] for i in dit["inputs"]] == DIT_INPUTS
         tol = m["tolerances"][p]["completion_mae"]
         assert dit["parity"]["first_x0_mae"] <= tol and dit["parity"]["completion_mae"] <= tol
 
@@ -140,8 +153,12 @@ def test_session_matches_torch_on_real_sample(prior_bundle, model, precision: st
                 assert int(hard.sum()) == c.k and ((hard[0, 0].numpy() > 0.5) == c.mask).mean() >= 0.98
                 hard = torch.from_numpy(c.mask[None, None].astype(np.float32))
                 x_obs = model._scale(batch["x0"]) * hard
-                pr = model.prior_input(batch)
-                fn = model_denoise_fn(lambda *a: model.dit(*a, pr), x_obs, hard, h_u, batch["task"])
+                if "cal" in DIT_INPUTS:
+                    batch["cal"] = torch.from_numpy(slot_calendar(0, w.slot_seconds, w.window_start_ts // w.slot_seconds,
+                                                                  w.x.shape[1])[None])
+                _, _, mo = model.evidence(batch, h_u, None, deterministic=True)
+                pr, kw = model.prior_input(batch), (model.dit_extras(batch, mo) if EXTRAS else {})
+                fn = model_denoise_fn(lambda *a: model.dit(*a, pr, **kw), x_obs, hard, h_u, batch["task"])
                 smp = make_sampler("ddim", model.schedule)
                 acc = sum(smp.sample(fn, x_obs, hard, c.steps, noise=torch.from_numpy(
                     sample_noise(tuple(x_obs.shape), 3, i))) for i in range(c.n_samples))
@@ -174,3 +191,15 @@ def test_prior_is_required_by_a_prior_bundle(prior_bundle) -> None:
         s.complete_window(w, prior=np.zeros((3, 2, 1, 1), np.float32))
     assert s.complete_window(w, prior=s.window_prior(ev, w), seed=1).x.shape == w.x.shape
     assert s.report()["prior"] == "blend"
+
+
+def test_runtime_calendar_is_the_training_calendar() -> None:
+    """runtime prior.slot_calendar (what the Session feeds a dit_calendar DiT) = the training data's."""
+    data = pytest.importorskip("umask.train.models.umask.data")
+    if not hasattr(data, "slot_calendar"):
+        pytest.skip("this checkout's training data has no slot calendar")
+    day = 1461024000                                                       # 2016-04-19 00:00 (a Tuesday)
+    for start in (-200, 0, 37, 500):
+        ref = data.slot_calendar(day, 900, start, 288)
+        np.testing.assert_array_equal(slot_calendar(0, 900, day // 900 + start, 288), ref)
+        assert ref[:, 4].max() == 1.0 or start < 300                       # a weekend inside the later windows

@@ -49,7 +49,7 @@ from umask.runtime.core.errors import InputError
 from umask.runtime.core.events import read_llmapp_sample
 from umask.runtime.core.featurize import ChannelLayout, FeatureConfig
 from umask.runtime.core.history import TASK_NAMES, WindowSpec, build_window
-from umask.runtime.families.umask.prior import PRIOR_WEIGHT, history_prior
+from umask.runtime.families.umask.prior import PRIOR_WEIGHT, history_prior, slot_calendar
 from umask.runtime.families.umask.profile_text import TEMPLATE_VERSION, template_profile
 from umask.runtime.engines.ort import inference_session
 from umask.runtime.engines.samplers import Schedule, make_sampler as np_sampler
@@ -174,9 +174,13 @@ def torch_inputs(model: Any, windows: Sequence[Any], encoder: Any,
     with torch.no_grad():
         b["h_u"] = model.profile(b["profile_emb"], b["profile_present"] > 0.5) if model.cfg.use_profile \
             else model.profile(None, batch_size=len(windows))
-        _, hard, _ = model.evidence({**b, "profile_present": b["profile_present"] > 0.5}, b["h_u"], None,
-                                    deterministic=True)
+        _, hard, mo = model.evidence({**b, "profile_present": b["profile_present"] > 0.5}, b["h_u"], None,
+                                     deterministic=True)
     b["hard"] = hard
+    b["h_b"] = mo.features["h_b"].detach()                                  # a dit_hb model's DiT input
+    T = model.cfg.window.T                                                  # a dit_calendar model's: the device's calendar
+    b["cal"] = torch.from_numpy(np.stack([slot_calendar(0, w.slot_seconds, w.window_start_ts // w.slot_seconds, T)
+                                          for w in windows]))
     if priors is not None:
         b["prior"] = torch.from_numpy(priors)          # featurized scale, as the batch's "prior"
     return b
@@ -193,14 +197,16 @@ def dit_feeds(model: Any, b: dict[str, torch.Tensor], seed: int = 0) -> list[dic
         noise = torch.randn(x0.shape, generator=g)
         x_t = model.schedule.q_sample(x0, tt, noise)
         feeds.append({"x_t": x_t.numpy(), "x_obs": x_obs.numpy(), "mask": b["hard"].numpy(), "t": tt.numpy(),
-                      "h_u": b["h_u"].numpy(), "task": b["task"].numpy(), **_prior_feed(model, b)})
+                      "h_u": b["h_u"].numpy(), "task": b["task"].numpy(), **_extra_feeds(model, b)})
     return feeds
 
 
-def _prior_feed(model: Any, b: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-    """{"prior": model-space prior} for a prior model's DiT step, {} otherwise."""
-    pr = model.prior_input(b) if "prior" in b else None
-    return {} if pr is None else {"prior": pr.numpy()}
+def _extra_feeds(model: Any, b: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """The DiT step's optional feeds (networks.dit_extra_names): the model-space prior, the slot calendar,
+    E_pos and the mask generator's h_b, as the Session builds them; {} for a plain model."""
+    get = {"prior": lambda: model.prior_input(b), "cal": lambda: b["cal"], "e_pos": lambda: b["e_pos"],
+           "h_b": lambda: b["h_b"]}
+    return {n: get[n]().numpy().astype(np.float32) for n in om.dit_extra_names(model)}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -238,10 +244,10 @@ def dit_parity(model: Any, path: Path, feeds: list[dict[str, np.ndarray]], b: di
                channels: ChannelLayout) -> dict[str, float]:
     sess = _ort(path)
     diffs, rels = [], []
-    names = om.DiTStep(model).input_names
+    step = om.DiTStep(model).eval()
     for f in feeds:
         with torch.no_grad():
-            ref = model.dit(*(torch.from_numpy(f[k]) for k in names)).numpy()
+            ref = step(*(torch.from_numpy(f[k]) for k in step.input_names)).numpy()
         got = sess.run(None, f)[0]
         d, r = _rel(got, ref)
         diffs.append(d)
@@ -251,8 +257,9 @@ def dit_parity(model: Any, path: Path, feeds: list[dict[str, np.ndarray]], b: di
 
     x_obs = model._scale(b["x0"]) * b["hard"]
     noise = torch.randn(x_obs.shape, generator=torch.Generator().manual_seed(1))
-    pf = _prior_feed(model, b)
-    net = model.dit if not pf else (lambda *a: model.dit(*a, torch.from_numpy(pf["prior"])))
+    pf = _extra_feeds(model, b)
+    extra_t = [torch.from_numpy(pf[n]) for n in step.extra]
+    net = (lambda *a: step(*a, *extra_t)) if pf else model.dit
     fn = model_denoise_fn(net, x_obs, b["hard"], b["h_u"], b["task"])
     sched = Schedule(model.schedule.alphas_cumprod.numpy())
     h_u, task, hard = b["h_u"].numpy(), b["task"].numpy(), b["hard"].numpy()
@@ -274,7 +281,7 @@ def dit_parity(model: Any, path: Path, feeds: list[dict[str, np.ndarray]], b: di
     g_f, r_f = completion(PARITY_STEPS)
     cdiff = np.abs(g_f - r_f)[sel]
     extra: dict[str, Any] = {}
-    if pf:      # a prior model's on-device default: the x0 estimate at t = N-1 (1 DDIM step), gated the same
+    if "prior" in pf:   # a prior model's on-device default: the x0 estimate at t = N-1 (1 DDIM step), gated the same
         g1, r1 = completion(1)
         d1 = np.abs(g1 - r1)[sel]
         extra = {"first_x0_mae": float(d1.mean()) if d1.size else 0.0,
@@ -295,12 +302,17 @@ def maskgen_parity(model: Any, path: Path, b: dict[str, torch.Tensor]) -> dict[s
     n = b["x0"].shape[0]
     feed = {"x": b["x0"].numpy(), "avail": b["avail"].numpy(), "h_u": b["h_u"].numpy(), "task": b["task"].numpy(),
             "e_pos": b["e_pos"].numpy(), "gumbel": np.zeros((n, model.cfg.maskgen_config().n_coords), np.float32)}
-    hard, probs, k, _ratio = sess.run(None, feed)
+    outs = sess.run(None, feed)
+    hard, probs, k = outs[:3]
     with torch.no_grad():
         ref = om.MaskGenStep(model)(*(torch.from_numpy(feed[k_]) for k_ in om.MaskGenStep.input_names))
     d, r = _rel(probs, ref[1].numpy())
-    return {"max_abs_diff": d, "rel_max": r, "mask_agreement": float((hard == ref[0].numpy()).mean()),
-            "k_equal": bool((k == ref[2].numpy()).all()), "n_windows": int(n)}
+    fig = {"max_abs_diff": d, "rel_max": r, "mask_agreement": float((hard == ref[0].numpy()).mean()),
+           "k_equal": bool((k == ref[2].numpy()).all()), "n_windows": int(n)}
+    if len(outs) > 4:                       # h_b for a dit_hb DiT: gated with the probabilities
+        dh, rh = _rel(outs[4], ref[4].numpy())
+        fig.update({"h_b_max_abs_diff": dh, "rel_max": max(r, rh)})
+    return fig
 
 
 def profile_parity(model: Any, path: Path, b: dict[str, torch.Tensor]) -> dict[str, float]:

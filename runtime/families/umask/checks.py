@@ -26,7 +26,6 @@ from umask.runtime.engines.samplers import SAMPLER_NAMES
 NETWORKS = ("dit", "profile_mlp", "maskgen")     # + "sbert" when the bundle ships the encoder
 # the feeds the session passes and the outputs it reads, per network (checked against the manifest at open)
 NETWORK_IO = {"dit": (("x_t", "x_obs", "mask", "t", "h_u", "task"), 1),
-              "dit+prior": (("x_t", "x_obs", "mask", "t", "h_u", "task", "prior"), 1),   # model.umask.prior != none
               "maskgen": (("x", "avail", "h_u", "task", "e_pos", "gumbel"), 4),
               "profile_mlp": (("emb", "present"), 1),
               "sbert": (("input_ids", "attention_mask"), 1)}
@@ -89,11 +88,13 @@ def manifest_signature(manifest: dict[str, Any], precision: str, net: str,
 
 
 def check_io_signature(where: str, net: str, want: dict[str, Any] | None, got: dict[str, Any], *,
-                       prior: bool = False) -> None:
+                       dit_extra: tuple[str, ...] = ()) -> None:
     """BundleError unless the loaded network's I/O (``got``, `OrtBackend.io_signature`) matches the manifest
     (``want``): the same names in the same order, element types and fixed dimensions; and the inputs
-    the session feeds (`NETWORK_IO`; ``prior``: the DiT of a prior model also takes ``prior``)."""
-    feeds, n_out = NETWORK_IO["dit+prior" if prior and net == "dit" else net]
+    the session feeds (`NETWORK_IO`; ``dit_extra``: the DiT's optional inputs, prior.dit_extra_inputs)."""
+    feeds, n_out = NETWORK_IO[net]
+    if net == "dit":
+        feeds = (*feeds, *dit_extra)
     got_in = [i["name"] for i in got["inputs"]]
     if sorted(got_in) != sorted(feeds) or len(got["outputs"]) < n_out:
         raise BundleError(f"{where}: the {net} network takes {got_in} and gives {len(got['outputs'])} outputs; "
@@ -117,6 +118,24 @@ def check_io_signature(where: str, net: str, want: dict[str, Any] | None, got: d
             if isinstance(sa, list) and isinstance(sg, list):
                 if len(sa) != len(sg) or any(type(x) is int and type(y) is int and x != y for x, y in zip(sa, sg)):
                     raise BundleError(f"{where}: {net} {side[:-1]} {b['name']!r} has shape {sg}, manifest {sa}")
+
+
+def check_model_sections(root: Path, manifest: dict[str, Any]) -> None:
+    """What the schema cannot say: x_scale positive with one entry per channel, an SBERT section
+    whenever the model was trained with profiles, the sampler defaults inside the request bounds."""
+    mpath = f"{root}/manifest.json"
+    mdl, feat = manifest["model"], manifest["featurization"]
+    xs = mdl["x_scale"]
+    n_ch = feat["channels"]["n_channels"]
+    if len(xs) != n_ch:
+        raise ManifestError(f"{mpath}: model.x_scale has {len(xs)} entries, featurization.channels.n_channels "
+                            f"is {n_ch}")
+    for i, v in enumerate(xs):
+        if not (isinstance(v, (int, float)) and math.isfinite(v) and 1e-6 <= v <= 1e6):
+            raise ManifestError(f"{mpath}: model.x_scale[{i}] = {v!r}: a scale must be in [1e-06, 1e+06]")
+    if mdl["use_profile"] and "sbert" not in manifest:
+        raise ManifestError(f"{mpath}: model.use_profile is true but the manifest has no 'sbert' section "
+                            "(an export without SBERT records sbert.status 'absent'); refusing to drop the profile")
 
 
 def _check_int(name: str, v: Any, lo: int, hi: int | float) -> int:
@@ -189,4 +208,4 @@ def _json_default(v: Any) -> Any:
 
 
 __all__ = ["NETWORKS", "NETWORK_IO", "bundle_networks", "bundle_network_files", "manifest_signature",
-           "check_io_signature", "request_args", "check_text", "check_output"]
+           "check_io_signature", "check_model_sections", "request_args", "check_text", "check_output"]

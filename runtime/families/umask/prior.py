@@ -12,14 +12,19 @@ protocol-B harness and the on-device `Session` all call these functions.
 * `task_prior`: the prior of one window of one task given the history's sums (cold start: no earlier
   days, the context counted with its unseen entries as zeros);
 * `window_prior`: of a window of a `SparseBehaviorTensor` (training, the protocol-B harness);
-* `history_prior`: of a runtime `Window` from the raw event history (the on-device `Session`).
+* `history_prior`: of a runtime `Window` from the raw event history (the on-device `Session`);
+* the other optional DiT inputs (UMaskConfig.dit_calendar / dit_epos / dit_hb): `slot_calendar`, and
+  `dit_extra_inputs` / `dit_extra_feeds`, which the exporter and the Session use to name and build them.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from umask.runtime.core.catalog import Catalog
+from umask.runtime.core.errors import InputError
 from umask.runtime.core.events import EventLog
 from umask.runtime.core.featurize import DAY_SECONDS, FeatureConfig, SparseBehaviorTensor, featurize_user
 from umask.runtime.core.history import TASK_NAMES, Window
@@ -136,4 +141,58 @@ def history_prior(events: EventLog, catalog: Catalog, fcfg: FeatureConfig, w: Wi
                 hist = (np.zeros((C, spd, H, W)), np.bincount(np.arange(n) % spd, minlength=spd).astype(np.int64))
     return task_prior(w.x, w.avail, start, w.task_id, context, hist, spd, weight)
 
-__all__ = ["PRIORS", "PRIOR_WEIGHT", "history_tod_sums", "blend_prior", "task_prior", "window_prior", "history_prior"]
+
+# ------------------------------------------------------------------------------------------------
+# The optional DiT inputs beyond the window (UMaskConfig.prior / dit_calendar / dit_epos / dit_hb)
+# ------------------------------------------------------------------------------------------------
+CAL_DIM = 5                        # sin / cos slot of day, sin / cos day of week, weekend flag
+DIT_EXTRA_INPUTS = ("prior", "cal", "e_pos", "h_b")   # the exported DiT step's optional inputs, in this order
+
+
+def slot_calendar(start_ts: int, slot_seconds: int, start: int, T: int) -> np.ndarray:
+    """(T, CAL_DIM) float32 calendar of the window slots ``start .. start + T - 1`` of a tensor whose slot 0
+    begins at local time ``start_ts`` (a local midnight): sin / cos of the slot of day, sin / cos of the
+    weekday (Monday = 0), 1 on Saturday / Sunday. Calendar only: no data is read. (The device passes
+    ``start_ts = 0`` and the window's absolute slot.)"""
+    spd = DAY_SECONDS // int(slot_seconds)
+    slots = int(start) + np.arange(int(T))
+    tod = 2.0 * np.pi * (slots % spd) / spd
+    day = int(start_ts) // DAY_SECONDS + slots // spd                     # days since 1970-01-01 (a Thursday)
+    dow = (day + 3) % 7                                                   # Monday = 0
+    ang = 2.0 * np.pi * dow / 7.0
+    return np.stack([np.sin(tod), np.cos(tod), np.sin(ang), np.cos(ang), (dow >= 5).astype(np.float64)],
+                    axis=1).astype(np.float32)
+
+
+def dit_extra_inputs(umask_cfg: dict[str, Any] | None) -> tuple[str, ...]:
+    """The optional DiT inputs of a model from its ``model.umask`` config (manifest): a subset of
+    `DIT_EXTRA_INPUTS`. InputError for an unknown prior kind."""
+    cfg = umask_cfg or {}
+    kind = str(cfg.get("prior", "none"))
+    if kind not in PRIORS:
+        raise InputError(f"model.umask.prior {kind!r:.40}: this runtime builds {PRIORS}")
+    on = {"prior": kind != "none", "cal": bool(cfg.get("dit_calendar")), "e_pos": bool(cfg.get("dit_epos")),
+          "h_b": bool(cfg.get("dit_hb"))}
+    return tuple(n for n in DIT_EXTRA_INPUTS if on[n])
+
+
+def dit_extra_feeds(names: tuple[str, ...], w: Window, prior: np.ndarray | None, h_b: np.ndarray | None,
+                    x_scale: np.ndarray) -> dict[str, np.ndarray]:
+    """The DiT step's optional feeds for one window (batch 1): ``prior`` in model space (x ``x_scale``),
+    ``cal`` (1, T, CAL_DIM), ``e_pos`` (1, H, W, P) as the mask generator gets it, ``h_b`` (1, d) from it."""
+    out: dict[str, np.ndarray] = {}
+    if "prior" in names:
+        out["prior"] = (np.asarray(prior, np.float32)[None] * x_scale).astype(np.float32)
+    if "cal" in names:
+        out["cal"] = slot_calendar(0, w.slot_seconds, int(w.window_start_ts) // int(w.slot_seconds), w.x.shape[1])[None]
+    if "e_pos" in names:
+        out["e_pos"] = np.asarray(w.e_pos, np.float32)[None]
+    if "h_b" in names:
+        if h_b is None:
+            raise InputError("this model's DiT takes h_b: the mask generator gave none")
+        out["h_b"] = np.asarray(h_b, np.float32).reshape(1, -1)
+    return out
+
+
+__all__ = ["PRIORS", "PRIOR_WEIGHT", "history_tod_sums", "blend_prior", "task_prior", "window_prior", "history_prior",
+           "CAL_DIM", "DIT_EXTRA_INPUTS", "slot_calendar", "dit_extra_inputs", "dit_extra_feeds"]

@@ -62,9 +62,9 @@ from umask.runtime.core.history import TASK_NAMES, Window, WindowSpec, as_timest
 from umask.runtime.core.limits import REQUEST_LIMITS, RequestLimits
 from umask.runtime.core.signing import verify_bundle as verify_signed
 from umask.runtime.families.umask.checks import (NETWORK_IO, NETWORKS, _check_int, bundle_network_files, bundle_networks,
-                                                 check_io_signature, check_output, check_text, manifest_signature,
-                                                 request_args)
-from umask.runtime.families.umask.prior import PRIORS, history_prior
+                                                 check_io_signature, check_model_sections, check_output, check_text,
+                                                 manifest_signature, request_args)
+from umask.runtime.families.umask.prior import dit_extra_feeds, dit_extra_inputs, history_prior
 from umask.runtime.families.umask.profile_text import build_prompt, template_profile
 from umask.runtime.core.tessellation import CityGrid, station_cells
 from umask.runtime.engines.backends import NetworkBackend, OrtBackend
@@ -116,11 +116,10 @@ class Session(FamilySession):
         if not isinstance(allow_spinning, bool):
             raise InputError(f"allow_spinning must be true or false, got {allow_spinning!r:.40}")
         self._check_model_sections(root, manifest)
-        # a prior model (model.umask.prior, e.g. "blend"): the DiT also takes the deterministic prior, which
-        # the session builds from the history with the training function (runtime/families/umask/prior.py)
-        self.prior_kind = str((manifest["model"].get("umask") or {}).get("prior", "none"))
-        if self.prior_kind not in PRIORS:
-            raise BundleError(f"{root}: model.umask.prior {self.prior_kind!r:.40}: this runtime builds {PRIORS}")
+        # optional DiT inputs (model.umask: prior, dit_calendar, dit_epos, dit_hb): a prior model's deterministic
+        # prior is built from the history with the training function (runtime/families/umask/prior.py)
+        umask_cfg = manifest["model"].get("umask") or {}
+        self.prior_kind, self.dit_extra = str(umask_cfg.get("prior", "none")), dit_extra_inputs(umask_cfg)
         rels = bundle_network_files(root, manifest, precision, sbert_precision)
         self.providers_requested = list(providers or ["CPUExecutionProvider"])
         self.threads, self.inter_op_threads, self.allow_spinning = threads, inter_op_threads, allow_spinning
@@ -137,7 +136,7 @@ class Session(FamilySession):
         if hasattr(backend, "io_signature"):
             for n, rel in rels.items():
                 check_io_signature(f"{root}/{rel}", n, manifest_signature(manifest, precision, n, sbert_precision),
-                                   backend.io_signature(n), prior=self.prior_kind != "none")
+                                   backend.io_signature(n), dit_extra=self.dit_extra)
         self.backend = backend
         self.providers_missing = list(getattr(backend, "providers_missing", []))
         sb = manifest.get("sbert", {})
@@ -185,23 +184,7 @@ class Session(FamilySession):
         self._traffic_max = float(encode_traffic(np.array(limits.max_traffic_bytes_per_slot)))
         self._app_max = float(encode_app_counts(np.array(limits.max_app_records_per_slot)))
 
-    @staticmethod
-    def _check_model_sections(root: Path, manifest: dict[str, Any]) -> None:
-        """What the schema cannot say: x_scale positive with one entry per channel, an SBERT section
-        whenever the model was trained with profiles, the sampler defaults inside the request bounds."""
-        mpath = f"{root}/manifest.json"
-        mdl, feat = manifest["model"], manifest["featurization"]
-        xs = mdl["x_scale"]
-        n_ch = feat["channels"]["n_channels"]
-        if len(xs) != n_ch:
-            raise ManifestError(f"{mpath}: model.x_scale has {len(xs)} entries, featurization.channels.n_channels "
-                                f"is {n_ch}")
-        for i, v in enumerate(xs):
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and 1e-6 <= v <= 1e6):
-                raise ManifestError(f"{mpath}: model.x_scale[{i}] = {v!r}: a scale must be in [1e-06, 1e+06]")
-        if mdl["use_profile"] and "sbert" not in manifest:
-            raise ManifestError(f"{mpath}: model.use_profile is true but the manifest has no 'sbert' section "
-                                "(an export without SBERT records sbert.status 'absent'); refusing to drop the profile")
+    _check_model_sections = staticmethod(check_model_sections)
 
     @staticmethod
     def _load_catalog(root: Path, manifest: dict[str, Any]) -> Any:
@@ -453,14 +436,17 @@ class Session(FamilySession):
         return h
 
     # ------------------------------------------------------------------ mask / completion
-    def _mask(self, w: Window, h_u: np.ndarray, seed: int) -> tuple[np.ndarray, int]:
+    def _mask(self, w: Window, h_u: np.ndarray, seed: int) -> tuple[np.ndarray, int, np.ndarray | None]:
+        """(evidence mask (T, H, W) bool, budget k, the mask generator's h_b when the bundle's graph gives it)."""
         t0 = time.perf_counter()
         avail = w.avail[None]
-        if self.mask_mode == "learned":
+        h_b = None
+        if self.mask_mode == "learned" or "h_b" in self.dit_extra:   # a DiT taking h_b needs the generator
             feed = {"x": w.x[None], "avail": avail, "h_u": h_u[None], "task": np.array([w.task_id], np.int64),
                     "e_pos": w.e_pos[None], "gumbel": np.zeros((1, self.n_coords), np.float32)}
-            hard, _probs, k, _ratio = self.backend.run("maskgen", feed)
-            hard = np.asarray(hard)
+            outs = self.backend.run("maskgen", feed)
+            hard, k, h_b = np.asarray(outs[0]), outs[2], (np.asarray(outs[4], np.float32) if len(outs) > 4 else None)
+        if self.mask_mode == "learned":
             if hard.shape[-3:] != avail.shape[2:] or hard.size != avail[0, 0].size:
                 raise BundleError(f"{self.root}: the mask generator gave a mask of shape {hard.shape}, want "
                                   f"{avail.shape[2:]}")
@@ -481,7 +467,7 @@ class Session(FamilySession):
             hard = avail[0, 0] > 0.5
             k = int(hard.sum())
         self._tick("mask", t0)
-        return hard, k
+        return hard, k, h_b
 
     def mask(self, history: EventLog | str | Path, task: str, *, now_ts: int | None = None,
              text: str | None = None, missing: np.ndarray | None = None) -> dict[str, Any]:
@@ -489,7 +475,7 @@ class Session(FamilySession):
         self._reset()
         w = self.window(history, task, now_ts=now_ts, missing=missing)
         h = self.embed(w, text=text)
-        hard, k = self._mask(w, h, 0)
+        hard, k, _ = self._mask(w, h, 0)
         n = int(w.avail.sum())
         return {"mask": hard, "k": k, "n_avail": n, "ratio": k / n if n else 0.0, "window": w}
 
@@ -532,14 +518,14 @@ class Session(FamilySession):
         if prior is not None and (np.shape(prior) != (C, T, H, W) or not np.all(np.isfinite(prior))):
             raise InputError(f"prior must be a finite array of shape {(C, T, H, W)}, got {np.shape(prior)}")
         h_u = self.embed(w, text=text)
-        hard, k = self._mask(w, h_u, int(seed))
+        hard, k, h_b = self._mask(w, h_u, int(seed))
         t0 = time.perf_counter()
         m = hard[None, None].astype(np.float32)                        # (1, 1, T, H, W)
         x_obs = (w.x[None] * self.x_scale * m).astype(np.float32)      # model space
         run = self.backend.run
         task_arr = np.array([w.task_id], np.int64)
         hu = h_u[None].astype(np.float32)
-        extra = {} if prior is None else {"prior": (np.asarray(prior, np.float32)[None] * self.x_scale).astype(np.float32)}
+        extra = dit_extra_feeds(self.dit_extra, w, prior, h_b, self.x_scale)
 
         def denoise(x: np.ndarray, t: int) -> np.ndarray:
             return run("dit", {"x_t": x, "x_obs": x_obs, "mask": m, "t": np.array([t], np.int64),
