@@ -106,6 +106,8 @@ def verify_main(argv: Sequence[str] | None = None) -> int:
         epilog="exit status: 0 verified; 6 refused bundle; 7 manifest schema error; 8 unsigned / untrusted / bad "
                "signature. example: UMASK_TRUSTED_KEYS=keys/ umask verify artifacts/bundles/small")
     p.add_argument("bundle", help="bundle directory")
+    p.add_argument("--self-test", action="store_true", help="also run every ONNX file on its golden inputs (CPU) and "
+                   "compare with the golden outputs (exit 6 naming the file and the difference)")
     _key_options(p)
     ns = p.parse_args(argv)
     from umask.runtime.core.bundle import bundle_family
@@ -115,6 +117,10 @@ def verify_main(argv: Sequence[str] | None = None) -> int:
     try:
         m = verify_bundle(ns.bundle, trusted_keys=ns.trusted_keys, allow_unsigned=ns.allow_unsigned)
         sig = read_signature(ns.bundle)
+        if ns.self_test:
+            from umask.runtime.engines.ort import self_test
+
+            self_test(ns.bundle, m)
     except (UmaskError, ValueError, OSError) as e:
         return _fail("verify", e)
     files = m["files"]
@@ -128,7 +134,7 @@ def verify_main(argv: Sequence[str] | None = None) -> int:
                       "precisions": {p_: sorted(n for n, e in a.items() if e.get("status") == "ok")
                                      for p_, a in arts.items()} if isinstance(arts, dict) else None,
                       "sbert": m.get("sbert", {}).get("status"), "llm": m.get("llm", {}).get("status"),
-                      "created_utc": m.get("created_utc")}, indent=1))
+                      "created_utc": m.get("created_utc"), "self_test": "passed" if ns.self_test else None}, indent=1))
     return 0
 
 
@@ -189,7 +195,8 @@ def _run_umask(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--history", required=True, help="the user's event history file")
     p.add_argument("--task", required=True, choices=("short", "long", "cold", "impute"),
                    help="short: next hour; long: next 24 h; cold: app + location recommendation; impute: fill gaps")
-    p.add_argument("--precision", default="fp32", help="fp32 | fp16 | int8-qdq | int8-dynamic (default fp32)")
+    p.add_argument("--precision", default="fp32", help="fp32 | fp16 | int8-qdq | int8-dynamic | auto (the measured, recorded "
+                   "fastest on this machine; int8 only where >= 10 %% faster than fp32) (default fp32)")
     p.add_argument("--sbert-precision", default="fp32", choices=("fp32", "int8"),
                    help="profile-text encoder: fp32 (default) or the bundle's cosine-gated int8 SBERT (~4x smaller)")
     p.add_argument("--providers", default="cpu", help="comma-separated: cpu, cuda, tensorrt (falls back to cpu)")
@@ -208,6 +215,8 @@ def _run_umask(argv: Sequence[str] | None = None) -> int:
                    help="end of the history as local YYYYMMDDhhmmss (default: the slot after the last event); at "
                         "most the model's context window after the last event")
     p.add_argument("--profile-source", default="auto", choices=("auto", "template", "llm"))
+    p.add_argument("--self-test", action="store_true", help="run the loaded networks on their golden inputs first "
+                   "(exit 6 naming the file and the difference when an output is off)")
     _key_options(p)
     ns = p.parse_args(argv)
     from umask.runtime.core.errors import InputError, UmaskError
@@ -229,7 +238,7 @@ def _run_umask(argv: Sequence[str] | None = None) -> int:
         with Session.open(ns.bundle, providers=providers, threads=ns.threads, allow_spinning=ns.spin,
                           sbert_precision=ns.sbert_precision, precision=ns.precision,
                           profile_source=ns.profile_source, trusted_keys=ns.trusted_keys,
-                          allow_unsigned=ns.allow_unsigned) as s:
+                          allow_unsigned=ns.allow_unsigned, self_test=ns.self_test) as s:
             kw = {"steps": ns.steps, "sampler": ns.sampler, "n_samples": ns.samples, "seed": ns.seed, "now_ts": now_ts}
             out = s.run(ns.history, ns.task, k=ns.k, **kw)
         try:

@@ -252,3 +252,32 @@ def test_builder_records_facts_and_manifest_schema(monkeypatch, bundle: Path, tm
     for name, edit, msg in (("cc", bad_cc, "does not match"), ("extra", extra, "unknown key 'int8_calibrator'")):
         with pytest.raises(ManifestError, match=msg):
             edited_bundle(tmp_path / name, add_files={"trt/dit.fp16.b1.engine": eng}, manifest_edit=edit)
+
+
+def test_cli_self_test_flags(bundle: Path, tmp_path: Path, capsys, monkeypatch) -> None:  # noqa: ANN001
+    from test_verify_cli import events_csv
+    from umask.cli import main
+
+    monkeypatch.setenv(pc_env(), str(tmp_path / "cache"))
+    assert main(["verify", str(bundle), "--self-test"]) == 0
+    assert json.loads(capsys.readouterr().out.split("\n", 1)[1])["self_test"] == "passed"
+    m = read_manifest(bundle)
+    rel = "onnx/fp32/profile_mlp.onnx"
+    ins, outs = gd.unpack((bundle / m["golden"][rel]["file"]).read_bytes(), rel)
+    bad = edited_bundle(tmp_path / "bad", add_files={m["golden"][rel]["file"]: gd.pack(ins, {k: -v - 3 for k, v in
+                                                                                           outs.items()})})
+    assert main(["verify", str(bad), "--self-test"]) == gd.SelfTestError.exit_code == 6
+    err = capsys.readouterr().err
+    assert "profile_mlp.onnx: self-test: output 'h_u' differs" in err and len(err.strip().splitlines()) == 1
+    hist = str(events_csv(tmp_path / "e.csv"))
+    run = ["run", "--history", hist, "--task", "short", "--steps", "1", "--self-test"]
+    assert main(run + ["--bundle", str(bundle)]) == 0
+    assert json.loads(capsys.readouterr().out)["result"]["slots"]
+    assert main(run + ["--bundle", str(bad)]) == 6 and "self-test" in capsys.readouterr().err
+    assert main(run + ["--bundle", str(bundle), "--precision", "auto"]) == 0
+
+
+def pc_env() -> str:
+    from umask.runtime.engines.precision_choice import ENV_CACHE_DIR
+
+    return ENV_CACHE_DIR
