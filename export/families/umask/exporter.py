@@ -621,5 +621,29 @@ def _build(model: Any, config: dict[str, Any], ckpt_dir: Path, tmp: Path, precis
     }
 
 
+def int8_layer_report(ckpt: str | Path, bundle: str | Path, *, data_dir: str | Path | None = None,
+                      max_windows: int | None = 24, top: int = 12) -> list[dict[str, Any]]:
+    """Where the int8 QDQ DiT of ``bundle`` loses accuracy: `precision.layer_errors` (onnxruntime's
+    qdq_loss_debug: per quantized activation, SQNR inside the QDQ graph and against the fp32 graph) on the
+    export's own REAL-sample parity feeds (prior, calendar, E_pos, h_b included), worst ``top`` first::
+
+        python -c "from umask.export.families.umask.exporter import int8_layer_report as r; import json; \\
+                   print(json.dumps(r('CKPT', 'BUNDLE'), indent=1))"
+    """
+    from umask.train.common.checkpoints import resolve_checkpoint
+    from umask.train.models.umask.profile_encoder import SentenceEncoder
+    from umask.train.models.umask.trainer import load_model
+
+    torch.set_num_threads(1)
+    model, _ = load_model(resolve_checkpoint(ckpt), ema=True)
+    model.eval()
+    data_dir = Path(data_dir) if data_dir is not None else DEFAULT_DATA
+    pairs = real_windows_with_history(model, data_dir, max_windows=max_windows)
+    b = torch_inputs(model, [w for w, _ in pairs], SentenceEncoder(), window_priors(model, pairs,
+                                                                                    load_llmapp_catalog(data_dir)))
+    root = Path(bundle)
+    return prec.layer_errors(root / "onnx/fp32/dit.onnx", root / "onnx/int8-qdq/dit.onnx", dit_feeds(model, b))[:top]
+
+
 __all__ = ["TOLERANCES", "ExportError", "ParityError", "export_bundle", "real_windows", "real_windows_with_history",
-           "window_priors", "torch_inputs", "dit_feeds", "sampler_defaults", "signature"]
+           "window_priors", "torch_inputs", "dit_feeds", "sampler_defaults", "int8_layer_report", "signature"]
