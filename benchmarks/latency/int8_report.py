@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import logging
 import os
 import sys
@@ -40,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from umask.bench.latency.machine import git_commit, load_average, machine_info
-from umask.bench.latency.timing import latency_summary, repetition_summary
+from umask.bench.latency.timing import split_summary, write_json_md
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +57,7 @@ def _time_interleaved(sessions: dict[str, Any], feed: dict[str, np.ndarray], rou
             t0 = time.perf_counter()
             s.run(None, feed)
             samples[k].append((time.perf_counter() - t0) * 1e3)
-    out = {}
-    for k, v in samples.items():
-        per = max(1, len(v) // repetitions)
-        reps = [v[i * per:(i + 1) * per] for i in range(repetitions)]
-        out[k] = {"latency_ms": latency_summary(v), "repetitions": repetition_summary(reps), "samples": len(v)}
-    return out
+    return {k: split_summary(v, repetitions) for k, v in samples.items()}
 
 
 def build_report(ckpt: Path, *, keep_float: tuple[int, ...] = (2, 4), rounds: int = 60, repetitions: int = 5,
@@ -215,11 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     keep = tuple(int(x) for x in ns.keep_float.split(",") if x.strip())
     rep = build_report(Path(ns.ckpt), keep_float=keep, rounds=ns.rounds, repetitions=ns.repetitions,
                        max_windows=ns.max_windows)
-    ns.out.parent.mkdir(parents=True, exist_ok=True)
-    for path, text in ((ns.out, json.dumps(rep, indent=1, default=str) + "\n"), (ns.out.with_suffix(".md"), markdown(rep))):
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+    write_json_md(ns.out, rep, markdown(rep))
     print(markdown(rep))
     return 0
 

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from umask.bench.latency.machine import REPO_ROOT, git_commit, load_average, machine_info
-from umask.bench.latency.timing import latency_summary, repetition_summary
+from umask.bench.latency.timing import latency_summary, split_summary, write_json_md
 
 log = logging.getLogger(__name__)
 
@@ -104,12 +104,6 @@ def dit_feed(root: Path, manifest: dict[str, Any], precision: str) -> dict[str, 
     return {k: np.ascontiguousarray(np.repeat(v[:1], n, axis=0)) for k, v in ins.items()}
 
 
-def _stats(samples: list[float], repetitions: int) -> dict[str, Any]:
-    per = max(1, len(samples) // repetitions)
-    reps = [samples[i * per:(i + 1) * per] for i in range(min(repetitions, len(samples)))]
-    return {"latency_ms": latency_summary(samples), "repetitions": repetition_summary(reps), "samples": len(samples)}
-
-
 def run(bundle: Path, precisions: list[str], *, rounds: int = 40, block: int = 5, repetitions: int = 5,
         threads: int = 1) -> dict[str, Any]:
     import onnxruntime as ort
@@ -166,7 +160,7 @@ def run(bundle: Path, precisions: list[str], *, rounds: int = 40, block: int = 5
     base = times.get(("onnxruntime", "fp32"))
     base_p50 = latency_summary(base)["p50"] if base else None
     for (eng, p), v in times.items():
-        st = _stats(v, repetitions)
+        st = split_summary(v, repetitions)
         own = times.get(("onnxruntime", p))
         rows.append({"name": f"denoiser_step/{eng}/{p}/cpu/t{threads}", "component": "denoiser_step", "engine": eng,
                      "engine_version": versions.get(eng), "precision": p, "threads": threads,
@@ -224,11 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     res = run(ns.bundle, [x.strip() for x in ns.precisions.split(",") if x.strip()], rounds=ns.rounds,
               block=ns.block, repetitions=ns.repetitions)
-    ns.out.parent.mkdir(parents=True, exist_ok=True)
-    for path, text in ((ns.out, json.dumps(res, indent=1, default=str) + "\n"), (ns.out.with_suffix(".md"), markdown(res))):
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+    write_json_md(ns.out, res, markdown(res))
     print(markdown(res))
     return 0
 

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -110,6 +111,30 @@ def repetition_summary(reps: Sequence[Sequence[float]]) -> dict[str, Any]:
             "std": round(float(means.std(ddof=1)) if len(reps) > 1 else 0.0, 4),
             "p50": round(percentile(pooled, 50), 4), "p99": round(percentile(pooled, 99), 4),
             "rep_means": [round(float(m), 4) for m in means]}
+
+
+def split_summary(samples_ms: Sequence[float], repetitions: int) -> dict[str, Any]:
+    """{latency_ms, repetitions, samples} of samples taken in order, cut into ``repetitions`` consecutive
+    equal parts (the remainder goes to the last one): for harnesses that time in their own loop."""
+    v = list(samples_ms)
+    r = max(1, min(int(repetitions), len(v)))
+    per = len(v) // r
+    reps = [v[i * per:(i + 1) * per] if i < r - 1 else v[i * per:] for i in range(r)]
+    return {"latency_ms": latency_summary(v), "repetitions": repetition_summary(reps), "samples": len(v)}
+
+
+def write_json_md(out: Path, obj: Any, md: str) -> list[Path]:
+    """``out`` (JSON of ``obj``) and ``out`` with suffix .md (``md``), each written atomically."""
+    import json
+    import os
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    paths = [out, out.with_suffix(".md")]
+    for path, text in zip(paths, (json.dumps(obj, indent=1, default=str) + "\n", md)):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    return paths
 
 
 def measure(fn: Callable[[], Any], cfg: TimingConfig, *, clock: Callable[[], float] = time.perf_counter,
@@ -235,4 +260,4 @@ def _vm_hwm_kb() -> int | None:
 
 
 __all__ = ["PERCENTILES", "TimingConfig", "FULL_TIMING", "QUICK_TIMING", "Timing", "percentile", "latency_summary",
-           "repetition_summary", "measure", "burn_in", "PeakRSS"]
+           "repetition_summary", "split_summary", "write_json_md", "measure", "burn_in", "PeakRSS"]
