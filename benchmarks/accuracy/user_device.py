@@ -25,12 +25,15 @@ checkpoint, on exactly the same windows (issue 10 deliver 5; docs/PROTOCOL.md B)
 * **Output.** v2 rows (``artifact`` torch / onnx-fp32 / onnx-fp16 / onnx-int8-qdq / onnx-int8-dynamic),
   the relative gap to the torch row of the same metric in ``notes``, and ``meta.gate``: the largest
   |gap| per artifact over the headline metrics against the issue's 1 % bar.
+* ``--merge PART.json ... OUT.json`` joins part files of one bundle scored on disjoint protocols (two
+  processes on a shared CPU, e.g. ``--tasks B1,B2 --no-real`` and ``--tasks B3,B4``).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import logging
 import shlex
 import sys
@@ -232,8 +235,45 @@ def with_gaps(rows: list[dict[str, Any]], model: str, notes: str) -> tuple[list[
     return out, gate
 
 
+def merge(parts: Sequence[Path], out: Path, command: str) -> dict[str, Any]:
+    """One result file from part files of the same bundle run on disjoint protocols (e.g. B1,B2 and B3,B4 +
+    real in two processes): rows concatenated, gates merged (the largest gap per artifact and reference)."""
+    docs = [json.loads(Path(p).read_text()) for p in parts]
+    keys = [(d["meta"]["bundle"], d["meta"]["checkpoint"]) for d in docs]
+    if len(set(keys)) != 1:
+        raise InputError(f"--merge: the parts score different bundles / checkpoints: {sorted(set(keys))}")
+    seen = [(r["protocol"], r["data"], r["artifact"], r["metric"]) for d in docs for r in d["rows"]]
+    if len(seen) != len(set(seen)):
+        raise InputError("--merge: the parts overlap (the same protocol / metric in two parts)")
+    gates: dict[str, Any] = {}
+    for d in docs:
+        g = d["meta"]["gate"]
+        for art, per in [*g["per_artifact"].items(), ("noise_floor", {k: v for k, v in g["noise_floor"].items()
+                                                                          if k.startswith("vs_")})]:
+            for ref, v in per.items():
+                cur = gates.setdefault(art, {}).get(ref)
+                if cur is None or v["max_abs_gap"] > cur["max_abs_gap"]:
+                    gates[art][ref] = v
+    meta = {**docs[0]["meta"], "command": command, "parts": [{"file": str(p), "command": d["meta"]["command"],
+                                                              "wall_seconds": d["meta"]["wall_seconds"]}
+                                                             for p, d in zip(parts, docs)],
+            "wall_seconds": round(sum(d["meta"]["wall_seconds"] for d in docs), 1)}
+    meta["gate"] = {**docs[0]["meta"]["gate"], "per_artifact": {k: v for k, v in gates.items() if k != "noise_floor"},
+                    "noise_floor": {"what": docs[0]["meta"]["gate"]["noise_floor"].get("what"),
+                                    **gates.get("noise_floor", {})}}
+    doc = {"meta": meta, "rows": [r for d in docs for r in d["rows"]]}
+    _atomic_json(out, doc)
+    return doc
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--merge"]:
+        *parts, out = argv[1:]
+        doc = merge([Path(p) for p in parts], Path(out),
+                    shlex.join(["python", "-m", "umask.bench.accuracy.user_device", *argv]))
+        print(json.dumps(doc["meta"]["gate"], indent=1))
+        return 0
     ap = argparse.ArgumentParser(prog="python -m umask.bench.accuracy.user_device", description=__doc__.splitlines()[0])
     ap.add_argument("--bundle", required=True, help="exported bundle directory (export of --ckpt)")
     ap.add_argument("--ckpt", required=True, help="the torch checkpoint the bundle was exported from")
