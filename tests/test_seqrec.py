@@ -84,8 +84,8 @@ def test_count_baselines_rank_all_items(data, name):
 def test_transformers_train_and_loss_drops(data, name):
     m = seqrec.make(name, d=32, max_len=20, batch_size=16, max_positions=48)
     m.fit(data.train, data.n_items, data.n_behaviors, seed=0, steps=60)
-    first, last = m.curve[0]["loss"], m.curve[-1]["loss"]
-    assert last < first
+    losses = [r["loss"] for r in m.curve]
+    assert len(losses) == 6 and np.mean(losses[-2:]) < np.mean(losses[:2])
     s = m.score(data.test.prefixes[:7], data.test.behavior[:7])
     assert s.shape == (7, data.n_items) and np.all(np.isfinite(s))
     s_none = m.score(data.test.prefixes[:7])                               # target behavior optional

@@ -366,7 +366,7 @@ class _TransformerRec(SeqRecommender):
                 if rec["val_recall@10"] > best[0]:                        # model selection on validation only
                     best = (rec["val_recall@10"], step, {k: v.clone() for k, v in self.net.state_dict().items()})
                 log.info("%s step %d loss %.4f val R@10 %.4f", self.name, step, rec["loss"], rec["val_recall@10"])
-            if step % 50 == 0 or "val_recall@10" in rec:
+            if step % 10 == 0 or "val_recall@10" in rec:
                 self.curve.append(rec)
         if best[2] is not None:
             self.net.load_state_dict(best[2])
