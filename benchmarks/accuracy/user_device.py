@@ -299,7 +299,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(1)
     command = shlex.join(["python", "-m", "umask.bench.accuracy.user_device", *argv])
     precisions = [p for p in args.precisions.split(",") if p]
-    tasks = tuple(t.strip().upper() for t in args.tasks.split(",") if t.strip())
+    tasks = tuple(t.strip().upper() for t in args.tasks.split(",") if t.strip() and t.strip().lower() != "none")
+    if not set(tasks) <= set(ue.TASKS):
+        ap.error(f"--tasks must be a subset of {','.join(ue.TASKS)} (or 'none': the real sample only)")
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     t0 = time.perf_counter()
     sessions = {p: Session.open(args.bundle, precision=p, profile_source="template", trusted_keys=args.trusted_keys,
@@ -319,14 +321,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.b1_every > 1:
         windows = {"B1": {i for i in range(96) if i % args.b1_every == args.b1_offset}}
     runs = {}
-    for sd in seeds:
+    for sd in seeds if tasks else ():
         pop = uu.subset_population(ue.simulated_population(n_pop, sd), args.users)
         runs[sd] = score_population(pop, torch_preds, sessions, tasks, real=False, command=command, windows=windows)
         log.info("seed %d: %d rows, %.0f s", sd, len(runs[sd]), time.perf_counter() - t0)
     point = torch_pred.info()["point_forecast"]
     ds = (f"sim {args.users} users x {len(seeds)} seeds, v2 B windows (device scoring)"
           + (f", B1 every {args.b1_every}th target hour" if windows else ""))
-    rows = aggregate(runs, dataset=ds, data="synthetic", command=command)
+    rows = aggregate(runs, dataset=ds, data="synthetic", command=command) if runs else []
     if not args.no_real:
         real = score_population(ue.real_population(), torch_preds, sessions, ("B1-real",), real=True, command=command)
         rows += aggregate({0: real}, dataset="tsinghua sample 6 users 1 day, in-day context (B1-real, device scoring)",
