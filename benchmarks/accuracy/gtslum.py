@@ -80,6 +80,24 @@ def user_frequency_scores(x: gd.Inputs, pop: np.ndarray) -> np.ndarray:
     return total + pop / (pop.max(1, keepdims=True) + 1)
 
 
+def headroom(users: gd.Users, x: gd.Inputs) -> dict[str, dict[str, float]]:
+    """Diagnostics (not predictors): how much room the data leaves above the user's frequency.
+    ``oracle_same_day_frequency`` ranks by the user's category counts on the test day itself (it sees
+    the target: an upper bound for any model of a stationary per-user preference);
+    ``recent_hour_then_user_frequency`` puts the categories of the last hour first."""
+    pop = popularity_scores(users, x)
+    uf = user_frequency_scores(x, pop)
+    rec, orc = np.zeros_like(uf), np.zeros_like(uf)
+    for i, (u, t) in enumerate(zip(x.users, x.target_ts)):
+        b = users.behaviors[int(u)]
+        np.add.at(rec[i], b.between(int(t) - 3600, int(t)).category, 1.0)
+        d0 = int(t) // sq.DAY_SECONDS * sq.DAY_SECONDS
+        np.add.at(orc[i], b.between(d0, d0 + sq.DAY_SECONDS).category, 1.0)
+    return {"user_frequency": gt.rank_metrics(uf, x.truth),
+            "recent_hour_then_user_frequency": gt.rank_metrics(rec * 100 + uf, x.truth),
+            "oracle_same_day_frequency": gt.rank_metrics(orc + uf * 1e-3, x.truth)}
+
+
 def _category_seq(b: sq.Behaviors) -> tuple[np.ndarray, np.ndarray]:
     """Items = categories of the interval-level behaviors (distinct per interval), behavior = time category."""
     if not len(b):
@@ -268,6 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             scored[name][seed] = gt.rank_metrics(sc, x.truth)
             n_win[name] += len(x)
         log.info("seed %d: %s", seed, {k: round(v[seed]["ndcg@5"], 4) for k, v in scored.items()})
+    diagnostics = {}
     for name, run in abl.items():
         seed = _seed_of(run)
         users = pops.get(seed) or pops.setdefault(seed, gd.synthetic_users(args.users, seed))
@@ -276,6 +295,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         scored[key][seed] = gt.rank_metrics(sc, x.truth)
         n_win[key] = len(x)
         kinds[key] = ("ablation", "gtslum", "torch")
+        if seed not in diagnostics:
+            diagnostics[seed] = headroom(users, x)
         m, tr = meta["model"], meta["train"]
         notes[key] = (f"timestamps={m['timestamps']} target={m['target']} modalities={m['modalities']} "
                       f"prior_head={m.get('prior_head', False)}; "
@@ -308,7 +329,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "wall_seconds": round(time.perf_counter() - t0, 1), "users_per_seed": args.users,
                     "seeds": sorted(by_seed), "runs": {str(k): str(v) for k, v in by_seed.items()},
                     "spread": "population std over simulator seeds (null for one seed)",
-                    "notes": "windows without any app record in the target hour are skipped for every model"},
+                    "notes": "windows without any app record in the target hour are skipped for every model",
+                    "headroom_diagnostics_by_seed": diagnostics or None},
            "rows": rows}
     atomic_json(Path(args.out), doc)
     log.info("wrote %s: %d rows", args.out, len(rows))
