@@ -12,7 +12,7 @@ import pytest
 
 from export_fixtures import tiny_bundle
 from umask.bench.latency import peers
-from umask.bench.latency.rows import REPETITION_KEYS
+from umask.bench.latency.rows import REPETITION_KEYS, validate_row
 from umask.runtime.engines.ort import cpu_int8_caps
 
 
@@ -22,6 +22,7 @@ def test_peers_without_environment_says_so(monkeypatch) -> None:  # noqa: ANN001
     assert {(r["engine"], r["precision"]) for r in res["rows"]} == {("onnxruntime", "fp32"), ("onnxruntime", "int8-qdq")}
     assert any("no peers environment" in s for s in res["skipped"])
     for r in res["rows"]:
+        validate_row(r)
         assert set(r["repetitions"]) == set(REPETITION_KEYS) and r["cpu_int8"] == cpu_int8_caps()
         assert r["batch"] == 2 and r["latency_ms"]["p50"] > 0
     assert "| onnxruntime" in peers.markdown(res)
@@ -31,4 +32,6 @@ def test_peers_without_environment_says_so(monkeypatch) -> None:  # noqa: ANN001
 def test_openvino_runs_the_same_onnx_with_parity(tmp_path: Path) -> None:
     res = peers.run(tiny_bundle()[1], ["fp32"], rounds=4, block=2, repetitions=2)
     ov = [r for r in res["rows"] if r["engine"] == "openvino"]
-    assert ov and ov[0]["parity"]["rel_max"] < 1e-3 and ov[0]["ratio_vs_project_fp32_p50"] > 0
+    assert ov and ov[0]["parity"]["rel_max"] < 1e-3 and res["meta"]["ratios"][ov[0]["name"]]["vs_project_fp32_p50"] > 0
+    for r in res["rows"]:
+        validate_row(r)                                   # the latency harness's row schema

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from umask.bench.latency.machine import REPO_ROOT, git_commit, load_average, machine_info
+from umask.bench.latency.rows import shapes_of, validate_row
 from umask.bench.latency.timing import latency_summary, split_summary, write_json_md
 
 log = logging.getLogger(__name__)
@@ -159,20 +160,36 @@ def run(bundle: Path, precisions: list[str], *, rounds: int = 40, block: int = 5
             worker.close()
     base = times.get(("onnxruntime", "fp32"))
     base_p50 = latency_summary(base)["p50"] if base else None
+    machine = machine_info()
+    date = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    ratios: dict[str, dict[str, float | None]] = {}
     for (eng, p), v in times.items():
         st = split_summary(v, repetitions)
         own = times.get(("onnxruntime", p))
-        rows.append({"name": f"denoiser_step/{eng}/{p}/cpu/t{threads}", "component": "denoiser_step", "engine": eng,
-                     "engine_version": versions.get(eng), "precision": p, "threads": threads,
-                     "batch": int(next(iter(dit_feed(bundle, m, p).values())).shape[0]), **st,
-                     "parity": parity.get((eng, p)), "cpu_int8": caps,
-                     "ratio_vs_project_fp32_p50": None if not base_p50 else round(st["latency_ms"]["p50"] / base_p50, 4),
-                     "ratio_vs_onnxruntime_same_precision_p50":
-                         round(st["latency_ms"]["p50"] / latency_summary(own)["p50"], 4) if own else None})
+        feed = dit_feed(bundle, m, p)
+        rel = m["artifacts"][p]["dit"]["file"]
+        ratio = {"vs_project_fp32_p50": None if not base_p50 else round(st["latency_ms"]["p50"] / base_p50, 4),
+                 "vs_onnxruntime_same_precision_p50": round(st["latency_ms"]["p50"] / latency_summary(own)["p50"], 4)
+                 if own else None}
+        name = f"denoiser_step/{eng}/{p}/cpu/t{threads}"
+        ratios[name] = ratio
+        row = {"name": name, "component": "denoiser_step", "engine": eng, "engine_version": versions.get(eng),
+               "provider": "cpu", "provider_used": ["CPUExecutionProvider"] if eng == "onnxruntime" else ["CPU plugin"],
+               "device": "cpu", "precision": p, "threads": threads, "spinning": False if eng == "onnxruntime" else None,
+               "batch": int(next(iter(feed.values())).shape[0]), "shapes": shapes_of(feed), "warmup_s": 0.0,
+               "warmup_iters": 3, **st, "peak_rss_mb": None,
+               "peak_rss_method": "not measured (two processes; see the request rows of latency_cpu for memory)",
+               "device_mem_mb": None, "artifact": [f"{bundle}/{rel}"], "artifact_bytes": m["files"][rel]["size"],
+               "parity": parity.get((eng, p)), "llm": None, "request": None, "cpu_int8": caps, "date": date,
+               "git_commit": git_commit(), "machine": f"{machine['cpu']} x{machine['logical_cores']}",
+               "notes": f"ratio vs onnxruntime fp32 {ratio['vs_project_fp32_p50']}, vs onnxruntime {p} "
+                        f"{ratio['vs_onnxruntime_same_precision_p50']} (p50, same run, interleaved blocks)"}
+        validate_row(row)
+        rows.append(row)
     return {"meta": {"command": " ".join(["python", "-m", "umask.bench.latency.peers", *sys.argv[1:]]),
                      "commit": git_commit(), "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                      "bundle": str(bundle), "bundle_created": m.get("created_utc"), "versions": versions,
-                     "machine": machine_info(), "cpu_int8": caps, "load_before": load_before,
+                     "machine": machine, "cpu_int8": caps, "load_before": load_before, "ratios": ratios,
                      "load_after": load_average(), "rounds": rounds, "block": block, "repetitions": repetitions,
                      "notes": ["latency figures are PROVISIONAL on a shared, loaded 2-core machine (load average "
                                "in meta); blocks are interleaved so the ratios are fairer than the absolute ms",
@@ -195,10 +212,10 @@ def markdown(res: dict[str, Any]) -> str:
              "vs onnxruntime same precision | parity (rel max vs onnxruntime) |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in res["rows"]:
-        rp, par = r["repetitions"], r["parity"]
-        lines.append(f"| {r['engine']} {r['engine_version']} | {r['precision']} | {r['batch']} | "
+        rp, par, ra = r["repetitions"], r["parity"], m["ratios"][r["name"]]
+        lines.append(f"| {r['engine']} {str(r['engine_version']).split('-')[0]} | {r['precision']} | {r['batch']} | "
                      f"{r['latency_ms']['p50']:.2f} | {r['latency_ms']['p99']:.2f} | {rp['mean']:.2f} ± {rp['std']:.2f} | "
-                     f"{r['ratio_vs_project_fp32_p50']} | {r['ratio_vs_onnxruntime_same_precision_p50']} | "
+                     f"{ra['vs_project_fp32_p50']} | {ra['vs_onnxruntime_same_precision_p50']} | "
                      f"{'-' if not par else format(par['rel_max'], '.2e')} |")
     if res["skipped"]:
         lines += ["", "Skipped:"] + [f"- {s}" for s in res["skipped"]]
