@@ -42,6 +42,8 @@ from umask.train.data.grids import open_grid
 log = logging.getLogger(__name__)
 
 PROTOCOLS = ("A1", "A2", "A1-zeroshot", "A2-zeroshot")
+META_NOTE = ("U-STS-LLM (issue 12): real Milan data, PROTOCOL A windows and masks of benchmarks/accuracy/grid.py; one "
+             "training seed per model; short CPU-only runs on a shared 2-core machine (docs/families/ustsllm.md)")
 BATCH = 16
 
 
@@ -150,6 +152,72 @@ def upsert_v2(path: Path, rows: Sequence[dict[str, Any]], meta_note: str) -> Non
 
 
 # ------------------------------------------------------------------------------------------------
+# Latency: torch eager vs the bundle's onnxruntime sessions, on real test windows
+# ------------------------------------------------------------------------------------------------
+def _timed(fn: Callable[[], Any], reps: int) -> list[float]:
+    import time
+
+    fn()                                                   # warm-up
+    out = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def latency_rows(ckpt: str | None, bundle: str | None, precisions: Sequence[str], task: str, *, reps: int = 20,
+                 reps32: int = 3, command: str = "") -> list[dict[str, Any]]:
+    """p50 / p99 ms per window at batch 1 and windows per second at batch 1 and 32, one CPU thread, for the
+    torch eager checkpoint and each bundle precision, on the Milan test windows of ``task`` (a1 | a2)."""
+    import torch
+
+    from umask.runtime.families.ustsllm.session import Session
+
+    torch.set_num_threads(1)
+    grid = open_grid(None)
+    stats = fit_grid_stats(grid.values, grid.splits()["train"][1], grid.slots_per_day)
+    spec = harness.GridSpec(grid)
+    starts = np.arange(3888, 3888 + 32 * 4, 4)
+    if task == "a1":
+        hist = np.stack([spec.z[s - 288:s] for s in starts])
+        runs = {"torch": torch_fns(ckpt, stats)[0] if ckpt else None}
+        call = lambda fn, n: fn(hist[:n], starts[:n], 144)  # noqa: E731
+    else:
+        truth = np.stack([spec.z[s - 288:s] for s in starts])
+        mask = np.random.default_rng(0).random(truth.shape) < 0.75
+        obs = np.where(mask, np.nan, truth)
+        runs = {"torch": torch_fns(ckpt, stats)[1] if ckpt else None}
+        call = lambda fn, n: fn(obs[:n], mask[:n], starts[:n] - 288)  # noqa: E731
+    for prec in precisions if bundle else ():
+        f, i, _ = bundle_fns(bundle, prec, stats)
+        runs[f"onnx-{prec}"] = f if task == "a1" else i
+    rows = []
+    proto = task.upper()
+    note = ("one CPU thread (torch.set_num_threads(1) / onnxruntime intra_op 1) on a SHARED 2-core machine running "
+            "several other training jobs (load average ~12): absolute times are inflated and noisy; the ratio "
+            "torch vs onnx in the same call is the useful figure; torch = eager with LoRA unmerged; onnx through "
+            "the runtime session (raw units in/out, scaling included)")
+    for art, fn in runs.items():
+        if fn is None:
+            continue
+        t1 = np.array(_timed(lambda: call(fn, 1), reps)) * 1e3
+        t32 = np.array(_timed(lambda: call(fn, 32), reps32))
+        figs = {"latency_p50_ms": (float(np.percentile(t1, 50)), "lower"),
+                "latency_p99_ms": (float(np.percentile(t1, 99)), "lower"),
+                "windows_per_s@b1": (float(1e3 / np.median(t1)), "higher"),
+                "windows_per_s@b32": (float(32 / np.median(t32)), "higher")}
+        for metric, (value, better) in figs.items():
+            rows.append({"protocol": proto, "dataset": harness.DATASET, "data": "real", "model": "ustsllm",
+                         "kind": "ours", "family": "ustsllm", "artifact": art, "metric": metric,
+                         "value": round(value, 3), "better": better, "n_windows": 32 if "b32" in metric else reps,
+                         "seeds": [0], "spread": None, "command": command, "notes": note})
+        log.info("%s %s: p50 %.1f ms, %.1f windows/s at batch 32", proto, art, figs["latency_p50_ms"][0],
+                 figs["windows_per_s@b32"][0])
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------
 # CLI
 # ------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
@@ -172,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--net-seconds", type=float, default=300.0, help="training time cap per learned baseline and task")
     p.add_argument("--out", default=None, help="harness rows JSON (+ .md); default artifacts/eval/ustsllm_<protocol>.json")
     p.add_argument("--v2", default=None, help="upsert nmae/nrmse rows into this v2 result file")
+    p.add_argument("--latency", action="store_true", help="latency rows (torch eager vs the bundle) instead of accuracy")
     p.add_argument("--steps", type=int, default=None, help=argparse.SUPPRESS)     # common eval flags, no meaning here
     p.add_argument("--samples", type=int, default=None, help=argparse.SUPPRESS)
     return p
@@ -188,6 +257,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise InputError(f"--protocol {ns.protocol}: name the grid the model never saw with --data")
     if ns.ckpt is None and ns.bundle is None:
         raise InputError("--ckpt or --bundle: nothing to score")
+    if ns.latency:
+        rows = latency_rows(ns.ckpt, ns.bundle, [p.strip() for p in ns.precision.split(",") if p.strip()], task,
+                            command=command)
+        if ns.v2:
+            upsert_v2(Path(ns.v2), rows, META_NOTE)
+        print(json.dumps(rows, indent=1))
+        return 0
     grid = open_grid(ns.data, grid=ns.grid, slot_minutes=ns.slot_minutes)
     if zeroshot and grid.source == "milan":
         raise InputError("--data: a zero-shot protocol needs a grid other than the Milan training sample")
@@ -239,9 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(ns.out or f"artifacts/eval/ustsllm_{ns.protocol.lower()}.json")
     harness.write_report(rows, out, ns.data or harness.DEFAULT_DATA)
     if ns.v2:
-        upsert_v2(Path(ns.v2), v2_rows(rows, ns.protocol, grid.data, command, meta),
-                  "U-STS-LLM (issue 12): Milan 5x5 real data, PROTOCOL A windows of benchmarks/accuracy/grid.py; "
-                  "one training seed per model; CPU-only, short runs (see docs/families/ustsllm.md)")
+        upsert_v2(Path(ns.v2), v2_rows(rows, ns.protocol, grid.data, command, meta), META_NOTE)
         log.info("upserted %s", ns.v2)
     return 0
 

@@ -335,7 +335,44 @@ class ARGRU(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
         obs = 1.0 - mask
-        return 0.5 * (self._run(0, x, obs, prior) + self._run(1, x, obs, prior))
+        corr = 0.5 * (self._run(0, x, obs, prior) + self._run(1, x, obs, prior)) - prior
+        return interpolate(x, obs, prior) + corr
+
+
+def _carry(x: torch.Tensor, obs: torch.Tensor, reverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(last observed value, slots since it) at every slot, scanning forward (or backward); rows (R, T).
+    Before the first observation both are 0 (its weight is 0 below, through ``_seen``)."""
+    last = x.new_zeros(x.shape[0])
+    dist = x.new_zeros(x.shape[0])
+    vals, dists = [], []
+    for t in (range(x.shape[1] - 1, -1, -1) if reverse else range(x.shape[1])):
+        o = obs[:, t]
+        last = o * x[:, t] + (1 - o) * last
+        dist = (1 - o) * (dist + 1)
+        vals.append(last)
+        dists.append(dist)
+    if reverse:
+        vals, dists = vals[::-1], dists[::-1]
+    return torch.stack(vals, 1), torch.stack(dists, 1)
+
+
+def interpolate(x: torch.Tensor, obs: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+    """Linear interpolation of each row between its observed entries (constant beyond the ends, the profile
+    where a row has none): the starting point of the imputation guidance, which the ARGRU corrects.
+    Weights 1 / distance to the previous and next observation give exactly the linear interpolation.
+    x, obs, prior: (R, T); returns (R, T)."""
+    prev, d_f = _carry(x, obs, reverse=False)
+    nxt, d_b = _carry(x, obs, reverse=True)
+    w_f = _seen(obs, reverse=False) / d_f.clamp(min=1.0)
+    w_b = _seen(obs, reverse=True) / d_b.clamp(min=1.0)
+    eps = 1e-4
+    return (w_f * prev + w_b * nxt + eps * prior) / (w_f + w_b + eps)
+
+
+def _seen(obs: torch.Tensor, reverse: bool) -> torch.Tensor:
+    """1 where an observation exists at or before (after, ``reverse``) the slot, per row."""
+    c = torch.cumsum(obs.flip(1) if reverse else obs, dim=1).clamp(max=1.0)
+    return c.flip(1) if reverse else c
 
 
 class BiasGenerator(nn.Module):
@@ -382,9 +419,13 @@ class USTSLLM(nn.Module):
         self.bias_gen = BiasGenerator() if cfg.use_bias else None                       # eqs. 8-9
         self.norm = nn.LayerNorm(d)
         self.rconv = nn.ModuleDict({t: nn.Linear(d, cfg.target(t)) for t in TASKS})     # eq. 13 (1x1 conv)
+        if cfg.use_guidance:                       # a small start: the network begins at its guidance signal
+            for lin in self.rconv.values():
+                nn.init.normal_(lin.weight, std=1e-3)
+                nn.init.zeros_(lin.bias)
         if cfg.use_guidance:
             self.guide = nn.ModuleDict({"forecast": ForecastGuidance(cfg), "impute": ARGRU(cfg)})  # eq. 7
-            self.gate = nn.Parameter(torch.tensor(1.0))                                 # lambda = sigmoid(gate)
+            self.gate = nn.Parameter(torch.tensor(0.0))                                 # lambda = sigmoid(gate)
 
     def trainable_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
@@ -406,14 +447,16 @@ class USTSLLM(nn.Module):
         for i, block in enumerate(self.blocks):                             # eqs. 10-12
             h = block_forward(block, h, bias if i >= self.cfg.n_frozen else None, self.n_heads, self.n_kv,
                               self.head_dim)
-        h_out = self.rconv[task](self.norm(h))                              # (B, N, S)   eq. 13
+        delta = self.rconv[task](self.norm(h))                              # (B, N, S)   eq. 13
         if self.cfg.use_guidance:
             g = self.guide[task](xs_n.reshape(b * n, t), mask.transpose(1, 2).reshape(b * n, t),
                                  ps_n.reshape(b * n, t)).view(b, n, -1)     # (B, N, S)   eq. 7
+            # eq. 14 with H_out = G + RConv(H_pfa): the LLM branch predicts the residual correction of the
+            # guidance (the paper's stated intent), so Y_out = G + (1 - lambda) RConv(H_pfa)
             lam = torch.sigmoid(self.gate)
-            y_out = (1 - lam) * h_out + lam * g                             # eq. 14
+            y_out = (1 - lam) * (g + delta) + lam * g
         else:
-            y_out = h_out
+            y_out = delta
         return (y_out / s).transpose(1, 2)                                  # (B, S, N)   Y = s^-1 Y_out
 
 
