@@ -207,17 +207,18 @@ def latency(run: str | Path, bundle: str | Path, *, repeats: int = 3, command: s
 def _rows(scored: dict[str, dict[int, dict[str, float]]], n_win: dict[str, int], *, dataset: str, data: str,
           kinds: dict[str, tuple[str, str | None, str]], command: str, notes: dict[str, str]) -> list[dict[str, Any]]:
     rows = []
-    for model, per_seed in scored.items():
-        kind, family, artifact = kinds[model]
+    for key, per_seed in scored.items():
+        kind, family, artifact = kinds[key]
+        model = key.split("@")[0]
         seeds = sorted(per_seed)
         for metric in METRICS:
             v = [per_seed[s][metric] for s in seeds]
             row = {"protocol": "D", "dataset": dataset, "data": data, "model": model, "kind": kind, "family": family,
                    "artifact": artifact, "metric": metric, "value": round(float(np.mean(v)), 6), "better": "higher",
-                   "n_windows": n_win[model], "seeds": seeds,
+                   "n_windows": n_win[key], "seeds": seeds,
                    "spread": round(float(np.std(v)), 6) if len(v) > 1 else None, "command": command}
-            if model in notes:
-                row["notes"] = notes[model]
+            if key in notes:
+                row["notes"] = notes[key]
             rows.append(row)
     return rows
 
@@ -306,7 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         users = pops[first]
         _, x, _ = run_scores(by_seed[first], users)
         for prec in args.precisions.split(","):
-            key = f"gtslum@{prec}"
+            key = f"gtslum@{prec}"            # the row's model is "gtslum"; the artifact tells them apart
             scored[key][first] = gt.rank_metrics(bundle_scores(args.bundle, users, x, prec), x.truth)
             n_win[key] = len(x)
             kinds[key] = ("ours", "gtslum", "onnx-fp32" if prec == "fp32" else "onnx-int8-dynamic")
