@@ -12,13 +12,18 @@ settings in a few minutes (what tests/test_demo.py smoke-tests).
    simulator-vs-real validation table.
 3. Milan (real): PROTOCOL A1/A2 windows and the baseline rows.
 4. Taobao (real): PROTOCOL C leave-one-out split.
-5. Train U-MASK (profile MLP + mask generator + DiT, v2 recipe) on the synthetic users of step 2
-   (``--quick``: the tiny config, 60 steps; default: the small config, ``--train-steps`` 600).
+5. The U-MASK model: by default the trained small model shipped in ``checkpoints/umask_small/``
+   (``--model``; its MODEL_CARD.md says what it was trained on and how it scores), so nothing is
+   trained; ``--retrain`` trains U-MASK (profile MLP + mask generator + DiT, v2 recipe) from scratch
+   on the synthetic users of step 2 (the small config, ``--train-steps`` 600); ``--quick`` always
+   trains the tiny config for 60 steps (the smoke path).
 6. The U-SCOPE profiling LLM: the GGUF files of ``artifacts/uscope/gguf`` when a U-SCOPE run made
    them (``--llm-dir``); otherwise the bundle carries no LLM and the runtime writes the rule-based
    template profile (said in the output).
 7. Export the checkpoint to a verified bundle (ONNX fp32 + int8 QDQ with ``--quick``; every
-   precision otherwise; the TensorRT step prints its skip here), then open it with the torch-free
+   precision otherwise; the TensorRT step prints its skip here; where the exporter does not take the
+   model's inputs yet, the demo says so and scores the torch model on the real users instead), then
+   open it with the torch-free
    runtime ``Session`` and serve the 6 REAL users of the Tsinghua sample at 18:00 of their day:
    profile text, the evidence mask as a compact text strip, the next-hour prediction, cold-start app
    and location recommendations.
@@ -40,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from umask.export.errors import ExportError
 from umask.runtime.core.catalog import load_llmapp_catalog
 from umask.runtime.core.events import read_official_trace, read_trace
 from umask.runtime.core.errors import InputError
@@ -204,6 +210,43 @@ def train_umask(trace: Path, out_dir: Path, quick: bool, steps: int | None, thre
     ckpt = train(cfg)
     print(f"checkpoint {_rel(ckpt)} ({time.perf_counter() - t:.0f} s)")
     return ckpt
+
+
+def shipped_model(model_dir: Path) -> Path:
+    """The shipped checkpoint folder (model.safetensors + config.json + MODEL_CARD.md): print what it is."""
+    from umask.train.common.checkpoints import resolve_checkpoint
+
+    ckpt = resolve_checkpoint(model_dir)
+    config = json.loads((ckpt / "config.json").read_text())
+    m, sh = config.get("model", {}), config.get("shipped", {})
+    _section(f"5. U-MASK: the shipped model {_rel(ckpt)} (no training; --retrain trains from scratch)")
+    print(f"config {m.get('name')}, prior {m.get('prior', 'none')}, trained {sh.get('step')} steps on "
+          f"{config.get('data', {}).get('source')} ({config.get('data', {}).get('n_users_loaded')} users); "
+          f"weights {sh.get('weights')} {sh.get('dtype')}; card: {_rel(ckpt / 'MODEL_CARD.md')}")
+    return ckpt
+
+
+def serve_torch(ckpt: Path, why: str) -> dict[str, Any]:
+    """B1 (next hour) of the 6 REAL users with the torch model, next to the real-sample baselines."""
+    from umask.bench.accuracy import user as ue
+    from umask.bench.accuracy.user_umask import umask_predictor
+
+    _section("7b. The torch model on the 6 REAL users (B1, next hour, every hour of their day)")
+    print(f"not exported: {why}")
+    pop = ue.real_population()
+    pred = umask_predictor(ckpt, n_samples=2)
+    pred.attach_population(pop)
+    rows = ue.evaluate_real_sample({**ue.real_baseline_models(), "umask": pred}, population=pop)
+    out = []
+    print(f"{'model':<14}{'RMSE traffic':>13}{'RMSE app':>10}{'RMSE loc':>10}{'MAE loc':>9}  (featurized scale, REAL)")
+    for r in rows:
+        m = r["metrics"]
+        print(f"{r['model']:<14}{m['traffic']['rmse']:>13.4f}{m['app']['rmse']:>10.4f}{m['location']['rmse']:>10.4f}"
+              f"{m['location']['mae']:>9.4f}")
+        out.append({"model": r["model"], "n_windows": r["n_windows"],
+                    "rmse": {g: m[g]["rmse"] for g in ("traffic", "app", "location")},
+                    "mae": {g: m[g]["mae"] for g in ("traffic", "app", "location")}})
+    return {"data": "real", "artifact": "torch", "not_exported": why, "rows": out}
 
 
 # -----------------------------------------------------------------------------
@@ -382,7 +425,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--users", type=int, default=None, help="synthetic users (default 1000, --quick 100)")
     p.add_argument("--seed", type=int, default=0, help="simulator seed")
     p.add_argument("--out", type=Path, default=ROOT / "artifacts" / "demo", help="output folder")
-    p.add_argument("--train-steps", type=int, default=None, help="U-MASK training steps (default 600, --quick 60)")
+    p.add_argument("--model", type=Path, default=ROOT / "checkpoints" / "umask_small",
+                   help="the shipped U-MASK checkpoint folder served by default")
+    p.add_argument("--retrain", action="store_true",
+                   help="train U-MASK from scratch on the simulated users instead of serving --model")
+    p.add_argument("--train-steps", type=int, default=None,
+                   help="U-MASK training steps with --retrain (default 600; --quick: 60, the tiny config)")
     p.add_argument("--threads", type=int, default=1, help="torch threads for training")
     p.add_argument("--llm-dir", type=Path, default=ROOT / "artifacts" / "uscope" / "gguf",
                    help="folder with the U-SCOPE GGUF files to ship in the bundle (absent: template profiles)")
@@ -404,16 +452,30 @@ def main(argv: list[str] | None = None) -> int:
     summary["taobao"] = taobao()
     if not args.data_only:
         trace = args.out / "sim" / "App_usage_trace.synthetic.txt.gz"
-        ckpt = train_umask(trace, args.out / "train", args.quick, args.train_steps, args.threads)
-        summary["train"] = {"data": "synthetic", "checkpoint": _rel(ckpt)}
+        shipped = not (args.quick or args.retrain)
+        if shipped and not (args.model / "config.json").is_file():
+            p.error(f"--model {args.model}: no shipped checkpoint there (config.json); use --retrain")
+        if shipped:
+            ckpt = shipped_model(args.model)
+            summary["train"] = {"data": "synthetic", "checkpoint": _rel(ckpt), "source": "shipped (not trained here)"}
+        else:
+            ckpt = train_umask(trace, args.out / "train", args.quick, args.train_steps, args.threads)
+            summary["train"] = {"data": "synthetic", "checkpoint": _rel(ckpt), "source": "trained in this run"}
         gguf_dir = llm_files(args.llm_dir)
         key, pub = demo_key(args.out / "keys")      # the run's own signing key (see demo_key)
-        manifest = export_bundle(ckpt, args.out / "bundle", args.quick, gguf_dir, sign_key=key)
-        summary["export"] = {"bundle": _rel(args.out / "bundle"), "seconds": manifest.get("export_seconds"),
-                             "llm": manifest.get("llm", {}).get("status")}
-        summary["export"]["signed_by"] = _rel(pub)
-        summary["serve"] = serve_real_users(args.out / "bundle", args.precision, trusted_keys=[pub])
-        summary["latency_accuracy"] = latency_accuracy(args.out / "bundle", manifest, trusted_keys=[pub])
+        try:
+            manifest = export_bundle(ckpt, args.out / "bundle", args.quick, gguf_dir, sign_key=key)
+        except (ExportError, InputError) as e:
+            if not shipped:
+                raise
+            summary["export"] = {"error": str(e)}
+            summary["serve"] = serve_torch(ckpt, str(e))
+        else:
+            summary["export"] = {"bundle": _rel(args.out / "bundle"), "seconds": manifest.get("export_seconds"),
+                                 "llm": manifest.get("llm", {}).get("status")}
+            summary["export"]["signed_by"] = _rel(pub)
+            summary["serve"] = serve_real_users(args.out / "bundle", args.precision, trusted_keys=[pub])
+            summary["latency_accuracy"] = latency_accuracy(args.out / "bundle", manifest, trusted_keys=[pub])
     summary["elapsed_s"] = round(time.perf_counter() - t0, 1)
     out = args.out / "summary.json"
     tmp = out.with_suffix(".json.tmp")

@@ -184,7 +184,7 @@ def test_fresh_model_completes_with_exactly_the_prior(users, point: str) -> None
     with pytest.raises(InputError, match="prior"):
         m.complete({k: v for k, v in b.items() if k != "prior"}, make_sampler("ddim", m.schedule), 2)
     with pytest.raises(InputError):
-        m.complete(b, make_sampler("ddim", m.schedule), 2, point="median")
+        m.complete(b, make_sampler("ddim", m.schedule), 2, point="mode")
 
 
 def test_residual_learns_and_loss_is_on_targets(users) -> None:

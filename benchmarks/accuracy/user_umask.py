@@ -178,8 +178,8 @@ class UMaskPredictor:
                  sbert_cache: str | Path | None = None, encoder: Any = None, clip: bool = True,
                  checkpoint: str | Path | None = None, profile_generator: Any = None,
                  context_slots: int | None = None, point: str = "auto") -> None:
-        if point not in ("auto", "mean", "first_x0"):
-            raise InputError(f"point must be 'auto', 'mean' or 'first_x0', got {point!r}")
+        if point not in ("auto", "mean", "first_x0", "median"):
+            raise InputError(f"point must be 'auto', 'mean', 'first_x0' or 'median', got {point!r}")
         if profile_source not in ("template", "none", "llm"):
             raise InputError(f"profile_source must be 'template', 'none' or 'llm', got {profile_source!r}")
         if (profile_source == "llm") != (profile_generator is not None):
@@ -291,7 +291,22 @@ class UMaskPredictor:
             out["profile_present"] = torch.from_numpy(present)
         if self.prior != "none":
             out["prior"] = torch.from_numpy(self.prior_inputs(batch, x0, avail))
+        if getattr(self.model.cfg, "dit_calendar", False):
+            out["cal"] = torch.from_numpy(self.calendar_inputs(batch))
         return out
+
+    def calendar_inputs(self, batch: ue.TaskBatch) -> np.ndarray:
+        """(n, T, CAL_DIM) `slot_calendar` of each window (its slots' time of day and weekday; no data)."""
+        from umask.train.models.umask.data import slot_calendar
+
+        if self.population is None:
+            raise InputError("this checkpoint takes the slot calendar (dit_calendar): the scorer must attach the "
+                             "evaluated population (UMaskPredictor.attach_population)")
+        out = []
+        for u, start in zip(batch.users, batch.context_starts):
+            tensor = self.population.features[int(u)].tensor
+            out.append(slot_calendar(tensor.start_ts, tensor.slot_seconds, int(start), self.window.T))
+        return np.stack(out).astype(np.float32)
 
     def prior_inputs(self, batch: ue.TaskBatch, x0: np.ndarray, avail: np.ndarray) -> np.ndarray:
         """(n, C, T, H, W) `window_prior` of each window (the user's history before its start, as trained),
@@ -386,7 +401,8 @@ class UMaskPredictor:
         d: dict[str, Any] = {"seeds": [self.seed], "samples": self.n_samples, "steps": self.steps,
                              "sampler": self.sampler_name + (" (eta = 0)" if self.sampler_name == "ddim" else ""),
                              "point_forecast": (f"mean of {self.n_samples} samples" if self.point == "mean" else
-                                                f"x0 estimate at the first step (t = N-1), mean of {self.n_samples} "
+                                                f"per-entry median of {self.n_samples} samples" if self.point == "median"
+                                                else f"x0 estimate at the first step (t = N-1), mean of {self.n_samples} "
                                                 "noise draws") + (f"; prior {self.prior}" if self.prior != "none" else ""),
                              "profile_input": (f"{self.profile_source} -> SBERT -> ProfileMLP" if self.uses_profile else "none")
                              + (f" (LLM {getattr(self.profile_generator, 'model_path', '')}"
@@ -823,9 +839,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--profile", action="append", default=[], metavar="NAME=SOURCE",
                    help="profile text source of model NAME: template (default), none, or llm:MODEL.gguf[+LORA.gguf] "
                         "(U-SCOPE profiling LLM via runtime/llm.LlamaProfiler, greedy)")
-    p.add_argument("--point", default="auto", choices=("auto", "mean", "first_x0"),
-                   help="U-MASK point forecast: mean of --samples samples, or the x0 estimate at the first step "
-                        "(auto: first_x0 for a prior model, mean otherwise)")
+    p.add_argument("--point", default="auto", choices=("auto", "mean", "first_x0", "median"),
+                   help="U-MASK point forecast: mean of --samples samples, their per-entry median (for MAE), or the x0 estimate "
+                        "at the first step (auto: first_x0 for a prior model, mean otherwise)")
     p.add_argument("--out", default=DEFAULT_OUT)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -868,10 +884,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     pop = subset_population(full, args.users)
     for pr in preds.values():
         pr.attach_population(pop)
-    if not args.no_real and trace is None and any(pr.prior != "none" for pr in preds.values()):
-        log.warning("a prior model is scored: the real 6-user sample is skipped (its one day has no history before "
-                    "the window for the prior)")
-        args.no_real = True
     if args.diagnostics:
         return _run_diagnostics(preds, pop, args.diagnostics, args.split, command, Path(args.out))
     model_info = {n: pr.info() for n, pr in preds.items()}
@@ -880,7 +892,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         model_info[n]["notes"] = (notes.get(n, "U-MASK checkpoint") + f" [same users as training: {same[n]}; "
                                   f"{args.steps} {args.sampler} steps, {args.samples} samples, seed {args.sample_seed}]")
 
-    models: dict[str, ue.Predictor] = {} if args.no_baselines else dict(ue.baseline_models(pop))
+    models: dict[str, ue.Predictor] = {} if args.no_baselines else dict(ue.v2_baseline_models(pop))
     models.update(preds)
     if args.b1_offset is None:   # the documented default 2 (02:00, 06:00, ...) needs every > 2
         args.b1_offset = 2 if args.b1_every > 2 else 0
@@ -898,10 +910,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if r["model"] in preds and "evaluated_subset" in pop.info:
             r["simulator" if trace is None else "data"]["evaluated_subset"] = pop.info["evaluated_subset"]
     if not args.no_real and trace is None:               # the real sample checks simulator-trained checkpoints
+        real_pop = ue.real_population(data_dir=args.data_dir)
+        for pr in preds.values():           # a prior / calendar model reads the real users' own tensors
+            pr.attach_population(real_pop)  # (one day: the prior has no earlier history, only the in-day context)
         real_models: dict[str, ue.Predictor] = {} if args.no_baselines else dict(ue.real_baseline_models())
         real_models.update(preds)
         rows += ue.evaluate_real_sample(real_models, batch_size=args.batch_size, model_info=model_info,
-                                        command=command, data_dir=args.data_dir)
+                                        command=command, population=real_pop)
     if args.context_slots is not None:
         _mark_context_override(rows, preds, args.context_slots)
     elapsed = time.perf_counter() - t0

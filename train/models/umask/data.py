@@ -93,8 +93,8 @@ from torch.utils.data import Dataset, Sampler
 from umask.runtime.core.errors import InputError
 from umask.runtime.core.featurize import (DAY_SECONDS, NOTHING_ABSENT, FeatureConfig, ProfileStats,
                                           SparseBehaviorTensor)
-from umask.runtime.families.umask.prior import (PRIOR_WEIGHT, PRIORS, blend_prior,  # noqa: F401 (re-exported)
-                                               history_tod_sums, window_prior)
+from umask.runtime.families.umask.prior import (  # noqa: F401 (re-exported)
+    CAL_DIM, PRIOR_WEIGHT, PRIORS, blend_prior, history_tod_sums, slot_calendar, window_prior)
 from umask.train.models.umask.dit import TASKS
 from umask.train.data.user_windows import user_splits
 
@@ -122,6 +122,7 @@ class WindowConfig:
     val_stride: int | None = None           # slots between validation target starts (None: horizon)
     tasks: tuple[str, ...] = TASKS          # tasks to draw windows for
     prior: str = "none"                     # "blend": items carry ``prior`` (see `blend_prior`); set by UMaskConfig.prior
+    calendar: bool = False                  # items carry ``cal`` (T, CAL_DIM) (`slot_calendar`); UMaskConfig.dit_calendar
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tasks", tuple(self.tasks))
@@ -156,6 +157,8 @@ class WindowConfig:
         d["hide_range"], d["tasks"] = list(self.hide_range), list(self.tasks)
         if self.prior == "none":      # the default leaves no trace: configs / bundles as before the option
             del d["prior"]
+        if not self.calendar:
+            del d["calendar"]
         return d
 
     @classmethod
@@ -474,6 +477,8 @@ class UserWindowDataset(Dataset):
         }
         if cfg.prior == "blend":
             out["prior"] = torch.from_numpy(window_prior(u.tensor, w0, x0, avail, task, ctx) * present[:, None, None, None])
+        if cfg.calendar:
+            out["cal"] = torch.from_numpy(slot_calendar(u.tensor.start_ts, u.tensor.slot_seconds, w0, T))
         if self.profiles is not None:
             out["profile_emb"] = torch.from_numpy(self.profiles.emb[ui])
             out["profile_present"] = bool(self.profiles.present[ui])
@@ -558,4 +563,5 @@ class StepBatchSampler(Sampler):
 __all__ = ["WindowConfig", "UserData", "users_from_events", "simulated_users", "users_from_trace", "save_users",
            "load_users", "channel_rms", "population_fingerprint", "ProfileTable", "build_profile_table", "train_windows",
            "val_windows", "imputation_hidden", "history_tod_sums", "blend_prior", "window_prior", "PRIORS",
+           "CAL_DIM", "slot_calendar",
            "PRIOR_WEIGHT", "UserWindowDataset", "collate", "StepBatchSampler", "IMPUTE_SALT"]

@@ -295,13 +295,21 @@ class FinalLayer(nn.Module):
 class DiT(nn.Module):
     """x0-predicting diffusion transformer for masked behaviour-tensor completion."""
 
-    def __init__(self, cfg: DiTConfig, *, use_prior: bool = False) -> None:
+    def __init__(self, cfg: DiTConfig, *, use_prior: bool = False, cal_dim: int = 0, poi_dim: int = 0,
+                 hb_dim: int = 0) -> None:
         super().__init__()
         self.cfg = cfg
         # prior residual mode (UMaskConfig.prior != "none"; a constructor flag, not a DiTConfig field,
         # so the default config and every exported bundle stay as they were): the deterministic
         # prior enters as C more input channels and the output is prior + residual off the evidence
         self.use_prior = bool(use_prior)
+        # optional extra inputs (UMaskConfig.dit_calendar / dit_epos / dit_hb; 0 = absent, the default,
+        # so existing checkpoints and exported graphs are unchanged):
+        # cal_dim: per-slot calendar features (B, T, cal_dim) -> a token term (what slot of day / day of
+        #   week each token is: the sin-cos position only knows the index inside the window);
+        # poi_dim: the POI location embedding E_pos (B, H, W, poi_dim) -> a token term (eq. 33);
+        # hb_dim: the mask generator's behaviour summary h_b (B, hb_dim) -> a condition term (eq. 19 F_b).
+        self.cal_dim, self.poi_dim, self.hb_dim = int(cal_dim), int(poi_dim), int(hb_dim)
         C, D = cfg.channels, cfg.d_model
         t0, h0, w0 = cfg.patch
 
@@ -320,6 +328,14 @@ class DiT(nn.Module):
         # e_u = MLP(h_u). Absent in the no-conditioning baseline (a config flag, not a data branch)
         self.user_embedder = (nn.Sequential(nn.Linear(cfg.cond_dim, D), nn.SiLU(), nn.Linear(D, D))
                               if cfg.use_user_cond else None)
+
+        # eq. 33 E_pos (POI embedding pooled per spatial patch) and the slot calendar, both added to the tokens
+        self.cal_embedder = nn.Linear(t0 * self.cal_dim, D) if self.cal_dim else None
+        self.poi_embedder = nn.Linear(h0 * w0 * self.poi_dim, D) if self.poi_dim else None
+        # eq. 19: F_{b,tau} conditions the network; here h_b (the generator's user-level behaviour vector,
+        # computed from the available history only) enters c next to e_u + e_tau
+        self.hb_embedder = (nn.Sequential(nn.Linear(self.hb_dim, D), nn.SiLU(), nn.Linear(D, D))
+                            if self.hb_dim else None)
 
         self.blocks = nn.ModuleList([DiTBlock(cfg) for _ in range(cfg.depth)])
         self.final_layer = FinalLayer(cfg)
@@ -342,6 +358,9 @@ class DiT(nn.Module):
         if self.user_embedder is not None:
             nn.init.normal_(self.user_embedder[0].weight, std=0.02)
             nn.init.normal_(self.user_embedder[2].weight, std=0.02)
+        if self.hb_embedder is not None:
+            nn.init.normal_(self.hb_embedder[0].weight, std=0.02)
+            nn.init.normal_(self.hb_embedder[2].weight, std=0.02)
         # 3. adaLN-Zero: zero modulation, so every block starts as the identity
         for block in self.blocks:
             nn.init.zeros_(block.adaLN_modulation[-1].weight)
@@ -362,12 +381,35 @@ class DiT(nn.Module):
             c = c + self.user_embedder(h_u)
         return c
 
+    def extra_tokens(self, cal: torch.Tensor | None, e_pos: torch.Tensor | None) -> torch.Tensor | None:
+        """(B, L, D) token term of the calendar (B, T, cal_dim) and E_pos (B, H, W, poi_dim), or None."""
+        cfg = self.cfg
+        t0, h0, w0 = cfg.patch
+        gt, gh, gw = cfg.grid
+        out = None
+        if self.cal_embedder is not None:          # constructor flag
+            if cal is None:
+                raise ValueError(f"this DiT takes a calendar input (B, T, {self.cal_dim})")
+            ct = self.cal_embedder(cal.reshape(-1, gt, t0 * self.cal_dim))            # (B, T', D)
+            out = ct[:, :, None, None, :].expand(-1, gt, gh, gw, ct.shape[-1])         # (B, T', H', W', D)
+        if self.poi_embedder is not None:          # constructor flag
+            if e_pos is None:
+                raise ValueError(f"this DiT takes e_pos (B, H, W, {self.poi_dim})")
+            e = e_pos.reshape(-1, gh, h0, gw, w0, self.poi_dim).permute(0, 1, 3, 2, 4, 5)  # (B, H', W', h0, w0, P)
+            pt = self.poi_embedder(e.reshape(-1, gh, gw, h0 * w0 * self.poi_dim))     # (B, H', W', D)
+            pt = pt[:, None].expand(-1, gt, gh, gw, pt.shape[-1])                      # (B, T', H', W', D)
+            out = pt if out is None else out + pt
+        return None if out is None else out.reshape(-1, gt * gh * gw, out.shape[-1])   # (B, L, D), time-major
+
     def forward(self, x_t: torch.Tensor, x_obs: torch.Tensor, mask: torch.Tensor, t: torch.Tensor,
-                h_u: torch.Tensor, task: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
+                h_u: torch.Tensor, task: torch.Tensor, prior: torch.Tensor | None = None, *,
+                cal: torch.Tensor | None = None, e_pos: torch.Tensor | None = None,
+                h_b: torch.Tensor | None = None) -> torch.Tensor:
         """Predict X_0 (B, C, T, H, W) (eqs. 19 / 32 parameterization).
 
         mask may be (B, 1, T, H, W) (tied across channels) or (B, C, T, H, W).
         In the no-conditioning baseline h_u is accepted and ignored.
+        ``cal`` / ``e_pos`` / ``h_b``: required exactly when the DiT was built with cal_dim / poi_dim / hb_dim.
         With ``use_prior``, ``prior`` (B, C, T, H, W) is required: it is a fourth input block and the
         prediction is ``x_obs`` on the evidence and ``prior + residual`` elsewhere; the residual is
         the (zero-initialized, adaLN-Zero) final layer's output, so at init the DiT returns the prior.
@@ -382,7 +424,14 @@ class DiT(nn.Module):
         else:
             z = torch.cat([x_t, x_obs, m], dim=1)  # (B, 3C, T, H, W)
         x = self.x_embedder(patchify(z, cfg.patch)) + self.pos_embed  # (B, L, D)
+        extra = self.extra_tokens(cal, e_pos)
+        if extra is not None:
+            x = x + extra  # eq. 33: + E_pos (and the slot calendar)
         c = self.condition(t, h_u, task)  # (B, D)
+        if self.hb_embedder is not None:  # constructor flag; eq. 19 F_b conditioning
+            if h_b is None:
+                raise ValueError(f"this DiT takes h_b (B, {self.hb_dim})")
+            c = c + self.hb_embedder(h_b)
         for block in self.blocks:
             x = block(x, c)  # (B, L, D)
         x = self.final_layer(x, c)  # (B, L, C*t0*h0*w0)

@@ -88,7 +88,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from umask.runtime.core.errors import InputError
-from umask.train.models.umask.data import PRIORS, WindowConfig
+from umask.train.models.umask.data import CAL_DIM, PRIORS, WindowConfig
 from umask.train.diffusion import HighNoiseSchedule, VPSchedule, model_denoise_fn
 from umask.train.models.umask.dit import DIT_CONFIGS, TASKS, DiT, DiTConfig, dit_config
 from umask.train.models.umask.mask_generator import MASKGEN_CONFIGS, MaskGenConfig, MaskGenerator, MaskOutput, maskgen_config
@@ -96,7 +96,7 @@ from umask.train.models.umask.profile_encoder import SBERT_DIM, ProfileMLP
 
 MASK_MODES = ("learned", "random", "none")
 DATA_SCALES = ("global", "channel", "none")
-POINT_ESTIMATES = ("mean", "first_x0")   # UMask.complete(point=...)
+POINT_ESTIMATES = ("mean", "first_x0", "median")   # UMask.complete(point=...)
 CHANNEL_SCALE_FLOOR = 0.25   # "channel": rms_c is floored at this fraction of the global rms
 
 
@@ -138,6 +138,14 @@ class UMaskConfig:
     # deterministic prior the DiT learns the residual of (see "Prior" above): "none" | "blend".
     # Mirrored into window.prior, so the data set adds the item's ``prior``.
     prior: str = "none"
+    # extra DiT inputs (issue "U-MASK that wins"; all off by default: configs, checkpoints and exported
+    # graphs of earlier models are unchanged). dit_calendar: the slot calendar (data.slot_calendar:
+    # slot of day, weekday, weekend) as a token term, mirrored into window.calendar so items carry
+    # ``cal``; dit_epos: the POI embedding E_pos as a token term (eq. 33); dit_hb: the mask generator's
+    # h_b in the DiT condition (eq. 19's F_{b,tau}; see docs/paper_notes.md §9.2).
+    dit_calendar: bool = False
+    dit_epos: bool = False
+    dit_hb: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dit_overrides", _tuplify(dict(self.dit_overrides)))
@@ -150,8 +158,8 @@ class UMaskConfig:
             raise InputError(f"mask_mode must be one of {MASK_MODES}, got {self.mask_mode!r}")
         if self.prior not in PRIORS:
             raise InputError(f"prior must be one of {PRIORS}, got {self.prior!r}")
-        if self.window.prior != self.prior:
-            object.__setattr__(self, "window", replace(self.window, prior=self.prior))
+        if self.window.prior != self.prior or self.window.calendar != self.dit_calendar:
+            object.__setattr__(self, "window", replace(self.window, prior=self.prior, calendar=self.dit_calendar))
         if self.data_scale not in DATA_SCALES:
             raise InputError(f"data_scale must be one of {DATA_SCALES}, got {self.data_scale!r}")
         if self.t_power <= 0:
@@ -184,6 +192,9 @@ class UMaskConfig:
             d[k] = {kk: list(v) if isinstance(v, tuple) else v for kk, v in d[k].items()}
         if self.prior == "none":      # the default leaves no trace (configs, bundles and fingerprints as before)
             del d["prior"]
+        for k in ("dit_calendar", "dit_epos", "dit_hb"):
+            if not d[k]:
+                del d[k]
         return d
 
     @classmethod
@@ -253,7 +264,8 @@ class UMask(nn.Module):
         dcfg, mcfg = cfg.dit_config(), cfg.maskgen_config()
         self.profile = ProfileMLP(cfg.sbert_dim, dcfg.cond_dim, cfg.profile_hidden, cfg.profile_dropout)
         self.maskgen = MaskGenerator(mcfg)
-        self.dit = DiT(dcfg, use_prior=cfg.prior != "none")
+        self.dit = DiT(dcfg, use_prior=cfg.prior != "none", cal_dim=CAL_DIM if cfg.dit_calendar else 0,
+                       poi_dim=mcfg.poi_dim if cfg.dit_epos else 0, hb_dim=mcfg.d_hidden if cfg.dit_hb else 0)
         self.nce_u = nn.Linear(dcfg.cond_dim, cfg.nce_dim)   # InfoNCE projection heads (eq. 20)
         self.nce_b = nn.Linear(mcfg.d_hidden, cfg.nce_dim)
         self.register_buffer("rho_prior", torch.tensor(mcfg.rho_init, dtype=torch.float32), persistent=False)
@@ -279,6 +291,19 @@ class UMask(nn.Module):
             raise InputError(f"UMaskConfig.prior={self.cfg.prior!r}: the batch needs 'prior' (B, C, T, H, W) "
                              "(data.window_prior; the data set adds it when window.prior is set)")
         return self._scale(batch["prior"].to(batch["x0"].dtype))
+
+    def dit_extras(self, batch: dict[str, torch.Tensor], mo: MaskOutput) -> dict[str, torch.Tensor]:
+        """Keyword inputs of the optional DiT terms (calendar, E_pos, h_b); {} for a default model."""
+        cfg, out = self.cfg, {}
+        if cfg.dit_calendar:
+            if "cal" not in batch:
+                raise InputError("UMaskConfig.dit_calendar: the batch needs 'cal' (B, T, CAL_DIM) (data.slot_calendar)")
+            out["cal"] = batch["cal"].to(batch["x0"].dtype)
+        if cfg.dit_epos:
+            out["e_pos"] = batch["e_pos"].to(batch["x0"].dtype)
+        if cfg.dit_hb:
+            out["h_b"] = mo.features["h_b"]
+        return out
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -329,10 +354,11 @@ class UMask(nn.Module):
         noise = torch.randn(x0.shape, generator=generator, dtype=torch.float32).to(x0)
         x_t = sched.q_sample(x0, t, noise)                                     # eq. 31
         prior = self.prior_input(batch)                                        # None unless cfg.prior
+        extras = self.dit_extras(batch, mo)                                    # {} unless dit_calendar/epos/hb
         if prior is None:
-            pred = self.dit(x_t, x0 * mask, mask, t, h_u, task)                # eqs. 19 / 32, x0-prediction
+            pred = self.dit(x_t, x0 * mask, mask, t, h_u, task, **extras)      # eqs. 19 / 32, x0-prediction
         else:
-            pred = self.dit(x_t, x0 * mask, mask, t, h_u, task, prior)         # prior + residual
+            pred = self.dit(x_t, x0 * mask, mask, t, h_u, task, prior, **extras)  # prior + residual
 
         # eq. 19: per-window target error + w_context * non-evidence context error
         # absent channels (data.py ``channel_present`` 0, app-only logs) are never in the loss: the
@@ -398,7 +424,9 @@ class UMask(nn.Module):
         Only ``x0 * avail`` is read (targets never leak). Equals x0 exactly on the evidence mask.
         ``point="first_x0"``: the deterministic-ish point estimate instead: the DiT's x0 prediction at
         the sampler's first step (t = N-1, one network call per draw; ``steps`` is then ignored),
-        averaged over the ``n_samples`` noise draws. With ``cfg.prior`` the batch carries ``prior``."""
+        averaged over the ``n_samples`` noise draws. ``point="median"``: the per-entry median of the
+        ``n_samples`` clamped samples (the point estimate for an absolute error: MAE). With ``cfg.prior``
+        the batch carries ``prior``."""
         if n_samples < 1:
             raise InputError("n_samples must be >= 1")
         if point not in POINT_ESTIMATES:
@@ -408,17 +436,23 @@ class UMask(nn.Module):
         try:
             g = torch.Generator().manual_seed(int(seed))
             h_u = self.user_repr(batch)
-            _, hard, _ = self.evidence(batch, h_u, g, deterministic=True)
+            _, hard, mo = self.evidence(batch, h_u, g, deterministic=True)
             x_obs = self._scale(batch["x0"] * batch["avail"]) * hard          # model space
             prior = self.prior_input(batch)
-            if prior is None:
+            extras = self.dit_extras(batch, mo)
+            if prior is None and not extras:
                 fn = model_denoise_fn(self.dit, x_obs, hard, h_u, batch["task"])
             else:
-                fn = model_denoise_fn(lambda *a: self.dit(*a, prior), x_obs, hard, h_u, batch["task"])
+                pr = () if prior is None else (prior,)
+                fn = model_denoise_fn(lambda *a: self.dit(*a, *pr, **extras), x_obs, hard, h_u, batch["task"])
             n_steps = 1 if point == "first_x0" else steps                    # 1 DDIM step to t=-1 = x0_hat(N-1)
-            acc = torch.zeros_like(x_obs)
-            for _ in range(n_samples):
-                acc += sampler.sample(fn, x_obs, hard, n_steps, generator=g)
+            if point == "median":
+                draws = torch.stack([sampler.sample(fn, x_obs, hard, n_steps, generator=g) for _ in range(n_samples)])
+                acc = torch.quantile(draws, 0.5, dim=0) * n_samples       # (B, C, T, H, W); / n_samples below
+            else:
+                acc = torch.zeros_like(x_obs)
+                for _ in range(n_samples):
+                    acc += sampler.sample(fn, x_obs, hard, n_steps, generator=g)
             mean = acc / n_samples / self.x_scale.reshape(1, -1, 1, 1, 1).to(acc.dtype)
             mean = torch.where(hard.expand_as(mean) > 0.5, batch["x0"], mean)   # exact evidence
         finally:

@@ -146,12 +146,16 @@ def load_population(cfg: TrainConfig) -> tuple[list[UserData], dict[str, Any]]:
 
 
 def load_model(ckpt_dir: str | Path, *, ema: bool = True, device: str | torch.device = "cpu") -> tuple[UMask, dict[str, Any]]:
-    """Rebuild a UMask from a checkpoint directory (EMA or raw weights) -> (model in eval mode, config.json)."""
+    """Rebuild a UMask from a checkpoint directory (EMA or raw weights) -> (model in eval mode, config.json).
+
+    A shipped model folder (train/models/umask/ship.py: ``model.safetensors`` = the EMA weights, no
+    ``ema.safetensors``) loads with either ``ema`` value; fp16 weights are widened to the model's fp32."""
     ckpt_dir = Path(ckpt_dir)
     config = json.loads((ckpt_dir / "config.json").read_text())
     model = UMask(UMaskConfig.from_dict(config["model"]))
-    sd = load_file(str(ckpt_dir / ("ema.safetensors" if ema else "model.safetensors")), device=str(device))
-    model.load_state_dict(sd)
+    name = "ema.safetensors" if ema and (ckpt_dir / "ema.safetensors").is_file() else "model.safetensors"
+    sd = load_file(str(ckpt_dir / name), device=str(device))
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()})
     return model.to(device).eval(), config
 
 

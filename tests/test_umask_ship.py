@@ -1,0 +1,57 @@
+"""Shipping a per-user U-MASK checkpoint (train/models/umask/ship.py) and loading the shipped folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from umask.runtime.core.errors import InputError
+from umask.train.models.umask.model import UMask, umask_config
+from umask.train.models.umask.ship import ship
+from umask.train.models.umask.trainer import load_model
+
+torch.set_num_threads(1)
+
+
+def _fake_checkpoint(tmp: Path) -> tuple[Path, UMask]:
+    cfg = umask_config("tiny", prior="blend", dit_calendar=True, dit_epos=True, dit_hb=True)
+    torch.manual_seed(0)
+    model = UMask(cfg)
+    with torch.no_grad():   # non-trivial weights everywhere (the zero-initialized heads included)
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    ck = tmp / "run" / "ckpt" / "step_000007"
+    ck.mkdir(parents=True)
+    sd = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(sd, str(ck / "ema.safetensors"))
+    save_file({k: torch.zeros_like(v) for k, v in sd.items()}, str(ck / "model.safetensors"))  # not the EMA
+    (ck / "config.json").write_text(json.dumps({"model": cfg.to_dict(), "data": {"source": "test"}}))
+    (ck / "state.json").write_text(json.dumps({"step": 7}))
+    return ck, model
+
+
+def test_shipped_folder_holds_the_ema_weights_and_loads(tmp_path: Path) -> None:
+    ck, model = _fake_checkpoint(tmp_path)
+    out = ship(ck, tmp_path / "shipped")
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["shipped"]["step"] == 7 and cfg["shipped"]["weights"] == "ema" and cfg["model"]["dit_hb"] is True
+    sd = load_file(str(out / "model.safetensors"))
+    assert all(v.dtype == torch.float16 for v in sd.values() if v.is_floating_point())
+    loaded, config = load_model(out)                      # no ema.safetensors: model.safetensors, widened to fp32
+    assert config["shipped"]["sha256"] == cfg["shipped"]["sha256"]
+    for k, v in model.state_dict().items():
+        w = loaded.state_dict()[k]
+        assert w.dtype == v.dtype
+        torch.testing.assert_close(w, v.half().to(v.dtype), rtol=0, atol=0)
+
+
+def test_ship_refuses_a_folder_without_ema(tmp_path: Path) -> None:
+    ck, _ = _fake_checkpoint(tmp_path)
+    out = ship(ck, tmp_path / "shipped")
+    with pytest.raises(InputError, match="ema"):
+        ship(out, tmp_path / "again")

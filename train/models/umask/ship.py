@@ -1,0 +1,82 @@
+"""Ship a trained per-user U-MASK checkpoint inside the repository (``checkpoints/<name>/``).
+
+    python -m umask.train.models.umask.ship artifacts/train/umask_small_v3/ckpt/latest checkpoints/umask_small
+
+writes ``model.safetensors`` (the checkpoint's EMA weights, the ones every evaluation scores, stored as
+fp16 to keep the folder a few MB; `trainer.load_model` widens them back to fp32) and ``config.json``
+(the run's configuration plus a ``shipped`` record: source checkpoint, step, dtype, sha256 of the weights).
+The model card (MODEL_CARD.md) is written by hand next to them, with the scores of THIS folder. The
+optimizer state is not shipped: to continue training, use the run's own checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from umask.runtime.core.errors import InputError
+from umask.train.common.checkpoints import resolve_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o644)            # mkstemp makes 0600; a shipped file is read by everyone
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def ship(ckpt: str | Path, out: str | Path, *, dtype: str = "float16") -> Path:
+    """Copy the EMA weights (as ``dtype``) and the config of checkpoint ``ckpt`` into ``out``; returns ``out``."""
+    src = resolve_checkpoint(ckpt)
+    if dtype not in ("float16", "float32"):
+        raise InputError(f"dtype must be float16 or float32, got {dtype!r}")
+    ema = src / "ema.safetensors"
+    if not ema.is_file():
+        raise InputError(f"{src}: no ema.safetensors (ship a training checkpoint, not a shipped folder)")
+    sd = load_file(str(ema))
+    cast = getattr(torch, dtype)
+    sd = {k: (v.to(cast) if v.is_floating_point() else v).contiguous() for k, v in sd.items()}
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    weights = out / "model.safetensors"
+    _atomic_write(weights, lambda tmp: save_file(sd, tmp, metadata={"weights": "ema", "dtype": dtype}))
+    config = json.loads((src / "config.json").read_text())
+    state = json.loads((src / "state.json").read_text()) if (src / "state.json").is_file() else {}
+    config["shipped"] = {"from": str(src), "step": state.get("step"), "weights": "ema", "dtype": dtype,
+                         "sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}
+    _atomic_write(out / "config.json", lambda tmp: Path(tmp).write_text(json.dumps(config, indent=1) + "\n"))
+    log.info("shipped %s (step %s) -> %s (%.1f MB)", src, state.get("step"), out, weights.stat().st_size / 1e6)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m umask.train.models.umask.ship", description=__doc__.splitlines()[0])
+    p.add_argument("ckpt", help="training checkpoint (step dir, ckpt/latest|best, run dir)")
+    p.add_argument("out", help="folder to write (e.g. checkpoints/umask_small)")
+    p.add_argument("--dtype", default="float16", choices=("float16", "float32"))
+    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    ship(args.ckpt, args.out, dtype=args.dtype)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
