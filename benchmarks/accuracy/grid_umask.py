@@ -473,6 +473,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     inputs: dict[str, tuple[np.ndarray, Rescale]] = {}   # E_pos and scale bridge of each variant
     for name, ckpt, all_ev, note in variants:
         model, config = load_model(ckpt)
+        if name == "umask" and (model.cfg.mask_mode != "learned" or model.cfg.prior != "none"):
+            note = (f"U-MASK grid model: evidence mask_mode {model.cfg.mask_mode!r}"
+                    + (" (every available coordinate)" if model.cfg.mask_mode == "none" else "")
+                    + ("; DiT = grid prior + zero-init residual, day-type calendar (grid_prior.py)"
+                       if model.cfg.prior != "none" else ""))
         loaded[name] = (model, config, ckpt, all_ev, note)
         inputs[name] = checkpoint_inputs(config, grid)
         log.info("%s: %s (%s, %.3f M params)", name, ckpt, model.cfg.mask_mode, model.num_params() / 1e6)
