@@ -35,3 +35,23 @@ def test_openvino_runs_the_same_onnx_with_parity(tmp_path: Path) -> None:
     assert ov and ov[0]["parity"]["rel_max"] < 1e-3 and res["meta"]["ratios"][ov[0]["name"]]["vs_project_fp32_p50"] > 0
     for r in res["rows"]:
         validate_row(r)                                   # the latency harness's row schema
+
+
+def test_latency_harness_runs_peers_in_the_same_run(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    import json
+
+    from umask.bench.latency import cli
+
+    ckpt, b = tiny_bundle()
+    out = tmp_path / "lat.json"
+    assert cli.main(["--bundle", str(b), "--ckpt", str(ckpt), "--quick", "--no-metric", "--components", "denoiser_step",
+                     "--engines", "onnxruntime", "--precisions", "fp32", "--peers", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    peer_rows = [r for r in res["rows"] if r["name"].endswith("/peers-run")]
+    assert peer_rows and res["meta"]["peers"]["ratios"]
+    for r in res["rows"]:
+        validate_row(r)
+    if peers.peers_python() is None:
+        assert any("no peers environment" in s for s in res["skipped"])
+    else:
+        assert any(r["engine"] == "openvino" for r in peer_rows)

@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-load", type=float, default=None, help="wait until the 1-min load average is below this")
     p.add_argument("--wait-load-s", type=float, default=1800.0)
     p.add_argument("--data-dir", type=Path, default=None)
+    p.add_argument("--peers", action="store_true", help="also time the bundle's DiT step in the peer runtimes "
+                   "(OpenVINO, from the isolated env of scripts/peers_env.sh) next to onnxruntime, interleaved")
     return p
 
 
@@ -101,7 +103,7 @@ def config_from_args(ns: argparse.Namespace) -> HarnessConfig:
                          engines=_csv(ns.engines, str), gguf=tuple(ns.gguf), llm_request_quant=ns.llm_request_quant,
                          llm_max_tokens=ns.llm_max_tokens, request=req, timing=timing,
                          metric=(not ns.quick) if ns.metric is None else ns.metric,
-                         data_dir=ns.data_dir)
+                         data_dir=ns.data_dir, peers=ns.peers)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

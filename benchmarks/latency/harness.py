@@ -84,6 +84,7 @@ class HarnessConfig:
     timing: TimingConfig = FULL_TIMING
     metric: bool = True                                 # compute the request task metric over the sample
     data_dir: Path | None = None
+    peers: bool = False                                 # peer runtimes on the DiT step (benchmarks/latency/peers.py)
 
 
 class Harness:
@@ -304,6 +305,19 @@ def run(cfg: HarnessConfig, command: str = "", *, max_load: float | None = None,
     for c in tqdm(cases, desc="latency rows", unit="row"):
         log.info("measuring %s", c.name)
         rows.append(run_case(c, cfg.timing, env))
+    peer_meta = None
+    if cfg.peers:            # same run, after the harness rows: its own interleaved onnxruntime / peer blocks
+        from umask.bench.latency import peers
+
+        pr = peers.run(cfg.bundle, [BUNDLE_PRECISION.get(p, p) for p in cfg.precisions],
+                       rounds=6 if cfg.quick else 40, block=2 if cfg.quick else 5,
+                       repetitions=cfg.timing.repetitions, threads=min(cfg.threads))
+        for r in pr["rows"]:
+            r["notes"] = f"peers run (interleaved with its own onnxruntime rows); {r['notes']}"
+            r["name"] = f"{r['name']}/peers-run"
+        rows += pr["rows"]
+        h.skipped += pr["skipped"]
+        peer_meta = {"ratios": pr["meta"]["ratios"], "versions": pr["meta"]["versions"], "notes": pr["meta"]["notes"]}
     load_after = load_average()
     meta = {
         "command": command, "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -317,7 +331,7 @@ def run(cfg: HarnessConfig, command: str = "", *, max_load: float | None = None,
         "bundle_onnx_sha256": bundle_fingerprint(h.manifest),
         "checkpoint": str(getattr(h, "ckpt", None)),
         "request": {**asdict(cfg.request), "description": cfg.request.describe()},
-        "ratios": request_ratios(rows), "wall_seconds": round(time.perf_counter() - t_start, 1),
+        "ratios": request_ratios(rows), "peers": peer_meta, "wall_seconds": round(time.perf_counter() - t_start, 1),
         "notes": [
             "Latency in ms per call (a request row: one full request). Peak RSS is the process's resident peak "
             "while the row ran (every model loaded so far included).",
