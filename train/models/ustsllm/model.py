@@ -339,21 +339,25 @@ class ARGRU(nn.Module):
         return interpolate(x, obs, prior) + corr
 
 
-def _carry(x: torch.Tensor, obs: torch.Tensor, reverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """(last observed value, slots since it) at every slot, scanning forward (or backward); rows (R, T).
-    Before the first observation both are 0 (its weight is 0 below, through ``_seen``)."""
-    last = x.new_zeros(x.shape[0])
-    dist = x.new_zeros(x.shape[0])
-    vals, dists = [], []
-    for t in (range(x.shape[1] - 1, -1, -1) if reverse else range(x.shape[1])):
-        o = obs[:, t]
-        last = o * x[:, t] + (1 - o) * last
-        dist = (1 - o) * (dist + 1)
-        vals.append(last)
-        dists.append(dist)
-    if reverse:
-        vals, dists = vals[::-1], dists[::-1]
-    return torch.stack(vals, 1), torch.stack(dists, 1)
+def _neighbours(x: torch.Tensor, obs: torch.Tensor, reverse: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(value of, distance to, 1 if there is) the nearest observed entry at or before each slot (at or after,
+    ``reverse``), per row; rows (R, T). Loop-free: a (T, T) triangle picks the nearest observed index, so the
+    exported graph has no per-slot nodes."""
+    T = x.shape[1]
+    t = torch.arange(T, device=x.device, dtype=x.dtype)
+    tri = (t.view(-1, 1) >= t.view(1, -1)) if not reverse else (t.view(-1, 1) <= t.view(1, -1))   # (T, T) [slot, j]
+    if not reverse:
+        score = tri.to(x.dtype).unsqueeze(0) * ((t + 1.0) * obs).unsqueeze(1)           # (R, T, T)
+        idx = score.max(dim=2).values - 1.0                                             # -1: none before
+        seen = (idx >= 0).to(x.dtype)
+    else:
+        big = float(T + 1)
+        cand = torch.where(obs > 0, t.expand_as(obs), torch.full_like(obs, big))        # (R, T)
+        score = torch.where(tri.unsqueeze(0), cand.unsqueeze(1), torch.full_like(cand, big).unsqueeze(1))
+        idx = score.min(dim=2).values
+        seen = (idx < big).to(x.dtype)
+    safe = (idx * seen).long()
+    return torch.gather(x, 1, safe) * seen, (idx - t).abs() * seen, seen
 
 
 def interpolate(x: torch.Tensor, obs: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
@@ -361,18 +365,12 @@ def interpolate(x: torch.Tensor, obs: torch.Tensor, prior: torch.Tensor) -> torc
     where a row has none): the starting point of the imputation guidance, which the ARGRU corrects.
     Weights 1 / distance to the previous and next observation give exactly the linear interpolation.
     x, obs, prior: (R, T); returns (R, T)."""
-    prev, d_f = _carry(x, obs, reverse=False)
-    nxt, d_b = _carry(x, obs, reverse=True)
-    w_f = _seen(obs, reverse=False) / d_f.clamp(min=1.0)
-    w_b = _seen(obs, reverse=True) / d_b.clamp(min=1.0)
+    prev, d_f, seen_f = _neighbours(x, obs, reverse=False)
+    nxt, d_b, seen_b = _neighbours(x, obs, reverse=True)
+    w_f = seen_f / d_f.clamp(min=1.0)
+    w_b = seen_b / d_b.clamp(min=1.0)
     eps = 1e-4
     return (w_f * prev + w_b * nxt + eps * prior) / (w_f + w_b + eps)
-
-
-def _seen(obs: torch.Tensor, reverse: bool) -> torch.Tensor:
-    """1 where an observation exists at or before (after, ``reverse``) the slot, per row."""
-    c = torch.cumsum(obs.flip(1) if reverse else obs, dim=1).clamp(max=1.0)
-    return c.flip(1) if reverse else c
 
 
 class BiasGenerator(nn.Module):
