@@ -203,3 +203,23 @@ def test_runtime_calendar_is_the_training_calendar() -> None:
         ref = data.slot_calendar(day, 900, start, 288)
         np.testing.assert_array_equal(slot_calendar(0, 900, day // 900 + start, 288), ref)
         assert ref[:, 4].max() == 1.0 or start < 300                       # a weekend inside the later windows
+
+
+def test_device_rows_carry_the_gap_to_torch_and_the_gate() -> None:
+    """benchmarks/accuracy/user_device.with_gaps: each onnx row's relative gap to torch and to onnx-fp32 in its
+    notes, the noise-floor reference kept out of the rows, the 1 % gate per artifact on headline metrics only."""
+    from umask.bench.accuracy.user_device import OWN_NOISE, with_gaps
+
+    def row(model: str, metric: str, value: float) -> dict:
+        return {"protocol": "B1", "data": "synthetic", "model": model, "metric": metric, "value": value}
+
+    rows = [row("torch", "rmse_all/app", 0.2), row("onnx-fp32", "rmse_all/app", 0.2),
+            row("onnx-int8-qdq", "rmse_all/app", 0.203), row("onnx-int8-qdq", "mrr@3/app", 0.5),
+            row("torch", "mrr@3/app", 0.4), row(OWN_NOISE, "rmse_all/app", 0.19)]
+    out, gate = with_gaps(rows, "umask_x", "n")
+    assert {r["artifact"] for r in out} == {"torch", "onnx-fp32", "onnx-int8-qdq"} and all(r["model"] == "umask_x" for r in out)
+    q = [r for r in out if r["artifact"] == "onnx-int8-qdq" and r["metric"] == "rmse_all/app"][0]
+    assert "+1.500 %" in q["notes"] and q["kind"] == "ours"
+    assert gate["onnx-int8-qdq"]["vs_torch"] == {"max_abs_gap": 0.015, "worst": "B1 synthetic rmse_all/app",
+                                                 "within_1pct": False}           # mrr@3 is not a headline metric
+    assert gate["onnx-fp32"]["vs_torch"]["within_1pct"] and gate[OWN_NOISE]["vs_torch"]["max_abs_gap"] == 0.05
