@@ -17,7 +17,7 @@ if [[ "${1:-}" == "eval" ]]; then
     SEEDS=${2:-"0 1 2"}
     RUNS=()
     for s in $SEEDS; do RUNS+=("artifacts/train/grid_umask_s$s"); done
-    exec nice -n 5 .venv/bin/python -m umask.bench.accuracy.grid_umask_v2 --runs "${RUNS[@]}" \
+    exec nice -n 5 .venv/bin/python -m umask.bench.accuracy.grid_umask_v2 --runs "${RUNS[@]}" --samples 16 \
         --out benchmarks/results/v2_grid_umask.json
 fi
 SEEDS=${1:-"0 1 2"}
