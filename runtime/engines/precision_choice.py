@@ -6,8 +6,9 @@ quantize / dequantize nodes cost more than the narrower GEMM saves (measured on 
 DiT step: int8 QDQ 12.4 ms vs fp32 11.4 ms on an AVX512-VNNI CPU, issue 15). So the runtime does
 not assume; `choose_precision`:
 
-1. reads the record ``precision_choice.json`` (``$UMASK_CACHE_DIR``, default ``~/.cache/umask``) for the
-   key (bundle networks' sha256, CPU model and int8 flags, onnxruntime version, providers, threads);
+1. reads the record ``precision_choice.json`` in ``$UMASK_CACHE_DIR`` (only where the integrator set it:
+   the runtime writes nothing under the user's home by default, issue 11; without it the choice is kept
+   for the life of the process) for the key (bundle networks' sha256, CPU model and int8 flags, onnxruntime version, providers, threads);
 2. otherwise times, on the golden inputs the bundle stores (runtime/core/golden.py), one run of every
    network each candidate precision has of its own (``artifacts[precision]`` entries that are not
    ``shared``), in interleaved rounds (so a load change hits all precisions alike), median of the rounds;
@@ -42,9 +43,13 @@ RECORD_FILE = "precision_choice.json"
 ENV_CACHE_DIR = "UMASK_CACHE_DIR"
 
 
-def record_path() -> Path:
-    base = os.environ.get(ENV_CACHE_DIR) or str(Path.home() / ".cache" / "umask")
-    return Path(base) / RECORD_FILE
+_MEMO: dict[str, dict[str, Any]] = {}     # key -> choice, this process (no cache directory configured)
+
+
+def record_path() -> Path | None:
+    """``$UMASK_CACHE_DIR/precision_choice.json``; None when the variable is unset (nothing is written)."""
+    base = os.environ.get(ENV_CACHE_DIR)
+    return Path(base) / RECORD_FILE if base else None
 
 
 def _cpu_model() -> str:
@@ -149,9 +154,11 @@ def choose_precision(root: str | Path, manifest: dict[str, Any], *, providers: S
         raise BundleError(f"{root}: precision 'auto': none of {list(candidates)} is usable with golden I/O in this "
                           f"bundle (has {sorted(manifest.get('artifacts') or {})}); name a precision")
     key, facts = machine_key(manifest, use, threads)
-    path = record_path()
+    path = record_path() if record else None
     book: dict[str, Any] = {}
-    if record and path.is_file():
+    if record and key in _MEMO and _MEMO[key].get("precision") in have:
+        return {**_MEMO[key], "measured": False, "record": str(path) if path else None}
+    if path is not None and path.is_file():
         try:
             book = json.loads(path.read_text())
         except (OSError, ValueError):
@@ -168,6 +175,8 @@ def choose_precision(root: str | Path, manifest: dict[str, Any], *, providers: S
     out = {"precision": choice, "reason": why, "measured_ms": ms, "key": key, "facts": facts,
            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "rule": f"int8 only at <= {SPEEDUP_REQUIRED} x fp32"}
     if record:
+        _MEMO[key] = out
+    if path is not None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             book = book if isinstance(book, dict) else {}
@@ -178,7 +187,7 @@ def choose_precision(root: str | Path, manifest: dict[str, Any], *, providers: S
         except OSError as e:
             log.warning("precision auto: cannot write the record %s (%s); measured again next time", path, e)
     log.info("precision auto: %s (%s)", choice, why)
-    return {**out, "measured": True, "record": str(path) if record else None}
+    return {**out, "measured": True, "record": str(path) if path else None}
 
 
 __all__ = ["AUTO", "CANDIDATES", "SPEEDUP_REQUIRED", "RECORD_FILE", "ENV_CACHE_DIR", "record_path", "precision_files",
