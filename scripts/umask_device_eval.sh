@@ -25,3 +25,5 @@ run --tasks none --out "$LOG/part_real.json" > "$LOG/part_real.log" 2>&1 &
 wait
 .venv/bin/python -m umask.bench.accuracy.user_device --merge "$LOG/part_b1.json" "$LOG/part_b234.json" \
     "$LOG/part_real.json" "$OUT"
+# discrete metrics move in one-event steps: count the events of these windows and add them to the gate
+.venv/bin/python -m umask.bench.accuracy.user_device --resolution "$OUT" 50 "$SEEDS" B1,B2,B3,B4 4 2 50
