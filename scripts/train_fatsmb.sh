@@ -19,8 +19,10 @@ for stage in $STAGES; do
     ablations) AB="--guidance-grid 1,2 --steps-grid 10"     # smaller sampling grid than the headline run (CPU)
                train "$OUT/den_adaln" --seed 0 --denoiser adaln --init-from "$OUT/seed0" $AB
                train "$OUT/den_mlp" --seed 0 --denoiser mlp --init-from "$OUT/seed0" $AB ;;
-    positions) train "$OUT/pos_rope" --seed 0 --position rope
-               train "$OUT/pos_ape" --seed 0 --position ape ;;
+    positions) # own folder (scored on its own); no stage 3 and a one-point sampling grid, to fit the CPU budget
+               train "${OUT}_pos/pos_rope" --seed 0 --position rope --stage3-steps 0 --guidance-grid 1 --steps-grid 5
+               nice -n 5 $PY -m umask.bench.accuracy.fatsmb --protocol C --runs "${OUT}_pos" --baselines '' \
+                 --out benchmarks/results/v2_fatsmb_positions.json ;;
     export)    nice -n 5 $PY -m umask.export.families.fatsmb.exporter "$OUT/seed0" "$BUNDLE" ;;
     score)     nice -n 5 $PY -m umask.bench.accuracy.fatsmb --protocol C --runs "$OUT" --seeds "${SEEDS// /,}" \
                  --bundle "$BUNDLE" --out benchmarks/results/v2_fatsmb.json ;;

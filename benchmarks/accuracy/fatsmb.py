@@ -27,6 +27,7 @@ import argparse
 import datetime as dt
 import json
 import logging
+import re
 import shlex
 import sys
 import time
@@ -121,7 +122,11 @@ class Collector:
 
 
 def _fatsmb_runs(runs: Path) -> list[tuple[str, Path]]:
-    return sorted((p.name, p) for p in runs.iterdir() if (p / "config.json").exists()) if runs.exists() else []
+    """Run folders named seed<k> (headline), den_* and pos_* (ablations); anything else is left alone."""
+    if not runs.exists():
+        return []
+    return sorted((p.name, p) for p in runs.iterdir()
+                  if (p / "config.json").exists() and re.fullmatch(r"seed\d+|den_\w+|pos_\w+", p.name))
 
 
 def score_fatsmb(col: Collector, runs: list[tuple[str, Path]], steps: int | None, samples: int) -> None:
@@ -150,6 +155,9 @@ def score_fatsmb(col: Collector, runs: list[tuple[str, Path]], steps: int | None
         else:
             col.add(f"fatsmb_{name}", int(meta["train"]["seed"]), s, kind="ablation", family="fatsmb",
                     notes=f"{name}: " + ("stage 1 shared with seed0; " if meta["train"].get("init_from") else "") + note)
+            if name.startswith("pos_"):                             # position ablations change the autoencoder
+                col.add(f"fatsmb_{name}_ae", int(meta["train"]["seed"]), trainer.score(model, q.prefixes, q.behavior, mode="ae"),
+                        kind="ablation", family="fatsmb", notes=f"{name}: autoencoder alone, decoder(z_b)")
 
 
 def score_baselines(col: Collector, seeds: Sequence[int], steps: int, only: Sequence[str]) -> None:
@@ -236,6 +244,40 @@ def latency(run: Path, bundle: Path, data: ProtocolC, requests: int, out: Path, 
     log.info("wrote %s", out)
 
 
+def markdown(doc: dict[str, Any]) -> str:
+    """The result file as markdown tables: overall metrics per (model, artifact), per-behavior item R@10 / N@10."""
+    rows = doc["rows"]
+    keys = list(dict.fromkeys((r["model"], r["artifact"], r["kind"]) for r in rows))
+    val = {(r["model"], r["artifact"], r["metric"]): r for r in rows}
+
+    def cell(m, a, metric):
+        r = val.get((m, a, metric))
+        if r is None:
+            return "-"
+        return f"{r['value']:.4f}" + (f" ± {r['spread']:.4f}" if r.get("spread") is not None else "")
+
+    def table(metrics):
+        out = ["| model | artifact | kind | seeds | " + " | ".join(metrics) + " |",
+               "| --- | --- | --- | --- | " + " | ".join("---" for _ in metrics) + " |"]
+        for m, a, k in keys:
+            seeds = next((len(r["seeds"]) for r in rows if r["model"] == m and r["artifact"] == a), 0)
+            if any((m, a, x) in val for x in metrics):
+                out.append(f"| {m} | {a} | {k} | {seeds} | " + " | ".join(cell(m, a, x) for x in metrics) + " |")
+        return "\n".join(out)
+
+    overall = [f"{lvl}_{n}@{k}" for lvl in ("item", "cat") for k in KS for n in ("recall", "ndcg")]
+    beh = sorted({r["metric"] for r in rows if r["metric"].startswith("item_recall@10_")})
+    per_b = [x for b in beh for x in (b, b.replace("recall", "ndcg"))]
+    boot = doc["meta"].get("paired_bootstrap_over_users") or {}
+    lines = [f"Command: `{doc['meta']['command']}` (commit {doc['meta']['commit']}, {doc['meta']['date']}); "
+             f"real data, {doc['meta'].get('users')} users, full ranking over {doc['meta'].get('n_items')} items; "
+             "value ± population std over seeds.", "", table(overall), "", "Per target behavior (item level, @10):", "",
+             table(per_b), "", "Paired bootstrap over users (mean difference, 95 % interval):", ""]
+    lines += [f"- {k}: {v['mean_diff']:+.4f} [{v['ci95_low']:+.4f}, {v['ci95_high']:+.4f}]"
+              + (f", relative {v['relative']:+.2%}" if "relative" in v else "") for k, v in boot.items()]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="umask eval C --family fatsmb", description=__doc__.split("\n\n")[0])
     p.add_argument("--protocol", default="C", help="only C")
@@ -253,11 +295,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--max-users", type=int, default=0, help="first N users only (tests)")
     p.add_argument("--out", default="artifacts/eval/c_fatsmb.json", help="v2 result file")
     p.add_argument("--num-threads", type=int, default=1)
+    p.add_argument("--render", default=None, help="only write the markdown table of this result file (next to it)")
     p.add_argument("--latency", type=int, default=0, help="instead of accuracy: time N requests of --ckpt vs --bundle")
     ns = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if ns.protocol != "C":
         p.error(f"--protocol {ns.protocol}: FatsMB is scored on protocol C only")
+    if ns.render:
+        src = Path(ns.render)
+        src.with_suffix(".md").write_text(markdown(json.loads(src.read_text())))
+        return 0
     import torch
 
     torch.set_num_threads(ns.num_threads)
@@ -307,7 +354,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(ns.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_json(out, doc)
-    log.info("wrote %s (%d rows)", out, len(rows))
+    out.with_suffix(".md").write_text(markdown(doc))
+    log.info("wrote %s (%d rows) and its .md", out, len(rows))
     return 0
 
 
