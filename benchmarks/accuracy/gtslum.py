@@ -235,7 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--ablations", default="", help="comma-separated NAME=RUN_DIR (scored on their own seed)")
     ap.add_argument("--bundle", default=None, help="an exported gtslum bundle (scored through the runtime)")
     ap.add_argument("--precisions", default="fp32,int8", help="bundle precisions to score")
-    ap.add_argument("--users", type=int, default=50, help="SYNTHETIC users per seed")
+    ap.add_argument("--users", type=int, default=None, help="SYNTHETIC users per seed (default: the first run's)")
     ap.add_argument("--sasrec-steps", type=int, default=500, help="SASRec training steps per seed")
     ap.add_argument("--no-real", action="store_true", help="skip the REAL 6-user sample")
     ap.add_argument("--ablations-only", action="store_true",
@@ -265,6 +265,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{r['artifact']:18s} {r['metric']:15s} {r['value']:.2f}")
         return 0
     by_seed = {_seed_of(r): r for r in runs}
+    if args.users is None:
+        args.users = int(json.loads((Path(runs[0]) / gt.CONFIG_FILE).read_text())["train"]["users"])
     scored: dict[str, dict[int, dict[str, float]]] = defaultdict(dict)
     n_win: dict[str, int] = defaultdict(int)
     kinds: dict[str, tuple[str, str | None, str]] = {
