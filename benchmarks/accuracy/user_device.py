@@ -25,6 +25,7 @@ checkpoint, on exactly the same windows (issue 10 deliver 5; docs/PROTOCOL.md B)
 * **Output.** v2 rows (``artifact`` torch / onnx-fp32 / onnx-fp16 / onnx-int8-qdq / onnx-int8-dynamic),
   the relative gap to the torch row of the same metric in ``notes``, and ``meta.gate``: the largest
   |gap| per artifact over the headline metrics against the issue's 1 % bar.
+* ``--merge-seeds MODEL SEED0.json SEED1.json ... OUT.json``: mean and spread over simulator seeds.
 * ``--merge PART.json ... OUT.json`` joins part files of one bundle scored on disjoint protocols (two
   processes on a shared CPU, e.g. ``--tasks B1,B2 --no-real`` and ``--tasks B3,B4``).
 """
@@ -317,8 +318,52 @@ def gate_with_resolution(doc: dict[str, Any], counts: Mapping[tuple[str, str, st
     return out
 
 
+def merge_seeds(files: Sequence[Path], out: Path, command: str, model: str) -> dict[str, Any]:
+    """One result file over simulator seeds from single-seed files of one bundle (each `merge`d or direct):
+    every synthetic (protocol, artifact, metric) value becomes the mean over the files' seeds with the
+    population std as ``spread``; real-sample rows are taken from the file that has them; gaps and the gate
+    are recomputed (`with_gaps`)."""
+    docs = [json.loads(Path(p).read_text()) for p in files]
+    seeds = [sd for d in docs for sd in d["meta"]["seeds"]]
+    if len(set(seeds)) != len(seeds) or len({d["meta"]["bundle"] for d in docs}) != 1:
+        raise InputError(f"--merge-seeds: the files must score one bundle on distinct seeds, got seeds {seeds}")
+    vals: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    real: list[dict[str, Any]] = []
+    for d in docs:
+        for r in d["rows"]:
+            if r["data"] == "real":
+                real.append({**r, "model": r["artifact"]})
+            else:
+                vals.setdefault((r["protocol"], r["artifact"], r["metric"]), []).append(r)
+    rows = []
+    for (proto, art, metric), rs in sorted(vals.items()):
+        if len(rs) != len(docs):
+            raise InputError(f"--merge-seeds: {proto} {art} {metric} is in {len(rs)} of {len(docs)} files")
+        v = [r["value"] for r in rs]
+        rows.append({**rs[0], "model": art, "value": round(float(np.mean(v)), 6), "spread": round(float(np.std(v)), 6),
+                     "seeds": sorted(seeds), "n_windows": sum(int(r["n_windows"]) for r in rs),
+                     "dataset": rs[0]["dataset"].replace(" x 1 seeds", f" x {len(seeds)} seeds")})
+    notes = docs[0]["rows"][0]["notes"].split("; vs ")[0]
+    out_rows, gate = with_gaps(rows + real, model, notes)
+    meta = {**docs[0]["meta"], "command": command, "seeds": sorted(seeds),
+            "files": [{"file": str(p), "command": d["meta"]["command"]} for p, d in zip(files, docs)],
+            "spread": "population std over simulator seeds (null for the real sample)"}
+    nf = docs[0]["meta"]["gate"].get("noise_floor", {})
+    meta["gate"] = {"bar": docs[0]["meta"]["gate"]["bar"], "per_artifact": gate,
+                    "noise_floor": {**nf, "seeds": docs[0]["meta"]["seeds"]}}
+    doc = {"meta": meta, "rows": out_rows}
+    _atomic_json(out, doc)
+    return doc
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--merge-seeds"]:      # --merge-seeds MODEL FILE... OUT
+        model, *files, out = argv[1:]
+        doc = merge_seeds([Path(p) for p in files], Path(out),
+                          shlex.join(["python", "-m", "umask.bench.accuracy.user_device", *argv]), model)
+        print(json.dumps(doc["meta"]["gate"]["per_artifact"], indent=1))
+        return 0
     if argv[:1] == ["--resolution"]:       # --resolution FILE USERS SEEDS TASKS B1_EVERY B1_OFFSET POP_USERS
         path, users, seeds, tasks, every, offset, n_pop = argv[1:8]
         tasks_t = tuple(t for t in tasks.split(",") if t and t != "none")
