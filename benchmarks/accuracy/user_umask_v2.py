@@ -350,7 +350,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
                 pa.attach_population(pop)
                 abl[f"{name}:{kind}" if kind != "prior_only" else "prior_only"] = rec.wrap(kind, pa)
             abl_runs[seed] = ue.evaluate_population(pop, abl, split="test", tasks=abl_tasks, command=command)
-        rec.collect(pop, seed, tasks, windows)
+        rec.collect(pop, seed, tuple(dict.fromkeys((*tasks, *(abl_tasks if args.ablations else ())))), windows)
         log.info("seed %d done (%.0f s)", seed, time.perf_counter() - t_start)
     real: list[dict[str, Any]] = []
     if not args.no_real:
