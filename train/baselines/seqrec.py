@@ -377,6 +377,20 @@ class _TransformerRec(SeqRecommender):
     def _loss(self, items, beh, g, rng) -> torch.Tensor:  # pragma: no cover - per model
         raise NotImplementedError
 
+    def _query(self, chunk, tb: Optional[np.ndarray]) -> torch.Tensor:  # pragma: no cover - per model
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def score(self, prefixes, target_behavior=None):
+        tb = _target_array(target_behavior, len(prefixes))
+        self.net.eval()
+        out = np.zeros((len(prefixes), self.n_items), dtype=np.float32)
+        for s in range(0, len(prefixes), self.cfg.eval_batch):
+            chunk = prefixes[s: s + self.cfg.eval_batch]
+            h = self._query(chunk, None if tb is None else tb[s: s + len(chunk)])   # (b, d)
+            out[s: s + len(chunk)] = self.net.logits(h).numpy()
+        return out
+
     def _target_emb(self, tb: Optional[np.ndarray], n: int) -> torch.Tensor:
         if not self.cfg.target_aware:
             return torch.zeros(n, self.cfg.d)
@@ -398,21 +412,13 @@ class SASRec(_TransformerRec):
         keep = cap_positions((out > 0) & (inp > 0), self.cfg.max_positions, g)
         return self._xent(h[keep], out[keep] - 1, g)
 
-    @torch.no_grad()
-    def score(self, prefixes, target_behavior=None):
-        tb = _target_array(target_behavior, len(prefixes))
-        self.net.eval()
-        out = np.zeros((len(prefixes), self.n_items), dtype=np.float32)
-        L = self.cfg.max_len
-        for s in range(0, len(prefixes), self.cfg.eval_batch):
-            chunk = prefixes[s: s + self.cfg.eval_batch]
-            items = _pad_left([np.asarray(i, np.int64) + 1 for i, _ in chunk], L)
-            beh = _pad_left([(np.zeros(len(i), np.int64) if b is None else np.asarray(b, np.int64)) + 1
-                             for i, b in chunk], L)
-            h = self.net(torch.from_numpy(items), torch.from_numpy(beh))[:, -1]      # (b, d)
-            h = h + self._target_emb(None if tb is None else tb[s: s + len(chunk)], len(chunk))
-            out[s: s + len(chunk)] = self.net.logits(h).numpy()
-        return out
+    def _query(self, chunk, tb: Optional[np.ndarray]) -> torch.Tensor:
+        """Last hidden state of each prefix (+ the target-behavior embedding): (b, d)."""
+        items = _pad_left([np.asarray(i, np.int64) + 1 for i, _ in chunk], self.cfg.max_len)
+        beh = _pad_left([(np.zeros(len(i), np.int64) if b is None else np.asarray(b, np.int64)) + 1
+                         for i, b in chunk], self.cfg.max_len)
+        h = self.net(torch.from_numpy(items), torch.from_numpy(beh))[:, -1]          # (b, d)
+        return h + self._target_emb(tb, len(chunk))
 
 
 class BERT4Rec(_TransformerRec):
@@ -435,22 +441,14 @@ class BERT4Rec(_TransformerRec):
         h = self.net(inp, beh.masked_fill(hide_b, self.n_behaviors + 1))  # so scoring without a target behavior is trained
         return self._xent(h[masked], items[masked] - 1, g)
 
-    @torch.no_grad()
-    def score(self, prefixes, target_behavior=None):
-        tb = _target_array(target_behavior, len(prefixes))
-        self.net.eval()
-        out = np.zeros((len(prefixes), self.n_items), dtype=np.float32)
-        L = self.cfg.max_len
+    def _query(self, chunk, tb: Optional[np.ndarray]) -> torch.Tensor:
+        """State of a [mask] token appended to each prefix, with the target behavior when known: (b, d)."""
         mask_beh = self.n_behaviors + 1                                  # "unknown behavior" token
-        for s in range(0, len(prefixes), self.cfg.eval_batch):
-            chunk = prefixes[s: s + self.cfg.eval_batch]
-            items = _pad_left([np.r_[np.asarray(i, np.int64) + 1, self.n_items + 1] for i, _ in chunk], L)
-            tbs = [mask_beh if tb is None else int(tb[s + r]) + 1 for r in range(len(chunk))]
-            beh = _pad_left([np.r_[(np.zeros(len(i), np.int64) if b is None else np.asarray(b, np.int64)) + 1, t]
-                             for (i, b), t in zip(chunk, tbs)], L)
-            h = self.net(torch.from_numpy(items), torch.from_numpy(beh))[:, -1]
-            out[s: s + len(chunk)] = self.net.logits(h).numpy()
-        return out
+        items = _pad_left([np.r_[np.asarray(i, np.int64) + 1, self.n_items + 1] for i, _ in chunk], self.cfg.max_len)
+        tbs = [mask_beh if tb is None else int(tb[r]) + 1 for r in range(len(chunk))]
+        beh = _pad_left([np.r_[(np.zeros(len(i), np.int64) if b is None else np.asarray(b, np.int64)) + 1, t]
+                         for (i, b), t in zip(chunk, tbs)], self.cfg.max_len)
+        return self.net(torch.from_numpy(items), torch.from_numpy(beh))[:, -1]
 
 
 def make(name: str, **kwargs) -> SeqRecommender:
