@@ -97,9 +97,11 @@ def test_export_parity_and_runtime_session_match_torch(trained: tuple[Path, Grid
 
     ckpt, grid = trained
     data = _write_csv(grid, tmp_path / "crop.csv")
-    m = export_bundle(ckpt, tmp_path / "bundle", precisions=["fp32"], data=data)
+    m = export_bundle(ckpt, tmp_path / "bundle", precisions=["fp32", "int8-qdq"], data=data, int8_rel_tol=0.5)
     assert m["family"] == "ustsllm" and m["model"]["lora_merged"] == 4
     assert m["artifacts"]["fp32"]["forecast"]["parity"]["max_abs_diff_vs_torch"] <= 1e-3
+    q = m["artifacts"]["int8-qdq"]["impute"]
+    assert q["conversion"]["quantized_nodes"] > 0 and np.isfinite(q["parity"]["nmae"])
     model, _ = load_model(ckpt)
     stats = fit_grid_stats(grid.values, grid.splits()["train"][1], grid.slots_per_day)
     with Session.open(tmp_path / "bundle", allow_unsigned=True) as s:
