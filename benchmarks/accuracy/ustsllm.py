@@ -195,7 +195,7 @@ def latency_rows(ckpt: str | None, bundle: str | None, precisions: Sequence[str]
     rows = []
     proto = task.upper()
     note = ("one CPU thread (torch.set_num_threads(1) / onnxruntime intra_op 1) on a SHARED 2-core machine running "
-            "several other training jobs (load average ~12): absolute times are inflated and noisy; the ratio "
+            "several other training jobs (load average 2-12 during the session): absolute times are inflated and noisy; the ratio "
             "torch vs onnx in the same call is the useful figure; torch = eager with LoRA unmerged; onnx through "
             "the runtime session (raw units in/out, scaling included)")
     for art, fn in runs.items():
