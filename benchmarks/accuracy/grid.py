@@ -61,6 +61,8 @@ from umask.train.data.grids import GridData, open_grid
 log = logging.getLogger(__name__)
 
 DATASET: str = "milan_5x5_internet (real)"
+# the scoreboard's name of the Milan PROTOCOL A test windows (benchmarks/reports/scoreboard.py, the v2 runners)
+SCOREBOARD_MILAN: str = "milan 5x5 internet, test split"
 REPO_ROOT: Path = Path(__file__).resolve().parents[2]
 DEFAULT_DATA: Path = REPO_ROOT / "data" / "milan_telecom" / "milan_5x5_internet_10min_30d.csv.gz"
 DEFAULT_OUT: str = "benchmarks/results/milan_baselines.json"

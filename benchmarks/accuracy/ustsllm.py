@@ -127,7 +127,8 @@ def v2_rows(rows: Sequence[dict[str, Any]], protocol: str, data: str, command: s
     for r in rows:
         m = meta.get(r["model"], {"kind": "baseline", "family": None, "artifact": "numpy"})
         for metric, key in (("nmae", "normalized_mae"), ("nrmse", "normalized_rmse")):
-            row = {"protocol": protocol, "dataset": r["dataset"], "data": data, "model": m.get("model", r["model"]),
+            dataset = harness.SCOREBOARD_MILAN if r["dataset"] == harness.DATASET else r["dataset"]
+            row = {"protocol": protocol, "dataset": dataset, "data": data, "model": m.get("model", r["model"]),
                    "kind": m["kind"], "family": m["family"], "artifact": m["artifact"], "metric": metric,
                    "value": round(float(r["metrics"][key]), 6), "better": "lower", "n_windows": r["n_windows"],
                    "seeds": [0], "spread": None, "command": command}
@@ -208,7 +209,7 @@ def latency_rows(ckpt: str | None, bundle: str | None, precisions: Sequence[str]
                 "windows_per_s@b1": (float(1e3 / np.median(t1)), "higher"),
                 "windows_per_s@b32": (float(32 / np.median(t32)), "higher")}
         for metric, (value, better) in figs.items():
-            rows.append({"protocol": proto, "dataset": harness.DATASET, "data": "real", "model": "ustsllm",
+            rows.append({"protocol": proto, "dataset": harness.SCOREBOARD_MILAN, "data": "real", "model": "ustsllm",
                          "kind": "ours", "family": "ustsllm", "artifact": art, "metric": metric,
                          "value": round(value, 3), "better": better, "n_windows": 32 if "b32" in metric else reps,
                          "seeds": [0], "spread": None, "command": command, "notes": note})
