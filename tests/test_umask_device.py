@@ -194,15 +194,19 @@ def test_prior_is_required_by_a_prior_bundle(prior_bundle) -> None:
 
 
 def test_runtime_calendar_is_the_training_calendar() -> None:
-    """runtime prior.slot_calendar (what the Session feeds a dit_calendar DiT) = the training data's."""
-    data = pytest.importorskip("umask.train.models.umask.data")
-    if not hasattr(data, "slot_calendar"):
-        pytest.skip("this checkout's training data has no slot calendar")
-    day = 1461024000                                                       # 2016-04-19 00:00 (a Tuesday)
-    for start in (-200, 0, 37, 500):
-        ref = data.slot_calendar(day, 900, start, 288)
-        np.testing.assert_array_equal(slot_calendar(0, 900, day // 900 + start, 288), ref)
-        assert ref[:, 4].max() == 1.0 or start < 300                       # a weekend inside the later windows
+    """Training's slot calendar IS the runtime's (featurization once), and it names the right day: slot 0 of
+    Mon 2016-04-25 is weekday angle 0 at midnight, Sat / Sun carry the weekend flag, the device's absolute-slot
+    call equals the training call relative to a tensor start."""
+    from umask.train.models.umask import data
+
+    assert data.slot_calendar is slot_calendar
+    sat = 1461369600                                                       # 2016-04-23 00:00, a Saturday
+    cal = slot_calendar(sat, 900, 0, 4 * 96)                               # Sat, Sun, Mon, Tue
+    np.testing.assert_array_equal(cal[:, 4], np.repeat([1.0, 1.0, 0.0, 0.0], 96))
+    np.testing.assert_allclose(cal[192], [0.0, 1.0, 0.0, 1.0, 0.0], atol=1e-6)   # Monday 00:00
+    np.testing.assert_allclose(cal[192 + 24], [1.0, 0.0, 0.0, 1.0, 0.0], atol=1e-6)   # Monday 06:00
+    for start in (-200, 37, 500):
+        np.testing.assert_array_equal(slot_calendar(0, 900, sat // 900 + start, 288), slot_calendar(sat, 900, start, 288))
 
 
 def test_device_rows_carry_the_gap_to_torch_and_the_gate() -> None:
