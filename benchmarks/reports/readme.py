@@ -111,6 +111,15 @@ _CSDI_USER = ((SIM50_B1, SIM10_B1), (SIM50, SIM10))
 V2_SIM = "sim 50 users x 3 seeds, v2 B windows"
 V2_REAL = "tsinghua sample 6 users 1 day, in-day context (B1-real)"
 V2_PRIOR = "sim 50 users seed 0, v2 B windows (paired with umask_prior_blend)"
+SMALL3 = "sim 50 users x 3 seeds, v2 B windows (B1: target hours 0,2,4,6,8,10,12,14,16,18,20,22 only)"
+SMALL_ABL = "sim 50 users seed 0, v2 B windows (ablation)"
+DEV3 = "sim 50 users x 3 seeds, v2 B windows (device scoring), B1 every 4th target hour"
+DEV_REAL = "tsinghua sample 6 users 1 day, in-day context (B1-real, device scoring)"
+ZS_GRID = "milan_blocksum_4x4.csv 4x4, 10-min slots (real)"
+TAOBAO = "taobao UserBehavior sample, 814 users, LOO test, full ranking over 55233 items"
+TAOBAO_LAT = "taobao sample, one request = history -> top-10 of 55233 items"
+GTS_SIM = "sim 50 users, v2 D windows (B split, test day, hourly)"
+GTS_REAL = "tsinghua sample 6 users 1 day, hours 08-22 (in-day history)"
 _V2_LINES = (
     Line("all-zero", "all_zero", "numpy"),
     Line("last value", "last_value", "numpy"),
@@ -210,6 +219,77 @@ TABLES: dict[str, Table | AutoTable] = {t.name: t for t in (
               Line("U-MASK + blend prior, x0 at the first step", "umask_prior_blend", "torch"),
               Line("U-MASK + blend prior, mean of 2 DDIM samples", "umask_prior_blend_sampled", "torch")),
           show_source=True),
+    AutoTable("milan_v2",
+              "REAL Milan grid, PROTOCOL A test windows (A1: 289 windows x 25 cells x 144 slots; A2: 145 windows, "
+              "70-80 % hidden); normalized MAE / RMSE (per-cell training z-score). U-MASK grid: 3 training seeds "
+              "(spread in the scoreboard); U-STS-LLM and the learned grid baselines: 1 seed",
+              columns=(Col("A1 nMAE / nRMSE", "A1", MILAN, ("nmae", "nrmse")),
+                       Col("A2 nMAE / nRMSE", "A2", MILAN, ("nmae", "nrmse"))),
+              sources=("v2_grid_umask.json", "v2_ustsllm.json", "milan_baselines.json", "milan_arima.json",
+                       "milan_patchtst.json"),
+              show_source=True),
+    AutoTable("grid_zeroshot",
+              "REAL, zero-shot: a Milan-trained U-STS-LLM applied unchanged to a 16-cell grid (each cell the sum of a "
+              "2x2 block of Milan cells; the new grid's own training days fit only its scaler); nMAE / nRMSE",
+              columns=(Col("A1-zeroshot", "A1-zeroshot", ZS_GRID, ("nmae", "nrmse")),
+                       Col("A2-zeroshot", "A2-zeroshot", ZS_GRID, ("nmae", "nrmse")))),
+    AutoTable("user_small",
+              "PROTOCOL v2 B, SYNTHETIC: 50 users x simulator seeds 0, 1, 2 (seed 0 = the training users, scored on "
+              "their unseen test day; seeds 1, 2 = unseen users), mean over seeds; the shipped "
+              "`checkpoints/umask_small` (torch) next to every v2 baseline on the same windows (B1: every 2nd "
+              "target hour). RMSE traffic / app / location; event metrics app Recall@3 / location Acc@1; B3 "
+              "NDCG@3 apps / places. Point estimator: x0 at the first sampler step (RMSE, events, rankings)",
+              columns=(Col("B1 RMSE", "B1", SMALL3, TAL_RMSE, digits=4),
+                       Col("B1 R@3 / Acc@1", "B1", SMALL3, ("app_recall@3", "location_acc@1")),
+                       Col("B2 RMSE", "B2", SMALL3, TAL_RMSE, digits=4),
+                       Col("B2 R@3 / Acc@1", "B2", SMALL3, ("app_recall@3", "location_acc@1")),
+                       Col("B3 NDCG@3", "B3", SMALL3, ("ndcg@3/app", "ndcg@3/location")),
+                       Col("B4 RMSE", "B4", SMALL3, TAL_RMSE, digits=4)),
+              sources=("v2_user_umask_small.json",)),
+    AutoTable("user_small_ablation",
+              "Inference ablations of the shipped U-MASK small, SYNTHETIC seed 0 (50 users), RMSE traffic / app / "
+              "location; `umask_small:X` = the same weights with input X removed or replaced",
+              columns=(Col("B2 RMSE", "B2", SMALL_ABL, TAL_RMSE, digits=4),
+                       Col("B4 RMSE", "B4", SMALL_ABL, TAL_RMSE, digits=4)),
+              sources=("v2_user_umask_small.json",)),
+    AutoTable("user_device",
+              "The shipped U-MASK small exported and served by the torch-free runtime `Session`, per precision, next "
+              "to torch on the SAME windows and noise (SYNTHETIC 50 users x seeds 0-2, B1 every 4th target hour; "
+              "REAL 6-user sample for B1-real); RMSE traffic / app / location and event metrics",
+              columns=(Col("B1 RMSE", "B1", DEV3, TAL_RMSE, digits=4),
+                       Col("B1 R@3 / Acc@1", "B1", DEV3, ("app_recall@3", "location_acc@1")),
+                       Col("B2 RMSE", "B2", DEV3, TAL_RMSE, digits=4),
+                       Col("B4 RMSE", "B4", DEV3, TAL_RMSE, digits=4),
+                       Col("REAL B1 RMSE", "B1", DEV_REAL, TAL_RMSE, digits=4)),
+              sources=("v2_user_umask_device.json",), first_header="model (artifact)"),
+    AutoTable("fatsmb_c",
+              "PROTOCOL C, REAL Taobao UserBehavior sample (814 users, leave-one-out test, full ranking over all 55,233 "
+              "items, target behavior given); item-level Recall / NDCG at 10 and 20, category-level at 10",
+              columns=(Col("item R@10 / N@10", "C", TAOBAO, ("item_recall@10", "item_ndcg@10")),
+                       Col("item R@20 / N@20", "C", TAOBAO, ("item_recall@20", "item_ndcg@20")),
+                       Col("category R@10 / N@10", "C", TAOBAO, ("cat_recall@10", "cat_ndcg@10"))),
+              sources=("v2_fatsmb.json",)),
+    AutoTable("gtslum_d",
+              "PROTOCOL D, next-hour app categories: SYNTHETIC 50 users x simulator seeds 0-2 (B split, test day, "
+              "hourly windows; mean over seeds) and the REAL 6-user sample (zero-shot, 45 windows)",
+              columns=(Col("SYNTHETIC R@5 / R@10 / N@5", "D", GTS_SIM, ("recall@5", "recall@10", "ndcg@5")),
+                       Col("REAL R@5 / R@10 / N@5", "D", GTS_REAL, ("recall@5", "recall@10", "ndcg@5"))),
+              sources=("v2_gtslum.json",)),
+    AutoTable("gtslum_ablations",
+              "GTS-LUM ablations (SYNTHETIC seed 0, one short run each; `gtslum_full_short` is the full model at the "
+              "same length): timestamps, target placement, modalities, the head's frequency prior",
+              columns=(Col("R@5 / R@10 / N@5", "D", GTS_SIM, ("recall@5", "recall@10", "ndcg@5")),),
+              sources=("v2_gtslum_ablations.json",)),
+    AutoTable("family_latency",
+              "Per-request latency of the three new families, one thread of the shared 2-core CPU while other jobs "
+              "ran (load average 6-12: provisional, compare within a column only); torch eager vs the torch-free "
+              "runtime per precision. U-STS-LLM: one Milan A1 window (25 cells) and windows/s at batch 32; FatsMB: "
+              "history -> top-10 of 55,233 items; GTS-LUM: one `next_apps` request on the REAL sample",
+              columns=(Col("U-STS-LLM A1 p50 ms / p99 ms / windows/s b32", "A1", MILAN,
+                           ("latency_p50_ms", "latency_p99_ms", "windows_per_s@b32"), digits=1),
+                       Col("FatsMB p50 / p99 ms", "C", TAOBAO_LAT, ("request_p50_ms", "request_p99_ms"), digits=1),
+                       Col("GTS-LUM p50 / p90 ms", "D", GTS_REAL, ("latency_p50_ms", "latency_p90_ms"), digits=1)),
+              sources=("v2_ustsllm.json", "v2_fatsmb_latency.json", "v2_gtslum_latency.json")),
     Table("uscope_downstream",
           "SYNTHETIC, first 20 users, one U-MASK checkpoint (`umask_small_v2` step 500, trained on TEMPLATE "
           "profiles), torch; all-entry MAE",
