@@ -248,7 +248,9 @@ TABLES: dict[str, Table | AutoTable] = {t.name: t for t in (
               sources=("v2_user_umask_small.json",)),
     AutoTable("user_small_ablation",
               "Inference ablations of the shipped U-MASK small, SYNTHETIC seed 0 (50 users), RMSE traffic / app / "
-              "location; `umask_small:X` = the same weights with input X removed or replaced",
+              "location; `umask_small:X` = the same weights with input X removed or replaced. The result file keeps no "
+              "seed-0 row of the unablated model (its rows are the 3-seed means above); docs/families/umask.md "
+              "lists the scorer's seed-0 printout next to these",
               columns=(Col("B2 RMSE", "B2", SMALL_ABL, TAL_RMSE, digits=4),
                        Col("B4 RMSE", "B4", SMALL_ABL, TAL_RMSE, digits=4)),
               sources=("v2_user_umask_small.json",)),

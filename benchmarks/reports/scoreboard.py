@@ -347,8 +347,25 @@ def _artifact(model: str, src: str) -> str:
     return "torch"
 
 
+def _decimals(v: float) -> int:
+    """Digits after the point of ``v`` as Python writes it (json keeps that repr)."""
+    r = repr(float(v))
+    if "e" in r or "." not in r:
+        return 15
+    return len(r.split(".")[1])
+
+
+def same_figure(a: float, b: float) -> bool:
+    """``a`` and ``b`` are the same figure to the precision the coarser of the two was written with
+    (a runner that rounds to 6 decimals and one that keeps all agree on a shared baseline row)."""
+    if math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12):
+        return True
+    d = min(_decimals(a), _decimals(b))
+    return d < 15 and abs(a - b) <= 0.5 * 10.0 ** -d + 1e-12
+
+
 class _Collector:
-    """Rows by key, in first-seen order; the same key again must carry the same value."""
+    """Rows by key, in first-seen order; the same key again must carry the same figure (`same_figure`)."""
 
     def __init__(self) -> None:
         self.rows: dict[tuple[str, ...], Row] = {}
@@ -357,7 +374,7 @@ class _Collector:
         old = self.rows.get(row.key)
         if old is None:
             self.rows[row.key] = row
-        elif not math.isclose(old.value, row.value, rel_tol=1e-9, abs_tol=1e-12):
+        elif not same_figure(old.value, row.value):
             raise InputError(f"two result files disagree on {row.key}: {old.value} ({old.source}) vs "
                              f"{row.value} ({row.source})")
 
@@ -455,12 +472,14 @@ def _v2_rows(src: Path, doc: dict[str, Any], commit: str, date: str) -> Iterator
     for r in doc["rows"]:
         # a row may name its kind and family itself (the other families' files do); else the model name decides
         kind, family = (r["kind"], r.get("family")) if "kind" in r else _kind(r["model"])
+        notes = r.get("notes") or meta.get("notes") or default_notes
+        if len(r["seeds"]) == 1 and "1 seed" not in (notes or ""):
+            notes = f"{notes}; 1 seed" if notes else "1 seed"     # a single-seed figure says so (PROTOCOL rule 6)
         yield Row(protocol=r["protocol"], dataset=r["dataset"], data=r["data"], model=r["model"], family=family,
                   kind=kind, artifact=r.get("artifact") or _artifact(r["model"], src.name), metric=r["metric"],
                   value=float(r["value"]), better=r["better"], n_windows=int(r["n_windows"]),
                   seeds=tuple(int(s) for s in r["seeds"]), spread=r.get("spread"), command=r["command"],
-                  commit=commit, date=date, source=f"benchmarks/results/{src.name}",
-                  notes=r.get("notes") or meta.get("notes") or default_notes)
+                  commit=commit, date=date, source=f"benchmarks/results/{src.name}", notes=notes)
 
 
 def sources(results: Path = RESULTS) -> tuple[str, ...]:
