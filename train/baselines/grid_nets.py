@@ -78,6 +78,13 @@ class _Trained(Predictor):
         log.info("%s %s: %d steps, %.0f s, loss %.4f -> %.4f", self.name, task, len(curve),
                  time.perf_counter() - t0, np.mean(curve[:10]), np.mean(curve[-10:]))
 
+    def _history(self, history: np.ndarray, horizon: int) -> np.ndarray:
+        """The checked (n, HISTORY, N) forecast input, missing values as 0."""
+        h = as_windows(history, "history", self.n_series)
+        if check_horizon(horizon) != HORIZON or h.shape[1] != HISTORY:
+            raise InputError(f"{self.name} maps {HISTORY} slots to {HORIZON}")
+        return np.nan_to_num(h)
+
     def _apply(self, task: str, series: np.ndarray, *extra: np.ndarray) -> np.ndarray:
         """series (n, L, N) -> the task net on (n*N, L) rows -> (n, out, N)."""
         n, L, N = series.shape
@@ -122,10 +129,7 @@ class DLinearPredictor(_Trained):
         return self
 
     def forecast(self, history: np.ndarray, horizon: int, *, starts: np.ndarray | None = None) -> np.ndarray:
-        h = as_windows(history, "history", self.n_series)
-        if check_horizon(horizon) != HORIZON or h.shape[1] != HISTORY:
-            raise InputError(f"{self.name} maps {HISTORY} slots to {HORIZON}")
-        return self._apply("forecast", np.nan_to_num(h))
+        return self._apply("forecast", self._history(history, horizon))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -177,10 +181,7 @@ class LSTMPredictor(_Trained):
         return self
 
     def forecast(self, history: np.ndarray, horizon: int, *, starts: np.ndarray | None = None) -> np.ndarray:
-        h = as_windows(history, "history", self.n_series)
-        if check_horizon(horizon) != HORIZON or h.shape[1] != HISTORY:
-            raise InputError(f"{self.name} maps {HISTORY} slots to {HORIZON}")
-        return self._apply("forecast", np.nan_to_num(h))
+        return self._apply("forecast", self._history(history, horizon))
 
     def impute(self, values: np.ndarray, mask: np.ndarray, *, starts: np.ndarray | None = None) -> np.ndarray:
         v = as_windows(values, "values", self.n_series)
@@ -229,12 +230,10 @@ class GPT4TSPredictor(_Trained):
         return self
 
     def forecast(self, history: np.ndarray, horizon: int, *, starts: np.ndarray | None = None) -> np.ndarray:
-        h = as_windows(history, "history", self.n_series)
-        if check_horizon(horizon) != HORIZON or h.shape[1] != HISTORY:
-            raise InputError(f"{self.name} maps {HISTORY} slots to {HORIZON}")
+        h = self._history(history, horizon)
         out = []
         for i in range(0, h.shape[0], 16):
-            out.append(self._apply("forecast", np.nan_to_num(h[i:i + 16])))
+            out.append(self._apply("forecast", h[i:i + 16]))
         return np.concatenate(out)
 
 
