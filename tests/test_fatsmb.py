@@ -118,10 +118,11 @@ def test_export_runtime_matches_torch_and_rejects_bad_input(run, tmp_path, data)
         Session.open(tampered, allow_unsigned=True)
 
 
-def test_scorer_rows_validate(run, tmp_path):
+def test_scorer_rows_validate(run, tmp_path, monkeypatch):
     from umask.bench.accuracy import fatsmb as scorer
     from umask.bench.reports import scoreboard
 
+    monkeypatch.setattr(scorer, "CURVES", tmp_path / "curves")            # not the committed learning curves
     out, _ = run
     res = tmp_path / "v2_fatsmb.json"
     assert scorer.main(["--protocol", "C", "--ckpt", str(out), "--baselines", "pop,recent", "--max-users", "40",
