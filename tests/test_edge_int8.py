@@ -140,6 +140,26 @@ def test_precision_rule_and_record(monkeypatch, tmp_path: Path) -> None:  # noqa
     assert len(calls) == 2 and calls[-1][1] == 2 and set(calls[0][0]) == {"fp32", "int8-qdq", "int8-dynamic"}
 
 
+def test_auto_precision_writes_nothing_without_a_cache_dir(monkeypatch, tmp_path: Path) -> None:  # noqa: ANN001
+    """Privacy (issue 11): no $UMASK_CACHE_DIR -> no file anywhere (HOME included); the choice lives in the process."""
+    monkeypatch.delenv(pc.ENV_CACHE_DIR, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert pc.record_path() is None
+    b = tiny_bundle()[1]
+    from umask.runtime.core.bundle import verify_bundle
+
+    m = verify_bundle(b)
+    calls = []
+    monkeypatch.setattr(pc, "measure", lambda root, manifest, precisions, **kw: calls.append(1) or
+                        {p: (12.4 if p.startswith("int8") else 11.4) for p in precisions})
+    monkeypatch.setattr(pc, "_MEMO", {})
+    c = pc.choose_precision(b, m, threads=3)
+    assert c["measured"] and c["record"] is None and c["precision"] == "fp32"
+    again = pc.choose_precision(b, m, threads=3)
+    assert not again["measured"] and again["precision"] == "fp32" and len(calls) == 1
+    assert not any(tmp_path.rglob("*"))
+
+
 def test_session_auto_precision_measured_on_golden_inputs(monkeypatch, tmp_path: Path) -> None:  # noqa: ANN001
     monkeypatch.setenv(pc.ENV_CACHE_DIR, str(tmp_path))
     b = tiny_bundle()[1]

@@ -156,8 +156,8 @@ def choose_precision(root: str | Path, manifest: dict[str, Any], *, providers: S
     key, facts = machine_key(manifest, use, threads)
     path = record_path() if record else None
     book: dict[str, Any] = {}
-    if record and key in _MEMO and _MEMO[key].get("precision") in have:
-        return {**_MEMO[key], "measured": False, "record": str(path) if path else None}
+    if record and path is None and key in _MEMO and _MEMO[key].get("precision") in have:
+        return {**_MEMO[key], "measured": False, "record": None}     # no cache directory: this process's choice
     if path is not None and path.is_file():
         try:
             book = json.loads(path.read_text())
@@ -174,7 +174,7 @@ def choose_precision(root: str | Path, manifest: dict[str, Any], *, providers: S
         choice, why = decide(ms)
     out = {"precision": choice, "reason": why, "measured_ms": ms, "key": key, "facts": facts,
            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "rule": f"int8 only at <= {SPEEDUP_REQUIRED} x fp32"}
-    if record:
+    if record and path is None:
         _MEMO[key] = out
     if path is not None:
         try:
