@@ -151,10 +151,11 @@ def test_run_export_and_runtime_match_torch(real, tmp_path):
         Session.open(tmp_path / "bundle", allow_unsigned=True, precision="fp8")
 
 
-@pytest.mark.skipif(not (BASE / "model.safetensors").is_file(), reason="SmolLM2 float32 copy not cached")
 def test_frozen_decoder_matches_smollm2():
     from umask.train.models.gtslum.model import FrozenDecoder
-    from umask.train.models.umask.uscope.llm import load_causal_lm
+    from umask.train.models.umask.uscope.llm import load_causal_lm, prepare_base
+
+    prepare_base(BASE)         # the float32 copy of the shipped GGUF, made once (~20 s) and cached under cache/
 
     dec = FrozenDecoder(GTSLUMConfig(llm_blocks=1))
     dec.load_base(BASE)
