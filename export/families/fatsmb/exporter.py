@@ -4,7 +4,7 @@
     exporter("fatsmb")("artifacts/fatsmb/seed0", "artifacts/bundles/fatsmb")
     python -m umask.export.families.fatsmb.exporter artifacts/fatsmb/seed0 artifacts/bundles/fatsmb
 
-Networks (`torch.onnx.export` through `umask.export.families.umask.networks.export_module`, batch axis
+Networks (`torch.onnx.export` through `umask.export.onnx_export.export_module`, batch axis
 dynamic): ``encoder`` (items, behaviors (N, max_len) int64 -> z (N, d)), ``denoiser`` (z_t, t, z_null,
 b -> x0 (N, d)), ``decoder`` (z (N, d) -> scores (N, n_items); the 55k x d item table is inside it).
 ``items.npz`` maps dense ids to raw item and category ids. int8: `umask.export.precision.to_int8_qdq`
@@ -34,7 +34,7 @@ import torch.nn as nn
 from umask.export import precision as prec
 from umask.export.bundle import signature, write_bundle
 from umask.export.errors import ExportError
-from umask.export.families.umask.networks import OPSET, export_module
+from umask.export.onnx_export import OPSET, export_module
 from umask.runtime.engines.ort import inference_session
 from umask.runtime.families.fatsmb.session import Pipeline
 from umask.train.models.fatsmb import trainer

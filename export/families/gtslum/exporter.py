@@ -2,7 +2,7 @@
 
     python -m umask.export.families.gtslum.exporter artifacts/gtslum/full_s0 artifacts/gtslum/bundle
 
-Three ONNX networks (torch.onnx TorchScript exporter through `umask.export.families.umask.networks.export_module`):
+Three ONNX networks (torch.onnx TorchScript exporter through `umask.export.onnx_export.export_module`):
 
 * ``qformer``: one behavior's semantic ID + business inputs -> its fused decoder token b^F (N, D);
 * ``lum``: the target-aware sequence assembly (semantic interval timestamps, time IDs, [TGT], [SEP])
@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 
 from umask.export.bundle import signature, tool_versions, write_bundle
-from umask.export.families.umask.networks import export_module
+from umask.export.onnx_export import export_module
 from umask.export.precision import to_int8_dynamic
 from umask.runtime.families.gtslum import sequence as sq
 from umask.train.models.gtslum import data as gd

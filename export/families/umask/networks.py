@@ -12,30 +12,27 @@
   BAKED IN: it takes featurized x (x * avail) like the rest of the runtime.
 * ``ProfileStep``: the profile MLP (eq. 24): (SBERT embedding, present flag) -> h_u.
 
-Exporter: ``torch.onnx.export(..., dynamo=False)`` (the TorchScript exporter), opset pinned to
-`OPSET`, the batch axis dynamic. Why not optimum-onnx: its releases require transformers < 4.58
-and this project runs transformers 5.x; and the three U-MASK networks are custom modules that
-optimum has no export config for anyway. The dynamo exporter was tried by the profiling issue for
-MiniLM and wrote an invalid graph with torch 2.13 + transformers 5 (train/profile_encoder.py).
+Exporter: the shared `umask.export.onnx_export.export_module` (``torch.onnx.export(..., dynamo=False)``,
+the TorchScript exporter), opset pinned to `OPSET`, the batch axis dynamic. Why not optimum-onnx: its
+releases require transformers < 4.58 and this project runs transformers 5.x; and the three U-MASK
+networks are custom modules that optimum has no export config for anyway. The dynamo exporter was
+tried by the profiling issue for MiniLM and wrote an invalid graph with torch 2.13 + transformers 5 (train/profile_encoder.py).
 """
 
 from __future__ import annotations
 
 import logging
-import warnings
-from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
+from umask.export.onnx_export import OPSET, export_module
 from umask.runtime.families.umask.prior import CAL_DIM, DIT_EXTRA_INPUTS
 from umask.train.models.umask.mask_generator import MaskGenerator
 from umask.train.models.umask.model import UMask
 
 log = logging.getLogger(__name__)
 
-OPSET = 18
 
 
 def dit_extra_names(model: UMask) -> tuple[str, ...]:
@@ -119,20 +116,6 @@ def example_inputs(model: UMask, batch: int = 2, seed: int = 0) -> dict[str, tup
 
 def wrappers(model: UMask) -> dict[str, nn.Module]:
     return {"dit": DiTStep(model).eval(), "maskgen": MaskGenStep(model).eval(), "profile_mlp": ProfileStep(model).eval()}
-
-
-def export_module(module: nn.Module, inputs: tuple[torch.Tensor, ...], path: Path, opset: int = OPSET) -> None:
-    """Plain torch.onnx.export with a dynamic batch axis on every input and output."""
-    names_in, names_out = list(module.input_names), list(module.output_names)
-    dyn: dict[str, Any] = {n: {0: "batch"} for n in names_in + names_out}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-        warnings.filterwarnings("ignore", message=r".*legacy TorchScript-based ONNX export.*")
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", category=UserWarning)
-        torch.onnx.export(module, inputs, str(path), input_names=names_in, output_names=names_out,
-                          dynamic_axes=dyn, opset_version=opset, dynamo=False, do_constant_folding=True)
 
 
 __all__ = ["OPSET", "dit_extra_names", "DiTStep", "MaskGenStep", "ProfileStep", "example_inputs", "wrappers", "export_module"]

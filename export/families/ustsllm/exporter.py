@@ -27,7 +27,6 @@ import argparse
 import logging
 import sys
 import time
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,7 @@ import torch
 from umask.export import precision as prec
 from umask.export.bundle import signature, tool_versions, write_bundle
 from umask.export.errors import ExportError, ParityError
-from umask.export.families.umask.networks import OPSET
+from umask.export.onnx_export import export_module
 from umask.runtime.core.errors import InputError
 from umask.runtime.families.ustsllm.stats import GridStats
 from umask.train.data import splits
@@ -70,10 +69,7 @@ def export_task(net: torch.nn.Module, task: str, example: dict[str, np.ndarray],
 
     module = TaskNet(net, task).eval()
     args = tuple(torch.as_tensor(example[k]) for k in INPUTS)
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(module, args, str(path), input_names=list(INPUTS), output_names=[OUTPUT],
-                          dynamic_axes=_dynamic_axes(), opset_version=OPSET, dynamo=False, do_constant_folding=True)
+    export_module(module, args, path, input_names=INPUTS, output_names=(OUTPUT,), dynamic_axes=_dynamic_axes())
 
 
 def _windows(grid_stats: GridStats, z: np.ndarray, periods: dict, cfg: Any, split: str, every: int
