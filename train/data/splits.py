@@ -32,6 +32,7 @@ from typing import Literal
 
 import numpy as np
 
+from umask.runtime.core import gridscale
 from umask.runtime.core.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -148,15 +149,9 @@ def fit_scaler(matrix: np.ndarray, *, train_end: int | None = None, splits: Spli
     if train_end is None:
         train_end = _split_range("train", splits)[1]
     matrix = _check_matrix(matrix, train_end)
-    train = matrix[:train_end]
-    if not np.all(np.isfinite(train)):
+    if not np.all(np.isfinite(matrix[:train_end])):
         raise ValueError("training period contains NaN or inf")
-    mean = train.mean(axis=0)
-    std = train.std(axis=0)
-    flat = std == 0
-    if np.any(flat):
-        log.warning("cells %s are constant in the training period; using std = 1", np.flatnonzero(flat).tolist())
-        std = np.where(flat, 1.0, std)
+    mean, std = gridscale.fit_cell_scaler(matrix, train_end, floor=False)   # the one implementation
     return Scaler(mean=mean, std=std)
 
 

@@ -86,6 +86,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from umask.runtime.core import gridscale
 from umask.runtime.core.errors import InputError
 from umask.train.common import loop
 from umask.train.common.checkpoints import best_checkpoint
@@ -118,9 +119,9 @@ TRAIN_MASK_STREAM: int = 0x4D494C                   # tag of the training hiding
 VAL_MASK_SEED_BASE: int = 500_000                   # validation hiding masks: default_rng(500000 + i)
 POI_DIM: int = 4                                    # cell_features width
 MAX_PATCH_SIDE: int = 8                             # default h0 / w0: largest divisor of H / W up to this
-# Std floor of the per-cell scaler, as a fraction of the median cell std (see grid_scaler)
-STD_FLOOR_OF_MEDIAN: float = 1e-2
-STD_FLOOR_ABS: float = 1e-6
+# Std floor of the per-cell scaler (see grid_scaler; defined once in runtime/core/gridscale.py)
+STD_FLOOR_OF_MEDIAN: float = gridscale.STD_FLOOR_OF_MEDIAN
+STD_FLOOR_ABS: float = gridscale.STD_FLOOR_ABS
 
 
 # ------------------------------------------------------------------------------------------------
@@ -298,12 +299,8 @@ def grid_scaler(matrix: np.ndarray, train_end: int) -> splits.Scaler:
     which is tiny in raw units too). A hundredth of the median leaves real quiet cells alone (on
     Milan the quietest cell has 0.38 x the median std, so Milan's z is unchanged) and bounds such
     cells' z to about 100 x their deviation in median-std units."""
-    sc = splits.fit_scaler(matrix, train_end=train_end)
-    floor = max(STD_FLOOR_OF_MEDIAN * float(np.median(sc.std)), STD_FLOOR_ABS)
-    low = np.flatnonzero(sc.std < floor)
-    if len(low):
-        log.warning("cells %s have a training std below %.3g (1/100 of the median); floored", low.tolist(), floor)
-    return splits.Scaler(mean=sc.mean, std=np.maximum(sc.std, floor))
+    mean, std = gridscale.fit_cell_scaler(matrix, train_end, floor=True)   # the house's one floored scaler
+    return splits.Scaler(mean=mean, std=std)
 
 
 def cell_features(matrix: np.ndarray, adjacency: np.ndarray | None = None, *, geom: GridGeometry = MILAN,

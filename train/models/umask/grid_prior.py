@@ -50,6 +50,7 @@ from typing import Any
 
 import numpy as np
 
+from umask.runtime.core import gridscale
 from umask.runtime.core.errors import InputError
 from umask.train.baselines import classical
 
@@ -63,9 +64,7 @@ LEVEL_SLOTS_OF_DAY: float = 0.25      # A1 level term over the last quarter day 
 LEVEL_WEIGHT: float = 0.5             # ... with weight 0.5 (validation sweep, module doc)
 
 
-def weekday(slots: np.ndarray, slots_per_day: int, first_weekday: int) -> np.ndarray:
-    """Weekday (Monday = 0) of absolute slots (any shape, int)."""
-    return (int(first_weekday) + np.asarray(slots, np.int64) // int(slots_per_day)) % 7
+weekday = gridscale.weekday            # (slots, slots_per_day, first_weekday) -> Monday = 0 .. Sunday = 6
 
 
 def calendar(frame_first_slots: np.ndarray, slots_per_day: int, first_weekday: int) -> np.ndarray:
@@ -98,16 +97,7 @@ class GridPrior:
             level_slots: int | None = None, level_weight: float = LEVEL_WEIGHT) -> GridPrior:
         """Profiles from the whole training days of ``z`` (slots, cells) before ``train_end``."""
         D = int(slots_per_day)
-        n_days = int(train_end) // D
-        if n_days < 1:
-            raise InputError(f"the grid prior needs at least one whole training day ({D} slots), got {train_end}")
-        if not 0 <= int(first_weekday) <= 6:
-            raise InputError(f"first_weekday must be 0 (Monday) .. 6 (Sunday), got {first_weekday}")
-        days = np.asarray(z, np.float64)[: n_days * D].reshape(n_days, D, -1)           # (days, D, cells)
-        we = weekday(np.arange(n_days) * D, D, first_weekday) >= 5
-        every = days.mean(0)
-        wk_prof = days[~we].mean(0) if (~we).any() else every
-        we_prof = days[we].mean(0) if we.any() else every
+        wk_prof, we_prof = gridscale.day_type_profiles(z, train_end, D, first_weekday)    # shared with U-STS-LLM
         if level_slots is None:
             level_slots = max(1, round(LEVEL_SLOTS_OF_DAY * D))
         return cls(wk_prof, we_prof, D, int(first_weekday), int(level_slots), float(level_weight))
