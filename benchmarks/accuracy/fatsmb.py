@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
 CURVES = ROOT / "benchmarks" / "results" / "learning_curves"
 KS = (10, 20)
+PRIOR_NOTE = ("log features: recency-weighted own-history counts per behavior, co-occurrence from the last items "
+              "and popularity, all counted on the training split; non-negative gains per target behavior")
 
 
 def per_user_metrics(scores: np.ndarray, q: Queries, data: ProtocolC) -> dict[str, np.ndarray]:
@@ -86,6 +88,16 @@ class Collector:
 
     def __init__(self, data: ProtocolC) -> None:
         self.data = data
+        self._tables = None
+
+    @property
+    def tables(self):
+        """The prior's count tables of the training split (built once, on first use)."""
+        if self._tables is None:
+            from umask.train.models.fatsmb import prior as prior_fit
+
+            self._tables = prior_fit.tables_for(self.data)
+        return self._tables
         self.runs: dict[str, dict[int, dict[str, np.ndarray]]] = {}
         self.info: dict[str, dict[str, Any]] = {}
 
@@ -132,6 +144,7 @@ def _fatsmb_runs(runs: Path) -> list[tuple[str, Path]]:
 def score_fatsmb(col: Collector, runs: list[tuple[str, Path]], steps: int | None, samples: int) -> None:
     import torch
 
+    from umask.train.models.fatsmb import prior as prior_fit
     from umask.train.models.fatsmb import trainer
 
     q = col.data.test
@@ -147,17 +160,30 @@ def score_fatsmb(col: Collector, runs: list[tuple[str, Path]], steps: int | None
         torch.manual_seed(0)
         s = np.mean([trainer.score(model, q.prefixes, q.behavior, steps=st, w=w, seed=i) for i in range(samples)], axis=0)
         note = f"DDIM {st} steps, guidance w={w} (chosen on validation), mean scores of {samples} sample(s)"
+        fits = {m: prior_fit.load_fit(run, m) for m in prior_fit.MODES} if name.startswith("seed") else {}
         if name.startswith("seed"):
             seed = int(name[4:])
-            col.add("fatsmb", seed, s, kind="ours", family="fatsmb", notes=note)
+            if fits.get("diffusion"):                                # the headline is FatsMB + prior
+                f = fits["diffusion"]
+                col.add("fatsmb", seed, prior_fit.score(model, meta, f, col.tables, q.prefixes, q.behavior), kind="ours",
+                        family="fatsmb", notes=f"FatsMB + repeat/co-occurrence prior (documented deviation): {PRIOR_NOTE}; "
+                        f"decoder scale a={f['scale'][0]} chosen on validation; " + note)
+                col.add("fatsmb_noprior", seed, s, kind="ablation", family="fatsmb", notes="FatsMB as in the paper, no prior; " + note)
+            else:
+                col.add("fatsmb", seed, s, kind="ours", family="fatsmb", notes=note)
             col.add("fatsmb_ae", seed, trainer.score(model, q.prefixes, q.behavior, mode="ae"), kind="ablation",
-                    family="fatsmb", notes="autoencoder alone: decoder(z_b) of the same checkpoint, no diffusion")
+                    family="fatsmb", notes="autoencoder alone: decoder(z_b) of the same checkpoint, no diffusion, no prior")
+            if fits.get("ae"):
+                f = fits["ae"]
+                col.add("fatsmb_ae_prior", seed, prior_fit.score(model, meta, f, col.tables, q.prefixes, q.behavior),
+                        kind="ablation", family="fatsmb", notes=f"autoencoder alone + the prior ({PRIOR_NOTE}; decoder "
+                        f"scale a={f['scale'][0]} chosen on validation): does diffusion add anything beyond it")
         else:
             col.add(f"fatsmb_{name}", int(meta["train"]["seed"]), s, kind="ablation", family="fatsmb",
-                    notes=f"{name}: " + ("stage 1 shared with seed0; " if meta["train"].get("init_from") else "") + note)
+                    notes=f"{name}: no prior; " + ("stage 1 shared with seed0; " if meta["train"].get("init_from") else "") + note)
             if name.startswith("pos_"):                             # position ablations change the autoencoder
                 col.add(f"fatsmb_{name}_ae", int(meta["train"]["seed"]), trainer.score(model, q.prefixes, q.behavior, mode="ae"),
-                        kind="ablation", family="fatsmb", notes=f"{name}: autoencoder alone, decoder(z_b)")
+                        kind="ablation", family="fatsmb", notes=f"{name}: autoencoder alone, decoder(z_b), no prior")
 
 
 def score_baselines(col: Collector, seeds: Sequence[int], steps: int, only: Sequence[str]) -> None:
@@ -169,6 +195,11 @@ def score_baselines(col: Collector, seeds: Sequence[int], steps: int, only: Sequ
         m = seqrec.make(name).fit(d.train, d.n_items, d.n_behaviors)
         col.add(name, 0, m.score(d.test.prefixes, d.test.behavior), kind="baseline", family=None,
                 notes="deterministic; fitted on the training rows")
+    if "blend" in only:
+        m = seqrec.make("blend").fit(d.train, d.n_items, d.n_behaviors, seed=0, val=val)
+        col.add("blend", 0, m.score(d.test.prefixes, d.test.behavior), kind="baseline", family=None,
+                notes=f"recent + co-occurrence blend: {PRIOR_NOTE}, no neural part; gains fitted on training-split "
+                      f"queries, best validation step {m.best_step} kept (the same fit as FatsMB's prior)")
     CURVES.mkdir(parents=True, exist_ok=True)
     for name in [n for n in ("sasrec", "bert4rec") if n in only]:
         for seed in seeds:
@@ -205,8 +236,12 @@ def latency(run: Path, bundle: Path, data: ProtocolC, requests: int, out: Path, 
     from umask.runtime.session import Session
     from umask.train.models.fatsmb import trainer
 
+    from umask.train.models.fatsmb import prior as prior_fit
+
     model, meta = trainer.load(run)
     st, w = meta["sampling"]["steps"], meta["sampling"]["guidance"]
+    fit = prior_fit.load_fit(run, "diffusion")
+    tables = prior_fit.tables_for(data) if fit else None
     q = data.test
     users = list(range(min(requests, len(q))))
     cfg = TimingConfig(warmup_s=1.0, duration_s=5.0, min_samples=len(users), max_samples=len(users))
@@ -214,7 +249,10 @@ def latency(run: Path, bundle: Path, data: ProtocolC, requests: int, out: Path, 
     fns: dict[str, Callable[[int], Any]] = {}
     with torch.inference_mode():
         def torch_req(u: int) -> Any:
-            s = trainer.score(model, [q.prefixes[u]], q.behavior[u:u + 1], steps=st, w=w)[0]
+            if fit:                                                # the same model + prior as the bundle
+                s = prior_fit.score(model, meta, fit, tables, [q.prefixes[u]], q.behavior[u:u + 1])[0]
+            else:
+                s = trainer.score(model, [q.prefixes[u]], q.behavior[u:u + 1], steps=st, w=w)[0]
             return np.argpartition(-s, 9)[:10]
         fns["torch"] = torch_req
         sessions = {p: Session.open(bundle, precision=p, allow_unsigned=True)
@@ -234,7 +272,8 @@ def latency(run: Path, bundle: Path, data: ProtocolC, requests: int, out: Path, 
                              "family": "fatsmb", "artifact": art, "metric": metric, "value": summ[key],
                              "better": "lower", "n_windows": len(timing.samples_ms), "seeds": [0], "spread": None,
                              "command": command,
-                             "notes": f"one CPU thread; DDIM {st} steps x 2 (CFG); load average before: {load[art]}"})
+                             "notes": f"one CPU thread; DDIM {st} steps x 2 (CFG)" + ("; + repeat/co-occurrence prior"
+                                      if fit else "") + f"; load average before: {load[art]}"})
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_json(out, {"meta": {"command": command, "commit": git_commit() or "unknown",
                                "date": dt.date.today().isoformat(), "machine": machine_info(),
@@ -287,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--bundle", action="append", default=[], help="exported bundle(s) to score through the runtime")
     p.add_argument("--seeds", default="0,1,2", help="seeds of SASRec / BERT4Rec")
     p.add_argument("--baseline-steps", type=int, default=1000, help="training steps of SASRec / BERT4Rec")
-    p.add_argument("--baselines", default="pop,pop_behavior,recent,cooc,sasrec,bert4rec",
+    p.add_argument("--baselines", default="pop,pop_behavior,recent,cooc,blend,sasrec,bert4rec",
                    help="comma list of baselines to run ('' = none)")
     p.add_argument("--steps", type=int, default=None, help="override the DDIM steps chosen on validation")
     p.add_argument("--samples", type=int, default=1, help="DDIM samples per user (scores averaged)")
@@ -335,7 +374,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for metric in ("item_recall@10", "item_ndcg@10"):
             base = [m for m in col.runs if col.info[m]["kind"] == "baseline"]
             best = max(base, key=lambda m: col.mean_user(m, metric).mean()) if base else None
-            for other in {*(m for m in ("sasrec", "bert4rec") if m in col.runs), *([best] if best else [])}:
+            others = ("sasrec", "bert4rec", "blend", "recent", "fatsmb_noprior", "fatsmb_ae_prior")
+            for other in sorted({*(m for m in others if m in col.runs), *([best] if best else [])}):
                 compare[f"fatsmb - {other} ({metric})"] = paired_bootstrap(col.mean_user("fatsmb", metric),
                                                                          col.mean_user(other, metric))
     for key in ("fatsmb@onnx-fp32", "fatsmb@onnx-int8-qdq"):
@@ -346,7 +386,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     **paired_bootstrap(a, t), "relative": float((a.mean() - t.mean()) / max(t.mean(), 1e-12))}
     doc = {"meta": {"command": command, "commit": git_commit() or "unknown", "date": dt.date.today().isoformat(),
                     "wall_seconds": round(time.time() - t0, 1), "data": data.path, "users": len(data.test),
-                    "n_items": data.n_items, "point_estimator": "FatsMB: one DDIM sample (seed 0) decoded to item scores; "
+                    "n_items": data.n_items, "point_estimator": "FatsMB: one DDIM sample (seed 0) decoded to item scores "
+                    "(+ the prior where the run has prior_diffusion.json); "
                     "baselines: their deterministic scores", "spread": "population std over seeds (null for one seed)",
                     "ties": "expected rank under random tie-breaking",
                     "paired_bootstrap_over_users": compare},

@@ -451,18 +451,50 @@ class BERT4Rec(_TransformerRec):
         return self.net(torch.from_numpy(items), torch.from_numpy(beh))[:, -1]
 
 
+class RepeatCoocBlend(SeqRecommender):
+    """"Recent + co-occurrence blend": FatsMB's repeat / co-occurrence prior with NO neural part
+    (`umask.train.baselines.repeat_prior`): per target behavior, non-negative gains on the log
+    features (recency-weighted own-history counts per behavior, co-occurrence from the last items,
+    popularity), fitted exactly as FatsMB's prior gains are (training-split queries with
+    time-respecting counts, best validation step kept). The honest yardstick for FatsMB + prior."""
+
+    name = "blend"
+
+    def fit(self, seqs, n_items, n_behaviors=1, seed=0, steps=200, val: Optional[tuple] = None, **_):
+        from umask.train.baselines import repeat_prior as rp
+
+        _check_seqs(seqs, n_items, n_behaviors, "seqs")
+        if val is None:
+            raise ValueError("blend: the gains are selected on validation; pass val=(prefixes, items, behaviors)")
+        self.n_items, self.n_behaviors = n_items, n_behaviors
+        self.tables = rp.PriorTables.build(seqs, n_items, n_behaviors)
+        cfg = rp.GainFitConfig(steps=steps, seed=seed)
+        names = [str(b) for b in range(n_behaviors)] if n_behaviors != 4 else ["pv", "fav", "cart", "buy"]
+        self.fit_info = rp.fit_gains(self.tables, rp.training_queries(seqs, cfg.last_positions), val,
+                                     base_train=None, base_val=None, cfg=cfg, behaviors=names)
+        self.head, self.best_step = rp.head_from(self.fit_info), self.fit_info["best_step"]
+        return self
+
+    def score(self, prefixes, target_behavior=None):
+        from umask.train.baselines import repeat_prior as rp
+
+        tb = _target_array(target_behavior, len(prefixes))
+        tb = np.zeros(len(prefixes), np.int64) if tb is None else tb
+        return rp.prior_scores(self.head, self.tables, rp.features(self.tables, prefixes), tb, None).astype(np.float32)
+
+
 def make(name: str, **kwargs) -> SeqRecommender:
-    """A baseline by name: pop, pop_behavior, recent, cooc, sasrec, bert4rec (kwargs go to its config)."""
+    """A baseline by name: pop, pop_behavior, recent, cooc, blend, sasrec, bert4rec (kwargs go to its config)."""
     simple = {"pop": lambda: Popularity(False), "pop_behavior": lambda: Popularity(True),
-              "recent": RecentItems, "cooc": lambda: CoOccurrence(**kwargs)}
+              "recent": RecentItems, "cooc": lambda: CoOccurrence(**kwargs), "blend": RepeatCoocBlend}
     if name in simple:
         return simple[name]()
     if name == "sasrec":
         return SASRec(TransformerRecConfig(**kwargs))
     if name == "bert4rec":
         return BERT4Rec(TransformerRecConfig(**kwargs))
-    raise ValueError(f"unknown baseline {name!r} (known: pop, pop_behavior, recent, cooc, sasrec, bert4rec)")
+    raise ValueError(f"unknown baseline {name!r} (known: pop, pop_behavior, recent, cooc, blend, sasrec, bert4rec)")
 
 
-__all__ = ["softmax_xent", "cap_positions", "attention_mask", "Seq", "SeqRecommender", "Popularity", "RecentItems", "CoOccurrence", "TransformerRecConfig",
+__all__ = ["softmax_xent", "cap_positions", "attention_mask", "Seq", "SeqRecommender", "Popularity", "RecentItems", "CoOccurrence", "RepeatCoocBlend", "TransformerRecConfig",
            "SASRec", "BERT4Rec", "make"]

@@ -37,6 +37,7 @@ from umask.export.errors import ExportError
 from umask.export.onnx_export import OPSET, export_module
 from umask.runtime.engines.ort import inference_session
 from umask.runtime.families.fatsmb.session import Pipeline
+from umask.train.models.fatsmb import prior as prior_fit
 from umask.train.models.fatsmb import trainer
 from umask.train.models.fatsmb.data import load_protocol_c
 from umask.train.models.fatsmb.model import FatsMB
@@ -96,20 +97,25 @@ def _ort_pipeline(files: dict[str, Path], like: Pipeline) -> Pipeline:
 
 
 def _request_parity(ref: Pipeline, got: Pipeline, queries, steps: int, w: float) -> dict[str, float]:
+    """z_0 difference and top-10 overlap of the FINAL scores (decoder + prior when there is one)."""
     z_diff, overlap = 0.0, []
     for (items, behs), b in queries:
         noise = np.random.default_rng(0).standard_normal((1, ref.d)).astype(np.float32)
         za = ref.latent(items, behs, b, steps=steps, guidance=w, noise=noise)
         zb = got.latent(items, behs, b, steps=steps, guidance=w, noise=noise)
         z_diff = max(z_diff, float(np.max(np.abs(za - zb))))
-        sa, sb = ref.decoder(za)[0], got.decoder(zb)[0]
+        sa = ref.finish(np.asarray(ref.decoder(za), np.float32)[0], items, behs, b)
+        sb = got.finish(np.asarray(got.decoder(zb), np.float32)[0], items, behs, b)
         overlap.append(len(set(np.argsort(-sa)[:10]) & set(np.argsort(-sb)[:10])) / 10)
     return {"z0_max_abs": z_diff, "top10_overlap": float(np.mean(overlap)), "queries": len(queries)}
 
 
 def export_bundle(ckpt: str | Path, out: str | Path, *, precisions: Sequence[str] = PRECISIONS, parity_queries: int = 32,
-                  calibration_queries: int = 64, sign_key: Any = None, passphrase: bytes | None = None) -> dict[str, Any]:
-    """Export the run folder ``ckpt`` (written by the FatsMB trainer) to the bundle ``out``; returns the manifest."""
+                  calibration_queries: int = 64, sign_key: Any = None, passphrase: bytes | None = None,
+                  prior: bool = True) -> dict[str, Any]:
+    """Export the run folder ``ckpt`` (written by the FatsMB trainer) to the bundle ``out``; returns the manifest.
+    ``prior``: ship the repeat / co-occurrence prior when the run has ``prior_diffusion.json``
+    (`umask.train.models.fatsmb.prior`): ``prior.npz`` (tables of the training split) + the gains."""
     t_start = time.perf_counter()
     precisions = list(dict.fromkeys(precisions))
     if "fp32" not in precisions or any(p not in PRECISIONS for p in precisions):
@@ -121,6 +127,13 @@ def export_bundle(ckpt: str | Path, out: str | Path, *, precisions: Sequence[str
         raise ExportError(f"{ckpt}: model has {model.n_items} items, its data {meta['data']} gives {data.n_items}")
     steps, w = int(meta["sampling"]["steps"]), float(meta["sampling"]["guidance"])
     ref = _torch_pipeline(model, meta)
+    fit = prior_fit.load_fit(ckpt, "diffusion") if prior else None
+    tables = prior_fit.tables_for(data) if fit else None
+    if fit:
+        if fit["sampling"] != {"steps": steps, "guidance": w}:
+            raise ExportError(f"{ckpt}/prior_diffusion.json was fitted with sampling {fit['sampling']}, the run has "
+                              f"steps {steps}, w {w}")
+        ref.prior = (tables, np.asarray(fit["gains"], np.float32), np.asarray(fit["scale"], np.float32))
     val = data.val
     queries = [((val.prefixes[i][0], val.prefixes[i][1]), int(val.behavior[i])) for i in range(min(parity_queries, len(val)))]
     # real encoder / denoiser / decoder inputs for calibration and goldens
@@ -157,6 +170,7 @@ def export_bundle(ckpt: str | Path, out: str | Path, *, precisions: Sequence[str
                     conv[name] = prec.to_int8_qdq(fp32[name], dst, feeds[name], pre_process=False)   # symbolic shape inference fails on the attention reshapes
                     files[name] = dst
             got = _ort_pipeline(files, ref)
+            got.prior = ref.prior
             net = {}
             for name in ("encoder", "denoiser", "decoder"):
                 sess = inference_session(str(files[name]))
@@ -180,7 +194,16 @@ def export_bundle(ckpt: str | Path, out: str | Path, *, precisions: Sequence[str
         cats = data.category_ids[data.item_category] if data.has_categories else data.item_category
         np.savez(buf, item_ids=data.item_ids.astype(np.int64), item_category=cats.astype(np.int64))
         (tmp / "items.npz").write_bytes(buf.getvalue())
-        return {"model": {"n_items": model.n_items, "n_behaviors": model.n_behaviors, "behaviors": list(data.behaviors),
+        extra: dict[str, Any] = {}
+        if fit:
+            buf = io.BytesIO()
+            np.savez(buf, **tables.arrays())
+            (tmp / "prior.npz").write_bytes(buf.getvalue())
+            extra["prior"] = {"file": "prior.npz", "gains": fit["gains"], "scale": fit["scale"],
+                              "features": fit["features"], "config": fit["prior_config"], "mode": fit["mode"],
+                              "validation_recall@10": fit["val_recall@10"],
+                              "form": "scale[b] * decoder(z) + sum_f gains[b, f] * features_f (log1p counts)"}
+        return {**extra, "model": {"n_items": model.n_items, "n_behaviors": model.n_behaviors, "behaviors": list(data.behaviors),
                           "d": model.cfg.d, "max_len": model.cfg.max_len, "config": meta["model"]},
                 "diffusion": {"alphas_cumprod": [float(a) for a in ref.sampler.schedule.alphas_cumprod], "steps": steps,
                               "guidance": w, "sampler": "ddim (eta 0), trailing timesteps, x0 prediction",
@@ -201,9 +224,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("out", help="bundle folder to write")
     p.add_argument("--precisions", default="fp32,int8-qdq")
     p.add_argument("--sign-key", default=None, help="ed25519 private key file (unsigned when omitted)")
+    p.add_argument("--no-prior", action="store_true", help="leave the repeat / co-occurrence prior out")
     ns = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    export_bundle(ns.ckpt, ns.out, precisions=ns.precisions.split(","), sign_key=ns.sign_key)
+    export_bundle(ns.ckpt, ns.out, precisions=ns.precisions.split(","), sign_key=ns.sign_key, prior=not ns.no_prior)
     return 0
 
 

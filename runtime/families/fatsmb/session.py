@@ -11,7 +11,10 @@ with a masked behavior is appended; ``encoder.onnx`` gives the behavior-agnostic
 The numpy DDIM (`umask.runtime.engines.samplers.DDIM`, no evidence) walks ``steps`` trailing
 timesteps from z_T = ``default_rng(seed).standard_normal(d)`` with the guided x0 estimate
 uncond + w (cond - uncond) (eq. 17; cond and uncond in one batched ``denoiser.onnx`` call), and
-``decoder.onnx`` scores every item of the table. Nothing here imports torch.
+``decoder.onnx`` scores every item of the table. When the bundle carries a prior (``prior.npz``:
+co-occurrence and count tables of the training split; the fitted gains in the manifest), the final
+scores are ``scale_b * decoder + prior`` (`umask.runtime.families.fatsmb.prior`, a documented
+deviation from the paper) over the WHOLE history. Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from umask.runtime.core.bundle import (INT, LIST, MAP, NUM, OBJ, PATH, STR, JSON
 from umask.runtime.core.errors import InputError
 from umask.runtime.engines.ort import inference_session, session_options
 from umask.runtime.engines.samplers import DDIM, Schedule
+from umask.runtime.families.fatsmb import prior as prior_mod
 from umask.runtime.session import FamilySession
 
 log = logging.getLogger(__name__)
@@ -44,7 +48,10 @@ register_manifest_schema("fatsmb", {
                       "guidance": NUM(-100, 100)}, extra=JSON),
     "items": OBJ({"file": PATH}, extra=JSON),
     "artifacts": MAP(MAP(ARTIFACT), max_items=8),
-}, {"checkpoint": JSON, "parity": JSON, "tolerances": JSON})
+}, {"checkpoint": JSON, "parity": JSON, "tolerances": JSON,
+    # the repeat / co-occurrence prior (a documented deviation, see prior.py): tables file + fitted gains
+    "prior": OBJ({"file": PATH, "gains": LIST(LIST(NUM(0, 1e6), 64, 1), 64, 1), "scale": LIST(NUM(0, 1e6), 64, 1),
+                  "config": JSON}, extra=JSON)})
 
 
 class Pipeline:
@@ -60,6 +67,14 @@ class Pipeline:
         self.encoder, self.denoiser, self.decoder = encoder, denoiser, decoder
         self.n_items, self.n_behaviors, self.max_len, self.d = n_items, n_behaviors, max_len, d
         self.sampler = DDIM(Schedule(alphas_cumprod))
+        self.prior: tuple[prior_mod.PriorTables, np.ndarray, np.ndarray] | None = None   # (tables, gains, scale)
+
+    def finish(self, scores: np.ndarray, items: np.ndarray, behaviors: np.ndarray, target: int) -> np.ndarray:
+        """Decoder scores (n_items,) -> final scores: ``scale_b * scores + prior`` when the bundle has a prior."""
+        if self.prior is None:
+            return scores
+        tables, gains, scale = self.prior
+        return prior_mod.apply(scores, tables, items, behaviors, target, gains, scale)
 
     def tokens(self, items: np.ndarray, behaviors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Dense history -> right-aligned (1, L) tokens with the masked target token last."""
@@ -88,7 +103,8 @@ class Pipeline:
         return self.sampler.sample(denoise, zeros, zeros, steps, noise=z_T)
 
     def scores(self, items, behaviors, target: int, **kw) -> np.ndarray:
-        return np.asarray(self.decoder(self.latent(items, behaviors, target, **kw)), np.float32)[0]   # (n_items,)
+        s = np.asarray(self.decoder(self.latent(items, behaviors, target, **kw)), np.float32)[0]      # (n_items,)
+        return self.finish(s, items, behaviors, target)
 
 
 class Session(FamilySession):
@@ -122,6 +138,17 @@ class Session(FamilySession):
         self.pipeline = Pipeline(lambda i, b: run("encoder", i, b), lambda *a: run("denoiser", *a), lambda z: run("decoder", z),
                                  n_items=m["n_items"], n_behaviors=m["n_behaviors"], max_len=m["max_len"], d=m["d"],
                                  alphas_cumprod=np.asarray(dif["alphas_cumprod"], np.float32))
+        if "prior" in manifest:
+            pr = manifest["prior"]
+            with np.load(io.BytesIO(read_verified(root, pr["file"], manifest)), allow_pickle=False) as z:
+                tables = prior_mod.PriorTables(z["indptr"], z["indices"], z["data"], z["counts"], m["n_behaviors"],
+                                               prior_mod.PriorConfig(**pr["config"]))
+            gains, scale = np.asarray(pr["gains"], np.float32), np.asarray(pr["scale"], np.float32)
+            if tables.n_items != m["n_items"] or gains.shape != (m["n_behaviors"], tables.n_features) \
+                    or scale.shape != (m["n_behaviors"],):
+                raise BundleError(f"{root}/manifest.json: prior gains {gains.shape} / scale {scale.shape} / "
+                                  f"{tables.n_items} items do not fit the model")
+            self.pipeline.prior = (tables, gains, scale)
 
     @classmethod
     def open(cls, bundle: str | Path, *, precision: str = "fp32", threads: int = 1, providers: Sequence[str] | None = None,

@@ -145,19 +145,25 @@ def sample_z0(model: FatsMB, z_null: torch.Tensor, target_behavior: torch.Tensor
 def score(model: FatsMB, prefixes, target_behavior: np.ndarray, *, mode: str = "diffusion", steps: int = 10,
           w: float = 1.5, seed: int = 0) -> np.ndarray:
     """Scores over all items (N, n_items). mode: diffusion (the full model) | ae (MBAE alone: decode z_b)."""
+    z = query_latent(model, prefixes, target_behavior, mode=mode, steps=steps, w=w, seed=seed)
+    return torch.cat([model.decoder(z[s: s + 256]) for s in range(0, len(z), 256)]).numpy()
+
+
+@torch.no_grad()
+def query_latent(model: FatsMB, prefixes, target_behavior: np.ndarray, *, mode: str = "diffusion", steps: int = 10,
+                 w: float = 1.5, seed: int = 0) -> torch.Tensor:
+    """The latent the decoder reads (N, d): z_0 of the guided sampler (mode diffusion) or z_b (mode ae)."""
     model.eval()
     zb, zn = latents(model, prefixes, target_behavior)
     if mode == "ae":
-        z = zb
-    elif mode == "diffusion":
-        # z_T = numpy default_rng(seed) draw, the same for every query: the runtime's convention, so torch and
-        # the exported artifacts differ only by numerics
-        z_T = torch.from_numpy(np.random.default_rng(seed).standard_normal((1, model.cfg.d)).astype(np.float32))
-        z = sample_z0(model, zn, torch.from_numpy(np.asarray(target_behavior)), steps=steps, w=w,
-                      noise=z_T.expand_as(zn).contiguous())
-    else:
+        return zb
+    if mode != "diffusion":
         raise ValueError(f"mode must be diffusion or ae, got {mode!r}")
-    return torch.cat([model.decoder(z[s: s + 256]) for s in range(0, len(z), 256)]).numpy()
+    # z_T = numpy default_rng(seed) draw, the same for every query: the runtime's convention, so torch and
+    # the exported artifacts differ only by numerics
+    z_T = torch.from_numpy(np.random.default_rng(seed).standard_normal((1, model.cfg.d)).astype(np.float32))
+    return sample_z0(model, zn, torch.from_numpy(np.asarray(target_behavior)), steps=steps, w=w,
+                     noise=z_T.expand_as(zn).contiguous())
 
 
 def val_recall(model, data: ProtocolC, **kw) -> float:
