@@ -8,10 +8,17 @@ before slot 0 are not produced. All ranges are half-open slot ranges [t0, t1) of
 * B1 short-term: context = 192 slots (2 days at 15 min) before the target start s, target = [s, s+4).
   One window per target start s = day start, day start + stride, ... (default stride 4 slots).
 * B2 long-term: context = 192 slots, target = the whole split day (96 slots); one window per day.
-* B3 cold-start: target = a split day; the history is the context window [day start - 192, day start)
-  cut to its most recent <= 20 *active* slots (slots with any event); the other slots of the
-  context are treated as unobserved. Ground truth: categories and layout cells ranked by engagement
-  (number of records) in the target day.
+* B3 cold-start, v1 cut (`cold_start_windows`, the committed v1 figures): target = a split day; the
+  history is the context window [day start - 192, day start) cut to its most recent <= 20 *active*
+  slots (slots with any event); the other slots of the context are treated as unobserved. Ground
+  truth: categories and layout cells ranked by engagement (number of records) in the target day.
+* B3 cold-start, PROTOCOL v2 cut (`cross_domain_windows`, paper section 7.1.2): target = a split
+  day; the user's history is the previous 20 slots [day start - 20, day start) of ONE source
+  domain ("app": records per app category and slot, summed over places, so the history says
+  nothing about where; "location": presence per layout cell and slot, nothing about apps; every
+  one of the 20 slots counts, active or not). The target is the OTHER domain over the next 24 h:
+  app categories ranked by records, or layout cells ranked by slots present
+  (`CrossDomainWindow.target_engagement`).
 * B4 completion: 192-slot windows whose last slot lies in the split (default: one per split day,
   ending at the day's end). (t, h, w) coordinates are hidden exactly as in PROTOCOL A2:
   ``rng = np.random.default_rng(1000 + index)``, ``p = rng.uniform(0.7, 0.8)``,
@@ -31,7 +38,9 @@ from umask.runtime.core.featurize import SparseBehaviorTensor, decode_app_counts
 SPLITS = ("train", "val", "test")
 CONTEXT_SLOTS = 192      # 2 days of 15-minute slots
 SHORT_HORIZON = 4        # 1 hour
-MAX_ACTIVE_SLOTS = 20    # cold-start history cut
+MAX_ACTIVE_SLOTS = 20    # cold-start history cut (v1)
+B3_HISTORY = 20          # PROTOCOL v2 B3: the previous 20 slots of one source domain
+B3_SOURCES = ("app", "location")   # source domain; the target domain is the other one
 MASK_SEED_BASE = 1000
 
 
@@ -157,6 +166,75 @@ def cold_start_windows(tensor: SparseBehaviorTensor, split: str = "test", *, con
         active = tensor.active_slots(t0 - context, t0)
         out.append(ColdStartWindow(split, len(out), (t0 - context, t0), (t0, t0 + spd),
                                    active[-max_active:] if max_active > 0 else active[:0]))
+    return out
+
+
+def b3_target_domain(source: str) -> str:
+    """The target domain of a v2 B3 window whose history is ``source`` ("app" <-> "location")."""
+    if source not in B3_SOURCES:
+        raise InputError(f"B3 source domain must be one of {B3_SOURCES}, got {source!r}")
+    return "location" if source == "app" else "app"
+
+
+@dataclass(frozen=True)
+class CrossDomainWindow:
+    """PROTOCOL v2 B3: ``history`` slots of the ``source`` domain -> the other domain's items in ``target``."""
+
+    split: str
+    index: int
+    source: str                   # "app" | "location"
+    history: tuple[int, int]      # [h0, h1): the previous B3_HISTORY slots, h1 == target start
+    target: tuple[int, int]       # [t0, t1): the next day
+
+    @property
+    def target_domain(self) -> str:
+        return b3_target_domain(self.source)
+
+    def source_history(self, x: SparseBehaviorTensor) -> np.ndarray:
+        """The only data of the user a cold-start model may read.
+
+        "app": (L, K) float64 records per app category and slot, summed over the layout (no place);
+        "location": (L, H, W) float32 presence 0/1 per slot and layout cell (no app)."""
+        h0, h1 = self.history
+        c, t, h, w, v = x.coords(h0, h1)
+        t = t - h0                                                   # coords are absolute slots
+        ch = x.channels
+        L = h1 - h0
+        if self.source == "app":
+            app = (c >= ch.apps.start) & (c < ch.apps.stop)
+            n = np.rint(decode_app_counts(v[app]))
+            flat = t[app] * ch.n_categories + (c[app] - ch.apps.start)
+            return np.bincount(flat, weights=n, minlength=L * ch.n_categories).reshape(L, ch.n_categories)
+        if "location" in x.absent:
+            raise InputError("B3 source 'location': this tensor records no location")
+        loc = c == ch.location_index
+        out = np.zeros((L, x.H, x.W), np.float32)
+        out[t[loc], h[loc], w[loc]] = v[loc]
+        return out
+
+    def target_engagement(self, x: SparseBehaviorTensor) -> np.ndarray:
+        """Ground-truth item scores of the target domain over the target day (float64):
+        "app" -> (K,) records per category; "location" -> (H*W,) slots present per layout cell."""
+        t0, t1 = self.target
+        if self.target_domain == "app":
+            return engagement(x, t0, t1)[0]
+        c, _, h, w, v = x.coords(t0, t1)
+        loc = c == x.channels.location_index
+        return np.bincount(h[loc] * x.W + w[loc], weights=v[loc].astype(np.float64), minlength=x.H * x.W)
+
+
+def cross_domain_windows(tensor: SparseBehaviorTensor, source: str, split: str = "test", *,
+                         history: int = B3_HISTORY, slots_per_day: int | None = None) -> list[CrossDomainWindow]:
+    """PROTOCOL v2 B3: one window per split day, history = the ``history`` slots before the day."""
+    b3_target_domain(source)
+    if history < 1:
+        raise InputError(f"history must be >= 1 slot, got {history}")
+    sp, spd = _split(tensor, split, slots_per_day)
+    out: list[CrossDomainWindow] = []
+    for t0 in range(sp.t0, sp.t1 - spd + 1, spd):
+        if t0 - history < 0:
+            continue
+        out.append(CrossDomainWindow(split, len(out), source, (t0 - history, t0), (t0, t0 + spd)))
     return out
 
 
