@@ -3,26 +3,32 @@
 # Every figure of benchmarks/results/v2_ustsllm.json comes from one of these steps (each row names its command).
 #
 #   scripts/train_ustsllm.sh all          # everything below, in order (~2 h on a shared 2-core CPU)
-#   scripts/train_ustsllm.sh train|ablations|eval|zeroshot|export|bundle-eval|latency|curves
+#   scripts/train_ustsllm.sh train|ablations|eval|ablation-eval|nets|zeroshot|export|bundle-eval|latency|curves
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 PY=${PY:-.venv/bin/python}
-RUN=${RUN:-artifacts/train/ustsllm}
+SEEDS=${SEEDS:-0 1 2}
+RUNS=""; for s in $SEEDS; do RUNS="$RUNS artifacts/train/ustsllm_s$s/ckpt/best"; done
+RUN=${RUN:-artifacts/train/ustsllm_s0}           # the seed that is exported, timed and run zero-shot
+SCORE="$PY -m umask.bench.accuracy.ustsllm"       # = umask eval <protocol> --family ustsllm (several --ckpt runs)
 ABL=${ABL:-artifacts/train/ustsllm_ablations}
 BUNDLE=${BUNDLE:-artifacts/bundles/ustsllm}
 V2=${V2:-benchmarks/results/v2_ustsllm.json}
-ABL_STEPS=${ABL_STEPS:-50}
+ABL_STEPS=${ABL_STEPS:-100}
 ZS=artifacts/ustsllm/milan_blocksum_4x4.csv
 
-train() {   # the full model: SmolLM2 blocks 0-1 frozen, 2-3 LoRA + bias; resumable (--resume auto)
-  $PY -m umask.cli train ustsllm --steps 400 --max-minutes 25 --keep-last 10 --out "$RUN"
+train() {   # the full model, one run per seed: SmolLM2 blocks 0-1 frozen, 2-3 LoRA + bias; resumable (--resume auto)
+  for s in $SEEDS; do
+    $PY -m umask.cli train ustsllm --steps 1000 --max-minutes 21 --eval-every 100 --ckpt-every 100 --keep-last 10 \
+      --seed "$s" --out "artifacts/train/ustsllm_s$s"
+  done
 }
 
-ablations() {   # Table III of the paper + random backbone, each ABL_STEPS steps (short runs, labeled so)
-  for a in "no_ge --no-use-bias" "random_backbone --backbone random" "no_gs --no-use-guidance" "no_ste --no-use-ste"; do
+ablations() {   # Table III of the paper + random backbone, ABL_STEPS steps of the seed-0 schedule each (short, labeled so)
+  for a in "no_gs --no-use-guidance" "random_backbone --backbone random" "no_ge --no-use-bias" "no_ste --no-use-ste"; do
     set -- $a
-    $PY -m umask.cli train ustsllm --steps 400 --stop-at "$ABL_STEPS" --eval-every "$ABL_STEPS" --keep-last 1 \
+    $PY -m umask.cli train ustsllm --steps 1000 --stop-at "$ABL_STEPS" --eval-every "$ABL_STEPS" --keep-last 1 \
       --out "$ABL/$1" "${@:2}"
   done
 }
@@ -35,11 +41,21 @@ abl_flags() {   # --ablation NAME=CKPT for every finished ablation run, and the 
   echo "$f"
 }
 
-eval_() {   # A1 / A2 on every protocol window: the model, its ablations, learned baselines, harness baselines
-  $PY -m umask.cli eval A1 --family ustsllm --ckpt "$RUN" $(abl_flags) --nets dlinear,lstm,gpt4ts --v2 "$V2" \
-    --out artifacts/eval/ustsllm_a1.json
-  $PY -m umask.cli eval A2 --family ustsllm --ckpt "$RUN" $(abl_flags) --nets lstm --v2 "$V2" \
-    --out artifacts/eval/ustsllm_a2.json
+eval_() {   # A1 / A2 on every protocol window: every seed (mean, std), the guidance alone, the prior alone, baselines
+  for p in A1 A2; do
+    $SCORE --protocol "$p" --ckpt $RUNS --guidance-only --prior-row --v2 "$V2" --out "artifacts/eval/ustsllm_${p,,}.json"
+  done
+}
+
+ablation_eval() {   # the short ablation runs beside the full seed-0 run at the same step
+  for p in A1 A2; do
+    $SCORE --protocol "$p" $(abl_flags) --no-baselines --v2 "$V2" --out "artifacts/eval/ustsllm_ablations_${p,,}.json"
+  done
+}
+
+nets() {   # the learned grid baselines (own compact implementations, train/baselines/grid_nets.py), capped time each
+  $SCORE --protocol A1 --nets dlinear,lstm,gpt4ts --no-baselines --v2 "$V2" --out artifacts/eval/ustsllm_nets_a1.json
+  $SCORE --protocol A2 --nets lstm --no-baselines --v2 "$V2" --out artifacts/eval/ustsllm_nets_a2.json
 }
 
 zeroshot_grid() {   # 16 series the model never saw as such: sums of each 2x2 block of neighbouring Milan cells
@@ -56,13 +72,13 @@ EOF
 zeroshot() {
   zeroshot_grid
   for p in A1-zeroshot A2-zeroshot; do
-    $PY -m umask.cli eval "$p" --family ustsllm --ckpt "$RUN" --data "$ZS" --grid 4x4 --v2 "$V2" \
+    $SCORE --protocol "$p" --ckpt $RUNS --data "$ZS" --grid 4x4 --first-weekday 4 --v2 "$V2" \
       --out "artifacts/eval/ustsllm_${p,,}.json"
   done
 }
 
 export_() {
-  $PY -m umask.export.families.ustsllm.exporter --ckpt "$RUN" --out "$BUNDLE" --precisions fp32,fp16,int8-qdq
+  $PY -m umask.export.families.ustsllm.exporter --ckpt "$RUN/ckpt/best" --out "$BUNDLE" --precisions fp32,fp16,int8-qdq
 }
 
 bundle_eval() {   # the exported artifacts through the torch-free runtime session, every protocol window
@@ -74,21 +90,22 @@ bundle_eval() {   # the exported artifacts through the torch-free runtime sessio
 
 latency() {
   for p in A1 A2; do
-    $PY -m umask.bench.accuracy.ustsllm --protocol "$p" --latency --ckpt "$RUN" --bundle "$BUNDLE" \
+    $PY -m umask.bench.accuracy.ustsllm --protocol "$p" --latency --ckpt "$RUN/ckpt/best" --bundle "$BUNDLE" \
       --precision fp32,int8-qdq --v2 "$V2"
   done
 }
 
 curves() {   # the learning curves (training + validation records) of every run
   mkdir -p benchmarks/results/learning_curves
-  cp "$RUN/metrics.jsonl" benchmarks/results/learning_curves/ustsllm_metrics.jsonl
+  for s in $SEEDS; do cp "artifacts/train/ustsllm_s$s/metrics.jsonl" "benchmarks/results/learning_curves/ustsllm_s${s}_metrics.jsonl"; done
   for d in "$ABL"/*/; do [ -f "$d/metrics.jsonl" ] && cp "$d/metrics.jsonl" \
     "benchmarks/results/learning_curves/ustsllm_$(basename "$d")_metrics.jsonl"; done
 }
 
 case "${1:-all}" in
-  train) train ;; ablations) ablations ;; eval) eval_ ;; zeroshot) zeroshot ;; export) export_ ;;
+  train) train ;; ablations) ablations ;; eval) eval_ ;; ablation-eval) ablation_eval ;; nets) nets ;;
+  zeroshot) zeroshot ;; export) export_ ;;
   bundle-eval) bundle_eval ;; latency) latency ;; curves) curves ;;
-  all) train; ablations; eval_; zeroshot; export_; bundle_eval; latency; curves ;;
-  *) echo "usage: $0 [all|train|ablations|eval|zeroshot|export|bundle-eval|latency|curves]" >&2; exit 2 ;;
+  all) train; ablations; eval_; ablation_eval; nets; zeroshot; export_; bundle_eval; latency; curves ;;
+  *) echo "usage: $0 [all|train|ablations|eval|ablation-eval|nets|zeroshot|export|bundle-eval|latency|curves]" >&2; exit 2 ;;
 esac

@@ -148,3 +148,54 @@ def test_zero_shot_scorer_on_a_grid_with_another_cell_count(trained: tuple[Path,
     with pytest.raises(InputError, match="slot"):
         scorer.main(["--protocol", "A1-zeroshot", "--ckpt", str(ckpt), "--data", str(hourly), "--grid", "2x2",
                      "--slot-minutes", "60", "--no-baselines"])
+
+
+def test_untrained_guidance_is_the_grid_prior_on_real_milan_windows() -> None:
+    """Eq. 7's guidance starts at the grid prior of train/models/umask/grid_prior.py (A1: day-type profile +
+    level term; A2: linear interpolation) and eq. 14's LLM branch at zero correction: with the eq. 13 head
+    zeroed, an untrained network returns the prior."""
+    from umask.train.data import splits
+    from umask.train.models.umask.grid_prior import MILAN_FIRST_WEEKDAY, GridPrior
+    from umask.train.models.ustsllm.model import USTSConfig, USTSLLM
+    from umask.train.models.ustsllm.trainer import forecast_inputs, impute_inputs, to_torch
+
+    g = milan_grid()
+    stats = fit_grid_stats(g.values, 3456, 144, MILAN_FIRST_WEEKDAY)
+    z = stats.transform(g.values)
+    prior = GridPrior.fit(z, 3456, 144, MILAN_FIRST_WEEKDAY)
+    net = USTSLLM(USTSConfig(**TINY)).eval()
+    with torch.no_grad():
+        for lin in net.rconv.values():
+            lin.weight.zero_()
+    fw = splits.forecast_windows(z, "test")
+    i = np.array([0, 100, 288])                              # a weekday and a weekend horizon among them
+    with torch.no_grad():
+        y = net("forecast", **to_torch(forecast_inputs(fw.x[i], fw.starts[i] - 288, stats, 144))).numpy()
+    np.testing.assert_allclose(y, prior.forecast(fw.x[i], fw.starts[i], 144), atol=1e-4)
+    iw = splits.imputation_windows(z, "test")
+    j = np.array([0, 144])
+    with torch.no_grad():
+        y = net("impute", **to_torch(impute_inputs(iw.truth[j], iw.mask[j], iw.starts[j], stats))).numpy()
+    ref = prior.impute(np.where(iw.mask[j], 0.0, iw.truth[j]), iw.mask[j], iw.starts[j])
+    np.testing.assert_allclose(y[iw.mask[j]], ref[iw.mask[j]], atol=1e-3)
+
+
+def test_scorer_folds_seed_runs_and_scores_guidance_and_prior_rows(trained: tuple[Path, GridData],
+                                                                    tmp_path: Path) -> None:
+    from umask.bench.accuracy import ustsllm as scorer
+    from umask.bench.reports import scoreboard
+
+    ckpt, _ = trained
+    v2 = tmp_path / "v2.json"
+    assert scorer.main(["--protocol", "A2", "--ckpt", str(ckpt), str(ckpt), "--guidance-only", "--prior-row",
+                        "--stride", "97", "--out", str(tmp_path / "a2.json"), "--v2", str(v2)]) == 0
+    doc = json.loads(v2.read_text())
+    rows = {(r["model"], r["metric"]): r for r in doc["rows"]}
+    ours = rows[("ustsllm", "nmae")]
+    assert ours["seeds"] == [0, 0] and ours["spread"] == 0.0 and "per seed" in ours["notes"]
+    assert rows[("ustsllm_guidance_only", "nmae")]["kind"] == "ablation"
+    prior = rows[("ustsllm_prior_only", "nmae")]
+    assert prior["seeds"] == [0] and prior["spread"] is None and prior["artifact"] == "numpy"
+    # the A2 guidance base is the protocol's linear interpolation row, to the bit
+    assert prior["value"] == rows[("linear_interpolation", "nmae")]["value"]
+    assert len(list(scoreboard._v2_rows(v2, doc, "abc1234", "2026-12-06"))) == len(doc["rows"])

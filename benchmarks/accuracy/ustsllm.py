@@ -38,6 +38,7 @@ from umask.runtime.core.errors import InputError
 from umask.runtime.families.ustsllm.stats import GridStats, fit_grid_stats
 from umask.train.common.checkpoints import atomic_json
 from umask.train.data.grids import open_grid
+from umask.train.models.ustsllm.trainer import first_weekday_of
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +46,16 @@ PROTOCOLS = ("A1", "A2", "A1-zeroshot", "A2-zeroshot")
 META_NOTE = ("U-STS-LLM (issue 12): real Milan data, PROTOCOL A windows and masks of benchmarks/accuracy/grid.py; one "
              "training seed per model; short CPU-only runs on a shared 2-core machine (docs/families/ustsllm.md)")
 BATCH = 16
+SEED_SEP = "#"          # harness model name "ustsllm#1" = seed run 1 of row "ustsllm"
 
 
 # ------------------------------------------------------------------------------------------------
 # Model callables on the harness's standardized scale
 # ------------------------------------------------------------------------------------------------
-def torch_fns(ckpt: str, stats: GridStats) -> tuple[Callable[..., np.ndarray], Callable[..., np.ndarray], dict]:
-    """(ForecastFn, ImputeFn, info) of a training checkpoint (EMA weights, eq. 1 at its midpoint)."""
+def torch_fns(ckpt: str, stats: GridStats, *, llm_branch: bool = True
+              ) -> tuple[Callable[..., np.ndarray], Callable[..., np.ndarray], dict]:
+    """(ForecastFn, ImputeFn, info) of a training checkpoint (EMA weights, eq. 1 at its midpoint).
+    ``llm_branch=False``: the eq. 13 head zeroed, so Y = G, the trained guidance signal alone (eq. 14)."""
     import torch
 
     from umask.train.models.ustsllm.model import load_model
@@ -59,6 +63,13 @@ def torch_fns(ckpt: str, stats: GridStats) -> tuple[Callable[..., np.ndarray], C
 
     model, config = load_model(ckpt)
     cfg = model.cfg
+    if not llm_branch:
+        if not cfg.use_guidance:
+            raise InputError(f"{ckpt}: a network without the guidance signal has no guidance-only variant")
+        with torch.no_grad():
+            for lin in model.rconv.values():
+                lin.weight.zero_()
+                lin.bias.zero_()
 
     def run(task: str, inputs: dict[str, np.ndarray]) -> np.ndarray:
         out = []
@@ -77,8 +88,25 @@ def torch_fns(ckpt: str, stats: GridStats) -> tuple[Callable[..., np.ndarray], C
         pred = run("impute", impute_inputs(observed, mask, starts, stats))
         return np.where(mask, pred, observed)
 
-    step = json.loads((Path(ckpt) / "state.json").read_text())["step"] if (Path(ckpt) / "state.json").exists() else None
-    return forecast, impute, {"checkpoint": str(ckpt), "train_step": step, "net": cfg.to_dict()}
+    from umask.train.common.checkpoints import resolve_checkpoint
+
+    resolved = resolve_checkpoint(ckpt)
+    step = json.loads((resolved / "state.json").read_text())["step"] if (resolved / "state.json").exists() else None
+    return forecast, impute, {"checkpoint": str(resolved), "train_step": step, "seed": config.get("train", {}).get("seed"),
+                              "net": cfg.to_dict()}
+
+
+def prior_fns(spec: harness.GridSpec, first_weekday: int) -> tuple[Callable[..., np.ndarray], Callable[..., np.ndarray], dict]:
+    """(ForecastFn, ImputeFn, info) of the deterministic base of the eq. 7 guidance alone: the grid prior
+    (train/models/umask/grid_prior.py) fit on the grid's training days, on the harness's scale."""
+    from umask.train.models.umask.grid_prior import GridPrior
+
+    prior = GridPrior.fit(spec.z, spec.train_end, spec.period, first_weekday)
+
+    def impute(observed: np.ndarray, mask: np.ndarray, starts: np.ndarray) -> np.ndarray:
+        return np.where(mask, prior.impute(observed, mask, starts), observed)
+
+    return (lambda h, s, n: prior.forecast(h, s, n)), impute, {"prior": prior.describe()}
 
 
 def bundle_fns(bundle: str, precision: str, stats: GridStats) -> tuple[Callable[..., np.ndarray], Callable[..., np.ndarray], dict]:
@@ -124,6 +152,7 @@ def v2_rows(rows: Sequence[dict[str, Any]], protocol: str, data: str, command: s
     """nmae / nrmse rows of the scoreboard's v2 shape from the harness rows; ``meta``: model -> kind, family,
     artifact, notes."""
     out = []
+    rows = _seed_means(rows, meta)
     for r in rows:
         m = meta.get(r["model"], {"kind": "baseline", "family": None, "artifact": "numpy"})
         for metric, key in (("nmae", "normalized_mae"), ("nrmse", "normalized_rmse")):
@@ -131,13 +160,37 @@ def v2_rows(rows: Sequence[dict[str, Any]], protocol: str, data: str, command: s
             row = {"protocol": protocol, "dataset": dataset, "data": data, "model": m.get("model", r["model"]),
                    "kind": m["kind"], "family": m["family"], "artifact": m["artifact"], "metric": metric,
                    "value": round(float(r["metrics"][key]), 6), "better": "lower", "n_windows": r["n_windows"],
-                   "seeds": [0], "spread": None, "command": command}
+                   "seeds": r.get("train_seeds", [0]), "spread": r.get("spread", {}).get(key), "command": command}
             notes = m.get("notes") or r.get("notes")
+            if r.get("per_seed"):
+                notes += (f"; {len(r['train_seeds'])} training seeds {r['train_seeds']}, value = their mean, spread = sample std "
+                          f"over seeds (per seed {[round(v, 4) for v in r['per_seed'][key]]})")
             if r.get("window", {}).get("subset"):
                 notes = f"{notes + '; ' if notes else ''}{r['window']['subset']}"
             if notes:
                 row["notes"] = notes
             out.append(row)
+    return out
+
+
+def _seed_means(rows: Sequence[dict[str, Any]], meta: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Harness rows with the seed runs "name#k" folded into one row "name": metrics = mean over the seeds,
+    ``spread`` = their sample std, ``seeds`` = the training seeds (meta[...]["seed"]), ``per_seed`` values."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(r["model"].split(SEED_SEP)[0], []).append(r)
+    out = []
+    for name, rs in groups.items():
+        if len(rs) == 1 and SEED_SEP not in rs[0]["model"]:
+            out.append(rs[0])
+            continue
+        keys = ("normalized_mae", "normalized_rmse")
+        vals = {k: [float(r["metrics"][k]) for r in rs] for k in keys}
+        agg = {**rs[0], "model": name, "metrics": {**rs[0]["metrics"], **{k: float(np.mean(v)) for k, v in vals.items()}},
+               "spread": {k: round(float(np.std(v, ddof=1)), 6) for k, v in vals.items()}, "per_seed": vals,
+               "train_seeds": [meta.get(r["model"], {}).get("seed", i) for i, r in enumerate(rs)]}
+        meta.setdefault(name, dict(meta[rs[0]["model"]]))
+        out.append(agg)
     return out
 
 
@@ -177,7 +230,7 @@ def latency_rows(ckpt: str | None, bundle: str | None, precisions: Sequence[str]
 
     torch.set_num_threads(1)
     grid = open_grid(None)
-    stats = fit_grid_stats(grid.values, grid.splits()["train"][1], grid.slots_per_day)
+    stats = fit_grid_stats(grid.values, grid.splits()["train"][1], grid.slots_per_day, first_weekday_of(grid))
     spec = harness.GridSpec(grid)
     starts = np.arange(3888, 3888 + 32 * 4, 4)
     if task == "a1":
@@ -224,7 +277,15 @@ def latency_rows(ckpt: str | None, bundle: str | None, precisions: Sequence[str]
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m umask.bench.accuracy.ustsllm", description=__doc__.splitlines()[0])
     p.add_argument("--protocol", required=True, choices=PROTOCOLS)
-    p.add_argument("--ckpt", help="training run or checkpoint of the network (torch rows)")
+    p.add_argument("--ckpt", nargs="+", default=None,
+                   help="training run(s) or checkpoint(s) of the network (torch rows); several = training seeds, "
+                        "scored separately and reported as mean and sample std")
+    p.add_argument("--guidance-only", action="store_true",
+                   help="also score each --ckpt with the LLM branch (eq. 13 head) zeroed: the trained guidance alone")
+    p.add_argument("--prior-row", action="store_true",
+                   help="also score the deterministic guidance base alone (the grid prior, no training)")
+    p.add_argument("--first-weekday", type=int, default=None,
+                   help="weekday (Monday = 0) of the grid's slot 0 (default: Friday for the Milan sample, else Monday)")
     p.add_argument("--name", default="ustsllm", help="row name of --ckpt / --bundle")
     p.add_argument("--ablation", action="append", default=[], metavar="NAME=CKPT",
                    help="another checkpoint scored on the same windows as an ablation row (repeatable)")
@@ -256,10 +317,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     task = ns.protocol[:2].lower()
     if zeroshot and ns.data is None:
         raise InputError(f"--protocol {ns.protocol}: name the grid the model never saw with --data")
-    if ns.ckpt is None and ns.bundle is None:
-        raise InputError("--ckpt or --bundle: nothing to score")
+    if not (ns.ckpt or ns.bundle or ns.ablation or ns.nets or ns.prior_row) or (ns.latency and not (ns.ckpt or ns.bundle)):
+        raise InputError("--ckpt, --bundle, --ablation, --nets or --prior-row: nothing to score")
     if ns.latency:
-        rows = latency_rows(ns.ckpt, ns.bundle, [p.strip() for p in ns.precision.split(",") if p.strip()], task,
+        rows = latency_rows(ns.ckpt[0] if ns.ckpt else None, ns.bundle, [p.strip() for p in ns.precision.split(",") if p.strip()], task,
                             command=command)
         if ns.v2:
             upsert_v2(Path(ns.v2), rows, META_NOTE)
@@ -269,7 +330,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if zeroshot and grid.source == "milan":
         raise InputError("--data: a zero-shot protocol needs a grid other than the Milan training sample")
     train_end = grid.splits()["train"][1]
-    stats = fit_grid_stats(grid.values, train_end, grid.slots_per_day)   # the grid's own (zero-shot included)
+    first_weekday = first_weekday_of(grid, ns.first_weekday)
+    stats = fit_grid_stats(grid.values, train_end, grid.slots_per_day, first_weekday)   # the grid's own (zero-shot too)
 
     models: dict[str, Callable[..., np.ndarray]] = {}
     meta: dict[str, dict[str, Any]] = {}
@@ -277,12 +339,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def add(name: str, fns: tuple, kind: str, artifact: str, notes: str) -> None:
         models[name] = fns[0] if task == "a1" else fns[1]
-        meta[name] = {"kind": kind, "family": "ustsllm", "artifact": artifact, "notes": notes}
+        meta[name] = {"kind": kind, "family": "ustsllm", "artifact": artifact, "notes": notes,
+                      "seed": fns[2].get("seed", 0) if fns[2].get("seed") is not None else 0}
         info[name] = {"seeds": 0, "notes": notes, **fns[2]}
 
     zs_note = " (trained on Milan 5x5; applied unchanged, with this grid's own scaler, profile and graph)" if zeroshot else ""
-    if ns.ckpt:
-        add(ns.name, torch_fns(ns.ckpt, stats), "ours", "torch", "U-STS-LLM, torch eager, EMA weights" + zs_note)
+    for k, ckpt in enumerate(ns.ckpt or []):          # one model row per training seed, aggregated by v2_rows
+        sfx = f"{SEED_SEP}{k}" if len(ns.ckpt) > 1 else ""
+        add(ns.name + sfx, torch_fns(ckpt, stats), "ours", "torch", "U-STS-LLM, torch eager, EMA weights, best "
+            "validation checkpoint" + zs_note)
+        if ns.guidance_only:
+            add(f"{ns.name}_guidance_only{sfx}", torch_fns(ckpt, stats, llm_branch=False), "ablation", "torch",
+                "U-STS-LLM with the LLM branch (eq. 13 head) zeroed: the trained eq. 7 guidance alone" + zs_note)
+    if ns.prior_row:
+        add(f"{ns.name}_prior_only", prior_fns(harness.GridSpec(grid), first_weekday), "ablation", "numpy",
+            "the deterministic base of the eq. 7 guidance alone, no training: the grid prior "
+            "(train/models/umask/grid_prior.py; A1 day-type profile + level term, A2 linear interpolation)")
     for spec in ns.ablation:
         name, _, path = spec.partition("=")
         if not path:

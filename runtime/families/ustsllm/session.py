@@ -6,12 +6,12 @@
         full = s.impute(values, mask, first_slot=3888)    # (288, cells) raw + mask (True = missing) -> raw
 
 Inputs and outputs are raw per-cell values (the units of the training grid's CSV). The session scales
-them with the bundle's statistics (the training grid's per-cell mean / std, its time-of-day profile and
-functional graph; runtime/families/ustsllm/stats.py), runs the exported network and scales back. For a
-grid other than the training grid (zero-shot, any cell count) pass ``stats=`` fitted on that grid
-(``fit_grid_stats(values, train_end, slots_per_day)``). ``first_slot``: the slot index of the first row
-counted from a midnight that is weekday 0 of the training grid (Milan: Friday 2013-11-01), which gives the
-time-of-day / weekday inputs of eq. 2. A batch is given with a leading axis: (n, slots, cells), first_slot (n,).
+them with the bundle's statistics (the training grid's per-cell mean / floored std, its weekday / weekend
+slot-of-day profiles and functional graph; runtime/families/ustsllm/stats.py), runs the exported network
+and scales back. For a grid other than the training grid (zero-shot, any cell count) pass ``stats=`` fitted
+on that grid (``fit_grid_stats(values, train_end, slots_per_day, first_weekday)``). ``first_slot``: the slot
+index of the first row counted from the grid's slot 0, a midnight of weekday ``stats.first_weekday``
+(Milan: Friday 2013-11-01), which gives the time-of-day / weekday / day-type inputs. A batch is given with a leading axis: (n, slots, cells), first_slot (n,).
 """
 
 from __future__ import annotations
@@ -123,9 +123,9 @@ class Session(FamilySession):
         return v, single, st, first
 
     def _run(self, task: str, z: np.ndarray, mask: np.ndarray, st: GridStats, first: np.ndarray) -> np.ndarray:
-        tod, dow = time_inputs(first, st.slots_per_day)
+        tod, dow = time_inputs(first, st)
         feeds = {"x": np.where(mask > 0, 0.0, z).astype(np.float32), "mask": mask.astype(np.float32),
-                 "prior": window_prior(st.profile, first, z.shape[1]).astype(np.float32),
+                 "prior": window_prior(st, first, z.shape[1]).astype(np.float32),
                  "tod": tod, "dow": dow, "graph": st.graph.astype(np.float32)}
         return self._ort[task].run(None, feeds)[0].astype(np.float64)
 

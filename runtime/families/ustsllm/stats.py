@@ -1,15 +1,19 @@
 """Grid statistics of U-STS-LLM, numpy only (shared by training, scoring and the on-device session).
 
 A U-STS-LLM network reads a window of one grid on that grid's standardized scale (per-cell z-score
-with its training period's mean and population std) plus two things fitted once on that training
-period:
+with its training period's mean and population std, floored: ``runtime/core/gridscale.py``, the scaler
+every grid model of the house trains on) plus things fitted once on that training period:
 
-- the **time-of-day profile** (slots per day, cells): the per-cell mean of the standardized values by
-  slot of day. It is fed to the network as a third input channel (``prior``) beside the values and the
-  hidden flags, so the network corrects a historical average instead of starting from nothing;
+- the **day-type slot-of-day profiles** (slots per day, cells), one of the weekdays and one of the
+  weekend days: the per-cell mean of the standardized training days by slot of day
+  (``gridscale.day_type_profiles``, the same profiles as the U-MASK grid prior,
+  train/models/umask/grid_prior.py). The profile of each slot's day type is fed to the network as a
+  third input channel (``prior``) and is the base of the eq. 7 guidance signal;
 - the **functional graph** A (cells, cells) of eqs. 8-9: the cosine similarity of the cells' mean daily
   profiles (the paper builds A "from the pairwise similarity of nodes' historical profiles"; cosine is
-  the dot product of unit-length profiles, which keeps A in [-1, 1] on any grid).
+  the dot product of unit-length profiles, which keeps A in [-1, 1] on any grid);
+- ``first_weekday``: the weekday (Monday = 0) of the grid's slot 0 (Milan: Friday = 4), so that
+  ``time_inputs`` gives the true weekday and day type to eq. 2.
 
 :func:`fit_grid_stats` fits them from a raw (slots, cells) matrix; a Milan-trained network applied to
 another grid (zero-shot) gets that grid's own statistics, never Milan's.
@@ -21,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from umask.runtime.core import gridscale
 from umask.runtime.core.errors import InputError
 
 DAYS_PER_WEEK = 7
@@ -28,12 +33,15 @@ DAYS_PER_WEEK = 7
 
 @dataclass(frozen=True)
 class GridStats:
-    """mean, std: (cells,) raw units; profile: (slots_per_day, cells) standardized; graph: (cells, cells)."""
+    """mean, std: (cells,) raw units; profile / profile_weekend: (slots_per_day, cells) standardized, of the
+    weekdays / the weekend days; graph: (cells, cells); first_weekday: weekday of slot 0 (Monday = 0)."""
 
     mean: np.ndarray
     std: np.ndarray
     profile: np.ndarray
+    profile_weekend: np.ndarray
     graph: np.ndarray
+    first_weekday: int = 0
 
     @property
     def n_cells(self) -> int:
@@ -51,17 +59,22 @@ class GridStats:
 
     def to_dict(self) -> dict[str, list]:
         return {"mean": self.mean.tolist(), "std": self.std.tolist(), "profile": self.profile.tolist(),
-                "graph": self.graph.tolist()}
+                "profile_weekend": self.profile_weekend.tolist(), "graph": self.graph.tolist(),
+                "first_weekday": int(self.first_weekday)}
 
     @classmethod
     def from_dict(cls, d: dict[str, list], where: str = "stats") -> GridStats:
         try:
             s = cls(mean=np.asarray(d["mean"], np.float64), std=np.asarray(d["std"], np.float64),
-                    profile=np.asarray(d["profile"], np.float64), graph=np.asarray(d["graph"], np.float64))
+                    profile=np.asarray(d["profile"], np.float64),
+                    profile_weekend=np.asarray(d["profile_weekend"], np.float64),
+                    graph=np.asarray(d["graph"], np.float64), first_weekday=int(d["first_weekday"]))
         except (KeyError, TypeError, ValueError) as e:
             raise InputError(f"{where}: not a U-STS-LLM grid statistics object ({e})") from None
         n = s.mean.shape[0] if s.mean.ndim == 1 else -1
-        if n < 1 or s.std.shape != (n,) or s.profile.ndim != 2 or s.profile.shape[1] != n or s.graph.shape != (n, n):
+        if (n < 1 or s.std.shape != (n,) or s.profile.ndim != 2 or s.profile.shape[1] != n
+                or s.profile_weekend.shape != s.profile.shape or s.graph.shape != (n, n)
+                or not 0 <= s.first_weekday <= 6):
             raise InputError(f"{where}: inconsistent shapes mean {s.mean.shape}, std {s.std.shape}, profile "
                              f"{s.profile.shape}, graph {s.graph.shape}")
         if not (np.all(np.isfinite(s.std)) and np.all(s.std > 0)):
@@ -78,37 +91,38 @@ def functional_graph(profile: np.ndarray) -> np.ndarray:
     return unit.T @ unit
 
 
-def fit_grid_stats(values: np.ndarray, train_end: int, slots_per_day: int) -> GridStats:
-    """Statistics of the raw (slots, cells) matrix ``values`` over slots 0..train_end-1 (row 0 = a midnight).
+def fit_grid_stats(values: np.ndarray, train_end: int, slots_per_day: int, first_weekday: int = 0) -> GridStats:
+    """Statistics of the raw (slots, cells) matrix ``values`` over slots 0..train_end-1 (row 0 = a midnight of
+    weekday ``first_weekday``, Monday = 0).
 
-    The scaler is the protocol's (population std; a constant cell gets std 1), the profile the mean of the
-    standardized training values by slot of day, the graph :func:`functional_graph` of that profile."""
+    The scaler is the house's floored per-cell scaler (``gridscale.fit_cell_scaler``), the profiles the
+    weekday / weekend slot-of-day means of the standardized training days (``gridscale.day_type_profiles``),
+    the graph :func:`functional_graph` of the two profiles stacked (one day of each type)."""
     v = np.asarray(values, np.float64)
     if v.ndim != 2 or train_end < slots_per_day or train_end > v.shape[0]:
         raise InputError(f"values must be (slots, cells) with at least one training day, got {v.shape} and "
                          f"train_end {train_end}")
-    train = v[:train_end]
-    if not np.all(np.isfinite(train)):
-        raise InputError("the training period holds NaN or inf")
-    mean, std = train.mean(axis=0), train.std(axis=0)
-    std = np.where(std == 0, 1.0, std)
-    z = (train - mean) / std
-    phase = np.arange(train_end) % slots_per_day
-    profile = np.stack([z[phase == k].mean(axis=0) for k in range(slots_per_day)])
-    return GridStats(mean=mean, std=std, profile=profile, graph=functional_graph(profile))
+    mean, std = gridscale.fit_cell_scaler(v, train_end, floor=True)
+    z = (v[:train_end] - mean) / std
+    wk, we = gridscale.day_type_profiles(z, train_end, slots_per_day, first_weekday)
+    return GridStats(mean=mean, std=std, profile=wk, profile_weekend=we,
+                     graph=functional_graph(np.concatenate([wk, we])), first_weekday=int(first_weekday))
 
 
-def window_prior(profile: np.ndarray, first_slots: np.ndarray, length: int) -> np.ndarray:
-    """(n, length, cells) profile values of the slots first_slots[i] .. first_slots[i] + length - 1."""
+def window_prior(stats: GridStats, first_slots: np.ndarray, length: int) -> np.ndarray:
+    """(n, length, cells): the day-type profile (weekday or weekend) of the slots first_slots[i] ..
+    first_slots[i] + length - 1."""
     first = np.asarray(first_slots, np.int64).reshape(-1)
-    idx = (first[:, None] + np.arange(length)[None, :]) % profile.shape[0]
-    return np.asarray(profile, np.float64)[idx]
+    slots = first[:, None] + np.arange(length)[None, :]                                 # (n, length)
+    tod = slots % stats.slots_per_day
+    weekend = gridscale.weekday(slots, stats.slots_per_day, stats.first_weekday) >= 5
+    return np.where(weekend[..., None], stats.profile_weekend[tod], stats.profile[tod])
 
 
-def time_inputs(first_slots: np.ndarray, slots_per_day: int) -> tuple[np.ndarray, np.ndarray]:
-    """(slot of day, day of week) int64 (n,) of each window's first slot (day 0 of the grid = weekday 0)."""
+def time_inputs(first_slots: np.ndarray, stats: GridStats) -> tuple[np.ndarray, np.ndarray]:
+    """(slot of day, weekday (Monday = 0)) int64 (n,) of each window's first slot, for eq. 2."""
     first = np.asarray(first_slots, np.int64).reshape(-1)
-    return first % slots_per_day, (first // slots_per_day) % DAYS_PER_WEEK
+    return first % stats.slots_per_day, gridscale.weekday(first, stats.slots_per_day, stats.first_weekday)
 
 
 __all__ = ["GridStats", "fit_grid_stats", "functional_graph", "window_prior", "time_inputs", "DAYS_PER_WEEK"]

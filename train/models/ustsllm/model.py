@@ -44,6 +44,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from umask.runtime.families.ustsllm.stats import DAYS_PER_WEEK
+from umask.train.models.umask.grid_prior import LEVEL_SLOTS_OF_DAY, LEVEL_WEIGHT
 
 TASKS = ("forecast", "impute")
 # SmolLM2-135M's block dimensions (used for a random backbone when no base checkpoint is at hand)
@@ -67,6 +68,11 @@ class USTSConfig:
     guide_hidden: int = field(default=32, metadata={"help": "hidden size of the eq. 7 guidance GRUs"})
     guide_step: int = field(default=4, metadata={"help": "slots per recurrent step of the eq. 7 GRUs (CPU cost)"})
     tod_buckets: int = field(default=48, metadata={"help": "Q: time-of-day buckets of eq. 2"})
+    level_slots: int = field(default=0, metadata={"help": "A1 guidance level term: last N history slots (0 = a "
+                                                          "quarter day, the grid prior's LEVEL_SLOTS_OF_DAY)"})
+    level_weight: float = field(default=LEVEL_WEIGHT, metadata={"help": "A1 guidance level term weight (grid prior)"})
+    guide_prior: str = field(default="grid_prior", metadata={"help": "eq. 7 guidance base: grid_prior (day-type "
+                                                                     "profile + level / interpolation)"})
     n_blocks: int = field(default=4, metadata={"help": "backbone blocks kept (the first ones)"})
     n_frozen: int = field(default=2, metadata={"help": "L_f: lower blocks fully frozen; the rest get LoRA + bias"})
     lora_r: int = field(default=8, metadata={"help": "LoRA rank r (eq. 11)"})
@@ -87,6 +93,12 @@ class USTSConfig:
             raise ValueError("need 0 <= n_frozen <= n_blocks")
         if self.backbone not in ("smollm2", "random"):
             raise ValueError(f"backbone must be smollm2 or random, got {self.backbone!r}")
+        if self.guide_prior != "grid_prior":
+            raise ValueError(f"guide_prior must be grid_prior, got {self.guide_prior!r}")
+        if self.level_slots <= 0:
+            self.level_slots = max(1, round(LEVEL_SLOTS_OF_DAY * self.slots_per_day))
+        if self.level_slots > self.history:
+            raise ValueError(f"level_slots={self.level_slots} exceeds history={self.history}")
 
     def length(self, task: str) -> int:
         """Slots the network reads for ``task``."""
@@ -226,13 +238,17 @@ class InputScaling(nn.Module):
 
 
 class TimeEmbedding(nn.Module):
-    """Eq. 2: E_t = W_d[h_d(t)] + W_w[h_w(t)] per patch, from the first slot's time of day / weekday."""
+    """Eq. 2: E_t = W_d[h_d(t)] + W_w[h_w(t)] + W_e[weekend(t)] per patch, from the first slot's time of day and
+    true weekday (Monday = 0; stats.time_inputs). The day-type term W_e is ours: with 24 training days each
+    weekday is seen 3-4 times, the day type 17 / 7 times, and the day type is what the traffic profile
+    mostly depends on (the grid prior's weekday / weekend split)."""
 
     def __init__(self, cfg: USTSConfig) -> None:
         super().__init__()
         self.cfg = cfg
         self.w_d = nn.Embedding(cfg.tod_buckets, cfg.d_group)
         self.w_w = nn.Embedding(DAYS_PER_WEEK, cfg.d_group)
+        self.w_e = nn.Embedding(2, cfg.d_group)
 
     def forward(self, tod: torch.Tensor, dow: torch.Tensor, n_patches: int) -> torch.Tensor:
         """tod, dow: (B,) int64 of the first slot. Returns (B, P, D)."""
@@ -240,7 +256,7 @@ class TimeEmbedding(nn.Module):
         slot = tod.view(-1, 1) + torch.arange(n_patches, device=tod.device).view(1, -1) * self.cfg.patch  # (B, P)
         h_d = torch.div((slot % spd) * self.cfg.tod_buckets, spd, rounding_mode="floor")
         h_w = (dow.view(-1, 1) + torch.div(slot, spd, rounding_mode="floor")) % DAYS_PER_WEEK
-        return self.w_d(h_d) + self.w_w(h_w)
+        return self.w_d(h_d) + self.w_w(h_w) + self.w_e((h_w >= 5).long())
 
 
 class Perception(nn.Module):
@@ -279,9 +295,11 @@ class LinearEmbedding(nn.Module):
 
 
 class ForecastGuidance(nn.Module):
-    """Eq. 7, prediction: per-cell GRU over the history (``guide_step`` slots per step) -> linear to the
-    horizon, plus a linear map of the history and profile channels initialized to copy the horizon's
-    profile (a DLinear-like anchor)."""
+    """Eq. 7, prediction: the grid prior's A1 forecast as the base (train/models/umask/grid_prior.py
+    ``GridPrior.forecast``: the horizon's day-type profile + ``level_weight`` x the mean deviation of the last
+    ``level_slots`` history slots from their profile), corrected by a per-cell GRU over the history
+    (``guide_step`` slots per step) -> linear to the horizon and a DLinear-like linear map of the history and
+    profile channels. Both corrections start at zero, so the untrained guidance is the prior exactly."""
 
     def __init__(self, cfg: USTSConfig) -> None:
         super().__init__()
@@ -289,19 +307,22 @@ class ForecastGuidance(nn.Module):
         self.gru = nn.GRU(2 * cfg.guide_step, cfg.guide_hidden, batch_first=True)
         self.out = nn.Linear(cfg.guide_hidden, cfg.horizon)
         self.direct = nn.Linear(cfg.history + cfg.history + cfg.horizon, cfg.horizon)
-        nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
-        with torch.no_grad():
-            self.direct.weight.zero_()
-            self.direct.bias.zero_()
-            self.direct.weight[:, 2 * cfg.history:] = torch.eye(cfg.horizon)
+        for lin in (self.out, self.direct):
+            nn.init.zeros_(lin.weight)
+            nn.init.zeros_(lin.bias)
+
+    def base(self, x: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+        """The grid prior's A1 forecast (B*N, horizon) from x, prior (B*N, T) (GridPrior.forecast)."""
+        L, k = self.cfg.history, self.cfg.level_slots
+        level = (x[:, L - k:L] - prior[:, L - k:L]).mean(-1, keepdim=True)   # (B*N, 1) recent level shift
+        return prior[:, L:] + self.cfg.level_weight * level
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
         """x, prior: (B*N, T) scaled; returns (B*N, horizon)."""
         L, k = self.cfg.history, self.cfg.guide_step
         seq = torch.cat([x[:, :L].reshape(x.shape[0], L // k, k), prior[:, :L].reshape(x.shape[0], L // k, k)], -1)
         _, h = self.gru(seq)                                               # h: (1, B*N, g)
-        return self.out(h[0]) + self.direct(torch.cat([x[:, :L], prior[:, :L], prior[:, L:]], -1))
+        return self.base(x, prior) + self.out(h[0]) + self.direct(torch.cat([x[:, :L], prior[:, :L], prior[:, L:]], -1))
 
 
 class ARGRU(nn.Module):
@@ -369,7 +390,7 @@ def interpolate(x: torch.Tensor, obs: torch.Tensor, prior: torch.Tensor) -> torc
     nxt, d_b, seen_b = _neighbours(x, obs, reverse=True)
     w_f = seen_f / d_f.clamp(min=1.0)
     w_b = seen_b / d_b.clamp(min=1.0)
-    eps = 1e-4
+    eps = 1e-6                        # << 1 / T: the profile only where a row has no observed entry
     return (w_f * prev + w_b * nxt + eps * prior) / (w_f + w_b + eps)
 
 
@@ -478,6 +499,11 @@ def load_model(ckpt_dir: str | Path, *, ema: bool = True) -> tuple[USTSLLM, dict
 
     ckpt = resolve_checkpoint(ckpt_dir)
     config = json.loads((ckpt / "config.json").read_text())
+    if "guide_prior" not in config["model"]["net"]:
+        from umask.runtime.core.errors import InputError
+
+        raise InputError(f"{ckpt}: a checkpoint of the first U-STS-LLM network (all-days profile guidance); this "
+                         "code's guidance starts from the grid prior and its eq. 2 has the day type: retrain")
     cfg = USTSConfig(**config["model"]["net"])
     model = USTSLLM(cfg)
     state = load_file(str(ckpt / ("ema.safetensors" if ema else "model.safetensors")))

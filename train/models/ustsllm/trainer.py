@@ -33,6 +33,7 @@ from umask.train.common.config import (HelpFormatter, LoopConfig, add_dataclass_
                                        with_default)
 from umask.train.data import splits
 from umask.train.data.grids import GridData, open_grid
+from umask.train.models.umask.grid_prior import MILAN_FIRST_WEEKDAY
 from umask.train.models.ustsllm.model import TASKS, USTSConfig, USTSLLM
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,9 @@ class TrainConfig(LoopConfig):
     slot_minutes: int = field(default=10, metadata={"help": "minutes per row", "group": DATA})
     adjacency: str | None = field(default=None, metadata={"help": "unused by this family (A is functional, eq. 8)",
                                                            "group": DATA})
+    first_weekday: int | None = field(default=None, metadata={
+        "help": "weekday of the grid's slot 0, Monday = 0 (default: Friday for the Milan sample, else Monday)",
+        "group": DATA})
     alpha: float = field(default=0.5, metadata={"help": "eq. 15 weight of the forecasting loss", "group": MODEL})
     val_stride: int = field(default=8, metadata={"help": "validate on every N-th validation window", "group": DATA})
     net: USTSConfig = field(default_factory=USTSConfig, metadata={"cli": False})
@@ -100,10 +104,18 @@ def impute_inputs(observed: np.ndarray, mask: np.ndarray, first_slots: np.ndarra
 
 
 def _inputs(x: np.ndarray, mask: np.ndarray, first_slots: np.ndarray, stats: GridStats) -> dict[str, np.ndarray]:
-    tod, dow = time_inputs(first_slots, stats.slots_per_day)
+    tod, dow = time_inputs(first_slots, stats)
     return {"x": x.astype(np.float32), "mask": mask.astype(np.float32),
-            "prior": window_prior(stats.profile, first_slots, x.shape[1]).astype(np.float32),
+            "prior": window_prior(stats, first_slots, x.shape[1]).astype(np.float32),
             "tod": tod, "dow": dow, "graph": stats.graph.astype(np.float32)}
+
+
+def first_weekday_of(grid: GridData, given: int | None = None) -> int:
+    """The weekday (Monday = 0) of ``grid``'s slot 0: ``given``, else the Milan sample's (Friday, as the grid
+    prior's ``prior_of``), else Monday."""
+    if given is not None:
+        return int(given)
+    return MILAN_FIRST_WEEKDAY if grid.source == "milan" else 0
 
 
 def to_torch(inputs: dict[str, np.ndarray], device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
@@ -163,7 +175,7 @@ class USTSFamily(loop.Family):
         self.grid, self.device = grid, device
         self.periods = grid.splits()
         train_end = self.periods["train"][1]
-        self.stats = fit_grid_stats(grid.values, train_end, grid.slots_per_day)
+        self.stats = fit_grid_stats(grid.values, train_end, grid.slots_per_day, first_weekday_of(grid, cfg.first_weekday))
         self.z = self.stats.transform(grid.values)                          # (slots, cells)
         net = cfg.net
         self.f_starts = np.arange(net.history, train_end - net.horizon + 1)  # horizon starts, whole window in train
