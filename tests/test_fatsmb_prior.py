@@ -134,3 +134,20 @@ def test_bundle_and_runtime_rank_like_torch(run, data, tables, tmp_path):
         got8 = np.stack([s.scores(p[0], p[1], int(b)) for p, b in zip(q.prefixes[:6], q.behavior[:6])])
     overlap = np.mean([len(set(np.argsort(-a)[:10]) & set(np.argsort(-b)[:10])) / 10 for a, b in zip(got8, ref)])
     assert overlap >= 0.8
+
+
+def test_scorer_reports_prior_and_blend_rows(run, tmp_path, monkeypatch):
+    import json
+
+    from umask.bench.accuracy import fatsmb as scorer
+    from umask.bench.reports import scoreboard
+
+    monkeypatch.setattr(scorer, "CURVES", tmp_path / "curves")            # not the committed learning curves
+    res = tmp_path / "v2_fatsmb.json"
+    assert scorer.main(["--protocol", "C", "--ckpt", str(run), "--baselines", "recent,blend", "--max-users", "60",
+                        "--out", str(res)]) == 0
+    doc = json.loads(res.read_text())
+    rows = list(scoreboard._v2_rows(res, doc, "abc1234", "2026-12-06"))
+    kinds = {(r.model, r.kind) for r in rows}
+    assert {("fatsmb", "ours"), ("fatsmb_noprior", "ablation"), ("blend", "baseline")} <= kinds
+    assert "fatsmb - blend (item_recall@10)" in doc["meta"]["paired_bootstrap_over_users"]

@@ -89,6 +89,8 @@ class Collector:
     def __init__(self, data: ProtocolC) -> None:
         self.data = data
         self._tables = None
+        self.runs: dict[str, dict[int, dict[str, np.ndarray]]] = {}
+        self.info: dict[str, dict[str, Any]] = {}
 
     @property
     def tables(self):
@@ -98,8 +100,6 @@ class Collector:
 
             self._tables = prior_fit.tables_for(self.data)
         return self._tables
-        self.runs: dict[str, dict[int, dict[str, np.ndarray]]] = {}
-        self.info: dict[str, dict[str, Any]] = {}
 
     def add(self, model: str, seed: int, scores: np.ndarray, *, kind: str, family: str | None,
             artifact: str = "torch", notes: str = "", row_model: str | None = None) -> None:
