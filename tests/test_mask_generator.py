@@ -286,3 +286,23 @@ def test_onnx_export_tiny(tmp_path) -> None:
             np.testing.assert_allclose(got[1], ref[1].numpy(), rtol=1e-4, atol=1e-6)  # probs
             np.testing.assert_array_equal(got[2], ref[2].numpy())          # k
             np.testing.assert_allclose(got[3], ref[3].numpy(), rtol=1e-5, atol=1e-6)  # ratio
+
+
+@pytest.mark.parametrize("T,period", [(288, 96), (50, 12)])
+def test_time_mixing_equals_the_fixed_kernels(T: int, period: int) -> None:
+    """The O(T) box sums and phase folds (the exported graph's fast path) equal the (T, T) band and
+    (period, T) one-hot MatMuls they replace, for T a whole number of periods and not."""
+    import numpy as np
+
+    from umask.train.models.umask.mask_generator import (_band, _box_sum, _phase_onehot, _phase_spread, _phase_sum,
+                                                         _tmix)
+    g = torch.Generator().manual_seed(0)
+    v = torch.randn(2, T, 3, 5, generator=g) * (torch.rand(2, T, 3, 1, generator=g) > 0.4)
+    for r in (0, 2, 48):
+        want = _tmix(torch.from_numpy(_band(T, r)), v)
+        assert torch.allclose(_box_sum(v, r), want, atol=1e-5), r
+    oh = torch.from_numpy(_phase_onehot(T, period))
+    assert torch.allclose(_phase_sum(oh, v), _tmix(oh, v), atol=1e-5)
+    p = torch.randn(2, period, 3, 5, generator=g)
+    assert torch.allclose(_phase_spread(oh, p), _tmix(oh.t(), p), atol=1e-6)
+    assert np.isfinite(_box_sum(v, 2).numpy()).all()

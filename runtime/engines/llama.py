@@ -35,6 +35,16 @@ SYSTEM_PROMPT = ("You write a mobile user's behaviour profile from usage statist
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
 MAX_PROFILE_TOKENS = 192          # fixed generation budget; the template profiles need ~100-150 tokens
 DEFAULT_N_CTX = 1024              # prompt (~200 tokens with the chat frame) + profile fits easily
+# Prompt-lookup drafting (greedy-exact speculative decoding with no draft model): a profile restates many
+# token runs of its prompt ("busiest at 18h", "Social Networking (88%)"), so the next tokens are guessed by
+# finding the last DRAFT_NGRAM generated tokens earlier in prompt + output and proposing what followed them
+# there. The model checks a guess of up to DRAFT_TOKENS tokens in ONE batched evaluation and keeps the
+# longest prefix its own argmax agrees with, plus its own next token: the text equals plain greedy decoding
+# (up to float rounding of batched vs single-token evaluation, measured by benchmarks/latency/llm_profile.py).
+# On one CPU thread a 5-token batch costs about as much as one token, so every accepted guess is a token
+# saved. 0 turns drafting off.
+DRAFT_TOKENS = 4
+DRAFT_NGRAM = 3
 
 
 class LLMUnavailableError(RuntimeError):
@@ -80,7 +90,7 @@ class LlamaProfiler:
 
     def __init__(self, model_path: str | Path, lora_path: str | Path | None = None, n_threads: int = 1, *,
                  n_ctx: int = DEFAULT_N_CTX, logits_all: bool = False, seed: int = 0,
-                 verbose: bool = False) -> None:
+                 verbose: bool = False, draft_tokens: int = DRAFT_TOKENS, reuse_prefix: bool = True) -> None:
         model_path = Path(model_path)
         if not model_path.is_file():
             raise InputError(f"no GGUF model at {model_path}")
@@ -88,6 +98,10 @@ class LlamaProfiler:
             raise InputError(f"no GGUF LoRA adapter at {lora_path}")
         if int(n_threads) < 1:
             raise InputError(f"n_threads must be >= 1, got {n_threads}")
+        if not 0 <= int(draft_tokens) <= 16:
+            raise InputError(f"draft_tokens must be in 0..16, got {draft_tokens}")
+        self.draft_tokens = 0 if logits_all else int(draft_tokens)   # the parity mode decodes token by token
+        self.reuse_prefix = bool(reuse_prefix)
         llama_cpp = _import_llama_cpp()
         self.model_path, self.lora_path = model_path, (Path(lora_path) if lora_path else None)
         self.n_threads = int(n_threads)
@@ -100,6 +114,8 @@ class LlamaProfiler:
         with _quiet(not verbose):
             self.llm = llama_cpp.Llama(**kw)
         self.end_id = self._single_token(IM_END)
+        frame = chat_prompt("\x00")                               # the chat frame around a placeholder
+        self._prefix_ids = self.tokenize(frame[:frame.index("\x00")])  # system turn + "<|im_start|>user\n"
         self._memo: dict[tuple[str, int], str] = {}      # greedy decoding is deterministic: memoize texts
 
     # -- tokens --
@@ -118,24 +134,81 @@ class LlamaProfiler:
     def generate_ids(self, prompt_ids: list[int], max_tokens: int = MAX_PROFILE_TOKENS) -> tuple[list[int], dict[str, float]]:
         """Greedy continuation of ``prompt_ids`` (stops at the end-of-turn token, not included).
 
-        Returns (ids, timing) with timing = {prompt_tokens, prompt_s, gen_tokens, gen_s}."""
+        The chat frame up to the user's statistics (system prompt included) is the same for every profile:
+        with ``reuse_prefix`` it is evaluated once and kept in the context, and only the rest of the prompt
+        is evaluated per profile. The split is always the same (prefix, then rest), so a prompt gives the
+        same text whatever was generated before. With ``draft_tokens`` > 0 the tokens are drafted by prompt lookup (see
+        `DRAFT_TOKENS`). Returns (ids, timing) with timing = {prompt_tokens, prompt_reused, prompt_s,
+        gen_tokens, gen_s, model_calls, draft_accepted}."""
         if not prompt_ids:
             raise InputError("empty prompt")
         llm = self.llm
-        llm.reset()
+        pre = self._prefix_ids
+        keep = len(pre) if (self.reuse_prefix and pre and len(prompt_ids) > len(pre)
+                            and list(prompt_ids[:len(pre)]) == pre) else 0
+        if keep and not (llm.n_tokens >= keep and llm.input_ids[:keep].tolist() == pre):
+            llm.reset()
+            llm.eval(pre)                                      # once per process: the shared chat frame
+        if keep:
+            llm.n_tokens = keep                                # eval() drops the KV cache after n_tokens
+        else:
+            llm.reset()
         t0 = time.perf_counter()
-        llm.eval(list(prompt_ids))
+        llm.eval(list(prompt_ids[keep:]))
         t1 = time.perf_counter()
+        stops = {t for t in (self.end_id, llm.token_eos()) if t is not None}
         out: list[int] = []
-        for _ in range(int(max_tokens)):
-            tok = int(np.argmax(self._last_logits()))
-            if tok == self.end_id or tok == llm.token_eos():
-                break
+        calls = accepted = 0
+        tok = int(np.argmax(self._last_logits()))
+        while tok not in stops and len(out) < int(max_tokens):
             out.append(tok)
-            llm.eval([tok])
+            draft = (self._draft(list(prompt_ids) + out)[: int(max_tokens) - len(out)]
+                     if self.draft_tokens else [])
+            if not draft:
+                llm.eval([tok])
+                calls += 1
+                tok = int(np.argmax(self._last_logits()))
+                continue
+            n0 = llm.n_tokens
+            best = self._eval_all_logits([tok, *draft]).argmax(axis=1)   # (1 + len(draft),)
+            calls += 1
+            j = 0
+            while j < len(draft) and int(best[j]) == draft[j] and draft[j] not in stops:
+                out.append(draft[j])
+                j += 1
+            accepted += j
+            llm.n_tokens = n0 + 1 + j                          # forget the rejected guesses (their KV is dropped)
+            tok = int(best[j])
         t2 = time.perf_counter()
-        return out, {"prompt_tokens": float(len(prompt_ids)), "prompt_s": t1 - t0,
-                     "gen_tokens": float(len(out)), "gen_s": t2 - t1}
+        return out, {"prompt_tokens": float(len(prompt_ids)), "prompt_reused": float(keep), "prompt_s": t1 - t0,
+                     "gen_tokens": float(len(out)), "gen_s": t2 - t1, "model_calls": float(calls),
+                     "draft_accepted": float(accepted)}
+
+    def _draft(self, seq: list[int]) -> list[int]:
+        """Prompt lookup: the tokens that followed the latest earlier occurrence of the last `DRAFT_NGRAM`
+        tokens of ``seq`` (at most ``draft_tokens``; [] when the n-gram occurs nowhere before)."""
+        n = DRAFT_NGRAM
+        if len(seq) <= n:
+            return []
+        key = seq[-n:]
+        for i in range(len(seq) - n - 1, -1, -1):
+            if seq[i:i + n] == key:
+                return seq[i + n:i + n + self.draft_tokens]
+        return []
+
+    def _eval_all_logits(self, tokens: list[int]) -> np.ndarray:
+        """Evaluate ``tokens`` after the context's ``n_tokens`` in one batch and return the logits of EVERY
+        position (len(tokens), vocab) (llama-cpp-python's ``eval`` keeps only the last row unless the whole
+        model runs with logits_all, which would also compute them for every prompt token)."""
+        llm = self.llm
+        n_past = llm.n_tokens
+        llm._ctx.kv_cache_seq_rm(-1, n_past, -1)
+        llm._batch.set_batch(batch=tokens, n_past=n_past, logits_all=True)
+        llm._ctx.decode(llm._batch)
+        llm.input_ids[n_past:n_past + len(tokens)] = tokens
+        llm.n_tokens = n_past + len(tokens)
+        rows = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(len(tokens) * llm.n_vocab(),))
+        return rows.reshape(len(tokens), llm.n_vocab()).copy()
 
     def _last_logits(self) -> np.ndarray:
         llm = self.llm

@@ -48,6 +48,21 @@ def history_tod_sums(tensor: SparseBehaviorTensor, t_end: int) -> tuple[np.ndarr
     return sums, np.bincount(np.arange(t_end) % spd, minlength=spd).astype(np.int64)
 
 
+def _tod_fold(v: np.ndarray, tod: np.ndarray, slots_per_day: int, axis: int) -> np.ndarray:
+    """Sum ``v`` along ``axis`` (the window's T slots) into slot-of-day bins, float64: the window's slots of
+    day run consecutively (``tod[t] = (start + t) % spd``), so each day is one contiguous slice added in
+    place. (A one-hot einsum did the same in 20 ms per request on one core; this takes well under 1 ms.)"""
+    v = np.moveaxis(np.asarray(v), axis, 0)
+    out = np.zeros((slots_per_day, *v.shape[1:]), np.float64)
+    t, T = 0, v.shape[0]
+    while t < T:
+        s0 = int(tod[t])
+        n = min(slots_per_day - s0, T - t)
+        out[s0:s0 + n] += v[t:t + n]
+        t += n
+    return np.moveaxis(out, 0, axis)
+
+
 def blend_prior(x_win: np.ndarray, avail: np.ndarray, start: int, hist_sums: np.ndarray | None,
                 hist_counts: np.ndarray | None, slots_per_day: int, weight: float = PRIOR_WEIGHT, *,
                 counted: np.ndarray | None = None) -> np.ndarray:
@@ -79,11 +94,9 @@ def blend_prior(x_win: np.ndarray, avail: np.ndarray, start: int, hist_sums: np.
     lv = np.take_along_axis(xe, np.broadcast_to(np.minimum(idx, T - 1)[None], xe.shape), axis=1)
     lv *= (idx < T)[None]
     tod = (int(start) + np.arange(T)) % slots_per_day                     # (T,)
-    onehot = np.zeros((slots_per_day, T), np.float32)
-    onehot[tod, np.arange(T)] = 1.0
-    sums = np.einsum("st,cthw->cshw", onehot, xe, dtype=np.float64)       # (C, spd, H, W)
     seen = a if counted is None else (a | np.asarray(counted, bool).reshape(T, H, W))
-    cnt = np.einsum("st,thw->shw", onehot, seen.astype(np.float32), dtype=np.float64)  # (spd, H, W)
+    sums = _tod_fold(xe, tod, slots_per_day, axis=1)                      # (C, spd, H, W)
+    cnt = _tod_fold(seen, tod, slots_per_day, axis=0)                     # (spd, H, W)
     if hist_sums is not None:
         sums = sums + hist_sums
         cnt = cnt + np.asarray(hist_counts, np.float64)[:, None, None]

@@ -219,11 +219,45 @@ def _phase_onehot(T: int, period: int) -> np.ndarray:
     return (np.arange(T)[None, :] % period == np.arange(period)[:, None]).astype(np.float32)
 
 
-def _pool(kernel: torch.Tensor, ua: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-    """Normalized masked temporal pooling: (K @ (u * a)) / max(K @ a, 1). ua (B, T, S, d), a (B, T, S, 1)."""
-    num = torch.einsum("ts,bsnd->btnd", kernel, ua)
-    den = torch.einsum("ts,bsnd->btnd", kernel, a).clamp_min(1.0)
-    return num / den
+def _tmix(m: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Mix the time axis: (P, T) x (B, T, S, D) -> (B, P, S, D), i.e. einsum("pt,btsd->bpsd") as one MatMul."""
+    B, T, S, D = v.shape
+    return (m @ v.reshape(B, T, S * D)).reshape(B, m.shape[0], S, D)
+
+
+def _box_sum(v: torch.Tensor, radius: int) -> torch.Tensor:
+    """``_band(T, radius) @ v`` along the time axis of (B, T, S, D): the sum over |t - s| <= radius, computed
+    as a difference of cumulative sums in float64 (O(T) instead of the (T, T) MatMul, which was 85 MFLOP a
+    call and most of the exported mask generator's time; float64 keeps the difference exact to float32)."""
+    T = v.shape[1]
+    c = F.pad(v.double().cumsum(1), (0, 0, 0, 0, 1, 0))             # (B, T + 1, S, D), c[k] = sum_{s < k} v[s]
+    t = torch.arange(T, device=v.device)
+    hi, lo = (t + radius + 1).clamp(max=T), (t - radius).clamp(min=0)
+    return (c[:, hi] - c[:, lo]).to(v.dtype)
+
+
+def _pool(radius: int, ua: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """Normalized masked temporal pooling: (K @ (u * a)) / max(K @ a, 1), K = _band(T, radius).
+    ua (B, T, S, d), a (B, T, S, 1)."""
+    return _box_sum(ua, radius) / _box_sum(a, radius).clamp_min(1.0)
+
+
+def _phase_sum(onehot: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``onehot @ v`` for the (period, T) phase one-hot: per phase p, the sum over t = p (mod period) of
+    (B, T, S, D) -> (B, period, S, D). When T is a whole number of periods this is a reshape and a sum."""
+    B, T, S, D = v.shape
+    P = onehot.shape[0]
+    if T % P:
+        return _tmix(onehot, v)
+    return v.reshape(B, T // P, P, S, D).sum(1)
+
+
+def _phase_spread(onehot: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``onehot.T @ v``: each slot t takes its phase's row, (B, period, S, D) -> (B, T, S, D)."""
+    P, T = onehot.shape
+    if T % P:
+        return _tmix(onehot.t(), v)
+    return v.repeat(1, T // P, 1, 1)
 
 
 def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -263,8 +297,6 @@ class MaskGenerator(nn.Module):
                                 sincos_1d(d // 2, np.arange(T) % cfg.period)], axis=1)  # (T, d)
         self.register_buffer("time_feat", torch.from_numpy(tfeat).float(), persistent=False)
         self.enc_t = nn.Linear(d, d)
-        self.register_buffer("k_short", torch.from_numpy(_band(T, cfg.short_radius)), persistent=False)
-        self.register_buffer("k_long", torch.from_numpy(_band(T, cfg.long_radius)), persistent=False)
         self.register_buffer("phase_onehot", torch.from_numpy(_phase_onehot(T, cfg.period)), persistent=False)
         self.register_buffer("t_index", torch.arange(T, dtype=torch.float32), persistent=False)
         self.pat_weight = nn.Parameter(torch.ones(cfg.period, d) + 0.1 * torch.randn(cfg.period, d))
@@ -353,11 +385,11 @@ class MaskGenerator(nn.Module):
         u = F.gelu(self.enc_x(xt) + pos.unsqueeze(1) + self.enc_t(self.time_feat)[None, :, None, :])  # (B,T,S,d)
         at = a.reshape(-1, T, S, 1)                                      # (B, T, S, 1)
         ua = u * at
-        F_short_map = _pool(self.k_short, ua, at)                        # (B, T, S, d)
-        F_long_map = _pool(self.k_long, ua, at)
-        prof_num = torch.einsum("pt,btnd->bpnd", self.phase_onehot, ua)  # (B, period, S, d)
-        prof_den = torch.einsum("pt,btnd->bpnd", self.phase_onehot, at)
-        F_pat_map = torch.einsum("pt,bpnd->btnd", self.phase_onehot, prof_num / prof_den.clamp_min(1.0))
+        F_short_map = _pool(cfg.short_radius, ua, at)                    # (B, T, S, d)
+        F_long_map = _pool(cfg.long_radius, ua, at)
+        prof_num = _phase_sum(self.phase_onehot, ua)                     # (B, period, S, d)
+        prof_den = _phase_sum(self.phase_onehot, at)                     # (B, period, S, 1)
+        F_pat_map = _phase_spread(self.phase_onehot, prof_num / prof_den.clamp_min(1.0))   # (B, T, S, d)
 
         n_avail = a.flatten(1).sum(1)                                    # (B,)
         n_c = n_avail.clamp_min(1.0)
@@ -378,7 +410,7 @@ class MaskGenerator(nn.Module):
 
         # ---------------- eq. 6: task projection P_tau -------------------------------------------
         z = torch.cat([F_short_map, F_long_map, F_pat_map], dim=-1).reshape(-1, N, 3 * d)
-        a_tau = torch.einsum("bnk,bkd->bnd", z, self.P[task]) + self.P_bias[task][:, None, :]  # (B, N, d)
+        a_tau = torch.bmm(z, self.P[task]) + self.P_bias[task][:, None, :]  # (B, N, d)
 
         # ---------------- eq. 7: Fisher-style sensitivity G_tau, lambda -------------------------
         G = self.fisher[task]                                            # (B, d)
