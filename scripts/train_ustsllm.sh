@@ -20,15 +20,15 @@ ZS=artifacts/ustsllm/milan_blocksum_4x4.csv
 
 train() {   # the full model, one run per seed: SmolLM2 blocks 0-1 frozen, 2-3 LoRA + bias; resumable (--resume auto)
   for s in $SEEDS; do
-    $PY -m umask.cli train ustsllm --steps 1000 --max-minutes 21 --eval-every 100 --ckpt-every 100 --keep-last 10 \
-      --seed "$s" --out "artifacts/train/ustsllm_s$s"
+    $PY -m umask.cli train ustsllm --steps 600 --max-minutes 14 --eval-every 50 --ckpt-every 50 --patience 4 \
+      --keep-last 20 --seed "$s" --out "artifacts/train/ustsllm_s$s"
   done
 }
 
 ablations() {   # Table III of the paper + random backbone, ABL_STEPS steps of the seed-0 schedule each (short, labeled so)
   for a in "no_gs --no-use-guidance" "random_backbone --backbone random" "no_ge --no-use-bias" "no_ste --no-use-ste"; do
     set -- $a
-    $PY -m umask.cli train ustsllm --steps 1000 --stop-at "$ABL_STEPS" --eval-every "$ABL_STEPS" --keep-last 1 \
+    $PY -m umask.cli train ustsllm --steps 600 --stop-at "$ABL_STEPS" --eval-every "$ABL_STEPS" --keep-last 1 \
       --out "$ABL/$1" "${@:2}"
   done
 }
@@ -55,7 +55,7 @@ ablation_eval() {   # the short ablation runs beside the full seed-0 run at the 
 
 nets() {   # the learned grid baselines (own compact implementations, train/baselines/grid_nets.py), capped time each
   $SCORE --protocol A1 --nets dlinear,lstm,gpt4ts --no-baselines --v2 "$V2" --out artifacts/eval/ustsllm_nets_a1.json
-  $SCORE --protocol A2 --nets lstm --no-baselines --v2 "$V2" --out artifacts/eval/ustsllm_nets_a2.json
+  $SCORE --protocol A2 --nets lstm,brits --no-baselines --v2 "$V2" --out artifacts/eval/ustsllm_nets_a2.json
 }
 
 zeroshot_grid() {   # 16 series the model never saw as such: sums of each 2x2 block of neighbouring Milan cells

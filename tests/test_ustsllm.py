@@ -187,7 +187,7 @@ def test_scorer_folds_seed_runs_and_scores_guidance_and_prior_rows(trained: tupl
 
     ckpt, _ = trained
     v2 = tmp_path / "v2.json"
-    assert scorer.main(["--protocol", "A2", "--ckpt", str(ckpt), str(ckpt), "--guidance-only", "--prior-row",
+    assert scorer.main(["--protocol", "A2", "--ckpt", str(ckpt), str(ckpt), "--guidance-only", "--prior-row", "--where",
                         "--stride", "97", "--out", str(tmp_path / "a2.json"), "--v2", str(v2)]) == 0
     doc = json.loads(v2.read_text())
     rows = {(r["model"], r["metric"]): r for r in doc["rows"]}
@@ -199,3 +199,6 @@ def test_scorer_folds_seed_runs_and_scores_guidance_and_prior_rows(trained: tupl
     # the A2 guidance base is the protocol's linear interpolation row, to the bit
     assert prior["value"] == rows[("linear_interpolation", "nmae")]["value"]
     assert len(list(scoreboard._v2_rows(v2, doc, "abc1234", "2026-12-06"))) == len(doc["rows"])
+    where = doc["meta"]["where_the_error_is"]["A2"]
+    assert len(where["model"]["by_cell"]) == 25 and len(where["prior_only"]["by_hour_of_day"]) == 24
+    assert where["n_windows"] == 145 and 0 < where["prior_only"]["nmae"] < 1          # every test window

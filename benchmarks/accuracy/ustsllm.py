@@ -43,8 +43,9 @@ from umask.train.models.ustsllm.trainer import first_weekday_of
 log = logging.getLogger(__name__)
 
 PROTOCOLS = ("A1", "A2", "A1-zeroshot", "A2-zeroshot")
-META_NOTE = ("U-STS-LLM (issue 12): real Milan data, PROTOCOL A windows and masks of benchmarks/accuracy/grid.py; one "
-             "training seed per model; short CPU-only runs on a shared 2-core machine (docs/families/ustsllm.md)")
+META_NOTE = ("U-STS-LLM (issue 12): real Milan data, PROTOCOL A windows and masks of benchmarks/accuracy/grid.py; the "
+             "headline rows are the mean over the training seeds they name (spread = sample std), ablations one seed; "
+             "short CPU-only runs on a shared 2-core machine (docs/families/ustsllm.md)")
 BATCH = 16
 SEED_SEP = "#"          # harness model name "ustsllm#1" = seed run 1 of row "ustsllm"
 
@@ -206,6 +207,36 @@ def upsert_v2(path: Path, rows: Sequence[dict[str, Any]], meta_note: str) -> Non
 
 
 # ------------------------------------------------------------------------------------------------
+# Where the error is: per cell and per hour of day, the model against its guidance base
+# ------------------------------------------------------------------------------------------------
+def error_breakdown(task: str, spec: harness.GridSpec, fns: dict[str, Callable[..., np.ndarray]]) -> dict[str, Any]:
+    """nMAE of each model in ``fns`` (name -> ForecastFn / ImputeFn) on every test window of ``task``, split
+    by cell and by hour of day of the scored slot (A1: the horizon; A2: the hidden entries)."""
+    from umask.train.data import splits
+
+    if task == "a1":
+        w = splits.forecast_windows(spec.z, "test", history=spec.history, horizon=spec.horizon, splits=spec.splits)
+        truth, keep = w.y, np.ones(w.y.shape, bool)
+        slots = w.starts[:, None] + np.arange(spec.horizon)[None, :]
+        preds = {k: fn(w.x.copy(), w.starts.copy(), spec.horizon) for k, fn in fns.items()}
+    else:
+        w = splits.imputation_windows(spec.z, "test", window=spec.window, splits=spec.splits)
+        truth, keep = w.truth, w.mask
+        slots = w.starts[:, None] + np.arange(spec.window)[None, :]
+        preds = {k: fn(np.where(w.mask, np.nan, w.truth), w.mask.copy(), w.starts.copy()) for k, fn in fns.items()}
+    hour = (slots % spec.period) * 24 // spec.period                                 # (n, T)
+    hour = np.broadcast_to(hour[..., None], truth.shape)
+    out: dict[str, Any] = {"n_windows": int(truth.shape[0]), "scale": "normalized (harness z-scores)"}
+    for k, p in preds.items():
+        err = np.abs(p - truth) * keep
+        out[k] = {"nmae": round(float(err.sum() / keep.sum()), 4),
+                  "by_cell": [round(float(err[..., c].sum() / keep[..., c].sum()), 4) for c in range(truth.shape[2])],
+                  "by_hour_of_day": [round(float(err[hour == h].sum() / max(keep[hour == h].sum(), 1)), 4)
+                                     for h in range(24)]}
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
 # Latency: torch eager vs the bundle's onnxruntime sessions, on real test windows
 # ------------------------------------------------------------------------------------------------
 def _timed(fn: Callable[[], Any], reps: int) -> list[float]:
@@ -284,6 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also score each --ckpt with the LLM branch (eq. 13 head) zeroed: the trained guidance alone")
     p.add_argument("--prior-row", action="store_true",
                    help="also score the deterministic guidance base alone (the grid prior, no training)")
+    p.add_argument("--where", action="store_true",
+                   help="also write the first --ckpt's and the prior's nMAE by cell and hour of day into the v2 meta")
     p.add_argument("--first-weekday", type=int, default=None,
                    help="weekday (Monday = 0) of the grid's slot 0 (default: Friday for the Milan sample, else Monday)")
     p.add_argument("--name", default="ustsllm", help="row name of --ckpt / --bundle")
@@ -384,6 +417,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         base, base_info = harness.baseline_models(task, harness.GridSpec(grid))
         models.update(base)
         info.update(base_info)
+    if ns.where and ns.ckpt:                             # the first seed against the guidance base alone
+        fns = {"model": models[ns.name + (f"{SEED_SEP}0" if len(ns.ckpt) > 1 else "")],
+               "prior_only": prior_fns(harness.GridSpec(grid), first_weekday)[0 if task == "a1" else 1]}
+        if ns.guidance_only:
+            fns["guidance_only"] = models[f"{ns.name}_guidance_only" + (f"{SEED_SEP}0" if len(ns.ckpt) > 1 else "")]
+        where = error_breakdown(task, harness.GridSpec(grid), fns)
+        where["checkpoint"] = info[ns.name + (f"{SEED_SEP}0" if len(ns.ckpt) > 1 else "")].get("checkpoint")
+        if ns.v2:
+            path = Path(ns.v2)
+            doc = json.loads(path.read_text()) if path.exists() else {"meta": {}, "rows": []}
+            doc["meta"].setdefault("where_the_error_is", {})[ns.protocol] = where
+            atomic_json(path, doc)
     rows = harness.evaluate(task, grid, models, model_info=info, command=command, stride=ns.stride)
     out = Path(ns.out or f"artifacts/eval/ustsllm_{ns.protocol.lower()}.json")
     harness.write_report(rows, out, ns.data or harness.DEFAULT_DATA)

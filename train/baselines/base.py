@@ -40,7 +40,7 @@ _MODULES: dict[str, str] = {
     "all_zero": "classical", "last_value": "classical", "seasonal_naive": "classical",
     "historical_average": "classical", "linear_interpolation": "classical", "nearest_observed": "classical",
     "blend": "classical", "arima": "arima", "patchtst": "patchtst", "csdi": "csdi", "lightgbm": "lightgbm_global",
-    "dlinear": "grid_nets", "lstm": "grid_nets", "gpt4ts": "grid_nets",
+    "dlinear": "grid_nets", "lstm": "grid_nets", "gpt4ts": "grid_nets", "brits": "grid_nets",
 }
 
 P = TypeVar("P", bound="type[Predictor]")

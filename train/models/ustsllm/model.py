@@ -14,8 +14,17 @@ Decisions where this implementation departs from (or fills in) the paper, each s
 * **One task layout.** Forecasting is imputation of a hidden future block: the network reads
   ``history + horizon`` slots with the horizon hidden (A1: 288 + 144 = 432 slots), or an A2 window
   of 288 slots with its mask. Each slot carries three channels: the observed value (0 where hidden),
-  the hidden flag, and the grid's time-of-day profile (``prior``, runtime/families/ustsllm/stats.py).
-  The heads (eq. 13) and the guidance (eq. 7) are task specific, as in the paper.
+  the hidden flag, and the grid's slot-of-day profile of the slot's day type (weekday / weekend;
+  ``prior``, runtime/families/ustsllm/stats.py). The heads (eq. 13) and the guidance (eq. 7) are task
+  specific, as in the paper.
+* **Guidance from a practitioner's prior (eq. 7).** The guidance signal starts from the deterministic
+  grid prior of train/models/umask/grid_prior.py: for forecasting the horizon's day-type profile plus
+  half the recent level shift (last quarter day), for imputation the per-cell linear interpolation.
+  The paper's GRUs (a GRU + linear for prediction, a bidirectional auto-regressive GRU for imputation)
+  learn a correction of it, zero at initialization; eq. 14 adds the LLM branch as a second,
+  near-zero-initialized correction. An untrained network therefore returns the prior (tested), and
+  training can only add what the prior misses. The paper's guidance starts from nothing; on a 24-day
+  grid and a CPU budget that left the network below the prior (first version of this file: A1 0.388).
 * **No positions.** RoPE is left out (position ids all 0 make it the identity): cells are unordered,
   so the network is equivariant to any renumbering of the cells. No causal mask for the same reason.
 * **Dynamic bias over cells (eqs. 8-9).** With cell tokens, B~ is (cells x cells): B_s = P' A P'^T
