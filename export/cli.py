@@ -52,6 +52,10 @@ def export_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--no-sbert", action="store_true", help="leave the SBERT encoder out (no semantic profile on device)")
     p.add_argument("--sbert-cache", default=str(DEFAULT_SBERT_CACHE), help="reuse folder for the SBERT ONNX export")
     p.add_argument("--no-tensorrt", action="store_true", help="do not try to build TensorRT engines")
+    p.add_argument("--accuracy-gate", default=None, metavar="RESULT_JSON",
+                   help="umask family: the device scorer's result for this checkpoint "
+                        "(python -m umask.bench.accuracy.user_device); each precision's pass / fail of the 1 %% "
+                        "headline gate goes into the manifest and precision=auto never picks a failed one")
     ns = p.parse_args(argv)
     from umask.runtime.core.errors import UmaskError
 
@@ -66,7 +70,8 @@ def export_main(argv: Sequence[str] | None = None) -> int:
         m = exporter(ns.family)(ns.ckpt, ns.out, precisions=[s.strip() for s in ns.precisions.split(",") if s.strip()],
                                 data_dir=ns.data_dir, gguf_dir=ns.gguf_dir or None, llm_quant=ns.llm_quant,
                                 sbert=not ns.no_sbert, sbert_cache=ns.sbert_cache or None,
-                                tensorrt=not ns.no_tensorrt, sign_key=ns.sign_key, passphrase=pw)
+                                tensorrt=not ns.no_tensorrt, sign_key=ns.sign_key, passphrase=pw,
+                                **({"accuracy_gate": ns.accuracy_gate} if ns.accuracy_gate else {}))
     except (UmaskError, ValueError, OSError) as e:
         return _fail("export", e)
     summary = {p_: {n: {"status": e.get("status"), **{k: e.get("parity", {}).get(k) for k in

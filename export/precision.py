@@ -268,3 +268,50 @@ def to_int8_dynamic(src: Path, dst: Path) -> dict[str, Any]:
 
 __all__ = ["PRECISIONS", "FP16_KEEP_OPS", "FLOAT_SCOPES", "CALIBRATION_METHODS", "float_nodes", "weight_matmuls",
            "to_fp16", "preprocess", "to_int8_qdq", "entropy_ranges", "layer_errors", "worst_nodes", "to_int8_dynamic", "cpu_int8_caps"]
+
+
+# ------------------------------------------------------------------------------------------------
+# The accuracy gate a bundle carries (manifest "accuracy_gate"; precision="auto" honours it)
+# ------------------------------------------------------------------------------------------------
+ARTIFACT_PRECISION = {"onnx-fp32": "fp32", "onnx-fp16": "fp16", "onnx-int8-qdq": "int8-qdq",
+                      "onnx-int8-dynamic": "int8-dynamic"}
+
+
+def accuracy_gate_section(result_file: str | Path, checkpoint: str | Path | None = None) -> dict[str, Any]:
+    """The manifest's ``accuracy_gate`` from a device-scorer result (benchmarks.accuracy.user_device:
+    ``meta.gate``, each artifact's largest headline gap to torch on the protocol's windows). A precision
+    passes when ``meta.gate.resolution`` says it is within 1 % or one discrete event on every headline metric
+    (when that section exists), else when ``vs_torch.within_1pct``. The file's sha256 is recorded, and
+    ``checkpoint`` (when given) must be the checkpoint the result was scored with (``meta.checkpoint``)."""
+    import hashlib
+    import json
+
+    from umask.runtime.core.errors import InputError
+
+    path = Path(result_file)
+    try:
+        raw = path.read_bytes()
+        meta = json.loads(raw)["meta"]
+        gate = meta["gate"]
+        per = gate["per_artifact"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise InputError(f"{path}: not a device-scorer result with meta.gate.per_artifact "
+                         f"({type(e).__name__}: {e})") from None
+    if checkpoint is not None and meta.get("checkpoint") is not None:
+        want, got = Path(str(checkpoint)).resolve(), Path(str(meta["checkpoint"])).resolve()
+        if want != got:
+            raise InputError(f"{path}: scored checkpoint {meta['checkpoint']}, not the exported {checkpoint}")
+    res = ((gate.get("resolution") or {}).get("per_artifact") or {})
+    out: dict[str, dict[str, Any]] = {}
+    for art, g in per.items():
+        prec = ARTIFACT_PRECISION.get(art)
+        vt = (g or {}).get("vs_torch") or {}
+        if prec is None or "within_1pct" not in vt:
+            continue
+        ok = bool(res[art]["within_1pct_or_one_event"]) if art in res else bool(vt["within_1pct"])
+        out[prec] = {"pass": ok, "max_abs_gap": float(vt.get("max_abs_gap", 0.0)), "worst": str(vt.get("worst"))[:500]}
+    if not out:
+        raise InputError(f"{path}: meta.gate.per_artifact names no onnx-* artifact with vs_torch.within_1pct")
+    return {"bar": str(gate.get("bar", ""))[:500], "source": path.name, "sha256": hashlib.sha256(raw).hexdigest(),
+            "rule": "within 1 % or one discrete event" if res else "within 1 %", "per_precision": out}
+

@@ -8,6 +8,7 @@ data/tsinghua_app_usage built by the exporter's own window code.
 from __future__ import annotations
 
 import json
+
 from pathlib import Path
 
 import numpy as np
@@ -173,3 +174,40 @@ def test_session_auto_precision_measured_on_golden_inputs(monkeypatch, tmp_path:
         assert ch["precision"] == want
     with Session.open(b, precision="auto") as s2:
         assert not s2.precision_choice["measured"] and s2.precision == ch["precision"]
+
+
+def test_accuracy_gate_from_the_device_scorer_and_auto_honours_it(monkeypatch, tmp_path: Path) -> None:  # noqa: ANN001
+    """The committed device-scorer result of the shipped model becomes the manifest's accuracy_gate (int8 QDQ
+    failed the 1 % headline gate there, int8 dynamic passed within one event); precision=auto then never
+    measures or picks a failed precision, even when it would be the fastest."""
+    from umask.export.precision import accuracy_gate_section
+    from umask.runtime.core.bundle import verify_bundle
+    from umask.runtime.core.errors import InputError
+
+    res = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "v2_user_umask_device.json"
+    doc = json.loads(res.read_text())
+    gate = accuracy_gate_section(res, doc["meta"]["checkpoint"])
+    per = gate["per_precision"]
+    resol = doc["meta"]["gate"]["resolution"]["per_artifact"]
+    for art, prec in (("onnx-int8-qdq", "int8-qdq"), ("onnx-int8-dynamic", "int8-dynamic"), ("onnx-fp16", "fp16")):
+        assert per[prec]["pass"] == resol[art]["within_1pct_or_one_event"]
+    with pytest.raises(InputError, match="not the exported"):
+        accuracy_gate_section(res, tmp_path / "other_ckpt")
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"rows": []}')
+    with pytest.raises(InputError, match="not a device-scorer result"):
+        accuracy_gate_section(bad)
+
+    b = tiny_bundle()[1]
+    m = dict(verify_bundle(b))
+    m["accuracy_gate"] = {"per_precision": {"int8-qdq": {"pass": False, "max_abs_gap": 0.014, "worst": "B1 app"},
+                                            "int8-dynamic": {"pass": True, "max_abs_gap": 0.002}}}
+    monkeypatch.delenv(pc.ENV_CACHE_DIR, raising=False)
+    monkeypatch.setattr(pc, "_MEMO", {})
+    seen = []
+    fast = {"fp32": 10.0, "int8-qdq": 5.0, "int8-dynamic": 8.5}          # int8 QDQ would be the fastest
+    monkeypatch.setattr(pc, "measure", lambda root, manifest, precisions, **kw: seen.append(tuple(precisions)) or
+                        {p: fast[p] for p in precisions})
+    c = pc.choose_precision(b, m, threads=1)
+    assert seen == [("fp32", "int8-dynamic")] and c["precision"] == "int8-dynamic"
+    assert "int8-qdq failed the accuracy gate" in c["reason"]

@@ -265,7 +265,7 @@ def llm_cases(h: Any) -> list[Case]:
             if s is None:
                 h.skipped.append("LLM request: no Session opens (" + "; ".join(errors) + ")")
                 continue
-            pipe = SessionPipe(s, cfg.request, before=prof._memo.clear)     # time a real generation
+            pipe = SessionPipe(s, cfg.request, before=prof._memo.clear, embedding_cached=False)   # a real generation
             out.append(h.request_case("onnxruntime+llama.cpp", h.vers.get("onnxruntime") or "?", f"{prec}+{quant}",
                                       pipe, "CPUExecutionProvider", thr, False, h.bundle_files(prec) + files,
                                       generated=True, component="request_profile_generated", timing=slow,

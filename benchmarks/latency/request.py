@@ -97,17 +97,26 @@ class SessionPipe:
     """One request through a runtime `Session`: ``pipe(hist, now, profile_text)`` -> (prediction (C, Th, H, W)
     on the featurized scale, clipped; window). ``profile_text`` None: the Session writes the profile itself
     (template, or its LLM when opened with ``profile_source="llm"``); ``before`` runs first (e.g. clear an
-    LLM's memo so every request generates). The stage timings of every call land in ``stage_s``."""
+    LLM's memo so every request generates). The stage timings of every call land in ``stage_s``.
 
-    def __init__(self, session: Any, req: RequestSpec, *, before: Callable[[], None] | None = None) -> None:
+    ``embedding_cached`` (default True): "profile cached" means the profile AND its embedding are cached, as
+    a device serves them: the profile changes only when it is refreshed (docs/edge_speed.md, refresh
+    policy), and the Session keeps the SBERT embedding of each profile text in its own LRU cache, so a
+    request with an unchanged profile never runs SBERT. The SBERT encoder is timed on its own
+    (``profile_encoder`` rows) and in every ``request_profile_generated`` row (new text, so False there)."""
+
+    def __init__(self, session: Any, req: RequestSpec, *, before: Callable[[], None] | None = None,
+                 embedding_cached: bool = True) -> None:
         self.s, self.req, self.before = session, req, before
+        self.embedding_cached = bool(embedding_cached)
         self.stage_s: list[dict[str, float]] = []
 
     def __call__(self, hist: Any, now: int, profile_text: str | None = None, *,
                  steps: int | None = None) -> tuple[np.ndarray, Any]:
         if self.before is not None:
             self.before()
-        self.s.clear_embedding_cache()   # "profile cached" = the TEXT is cached; SBERT runs per request
+        if not self.embedding_cached:
+            self.s.clear_embedding_cache()
         c = self.s.complete(hist, self.req.task, steps=steps or self.req.steps, sampler=self.req.sampler,
                             seed=self.req.seed, n_samples=self.req.n_samples, now_ts=now, text=profile_text)
         self.stage_s.append(dict(c.timings))

@@ -378,10 +378,17 @@ FREE_FORM = ("created_utc", "checkpoint", "tolerances", "parity_inputs", "versio
              "model.umask", "model.dit", "model.maskgen (besides T, H, W)", "*.parity", "*.tolerance", "*.conversion",
              "*.inputs / *.outputs (I/O signatures)", "featurization.tessellation", "featurization.scales")
 
+# the measured task accuracy of each precision against torch (export/precision.accuracy_gate_section);
+# precision="auto" only picks a precision that passed it (runtime/engines/precision_choice.py)
+ACCURACY_GATE = OBJ({"per_precision": MAP(OBJ({"pass": BOOL}, {"max_abs_gap": NUM(0, 1e9), "worst": STR(512)}),
+                                          max_items=16)},
+                    {"bar": STR(512), "source": STR(256), "sha256": HEX64, "rule": STR(128)})
+
 # the envelope every family shares; the family's own sections come from its registered schema
 ENVELOPE_REQUIRED: dict[str, Check] = {"schema_version": INT(SCHEMA_VERSION, SCHEMA_VERSION), "files": _files}
 ENVELOPE_OPTIONAL: dict[str, Check] = {"family": FAMILY, "created_utc": STR(64), "versions": JSON,
-                                       "export_seconds": NUM(0, 1e9), "golden": _golden, "tensorrt": TENSORRT}
+                                       "export_seconds": NUM(0, 1e9), "golden": _golden, "tensorrt": TENSORRT,
+                                       "accuracy_gate": ACCURACY_GATE}
 
 UMASK_SECTIONS_REQUIRED: dict[str, Check] = {"model": MODEL, "featurization": FEATURIZATION, "diffusion": DIFFUSION,
                                              "artifacts": MAP(MAP(ARTIFACT), max_items=64)}

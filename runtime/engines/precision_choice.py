@@ -12,7 +12,10 @@ not assume; `choose_precision`:
 2. otherwise times, on the golden inputs the bundle stores (runtime/core/golden.py), one run of every
    network each candidate precision has of its own (``artifacts[precision]`` entries that are not
    ``shared``), in interleaved rounds (so a load change hits all precisions alike), median of the rounds;
-3. rule: the fastest quantized / half precision wins only when its median is at most
+3. candidates: the precisions the bundle has with golden I/O, minus those its ``accuracy_gate`` failed
+   (the device scorer's measured headline accuracy vs torch, written at export: export/precision.py
+   `accuracy_gate_section`); a bundle without a gate is decided on speed alone, and the reason says so;
+4. rule: the fastest quantized / half precision wins only when its median is at most
    `SPEEDUP_REQUIRED` x the fp32 median (at least 10 % faster); otherwise fp32 (it is the reference
    accuracy, so a tie goes to it). The choice, the figures and the CPU's int8 flags are recorded.
 
@@ -70,12 +73,23 @@ def precision_files(manifest: dict[str, Any], precision: str) -> list[str]:
                   if isinstance(e, dict) and e.get("status") == "ok" and e.get("file") and not e.get("shared"))
 
 
+def gated_out(manifest: dict[str, Any]) -> dict[str, str]:
+    """Precisions the bundle's ``accuracy_gate`` (measured task accuracy vs torch) failed -> why."""
+    per = ((manifest.get("accuracy_gate") or {}).get("per_precision") or {})
+    return {p: f"failed the accuracy gate ({g.get('worst')}: |gap| {g.get('max_abs_gap')})"
+            for p, g in per.items() if not g.get("pass", False)}
+
+
 def usable(manifest: dict[str, Any], candidates: Sequence[str]) -> list[str]:
-    """The candidates the bundle has, every own network ok and with golden I/O."""
+    """The candidates the bundle has, every own network ok, with golden I/O, and not failed by the bundle's
+    accuracy gate (fp32, the reference, is never gated out)."""
     gold = manifest.get("golden") or {}
     arts = manifest.get("artifacts") or {}
+    failed = gated_out(manifest)
     out = []
     for p in candidates:
+        if p != REFERENCE and p in failed:
+            continue
         entries = arts.get(p) or {}
         if not entries or any(isinstance(e, dict) and e.get("status") != "ok" for e in entries.values()):
             continue
@@ -172,6 +186,11 @@ def choose_precision(root: str | Path, manifest: dict[str, Any], *, providers: S
     else:
         ms = measure(root, manifest, have, providers=use, threads=threads, rounds=rounds)
         choice, why = decide(ms)
+    failed = gated_out(manifest)
+    if failed:
+        why += "; not considered: " + "; ".join(f"{p} {w}" for p, w in sorted(failed.items()) if p in candidates)
+    elif "accuracy_gate" not in manifest:
+        why += "; the bundle carries no accuracy gate: speed alone decided"
     out = {"precision": choice, "reason": why, "measured_ms": ms, "key": key, "facts": facts,
            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "rule": f"int8 only at <= {SPEEDUP_REQUIRED} x fp32"}
     if record and path is None:
@@ -191,4 +210,4 @@ def choose_precision(root: str | Path, manifest: dict[str, Any], *, providers: S
 
 
 __all__ = ["AUTO", "CANDIDATES", "SPEEDUP_REQUIRED", "RECORD_FILE", "ENV_CACHE_DIR", "record_path", "precision_files",
-           "usable", "machine_key", "measure", "decide", "choose_precision"]
+           "gated_out", "usable", "machine_key", "measure", "decide", "choose_precision"]

@@ -433,11 +433,14 @@ def export_bundle(ckpt: str | Path, out: str | Path, *, precisions: Sequence[str
                   data_dir: str | Path | None = None, gguf_dir: str | Path | None = DEFAULT_GGUF_DIR,
                   sbert: bool = True, sbert_cache: str | Path | None = DEFAULT_SBERT_CACHE,
                   tensorrt: bool = True, max_windows: int | None = 24, llm_quant: str = "q8_0",
-                  sign_key: Any = None, passphrase: bytes | None = None) -> dict[str, Any]:
+                  sign_key: Any = None, passphrase: bytes | None = None,
+                  accuracy_gate: str | Path | None = None) -> dict[str, Any]:
     """Export ``ckpt`` (a step dir, a latest/best pointer, a ckpt folder or a run folder) to the bundle
     directory ``out``. Returns the manifest. ``sign_key``: an ed25519 private key (file or key object,
     ``python -m umask.export.signing keygen``) that signs the manifest (``manifest.sig``); None writes an
     unsigned bundle, which `Session.open` refuses unless the caller passes ``allow_unsigned=True``.
+    ``accuracy_gate``: a device-scorer result of this checkpoint (benchmarks.accuracy.user_device), recorded
+    as the manifest's ``accuracy_gate`` (`precision.accuracy_gate_section`; precision="auto" honours it).
     See the module docstring."""
     from umask.train.common.checkpoints import resolve_checkpoint
     from umask.train.models.umask.trainer import load_model
@@ -471,9 +474,12 @@ def export_bundle(ckpt: str | Path, out: str | Path, *, precisions: Sequence[str
     if tuple(TASKS) != TASK_NAMES:
         raise ExportError(f"runtime task order {TASK_NAMES} differs from the model's {TASKS}")
 
+    gate = prec.accuracy_gate_section(accuracy_gate, ckpt) if accuracy_gate is not None else None
+
     def build(tmp: Path) -> dict[str, Any]:
-        return _build(model, config, ckpt_dir, tmp, precisions, data_dir, catalog, channels, gguf_dir, sbert,
-                      sbert_cache, tensorrt, max_windows, llm_quant)
+        sections = _build(model, config, ckpt_dir, tmp, precisions, data_dir, catalog, channels, gguf_dir, sbert,
+                          sbert_cache, tensorrt, max_windows, llm_quant)
+        return {**sections, "accuracy_gate": gate} if gate is not None else sections
 
     return write_bundle(out, build, family=FAMILY, started=t_start, sign_key=sign_key, passphrase=passphrase)
 
