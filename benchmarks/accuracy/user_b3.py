@@ -292,6 +292,33 @@ def evaluate(bank: Bank, split: str, *, k_knn: int, k_ret: int, runner: Any = No
     return {"results": results, "ndcg3": ndcg3, "fallbacks": dict(fallbacks)}
 
 
+def retrieval_diagnostics(bank: Bank, runner: Any, k: int, split: str = "test", seed: int = 0) -> dict[str, Any]:
+    """Where the cold-start error is: NDCG@3 of the plain mean of k retrieved users' training-day engagement
+    (no network) when they are chosen by h_u (U-MASK), by the raw source history (kNN), at random, or by an
+    ORACLE that compares the users' own training-day target-domain profiles (a cold user does not have
+    them: the ceiling of retrieval with this k)."""
+    rng = np.random.default_rng(seed)
+    out: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for src in uw.B3_SOURCES:
+        for c in cases(bank.pop, src, split):
+            target, others = c.window.target_domain, [v for v in bank.users if v != c.user]
+            prof = runner.profile(bank.pop, c.user, src, lambda s_, c=c: (s_ >= c.window.history[0])
+                                  & (s_ < c.window.history[1]))
+            own = bank.day_scores([c.user], c.user, target)
+            oracle = sorted(others, key=lambda v: -float(rt.unit(bank.day_scores([v], c.user, target))
+                                                         @ rt.unit(own)))[:k]
+            hb = runner.bank_hb(bank, src)
+            got = rt.cosine_top_k(runner.h_b(bank, [c])[0], hb, k, exclude=np.array([v == c.user for v in bank.users]))
+            picks = {"h_u": runner.retrieve(bank, c, prof, runner.h_u([prof])[0]), "source_history": knn_users(bank, c, k),
+                     "h_b": None if got is None else [bank.users[i] for i in got[0]],
+                     "random": [others[i] for i in rng.choice(len(others), k, replace=False)], "oracle": oracle}
+            for how, nb in picks.items():
+                m = ranking_scores(bank.day_scores(nb or others, c.user, target), c.truth, (3,))
+                if m is not None:
+                    out[target][how].append(m["ndcg@3"])
+    return {d: {how: round(float(np.mean(v)), 4) for how, v in by.items()} for d, by in out.items()}
+
+
 def select_k(bank: Bank, ks: Sequence[int], runner: Any, name: str) -> dict[str, Any]:
     """k of the kNN baseline and of U-MASK's retrieval, each chosen on the VALIDATION day (day 6 as the target)
     by the mean of NDCG@3 over the two target domains; the test day is never read."""
@@ -320,6 +347,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--k", type=int, default=rt.DEFAULT_K, help="retrieved / nearest users (without --select-k)")
     ap.add_argument("--select-k", default="", metavar="K,K,...",
                     help="choose k per method on the validation day of the first seed among these")
+    ap.add_argument("--diagnose", action="store_true", help="retrieval diagnostics per seed (meta)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(DEFAULT_OUT))
     args = ap.parse_args(argv)
@@ -340,6 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: dict[str, dict[int, dict[str, Any]]] = defaultdict(dict)
     per: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))   # NDCG@3 per window
     fallbacks: dict[str, int] = defaultdict(int)
+    diagnostics: dict[int, Any] = {}
     for seed in seeds:
         bank = Bank.build(ut.simulated_population(args.users, seed))
         if args.select_k and selection is None:
@@ -353,6 +382,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 per[model][d].extend(v)
         for k, v in ev["fallbacks"].items():
             fallbacks[k] += v
+        if args.diagnose and runner is not None:
+            runner.k = k_ret
+            diagnostics[seed] = retrieval_diagnostics(bank, runner, k_ret, seed=seed)
         log.info("seed %d done (%.0f s)", seed, time.perf_counter() - t_start)
     kinds = {b: ("baseline", None, "numpy") for b in BASELINES}
     if runner is not None:
@@ -376,6 +408,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             "fallbacks": dict(fallbacks),
             "point_estimator": "baselines: item scores; U-MASK: expected engagement of the completed day from the x0 "
                                "prediction at t = N-1 (one noise draw)"}
+    if diagnostics:
+        meta["retrieval_diagnostics"] = {
+            "what": retrieval_diagnostics.__doc__.split("\n\n")[0].replace("\n    ", " "),
+            "k": k_ret, "by_seed": {str(s): v for s, v in diagnostics.items()},
+            "mean": {d: {how: round(float(np.mean([diagnostics[s][d][how] for s in diagnostics])), 4)
+                         for how in next(iter(diagnostics.values()))[d]} for d in ("app", "location")}}
     if runner is not None:
         meta["model"] = runner.info()
         meta["paired_ndcg@3"] = {"what": "model minus the best cold-start baseline (popularity, knn) by pooled NDCG@3, "

@@ -90,6 +90,33 @@ class UMaskColdStart:
         got = rt.cosine_top_k(h, hb, self.k, exclude=np.array([v == case.user for v in bank.users]))
         return None if got is None else [bank.users[i] for i in got[0]]
 
+    @torch.no_grad()
+    def h_b(self, bank: Bank, cs: Sequence[Case]) -> np.ndarray:
+        """(n, d) the mask generator's behaviour vector h_b of each window's own source slots only (no retrieval)."""
+        out = []
+        for i in range(0, len(cs), BATCH):
+            chunk = cs[i:i + BATCH]
+            profs = [self.profile(bank.pop, c.user, c.window.source,
+                                  lambda s, c=c: (s >= c.window.history[0]) & (s < c.window.history[1])) for c in chunk]
+            mb = self.pred.model_batch(self.batch(bank, chunk, [self.window(bank, c, None) for c in chunk], profs))
+            model = self.pred.model
+            _, _, mo = model.evidence(mb, model.user_repr(mb), None, deterministic=True)
+            out.append(mo.features["h_b"].float().numpy())
+        return np.concatenate(out)
+
+    def bank_hb(self, bank: Bank, source: str) -> np.ndarray:
+        """(N, d) every user's mean h_b over its training-day windows of the same cut (days 2-5)."""
+        from umask.bench.accuracy.user_b3 import cases
+
+        key = (id(bank), "h_b", source, ())
+        if key not in self._bank_h:
+            self.pred.attach_population(bank.pop)
+            cs = cases(bank.pop, source, "train")
+            hb = self.h_b(bank, cs)
+            users = np.array([c.user for c in cs])
+            self._bank_h[key] = np.stack([hb[users == v].mean(axis=0) for v in bank.users])
+        return self._bank_h[key]
+
     # -- the DiT's window --
     def window(self, bank: Bank, case: Case, neighbours: Sequence[int] | None) -> tuple[np.ndarray, np.ndarray]:
         """(x (C, Tc, H, W), avail (1, Tc, H, W)): retrieved users' table + own source slots (see the docstring);

@@ -29,7 +29,8 @@ PLACE_TEMPERATURE = 0.1     # softmax temperature over POI-mix cosines (1 = near
 DEFAULT_K = 10              # retrieved users
 
 
-def _unit(x: np.ndarray, axis: int = -1) -> np.ndarray:
+def unit(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Rows of ``x`` scaled to unit length (zero rows stay zero)."""
     x = np.asarray(x, np.float64)
     n = np.linalg.norm(x, axis=axis, keepdims=True)
     return np.divide(x, n, out=np.zeros_like(x), where=n > 0)
@@ -48,7 +49,7 @@ def cosine_top_k(query: np.ndarray, bank: np.ndarray, k: int = DEFAULT_K,
         raise InputError(f"k must be >= 1, got {k}")
     if not np.any(q):
         return None
-    sim = _unit(b) @ _unit(q)                                             # (N,)
+    sim = unit(b) @ unit(q)                                             # (N,)
     ok = np.ones(len(b), bool) if exclude is None else ~np.asarray(exclude, bool)
     rows = np.flatnonzero(ok)
     order = rows[np.lexsort((rows, -sim[rows]))][:k]
@@ -59,7 +60,7 @@ def place_kinds(e_pos: np.ndarray) -> np.ndarray:
     """(H*W, P) unit POI-share vectors of a layout from its E_pos (H, W, P+1) (the last entry, the POI
     count, is dropped); zero rows for empty cells and cells without POIs."""
     e = np.asarray(e_pos, np.float64)
-    return _unit(e[..., :-1].reshape(-1, e.shape[-1] - 1))
+    return unit(e[..., :-1].reshape(-1, e.shape[-1] - 1))
 
 
 def place_transfer(kinds_from: np.ndarray, kinds_to: np.ndarray, filled_to: np.ndarray,
@@ -83,4 +84,4 @@ def map_places(x: np.ndarray, transfer: np.ndarray) -> np.ndarray:
     return np.asarray(x, np.float64) @ transfer
 
 
-__all__ = ["PLACE_TEMPERATURE", "DEFAULT_K", "cosine_top_k", "place_kinds", "place_transfer", "map_places"]
+__all__ = ["PLACE_TEMPERATURE", "DEFAULT_K", "unit", "cosine_top_k", "place_kinds", "place_transfer", "map_places"]
