@@ -55,6 +55,15 @@ def test_patchify_unpatchify_round_trip() -> None:
     assert torch.equal(tokens[:, 0].reshape(3, cfg.channels, t0, h0, w0), x[:, :, :t0, :h0, :w0])
 
 
+def test_conv_patch_embedding_equals_patchify_then_linear() -> None:
+    """DiT.embed_patches (one strided Conv3d over the Linear's weights) = x_embedder(patchify(z))."""
+    m = _tiny()
+    cfg = m.cfg
+    z = torch.randn(2, m.x_embedder.in_features // (cfg.patch[0] * cfg.patch[1] * cfg.patch[2]), cfg.T, cfg.H, cfg.W)
+    want = m.x_embedder(patchify(z, cfg.patch))
+    assert torch.allclose(m.embed_patches(z), want, atol=1e-5)
+
+
 # ---- shapes and init ---------------------------------------------------------------------------
 def test_forward_shape_and_zero_output_at_init() -> None:
     model = _tiny()
