@@ -84,6 +84,12 @@ def test_baselines_use_other_users_only(pop, bank):
                 assert s.shape == (n_items,) and (s >= 0).all()
                 if c.window.target_domain == "location":              # only the user's own places score
                     assert (s[~bank.filled[c.user]] == 0).all()
+        # shrink 0 = every other user = popularity; shrink 1 = the neighbours alone
+        c = cs[0]
+        nb = [v for v in bank.users if v != c.user][:2]
+        np.testing.assert_allclose(bank.day_scores(nb, c.user, c.window.target_domain, 0.0), b3.popularity(bank, c))
+        np.testing.assert_allclose(bank.day_scores(nb, c.user, c.window.target_domain, 1.0),
+                                   bank.day_scores(nb, c.user, c.window.target_domain))
         # popularity never reads the cold user: changing its own tables leaves it unchanged
         c = cs[0]
         before = b3.popularity(bank, c)

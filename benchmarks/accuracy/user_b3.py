@@ -118,15 +118,25 @@ class Bank:
             return np.eye(len(self.filled[u]))
         return rt.place_transfer(self.kinds[v], self.kinds[u], self.filled[u])
 
-    def day_scores(self, users: Sequence[int], u: int, domain: str) -> np.ndarray:
-        """Mean over ``users`` of their training-day engagement of ``domain`` per day, on user u's items."""
-        if domain == "app":
-            return np.mean([self.app_tod[v].sum(axis=0) for v in users], axis=0)
-        return np.mean([rt.map_places(self.loc_tod[v].sum(axis=0), self.transfer(v, u)) for v in users], axis=0)
+    def others(self, u: int) -> list[int]:
+        return [v for v in self.users if v != u]
 
-    def neighbour_table(self, users: Sequence[int], u: int) -> np.ndarray:
-        """(C, spd, HW): the mean slot-of-day table of ``users`` on user u's layout."""
-        return np.mean([rt.map_places(self.tod[v], self.transfer(v, u)) for v in users], axis=0)
+    def day_scores(self, users: Sequence[int], u: int, domain: str, shrink: float = 1.0) -> np.ndarray:
+        """Mean over ``users`` of their training-day engagement of ``domain`` per day, on user u's items;
+        ``shrink`` < 1: ``shrink`` x that + (1 - shrink) x the mean over every other user (popularity)."""
+        def mean(vs: Sequence[int]) -> np.ndarray:
+            if domain == "app":
+                return np.mean([self.app_tod[v].sum(axis=0) for v in vs], axis=0)
+            return np.mean([rt.map_places(self.loc_tod[v].sum(axis=0), self.transfer(v, u)) for v in vs], axis=0)
+        out = mean(users)
+        return out if shrink >= 1.0 else shrink * out + (1.0 - shrink) * mean(self.others(u))
+
+    def neighbour_table(self, users: Sequence[int], u: int, shrink: float = 1.0) -> np.ndarray:
+        """(C, spd, HW): the mean slot-of-day table of ``users`` on user u's layout (``shrink``: as `day_scores`)."""
+        def mean(vs: Sequence[int]) -> np.ndarray:
+            return np.mean([rt.map_places(self.tod[v], self.transfer(v, u)) for v in vs], axis=0)
+        out = mean(users)
+        return out if shrink >= 1.0 else shrink * out + (1.0 - shrink) * mean(self.others(u))
 
     def source_vector(self, u: int, source: str, hist: np.ndarray | None, tods: np.ndarray) -> np.ndarray:
         """The kNN similarity space: the cold history ``hist`` of user u, or (hist None) user u's training-day
@@ -179,9 +189,9 @@ def knn_users(bank: Bank, case: Case, k: int = rt.DEFAULT_K) -> list[int] | None
     return None if got is None else [bank.users[i] for i in got[0]]
 
 
-def knn_history_average(bank: Bank, case: Case, k: int = rt.DEFAULT_K) -> np.ndarray:
+def knn_history_average(bank: Bank, case: Case, k: int = rt.DEFAULT_K, shrink: float = 1.0) -> np.ndarray:
     nb = knn_users(bank, case, k)
-    return popularity(bank, case) if nb is None else bank.day_scores(nb, case.user, case.window.target_domain)
+    return popularity(bank, case) if nb is None else bank.day_scores(nb, case.user, case.window.target_domain, shrink)
 
 
 def historical_average_warm(bank: Bank, case: Case) -> np.ndarray:
@@ -260,8 +270,9 @@ def paired_ndcg(per: Mapping[str, Mapping[str, list[float]]], model: str, baseli
 # ------------------------------------------------------------------------------------------------
 # Evaluation
 # ------------------------------------------------------------------------------------------------
-def evaluate(bank: Bank, split: str, *, k_knn: int, k_ret: int, runner: Any = None, name: str = "umask_small",
-             models: Sequence[str] | None = None, variants: Sequence[str] | None = None) -> dict[str, Any]:
+def evaluate(bank: Bank, split: str, *, k_knn: int, k_ret: int, shrink_knn: float = 1.0, shrink_ret: float = 1.0,
+             runner: Any = None, name: str = "umask_small", models: Sequence[str] | None = None,
+             variants: Sequence[str] | None = None) -> dict[str, Any]:
     """One population and split -> {"results": {model: {target: (metrics, n, skipped)}},
     "ndcg3": {model: {target: [per-window NDCG@3]}}, "fallbacks": {...}}."""
     models = list(BASELINE_FNS) if models is None else list(models)
@@ -271,12 +282,12 @@ def evaluate(bank: Bank, split: str, *, k_knn: int, k_ret: int, runner: Any = No
     for src, cs in cs_by_source.items():
         for m in models:
             if m == "knn_history_average":
-                preds[m][src] = [knn_history_average(bank, c, k_knn) for c in cs]
+                preds[m][src] = [knn_history_average(bank, c, k_knn, shrink_knn) for c in cs]
                 fallbacks[f"knn_no_source_activity/{src}"] += sum(knn_users(bank, c, k_knn) is None for c in cs)
             else:
                 preds[m][src] = [BASELINE_FNS[m](bank, c) for c in cs]
         if runner is not None:
-            runner.k = k_ret
+            runner.k, runner.shrink = k_ret, shrink_ret
             for variant, p in runner.run(bank, cs, variants).items():
                 preds[f"{name}:{variant}"][src] = p
             fallbacks[f"retrieval_no_profile/{src}"] += runner.last_fallbacks
@@ -319,19 +330,26 @@ def retrieval_diagnostics(bank: Bank, runner: Any, k: int, split: str = "test", 
     return {d: {how: round(float(np.mean(v)), 4) for how, v in by.items()} for d, by in out.items()}
 
 
-def select_k(bank: Bank, ks: Sequence[int], runner: Any, name: str) -> dict[str, Any]:
-    """k of the kNN baseline and of U-MASK's retrieval, each chosen on the VALIDATION day (day 6 as the target)
-    by the mean of NDCG@3 over the two target domains; the test day is never read."""
-    table_: dict[str, dict[int, float]] = defaultdict(dict)
+def select(bank: Bank, ks: Sequence[int], shrinks: Sequence[float], runner: Any, name: str) -> dict[str, Any]:
+    """k and shrink of the kNN baseline and of U-MASK's retrieval, each chosen on the VALIDATION day (day 6 as
+    the target) by the mean of NDCG@3 over the two target domains; the test day is never read."""
+    grid: dict[str, dict[str, float]] = defaultdict(dict)
     for k in ks:
-        ev = evaluate(bank, "val", k_knn=k, k_ret=k, runner=runner, name=name, models=["knn_history_average"],
-                      variants=["retrieval"])
-        for model, res in ev["results"].items():
-            table_[model][k] = round(float(np.mean([res[d][0]["ndcg@3"] for d in ("app", "location")])), 4)
-    best = {m: max(v, key=lambda k: (v[k], -k)) for m, v in table_.items()}
-    return {"what": "mean NDCG@3 (apps, places) on the validation day by k; best k per method",
-            "val_ndcg3": {m: {str(k): x for k, x in v.items()} for m, v in table_.items()},
-            "k_knn": best["knn_history_average"], "k_retrieval": best.get(f"{name}:retrieval", ks[0])}
+        for lam in shrinks:
+            ev = evaluate(bank, "val", k_knn=k, k_ret=k, shrink_knn=lam, shrink_ret=lam, runner=runner, name=name,
+                          models=["knn_history_average"], variants=["retrieval"])
+            for model, res in ev["results"].items():
+                grid[model][f"{k},{lam:g}"] = round(float(np.mean([res[d][0]["ndcg@3"] for d in ("app", "location")])), 4)
+
+    def best(model: str) -> tuple[int, float]:
+        v = grid[model]
+        key = max(v, key=lambda kl: (v[kl], -float(kl.split(",")[0])))
+        return int(key.split(",")[0]), float(key.split(",")[1])
+
+    (k_knn, s_knn) = best("knn_history_average")
+    (k_ret, s_ret) = best(f"{name}:retrieval") if runner is not None else (k_knn, s_knn)
+    return {"what": "mean NDCG@3 (apps, places) on the validation day by 'k,shrink'; best per method",
+            "val_ndcg3": dict(grid), "k_knn": k_knn, "shrink_knn": s_knn, "k_retrieval": k_ret, "shrink_retrieval": s_ret}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -346,8 +364,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--k", type=int, default=rt.DEFAULT_K, help="retrieved / nearest users (without --select-k)")
     ap.add_argument("--select-k", default="", metavar="K,K,...",
-                    help="choose k per method on the validation day of the first seed among these")
+                    help="choose k (and shrink) per method on the validation day of the first seed among these")
+    ap.add_argument("--shrink", type=float, default=1.0,
+                    help="weight of the retrieved users against every other user (without --select-k)")
+    ap.add_argument("--select-shrink", default="1", metavar="S,S,...", help="shrink values tried with --select-k")
     ap.add_argument("--diagnose", action="store_true", help="retrieval diagnostics per seed (meta)")
+    ap.add_argument("--diagnose-k", type=int, default=5, help="k of the retrieval diagnostics (fixed: comparable)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(DEFAULT_OUT))
     args = ap.parse_args(argv)
@@ -364,6 +386,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(max(1, args.threads))
         runner = UMaskColdStart(args.ckpt, k=args.k)
     k_knn = k_ret = args.k
+    s_knn = s_ret = args.shrink
     selection = None
     results: dict[str, dict[int, dict[str, Any]]] = defaultdict(dict)
     per: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))   # NDCG@3 per window
@@ -372,10 +395,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     for seed in seeds:
         bank = Bank.build(ut.simulated_population(args.users, seed))
         if args.select_k and selection is None:
-            selection = select_k(bank, [int(k) for k in args.select_k.split(",")], runner, args.name)
+            selection = select(bank, [int(k) for k in args.select_k.split(",")],
+                               [float(x) for x in args.select_shrink.split(",")], runner, args.name)
             k_knn, k_ret = selection["k_knn"], selection["k_retrieval"]
+            s_knn, s_ret = selection["shrink_knn"], selection["shrink_retrieval"]
             log.info("k chosen on the validation day: %s", selection)
-        ev = evaluate(bank, "test", k_knn=k_knn, k_ret=k_ret, runner=runner, name=args.name)
+        ev = evaluate(bank, "test", k_knn=k_knn, k_ret=k_ret, shrink_knn=s_knn, shrink_ret=s_ret, runner=runner,
+                      name=args.name)
         for model, res in ev["results"].items():
             results[model][seed] = res
             for d, v in ev["ndcg3"][model].items():
@@ -383,22 +409,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         for k, v in ev["fallbacks"].items():
             fallbacks[k] += v
         if args.diagnose and runner is not None:
-            runner.k = k_ret
-            diagnostics[seed] = retrieval_diagnostics(bank, runner, k_ret, seed=seed)
+            runner.k, runner.shrink = args.diagnose_k, 1.0
+            diagnostics[seed] = retrieval_diagnostics(bank, runner, args.diagnose_k, seed=seed)
         log.info("seed %d done (%.0f s)", seed, time.perf_counter() - t_start)
     kinds = {b: ("baseline", None, "numpy") for b in BASELINES}
     if runner is not None:
         kinds.update({f"{args.name}:retrieval": ("ours", "umask", "torch"),
                       f"{args.name}:no_retrieval": ("ablation", "umask", "torch"),
                       f"{args.name}:retrieval_prior_only": ("ablation", "umask", "numpy")})
+        runner.k, runner.shrink = k_ret, s_ret
         NOTES.update(runner.notes())
-    NOTES["knn_history_average"] = NOTES["knn_history_average"].replace("k = 10", f"k = {k_knn}")
+    NOTES["knn_history_average"] = (NOTES["knn_history_average"].replace("k = 10", f"k = {k_knn}")
+                                    + f"; shrink {s_knn:g} (x the neighbours + (1 - shrink) x every other user)")
     dataset = f"sim {args.users} users x {len(seeds)} seeds, v2 B3 cut (20 source-domain slots -> next 24 h)"
     rows = rows_from(results, dataset=dataset, data="synthetic", command=command, kinds=kinds)
     cold_baselines = ["popularity", "knn_history_average"]
     meta = {"command": command, "commit": _git_commit(), "date": dt.date.today().isoformat(),
             "wall_seconds": round(time.perf_counter() - t_start, 1), "users_per_seed": args.users, "seeds": seeds,
-            "k_knn": k_knn, "k_retrieval": k_ret, "k_selection": selection,
+            "k_knn": k_knn, "k_retrieval": k_ret, "shrink_knn": s_knn, "shrink_retrieval": s_ret,
+            "selection": selection,
             "place_temperature": rt.PLACE_TEMPERATURE,
             "task": "PROTOCOL v2 B3: history = the 20 slots before the test day (day 7) of one source domain; "
                     "target = the other domain's items over the day; 'app' rows = places -> apps, 'location' rows "
@@ -411,7 +440,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if diagnostics:
         meta["retrieval_diagnostics"] = {
             "what": retrieval_diagnostics.__doc__.split("\n\n")[0].replace("\n    ", " "),
-            "k": k_ret, "by_seed": {str(s): v for s, v in diagnostics.items()},
+            "k": args.diagnose_k, "by_seed": {str(s): v for s, v in diagnostics.items()},
             "mean": {d: {how: round(float(np.mean([diagnostics[s][d][how] for s in diagnostics])), 4)
                          for how in next(iter(diagnostics.values()))[d]} for d in ("app", "location")}}
     if runner is not None:

@@ -45,6 +45,7 @@ class UMaskColdStart:
         self.pred = umask_predictor(ckpt, n_samples=1, point="first_x0")
         self.prior_only = PriorOnly(self.pred)
         self.k = int(k)
+        self.shrink = 1.0      # < 1: the retrieved users' table shrunk towards every other user's (user_b3.Bank)
         self.last_fallbacks = 0
         self._bank_h: dict[tuple[int, str, tuple[int, ...]], np.ndarray] = {}
 
@@ -130,7 +131,7 @@ class UMaskColdStart:
         avail = np.zeros((Tc, HW), bool)
         avail[-L:] = True
         if neighbours is not None:
-            x = bank.neighbour_table(neighbours, u)[:, (c0 + np.arange(Tc)) % spd]       # (C, Tc, HW)
+            x = bank.neighbour_table(neighbours, u, self.shrink)[:, (c0 + np.arange(Tc)) % spd]   # (C, Tc, HW)
             avail[:] = True
         if w.source == "location":
             x[ch.location_index, -L:] = case.hist.reshape(L, HW)
@@ -196,7 +197,8 @@ class UMaskColdStart:
         return {
             "retrieval": f"U-MASK cold start (paper 7.1.2): h_u from the 20 source slots (template -> SBERT -> "
                          f"ProfileMLP), the k = {k} other users with the closest h_u (same source domain, same slots "
-                         "of day, training days) fill the 2-day context (places by POI mix), own source slots on top, "
+                         f"of day, training days; shrink {self.shrink:g} towards every other user) fill the 2-day "
+                         "context (places by POI mix), own source slots on top, "
                          "all evidence; ranked by the completed day's expected engagement (x0 at t = N-1, 1 draw)",
             "no_retrieval": "ablation: the same model with only the user's own 20 source-domain slots as evidence",
             "retrieval_prior_only": "ablation: the cold-start blend prior of the retrieval-filled window alone (no "
@@ -204,4 +206,4 @@ class UMaskColdStart:
         }
 
     def info(self) -> dict[str, Any]:
-        return {**self.pred.info(), "k": self.k, "place_temperature": rt.PLACE_TEMPERATURE}
+        return {**self.pred.info(), "k": self.k, "shrink": self.shrink, "place_temperature": rt.PLACE_TEMPERATURE}
