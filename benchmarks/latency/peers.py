@@ -1,23 +1,26 @@
-"""Peer runtimes side by side: the bundle's exported DiT step in onnxruntime (the project's path) and in OpenVINO.
+"""Peer runtimes side by side: the bundle's DiT step in onnxruntime (the project's path), OpenVINO and ExecuTorch.
 
 ::
 
     bash scripts/peers_env.sh                      # isolated venv with openvino (artifacts/peers/venv)
+    bash scripts/peers_env_executorch.sh           # isolated venv with executorch (artifacts/peers/et)
     python -m umask.bench.latency.peers --bundle artifacts/bundles/edge_small \
-        --out benchmarks/results/peers_cpu.json
+        [--ckpt checkpoints/umask_small] --out benchmarks/results/peers_cpu.json
 
-Same ONNX file, same inputs, same run, one thread each: onnxruntime runs in this process (the runtime's
-session options: 1 intra-op thread, spinning off); OpenVINO runs in a worker process started with the
-peers environment's Python (benchmarks/latency/peer_worker.py; ``$UMASK_PEERS_PYTHON`` or
-artifacts/peers/venv/bin/python), so its pins never touch the project's environment. The two are
-timed in INTERLEAVED blocks (``--block`` calls of one, then of the other) so a load change on a shared
-machine hits both alike; each engine times its own calls (no IPC in the figures). Every row carries
-llama-bench-style repetitions, the CPU's int8 flags, the parity against onnxruntime's output on the
-same feed and the ratio to the project's default path (onnxruntime fp32).
+Same network, same inputs, same run, one thread each: onnxruntime runs in this process (the runtime's
+session options: 1 intra-op thread, spinning off); OpenVINO runs the same ONNX file in a worker process
+of the peers environment (benchmarks/latency/peer_worker.py; ``$UMASK_PEERS_PYTHON`` or
+artifacts/peers/venv/bin/python); ExecuTorch runs the same DiT step module of the bundle's checkpoint,
+torch.export-ed and lowered to an XNNPACK-delegated .pte (benchmarks/latency/et_program.py), in a worker
+of its own environment (et_worker.py; ``$UMASK_ET_PYTHON`` or artifacts/peers/et/bin/python), so no
+peer's pins touch the project's environment. The engines are timed in INTERLEAVED blocks (``--block``
+calls of one, then of the next) so a load change on a shared machine hits all alike; each engine times
+its own calls (no IPC in the figures). Every row carries llama-bench-style repetitions, the CPU's int8
+flags, the parity against onnxruntime's output on the same feed and the ratio to the project's default
+path (onnxruntime fp32).
 
 Inputs: the bundle's golden inputs of the DiT (runtime/core/golden.py) tiled to the request's batch
-(``diffusion.defaults.n_samples``). ExecuTorch is not run: it takes a torch.export program, not the
-ONNX file, and its package pins torch (see the notes of the result file).
+(``diffusion.defaults.n_samples``). A peer that cannot run is one line in ``skipped``.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from umask.bench.latency import et_program
 from umask.bench.latency.machine import REPO_ROOT, git_commit, load_average, machine_info
 from umask.bench.latency.rows import shapes_of, validate_row
 from umask.bench.latency.timing import latency_summary, split_summary, write_json_md
@@ -44,6 +48,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PEERS_PYTHON = REPO_ROOT / "artifacts" / "peers" / "venv" / "bin" / "python"
 WORKER = Path(__file__).with_name("peer_worker.py")
+PROVIDER_USED = {"onnxruntime": "CPUExecutionProvider", "openvino": "CPU plugin", "executorch": "XnnpackBackend"}
 
 
 def peers_python() -> Path | None:
@@ -52,12 +57,15 @@ def peers_python() -> Path | None:
 
 
 class Worker:
-    """The OpenVINO worker process (see peer_worker.py for the protocol)."""
+    """A peer runtime's worker process: OpenVINO (peer_worker.py) or ExecuTorch (et_worker.py), one JSON line
+    per reply (see peer_worker.py for the protocol). ``args``: the script's own arguments besides the feed,
+    the output file and the thread count."""
 
-    def __init__(self, python: Path, onnx: Path, feed: dict[str, np.ndarray], work: Path, threads: int = 1) -> None:
-        fpath, self.out = work / "feed.npz", work / f"out.{onnx.stem}.npz"
+    def __init__(self, python: Path, script: Path, args: list[str], feed: dict[str, np.ndarray], work: Path,
+                 threads: int = 1, tag: str = "peer") -> None:
+        fpath, self.out = work / f"feed.{tag}.npz", work / f"out.{tag}.npz"
         np.savez(fpath, **feed)
-        self.proc = subprocess.Popen([str(python), str(WORKER), "--onnx", str(onnx), "--feed", str(fpath),
+        self.proc = subprocess.Popen([str(python), str(script), *args, "--feed", str(fpath),
                                       "--out", str(self.out), "--threads", str(threads)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                      env={**os.environ, "OMP_NUM_THREADS": str(threads)})
@@ -105,15 +113,63 @@ def dit_feed(root: Path, manifest: dict[str, Any], precision: str) -> dict[str, 
     return {k: np.ascontiguousarray(np.repeat(v[:1], n, axis=0)) for k, v in ins.items()}
 
 
+def default_ckpt(manifest: dict[str, Any]) -> Path | None:
+    """The checkpoint the bundle was exported from (manifest ``checkpoint.path``) when it is on this machine."""
+    src = (manifest.get("checkpoint") or {}).get("path")
+    return Path(src) if src and Path(src).exists() else None
+
+
+def start_peers(bundle: Path, m: dict[str, Any], p: str, feed: dict[str, np.ndarray], work: Path, threads: int,
+                ckpt: Path | None, skipped: list[str], versions: dict[str, str],
+                artifacts: dict[tuple[str, str], tuple[str, int]], lowering: dict[str, Any]) -> dict[str, Worker]:
+    """The peer workers for precision ``p``: OpenVINO on the bundle's ONNX file, ExecuTorch on the .pte of the
+    same DiT step (et_program.py). A peer that cannot start is one line in ``skipped``."""
+    workers: dict[str, Worker] = {}
+    e = m["artifacts"][p]["dit"]
+    py = peers_python()
+    if py is None:
+        skipped.append("OpenVINO: no peers environment (bash scripts/peers_env.sh, or $UMASK_PEERS_PYTHON)")
+    else:
+        try:
+            workers["openvino"] = Worker(py, WORKER, ["--onnx", str(bundle / e["file"])], feed, work, threads,
+                                         tag=f"openvino.{p}")
+            artifacts[("openvino", p)] = (f"{bundle}/{e['file']}", m["files"][e["file"]]["size"])
+        except (RuntimeError, OSError, ValueError) as ex:
+            skipped.append(f"OpenVINO {p}: {ex}")
+    et_py = et_program.et_python()
+    if p not in et_program.VARIANTS:
+        skipped.append(f"ExecuTorch {p}: no ExecuTorch program for this precision "
+                       f"(runs {', '.join(et_program.VARIANTS)}; int8-dynamic = XNNPACK dynamic int8)")
+    elif et_py is None:
+        skipped.append("ExecuTorch: no ExecuTorch environment (bash scripts/peers_env_executorch.sh, or $UMASK_ET_PYTHON)")
+    elif ckpt is None:
+        skipped.append(f"ExecuTorch {p}: no checkpoint to torch.export (--ckpt; the bundle's source "
+                       f"{(m.get('checkpoint') or {}).get('path')} is not on this machine)")
+    else:
+        try:
+            pte, names, info = et_program.build_pte(ckpt, feed, p, et_py)
+            lowering[p] = info
+            workers["executorch"] = Worker(et_py, et_program.ET_WORKER, ["--pte", str(pte), "--names", ",".join(names)],
+                                           feed, work, threads, tag=f"executorch.{p}")
+            artifacts[("executorch", p)] = (str(pte), pte.stat().st_size)
+        except (RuntimeError, OSError, ValueError) as ex:
+            skipped.append(f"ExecuTorch {p}: {ex}")
+    for eng, w in workers.items():
+        versions[eng] = w.info["version"]
+    return workers
+
+
 def run(bundle: Path, precisions: list[str], *, rounds: int = 40, block: int = 5, repetitions: int = 5,
-        threads: int = 1) -> dict[str, Any]:
+        threads: int = 1, ckpt: Path | None = None) -> dict[str, Any]:
+    """``ckpt``: the checkpoint the bundle was exported from, for the ExecuTorch program (default: the
+    manifest's ``checkpoint.path`` when present)."""
     import onnxruntime as ort
 
     from umask.runtime.core.bundle import read_verified, verify_bundle
     from umask.runtime.engines.ort import cpu_int8_caps, inference_session, session_options
 
     m = verify_bundle(bundle)
-    py = peers_python()
+    ckpt = ckpt if ckpt is not None else default_ckpt(m)
     load_before = load_average()
     caps = cpu_int8_caps()
     skipped, rows = [], []
@@ -121,6 +177,8 @@ def run(bundle: Path, precisions: list[str], *, rounds: int = 40, block: int = 5
     times: dict[tuple[str, str], list[float]] = {}
     parity: dict[tuple[str, str], dict[str, float]] = {}
     versions: dict[str, str] = {"onnxruntime": ort.__version__}
+    artifacts: dict[tuple[str, str], tuple[str, int]] = {}
+    lowering: dict[str, Any] = {}
     for p in precisions:
         e = m["artifacts"].get(p, {}).get("dit", {})
         if e.get("status") != "ok":
@@ -128,36 +186,30 @@ def run(bundle: Path, precisions: list[str], *, rounds: int = 40, block: int = 5
             continue
         feed = dit_feed(bundle, m, p)
         sess = inference_session(read_verified(bundle, e["file"], m), session_options(threads=threads))
+        artifacts[("onnxruntime", p)] = (f"{bundle}/{e['file']}", m["files"][e["file"]]["size"])
         ref = sess.run(None, feed)[0]
-        worker = None
-        if py is None:
-            skipped.append("OpenVINO: no peers environment (bash scripts/peers_env.sh, or $UMASK_PEERS_PYTHON)")
-        else:
-            try:
-                worker = Worker(py, bundle / e["file"], feed, work, threads)
-                versions["openvino"] = worker.info["version"]
-                got = next(iter(worker.outputs().values()))
-                d = float(np.abs(got.astype(np.float64) - ref).max())
-                parity[("openvino", p)] = {"max_abs_diff": d, "rel_max": d / max(1.0, float(np.abs(ref).max())),
-                                           "reference": f"onnxruntime {p} on the same feed"}
-            except (RuntimeError, OSError, ValueError) as ex:
-                skipped.append(f"OpenVINO {p}: {ex}")
-                worker = None
+        workers = start_peers(bundle, m, p, feed, work, threads, ckpt, skipped, versions,
+                              artifacts, lowering)
+        for eng, w in workers.items():
+            d = float(np.abs(next(iter(w.outputs().values())).astype(np.float64) - ref).max())
+            parity[(eng, p)] = {"max_abs_diff": d, "rel_max": d / max(1.0, float(np.abs(ref).max())),
+                                "reference": f"onnxruntime {p} on the same feed"}
         for _ in range(3):
             sess.run(None, feed)
-        if worker is not None:
-            worker.run(3)
-        times[("onnxruntime", p)], peer = [], []
+        for w in workers.values():
+            w.run(3)
+        times[("onnxruntime", p)] = []
+        for eng in workers:
+            times[(eng, p)] = []
         for _ in range(max(1, rounds // block)):
             for _ in range(block):
                 a = time.perf_counter()
                 sess.run(None, feed)
                 times[("onnxruntime", p)].append((time.perf_counter() - a) * 1e3)
-            if worker is not None:
-                peer += worker.run(block)
-        if worker is not None:
-            times[("openvino", p)] = peer
-            worker.close()
+            for eng, w in workers.items():
+                times[(eng, p)] += w.run(block)
+        for w in workers.values():
+            w.close()
     base = times.get(("onnxruntime", "fp32"))
     base_p50 = latency_summary(base)["p50"] if base else None
     machine = machine_info()
@@ -167,19 +219,19 @@ def run(bundle: Path, precisions: list[str], *, rounds: int = 40, block: int = 5
         st = split_summary(v, repetitions)
         own = times.get(("onnxruntime", p))
         feed = dit_feed(bundle, m, p)
-        rel = m["artifacts"][p]["dit"]["file"]
+        art, nbytes = artifacts[(eng, p)]
         ratio = {"vs_project_fp32_p50": None if not base_p50 else round(st["latency_ms"]["p50"] / base_p50, 4),
                  "vs_onnxruntime_same_precision_p50": round(st["latency_ms"]["p50"] / latency_summary(own)["p50"], 4)
                  if own else None}
         name = f"denoiser_step/{eng}/{p}/cpu/t{threads}"
         ratios[name] = ratio
         row = {"name": name, "component": "denoiser_step", "engine": eng, "engine_version": versions.get(eng),
-               "provider": "cpu", "provider_used": ["CPUExecutionProvider"] if eng == "onnxruntime" else ["CPU plugin"],
+               "provider": "cpu", "provider_used": [PROVIDER_USED[eng]],
                "device": "cpu", "precision": p, "threads": threads, "spinning": False if eng == "onnxruntime" else None,
                "batch": int(next(iter(feed.values())).shape[0]), "shapes": shapes_of(feed), "warmup_s": 0.0,
                "warmup_iters": 3, **st, "peak_rss_mb": None,
                "peak_rss_method": "not measured (two processes; see the request rows of latency_cpu for memory)",
-               "device_mem_mb": None, "artifact": [f"{bundle}/{rel}"], "artifact_bytes": m["files"][rel]["size"],
+               "device_mem_mb": None, "artifact": [art], "artifact_bytes": nbytes,
                "parity": parity.get((eng, p)), "llm": None, "request": None, "cpu_int8": caps, "date": date,
                "git_commit": git_commit(), "machine": f"{machine['cpu']} x{machine['logical_cores']}",
                "notes": f"ratio vs onnxruntime fp32 {ratio['vs_project_fp32_p50']}, vs onnxruntime {p} "
@@ -191,20 +243,25 @@ def run(bundle: Path, precisions: list[str], *, rounds: int = 40, block: int = 5
                      "bundle": str(bundle), "bundle_created": m.get("created_utc"), "versions": versions,
                      "machine": machine, "cpu_int8": caps, "load_before": load_before, "ratios": ratios,
                      "load_after": load_average(), "rounds": rounds, "block": block, "repetitions": repetitions,
+                     "checkpoint": None if ckpt is None else str(ckpt), "executorch_lowering": lowering,
                      "notes": ["latency figures are PROVISIONAL on a shared, loaded 2-core machine (load average "
                                "in meta); blocks are interleaved so the ratios are fairer than the absolute ms",
-                               "ExecuTorch (XNNPACK) not run: it lowers a torch.export program (not this ONNX file) "
-                               "and its wheel pins its own torch; LiteRT not tried",
+                               "ExecuTorch (XNNPACK delegate, isolated env scripts/peers_env_executorch.sh): the "
+                               "same DiTStep module the ONNX exporter writes, from the bundle's checkpoint (EMA "
+                               "weights), torch.export at the feed's batch, lowered with XnnpackPartitioner; "
+                               "int8-dynamic = XNNPACK dynamic int8 (per-channel weights, PT2E); the ops XNNPACK "
+                               "does not take run in ExecuTorch's portable kernels (meta.executorch_lowering); "
+                               "LiteRT not tried",
                                "OpenVINO: CPU plugin, INFERENCE_NUM_THREADS=1, PERFORMANCE_HINT=LATENCY, "
                                "INFERENCE_PRECISION_HINT=f32 (the int8 QDQ file runs its quantized ops as int8 "
                                "through OpenVINO's low-precision transformations)"]},
-            "rows": rows, "skipped": skipped}
+            "rows": rows, "skipped": list(dict.fromkeys(skipped))}
 
 
 def markdown(res: dict[str, Any]) -> str:
     m = res["meta"]
     c = m["cpu_int8"]
-    lines = ["# Peer runtimes: the bundle's DiT step, same ONNX file, same run", "",
+    lines = ["# Peer runtimes: the bundle's DiT step, same network, same run", "",
              f"Bundle {m['bundle']} (created {m['bundle_created']}); {m['machine'].get('cpu')}, int8 flags "
              f"{', '.join(c['vnni_flags']) or 'none'}; 1 thread; load average before / after {m['load_before']} / "
              f"{m['load_after']}. Versions: {m['versions']}.", f"Command: `{m['command']}` (commit {m['commit']})", "",
@@ -219,6 +276,10 @@ def markdown(res: dict[str, Any]) -> str:
                      f"{'-' if not par else format(par['rel_max'], '.2e')} |")
     if res["skipped"]:
         lines += ["", "Skipped:"] + [f"- {s}" for s in res["skipped"]]
+    if m.get("executorch_lowering"):
+        lines += ["", "ExecuTorch programs:"] + [
+            f"- {p}: {i['delegate_calls']} XNNPACK delegate call(s), ops outside XNNPACK {i['non_delegated_ops'] or 'none'}, "
+            f"{i['bytes']} bytes" for p, i in m["executorch_lowering"].items()]
     lines += ["", "Notes:"] + [f"- {s}" for s in m["notes"]]
     return "\n".join(lines) + "\n"
 
@@ -226,7 +287,9 @@ def markdown(res: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m umask.bench.latency.peers", description=__doc__.split("\n\n")[0])
     p.add_argument("--bundle", type=Path, required=True)
-    p.add_argument("--precisions", default="fp32,int8-qdq")
+    p.add_argument("--precisions", default="fp32,int8-qdq,int8-dynamic")
+    p.add_argument("--ckpt", type=Path, default=None,
+                   help="checkpoint the bundle was exported from, for ExecuTorch (default: manifest checkpoint.path)")
     p.add_argument("--rounds", type=int, default=40)
     p.add_argument("--block", type=int, default=5)
     p.add_argument("--repetitions", type=int, default=5)
@@ -234,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     ns = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     res = run(ns.bundle, [x.strip() for x in ns.precisions.split(",") if x.strip()], rounds=ns.rounds,
-              block=ns.block, repetitions=ns.repetitions)
+              block=ns.block, repetitions=ns.repetitions, ckpt=ns.ckpt)
     write_json_md(ns.out, res, markdown(res))
     print(markdown(res))
     return 0
