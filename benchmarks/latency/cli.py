@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampler", default=None, choices=("ddim", "dpmpp_2m"), help="default: the manifest's")
     p.add_argument("--steps", type=int, default=None, help="default: the manifest's")
     p.add_argument("--samples", type=int, default=None, help="default: the manifest's")
+    p.add_argument("--reference", default=None, metavar="SAMPLER:STEPS:DRAWS",
+                   help="also time a torch eager request at this sampler configuration in the same run (e.g. "
+                        "ddim:50:2, the many-step sampler); the ratios then state the speed-up against it too")
     p.add_argument("--user-index", type=int, default=0)
     p.add_argument("--hour", type=int, default=18)
     p.add_argument("--warmup-s", type=float, default=None)
@@ -91,6 +94,12 @@ def config_from_args(ns: argparse.Namespace) -> HarnessConfig:
         defaults.update(json.loads((ns.bundle / "manifest.json").read_text()).get("diffusion", {}).get("defaults", {}))
     req = RequestSpec(user_index=ns.user_index, hour=ns.hour, sampler=ns.sampler or defaults["sampler"],
                       steps=ns.steps or int(defaults["steps"]), n_samples=ns.samples or int(defaults["n_samples"]))
+    ref = None
+    if ns.reference:
+        parts = ns.reference.split(":")
+        if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
+            raise SystemExit(f"--reference {ns.reference!r}: want SAMPLER:STEPS:DRAWS, e.g. ddim:50:2")
+        ref = replace(req, sampler=parts[0], steps=int(parts[1]), n_samples=int(parts[2]))
     precisions = _csv(ns.precisions, str)
     bad = [x for x in precisions if x not in PRECISIONS]
     comps = _csv(ns.components, str)
@@ -101,7 +110,7 @@ def config_from_args(ns: argparse.Namespace) -> HarnessConfig:
                          spinning=_csv(ns.spinning, _bool), batch=ns.batch, precisions=precisions,
                          providers=_csv(ns.providers, str) if ns.providers else None, components=comps,
                          engines=_csv(ns.engines, str), gguf=tuple(ns.gguf), llm_request_quant=ns.llm_request_quant,
-                         llm_max_tokens=ns.llm_max_tokens, request=req, timing=timing,
+                         llm_max_tokens=ns.llm_max_tokens, request=req, reference_request=ref, timing=timing,
                          metric=(not ns.quick) if ns.metric is None else ns.metric,
                          data_dir=ns.data_dir, peers=ns.peers)
 

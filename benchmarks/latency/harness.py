@@ -81,6 +81,9 @@ class HarnessConfig:
     llm_request_quant: str = "q8_0"
     llm_max_tokens: int = 192
     request: RequestSpec = field(default_factory=RequestSpec)
+    # an extra torch eager request at another sampler configuration (the paper's many-step sampler), timed in
+    # the same run: the speed-up of the shipped few-evaluation request is stated against it as well
+    reference_request: RequestSpec | None = None
     timing: TimingConfig = FULL_TIMING
     metric: bool = True                                 # compute the request task metric over the sample
     data_dir: Path | None = None
@@ -228,7 +231,7 @@ class Harness:
     def request_case(self, engine: str, version: str, precision: str, pipe: SessionPipe, provider: str, threads: int,
                      spinning: bool | None, files: Sequence[Path], *, generated: bool = False,
                      component: str = "request_profile_cached", timing: TimingConfig | None = None,
-                     notes: str = "") -> Case:
+                     notes: str = "", with_parity: bool = True) -> Case:
         """One full request of ``pipe`` (profile text cached, or ``generated`` by the Session's LLM)."""
         hist, now, text = self.hist, self.now, self.text
         fn = (lambda: pipe(hist, now)) if generated else (lambda: pipe(hist, now, profile_text=text))
@@ -250,7 +253,7 @@ class Harness:
                               (max_abs_diff(a, b) for a, b in zip(preds, self._torch_preds)), default=None)})
             return d
 
-        rq = self.cfg.request
+        rq = pipe.req
 
         def post(_t: Timing) -> dict[str, Any]:
             st = pipe.stage_s[1:] or pipe.stage_s             # drop the first (warm-up) call
@@ -263,11 +266,12 @@ class Harness:
         return Case(component, engine, version, precision, fn, provider=provider,
                     provider_used=pipe.s.report()["providers"], threads=threads, spinning=spinning, batch=1,
                     shapes={"history_events": [len(hist)], "window": list(self.window.x.shape)},
-                    artifact=repo_relative(files), artifact_bytes=total_bytes(files), parity=parity, timing=timing,
-                    post=post,
+                    artifact=repo_relative(files), artifact_bytes=total_bytes(files),
+                    parity=parity if with_parity else None, timing=timing, post=post,
                     notes=notes or f"runtime Session.complete(history, {rq.task!r}, text=cached profile) on the "
-                                   f"{pipe.s.backend.name} backend: window, SBERT (embedding cache cleared per "
-                                   "request), profile MLP, mask, sampler")
+                                   f"{pipe.s.backend.name} backend: window, prior, (SBERT embedding "
+                                   f"{'cached with the profile' if pipe.embedding_cached else 'computed'}), profile "
+                                   f"MLP, mask, {rq.sampler} {rq.steps} steps x {rq.n_samples} draws")
 
     def providers(self) -> list[str]:
         """The onnxruntime EPs to measure: ``--providers`` among the available ones (the others: a skip line)."""

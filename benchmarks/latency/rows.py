@@ -222,7 +222,9 @@ def markdown_summary(rows: Sequence[Mapping[str, Any]], meta: Mapping[str, Any],
         reps = f"{rp['mean']:.2f} ± {rp['std']:.2f} (r={rp['n']})" if rp else "-"
         size = None if r["artifact_bytes"] is None else r["artifact_bytes"] / 1e6
         spin = "-" if r["spinning"] is None else ("on" if r["spinning"] else "off")
-        lines.append(f"| {r['component']} | {r['engine']} {r['engine_version']} | {r['precision']} | {r['provider']} | "
+        rq = r.get("request") or {}
+        comp = r["component"] + (f" ({rq['sampler']} {rq['steps']}x{rq['n_samples']})" if rq else "")
+        lines.append(f"| {comp} | {r['engine']} {r['engine_version']} | {r['precision']} | {r['provider']} | "
                      f"{r['threads']} | {spin} | {r['batch']} | {lat['p50']:.2f} | {lat['p90']:.2f} | {lat['p99']:.2f} | "
                      f"{lat['min']:.2f} | {reps} | {_fmt(r['peak_rss_mb'], '.0f')} | {_fmt(size, '.2f')} | "
                      f"{_parity_text(r['parity'])} |")
@@ -269,16 +271,28 @@ def bundle_fingerprint(manifest: Mapping[str, Any] | None) -> str | None:
 
 
 def request_ratios(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
-    """p50 of each cached-profile request row / p50 of the torch eager fp32 request at the same threads."""
-    ref = {r["threads"]: r["latency_ms"]["p50"] for r in rows
-           if r["component"] == "request_profile_cached" and r["engine"] == "torch" and r["device"] == "cpu"}
+    """p50 of each cached-profile request row / p50 of the torch eager fp32 request at the same threads and the
+    same sampler configuration; and, when the run has a torch row at another configuration (the harness's
+    ``reference_request``), / that row too."""
+    def conf(r: Mapping[str, Any]) -> tuple[Any, ...]:
+        q = (r.get("extra") or {}).get("request") or r.get("request") or {}
+        return (q.get("sampler"), q.get("steps"), q.get("n_samples"))
+
+    torch_rows = [r for r in rows if r["component"] == "request_profile_cached" and r["engine"] == "torch"
+                  and r["device"] == "cpu"]
     out = {}
     for r in rows:
-        if r["component"] != "request_profile_cached" or r["engine"] == "torch" or r["threads"] not in ref:
+        if r["component"] != "request_profile_cached" or r["engine"] == "torch":
             continue
         spin = "" if r["spinning"] is None else (", spin on" if r["spinning"] else ", spin off")
-        key = f"{r['engine']} {r['precision']} {r['provider']} ({r['threads']} thr{spin}) / torch fp32 ({r['threads']} thr)"
-        out[key] = round(r["latency_ms"]["p50"] / ref[r["threads"]], 4)
+        name = f"{r['engine']} {r['precision']} {r['provider']} ({r['threads']} thr{spin})"
+        for t in torch_rows:
+            if t["threads"] != r["threads"]:
+                continue
+            same = conf(t) == conf(r)
+            s_, n_, k_ = conf(t)
+            key = f"{name} / torch fp32 ({r['threads']} thr" + (")" if same else f", {s_} {n_} steps x {k_} draws)")
+            out[key] = round(r["latency_ms"]["p50"] / t["latency_ms"]["p50"], 4)
     return out
 
 
