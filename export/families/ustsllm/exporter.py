@@ -17,8 +17,9 @@ What it does:
    while the validation nMAE moved by 0.3 % on Milan; the max |diff| is recorded); a miss raises ParityError and no bundle
    is written;
 5. writes the bundle through export/bundle.py (atomic, sha256 of every file, optional signature) with
-   ``family: "ustsllm"``, the network config and the training grid's statistics (scaler, time-of-day
-   profile, functional graph), which the runtime session uses to take and return raw units.
+   ``family: "ustsllm"``, the network config and the training grid's statistics (floored per-cell
+   scaler, weekday / weekend slot-of-day profiles, first weekday, functional graph), which the runtime
+   session uses to take and return raw units.
 """
 
 from __future__ import annotations
