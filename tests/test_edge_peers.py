@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 
 from export_fixtures import tiny_bundle
-from umask.bench.latency import peers
+from umask.bench.latency import et_program, peers
 from umask.bench.latency.rows import REPETITION_KEYS, validate_row
 from umask.runtime.engines.ort import cpu_int8_caps
 
 
 def test_peers_without_environment_says_so(monkeypatch) -> None:  # noqa: ANN001
     monkeypatch.setattr(peers, "peers_python", lambda: None)
+    monkeypatch.setattr(et_program, "et_python", lambda: None)      # ExecuTorch: tests/test_edge_peers_executorch.py
     res = peers.run(tiny_bundle()[1], ["fp32", "int8-qdq"], rounds=4, block=2, repetitions=2)
     assert {(r["engine"], r["precision"]) for r in res["rows"]} == {("onnxruntime", "fp32"), ("onnxruntime", "int8-qdq")}
     assert any("no peers environment" in s for s in res["skipped"])
@@ -29,7 +30,8 @@ def test_peers_without_environment_says_so(monkeypatch) -> None:  # noqa: ANN001
 
 
 @pytest.mark.skipif(peers.peers_python() is None, reason="no peers environment (bash scripts/peers_env.sh)")
-def test_openvino_runs_the_same_onnx_with_parity(tmp_path: Path) -> None:
+def test_openvino_runs_the_same_onnx_with_parity(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setattr(et_program, "et_python", lambda: None)      # OpenVINO only here
     res = peers.run(tiny_bundle()[1], ["fp32"], rounds=4, block=2, repetitions=2)
     ov = [r for r in res["rows"] if r["engine"] == "openvino"]
     assert ov and ov[0]["parity"]["rel_max"] < 1e-3 and res["meta"]["ratios"][ov[0]["name"]]["vs_project_fp32_p50"] > 0
