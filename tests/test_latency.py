@@ -155,7 +155,7 @@ def test_quick_mode_on_a_tiny_exported_bundle(tmp_path: Path) -> None:
     ckpt, bundle = tiny_bundle()
     out = tmp_path / "latency.json"
     assert cli.main(["--bundle", str(bundle), "--ckpt", str(ckpt), "--quick", "--metric", "--out", str(out),
-                     "--reference", "ddim:3:1"]) == 0
+                     "--reference", "ddim:3:1", "--v2-out", str(tmp_path / "v2_lat.json")]) == 0
     res = json.loads(out.read_text())
     rows = res["rows"]
     for row in rows:
@@ -184,3 +184,9 @@ def test_quick_mode_on_a_tiny_exported_bundle(tmp_path: Path) -> None:
            and r["request"]["steps"] == 3]
     assert len(ref) == 1 and ref[0]["request"]["n_samples"] == 1 and ref[0]["parity"] is None
     assert any("ddim 3 steps x 1 draws" in k for k in res["meta"]["ratios"])
+    from umask.bench.reports import scoreboard as sb
+
+    v2 = json.loads((tmp_path / "v2_lat.json").read_text())
+    got = list(sb._v2_rows(tmp_path / "v2_lat.json", v2, "abc1234", "2026-12-06"))
+    n_req = sum(r["component"] == "request_profile_cached" and r["device"] == "cpu" for r in rows)
+    assert len(got) == 2 * n_req and {r["model"] for r in v2["rows"]} == {"umask_small", "umask_small@ddim3x1"}

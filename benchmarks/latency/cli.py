@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import logging
 import shlex
 import sys
@@ -69,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", default=None, metavar="SAMPLER:STEPS:DRAWS",
                    help="also time a torch eager request at this sampler configuration in the same run (e.g. "
                         "ddim:50:2, the many-step sampler); the ratios then state the speed-up against it too")
+    p.add_argument("--v2-out", type=Path, default=None, help="also write the request rows as a PROTOCOL v2 result "
+                   "file (scoreboard rows request_p50_ms / request_p99_ms), e.g. benchmarks/results/v2_umask_latency.json")
+    p.add_argument("--model-name", default="umask_small", help="model name of the --v2-out rows")
     p.add_argument("--user-index", type=int, default=0)
     p.add_argument("--hour", type=int, default=18)
     p.add_argument("--warmup-s", type=float, default=None)
@@ -123,6 +127,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = shlex.join(["python", "-m", "umask.bench.latency.harness", *argv])
     rows, meta, skipped = run(cfg, command, max_load=ns.max_load, wait_load_s=ns.wait_load_s)
     paths = write_results(cfg.out, rows, meta, skipped)
+    if ns.v2_out is not None:
+        from umask.bench.latency.rows import v2_request_rows
+
+        v2 = {"meta": {"command": command, "commit": meta.get("git_commit"), "date": str(meta.get("date", ""))[:10],
+                       "source": str(cfg.out), "notes": "request rows of the latency harness run (see its .md)"},
+              "rows": v2_request_rows(rows, meta, ns.model_name)}
+        ns.v2_out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = ns.v2_out.with_name(ns.v2_out.name + ".tmp")
+        tmp.write_text(json.dumps(v2, indent=1) + "\n")
+        os.replace(tmp, ns.v2_out)
+        paths.append(ns.v2_out)
     print(markdown_summary(rows, meta, skipped), end="")
     for s in skipped:
         log.info("skip: %s", s)

@@ -262,6 +262,33 @@ def write_results(out: Path, rows: Sequence[Mapping[str, Any]], meta: Mapping[st
         os.replace(tmp, p)
     return paths
 
+def v2_request_rows(rows: Sequence[Mapping[str, Any]], meta: Mapping[str, Any], model: str) -> list[dict[str, Any]]:
+    """Scoreboard (PROTOCOL v2 result-file) rows of the full-request rows: request p50 / p99 ms per engine x
+    precision x sampler configuration, REAL sample request (B1, short term), for the README tables."""
+    out = []
+    art = {"fp32": "onnx-fp32", "fp16": "onnx-fp16", "int8_qdq": "onnx-int8-qdq", "int8_dynamic": "onnx-int8-dynamic"}
+    for r in rows:
+        if r["component"] != "request_profile_cached" or r["device"] != "cpu":
+            continue
+        q = r.get("request") or {}
+        torch_ = r["engine"].startswith("torch")
+        name = model + ("" if q.get("steps") == (meta.get("request") or {}).get("steps")
+                        and q.get("n_samples") == (meta.get("request") or {}).get("n_samples")
+                        else f"@{q.get('sampler')}{q.get('steps')}x{q.get('n_samples')}")
+        for metric, key in (("request_p50_ms", "p50"), ("request_p99_ms", "p99")):
+            out.append({"protocol": "B1", "dataset": f"tsinghua sample request latency, {r['threads']} thread(s)",
+                        "data": "real", "model": name, "kind": "ours", "family": "umask",
+                        "artifact": "torch" if torch_ else art.get(r["precision"], r["precision"]),
+                        "metric": metric, "value": round(float(r["latency_ms"][key]), 3), "better": "lower",
+                        "n_windows": int(r["samples"]), "seeds": [int(q.get("seed", 0))], "spread": None,
+                        "command": meta.get("command", ""),
+                        "notes": (f"{r['engine']} {r['engine_version']}, {q.get('sampler')} {q.get('steps')} steps x "
+                                  f"{q.get('n_samples')} draws, profile (text + embedding) cached; machine "
+                                  f"{r.get('machine')}, load before / after {meta.get('load_before')} / "
+                                  f"{meta.get('load_after')}")})
+    return out
+
+
 def bundle_fingerprint(manifest: Mapping[str, Any] | None) -> str | None:
     """sha256 over the (path, sha256) of the bundle's ONNX files: equal for identical networks across exports."""
     if not manifest:
@@ -297,5 +324,5 @@ def request_ratios(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
 
 
 __all__ = ["COMPONENTS", "ROW_FIELDS", "LATENCY_KEYS", "REPETITION_KEYS", "Case", "validate_row", "run_case", "rows_csv",
-           "markdown_summary", "write_results", "bundle_fingerprint", "request_ratios", "shapes_of", "total_bytes",
+           "markdown_summary", "write_results", "v2_request_rows", "bundle_fingerprint", "request_ratios", "shapes_of", "total_bytes",
            "repo_relative"]
