@@ -141,7 +141,8 @@ def start_peers(bundle: Path, m: dict[str, Any], p: str, feed: dict[str, np.ndar
         skipped.append(f"ExecuTorch {p}: no ExecuTorch program for this precision "
                        f"(runs {', '.join(et_program.VARIANTS)}; int8-dynamic = XNNPACK dynamic int8)")
     elif et_py is None:
-        skipped.append("ExecuTorch: no ExecuTorch environment (bash scripts/peers_env_executorch.sh, or $UMASK_ET_PYTHON)")
+        skipped.append("ExecuTorch: no ExecuTorch environment (bash scripts/peers_env_executorch.sh, "
+                       "or $UMASK_ET_PYTHON)")
     elif ckpt is None:
         skipped.append(f"ExecuTorch {p}: no checkpoint to torch.export (--ckpt; the bundle's source "
                        f"{(m.get('checkpoint') or {}).get('path')} is not on this machine)")
@@ -278,8 +279,8 @@ def markdown(res: dict[str, Any]) -> str:
         lines += ["", "Skipped:"] + [f"- {s}" for s in res["skipped"]]
     if m.get("executorch_lowering"):
         lines += ["", "ExecuTorch programs:"] + [
-            f"- {p}: {i['delegate_calls']} XNNPACK delegate call(s), ops outside XNNPACK {i['non_delegated_ops'] or 'none'}, "
-            f"{i['bytes']} bytes" for p, i in m["executorch_lowering"].items()]
+            f"- {p}: {i['delegate_calls']} XNNPACK delegate call(s), ops outside XNNPACK "
+            f"{i['non_delegated_ops'] or 'none'}, {i['bytes']} bytes" for p, i in m["executorch_lowering"].items()]
     lines += ["", "Notes:"] + [f"- {s}" for s in m["notes"]]
     return "\n".join(lines) + "\n"
 
