@@ -137,12 +137,12 @@ def start_peers(bundle: Path, m: dict[str, Any], p: str, feed: dict[str, np.ndar
         except (RuntimeError, OSError, ValueError) as ex:
             skipped.append(f"OpenVINO {p}: {ex}")
     et_py = et_program.et_python()
-    if p not in et_program.VARIANTS:
-        skipped.append(f"ExecuTorch {p}: no ExecuTorch program for this precision "
-                       f"(runs {', '.join(et_program.VARIANTS)}; int8-dynamic = XNNPACK dynamic int8)")
-    elif et_py is None:
+    if et_py is None:
         skipped.append("ExecuTorch: no ExecuTorch environment (bash scripts/peers_env_executorch.sh, "
                        "or $UMASK_ET_PYTHON)")
+    elif p not in et_program.VARIANTS:
+        skipped.append(f"ExecuTorch {p}: no ExecuTorch program for this precision "
+                       f"(runs {', '.join(et_program.VARIANTS)}; int8-dynamic = XNNPACK dynamic int8)")
     elif ckpt is None:
         skipped.append(f"ExecuTorch {p}: no checkpoint to torch.export (--ckpt; the bundle's source "
                        f"{(m.get('checkpoint') or {}).get('path')} is not on this machine)")
