@@ -590,7 +590,13 @@ def _build(model: Any, config: dict[str, Any], ckpt_dir: Path, tmp: Path, precis
     state = json.loads((ckpt_dir / "state.json").read_text()) if (ckpt_dir / "state.json").is_file() else {}
     fcfg = FeatureConfig()
     w = model.cfg.window
+    # golden I/O from REAL windows (export/bundle.py write_goldens takes the first row of each feed): the DiT step
+    # at t = 999 on the first parity window, the profile MLP on its profile embedding (maskgen and SBERT: derived)
+    pm = {"emb": b["profile_emb"].numpy(), "present": b["profile_present"].numpy()}
+    golden_inputs = {f"onnx/{p}/{n}.onnx": (feeds[0] if n == "dit" else pm)
+                     for p in precisions for n in ("dit", "profile_mlp") if n in paths[p]}
     return {
+        "golden_inputs": golden_inputs,
         "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "checkpoint": {"path": str(ckpt_dir), "step": state.get("step"), "ema": True,
                        "training_data": config.get("data", {}).get("source")},
