@@ -95,6 +95,10 @@ class AutoTable:
 # -- the tables of README.md -----------------------------------------------------------------------
 
 MILAN = "milan 5x5 internet, test split"
+B3V2 = "sim 50 users x 3 seeds, v2 B3 cut (20 source-domain slots -> next 24 h)"
+SWEEP = "sim 50 users x seed 0, v2 B windows (device scoring), B1 every 6th target hour"
+SWEEP_REAL = "tsinghua sample 6 users 1 day, in-day context (B1-real, device scoring)"
+LAT_1T = "tsinghua sample request latency, 1 thread(s)"
 MILAN_CSDI = "milan 5x5 internet, test split, CSDI window subset (A1 every 36th, A2 every 8th)"
 SIM50_B1 = "sim seed0 50 users, v1 windows, B1 hours 2/8/14/20"
 SIM50 = "sim seed0 50 users, v1 windows"
@@ -264,6 +268,32 @@ TABLES: dict[str, Table | AutoTable] = {t.name: t for t in (
                        Col("B4 RMSE", "B4", DEV3, TAL_RMSE, digits=4),
                        Col("REAL B1 RMSE", "B1", DEV_REAL, TAL_RMSE, digits=4)),
               sources=("v2_user_umask_device.json",), first_header="model (artifact)"),
+    AutoTable("user_b3_v2",
+              "PROTOCOL v2 B3 cold start, SYNTHETIC 50 users x simulator seeds 0-2 (mean over seeds): the history is the "
+              "20 slots before the test day of ONE domain, the target the other domain's items over the next 24 h "
+              "(apps = places -> apps, places = apps -> places); `historical_average_warm` sees the user's full history "
+              "and is a reference, not a cold-start model",
+              columns=(Col("NDCG@3 apps / places", "B3", B3V2, ("ndcg@3/app", "ndcg@3/location")),
+                       Col("Recall@3 apps / places", "B3", B3V2, ("recall@3/app", "recall@3/location")),
+                       Col("MRR@3 apps / places", "B3", B3V2, ("mrr@3/app", "mrr@3/location"))),
+              sources=("v2_user_b3.json",)),
+    AutoTable("request_sweep",
+              "Network evaluations per request vs PROTOCOL v2 headline accuracy: the shipped U-MASK small through the "
+              "runtime `Session` (onnx fp32), SYNTHETIC seed 0 (50 users; B1 every 6th target hour) and the REAL sample "
+              "(B1-real); `@ddimSxN` = DDIM with S steps x N noise draws (S = 1: the x0 estimate at t = N-1); the "
+              "same windows and per-window noise for every configuration",
+              columns=(Col("B1 RMSE", "B1", SWEEP, TAL_RMSE, digits=4),
+                       Col("B1 R@3 / Acc@1", "B1", SWEEP, ("app_recall@3", "location_acc@1")),
+                       Col("B2 RMSE", "B2", SWEEP, TAL_RMSE, digits=4),
+                       Col("B4 RMSE", "B4", SWEEP, TAL_RMSE, digits=4),
+                       Col("REAL B1 RMSE", "B1", SWEEP_REAL, TAL_RMSE, digits=4)),
+              sources=("v2_request_sweep.json",)),
+    AutoTable("umask_latency",
+              "The full on-device U-MASK request (REAL sample user 0 at 18:00, short term; profile text and its "
+              "embedding cached), one thread of this CPU: p50 / p99 ms per engine and precision; the torch rows are "
+              "eager PyTorch at the same configuration and at the 50-step sampler (`@ddim50x2`)",
+              columns=(Col("request p50 / p99 ms", "B1", LAT_1T, ("request_p50_ms", "request_p99_ms"), digits=1),),
+              sources=("v2_umask_latency.json",), first_header="model (artifact)"),
     AutoTable("fatsmb_c",
               "PROTOCOL C, REAL Taobao UserBehavior sample (814 users, leave-one-out test, full ranking over all 55,233 "
               "items, target behavior given); item-level Recall / NDCG at 10 and 20, category-level at 10. FatsMB torch, "
