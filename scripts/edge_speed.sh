@@ -29,8 +29,8 @@ if want export || [[ ! -f "$BUNDLE/manifest.json" ]]; then
 fi
 PUB="${KEY%.key}.pub"
 if want sweep; then      # accuracy only (not timing-sensitive): steps x draws vs the 50-step result, PROTOCOL v2 B
-    "$PY" -m umask.bench.accuracy.request_sweep --bundle "$BUNDLE" --trusted-keys "$PUB" --users 50 --seed 0 \
-        --b1-every 6 --configs ddim:50:2,ddim:10:2,ddim:1:2,ddim:1:1 --out benchmarks/results/v2_request_sweep.json
+    "$PY" -m umask.bench.accuracy.request_sweep --bundle "$BUNDLE" --trusted-keys "$PUB" --users 30 --seed 0 \
+        --b1-every 8 --configs ddim:50:2,ddim:10:2,ddim:1:2,ddim:1:1 --out benchmarks/results/v2_request_sweep.json
 fi
 export UMASK_TRUSTED_KEYS="$PUB"
 if want int8; then

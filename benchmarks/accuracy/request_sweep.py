@@ -1,7 +1,7 @@
 """Steps and draws per request vs PROTOCOL v2 headline accuracy, through the runtime `Session` (issue 15 deliver 1).
 
     python -m umask.bench.accuracy.request_sweep --bundle artifacts/bundles/umask_small \\
-        --trusted-keys artifacts/helperC/keys/dev.pub --users 50 --seed 0 --b1-every 6 \\
+        --trusted-keys artifacts/helperC/keys/dev.pub --users 30 --seed 0 --b1-every 8 \\
         --configs ddim:50:2,ddim:10:2,ddim:1:2,ddim:1:1 --out benchmarks/results/v2_request_sweep.json
 
 Every configuration ``sampler:steps:draws`` scores the SAME protocol-B windows (the harness of

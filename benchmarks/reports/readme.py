@@ -96,7 +96,7 @@ class AutoTable:
 
 MILAN = "milan 5x5 internet, test split"
 B3V2 = "sim 50 users x 3 seeds, v2 B3 cut (20 source-domain slots -> next 24 h)"
-SWEEP = "sim 50 users x seed 0, v2 B windows (device scoring), B1 every 6th target hour"
+SWEEP = "sim 30 users x seed 0, v2 B windows (device scoring), B1 every 8th target hour"
 SWEEP_REAL = "tsinghua sample 6 users 1 day, in-day context (B1-real, device scoring)"
 LAT_1T = "tsinghua sample request latency, 1 thread(s)"
 MILAN_CSDI = "milan 5x5 internet, test split, CSDI window subset (A1 every 36th, A2 every 8th)"
@@ -279,7 +279,7 @@ TABLES: dict[str, Table | AutoTable] = {t.name: t for t in (
               sources=("v2_user_b3.json",)),
     AutoTable("request_sweep",
               "Network evaluations per request vs PROTOCOL v2 headline accuracy: the shipped U-MASK small through the "
-              "runtime `Session` (onnx fp32), SYNTHETIC seed 0 (50 users; B1 every 6th target hour) and the REAL sample "
+              "runtime `Session` (onnx fp32), SYNTHETIC seed 0 (30 users; B1 every 8th target hour) and the REAL sample "
               "(B1-real); `@ddimSxN` = DDIM with S steps x N noise draws (S = 1: the x0 estimate at t = N-1); the "
               "same windows and per-window noise for every configuration",
               columns=(Col("B1 RMSE", "B1", SWEEP, TAL_RMSE, digits=4),
