@@ -22,6 +22,9 @@ Models:
 - :class:`CoOccurrence`: item-to-item counts of pairs that follow each other within ``window``
   positions in the training sequences; a prefix scores ``sum_j w^j C[last_j, :]`` over its last
   ``n_last`` items (``w`` = recency decay), plus a popularity tie-break far below one count.
+- :class:`RepeatCoocBlend` ("blend"): recency-weighted repeat counts per behavior + co-occurrence +
+  popularity as log features with non-negative gains per target behavior, fitted on training-split
+  queries and selected on validation (`umask.train.baselines.repeat_prior`; FatsMB's prior alone).
 - :class:`SASRec` (Kang & McAuley 2018): causal Transformer over item (+ behavior) embeddings with
   learned positions; next-item loss at every position; the last hidden state, plus a learned
   embedding of the target behavior when ``target_aware`` (so it is behavior-specific like the
