@@ -51,7 +51,6 @@ from typing import Any
 import numpy as np
 
 from umask.runtime.core import gridscale
-from umask.runtime.core.errors import InputError
 from umask.train.baselines import classical
 
 __all__ = ["CALENDAR_DIM", "DAYS_PER_FRAME", "LEVEL_SLOTS_OF_DAY", "LEVEL_WEIGHT", "MILAN_FIRST_WEEKDAY", "GridPrior",
