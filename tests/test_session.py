@@ -279,3 +279,15 @@ def test_llm_profile_path_uses_the_bundle_llm_without_deadlock(monkeypatch, tmp_
     s2 = Session.open(b, verify=False)
     with pytest.raises(BundleError, match="changed since the manifest"):
         s2.profile(events, source="llm")
+
+
+def test_per_task_sampler_defaults() -> None:
+    """diffusion.defaults.by_task overrides the bundle defaults for that task only; explicit arguments win."""
+    from umask.runtime.core.limits import REQUEST_LIMITS
+    from umask.runtime.families.umask.checks import request_args
+
+    d = {"sampler": "ddim", "steps": 1, "n_samples": 2, "by_task": {"short_term": {"n_samples": 1}}}
+    assert request_args(REQUEST_LIMITS, d, 1000, None, None, None, 0, "short_term")[:3] == (1, 1, "ddim")
+    assert request_args(REQUEST_LIMITS, d, 1000, None, None, None, 0, "long_term")[:2] == (1, 2)
+    assert request_args(REQUEST_LIMITS, d, 1000, None, 3, None, 0, "short_term")[:2] == (1, 3)
+    assert request_args(REQUEST_LIMITS, d, 1000, None, None, None, 0)[:2] == (1, 2)

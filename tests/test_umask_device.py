@@ -83,7 +83,8 @@ def _now(ev, hour: int) -> int:
 def test_manifest_records_the_prior_and_gates_every_precision(prior_bundle) -> None:
     m = json.loads((prior_bundle[1] / "manifest.json").read_text())
     assert m["model"]["umask"]["prior"] == "blend"
-    assert m["diffusion"]["defaults"] == {"sampler": "ddim", "steps": 1, "n_samples": 2}     # first_x0
+    assert m["diffusion"]["defaults"] == {"sampler": "ddim", "steps": 1, "n_samples": 2,      # first_x0
+                                          "by_task": {"short_term": {"n_samples": 1}}}   # one draw short term
     assert m["parity_inputs"]["prior"]["point"] == "first_x0"
     for p in PRECISIONS:
         dit = m["artifacts"][p]["dit"]
@@ -169,8 +170,8 @@ def test_session_matches_torch_on_real_sample(prior_bundle, model, precision: st
             assert diff <= tol, (precision, user, task, steps, diff, tol)
             if precision == "fp32":
                 assert float(np.abs(ref - c.x)[tgt].max()) < 1e-4
-            if steps is None:
-                assert (c.steps, c.n_samples) == (1, 2)
+            if steps is None:       # the bundle's defaults: 1 step; 1 draw for short_term (by_task), else 2
+                assert (c.steps, c.n_samples) == (1, 1 if task == "short_term" else 2)
                 # the residual moves the output off the prior (the test model's residual is not zero)
                 assert float(np.abs(c.x - s.window_prior(hist, w))[tgt].mean()) > 1e-3
     out = s.predict_short(real_user(5))

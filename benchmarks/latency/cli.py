@@ -96,6 +96,7 @@ def config_from_args(ns: argparse.Namespace) -> HarnessConfig:
     defaults = {"sampler": "ddim", "steps": 10, "n_samples": 2}
     if ns.bundle is not None and (ns.bundle / "manifest.json").is_file():
         defaults.update(json.loads((ns.bundle / "manifest.json").read_text()).get("diffusion", {}).get("defaults", {}))
+    defaults.update((defaults.get("by_task") or {}).get(RequestSpec.task, {}))    # the request's task overrides
     req = RequestSpec(user_index=ns.user_index, hour=ns.hour, sampler=ns.sampler or defaults["sampler"],
                       steps=ns.steps or int(defaults["steps"]), n_samples=ns.samples or int(defaults["n_samples"]))
     ref = None

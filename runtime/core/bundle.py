@@ -338,7 +338,10 @@ FEATURIZATION = OBJ({
 
 DIFFUSION = OBJ({
     "alphas_cumprod": LIST(NUM(0, 1), 100_000, 1),
-    "defaults": OBJ({}, {"sampler": NAME, "steps": INT(1, 100_000), "n_samples": INT(1, 10_000)}),
+    "defaults": OBJ({}, {"sampler": NAME, "steps": INT(1, 100_000), "n_samples": INT(1, 10_000),
+                         # per-task overrides (runtime/families/umask/checks.request_args), e.g. short_term: 1 draw
+                         "by_task": MAP(OBJ({}, {"sampler": NAME, "steps": INT(1, 100_000),
+                                                 "n_samples": INT(1, 10_000)}), r"[a-z_]{1,32}", 16)}),
 }, {"num_train_steps": INT(1, 100_000), "schedule": NAME, "prediction": NAME, "clamp": STR()})
 
 def _golden(v: Any, k: str, ctx: _Ctx) -> None:

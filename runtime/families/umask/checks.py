@@ -153,9 +153,11 @@ def _check_int(name: str, v: Any, lo: int, hi: int | float) -> int:
 
 
 def request_args(limits: RequestLimits, defaults: dict[str, Any], num_train_steps: int, steps: Any, n_samples: Any,
-                 sampler: Any, seed: Any) -> tuple[int, int, str, int]:
-    """A completion request's (steps, n_samples, sampler, seed), the bundle's ``defaults`` for None, checked
-    against ``limits`` (InputError / LimitError naming the argument)."""
+                 sampler: Any, seed: Any, task: str | None = None) -> tuple[int, int, str, int]:
+    """A completion request's (steps, n_samples, sampler, seed), the bundle's ``defaults`` for None (with the
+    ``defaults.by_task[task]`` overrides of the request's task), checked against ``limits`` (InputError /
+    LimitError naming the argument)."""
+    defaults = {**defaults, **((defaults.get("by_task") or {}).get(task) or {})}
     steps = _check_int("steps", defaults.get("steps", 10) if steps is None else steps, 1,
                        min(limits.max_steps, num_train_steps))
     n_samples = _check_int("n_samples", defaults.get("n_samples", 1) if n_samples is None else n_samples, 1,
