@@ -34,6 +34,8 @@ fi
 if [ "$STAGE" = eval ] || [ "$STAGE" = all ]; then
   $PY -m umask.bench.accuracy.gtslum --protocol D --runs $A/full_s0,$A/full_s1,$A/full_s2 \
       --bundle $A/bundle --out benchmarks/results/v2_gtslum.json
+  # the U-MASK family's recommendation on the same windows (the shipped checkpoint), merged into the same file
+  $PY -m umask.bench.accuracy.gtslum --only umask --umask checkpoints/umask_small --out benchmarks/results/v2_gtslum.json
   mkdir -p benchmarks/results/learning_curves
   for s in 0 1 2; do cp $A/full_s$s/metrics.jsonl benchmarks/results/learning_curves/gtslum_full_s${s}_metrics.jsonl; done
 fi

@@ -5,6 +5,7 @@
         --runs artifacts/gtslum/full_s0,artifacts/gtslum/full_s1,artifacts/gtslum/full_s2 \\
         --ablations ts_none=artifacts/gtslum/abl_ts_none,... --bundle artifacts/gtslum/bundle \\
         --out benchmarks/results/v2_gtslum.json
+    python -m umask.bench.accuracy.gtslum --only umask --umask checkpoints/umask_small   # merge U-MASK's rows
 
 Task (docs/PROTOCOL.md D): rank the K = 20 app categories for the next hour; the truth is the set
 opened in that hour; Recall@5, Recall@10, NDCG@5 averaged over windows (`umask.train.models.gtslum.data`:
@@ -23,6 +24,12 @@ the user's overall frequency (not required by the protocol; stronger than the ti
 simulator), and SASRec (`umask.train.baselines.seqrec`, items = app categories of the user's interval-level
 behavior sequence, behavior type = the interval's time category, target-aware with the target
 hour's time category).
+
+The U-MASK family's recommendation (`--umask CKPT`; `umask.bench.accuracy.gtslum_umask`): the per-user
+U-MASK's short-term completion of the target hour, categories ranked by the predicted app channels
+(row model ``umask_small``, kind ``peer``: another family of this project, not the one under test).
+``--only umask`` scores only these rows and merges them into ``--out``: every other row and meta key
+stays as it was; the populations (users per seed, seeds) default to the file's meta.
 """
 
 from __future__ import annotations
@@ -223,6 +230,41 @@ def _rows(scored: dict[str, dict[int, dict[str, float]]], n_win: dict[str, int],
     return rows
 
 
+def umask_rows(ckpt: str | Path, seeds: Sequence[int], n_users: int, *, real: bool, command: str
+               ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The U-MASK rows (SYNTHETIC seeds [+ REAL]) and their meta entry (`gtslum_umask.score_populations`)."""
+    from umask.bench.accuracy import gtslum_umask as gu
+
+    t0 = time.perf_counter()
+    scored, n_win, info = gu.score_populations(ckpt, seeds, n_users, real=real)
+    kinds = {gu.MODEL: ("peer", None, "torch")}
+    trained = f"{ckpt}: trained on simulator seed 0's 50 users (days 1-5)"
+    dataset = f"sim {n_users} users, v2 D windows (B split, test day, hourly)"
+    rows = _rows({gu.MODEL: scored["synthetic"]}, {gu.MODEL: n_win["synthetic"]}, dataset=dataset, data="synthetic",
+                 kinds=kinds, command=command,
+                 notes={gu.MODEL: f"{gu.POINT_NOTE}; {trained}: seed-0 windows are its training users' unseen "
+                                  "test day, seeds 1-2 users it never saw"})
+    if real:
+        rows += _rows({gu.MODEL: scored["real"]}, {gu.MODEL: n_win["real"]},
+                      dataset="tsinghua sample 6 users 1 day, hours 08-22 (in-day history)", data="real", kinds=kinds,
+                      command=command, notes={gu.MODEL: f"{gu.POINT_NOTE}; {trained}; applied zero-shot"})
+    meta = {"command": command, "commit": _git_commit(), "date": dt.date.today().isoformat(),
+            "wall_seconds": round(time.perf_counter() - t0, 1), "users_per_seed": n_users, "seeds": list(seeds),
+            **info}
+    return rows, meta
+
+
+def merge_rows(path: Path, rows: list[dict[str, Any]], meta_key: str, meta: dict[str, Any]) -> dict[str, Any]:
+    """Replace ``path``'s rows of the new rows' models by ``rows`` (appended), set ``meta[meta_key]``; every
+    other row and meta key is kept as it was."""
+    doc = json.loads(path.read_text())
+    models = {r["model"] for r in rows}
+    doc["rows"] = [r for r in doc["rows"] if r["model"] not in models] + rows
+    doc["meta"][meta_key] = meta
+    atomic_json(path, doc)
+    return doc
+
+
 def _seed_of(run: str | Path) -> int:
     return int(json.loads((Path(run) / gt.CONFIG_FILE).read_text())["train"]["sim_seed"])
 
@@ -242,6 +284,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="write only the ablation rows (the runs still choose the populations; no baselines)")
     ap.add_argument("--latency", action="store_true",
                     help="latency rows only (first run vs --bundle, real sample) into --out")
+    ap.add_argument("--umask", default=None, help="a U-MASK checkpoint (checkpoints/umask_small): add the U-MASK "
+                                                  "family's recommendation rows")
+    ap.add_argument("--only", choices=("umask",), default=None,
+                    help="score only these rows and merge them into the existing --out (other rows kept)")
+    ap.add_argument("--seeds", default=None, help="--only: simulator seeds (default: the --out file's meta.seeds)")
     ap.add_argument("--out", default=str(DEFAULT_OUT), help="result file (v2 rows)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
@@ -249,6 +296,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ap.error(f"--protocol {args.protocol}: the gtslum scorer serves protocol D only")
     runs = [r for r in args.runs.split(",") if r]
     abl = dict(a.split("=", 1) for a in args.ablations.split(",") if a)
+    if args.only == "umask":
+        return _only_umask(args, argv)
     if not runs:
         ap.error("--runs: name at least one GTS-LUM run (one per simulator seed for the headline rows)")
     command = shlex.join(["python", "-m", "umask.bench.accuracy.gtslum", *argv])
@@ -328,6 +377,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                       sasrec=notes["sasrec"] + f"; trained on SYNTHETIC users (seed {first})")
         rows += _rows(rs, {k: len(x) for k in rs}, dataset="tsinghua sample 6 users 1 day, hours 08-22 (in-day history)",
                       data="real", kinds=kinds, command=command, notes=rnotes)
+    umask_meta = None
+    if args.umask:
+        urows, umask_meta = umask_rows(args.umask, sorted(by_seed), args.users, real=not args.no_real, command=command)
+        rows += urows
     doc = {"meta": {"command": command, "commit": _git_commit(), "date": dt.date.today().isoformat(),
                     "wall_seconds": round(time.perf_counter() - t0, 1), "users_per_seed": args.users,
                     "seeds": sorted(by_seed), "runs": {str(k): str(v) for k, v in by_seed.items()},
@@ -335,11 +388,40 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "notes": "windows without any app record in the target hour are skipped for every model",
                     "headroom_diagnostics_by_seed": diagnostics or None},
            "rows": rows}
+    if umask_meta:
+        doc["meta"]["umask"] = umask_meta
     atomic_json(Path(args.out), doc)
     log.info("wrote %s: %d rows", args.out, len(rows))
     for r in rows:
         if r["metric"] == "ndcg@5" or r["metric"] == "recall@5":
             print(f"{r['data']:9s} {r['model']:28s} {r['metric']:9s} {r['value']:.4f} ± {r['spread']}")
+    return 0
+
+
+def _only_umask(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """``--only umask``: the U-MASK rows on the populations of the existing ``--out``, merged into it."""
+    from umask.bench.accuracy.gtslum_umask import DEFAULT_CKPT
+
+    out = Path(args.out)
+    if not out.is_file():
+        raise SystemExit(f"--only umask merges into an existing result file; {out} does not exist")
+    doc = json.loads(out.read_text())
+    meta = doc["meta"]
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [int(s) for s in meta["seeds"]]
+    n_users = args.users if args.users is not None else int(meta["users_per_seed"])
+    ckpt = args.umask or DEFAULT_CKPT
+    command = shlex.join(["python", "-m", "umask.bench.accuracy.gtslum", *argv])
+    rows, umeta = umask_rows(ckpt, seeds, n_users, real=not args.no_real, command=command)
+    for r in rows:                   # the same windows as the file's baselines (same data set, seeds, window count)
+        ref = [b for b in doc["rows"] if b["model"] == "popularity" and b["dataset"] == r["dataset"]
+               and b["metric"] == r["metric"]]
+        if ref and (ref[0]["n_windows"], ref[0]["seeds"]) != (r["n_windows"], r["seeds"]):
+            raise SystemExit(f"{r['dataset']}: U-MASK scored {r['n_windows']} windows of seeds {r['seeds']}, the file's "
+                             f"baselines {ref[0]['n_windows']} of {ref[0]['seeds']}: not the same windows")
+    merge_rows(out, rows, "umask", umeta)
+    log.info("merged %d U-MASK rows into %s", len(rows), out)
+    for r in rows:
+        print(f"{r['data']:9s} {r['model']:14s} {r['metric']:9s} {r['value']:.4f} ± {r['spread']}")
     return 0
 
 
