@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue 15 on the shipped U-MASK model: every edge-speed figure of docs/edge_speed.md, in one sequential run on
 # ONE thread (run it on a quiet machine: each step waits for the 1-min load average to drop below MAX_LOAD).
-#   scripts/edge_speed.sh [export|sweep|int8|latency|peers|llm|auto|all]     (default: all but sweep)
+#   scripts/edge_speed.sh [export|sweep|int8|latency|peers|llm|auto|all]   (default all: every step but sweep; export
+#   only when the bundle is missing)
 # Writes benchmarks/results/{v2_request_sweep,int8_report,latency_cpu,peers_cpu,llm_profile_cpu,precision_auto_cpu}.*
 # The bundle is the shipped checkpoint's export with its device-scorer accuracy gate and the U-SCOPE GGUF
 # (python -m umask.export.uscope_pipeline --quick writes artifacts/uscope/gguf; needs UMASK_WITH_LLM=1 setup).
@@ -16,7 +17,7 @@ MAX_LOAD=${MAX_LOAD:-1.5}
 PY=.venv/bin/python
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 what=${1:-all}
-want() { [[ "$what" == "$1" || ( "$what" == all && "$1" != sweep ) ]]; }
+want() { [[ "$what" == "$1" || ( "$what" == all && "$1" != sweep && "$1" != export ) ]]; }
 quiet() {
     "$PY" -c "from umask.bench.latency.machine import wait_for_quiet; print('load', wait_for_quiet($MAX_LOAD, 1800))"
 }
@@ -50,6 +51,7 @@ fi
 if want llm; then
     quiet
     "$PY" -m umask.bench.latency.llm_profile --gguf-dir artifacts/uscope/gguf --quants f16,q8_0,q4_k_m --threads 1,2 \
+        --modes plain,prefix,template --reps 2 \
         --out benchmarks/results/llm_profile_cpu.json
 fi
 if want auto; then

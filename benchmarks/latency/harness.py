@@ -170,13 +170,21 @@ class Harness:
         task = np.full((B,), w.task_id, np.int64)
         feeds["maskgen"] = {"x": tile(w.x), "avail": tile(w.avail), "h_u": h_u, "task": task, "e_pos": tile(w.e_pos),
                             "gumbel": np.zeros((B, s.n_coords), np.float32)}
-        hard = tb.run("maskgen", feeds["maskgen"])[0]
+        mg = tb.run("maskgen", feeds["maskgen"])
+        hard = mg[0]
         x0 = feeds["maskgen"]["x"] * s.x_scale
         x_obs = (x0 * hard).astype(np.float32)
         a, sig = s.schedule.alpha_sigma(999)
         z = np.random.default_rng(0).standard_normal(x_obs.shape, dtype=np.float32)
         feeds["dit"] = {"x_t": (a * x0 + sig * z).astype(np.float32), "x_obs": x_obs, "mask": hard,
                         "t": np.full((B,), 999, np.int64), "h_u": h_u, "task": task}
+        if s.dit_extra:          # a prior model's DiT also takes its prior / calendar / E_pos / h_b (the Session's feeds)
+            from umask.runtime.families.umask.prior import dit_extra_feeds
+
+            prior = s.window_prior(self.hist, w)
+            h_b = np.asarray(mg[4])[0] if len(mg) > 4 else None
+            extra = dit_extra_feeds(s.dit_extra, w, prior, h_b, s.x_scale)
+            feeds["dit"].update({k: np.ascontiguousarray(np.repeat(v, B, axis=0)) for k, v in extra.items()})
         if s.sbert_file:
             feeds["sbert"] = {k: np.repeat(v, B, 0) for k, v in s.tokenize(self.text).items()}
         self.feeds = feeds

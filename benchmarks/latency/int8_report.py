@@ -80,12 +80,14 @@ def build_report(ckpt: Path, *, keep_float: tuple[int, ...] = (2, 4), rounds: in
     ckpt_dir = resolve_checkpoint(ckpt)
     model, _ = load_model(ckpt_dir, ema=True)
     model.eval()
-    channels = ChannelLayout.for_catalog(load_llmapp_catalog(ex.DEFAULT_DATA))
-    windows = ex.real_windows(model, ex.DEFAULT_DATA, max_windows=max_windows)
+    catalog = load_llmapp_catalog(ex.DEFAULT_DATA)
+    channels = ChannelLayout.for_catalog(catalog)
+    pairs = ex.real_windows_with_history(model, ex.DEFAULT_DATA, max_windows=max_windows)
     enc = SentenceEncoder() if model.cfg.use_profile else None
-    cal_w, ev_w = windows[0::2], windows[1::2]
-    b_cal = ex.torch_inputs(model, cal_w, enc)
-    b_ev = ex.torch_inputs(model, ev_w, enc)
+    cal_p, ev_p = pairs[0::2], pairs[1::2]
+    cal_w, ev_w = [w for w, _ in cal_p], [w for w, _ in ev_p]
+    b_cal = ex.torch_inputs(model, cal_w, enc, ex.window_priors(model, cal_p, catalog))   # a prior model's prior
+    b_ev = ex.torch_inputs(model, ev_w, enc, ex.window_priors(model, ev_p, catalog))
     b_ev["target"] = torch.from_numpy(np.stack([w.target for w in ev_w]))
     cal_feeds, ev_feeds = ex.dit_feeds(model, b_cal), ex.dit_feeds(model, b_ev, seed=1)
     td = Path(tempfile.mkdtemp(prefix="int8-report-", dir=work))
@@ -117,8 +119,9 @@ def build_report(ckpt: Path, *, keep_float: tuple[int, ...] = (2, 4), rounds: in
         variants[name]["parity"] = ex.dit_parity(model, variants[name]["file"], ev_feeds, b_ev, channels)
     convert_s = time.perf_counter() - t0
 
-    # latency at the request's batch: n_samples completions of one window per DiT call
-    n = int(ex.SAMPLER_DEFAULTS["n_samples"])
+    # latency at the short-term request's batch: its draws of one window per DiT call (the bundle defaults)
+    d = ex.sampler_defaults(model)
+    n = int(((d.get("by_task") or {}).get("short_term") or {}).get("n_samples", d["n_samples"]))
     feed = {k: np.ascontiguousarray(np.repeat(v[:1], n, axis=0)) for k, v in ev_feeds[2].items()}
     so = session_options(threads=1, allow_spinning=False)
     sessions = {k: inference_session(v["file"], so) for k, v in variants.items()}
@@ -142,8 +145,8 @@ def build_report(ckpt: Path, *, keep_float: tuple[int, ...] = (2, 4), rounds: in
         "meta": {"command": " ".join([os.path.basename(sys.executable), "-m", "umask.bench.latency.int8_report",
                                       *sys.argv[1:]]),
                  "commit": git_commit(), "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                 "checkpoint": str(ckpt_dir), "model_note": "INTERIM model: U-MASK small trained briefly by the "
-                 "issue-15 helper (not the winning model of the accuracy issue); speed figures are re-measured on it later",
+                 "checkpoint": str(ckpt_dir), "model_note": f"checkpoint {ckpt_dir}"
+                 + (f" (prior {model.cfg.prior})" if getattr(model.cfg, "prior", "none") != "none" else ""),
                  "data": f"REAL: {ex.DEFAULT_DATA.name} sample, {len(cal_w)} calibration windows (even) and {len(ev_w)} "
                          f"held-out parity windows (odd), DiT inputs at timesteps {list(ex.PARITY_TIMESTEPS)}",
                  "latency_feed": {k: list(v.shape) for k, v in feed.items()}, "rounds": rounds,

@@ -9,7 +9,11 @@ through the runtime's `LlamaProfiler` (llama.cpp), after one warm-up profile:
 
 * ``plain``: the whole chat prompt evaluated per profile, one token per model call (the old path);
 * ``prefix``: the chat frame + system prompt evaluated once and kept (`LlamaProfiler` ``reuse_prefix``);
-* ``fast``: ``prefix`` + prompt-lookup drafting (``draft_tokens``; greedy-exact).
+* ``fast``: ``prefix`` + prompt-lookup drafting (``draft_tokens``);
+* ``template``: ``fast`` + the rule-based template profile of the same statistics as a second draft source
+  (`LlamaProfiler.generate(..., draft=...)`).
+Drafted modes are greedy in exact arithmetic only; the gate column says whether their texts equal the
+quant's plain greedy texts (runtime/engines/llama.py, the note above DRAFT_TOKENS).
 
 Quality gate, per quant, against the f16 GGUF's plain greedy profile of each prompt (the reference):
 teacher-forced top-1 agreement over the reference answer tokens (end-of-turn included) >= `GATE_TOP1`, and
@@ -38,24 +42,33 @@ from umask.runtime.engines.llama import IM_END, MAX_PROFILE_TOKENS, LlamaProfile
 log = logging.getLogger(__name__)
 
 GATE_TOP1 = 0.98                     # at most ~1 answer token in 50 may differ from f16 under teacher forcing
-MODES = {"plain": (0, False), "prefix": (0, True), "fast": (4, True)}   # (draft_tokens, reuse_prefix)
+# (draft_tokens, reuse_prefix, template draft)
+MODES = {"plain": (0, False, False), "prefix": (0, True, False), "fast": (4, True, False),
+         "template": (4, True, True)}
 DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results" / "llm_profile_cpu.json"
 
 
-def real_prompts(n: int | None = None) -> list[str]:
-    """x_u of the first ``n`` users (all: None) of the REAL 6-user sample, each over its whole day."""
+def real_stats(n: int | None = None) -> list[Any]:
+    """U-SCOPE statistics (`ProfileStats`) of the first ``n`` users (all: None) of the REAL 6-user sample,
+    each over its whole day."""
     from umask.bench.latency.request import RealSample
     from umask.runtime.core.featurize import profile_statistics
     from umask.runtime.core.tessellation import fit_layout
-    from umask.runtime.families.umask.profile_text import build_prompt
 
     sample = RealSample.load()
     out = []
     for u in sorted(sample.events)[:n]:
         ev = sample.events[u]
         layout = fit_layout(ev, sample.catalog, sample.grid, sample.fcfg.H, sample.fcfg.W)
-        out.append(build_prompt(profile_statistics(ev, sample.catalog, layout, sample.fcfg)))
+        out.append(profile_statistics(ev, sample.catalog, layout, sample.fcfg))
     return out
+
+
+def real_prompts(n: int | None = None) -> list[str]:
+    """x_u of the first ``n`` users (all: None) of the REAL 6-user sample."""
+    from umask.runtime.families.umask.profile_text import build_prompt
+
+    return [build_prompt(st) for st in real_stats(n)]
 
 
 def top1_agreement(path: Path, prompts_ids: Sequence[list[int]], answers: Sequence[list[int]], end_id: int) -> float:
@@ -71,24 +84,26 @@ def top1_agreement(path: Path, prompts_ids: Sequence[list[int]], answers: Sequen
     return hit / max(n, 1)
 
 
-def time_mode(path: Path, prompts: Sequence[str], mode: str, threads: int, reps: int,
-              max_tokens: int) -> tuple[dict[str, Any], list[list[int]]]:
-    draft, reuse = MODES[mode]
+def time_mode(path: Path, prompts: Sequence[str], mode: str, threads: int, reps: int, max_tokens: int,
+              drafts: Sequence[str]) -> tuple[dict[str, Any], list[list[int]]]:
+    draft, reuse, use_text = MODES[mode]
     prof = LlamaProfiler(path, n_threads=threads, draft_tokens=draft, reuse_prefix=reuse)
     ids = [prof.tokenize(chat_prompt(p)) for p in prompts]
-    prof.generate_ids(ids[0], max_tokens)                                 # warm-up (and the cached prefix)
+    dids = [prof.tokenize(d) if use_text else None for d in drafts]
+    prof.generate_ids(ids[0], max_tokens, draft_ids=dids[0])             # warm-up (and the cached prefix)
     secs, outs, stats = [], [], []
     for _ in range(reps):
-        for p in ids:
+        for p, d in zip(ids, dids):
             t0 = time.perf_counter()
-            o, t = prof.generate_ids(p, max_tokens)
+            o, t = prof.generate_ids(p, max_tokens, draft_ids=d)
             secs.append(time.perf_counter() - t0)
             stats.append(t)
-    for p in ids:
-        outs.append(prof.generate_ids(p, max_tokens)[0])
+    for p, d in zip(ids, dids):
+        outs.append(prof.generate_ids(p, max_tokens, draft_ids=d)[0])
     s = np.asarray(secs)
     gen = sum(t["gen_tokens"] for t in stats)
-    row = {"mode": mode, "threads": threads, "draft_tokens": draft, "reuse_prefix": reuse, "n": len(secs),
+    row = {"mode": mode, "threads": threads, "draft_tokens": draft, "reuse_prefix": reuse,
+           "template_draft": use_text, "n": len(secs),
            "p50_s": round(float(np.median(s)), 4), "p99_s": round(float(np.percentile(s, 99)), 4),
            "mean_s": round(float(s.mean()), 4), "std_s": round(float(s.std()), 4),
            "prompt_tokens_mean": round(float(np.mean([t["prompt_tokens"] for t in stats])), 1),
@@ -103,7 +118,10 @@ def time_mode(path: Path, prompts: Sequence[str], mode: str, threads: int, reps:
 
 def run(gguf_dir: Path, quants: Sequence[str], threads: Sequence[int], reps: int, max_tokens: int,
         modes: Sequence[str]) -> dict[str, Any]:
-    prompts = real_prompts()
+    from umask.runtime.families.umask.profile_text import build_prompt, template_profile
+
+    stats = real_stats()
+    prompts, drafts = [build_prompt(st) for st in stats], [template_profile(st) for st in stats]
     files = {q: gguf_dir / f"uscope-{q}.gguf" for q in quants}
     missing = [str(f) for f in files.values() if not f.is_file()]
     if missing:
@@ -121,7 +139,7 @@ def run(gguf_dir: Path, quants: Sequence[str], threads: Sequence[int], reps: int
         plain_ids: list[list[int]] | None = None
         for thr in threads:
             for mode in modes:
-                row, outs = time_mode(f, prompts, mode, thr, reps, max_tokens)
+                row, outs = time_mode(f, prompts, mode, thr, reps, max_tokens, drafts)
                 if mode == "plain" and plain_ids is None:
                     plain_ids = outs
                 if plain_ids is not None:

@@ -20,7 +20,7 @@ flags, the parity against onnxruntime's output on the same feed and the ratio to
 path (onnxruntime fp32).
 
 Inputs: the bundle's golden inputs of the DiT (runtime/core/golden.py) tiled to the request's batch
-(``diffusion.defaults.n_samples``). A peer that cannot run is one line in ``skipped``.
+(``diffusion.defaults``: the short-term request's n_samples). A peer that cannot run is one line in ``skipped``.
 """
 
 from __future__ import annotations
@@ -109,7 +109,8 @@ def dit_feed(root: Path, manifest: dict[str, Any], precision: str) -> dict[str, 
         ins, _ = gd.unpack(read_verified(root, g["file"], manifest), g["file"])
     else:
         ins = gd.derive_inputs(manifest["artifacts"][precision]["dit"]["inputs"], rel)
-    n = int(manifest["diffusion"]["defaults"].get("n_samples", 1))
+    d = manifest["diffusion"]["defaults"]          # the short-term request's draws (its by_task override)
+    n = int(((d.get("by_task") or {}).get("short_term") or {}).get("n_samples", d.get("n_samples", 1)))
     return {k: np.ascontiguousarray(np.repeat(v[:1], n, axis=0)) for k, v in ins.items()}
 
 

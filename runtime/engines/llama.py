@@ -35,16 +35,22 @@ SYSTEM_PROMPT = ("You write a mobile user's behaviour profile from usage statist
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
 MAX_PROFILE_TOKENS = 192          # fixed generation budget; the template profiles need ~100-150 tokens
 DEFAULT_N_CTX = 1024              # prompt (~200 tokens with the chat frame) + profile fits easily
-# Prompt-lookup drafting (greedy-exact speculative decoding with no draft model): a profile restates many
-# token runs of its prompt ("busiest at 18h", "Social Networking (88%)"), so the next tokens are guessed by
-# finding the last DRAFT_NGRAM generated tokens earlier in prompt + output and proposing what followed them
-# there. The model checks a guess of up to DRAFT_TOKENS tokens in ONE batched evaluation and keeps the
-# longest prefix its own argmax agrees with, plus its own next token: the text equals plain greedy decoding
-# (up to float rounding of batched vs single-token evaluation, measured by benchmarks/latency/llm_profile.py).
-# On one CPU thread a 5-token batch costs about as much as one token, so every accepted guess is a token
-# saved. 0 turns drafting off.
+# Drafted decoding (speculative decoding without a draft model; OFF by default, ``draft_tokens``): the next
+# tokens are guessed, from the prompt (a profile restates runs of its prompt: "busiest at 18h") or from a
+# draft text the answer should resemble (below), and checked in ONE batched evaluation; the longest prefix the
+# model's own arg-max agrees with is kept, plus its next token. In exact arithmetic that is plain greedy
+# decoding. In llama.cpp it is not exactly: a batched evaluation rounds differently from one-token steps, and
+# on 3 of the 6 REAL-sample prompts the Q8_0 text leaves the plain greedy text after a near-tie
+# (benchmarks/results/llm_profile_cpu.json, gate column). On one CPU thread a checked batch of 5-9 tokens
+# costs 2-3 single-token steps (every position needs its 49k-wide logits), so the gain is 10-25 %: off by
+# default, for reproducible profiles.
 DRAFT_TOKENS = 4
 DRAFT_NGRAM = 3
+# A second draft source: a text the answer is expected to resemble (for U-SCOPE, the rule-based template
+# profile of the same statistics, which the LLM was fine-tuned to improve on: most of its lines come back
+# nearly verbatim). Its guesses are longer (DRAFT_TEXT_TOKENS) and tried before the prompt lookup; the draft
+# only decides how many tokens one model call may confirm (about 60 % of the answer tokens come from it).
+DRAFT_TEXT_TOKENS = 8
 
 
 class LLMUnavailableError(RuntimeError):
@@ -90,7 +96,7 @@ class LlamaProfiler:
 
     def __init__(self, model_path: str | Path, lora_path: str | Path | None = None, n_threads: int = 1, *,
                  n_ctx: int = DEFAULT_N_CTX, logits_all: bool = False, seed: int = 0,
-                 verbose: bool = False, draft_tokens: int = DRAFT_TOKENS, reuse_prefix: bool = True) -> None:
+                 verbose: bool = False, draft_tokens: int = 0, reuse_prefix: bool = True) -> None:
         model_path = Path(model_path)
         if not model_path.is_file():
             raise InputError(f"no GGUF model at {model_path}")
@@ -131,7 +137,8 @@ class LlamaProfiler:
         return ids[0] if len(ids) == 1 else None
 
     # -- generation --
-    def generate_ids(self, prompt_ids: list[int], max_tokens: int = MAX_PROFILE_TOKENS) -> tuple[list[int], dict[str, float]]:
+    def generate_ids(self, prompt_ids: list[int], max_tokens: int = MAX_PROFILE_TOKENS, *,
+                     draft_ids: list[int] | None = None) -> tuple[list[int], dict[str, float]]:
         """Greedy continuation of ``prompt_ids`` (stops at the end-of-turn token, not included).
 
         The chat frame up to the user's statistics (system prompt included) is the same for every profile:
@@ -162,7 +169,7 @@ class LlamaProfiler:
         tok = int(np.argmax(self._last_logits()))
         while tok not in stops and len(out) < int(max_tokens):
             out.append(tok)
-            draft = (self._draft(list(prompt_ids) + out)[: int(max_tokens) - len(out)]
+            draft = (self._draft(list(prompt_ids) + out, out, draft_ids)[: int(max_tokens) - len(out)]
                      if self.draft_tokens else [])
             if not draft:
                 llm.eval([tok])
@@ -184,9 +191,22 @@ class LlamaProfiler:
                      "gen_tokens": float(len(out)), "gen_s": t2 - t1, "model_calls": float(calls),
                      "draft_accepted": float(accepted)}
 
-    def _draft(self, seq: list[int]) -> list[int]:
-        """Prompt lookup: the tokens that followed the latest earlier occurrence of the last `DRAFT_NGRAM`
-        tokens of ``seq`` (at most ``draft_tokens``; [] when the n-gram occurs nowhere before)."""
+    def _draft(self, seq: list[int], out: list[int], draft_ids: list[int] | None = None) -> list[int]:
+        """The guess for the tokens after ``seq`` (= prompt + ``out``): from ``draft_ids`` (an expected answer)
+        where the last tokens of ``out`` occur in it (at the start of the answer: its first tokens), up to
+        `DRAFT_TEXT_TOKENS`; else prompt lookup: what followed the latest earlier occurrence of the last
+        `DRAFT_NGRAM` tokens of ``seq``, up to ``draft_tokens``; [] when neither matches."""
+        if draft_ids:
+            if len(out) == 1:                                  # only the first token decided: follow the answer
+                if draft_ids[0] == out[0]:
+                    return list(draft_ids[1:1 + DRAFT_TEXT_TOKENS])
+            for n in (DRAFT_NGRAM, 2):
+                if len(out) >= n:
+                    key = out[-n:]
+                    hits = [i for i in range(len(draft_ids) - n) if draft_ids[i:i + n] == key]
+                    if hits:          # the occurrence nearest to where the answer is (answers track the draft)
+                        i = min(hits, key=lambda j: abs(j + n - len(out)))
+                        return list(draft_ids[i + n:i + n + DRAFT_TEXT_TOKENS])
         n = DRAFT_NGRAM
         if len(seq) <= n:
             return []
@@ -226,12 +246,14 @@ class LlamaProfiler:
         self.llm.eval(list(ids))
         return np.asarray(self.llm.scores[: len(ids)]).copy()
 
-    def generate(self, prompt: str, max_tokens: int = MAX_PROFILE_TOKENS) -> str:
+    def generate(self, prompt: str, max_tokens: int = MAX_PROFILE_TOKENS, *, draft: str | None = None) -> str:
         """The profile text y_u for the prompt x_u (raw `build_prompt` text; the chat frame is added here).
-        Greedy, so equal prompts give equal texts (memoized per instance)."""
+        Greedy, so equal prompts give equal texts (memoized per instance). ``draft``: a text the answer is
+        expected to resemble (the template profile), used only to guess tokens (`DRAFT_TEXT_TOKENS`)."""
         key = (prompt, int(max_tokens))
         if key not in self._memo:
-            ids, _ = self.generate_ids(self.tokenize(chat_prompt(prompt)), max_tokens)
+            dids = self.tokenize(draft.strip()) if (draft and draft.strip()) else None
+            ids, _ = self.generate_ids(self.tokenize(chat_prompt(prompt)), max_tokens, draft_ids=dids)
             self._memo[key] = self.detokenize(ids).strip()
         return self._memo[key]
 
