@@ -86,7 +86,7 @@ def test_shipped_umask_ranks_real_windows_from_its_completion(real):
     slot = pop.cfg.slot_seconds
     for i, w in enumerate(wins):                     # the ranking follows the completion's app engagement
         j = int(np.flatnonzero(starts == (w.target_ts - pop.start_ts) // slot)[0])
-        eng = out[j, 1:K + 1].sum(axis=(1, 2, 3))
+        eng = out[j, 1:K + 1].astype(np.float64).sum(axis=(1, 2, 3))
         assert eng.max() > 0
         top = np.argsort(-scores[i])[:3]
         assert np.all(eng[top][:-1] >= eng[top][1:])

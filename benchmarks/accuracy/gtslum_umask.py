@@ -25,6 +25,9 @@ Per D window (user u, target hour starting at t; `umask.train.models.gtslum.data
   `gtslum.data`). `category_mapping` matches them BY NAME and refuses any mismatch (different K,
   a name on one side only, duplicates) or a checkpoint whose channel count is not K + 2. Today the two
   lists are identical, so the map is the identity; it is checked on every run, not assumed.
+* **Diagnostic** (meta, not a row): ``diagnostic_context_frequency`` ranks by the same 2-day evidence the
+  model reads (the app channels of the 192 context slots summed per category), to tell what the
+  completion adds to its own window.
 * **Users.** The B harness leaves out a user without any event in the training days (no layout); such a
   user's D windows would fall back to popularity and are counted in the row notes (0 on the protocol's
   populations, checked at run time).
@@ -113,6 +116,7 @@ def umask_scores(pred: Any, pop: Any, users: gd.Users, wins: Sequence[gd.Window]
     ``pop``: the protocol-B population of the same users (``user.simulated_population`` / ``real_population``)."""
     from umask.bench.accuracy import user as ue
     from umask.train.data import user_windows as uw
+    from umask.train.models.gtslum import trainer as gt
 
     K = users.n_categories
     cmap = category_mapping(channel_names(pop.catalog), users.category_names, int(pred.C))
@@ -127,6 +131,7 @@ def umask_scores(pred: Any, pop: Any, users: gd.Users, wins: Sequence[gd.Window]
             raise InputError(f"D window user {w.user} target {w.target_ts} is not on the B slot grid")
         want[w.user][rel // slot] = i
     eng = np.full((len(wins), K), np.nan)
+    ctx = np.zeros((len(wins), K))          # diagnostic: the same 2-day evidence, summed per category
     missing = [u for u in want if u not in pop.features]
     pred.attach_population(pop)
     for u in sorted(set(want) - set(missing)):
@@ -138,10 +143,11 @@ def umask_scores(pred: Any, pop: Any, users: gd.Users, wins: Sequence[gd.Window]
         for batch in ue.iter_batches(pop, task, split, batch_size=32, users=[u], windows={task: idx}):
             out = pred(batch.model_view())                          # (n, C, 4, H, W)
             e = app_engagement(out, batch.channels.apps)[:, cmap]    # (n, K) in D's category order
+            c = app_engagement(batch.x_context, batch.channels.apps)[:, cmap]
             for j, s in enumerate(batch.starts):
                 row = starts.get(int(s))
                 if row is not None:
-                    eng[row] = e[j]
+                    eng[row], ctx[row] = e[j], c[j]
     unmatched = [i for i in range(len(wins)) if np.isnan(eng[i, 0]) and wins[i].user not in missing]
     if unmatched:
         w = wins[unmatched[0]]
@@ -149,7 +155,10 @@ def umask_scores(pred: Any, pop: Any, users: gd.Users, wins: Sequence[gd.Window]
     fallback = np.isnan(eng[:, 0])
     eng[fallback] = pop_share                                    # users the B harness left out: popularity
     top = np.sort(eng, axis=1)[:, ::-1]
-    diag = {"windows": len(wins), "fallback_windows_no_layout": int(fallback.sum()),
+    truth = np.stack([w.truth for w in wins])
+    diag = {"metrics": gt.rank_metrics(rank_scores(eng, pop_share), truth),
+            "diagnostic_context_frequency": gt.rank_metrics(rank_scores(ctx, pop_share), truth),
+            "windows": len(wins), "fallback_windows_no_layout": int(fallback.sum()),
             "tied_at_rank_5_or_10": int(((top[:, 4] == top[:, 5]) | (top[:, 9] == top[:, 10])).sum()),
             "category_map_identity": bool((cmap == np.arange(K)).all())}
     return rank_scores(eng, pop_share), diag
