@@ -11,7 +11,7 @@ not assume; `choose_precision`:
    for the life of the process) for the key (bundle networks' sha256, CPU model and int8 flags, onnxruntime version, providers, threads);
 2. otherwise times, on the golden inputs the bundle stores (runtime/core/golden.py), one run of every
    network each candidate precision has of its own (``artifacts[precision]`` entries that are not
-   ``shared``), in interleaved rounds (so a load change hits all precisions alike), median of the rounds;
+   ``shared``; fp32 only on the networks the others replace), in interleaved rounds (so a load change hits all precisions alike), median of the rounds;
 3. candidates: the precisions the bundle has with golden I/O, minus those its ``accuracy_gate`` failed
    (the device scorer's measured headline accuracy vs torch, written at export: export/precision.py
    `accuracy_gate_section`); a bundle without a gate is decided on speed alone, and the reason says so;
@@ -118,9 +118,14 @@ def measure(root: Path, manifest: dict[str, Any], precisions: Sequence[str], *, 
     from umask.runtime.engines.ort import inference_session, session_options
 
     runs: dict[str, list[tuple[Any, dict[str, Any]]]] = {}
+    # compare like with like: the fp32 side times only the networks the other candidates have their own
+    # file for (e.g. the DiT and profile MLP, not the shared fp32 mask generator / SBERT every precision runs)
+    others = {Path(r).stem for q in precisions if q != REFERENCE for r in precision_files(manifest, q)}
     for p in precisions:
         runs[p] = []
         for rel in precision_files(manifest, p):
+            if p == REFERENCE and others and Path(rel).stem not in others:
+                continue
             entry = manifest["golden"][rel]
             ins, _ = gd.unpack(read_verified(root, entry["file"], manifest), f"{root}/{entry['file']}")
             sess = inference_session(read_verified(root, rel, manifest), session_options(threads=threads), providers)
