@@ -225,8 +225,9 @@ TABLES: dict[str, Table | AutoTable] = {t.name: t for t in (
           show_source=True),
     AutoTable("milan_v2",
               "REAL Milan grid, PROTOCOL A test windows (A1: 289 windows x 25 cells x 144 slots; A2: 145 windows, "
-              "70-80 % hidden); normalized MAE / RMSE (per-cell training z-score). U-MASK grid: 3 training seeds "
-              "(spread in the scoreboard); U-STS-LLM and the learned grid baselines: 1 seed",
+              "70-80 % hidden); normalized MAE / RMSE (per-cell training z-score). U-MASK grid and U-STS-LLM (with its "
+              "guidance-only and prior-only rows): 3 training seeds (spread in the scoreboard); U-STS-LLM ablations "
+              "(100 steps), its int8 bundle and the learned grid baselines: 1 seed",
               columns=(Col("A1 nMAE / nRMSE", "A1", MILAN, ("nmae", "nrmse")),
                        Col("A2 nMAE / nRMSE", "A2", MILAN, ("nmae", "nrmse"))),
               sources=("v2_grid_umask.json", "v2_ustsllm.json", "milan_baselines.json", "milan_arima.json",
@@ -296,9 +297,10 @@ TABLES: dict[str, Table | AutoTable] = {t.name: t for t in (
               sources=("v2_umask_latency.json",), first_header="model (artifact)"),
     AutoTable("fatsmb_c",
               "PROTOCOL C, REAL Taobao UserBehavior sample (814 users, leave-one-out test, full ranking over all 55,233 "
-              "items, target behavior given); item-level Recall / NDCG at 10 and 20, category-level at 10. FatsMB torch, "
-              "its autoencoder alone, SASRec and BERT4Rec: mean over 3 training seeds (std in the scoreboard); the "
-              "other rows seed 0 (the ONNX rows are the seed-0 model, whose torch Recall@10 they equal)",
+              "items, target behavior given); item-level Recall / NDCG at 10 and 20, category-level at 10. `fatsmb` = "
+              "FatsMB + the repeat / co-occurrence prior, `fatsmb_noprior` = the paper's model alone, `blend` = the "
+              "prior without a network; FatsMB, its ablations with and without the prior, SASRec and BERT4Rec: mean "
+              "over 3 training seeds (std in the scoreboard); the other rows seed 0 (the ONNX rows: the seed-0 model)",
               columns=(Col("item R@10 / N@10", "C", TAOBAO, ("item_recall@10", "item_ndcg@10")),
                        Col("item R@20 / N@20", "C", TAOBAO, ("item_recall@20", "item_ndcg@20")),
                        Col("category R@10 / N@10", "C", TAOBAO, ("cat_recall@10", "cat_ndcg@10"))),
