@@ -103,18 +103,9 @@ def serve(ns: argparse.Namespace) -> int:
     print(json.dumps({"ready": True, "engine": "executorch", "version": version.__version__,
                       "compile_s": round(compile_s, 3), "outputs": {k: list(v.shape) for k, v in res.items()}}),
           flush=True)
-    for line in sys.stdin:
-        cmd = line.split()
-        if not cmd or cmd[0] == "quit":
-            break
-        if cmd[0] == "run":
-            ms = []
-            for _ in range(int(cmd[1])):
-                a = time.perf_counter()
-                method.execute(list(args))
-                ms.append((time.perf_counter() - a) * 1e3)
-            print(json.dumps({"ms": ms}), flush=True)
-    return 0
+    from worker_loop import serve     # next to this file (imports nothing of the project)
+
+    return serve(lambda: method.execute(list(args)))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 
 
@@ -45,19 +44,9 @@ def main() -> int:
     np.savez(ns.out, **outs)
     print(json.dumps({"ready": True, "engine": "openvino", "version": ov.__version__, "compile_s": round(compile_s, 3),
                       "outputs": {k: list(v.shape) for k, v in outs.items()}}), flush=True)
-    for line in sys.stdin:
-        cmd = line.split()
-        if not cmd or cmd[0] == "quit":
-            break
-        if cmd[0] == "run":
-            ms = []
-            for _ in range(int(cmd[1])):
-                a = time.perf_counter()
-                req.infer(feed)
-                ms.append((time.perf_counter() - a) * 1e3)
-            print(json.dumps({"ms": ms}), flush=True)
-    return 0
+    from worker_loop import serve     # next to this file (imports nothing of the project)
 
+    return serve(lambda: req.infer(feed))
 
 if __name__ == "__main__":
     raise SystemExit(main())
