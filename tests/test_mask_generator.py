@@ -294,8 +294,12 @@ def test_time_mixing_equals_the_fixed_kernels(T: int, period: int) -> None:
     (period, T) one-hot MatMuls they replace, for T a whole number of periods and not."""
     import numpy as np
 
-    from umask.train.models.umask.mask_generator import (_band, _box_sum, _phase_onehot, _phase_spread, _phase_sum,
-                                                         _tmix)
+    from umask.train.models.umask.mask_generator import _box_sum, _phase_onehot, _phase_spread, _phase_sum, _tmix
+
+    def _band(T: int, radius: int) -> np.ndarray:       # the (T, T) 0/1 band |t - s| <= radius the box sums replace
+        t = np.arange(T)
+        return (np.abs(t[:, None] - t[None, :]) <= radius).astype(np.float32)
+
     g = torch.Generator().manual_seed(0)
     v = torch.randn(2, T, 3, 5, generator=g) * (torch.rand(2, T, 3, 1, generator=g) > 0.4)
     for r in (0, 2, 48):

@@ -29,11 +29,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from umask.bench.accuracy import user as ue
 from umask.bench.accuracy import user_umask as uu
-from umask.bench.accuracy.user_device import SessionPredictor, headline, window_seed
+from umask.bench.accuracy.user_device import SessionPredictor, headline
 from umask.bench.accuracy.user_v2 import _atomic_json, _git_commit, aggregate
 from umask.runtime.core.errors import InputError
 from umask.runtime.families.umask.session import Session
@@ -61,22 +60,11 @@ def config_name(model: str, cfg: tuple[str, int, int]) -> str:
 
 
 class ConfigPredictor(SessionPredictor):
-    """`SessionPredictor` with an explicit sampler, steps and draws instead of the bundle's defaults."""
+    """`SessionPredictor` at one (sampler, steps, draws) configuration, named as such in ``info``."""
 
     def __init__(self, session: Session, cfg: tuple[str, int, int], seed: int = 0) -> None:
-        super().__init__(session, seed)
+        super().__init__(session, seed, sampler=cfg[0], steps=cfg[1], n_samples=cfg[2])
         self.cfg = cfg
-
-    def __call__(self, batch: ue.TaskBatch) -> np.ndarray:
-        sampler, steps, draws = self.cfg
-        out = []
-        for i in range(batch.n):
-            w, prior = self.window(batch, i)
-            seed = window_seed(self.seed, w.task_id, int(batch.users[i]), int(batch.window_index[i]),
-                               self.session.limits.max_seed)
-            c = self.session.complete_window(w, prior=prior, seed=seed, sampler=sampler, steps=steps, n_samples=draws)
-            out.append(c.x[:, batch.target_slice])
-        return ue.clip_domain(np.stack(out), batch)
 
     def info(self) -> dict[str, Any]:
         sampler, steps, draws = self.cfg

@@ -118,8 +118,13 @@ class SameNoiseTorch:
 class SessionPredictor:
     """A harness ``Predictor`` over a runtime `Session` (see the module docstring)."""
 
-    def __init__(self, session: Session, seed: int = 0) -> None:
+    def __init__(self, session: Session, seed: int = 0, *, sampler: str | None = None, steps: int | None = None,
+                 n_samples: int | None = None) -> None:
+        """``sampler`` / ``steps`` / ``n_samples``: a request configuration instead of the bundle's defaults
+        (None: the defaults, per task)."""
         self.session, self.seed = session, int(seed)
+        self.request = {k: v for k, v in (("sampler", sampler), ("steps", steps), ("n_samples", n_samples))
+                        if v is not None}
         self.population: ue.UserPopulation | None = None
 
     def attach_population(self, pop: ue.UserPopulation) -> None:
@@ -166,7 +171,7 @@ class SessionPredictor:
             w, prior = self.window(batch, i)
             seed = window_seed(self.seed, w.task_id, int(batch.users[i]), int(batch.window_index[i]),
                                self.session.limits.max_seed)
-            c = self.session.complete_window(w, prior=prior, seed=seed)
+            c = self.session.complete_window(w, prior=prior, seed=seed, **self.request)
             out.append(c.x[:, batch.target_slice])
         return ue.clip_domain(np.stack(out), batch)
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import logging
 import shlex
 import sys
@@ -26,6 +25,7 @@ from umask.bench.latency.harness import DEFAULT_OUT, HarnessConfig, run
 from umask.bench.latency.request import PRECISIONS, RequestSpec
 from umask.bench.latency.rows import COMPONENTS, markdown_summary, write_results
 from umask.bench.latency.timing import FULL_TIMING, QUICK_TIMING
+from umask.runtime.families.umask.checks import task_defaults
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def config_from_args(ns: argparse.Namespace) -> HarnessConfig:
     defaults = {"sampler": "ddim", "steps": 10, "n_samples": 2}
     if ns.bundle is not None and (ns.bundle / "manifest.json").is_file():
         defaults.update(json.loads((ns.bundle / "manifest.json").read_text()).get("diffusion", {}).get("defaults", {}))
-    defaults.update((defaults.get("by_task") or {}).get(RequestSpec.task, {}))    # the request's task overrides
+    defaults = task_defaults(defaults, RequestSpec.task)      # the benchmarked request's task overrides
     req = RequestSpec(user_index=ns.user_index, hour=ns.hour, sampler=ns.sampler or defaults["sampler"],
                       steps=ns.steps or int(defaults["steps"]), n_samples=ns.samples or int(defaults["n_samples"]))
     ref = None
@@ -130,14 +130,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     paths = write_results(cfg.out, rows, meta, skipped)
     if ns.v2_out is not None:
         from umask.bench.latency.rows import v2_request_rows
+        from umask.train.common.checkpoints import atomic_json
 
         v2 = {"meta": {"command": command, "commit": meta.get("git_commit"), "date": str(meta.get("date", ""))[:10],
                        "source": str(cfg.out), "notes": "request rows of the latency harness run (see its .md)"},
               "rows": v2_request_rows(rows, meta, ns.model_name)}
         ns.v2_out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = ns.v2_out.with_name(ns.v2_out.name + ".tmp")
-        tmp.write_text(json.dumps(v2, indent=1) + "\n")
-        os.replace(tmp, ns.v2_out)
+        atomic_json(ns.v2_out, v2)
         paths.append(ns.v2_out)
     print(markdown_summary(rows, meta, skipped), end="")
     for s in skipped:

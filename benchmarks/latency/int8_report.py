@@ -120,8 +120,9 @@ def build_report(ckpt: Path, *, keep_float: tuple[int, ...] = (2, 4), rounds: in
     convert_s = time.perf_counter() - t0
 
     # latency at the short-term request's batch: its draws of one window per DiT call (the bundle defaults)
-    d = ex.sampler_defaults(model)
-    n = int(((d.get("by_task") or {}).get("short_term") or {}).get("n_samples", d["n_samples"]))
+    from umask.runtime.families.umask.checks import task_defaults
+
+    n = int(task_defaults(ex.sampler_defaults(model), "short_term")["n_samples"])
     feed = {k: np.ascontiguousarray(np.repeat(v[:1], n, axis=0)) for k, v in ev_feeds[2].items()}
     so = session_options(threads=1, allow_spinning=False)
     sessions = {k: inference_session(v["file"], so) for k, v in variants.items()}

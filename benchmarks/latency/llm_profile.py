@@ -71,9 +71,10 @@ def real_prompts(n: int | None = None) -> list[str]:
     return [build_prompt(st) for st in real_stats(n)]
 
 
-def top1_agreement(path: Path, prompts_ids: Sequence[list[int]], answers: Sequence[list[int]], end_id: int) -> float:
-    """Share of reference answer positions (+ the end-of-turn) where the GGUF's arg-max is the reference token."""
-    prof = LlamaProfiler(path, logits_all=True)
+def top1_agreement(prof: LlamaProfiler, prompts_ids: Sequence[list[int]], answers: Sequence[list[int]],
+                   end_id: int) -> float:
+    """Share of reference answer positions (+ the end-of-turn) where the arg-max of ``prof`` (a teacher-forcing
+    profiler, ``logits_all=True``) is the reference token."""
     hit = n = 0
     for p, a in zip(prompts_ids, answers):
         ref = list(a) + [end_id]
@@ -132,9 +133,10 @@ def run(gguf_dir: Path, quants: Sequence[str], threads: Sequence[int], reps: int
     ref_out = [ref.generate_ids(p, max_tokens)[0] for p in p_ids]
     end_id = ref.tokenize(IM_END)[0]
     del ref
+    f16_tf = LlamaProfiler(ref_path, logits_all=True)       # teacher forcing with f16, loaded once for every row
     rows, gate = [], {}
     for q, f in files.items():
-        agree = 1.0 if f == ref_path else top1_agreement(f, p_ids, ref_out, end_id)
+        agree = 1.0 if f == ref_path else top1_agreement(LlamaProfiler(f, logits_all=True), p_ids, ref_out, end_id)
         gate[q] = {"top1_vs_f16": round(agree, 4), "bar": GATE_TOP1, "pass": bool(agree >= GATE_TOP1)}
         plain_ids: list[list[int]] | None = None
         for thr in threads:
@@ -144,7 +146,7 @@ def run(gguf_dir: Path, quants: Sequence[str], threads: Sequence[int], reps: int
                     plain_ids = outs
                 # the text this mode produced, checked by the f16 model (teacher forcing): a drafted mode may
                 # leave the plain greedy path after a near-tie (batched rounding), so its own text is gated
-                f16_on_out = top1_agreement(ref_path, p_ids, outs, end_id)
+                f16_on_out = top1_agreement(f16_tf, p_ids, outs, end_id)
                 row["gate"] = {"equal_plain_text": None if plain_ids is None else outs == plain_ids,
                                "f16_top1_on_output": round(f16_on_out, 4),
                                "pass": bool(agree >= GATE_TOP1 and f16_on_out >= GATE_TOP1)}

@@ -109,8 +109,9 @@ def dit_feed(root: Path, manifest: dict[str, Any], precision: str) -> dict[str, 
         ins, _ = gd.unpack(read_verified(root, g["file"], manifest), g["file"])
     else:
         ins = gd.derive_inputs(manifest["artifacts"][precision]["dit"]["inputs"], rel)
-    d = manifest["diffusion"]["defaults"]          # the short-term request's draws (its by_task override)
-    n = int(((d.get("by_task") or {}).get("short_term") or {}).get("n_samples", d.get("n_samples", 1)))
+    from umask.runtime.families.umask.checks import task_defaults
+
+    n = int(task_defaults(manifest["diffusion"]["defaults"], "short_term").get("n_samples", 1))   # the request's draws
     return {k: np.ascontiguousarray(np.repeat(v[:1], n, axis=0)) for k, v in ins.items()}
 
 

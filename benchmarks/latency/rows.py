@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from umask.bench.latency.machine import REPO_ROOT
+from umask.bench.latency.request import BUNDLE_PRECISION
 from umask.bench.latency.timing import PeakRSS, Timing, TimingConfig, measure
 from umask.runtime.engines.ort import cpu_int8_caps
 
@@ -266,7 +267,6 @@ def v2_request_rows(rows: Sequence[Mapping[str, Any]], meta: Mapping[str, Any], 
     """Scoreboard (PROTOCOL v2 result-file) rows of the full-request rows: request p50 / p99 ms per engine x
     precision x sampler configuration, REAL sample request (B1, short term), for the README tables."""
     out = []
-    art = {"fp32": "onnx-fp32", "fp16": "onnx-fp16", "int8_qdq": "onnx-int8-qdq", "int8_dynamic": "onnx-int8-dynamic"}
     for r in rows:
         if r["component"] != "request_profile_cached" or r["device"] != "cpu":
             continue
@@ -278,7 +278,7 @@ def v2_request_rows(rows: Sequence[Mapping[str, Any]], meta: Mapping[str, Any], 
         for metric, key in (("request_p50_ms", "p50"), ("request_p99_ms", "p99")):
             out.append({"protocol": "B1", "dataset": f"tsinghua sample request latency, {r['threads']} thread(s)",
                         "data": "real", "model": name, "kind": "ours", "family": "umask",
-                        "artifact": "torch" if torch_ else art.get(r["precision"], r["precision"]),
+                        "artifact": "torch" if torch_ else "onnx-" + BUNDLE_PRECISION.get(r["precision"], r["precision"]),
                         "metric": metric, "value": round(float(r["latency_ms"][key]), 3), "better": "lower",
                         "n_windows": int(r["samples"]), "seeds": [int(q.get("seed", 0))], "spread": None,
                         "command": meta.get("command", ""),
@@ -302,7 +302,7 @@ def request_ratios(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     same sampler configuration; and, when the run has a torch row at another configuration (the harness's
     ``reference_request``), / that row too."""
     def conf(r: Mapping[str, Any]) -> tuple[Any, ...]:
-        q = (r.get("extra") or {}).get("request") or r.get("request") or {}
+        q = r.get("request") or {}
         return (q.get("sampler"), q.get("steps"), q.get("n_samples"))
 
     torch_rows = [r for r in rows if r["component"] == "request_profile_cached" and r["engine"] == "torch"

@@ -152,12 +152,18 @@ def _check_int(name: str, v: Any, lo: int, hi: int | float) -> int:
     return v
 
 
+def task_defaults(defaults: dict[str, Any], task: str | None) -> dict[str, Any]:
+    """The sampler defaults of ``task``: the manifest's ``diffusion.defaults`` with its ``by_task[task]``
+    overrides applied (e.g. the short-term request's single draw)."""
+    return {**defaults, **((defaults.get("by_task") or {}).get(task) or {})}
+
+
 def request_args(limits: RequestLimits, defaults: dict[str, Any], num_train_steps: int, steps: Any, n_samples: Any,
                  sampler: Any, seed: Any, task: str | None = None) -> tuple[int, int, str, int]:
     """A completion request's (steps, n_samples, sampler, seed), the bundle's ``defaults`` for None (with the
     ``defaults.by_task[task]`` overrides of the request's task), checked against ``limits`` (InputError /
     LimitError naming the argument)."""
-    defaults = {**defaults, **((defaults.get("by_task") or {}).get(task) or {})}
+    defaults = task_defaults(defaults, task)
     steps = _check_int("steps", defaults.get("steps", 10) if steps is None else steps, 1,
                        min(limits.max_steps, num_train_steps))
     n_samples = _check_int("n_samples", defaults.get("n_samples", 1) if n_samples is None else n_samples, 1,
@@ -209,5 +215,5 @@ def _json_default(v: Any) -> Any:
     raise TypeError(f"{type(v).__name__} is not JSON")
 
 
-__all__ = ["NETWORKS", "NETWORK_IO", "bundle_networks", "bundle_network_files", "manifest_signature",
+__all__ = ["task_defaults", "NETWORKS", "NETWORK_IO", "bundle_networks", "bundle_network_files", "manifest_signature",
            "check_io_signature", "check_model_sections", "request_args", "check_text", "check_output"]

@@ -485,12 +485,11 @@ class Session(FamilySession):
         """Mean of ``n_samples`` clamped completions of the task window (featurized scale, exact evidence).
         A prior model's bundle defaults to ``steps=1``: the DiT's x0 estimate at t = N-1 (one network call
         per sample, UMask.complete(point="first_x0")); more steps run the full sampler on top of the prior."""
-        request_args(self.limits, self.defaults, self.schedule.num_train_steps, steps, n_samples, sampler, seed)
+        args = request_args(self.limits, self.defaults, self.schedule.num_train_steps, steps, n_samples, sampler, seed,
+                            task)        # the task's own defaults (manifest diffusion.defaults.by_task)
         self._reset()
         ev = self._history(history)
         w = self.window(ev, task, now_ts=now_ts, missing=missing)
-        args = request_args(self.limits, self.defaults, self.schedule.num_train_steps, steps, n_samples, sampler, seed,
-                            w.task)      # the task's own defaults (manifest diffusion.defaults.by_task)
         return self._complete(w, self.window_prior(ev, w), text, *args)
 
     def window_prior(self, history: EventLog | str | Path, w: Window) -> np.ndarray | None:

@@ -208,12 +208,6 @@ class MaskOutput:
 # ------------------------------------------------------------------------------------------------
 # Fixed kernels
 # ------------------------------------------------------------------------------------------------
-def _band(T: int, radius: int) -> np.ndarray:
-    """(T, T) 0/1 matrix, 1 where |t - s| <= radius."""
-    t = np.arange(T)
-    return (np.abs(t[:, None] - t[None, :]) <= radius).astype(np.float32)
-
-
 def _phase_onehot(T: int, period: int) -> np.ndarray:
     """(period, T) 0/1 matrix, 1 where t mod period == p."""
     return (np.arange(T)[None, :] % period == np.arange(period)[:, None]).astype(np.float32)
@@ -226,7 +220,7 @@ def _tmix(m: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
 
 
 def _box_sum(v: torch.Tensor, radius: int) -> torch.Tensor:
-    """``_band(T, radius) @ v`` along the time axis of (B, T, S, D): the sum over |t - s| <= radius, computed
+    """``K @ v`` along the time axis of (B, T, S, D), K the (T, T) 0/1 band |t - s| <= radius: computed
     as a difference of cumulative sums in float64 (O(T) instead of the (T, T) MatMul, which was 85 MFLOP a
     call and most of the exported mask generator's time; float64 keeps the difference exact to float32)."""
     T = v.shape[1]
@@ -237,7 +231,7 @@ def _box_sum(v: torch.Tensor, radius: int) -> torch.Tensor:
 
 
 def _pool(radius: int, ua: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-    """Normalized masked temporal pooling: (K @ (u * a)) / max(K @ a, 1), K = _band(T, radius).
+    """Normalized masked temporal pooling: (K @ (u * a)) / max(K @ a, 1), K the (T, T) band |t - s| <= radius.
     ua (B, T, S, d), a (B, T, S, 1)."""
     return _box_sum(ua, radius) / _box_sum(a, radius).clamp_min(1.0)
 
