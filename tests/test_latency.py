@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import mmap
 import json
 import random
 from pathlib import Path
@@ -122,9 +123,14 @@ def test_peak_rss_sees_an_allocation() -> None:
     with timing.PeakRSS() as base:
         pass
     with timing.PeakRSS() as peak:
-        a = np.ones(64 * 2**20 // 8)                   # 64 MB touched
-        a.sum()
+        # 64 MB of FRESH pages (an anonymous mmap): a numpy array could land in memory the allocator already
+        # holds resident from earlier tests of a long pytest process, and then the resident set would not grow
+        m = mmap.mmap(-1, 64 * 2**20)
+        a = np.frombuffer(m, dtype=np.uint8)
+        a[:] = 1                                       # 64 MB touched
+        assert int(a[::4096].sum()) == 64 * 2**20 // 4096
         del a
+        m.close()
     if not peak.method.startswith(("VmHWM", "VmRSS")):
         pytest.skip(f"no per-block peak here ({peak.method})")
     assert peak.mb >= base.mb + 50
