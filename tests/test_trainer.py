@@ -265,6 +265,40 @@ def test_resume_continues_exactly(data, tmp_path: Path) -> None:
         train(_cfg(data, split, steps=30, model_overrides={"w_nce": 0.5}))
 
 
+def test_warm_start_loads_weights_on_other_data_and_refuses_another_model(data, tmp_path: Path) -> None:
+    src = train(_cfg(data, tmp_path / "src", steps=10))
+    # a different population (its own users file): resume would refuse it, a warm start takes it
+    other = save_users(tmp_path / "other.npz", simulated_users(3, seed=5), {"n_users": 3, "sim_seed": 5})
+    with pytest.raises(InputError, match="cannot resume"):
+        train(_cfg((other, data[1]), tmp_path / "src", steps=20))
+    out = tmp_path / "warm"
+    warm = train(_cfg((other, data[1]), out, steps=1, lr=0.0, warmup=0, init_from=str(src)))
+    # lr 0: one step leaves the loaded weights as they were, so the run starts from the checkpoint's
+    a, b = load_file(str(src / "model.safetensors")), load_file(str(warm / "model.safetensors"))
+    dit = [k for k in a if k.startswith("dit.")]
+    assert dit
+    for k in dit:                      # (the mask generator's buffers move on every step, lr or not)
+        torch.testing.assert_close(a[k], b[k], msg=k)
+    state = json.loads((warm / "state.json").read_text())
+    assert state["step"] == 1 and json.loads((out / "config.json").read_text())["train"]["init_from"] == str(src)
+    with pytest.raises(InputError, match="model config differs"):
+        train(_cfg((other, data[1]), tmp_path / "warm2", steps=1, init_from=str(src),
+                   model_overrides={"w_nce": 0.5}))
+
+
+def test_simulated_population_names_each_part() -> None:
+    from umask.train.models.umask.data import simulated_population
+
+    pop = simulated_population([(0, 2), (3, 2)])
+    alone = simulated_users(2, seed=0)
+    assert len(pop) == 4 and len({u.user for u in pop}) == 4
+    assert all(u.user >= 1_000_000 for u in pop[2:])
+    for a, b in zip(pop[:2], alone):           # part 0 is exactly the 2-user population of seed 0
+        assert np.array_equal(a.tensor.key, b.tensor.key) and np.array_equal(a.tensor.values, b.tensor.values)
+    with pytest.raises(InputError, match="n_users"):
+        simulated_population([(0, 0)])
+
+
 def test_validation_early_stop_and_best_pointer(data, tmp_path: Path) -> None:
     out = tmp_path / "es"
     # lr = 0: the validation loss can never improve after the first evaluation -> stop at the second

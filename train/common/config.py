@@ -299,6 +299,11 @@ class LoopConfig:
     resume: str = field(default="auto", metadata={
         "help": "'auto' (newest complete checkpoint in --out), 'never' (refuse an existing run), "
                 "or a checkpoint directory", "group": CKPT})
+    init_from: str | None = field(default=None, metadata={
+        "help": "warm start (fine-tune): load the model and EMA weights of this checkpoint (a step directory, "
+                "a ckpt/best or ckpt/latest pointer, or a run directory) and start a fresh optimizer and LR "
+                "schedule at step 0; the model config must match. Ignored when --out already holds a "
+                "checkpoint to resume", "group": CKPT})
     progress: bool = field(default=True, metadata={"help": "no tqdm progress bar (log lines instead)",
                                                    "group": CKPT})
     num_threads: int = field(default=1, metadata={"help": "torch intra-op threads per process", "group": SYS})

@@ -64,12 +64,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+from safetensors.torch import load_file
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from umask.runtime.core.errors import InputError
 from umask.train.common.checkpoints import (CKPT_FORMAT, atomic_text, clean_temp_dirs, find_latest_checkpoint,
-                                            is_complete, load_training_state, save_checkpoint, step_dir_name,
-                                            write_json)
+                                            is_complete, load_training_state, resolve_checkpoint, save_checkpoint,
+                                            step_dir_name, write_json)
 from umask.train.common.config import LoopConfig
 
 log = logging.getLogger(__name__)
@@ -338,6 +339,26 @@ def check_resume(saved: dict[str, Any], current: dict[str, Any], must_match: Seq
                     current.get("world_size"), saved.get("world_size"))
 
 
+def warm_start(init_from: str | Path, run_config: dict[str, Any], model: torch.nn.Module, ema: torch.nn.Module,
+               device: str | torch.device = "cpu") -> Path:
+    """Load the weights (model and EMA) of the checkpoint ``init_from`` names into a fresh run: a
+    fine-tune on other data or with another schedule. The optimizer, the step and the LR schedule
+    start anew. Refuses a checkpoint of another model config (names both)."""
+    ckpt = resolve_checkpoint(init_from)
+    saved = json.loads((ckpt / "config.json").read_text())
+    if saved.get("model") != run_config["model"]:
+        raise InputError(f"--init-from {init_from}: the model config differs from the checkpoint's "
+                         f"({saved.get('model')} vs {run_config['model']})")
+    weights = load_file(str(ckpt / "model.safetensors"), device=str(device))
+    model.load_state_dict(weights)
+    ema_path = ckpt / "ema.safetensors"
+    ema.load_state_dict(load_file(str(ema_path), device=str(device)) if ema_path.is_file() else weights)
+    log.info("warm start from %s (step %s of %s); fresh optimizer and schedule", ckpt,
+             json.loads((ckpt / "state.json").read_text()).get("step") if (ckpt / "state.json").is_file() else "?",
+             saved.get("data", {}).get("fingerprint", "?"))
+    return ckpt
+
+
 def _resume_point(cfg: LoopConfig, ckpt_root: Path) -> Path | None:
     if cfg.resume == "auto":
         return find_latest_checkpoint(ckpt_root)
@@ -402,6 +423,8 @@ def run(cfg: LoopConfig, family: Family) -> Path:
         if d.world == int(state.get("world_size", 1)) and state.get("rng"):
             set_rng_state(state["rng"][d.rank] if isinstance(state["rng"], list) else state["rng"])
         log.info("resumed from %s (step %d)", ckpt, start_step)
+    elif cfg.init_from:
+        warm_start(cfg.init_from, run_config, model, ema, device)
     if d.is_main:
         write_json(out / "config.json", run_config)
 

@@ -226,6 +226,23 @@ def simulated_users(n_users: int, seed: int = 0, *, days: int = 7, feature_cfg: 
     return users_from_events(events, catalog, feature_cfg)
 
 
+def simulated_population(parts: Sequence[tuple[int, int]], *, days: int = 7,
+                         feature_cfg: FeatureConfig | None = None) -> list[UserData]:
+    """SYNTHETIC users of several simulator runs, one list: ``parts`` = ((seed, n_users), ...).
+
+    The simulator draws a population per (seed, n_users), so 50 users of seed 0 are not the first
+    50 of 200 users of seed 0; a population that must contain an evaluation population (e.g. the 50
+    users of seed 0 the shipped model was trained on) therefore names it as its own part. User ids
+    are renumbered ``part index * 1_000_000 + id`` so they stay unique."""
+    out: list[UserData] = []
+    for k, (seed, n) in enumerate(parts):
+        if n <= 0:
+            raise InputError(f"population part {k}: n_users must be > 0, got {n}")
+        for u in simulated_users(int(n), int(seed), days=days, feature_cfg=feature_cfg):
+            out.append(UserData(k * 1_000_000 + int(u.user), u.tensor, u.e_pos, u.profile))
+    return out
+
+
 def users_from_trace(path: str | Path, catalog_dir: str | Path | None = None,
                      feature_cfg: FeatureConfig | None = None, *, app_only: bool | None = None) -> list[UserData]:
     """Read a trace (official layout, e.g. the simulator's ``App_usage_trace.synthetic.txt.gz``) and featurize.
