@@ -11,8 +11,10 @@ CKPT=${1:-checkpoints/umask_small}
 OUT=benchmarks/results/v2_user_umask_small.json
 TMP=artifacts/eval/umask_small
 mkdir -p "$TMP"
-COMMON=(--ckpt "$CKPT" --name umask_small --users 50 --b1-every 2 --x0-draws 1 --median-samples 3 --median-steps 2
-        --median-tasks B2,B4 --ablation-tasks B2,B4)
+# MAE: the validation-calibrated zero rule for U-MASK and every baseline (user_mae_rule.py); it replaced the
+# median of 3 DDIM samples, which lost every MAE row to the all-zero forecast.
+COMMON=(--ckpt "$CKPT" --name umask_small --users 50 --b1-every 2 --x0-draws 1 --mae-rule --median-tasks ''
+        --ablation-tasks B2,B4 ${NOTE:+--note "$NOTE"})
 run() { OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 nice -n 5 .venv/bin/python -m umask.bench.accuracy.user_umask_v2 "${COMMON[@]}" "$@"; }
 run --seeds 0 --partial "$TMP/seed0.json" > "$TMP/seed0.log" 2>&1 &
 run --seeds 1 --no-real --partial "$TMP/seed1.json" > "$TMP/seed1.log" 2>&1 &

@@ -18,9 +18,14 @@ Point estimator per metric (stated in every row's notes):
   conditional-mean estimate, its x0 prediction at the sampler's first step (t = N-1) averaged over
   ``--x0-draws`` noise draws (`UMask.complete(point="first_x0")`): the mean minimises squared
   error, and rankings by expected engagement are rankings by the mean;
-* MAE: the per-entry median of ``--median-samples`` DDIM samples (``--median-steps`` steps) on the
-  tasks in ``--median-tasks`` (the median minimises absolute error); elsewhere the MAE row comes
-  from the mean estimate and says so.
+* MAE with ``--mae-rule`` (the default of scripts/eval_user_umask_small.sh): the x0 mean estimate with
+  entries below a threshold set to 0, the threshold per task and channel group chosen on the
+  validation day of the same users (:mod:`umask.bench.accuracy.user_mae_rule`); every v2 baseline gets
+  the same rule with its own thresholds (``<baseline>@mae`` rows in ``meta.baselines``), so the best
+  MAE baseline is the best of the plain and the ruled baselines;
+* otherwise MAE: the per-entry median of ``--median-samples`` DDIM samples (``--median-steps`` steps)
+  on the tasks in ``--median-tasks`` (the median minimises absolute error); elsewhere the MAE row
+  comes from the mean estimate and says so.
 
 ``--ablations`` (seed 0 only): the same checkpoint with its evidence mask replaced at inference by
 every available coordinate (``mask_none``) or a random subset of the base budget
@@ -53,6 +58,7 @@ import numpy as np
 import torch
 
 from umask.bench.accuracy import user as ue
+from umask.bench.accuracy import user_mae_rule as mr
 from umask.bench.accuracy.user_scoring import error_sums
 from umask.bench.accuracy.user_umask import UMaskPredictor, umask_predictor
 from umask.bench.accuracy.user_v2 import GROUPS, _atomic_json, _git_commit, aggregate
@@ -259,14 +265,23 @@ def model_rows(runs: Mapping[int, Sequence[Mapping[str, Any]]], name: str, kind:
     """Scoreboard rows of ``name`` (x0 rows; MAE from ``name@median`` where it ran), with kind / family / notes."""
     runs_x0 = {s: [r for r in rows if r["model"] == name] for s, rows in runs.items()}
     runs_md = {s: [dict(r, model=name) for r in rows if r["model"] == f"{name}@median"] for s, rows in runs.items()}
+    runs_mr = {s: [dict(r, model=name) for r in rows if r["model"] == name + mr.SUFFIX] for s, rows in runs.items()}
+    ruled = aggregate(runs_mr, dataset=dataset, data=data, command=command) if any(runs_mr.values()) else []
+    ruled_tasks = {r["protocol"] for r in ruled}
     out = []
     for r in aggregate(runs_x0, dataset=dataset, data=data, command=command):
-        if r["metric"].startswith("mae_all/") and r["protocol"] in median_tasks and any(runs_md.values()):
+        if r["metric"].startswith("mae_all/") and (r["protocol"] in ruled_tasks or (
+                r["protocol"] in median_tasks and any(runs_md.values()))):
             continue
         out.append(r)
+    if ruled_tasks:
+        for r in ruled:
+            if r["metric"].startswith("mae_all/"):
+                r["_est"] = mr.NOTE.format(taus="meta.mae_rule")
+                out.append(r)
     if any(runs_md.values()):
         for r in aggregate(runs_md, dataset=dataset, data=data, command=command):
-            if r["metric"].startswith("mae_all/"):
+            if r["metric"].startswith("mae_all/") and r["protocol"] not in ruled_tasks:
                 r["_est"] = MEDIAN_NOTE.format(s=args.median_samples, k=args.median_steps)
                 out.append(r)
     for r in out:
@@ -293,6 +308,11 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--median-samples", type=int, default=3)
     ap.add_argument("--median-steps", type=int, default=2)
     ap.add_argument("--median-tasks", default="B2,B4", help="tasks whose MAE uses the median of samples ('' none)")
+    ap.add_argument("--mae-rule", action="store_true",
+                    help="MAE rows from the validation-calibrated zero rule (user_mae_rule), for U-MASK and every "
+                         "baseline")
+    ap.add_argument("--mae-calib-b1-every", type=int, default=4,
+                    help="calibration: B1 validation target hours h with h %% K == K // 2 (CPU time)")
     ap.add_argument("--ablations", action="store_true", help="the inference ablations on the first seed")
     ap.add_argument("--ablation-tasks", default="B2,B4", help="tasks of the ablations (B1 has 24x the windows)")
     ap.add_argument("--no-real", action="store_true")
@@ -327,12 +347,24 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     runs: dict[int, list[dict[str, Any]]] = {}
     abl_runs: dict[int, list[dict[str, Any]]] = {}
     baseline_names: list[str] = []
+    calib: dict[str, Any] = {}
+    if args.mae_rule:
+        main_pred = mr.LastCall(main_pred)        # the x0 row and its @mae row share one evaluation
     for seed in seeds:
         pop = ue.simulated_population(args.users, seed)
-        base = dict(ue.v2_baseline_models(pop))
-        baseline_names = list(base)
+        base: dict[str, Any] = {k: mr.LastCall(f) for k, f in ue.v2_baseline_models(pop).items()}
         for pr in (main_pred, med_pred):
             pr.attach_population(pop)
+        ruled_models: dict[str, Any] = {}
+        if args.mae_rule:
+            k = args.mae_calib_b1_every
+            cal_windows = {"B1": set(b1_hours(k, k // 2))} if k > 1 else None
+            cal_models = {name: main_pred, **{b: f for b, f in base.items() if b != "all_zero"}}
+            rules, calib[str(seed)] = mr.calibrate(pop, cal_models, tasks, windows=cal_windows)
+            log.info("seed %d: MAE rule calibrated on the validation day (%.0f s): %s", seed,
+                     time.perf_counter() - t_start, calib[str(seed)]["chosen"].get(name))
+            ruled_models = {m + mr.SUFFIX: mr.ruled(cal_models[m], rules[m]) for m in cal_models}
+        baseline_names = [*base, *(m for m in ruled_models if m != name + mr.SUFFIX)]
 
         def median_only(view: ue.TaskBatch) -> np.ndarray:
             if view.task not in median_tasks:
@@ -342,6 +374,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
         models = {n: rec.wrap(n, f) for n, f in base.items()}
         models[name] = rec.wrap(name, main_pred)
         models[f"{name}@median"] = rec.wrap(f"{name}@median", median_only)
+        models.update({n: rec.wrap(n, f) for n, f in ruled_models.items()})
         runs[seed] = ue.evaluate_population(pop, models, split="test", tasks=tasks, command=command, windows=windows)
         if args.ablations and seed == seeds[0]:
             abl = {}
@@ -362,7 +395,8 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
             "abl_runs": {str(k): v for k, v in abl_runs.items()}, "real": real, "baselines": baseline_names,
             "errors": [[t, m, *k, v] for (t, m), d in rec.errors.items() for k, v in d.items()],
             "info": main_pred.info(), "train_seed": main_pred.config.get("train", {}).get("sim_seed"),
-            "b1_hours": sorted(windows["B1"]) if windows else None, "seconds": round(time.perf_counter() - t_start, 1)}
+            "b1_hours": sorted(windows["B1"]) if windows else None, "mae_rule": calib,
+            "seconds": round(time.perf_counter() - t_start, 1)}
 
 
 def build(parts: Sequence[Mapping[str, Any]], args: argparse.Namespace, command: str) -> dict[str, Any]:
@@ -382,19 +416,27 @@ def build(parts: Sequence[Mapping[str, Any]], args: argparse.Namespace, command:
     for pt in parts:
         for t, m, seed, user, widx, v in pt["errors"]:
             rec.errors[(t, m)][(int(seed), int(user), int(widx))] = {g: tuple(x) for g, x in v.items()}
-    baseline_names = parts[0]["baselines"]
+    baseline_names = list(dict.fromkeys(b for pt in parts for b in pt["baselines"]))
+    mae_rule = {k: v for pt in parts for k, v in (pt.get("mae_rule") or {}).items()}
     b1h = next((pt["b1_hours"] for pt in parts if pt.get("b1_hours")), None)
     dataset = SIM_DATASET.format(users=args.users, n=len(seeds))
     if b1h:
         dataset += f" (B1: target hours {','.join(map(str, b1h))} only)"
     rows = model_rows(runs, name, "ours", args.note, dataset, "synthetic", command, median_tasks, args)
-    base_rows = aggregate({s: [x for x in rr if x["model"] in baseline_names] for s, rr in runs.items()},
-                          dataset=dataset, data="synthetic", command=command)
+    base_rows = [r for r in aggregate({s: [x for x in rr if x["model"] in baseline_names] for s, rr in runs.items()},
+                                      dataset=dataset, data="synthetic", command=command)
+                 if not r["model"].endswith(mr.SUFFIX) or r["metric"].startswith("mae_all/")]   # a rule is for MAE
     if b1h:     # the baselines on the same B1 subset (the scoreboard's baseline rows score every hour)
         for r in base_rows:
             if r["protocol"] == "B1":
                 rows.append({**r, "kind": "baseline", "family": None, "artifact": "numpy",
-                             "notes": "the baseline on the same B1 target-hour subset as U-MASK"})
+                             "notes": "the baseline on the same B1 target-hour subset as U-MASK" + (
+                                 "; " + mr.NOTE.format(taus="meta.mae_rule") if r["model"].endswith(mr.SUFFIX)
+                                 else "")})
+    for r in base_rows:         # the ruled baselines exist only in this run: every task goes to the scoreboard
+        if r["model"].endswith(mr.SUFFIX) and not (b1h and r["protocol"] == "B1"):
+            rows.append({**r, "kind": "baseline", "family": None, "artifact": "numpy",
+                         "notes": mr.NOTE.format(taus="meta.mae_rule")})
     for kind in ABLATIONS:
         mname = f"{name}:{kind}" if kind != "prior_only" else "prior_only"
         sub = {s: [r for r in rr if r["model"] == mname] for s, rr in abl_runs.items()}
@@ -417,8 +459,11 @@ def build(parts: Sequence[Mapping[str, Any]], args: argparse.Namespace, command:
             rows.append(r)
     pair: dict[str, Any] = {t: {"rmse": paired(rec, t, name, baseline_names, "rmse")} for t in tasks}
     for t in median_tasks:
-        if t in pair:
+        if t in pair and (t, f"{name}@median") in rec.errors:
             pair[t]["mae_median"] = paired(rec, t, f"{name}@median", baseline_names, "mae")
+    for t in tasks:
+        if t in pair and (t, name + mr.SUFFIX) in rec.errors:
+            pair[t]["mae_rule"] = paired(rec, t, name + mr.SUFFIX, baseline_names, "mae")
     for t in abl_tasks:
         if t in pair:
             pair[t]["ablations_rmse_vs_best_baseline_first_seed"] = {
@@ -433,8 +478,10 @@ def build(parts: Sequence[Mapping[str, Any]], args: argparse.Namespace, command:
                        "(day 7); seeds other than the training seed are users the model never saw"),
         "model": parts[0]["info"],
         "point_estimator": {"rmse, events, rankings": X0_NOTE.format(d=args.x0_draws),
-                            "mae": MEDIAN_NOTE.format(s=args.median_samples, k=args.median_steps)
-                            + f" on {list(median_tasks)}; the x0 mean elsewhere"},
+                            "mae": mr.NOTE.format(taus="meta.mae_rule") if mae_rule else (
+                                MEDIAN_NOTE.format(s=args.median_samples, k=args.median_steps)
+                                + f" on {list(median_tasks)}; the x0 mean elsewhere")},
+        "mae_rule": mae_rule or None,
         "spread": "population std over simulator seeds (null for one seed / the real sample)",
         "paired": {"what": "model minus the best baseline (chosen by the pooled figure) on the same windows pooled "
                            "over seeds; diff < 0: the model is better; 2000-resample window bootstrap 95 % interval",
