@@ -11,11 +11,22 @@ profiles would be the paper's setting. Subset: the first N SYNTHETIC users, B1 (
 14, 20) + B3, no real sample, no baselines, so it runs in minutes. This is a thin wrapper that calls
 ``benchmarks/umask_eval.py`` with one ``--profile`` per row; the exact command lands in the result file
 (``benchmarks/results/uscope_downstream.{json,md}``).
+
+    python -m umask.bench.accuracy.uscope_downstream --trained-on-llm CKPT_TEMPLATE CKPT_LLM [--gguf F16.gguf]
+
+The paper's setting (issue #10): CKPT_LLM was trained on profiles the LLM (``--gguf``) wrote
+(scripts/train_umask_llm_profiles.sh), CKPT_TEMPLATE is the same fine-tune on template profiles. Rows:
+the control with template profiles; CKPT_LLM with the LLM profiles it was trained on, with template
+profiles, with no profile; same windows. Also written as the v2 result file
+``benchmarks/results/v2_uscope_llm_trained.{json,md}`` (harness output: ``uscope_llm_trained.{json,md}``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import shlex
+import sys
 from pathlib import Path
 
 from umask.bench.accuracy.user_umask import main as umask_eval_main
@@ -33,31 +44,115 @@ def default_ckpt() -> Path:
     raise FileNotFoundError("no U-MASK checkpoint under artifacts/train/umask_small{_v2,}/ckpt")
 
 
-def argv_for(ckpt: Path, users: int, out: str) -> list[str]:
-    rows = {"a_no_profile": ("none", "(a) no profile: h_u = the learned no-profile embedding"),
-            "b_template": ("template", "(b) template profile (what the checkpoint was trained on)"),
-            "c_lora": (f"llm:{GGUF}/uscope-base-f16.gguf+{GGUF}/uscope-lora-f16.gguf",
-                       "(c) U-SCOPE LLM after LoRA SFT (base f16 GGUF + LoRA GGUF, greedy); checkpoint trained on "
-                       "TEMPLATE profiles"),
-            "d_lora_dpo": (f"llm:{GGUF}/uscope-f16.gguf",
-                           "(d) U-SCOPE LLM after LoRA SFT + DPO (merged f16 GGUF, greedy); checkpoint trained on "
-                           "TEMPLATE profiles")}
+def harness_argv(rows: dict[str, tuple[Path, str, str]], users: int, out: str) -> list[str]:
+    """benchmarks/accuracy/user_umask.py arguments: one model per row {name: (checkpoint, profile spec,
+    note)}, the first ``users`` SYNTHETIC users, B1 (target hours 2, 8, 14, 20) + B3, no baselines."""
     argv: list[str] = []
-    for name in rows:
+    for name, (ckpt, _, _) in rows.items():
         argv += ["--ckpt", str(ckpt), "--name", name]
-    for name, (src, note) in rows.items():
+    for name, (_, src, note) in rows.items():
         argv += ["--profile", f"{name}={src}", "--note", f"{name}={note}"]
     return argv + ["--users", str(users), "--tasks", "B1,B3", "--b1-every", "6", "--b1-offset", "2", "--no-real",
                    "--no-baselines", "--steps", "10", "--samples", "2", "--out", out]
+
+
+def argv_for(ckpt: Path, users: int, out: str) -> list[str]:
+    lora, dpo = f"llm:{GGUF}/uscope-base-f16.gguf+{GGUF}/uscope-lora-f16.gguf", f"llm:{GGUF}/uscope-f16.gguf"
+    rows = {"a_no_profile": (ckpt, "none", "(a) no profile: h_u = the learned no-profile embedding"),
+            "b_template": (ckpt, "template", "(b) template profile (what the checkpoint was trained on)"),
+            "c_lora": (ckpt, lora, "(c) U-SCOPE LLM after LoRA SFT (base f16 GGUF + LoRA GGUF, greedy); checkpoint "
+                                   "trained on TEMPLATE profiles"),
+            "d_lora_dpo": (ckpt, dpo, "(d) U-SCOPE LLM after LoRA SFT + DPO (merged f16 GGUF, greedy); checkpoint "
+                                      "trained on TEMPLATE profiles")}
+    return harness_argv(rows, users, out)
+
+
+# -----------------------------------------------------------------------------
+# --trained-on-llm: a checkpoint TRAINED on LLM-written profiles vs its template-trained control (issue #10)
+# -----------------------------------------------------------------------------
+
+LLM_TRAINED_V2 = "benchmarks/results/v2_uscope_llm_trained.json"
+FT_NOTE = ("fine-tuned 300 steps from artifacts/train/umask_small_v3/ckpt/step_000524 (the shipped recipe, 50 "
+           "SYNTHETIC users of simulator seed 0, training days only; scripts/train_umask_llm_profiles.sh)")
+
+
+def llm_trained_rows(ckpt_template: Path, ckpt_llm: Path, gguf: Path) -> dict[str, tuple[Path, str, str, str]]:
+    """{name: (checkpoint, inference profile spec, kind, note)}: (A) the template-trained control with
+    template profiles; (B) the LLM-trained checkpoint with the LLM profiles it was trained on, with
+    template profiles and with no profile."""
+    a = f"(A) control: {FT_NOTE}; profiles at training: TEMPLATE ({ckpt_template})"
+    b = f"(B) {FT_NOTE}; profiles at training: U-SCOPE LLM llm:{gguf} (greedy) ({ckpt_llm})"
+    return {"umask_ft_template": (ckpt_template, "template", "ablation", f"{a}; at inference: TEMPLATE"),
+            "umask_ft_llm": (ckpt_llm, f"llm:{gguf}", "ours", f"{b}; at inference: the same LLM (greedy)"),
+            "umask_ft_llm_infer_template": (ckpt_llm, "template", "ablation", f"{b}; at inference: TEMPLATE"),
+            "umask_ft_llm_infer_none": (ckpt_llm, "none", "ablation",
+                                        f"{b}; at inference: no profile (the learned no-profile embedding)")}
+
+
+def write_v2(harness_out: Path, v2_out: Path, rows: dict[str, tuple[Path, str, str, str]], command: str) -> int:
+    """The harness rows of ``harness_out`` as a v2 result file (scoreboard figures: the v1-window metrics
+    the scoreboard reads from user_umask.py results), each row with its kind, family and note; + a .md."""
+    from datetime import datetime, timezone
+
+    from umask.bench.latency.machine import git_commit
+    from umask.bench.reports.scoreboard import _user_rows
+
+    doc = json.loads(harness_out.read_text())
+    date = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    out = []
+    for r in _user_rows(harness_out, doc["rows"], "0000000", date):   # commit: the meta says it
+        _, src, kind, note = rows[r.model]
+        out.append({"protocol": r.protocol, "dataset": r.dataset, "data": r.data, "model": r.model, "kind": kind,
+                    "family": "umask", "artifact": "torch", "metric": r.metric, "value": round(r.value, 6),
+                    "better": r.better, "n_windows": r.n_windows, "seeds": list(r.seeds), "spread": None,
+                    "command": command, "notes": f"{note}; {r.notes}; 1 seed"})
+    meta = {"command": command, "commit": git_commit() or "unknown", "date": date, "harness_result": str(harness_out),
+            "notes": ("SYNTHETIC. U-MASK trained on profiles written by the U-SCOPE LLM (issue #10) vs the same "
+                      "fine-tune on template profiles; 20 users, B1 target hours 2/8/14/20 + B3, 10 DDIM steps, "
+                      "2 samples, first-step x0 point forecast (prior blend); 1 training seed, 1 sampling seed")}
+    v2_out.parent.mkdir(parents=True, exist_ok=True)
+    v2_out.write_text(json.dumps({"meta": meta, "rows": out}, indent=1) + "\n")
+    keys = ("mae_all/traffic", "mae_all/app", "mae_all/location", "rmse_all/traffic", "rmse_all/app",
+            "rmse_all/location", "recall@3/app", "ndcg@3/app")
+    tab = {}
+    for r in out:
+        tab.setdefault((r["protocol"], r["model"]), {})[r["metric"]] = r["value"]
+    present = [k for k in keys if any(k in v for v in tab.values())]
+    md = ["# U-MASK trained on LLM-written profiles (SYNTHETIC)", "", f"Command: `{command}`", "", meta["notes"], "",
+          "| protocol | model | profile at inference | " + " | ".join(present) + " |",
+          "|---|---|---|" + "---:|" * len(present)]
+    for (proto, model), v in tab.items():
+        md.append(f"| {proto} | {model} | {rows[model][1]} | "
+                  + " | ".join(f"{v[k]:.4g}" if k in v else "" for k in present) + " |")
+    md += ["", *(f"- {n}: {note}" for n, (_, _, _, note) in rows.items())]
+    v2_out.with_suffix(".md").write_text("\n".join(md) + "\n")
+    return len(out)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--ckpt", default=None, help="U-MASK checkpoint (default: umask_small_v2 latest, else umask_small)")
     ap.add_argument("--users", type=int, default=20)
-    ap.add_argument("--out", default="benchmarks/results/uscope_downstream.json")
+    ap.add_argument("--out", default=None, help="harness result file (default: benchmarks/results/"
+                                                "uscope_downstream.json, with --trained-on-llm uscope_llm_trained.json)")
+    ap.add_argument("--trained-on-llm", nargs=2, metavar=("CKPT_TEMPLATE", "CKPT_LLM"), default=None,
+                    help="instead of the four-source table of one checkpoint: the control fine-tuned on template "
+                         "profiles vs the checkpoint fine-tuned on --gguf's profiles (with its LLM, template and no "
+                         "profile), also written as a v2 result file (--v2-out)")
+    ap.add_argument("--gguf", default=str(GGUF / "uscope-f16.gguf"), help="the LLM CKPT_LLM was trained on")
+    ap.add_argument("--v2-out", default=LLM_TRAINED_V2)
     a = ap.parse_args(argv)
-    return umask_eval_main(argv_for(Path(a.ckpt) if a.ckpt else default_ckpt(), a.users, a.out))
+    if a.trained_on_llm is None:
+        return umask_eval_main(argv_for(Path(a.ckpt) if a.ckpt else default_ckpt(), a.users,
+                                        a.out or "benchmarks/results/uscope_downstream.json"))
+    out = a.out or "benchmarks/results/uscope_llm_trained.json"
+    rows = llm_trained_rows(*(Path(c) for c in a.trained_on_llm), Path(a.gguf))
+    rc = umask_eval_main(harness_argv({n: (c, s, note) for n, (c, s, _, note) in rows.items()}, a.users, out))
+    if rc == 0:
+        command = shlex.join(["python", "-m", "umask.bench.accuracy.uscope_downstream", *(argv or sys.argv[1:])])
+        n = write_v2(Path(out), Path(a.v2_out), rows, command)
+        print(f"wrote {n} rows to {a.v2_out} and {Path(a.v2_out).with_suffix('.md')}")
+    return rc
 
 
 if __name__ == "__main__":

@@ -758,14 +758,12 @@ def _run_diagnostics(preds: Mapping[str, UMaskPredictor], pop: ue.UserPopulation
 
 def _profile_kwargs(spec: str) -> dict[str, Any]:
     """--profile SOURCE -> umask_predictor keyword arguments ("llm:MODEL.gguf[+LORA.gguf]" loads llama.cpp)."""
-    if spec in ("template", "none"):
-        return {"profile_source": spec}
-    if not spec.startswith("llm:"):
-        raise InputError(f"unknown profile source {spec!r}: use template, none or llm:MODEL.gguf[+LORA.gguf]")
-    from umask.runtime.engines.llama import LlamaProfiler
+    from umask.runtime.families.umask.profile_text import parse_profile_spec, profile_generator
 
-    model, _, lora = spec[4:].partition("+")
-    return {"profile_source": "llm", "profile_generator": LlamaProfiler(model, lora_path=lora or None, n_threads=1)}
+    ps = parse_profile_spec(spec)
+    if ps.model is None:
+        return {"profile_source": ps.source.value}
+    return {"profile_source": "llm", "profile_generator": profile_generator(ps, n_threads=1)}
 
 
 CONTEXT_OVERRIDE_NOTE = ("U-MASK sees only the last N context slots of each protocol window (zero, unobserved "

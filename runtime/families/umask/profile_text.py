@@ -30,7 +30,7 @@ import math
 import re
 from collections.abc import Sequence
 from enum import Enum
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -562,6 +562,47 @@ class ProfileSource(str, Enum):
         except ValueError:
             raise InputError(f"unknown profile source {source!r}; use one of "
                              f"{[s.value for s in cls]}") from None
+
+
+PROFILE_SPEC_HELP = "template, none, or llm:MODEL.gguf[+LORA.gguf]"
+
+
+class ProfileSpec(NamedTuple):
+    """A parsed profile source spec (`parse_profile_spec`): the source and, for "llm", its GGUF files."""
+
+    source: ProfileSource
+    model: str | None = None
+    lora: str | None = None
+
+
+def parse_profile_spec(spec: str) -> ProfileSpec:
+    """``template`` | ``none`` | ``llm:MODEL.gguf[+LORA.gguf]`` (a base GGUF plus an optional GGUF LoRA
+    adapter, run by runtime/engines/llama.LlamaProfiler) -> `ProfileSpec`. The one spelling shared by the
+    trainer (``--profile-source``) and the benchmark harness (``--profile NAME=SPEC``). Paths are not
+    checked here (`profile_generator` does)."""
+    spec = str(spec).strip()
+    if spec in (ProfileSource.TEMPLATE.value, ProfileSource.NONE.value):
+        return ProfileSpec(ProfileSource(spec))
+    if not spec.startswith("llm:"):
+        raise InputError(f"unknown profile source {spec!r}: use {PROFILE_SPEC_HELP}")
+    model, _, lora = spec[4:].partition("+")
+    if not model:
+        raise InputError(f"profile source {spec!r}: no GGUF model after 'llm:' (use {PROFILE_SPEC_HELP})")
+    return ProfileSpec(ProfileSource.LLM, model, lora or None)
+
+
+def profile_generator(spec: str | ProfileSpec, n_threads: int = 1) -> ProfileGenerator | None:
+    """The greedy LlamaProfiler of an ``llm:`` spec (None for template / none). InputError when a GGUF
+    file is missing or llama-cpp-python is not installed (the optional ``llm`` extra)."""
+    ps = spec if isinstance(spec, ProfileSpec) else parse_profile_spec(spec)
+    if ps.source is not ProfileSource.LLM:
+        return None
+    from umask.runtime.engines.llama import LLMUnavailableError, LlamaProfiler
+
+    try:
+        return LlamaProfiler(ps.model, lora_path=ps.lora, n_threads=n_threads)
+    except LLMUnavailableError as e:
+        raise InputError(f"profile source llm:{ps.model}: {e}") from e
 
 
 @runtime_checkable

@@ -348,11 +348,14 @@ def population_fingerprint(users: Sequence[UserData]) -> str:
 
 @dataclass(eq=False)
 class ProfileTable:
-    """Frozen SBERT embedding per user index: emb (N, D) float32, present (N,) bool."""
+    """Frozen SBERT embedding per user index: emb (N, D) float32, present (N,) bool; for an LLM source
+    also the texts (N,) and the generation info (llm_profiles.llm_profile_texts)."""
 
     emb: np.ndarray
     present: np.ndarray
     source: str = "template"
+    texts: list[str] | None = None
+    info: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.emb = np.ascontiguousarray(self.emb, np.float32)
@@ -366,19 +369,34 @@ class ProfileTable:
 
 
 def build_profile_table(users: Sequence[UserData], source: str = "template", *,
-                        cache_dir: str | Path | None = None, encoder: Any = None) -> ProfileTable:
+                        cache_dir: str | Path | None = None, encoder: Any = None, llm_cache: str | Path | None = None,
+                        generator: Any = None, generator_id: str | None = None) -> ProfileTable:
     """profile_encoder.profile_embeddings over the users' ProfileStats (training-days statistics).
 
-    ``source="none"`` gives zeros / present=False without loading SBERT (U-MASK without U-SCOPE).
-    With ``cache_dir`` repeated runs skip the SBERT model entirely (its on-disk cache)."""
+    ``source``: a profile spec (runtime profile_text.parse_profile_spec): ``template``, ``none`` (zeros /
+    present=False without loading SBERT: U-MASK without U-SCOPE) or ``llm:MODEL.gguf[+LORA.gguf]`` (one
+    text per user from the profiling LLM, llm_profiles.llm_profile_texts, cached in ``llm_cache``; the
+    LLM loads only when a text is missing). Tests pass ``source="llm"`` with a ``generator`` (prompt ->
+    text) and its ``generator_id`` instead of GGUF files. With ``cache_dir`` repeated runs skip the SBERT
+    model entirely (its on-disk cache)."""
+    from umask.runtime.families.umask.profile_text import ProfileSource, ProfileSpec, parse_profile_spec
     from umask.train.models.umask.profile_encoder import SentenceEncoder, profile_embeddings
 
-    if source != "none" and encoder is None:
-        encoder = SentenceEncoder(cache_dir=cache_dir)
-    if source != "none" and any(u.profile is None for u in users):
+    spec = ProfileSpec(ProfileSource.LLM) if source == "llm" else parse_profile_spec(source)
+    if spec.source is ProfileSource.NONE:
+        emb, present = profile_embeddings([u.profile for u in users], "none", encoder=encoder)
+        return ProfileTable(emb, present, "none")
+    if any(u.profile is None for u in users):
         raise InputError("profile source needs ProfileStats for every user")
-    emb, present = profile_embeddings([u.profile for u in users], source, encoder=encoder)
-    return ProfileTable(emb, present, source)
+    encoder = encoder or SentenceEncoder(cache_dir=cache_dir)
+    if spec.source is not ProfileSource.LLM:
+        emb, present = profile_embeddings([u.profile for u in users], source, encoder=encoder)
+        return ProfileTable(emb, present, source)
+    from umask.train.models.umask.llm_profiles import user_llm_texts
+
+    texts, info = user_llm_texts(users, spec, generator=generator, generator_id=generator_id, cache_dir=llm_cache)
+    emb, present = profile_embeddings([u.profile for u in users], "llm", encoder=encoder, texts=texts)
+    return ProfileTable(emb, present, source, texts=texts, info=info)
 
 
 # -----------------------------------------------------------------------------

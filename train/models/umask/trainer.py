@@ -43,7 +43,7 @@ import logging
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -51,9 +51,10 @@ from safetensors.torch import load_file
 from torch.utils.data import DataLoader, Dataset
 
 from umask.runtime.core.errors import InputError
+from umask.runtime.families.umask.profile_text import parse_profile_spec
 from umask.train.common import loop
-from umask.train.common.checkpoints import (CKPT_FILES, CKPT_FORMAT, STEP_PREFIX, atomic_text, best_checkpoint,
-                                            clean_temp_dirs, find_latest_checkpoint, flatten_optimizer, is_complete,
+from umask.train.common.checkpoints import (CKPT_FILES, CKPT_FORMAT, STEP_PREFIX, atomic_json, atomic_text,
+                                            best_checkpoint, clean_temp_dirs, find_latest_checkpoint, flatten_optimizer, is_complete,
                                             resolve_checkpoint, save_checkpoint, step_dir_name, unflatten_optimizer,
                                             write_json)
 from umask.train.common.config import HelpFormatter, LoopConfig, add_dataclass_args, dataclass_from_args
@@ -93,10 +94,14 @@ class TrainConfig(LoopConfig):
         "help": "users .npz (data.save_users) or a trace file; default: simulated users", "group": DATA})
     n_users: int = field(default=200, metadata={"help": "simulated users (without --data)", "group": DATA})
     sim_seed: int = field(default=0, metadata={"help": "simulator seed (without --data)", "group": DATA})
-    profile_source: Literal["template", "none"] = field(default="template", metadata={
-        "help": "U-SCOPE profile text for SBERT ('none': no profile input)", "group": DATA})
+    profile_source: str = field(default="template", metadata={
+        "help": "U-SCOPE profile text for SBERT: template, none (no profile input), or llm:MODEL.gguf[+LORA.gguf] "
+                "(one text per user written by the profiling LLM from its training-days statistics, greedy, "
+                "cached in --llm-profile-cache, copied to <out>/profiles.json)", "group": DATA})
     sbert_cache: str | None = field(default="cache/sbert", metadata={
         "help": "SBERT embedding cache folder ('' for none)", "none_text": "", "group": DATA})
+    llm_profile_cache: str | None = field(default="cache/llm_profiles", metadata={
+        "help": "cache folder of LLM-written profile texts ('' for none)", "none_text": "", "group": DATA})
 
     RESUME_MUST_MATCH: ClassVar[tuple[str, ...]] = (*LoopConfig.RESUME_MUST_MATCH, "model", "model_overrides",
                                                     "data", "n_users", "sim_seed", "profile_source")
@@ -105,8 +110,7 @@ class TrainConfig(LoopConfig):
         super().__post_init__()
         if self.model not in UMASK_CONFIGS:
             raise InputError(f"unknown model config {self.model!r}; choose from {sorted(UMASK_CONFIGS)}")
-        if self.profile_source not in ("template", "none"):
-            raise InputError(f"profile_source must be 'template' or 'none', got {self.profile_source!r}")
+        parse_profile_spec(self.profile_source)      # InputError on an unknown spelling
 
     def model_config(self) -> UMaskConfig:
         return replace(UMASK_CONFIGS[self.model], **self.model_overrides)
@@ -229,11 +233,19 @@ class UserFamily(UMaskFamily):
         self.mcfg = mcfg = cfg.model_config().with_data(C, H, W, int(users[0].e_pos.shape[-1]))
         profiles: ProfileTable | None = None
         if mcfg.use_profile and cfg.profile_source != "none":
-            if d.is_main:  # rank 0 fills the SBERT cache first; the others then read it
-                profiles = build_profile_table(users, cfg.profile_source, cache_dir=cfg.sbert_cache)
+            # rank 0 fills the SBERT (and LLM profile) caches first; the others then read them
+            build = lambda: build_profile_table(users, cfg.profile_source, cache_dir=cfg.sbert_cache,  # noqa: E731
+                                                llm_cache=cfg.llm_profile_cache)
+            if d.is_main:
+                profiles = build()
+                if profiles.texts is not None:       # the texts the run was trained on, for audit
+                    Path(cfg.out).mkdir(parents=True, exist_ok=True)
+                    atomic_json(Path(cfg.out) / "profiles.json",
+                               {"source": cfg.profile_source, **(profiles.info or {}),
+                                "profiles": {str(u.user): t for u, t in zip(users, profiles.texts)}})
             d.barrier()
             if not d.is_main:
-                profiles = build_profile_table(users, cfg.profile_source, cache_dir=cfg.sbert_cache)
+                profiles = build()
         self.train_ds = UserWindowDataset(users, mcfg.window, profiles=profiles, data_seed=cfg.seed)
         self.val_ds = UserWindowDataset(users, mcfg.window, val_windows(users, mcfg.window), profiles=profiles,
                                         data_seed=cfg.seed)
