@@ -19,6 +19,15 @@ Multi-seed rows: value = mean over seeds, spread = population std over seeds. Th
 holds paired bootstrap intervals over users (FatsMB minus each learned baseline and minus the best
 baseline). Point estimate of FatsMB: one DDIM sample per user from a fixed seed (sampler seed 0), the
 guidance w and the number of steps chosen on validation at training time.
+
+Protocol C-mobile: ``--data <file>.mobile_mb.tsv.gz`` (`umask.train.data.mobile_mb`: app-usage
+interactions, items = the 20 app categories, behaviors open / long / heavy) scores the same models on
+that file. The rows then say ``data`` real or synthetic as the file says (protocol ``C``: the
+scoreboard has no ``C-mobile`` tag yet; the dataset field starts with "mobile app-usage"), the
+cut-offs are k = 1, 3, 5, 10, 20 (with 20 items, @10 and @20 are nearly trivial) and the per-behavior
+metrics are at k = 3 and 10; learning curves go to ``fatsmb_mobile_<data>_*`` files. ``--append``
+adds the rows to an existing result file (replacing the rows of the same data set), so the synthetic
+and the real variant share one file.
 """
 
 from __future__ import annotations
@@ -46,30 +55,38 @@ log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
 CURVES = ROOT / "benchmarks" / "results" / "learning_curves"
 KS = (10, 20)
+# per data set kind: protocol tag, cut-offs, cut-offs of the per-behavior metrics
+# and the metrics of the paired bootstrap
+PRESETS: dict[str, dict[str, Any]] = {
+    "taobao": {"protocol": "C", "ks": (10, 20), "behavior_ks": (10,), "compare": ("item_recall@10", "item_ndcg@10")},
+    # protocol "C" until the scoreboard's PROTOCOLS knows "C-mobile"; the dataset field names the variant
+    "mobile": {"protocol": "C", "ks": (1, 3, 5, 10, 20), "behavior_ks": (3, 10),
+               "compare": ("item_recall@1", "item_recall@3", "item_ndcg@10")}}
 PRIOR_NOTE = ("log features: recency-weighted own-history counts per behavior, co-occurrence from the last items "
               "and popularity, all counted on the training split; non-negative gains per target behavior")
 
 
-def per_user_metrics(scores: np.ndarray, q: Queries, data: ProtocolC) -> dict[str, np.ndarray]:
+def per_user_metrics(scores: np.ndarray, q: Queries, data: ProtocolC, ks: Sequence[int] = KS) -> dict[str, np.ndarray]:
     """Per-user metric arrays of one model's scores (U, n_items) on queries ``q``."""
     out: dict[str, np.ndarray] = {}
-    m = full_ranking_metrics(scores, q.item, KS)
-    for k in KS:
+    m = full_ranking_metrics(scores, q.item, ks)
+    for k in ks:
         out[f"item_recall@{k}"], out[f"item_ndcg@{k}"] = m[f"recall@{k}"], m[f"ndcg@{k}"]
     if data.has_categories:
-        c = full_ranking_metrics(group_max_scores(scores, data.item_category, data.n_categories), q.category, KS)
-        for k in KS:
+        c = full_ranking_metrics(group_max_scores(scores, data.item_category, data.n_categories), q.category, ks)
+        for k in ks:
             out[f"cat_recall@{k}"], out[f"cat_ndcg@{k}"] = c[f"recall@{k}"], c[f"ndcg@{k}"]
     return out
 
 
-def summarize(per_user: dict[str, np.ndarray], q: Queries, data: ProtocolC) -> dict[str, tuple[float, int]]:
-    """metric -> (mean, number of users), overall and per target behavior (item @10)."""
+def summarize(per_user: dict[str, np.ndarray], q: Queries, data: ProtocolC,
+              behavior_ks: Sequence[int] = (10,)) -> dict[str, tuple[float, int]]:
+    """metric -> (mean, number of users), overall and per target behavior (item @ each of behavior_ks)."""
     out = {k: (float(v.mean()), len(v)) for k, v in per_user.items()}
     for b, name in enumerate(data.behaviors):
         sel = q.behavior == b
         if sel.any():
-            for k in ("item_recall@10", "item_ndcg@10"):
+            for k in [f"item_{m}@{c}" for c in behavior_ks for m in ("recall", "ndcg")]:
                 out[f"{k}_{name}"] = (float(per_user[k][sel].mean()), int(sel.sum()))
     return out
 
@@ -88,6 +105,9 @@ class Collector:
 
     def __init__(self, data: ProtocolC) -> None:
         self.data = data
+        self.preset = PRESETS[data.kind]
+        self.curve_prefix = "fatsmb" if data.kind == "taobao" else f"fatsmb_mobile_{data.data}"
+        self.extra_note = ""                                      # appended to every row's notes (--note)
         self._tables = None
         self.runs: dict[str, dict[int, dict[str, np.ndarray]]] = {}
         self.info: dict[str, dict[str, Any]] = {}
@@ -104,7 +124,7 @@ class Collector:
     def add(self, model: str, seed: int, scores: np.ndarray, *, kind: str, family: str | None,
             artifact: str = "torch", notes: str = "", row_model: str | None = None) -> None:
         t = time.time()
-        self.runs.setdefault(model, {})[seed] = per_user_metrics(scores, self.data.test, self.data)
+        self.runs.setdefault(model, {})[seed] = per_user_metrics(scores, self.data.test, self.data, self.preset["ks"])
         self.info[model] = {"kind": kind, "family": family, "artifact": artifact, "notes": notes,
                             "model": row_model or model}
         r10 = self.runs[model][seed]["item_recall@10"].mean()
@@ -113,18 +133,20 @@ class Collector:
     def rows(self, command: str, dataset: str) -> list[dict[str, Any]]:
         rows = []
         for model, by_seed in self.runs.items():
-            sums = {s: summarize(pu, self.data.test, self.data) for s, pu in by_seed.items()}
+            sums = {s: summarize(pu, self.data.test, self.data, self.preset["behavior_ks"]) for s, pu in by_seed.items()}
             seeds = sorted(sums)
             for metric in sums[seeds[0]]:
                 vals = np.array([sums[s][metric][0] for s in seeds])
                 info = self.info[model]
-                row = {"protocol": "C", "dataset": dataset, "data": "real", "model": info["model"], "kind": info["kind"],
+                row = {"protocol": self.preset["protocol"], "dataset": dataset, "data": self.data.data,
+                       "model": info["model"], "kind": info["kind"],
                        "family": info["family"], "artifact": info["artifact"], "metric": metric,
                        "value": round(float(vals.mean()), 6), "better": "higher",
                        "n_windows": sums[seeds[0]][metric][1], "seeds": seeds,
                        "spread": round(float(vals.std()), 6) if len(seeds) > 1 else None, "command": command}
-                if info["notes"]:
-                    row["notes"] = info["notes"]
+                notes = "; ".join(x for x in (info["notes"], self.extra_note) if x)
+                if notes:
+                    row["notes"] = notes
                 rows.append(row)
         return rows
 
@@ -152,7 +174,7 @@ def score_fatsmb(col: Collector, runs: list[tuple[str, Path]], steps: int | None
         model, meta = trainer.load(run)
         if (run / "curve.jsonl").exists():                        # the learning curve next to the results
             CURVES.mkdir(parents=True, exist_ok=True)
-            (CURVES / f"fatsmb_{name}.jsonl").write_text((run / "curve.jsonl").read_text())
+            (CURVES / f"{col.curve_prefix}_{name}.jsonl").write_text((run / "curve.jsonl").read_text())
         if meta["n_items"] != col.data.n_items:
             raise ValueError(f"{run}: trained on {meta['n_items']} items, data has {col.data.n_items}")
         st = steps or meta["sampling"]["steps"]
@@ -196,22 +218,23 @@ def score_baselines(col: Collector, seeds: Sequence[int], steps: int, only: Sequ
         col.add(name, 0, m.score(d.test.prefixes, d.test.behavior), kind="baseline", family=None,
                 notes="deterministic; fitted on the training rows")
     if "blend" in only:
-        m = seqrec.make("blend").fit(d.train, d.n_items, d.n_behaviors, seed=0, val=val)
+        m = seqrec.make("blend").fit(d.train, d.n_items, d.n_behaviors, seed=0, val=val, val_metric=d.val_metric)
         col.add("blend", 0, m.score(d.test.prefixes, d.test.behavior), kind="baseline", family=None,
                 notes=f"recent + co-occurrence blend: {PRIOR_NOTE}, no neural part; gains fitted on training-split "
-                      f"queries, best validation step {m.best_step} kept (the same fit as FatsMB's prior)")
+                      f"queries, best validation step {m.best_step} by {d.val_metric} kept (the same fit as FatsMB's prior)")
     CURVES.mkdir(parents=True, exist_ok=True)
     for name in [n for n in ("sasrec", "bert4rec") if n in only]:
         for seed in seeds:
             t = time.time()
             m = seqrec.make(name).fit(d.train, d.n_items, d.n_behaviors, seed=seed, steps=steps, val=val,
-                                      eval_every=max(1, steps // 6))
+                                      eval_every=max(1, steps // 6), val_metric=d.val_metric)
             log.info("%s seed %d trained in %.0fs (best step %s)", name, seed, time.time() - t, getattr(m, "best_step", None))
-            with open(CURVES / f"fatsmb_baseline_{name}_seed{seed}.jsonl", "w", encoding="utf-8") as fh:
+            with open(CURVES / f"{col.curve_prefix}_baseline_{name}_seed{seed}.jsonl", "w", encoding="utf-8") as fh:
                 for rec in m.curve:
                     fh.write(json.dumps(rec) + "\n")
             col.add(name, seed, m.score(d.test.prefixes, d.test.behavior), kind="baseline", family=None,
-                    notes=f"{steps} steps, best validation step {getattr(m, 'best_step', None)} kept; target-behavior aware")
+                    notes=f"{steps} steps, best validation step {getattr(m, 'best_step', None)} by {d.val_metric} kept; "
+                          "target-behavior aware")
 
 
 def score_bundle(col: Collector, bundle: Path, samples: int) -> None:
@@ -283,44 +306,58 @@ def latency(run: Path, bundle: Path, data: ProtocolC, requests: int, out: Path, 
     log.info("wrote %s", out)
 
 
+def _metric_order(metric: str) -> tuple:
+    m = re.fullmatch(r"(item|cat)_(recall|ndcg)@(\d+)(?:_(\w+))?", metric)
+    return (m.group(4) or "", m.group(1), int(m.group(3)), m.group(2) != "recall") if m else (metric,)
+
+
 def markdown(doc: dict[str, Any]) -> str:
-    """The result file as markdown tables: overall metrics per (model, artifact), per-behavior item R@10 / N@10."""
-    rows = doc["rows"]
-    keys = list(dict.fromkeys((r["model"], r["artifact"], r["kind"]) for r in rows))
-    val = {(r["model"], r["artifact"], r["metric"]): r for r in rows}
+    """The result file as markdown tables, one section per data set (``meta.parts`` after ``--append``):
+    overall metrics per (model, artifact), then the per-behavior metrics."""
+    parts = doc["meta"].get("parts") or [doc["meta"]]
+    lines: list[str] = []
+    for part in parts:
+        rows = [r for r in doc["rows"] if r["dataset"] == part.get("dataset", r["dataset"])]
+        if not rows:
+            continue
+        keys = list(dict.fromkeys((r["model"], r["artifact"], r["kind"]) for r in rows))
+        val = {(r["model"], r["artifact"], r["metric"]): r for r in rows}
 
-    def cell(m, a, metric):
-        r = val.get((m, a, metric))
-        if r is None:
-            return "-"
-        return f"{r['value']:.4f}" + (f" ± {r['spread']:.4f}" if r.get("spread") is not None else "")
+        def cell(m, a, metric):
+            r = val.get((m, a, metric))
+            if r is None:
+                return "-"
+            return f"{r['value']:.4f}" + (f" ± {r['spread']:.4f}" if r.get("spread") is not None else "")
 
-    def table(metrics):
-        out = ["| model | artifact | kind | seeds | " + " | ".join(metrics) + " |",
-               "| --- | --- | --- | --- | " + " | ".join("---" for _ in metrics) + " |"]
-        for m, a, k in keys:
-            seeds = next((len(r["seeds"]) for r in rows if r["model"] == m and r["artifact"] == a), 0)
-            if any((m, a, x) in val for x in metrics):
-                out.append(f"| {m} | {a} | {k} | {seeds} | " + " | ".join(cell(m, a, x) for x in metrics) + " |")
-        return "\n".join(out)
+        def table(metrics):
+            out = ["| model | artifact | kind | seeds | " + " | ".join(metrics) + " |",
+                   "| --- | --- | --- | --- | " + " | ".join("---" for _ in metrics) + " |"]
+            for m, a, k in keys:
+                seeds = next((len(r["seeds"]) for r in rows if r["model"] == m and r["artifact"] == a), 0)
+                if any((m, a, x) in val for x in metrics):
+                    out.append(f"| {m} | {a} | {k} | {seeds} | " + " | ".join(cell(m, a, x) for x in metrics) + " |")
+            return "\n".join(out)
 
-    overall = [f"{lvl}_{n}@{k}" for lvl in ("item", "cat") for k in KS for n in ("recall", "ndcg")]
-    beh = sorted({r["metric"] for r in rows if r["metric"].startswith("item_recall@10_")})
-    per_b = [x for b in beh for x in (b, b.replace("recall", "ndcg"))]
-    boot = doc["meta"].get("paired_bootstrap_over_users") or {}
-    lines = [f"Command: `{doc['meta']['command']}` (commit {doc['meta']['commit']}, {doc['meta']['date']}); "
-             f"real data, {doc['meta'].get('users')} users, full ranking over {doc['meta'].get('n_items')} items; "
-             "value ± population std over seeds.", "", table(overall), "", "Per target behavior (item level, @10):", "",
-             table(per_b), "", "Paired bootstrap over users (mean difference, 95 % interval):", ""]
-    lines += [f"- {k}: {v['mean_diff']:+.4f} [{v['ci95_low']:+.4f}, {v['ci95_high']:+.4f}]"
-              + (f", relative {v['relative']:+.2%}" if "relative" in v else "") for k, v in boot.items()]
-    return "\n".join(lines) + "\n"
+        metrics = sorted({r["metric"] for r in rows}, key=_metric_order)
+        overall = [m for m in metrics if not _metric_order(m)[0]]
+        per_b = [m for m in metrics if _metric_order(m)[0]]
+        boot = part.get("paired_bootstrap_over_users") or {}
+        lines += [f"## {rows[0]['protocol']}: {rows[0]['dataset']} ({rows[0]['data']})", "",
+                  f"Command: `{part.get('command')}` (commit {part.get('commit')}, {part.get('date')}); "
+                  f"{rows[0]['data']} data, {part.get('users')} users, full ranking over {part.get('n_items')} items; "
+                  "value ± population std over seeds.", "", table(overall), "", "Per target behavior (item level):", "",
+                  table(per_b), "", "Paired bootstrap over users (mean difference, 95 % interval):", ""]
+        lines += [f"- {k}: {v['mean_diff']:+.4f} [{v['ci95_low']:+.4f}, {v['ci95_high']:+.4f}]"
+                  + (f", relative {v['relative']:+.2%}" if "relative" in v else "") for k, v in boot.items()]
+        lines.append("")
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="umask eval C --family fatsmb", description=__doc__.split("\n\n")[0])
-    p.add_argument("--protocol", default="C", help="only C")
-    p.add_argument("--data", default=str(TAOBAO_SAMPLE), help="Taobao file (Tianchi CSV or retail.txt)")
+    p.add_argument("--protocol", default="C", help="C (C-mobile follows from a mobile --data file)")
+    p.add_argument("--data", default=str(TAOBAO_SAMPLE),
+                   help="Taobao file (Tianchi CSV or retail.txt) or a *.mobile_mb.tsv[.gz] file (protocol C-mobile)")
     p.add_argument("--runs", default="artifacts/fatsmb", help="folder of FatsMB runs (seed<k>, den_*, pos_*)")
     p.add_argument("--ckpt", default=None, help="one FatsMB run folder (instead of --runs)")
     p.add_argument("--bundle", action="append", default=[], help="exported bundle(s) to score through the runtime")
@@ -336,9 +373,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--num-threads", type=int, default=1)
     p.add_argument("--render", default=None, help="only write the markdown table of this result file (next to it)")
     p.add_argument("--latency", type=int, default=0, help="instead of accuracy: time N requests of --ckpt vs --bundle")
+    p.add_argument("--append", action="store_true",
+                   help="add the rows to --out if it exists (rows of the same data set are replaced)")
+    p.add_argument("--note", default="", help="text appended to every row's notes")
     ns = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    if ns.protocol != "C":
+    if ns.protocol not in ("C", "C-mobile"):
         p.error(f"--protocol {ns.protocol}: FatsMB is scored on protocol C only")
     if ns.render:
         src = Path(ns.render)
@@ -357,6 +397,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         latency(Path(ns.ckpt), Path(ns.bundle[0]), data, ns.latency, Path(ns.out), command)
         return 0
     col = Collector(data)
+    col.extra_note = ns.note
     only = [b for b in ns.baselines.split(",") if b]
     score_baselines(col, [int(s) for s in ns.seeds.split(",")], ns.baseline_steps, only)
     if ns.ckpt:                                                # one run: scored as the headline seed
@@ -367,11 +408,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     score_fatsmb(col, runs, ns.steps, ns.samples)
     for b in ns.bundle:
         score_bundle(col, Path(b), ns.samples)
-    dataset = f"taobao UserBehavior sample, {len(data.test)} users, LOO test, full ranking over {data.n_items} items"
+    if data.kind == "mobile":
+        dataset = (f"mobile app-usage ({data.source}), items = {data.n_items} app categories, behaviors "
+                   f"{'/'.join(data.behaviors)}, {len(data.test)} users, LOO test, full ranking")
+    else:
+        dataset = f"taobao UserBehavior sample, {len(data.test)} users, LOO test, full ranking over {data.n_items} items"
     rows = col.rows(command, dataset)
     compare: dict[str, Any] = {}
     if "fatsmb" in col.runs:
-        for metric in ("item_recall@10", "item_ndcg@10"):
+        for metric in col.preset["compare"]:
             base = [m for m in col.runs if col.info[m]["kind"] == "baseline"]
             best = max(base, key=lambda m: col.mean_user(m, metric).mean()) if base else None
             others = ("sasrec", "bert4rec", "blend", "recent", "fatsmb_noprior", "fatsmb_ae_prior")
@@ -390,10 +435,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "(+ the prior where the run has prior_diffusion.json); "
                     "baselines: their deterministic scores", "spread": "population std over seeds (null for one seed)",
                     "ties": "expected rank under random tie-breaking",
-                    "paired_bootstrap_over_users": compare},
+                    "paired_bootstrap_over_users": compare, "dataset": dataset},
            "rows": rows}
     out = Path(ns.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if ns.append and out.exists():                              # one file for several data sets
+        old = json.loads(out.read_text())
+        parts = [m for m in old["meta"].get("parts") or [old["meta"]] if m.get("dataset") != dataset]
+        doc["rows"] = [r for r in old["rows"] if r["dataset"] != dataset] + rows
+        doc["meta"]["parts"] = [*parts, {k: v for k, v in doc["meta"].items() if k != "parts"}]
     atomic_json(out, doc)
     out.with_suffix(".md").write_text(markdown(doc))
     log.info("wrote %s (%d rows) and its .md", out, len(rows))

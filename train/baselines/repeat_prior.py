@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from umask.runtime.families.fatsmb.prior import PriorConfig, PriorTables, feature_names, query_features
-from umask.train.common.metrics import full_ranking_metrics
+from umask.train.baselines.seqrec import selection_score
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +104,9 @@ def prior_scores(head: GainHead, tables: PriorTables, feats, tb: np.ndarray, bas
 
 
 def fit_gains(tables: PriorTables, train_q, val_q, *, base_train: Optional[BaseFn], base_val: Optional[BaseFn],
-              cfg: GainFitConfig, behaviors: Sequence[str]) -> dict:
-    """Fit the gains; returns {"gains", "scale", "features", "val_recall@10", "best_step", "curve", ...}.
+              cfg: GainFitConfig, behaviors: Sequence[str], val_metric: str = "recall@10") -> dict:
+    """Fit the gains; returns {"gains", "scale", "features", "val_<val_metric>", "best_step", "curve", ...}
+    (the best step by ``val_metric`` on validation, `seqrec.selection_score`).
 
     ``train_q`` = (prefixes, futures, target items, target behaviors) (see :func:`training_queries`);
     ``val_q`` = (prefixes, target items, target behaviors)."""
@@ -120,10 +121,11 @@ def fit_gains(tables: PriorTables, train_q, val_q, *, base_train: Optional[BaseF
 
     def validate() -> float:
         s = prior_scores(head, tables, fval, val_q[2], base_val)
-        return float(full_ranking_metrics(s, val_q[1], ks=(10,))["recall@10"].mean())
+        return selection_score(s, val_q[1], val_metric)
 
+    key = f"val_{val_metric}"
     best = (validate(), 0, {k: v.clone() for k, v in head.state_dict().items()})
-    curve = [{"step": 0, "val_recall@10": best[0]}]
+    curve = [{"step": 0, key: best[0]}]
     for step in range(1, cfg.steps + 1):
         rows = rng.integers(0, len(ftr), cfg.batch)
         base = base_train(rows) if base_train is not None else None
@@ -133,14 +135,15 @@ def fit_gains(tables: PriorTables, train_q, val_q, *, base_train: Optional[BaseF
         opt.step()
         if step % cfg.eval_every == 0 or step == cfg.steps:
             v, lv = validate(), float(loss.detach())
-            curve.append({"step": step, "loss": lv, "val_recall@10": v})
-            log.info("prior gains step %d loss %.4f val R@10 %.4f", step, lv, v)
+            curve.append({"step": step, "loss": lv, key: v})
+            log.info("prior gains step %d loss %.4f val %s %.4f", step, lv, val_metric, v)
             if v > best[0]:
                 best = (v, step, {k: val.clone() for k, val in head.state_dict().items()})
     head.load_state_dict(best[2])
     g, a = head.gains()
     return {"gains": g.detach().numpy().round(6).tolist(), "scale": a.detach().numpy().round(6).tolist(),
-            "features": feature_names(behaviors), "behaviors": list(behaviors), "val_recall@10": best[0],
+            "features": feature_names(behaviors), "behaviors": list(behaviors), key: best[0],
+            "val_metric": val_metric,
             "best_step": best[1], "curve": curve, "fit": asdict(cfg), "prior_config": asdict(tables.cfg),
             "training_queries": len(ftr)}
 

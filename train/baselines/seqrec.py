@@ -276,6 +276,18 @@ def _pad_left(seqs: Sequence[np.ndarray], L: int, fill: int = 0) -> np.ndarray:
     return out
 
 
+def selection_score(scores: np.ndarray, target: np.ndarray, metric: str = "recall@10") -> float:
+    """The validation figure that model selection maximizes: the mean of ``metric`` ("recall@k" or
+    "ndcg@k", `full_ranking_metrics`) over the queries. Taobao selects on recall@10; the 20-item mobile
+    variant on ndcg@10, since there recall@10 is near 1 for every model (docs/families/fatsmb.md)."""
+    from umask.train.common.metrics import full_ranking_metrics
+
+    name, _, k = metric.partition("@")
+    if name not in ("recall", "ndcg") or not k.isdigit():
+        raise ValueError(f"selection metric must be recall@k or ndcg@k, got {metric!r}")
+    return float(full_ranking_metrics(scores, target, ks=(int(k),))[metric].mean())
+
+
 def softmax_xent(logits_fn, target: torch.Tensor, n_items: int, n_negatives: int, full_softmax_max: int,
                  g: torch.Generator) -> torch.Tensor:
     """Cross-entropy of P queries vs item ids ``target`` (P,): exact when n_items <= full_softmax_max,
@@ -337,12 +349,11 @@ class _TransformerRec(SeqRecommender):
                             self.cfg.full_softmax_max, g)
 
     def fit(self, seqs, n_items, n_behaviors=1, seed=0, steps=2000, val: Optional[tuple] = None,
-            eval_every: int = 0):
+            eval_every: int = 0, val_metric: str = "recall@10"):
         """Train for ``steps`` AdamW steps. ``val`` = (prefixes, targets, target_behaviors) logs a
-        Recall@10 learning curve every ``eval_every`` steps into ``self.curve`` and keeps the weights of the
+        ``val_metric`` learning curve every ``eval_every`` steps into ``self.curve`` and keeps the weights of the
         best validation point (``self.best_step``); without ``val`` the last weights are kept."""
-        from umask.train.common.metrics import full_ranking_metrics
-
+        key = f"val_{val_metric}"
         _check_seqs(seqs, n_items, n_behaviors, "seqs")
         seqs = [s for s in seqs if len(s[0]) >= 2]
         if not seqs:
@@ -364,12 +375,11 @@ class _TransformerRec(SeqRecommender):
             opt.step()
             rec = {"step": step, "loss": float(loss.detach())}
             if val is not None and eval_every and (step % eval_every == 0 or step == steps):
-                m = full_ranking_metrics(self.score(val[0], val[2]), val[1], ks=(10,))
-                rec["val_recall@10"] = float(m["recall@10"].mean())
-                if rec["val_recall@10"] > best[0]:                        # model selection on validation only
-                    best = (rec["val_recall@10"], step, {k: v.clone() for k, v in self.net.state_dict().items()})
-                log.info("%s step %d loss %.4f val R@10 %.4f", self.name, step, rec["loss"], rec["val_recall@10"])
-            if step % 10 == 0 or "val_recall@10" in rec:
+                rec[key] = selection_score(self.score(val[0], val[2]), val[1], val_metric)
+                if rec[key] > best[0]:                                    # model selection on validation only
+                    best = (rec[key], step, {k: v.clone() for k, v in self.net.state_dict().items()})
+                log.info("%s step %d loss %.4f val %s %.4f", self.name, step, rec["loss"], val_metric, rec[key])
+            if step % 10 == 0 or key in rec:
                 self.curve.append(rec)
         if best[2] is not None:
             self.net.load_state_dict(best[2])
@@ -463,7 +473,8 @@ class RepeatCoocBlend(SeqRecommender):
 
     name = "blend"
 
-    def fit(self, seqs, n_items, n_behaviors=1, seed=0, steps=200, val: Optional[tuple] = None, **_):
+    def fit(self, seqs, n_items, n_behaviors=1, seed=0, steps=200, val: Optional[tuple] = None,
+            val_metric: str = "recall@10", **_):
         from umask.train.baselines import repeat_prior as rp
 
         _check_seqs(seqs, n_items, n_behaviors, "seqs")
@@ -474,7 +485,7 @@ class RepeatCoocBlend(SeqRecommender):
         cfg = rp.GainFitConfig(steps=steps, seed=seed)
         names = [str(b) for b in range(n_behaviors)] if n_behaviors != 4 else ["pv", "fav", "cart", "buy"]
         self.fit_info = rp.fit_gains(self.tables, rp.training_queries(seqs, cfg.last_positions), val,
-                                     base_train=None, base_val=None, cfg=cfg, behaviors=names)
+                                     base_train=None, base_val=None, cfg=cfg, behaviors=names, val_metric=val_metric)
         self.head, self.best_step = rp.head_from(self.fit_info), self.fit_info["best_step"]
         return self
 

@@ -12,19 +12,27 @@ Per user u with time-ordered rows r_1 .. r_n:
 - validation query: prefix r_1 .. r_{n-2}, target item / behavior of r_{n-1},
 - test query: prefix r_1 .. r_{n-1}, target of r_n (the validation row joins the prefix, as usual
   for leave-one-out; no model sees a test target).
+
+A ``*.mobile_mb.tsv[.gz]`` file (`umask.train.data.mobile_mb`: app-usage interactions, items = app
+categories, behaviors open / long / heavy) loads the same way (protocol C-mobile): the same split,
+items numbered over the file's vocabulary (all catalog categories, also those never used), no
+category level (the items are categories), ``data`` real or synthetic as the file says.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from umask.runtime.core.errors import DataFormatError
+from umask.train.data import mobile_mb
 from umask.train.data.splits import leave_one_out
 from umask.train.data.taobao import BEHAVIORS, UNKNOWN_CATEGORY, read_retail, read_user_behavior
 
+log = logging.getLogger(__name__)
 TAOBAO_SAMPLE = Path(__file__).resolve().parents[3] / "data" / "taobao_user_behavior" / "UserBehavior_head.csv.gz"
 
 
@@ -58,6 +66,11 @@ class ProtocolC:
     users: np.ndarray
     category_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))   # dense category -> raw id
     behaviors: tuple[str, ...] = BEHAVIORS
+    kind: str = "taobao"            # taobao | mobile (protocol C-mobile, `umask.train.data.mobile_mb`)
+    data: str = "real"              # real | synthetic (as the file says)
+    source: str = ""                # where the rows came from (the mobile file's metadata)
+    val_metric: str = "recall@10"   # what model selection maximizes on validation (mobile: ndcg@10, see mobile_mb)
+    dropped_users: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # mobile: < 3 interactions
 
     @property
     def has_categories(self) -> bool:
@@ -71,6 +84,8 @@ def load_protocol_c(path: str | Path = TAOBAO_SAMPLE, *, max_users: int | None =
     3 rows cannot give a train row, a validation and a test target: they raise DataFormatError.
     """
     path = Path(path)
+    if mobile_mb.is_mobile_file(path):
+        return _load_mobile(path, max_users)
     data = read_retail(path) if "retail" in path.name else read_user_behavior(path)
     users = np.unique(data.user)
     if max_users is not None:
@@ -92,17 +107,26 @@ def load_protocol_c(path: str | Path = TAOBAO_SAMPLE, *, max_users: int | None =
         item_category = np.full(len(item_ids), -1, dtype=np.int64)
         n_cat = 0
         cat_ids = np.zeros(0, np.int64)
-    order = split.order
-    su = data.user[order]
+    train, val_q, test_q = _sequences(path, split.order, data.user, item_dense, data.behavior, cat_dense)
+    return ProtocolC(path=str(path), train=train, val=val_q, test=test_q, n_items=len(item_ids),
+                     n_behaviors=len(BEHAVIORS), n_categories=n_cat, item_ids=item_ids,
+                     item_category=item_category, users=users,
+                     category_ids=cat_ids.astype(np.int64))
+
+
+def _sequences(path, order: np.ndarray, user: np.ndarray, item_dense: np.ndarray, behavior: np.ndarray,
+               cat_dense: np.ndarray) -> tuple[list, Queries, Queries]:
+    """Per user (rows in ``order``): the training sequence and the validation / test queries."""
+    su = user[order]
     starts = np.flatnonzero(np.r_[True, su[1:] != su[:-1]])
     ends = np.r_[starts[1:], len(order)]
     train, val_q, test_q = [], ([], [], [], []), ([], [], [], [])
     for s, e in zip(starts, ends):
         rows = order[s:e]
         if len(rows) < 3:
-            raise DataFormatError(path, None, f"user {data.user[rows[0]]} has {len(rows)} rows; protocol C needs >= 3")
+            raise DataFormatError(path, None, f"user {user[rows[0]]} has {len(rows)} rows; protocol C needs >= 3")
         it = item_dense[rows].astype(np.int64)
-        bh = data.behavior[rows].astype(np.int64)
+        bh = behavior[rows].astype(np.int64)
         train.append((it[:-2], bh[:-2]))
         for q, cut in ((val_q, len(rows) - 2), (test_q, len(rows) - 1)):
             q[0].append((it[:cut], bh[:cut]))
@@ -110,7 +134,27 @@ def load_protocol_c(path: str | Path = TAOBAO_SAMPLE, *, max_users: int | None =
             q[2].append(bh[cut])
             q[3].append(cat_dense[rows[cut]])
     mk = lambda q: Queries(q[0], np.asarray(q[1]), np.asarray(q[2]), np.asarray(q[3], dtype=np.int64))  # noqa: E731
-    return ProtocolC(path=str(path), train=train, val=mk(val_q), test=mk(test_q), n_items=len(item_ids),
-                     n_behaviors=len(BEHAVIORS), n_categories=n_cat, item_ids=item_ids,
-                     item_category=item_category, users=users,
-                     category_ids=cat_ids.astype(np.int64))
+    return train, mk(val_q), mk(test_q)
+
+
+def _load_mobile(path: Path, max_users: int | None) -> ProtocolC:
+    """Protocol C-mobile: a `umask.train.data.mobile_mb` file, items over the file's vocabulary."""
+    m = mobile_mb.read(path)
+    users, counts = np.unique(m.user, return_counts=True)
+    # a simulated user can be nearly silent for a week: fewer than 3 interactions give no train row,
+    # validation and test target, so such users are left out (counted in ``dropped_users``, logged)
+    few = users[counts < 3]
+    users = users[counts >= 3][:max_users]
+    keep = np.isin(m.user, users)
+    if len(few):
+        log.warning("%s: %d users with < 3 interactions left out: %s", path, len(few), few[:10].tolist())
+    split = leave_one_out(m.user[keep], m.timestamp[keep])
+    item_dense = np.searchsorted(m.item_ids, m.item[keep])
+    no_cat = np.full(int(keep.sum()), -1, np.int64)
+    train, val_q, test_q = _sequences(path, split.order, m.user[keep], item_dense, m.behavior[keep], no_cat)
+    return ProtocolC(path=str(path), train=train, val=val_q, test=test_q, n_items=len(m.item_ids),
+                     n_behaviors=len(mobile_mb.BEHAVIORS), n_categories=0, item_ids=m.item_ids,
+                     item_category=np.full(len(m.item_ids), -1, np.int64), users=users,
+                     behaviors=mobile_mb.BEHAVIORS, kind="mobile", data=str(m.meta.get("data", "real")),
+                     source=str(m.meta.get("source", "")), val_metric="ndcg@10",
+                     dropped_users=few.astype(np.int64))

@@ -32,9 +32,9 @@ import torch
 
 from umask.runtime.families.fatsmb.prior import PriorConfig, PriorTables
 from umask.train.baselines import repeat_prior as rp
+from umask.train.baselines.seqrec import selection_score
 from umask.train.common.checkpoints import atomic_json
 from umask.train.common.config import add_dataclass_args, dataclass_from_args
-from umask.train.common.metrics import full_ranking_metrics
 from umask.train.models.fatsmb import trainer
 from umask.train.models.fatsmb.data import ProtocolC, load_protocol_c
 from umask.train.models.fatsmb.model import FatsMB
@@ -65,19 +65,20 @@ def fit_prior(model: FatsMB, meta: dict, data: ProtocolC, *, mode: str, cfg: rp.
     tables = tables or tables_for(data)
     st, w = int(meta["sampling"]["steps"]), float(meta["sampling"]["guidance"])
     val = (data.val.prefixes, data.val.item, data.val.behavior)
+    key = f"val_{data.val_metric}"                                 # Taobao: val_recall@10
     fit = rp.fit_gains(tables, rp.training_queries(data.train, cfg.last_positions), val, base_train=None,
-                       base_val=None, cfg=cfg, behaviors=data.behaviors)
+                       base_val=None, cfg=cfg, behaviors=data.behaviors, val_metric=data.val_metric)
     z_val = trainer.query_latent(model, data.val.prefixes, data.val.behavior, mode=mode, steps=st, w=w, seed=0)
     fval = rp.features(tables, data.val.prefixes)
     grid = {}
     for a in scale_grid:
         fit["scale"] = [float(a)] * tables.n_behaviors
         s = rp.prior_scores(rp.head_from(fit), tables, fval, data.val.behavior, _base(model, z_val))
-        grid[str(a)] = float(full_ranking_metrics(s, data.val.item, ks=(10,))["recall@10"].mean())
-        log.info("prior (%s): decoder scale a=%s val R@10 %.4f", mode, a, grid[str(a)])
+        grid[str(a)] = selection_score(s, data.val.item, data.val_metric)
+        log.info("prior (%s): decoder scale a=%s %s %.4f", mode, a, key, grid[str(a)])
     a_best = max(scale_grid, key=lambda a: (grid[str(a)], -a))
-    fit.update({"scale": [float(a_best)] * tables.n_behaviors, "scale_grid": grid, "val_recall@10_prior_only": fit["val_recall@10"],
-                "val_recall@10": grid[str(a_best)], "mode": mode, "sampling": {"steps": st, "guidance": w}})
+    fit.update({"scale": [float(a_best)] * tables.n_behaviors, "scale_grid": grid, f"{key}_prior_only": fit[key],
+                key: grid[str(a_best)], "mode": mode, "sampling": {"steps": st, "guidance": w}})
     return fit
 
 
@@ -111,8 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         fit = fit_prior(model, meta, data, mode=mode, cfg=cfg, tables=tables)
         fit["seconds"] = round(time.time() - t, 1)
         atomic_json(Path(ns.run) / f"prior_{mode}.json", fit)
-        log.info("%s: prior (%s) val R@10 %.4f at step %d, scale %s", ns.run, mode, fit["val_recall@10"],
-                 fit["best_step"], fit["scale"])
+        log.info("%s: prior (%s) %s %.4f at step %d, scale %s", ns.run, mode, fit["val_metric"],
+                 fit["val_" + fit["val_metric"]], fit["best_step"], fit["scale"])
     return 0
 
 

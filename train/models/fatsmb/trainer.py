@@ -39,10 +39,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_model, save_file, save_model
 
-from umask.train.baselines.seqrec import _pad_left, cap_positions, softmax_xent
+from umask.train.baselines.seqrec import _pad_left, cap_positions, selection_score, softmax_xent
 from umask.train.common.checkpoints import atomic_json
 from umask.train.common.config import add_dataclass_args, config_dict, dataclass_from_args, from_config_dict
-from umask.train.common.metrics import full_ranking_metrics
 from umask.train.diffusion.samplers import DDIMSampler
 from umask.train.diffusion.schedules import VPSchedule
 from umask.train.models.fatsmb.data import TAOBAO_SAMPLE, ProtocolC, load_protocol_c
@@ -167,15 +166,17 @@ def query_latent(model: FatsMB, prefixes, target_behavior: np.ndarray, *, mode: 
 
 
 def val_recall(model, data: ProtocolC, **kw) -> float:
+    """The validation figure model selection maximizes: ``data.val_metric`` (Taobao: Recall@10)."""
     s = score(model, data.val.prefixes, data.val.behavior, **kw)
-    return float(full_ranking_metrics(s, data.val.item, ks=(10,))["recall@10"].mean())
+    return selection_score(s, data.val.item, data.val_metric)
 
 
 # ------------------------------------------------------------------------------------------------
 # The three stages
 # ------------------------------------------------------------------------------------------------
-def _stage(name, model, params, steps, lr, loss_fn, validate, tc: TrainConfig, curve: list) -> None:
-    """AdamW over ``params`` for ``steps``; validation every eval_every; keep the best weights."""
+def _stage(name, model, params, steps, lr, loss_fn, validate, tc: TrainConfig, curve: list,
+           key: str = "val_recall@10") -> None:
+    """AdamW over ``params`` for ``steps``; validation (``key`` in the curve) every eval_every; keep the best weights."""
     if steps <= 0:
         return
     opt = torch.optim.AdamW(params, lr=lr)
@@ -189,14 +190,14 @@ def _stage(name, model, params, steps, lr, loss_fn, validate, tc: TrainConfig, c
         opt.step()
         rec = {"stage": name, "step": step, "loss": float(loss.detach()), "seconds": round(time.time() - t0, 1)}
         if step % tc.eval_every == 0 or step == steps:
-            rec["val_recall@10"] = validate()
-            if rec["val_recall@10"] > best[0]:
-                best = (rec["val_recall@10"], step, {k: v.clone() for k, v in model.state_dict().items()})
-            log.info("%s step %d loss %.4f val R@10 %.4f (%.0fs)", name, step, rec["loss"], rec["val_recall@10"], rec["seconds"])
-        if step % 25 == 0 or "val_recall@10" in rec:
+            rec[key] = validate()
+            if rec[key] > best[0]:
+                best = (rec[key], step, {k: v.clone() for k, v in model.state_dict().items()})
+            log.info("%s step %d loss %.4f %s %.4f (%.0fs)", name, step, rec["loss"], key, rec[key], rec["seconds"])
+        if step % 25 == 0 or key in rec:
             curve.append(rec)
     model.load_state_dict(best[2])
-    curve.append({"stage": name, "best_step": best[1], "best_val_recall@10": best[0]})
+    curve.append({"stage": name, "best_step": best[1], f"best_{key}": best[0]})
 
 
 def train(cfg: FatsMBConfig, tc: TrainConfig, data: ProtocolC | None = None) -> tuple[FatsMB, dict]:
@@ -208,6 +209,7 @@ def train(cfg: FatsMBConfig, tc: TrainConfig, data: ProtocolC | None = None) -> 
     model = FatsMB(cfg, data.n_items, data.n_behaviors)
     nI, nB, L = data.n_items, data.n_behaviors, cfg.max_len
     curve: list[dict] = []
+    key = f"val_{data.val_metric}"                             # Taobao: val_recall@10
 
     def xent(z: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         proj = model.decoder.proj(z)
@@ -240,7 +242,7 @@ def train(cfg: FatsMBConfig, tc: TrainConfig, data: ProtocolC | None = None) -> 
         curve.append({"stage": "stage1", "init_from": tc.init_from})
     enc_params = list(model.encoder.parameters()) + [p for n, p in model.decoder.named_parameters() if not n.startswith("table")]
     _stage("stage1", model, enc_params, tc.stage1_steps, tc.lr, loss1,
-           lambda: val_recall(model, data, mode="ae"), tc, curve)
+           lambda: val_recall(model, data, mode="ae"), tc, curve, key)
     ae_val = val_recall(model, data, mode="ae")
 
     # Stage 2: latent diffusion, encoder/decoder frozen (eqs. 15-17, Alg. 1 lines 16-22)
@@ -261,7 +263,7 @@ def train(cfg: FatsMBConfig, tc: TrainConfig, data: ProtocolC | None = None) -> 
         return torch.mean((model.denoiser(z_t, t, zn, b) - zb) ** 2)                   # eq. 16 (x0 form)
 
     _stage("stage2", model, list(model.denoiser.parameters()), tc.stage2_steps, tc.lr, loss2,
-           lambda: val_recall(model, data, steps=tc.sample_steps, w=tc.guidance), tc, curve)
+           lambda: val_recall(model, data, steps=tc.sample_steps, w=tc.guidance), tc, curve, key)
 
     # Stage 3: decoder fine-tuning on the next item through the sampler (Alg. 1 lines 23-28)
     for p in model.denoiser.parameters():
@@ -279,7 +281,7 @@ def train(cfg: FatsMBConfig, tc: TrainConfig, data: ProtocolC | None = None) -> 
         return xent(z0, ti)
 
     _stage("stage3", model, dec_params, tc.stage3_steps, tc.lr_stage3, loss3,
-           lambda: val_recall(model, data, steps=tc.sample_steps, w=tc.guidance), tc, curve)
+           lambda: val_recall(model, data, steps=tc.sample_steps, w=tc.guidance), tc, curve, key)
 
     # Sampling settings chosen on validation (guidance w, number of steps T/Δt)
     grid = {}
@@ -288,9 +290,9 @@ def train(cfg: FatsMBConfig, tc: TrainConfig, data: ProtocolC | None = None) -> 
             grid[f"w={w},steps={st}"] = val_recall(model, data, steps=st, w=w)
     best = max(grid, key=grid.get)
     w_best, steps_best = (float(best.split(",")[0][2:]), int(best.split(",")[1][6:]))
-    info = {"val_recall@10_ae": ae_val, "val_grid": grid, "guidance": w_best, "sample_steps": steps_best,
-            "val_recall@10": grid[best], "curve": curve}
-    log.info("chosen on validation: w=%s steps=%d (R@10 %.4f); AE alone %.4f", w_best, steps_best, grid[best], ae_val)
+    info = {f"{key}_ae": ae_val, "val_grid": grid, "guidance": w_best, "sample_steps": steps_best,
+            key: grid[best], "val_metric": data.val_metric, "curve": curve}
+    log.info("chosen on validation: w=%s steps=%d (%s %.4f); AE alone %.4f", w_best, steps_best, key, grid[best], ae_val)
     return model, info
 
 
