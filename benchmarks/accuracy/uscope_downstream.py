@@ -28,6 +28,9 @@ import json
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from umask.bench.accuracy.user_umask import main as umask_eval_main
 
@@ -89,7 +92,42 @@ def llm_trained_rows(ckpt_template: Path, ckpt_llm: Path, gguf: Path) -> dict[st
                                         f"{b}; at inference: no profile (the learned no-profile embedding)")}
 
 
-def write_v2(harness_out: Path, v2_out: Path, rows: dict[str, tuple[Path, str, str, str]], command: str) -> int:
+def profile_shift(run_dir: Path) -> dict[str, Any]:
+    """How far the LLM texts a run was trained on (<run>/profiles.json) sit from the template texts of the
+    same users in SBERT space: mean / min cosine per user, and the mean cosine between DIFFERENT users'
+    profiles for each source (lower = the profiles tell users apart more); and the facts each text gets
+    right (uscope/llm.profile_consistency: share of the applicable fact checks against ProfileStats)."""
+    from umask.runtime.families.umask.profile_text import template_profile
+    from umask.train.models.umask.uscope.llm import profile_consistency
+    from umask.train.models.umask.profile_encoder import SentenceEncoder, profile_embeddings
+    from umask.train.models.umask.trainer import TrainConfig, load_population
+
+    prof = json.loads((run_dir / "profiles.json").read_text())
+    cfg = json.loads((run_dir / "config.json").read_text())["train"]
+    users, _ = load_population(TrainConfig(n_users=cfg["n_users"], sim_seed=cfg["sim_seed"], data=cfg["data"]))
+    enc = SentenceEncoder(cache_dir=cfg.get("sbert_cache") or None)
+    stats = [u.profile for u in users]
+    texts = [prof["profiles"][str(u.user)] for u in users]
+    tpl, _ = profile_embeddings(stats, "template", encoder=enc)
+    llm, _ = profile_embeddings(stats, "text", encoder=enc, texts=texts)
+
+    def between(e: np.ndarray) -> float:
+        c = e @ e.T
+        return float((c.sum() - np.trace(c)) / (len(c) * (len(c) - 1)))
+
+    same = (tpl * llm).sum(1)            # SBERT embeddings are L2-normalized: dot = cosine
+    return {"run": str(run_dir), "n_users": len(users), "cos_llm_vs_template_mean": round(float(same.mean()), 4),
+            "cos_llm_vs_template_min": round(float(same.min()), 4),
+            "cos_between_users_template": round(between(tpl), 4), "cos_between_users_llm": round(between(llm), 4),
+            "distinct_texts_template": len({template_profile(st) for st in stats}),
+            "distinct_texts_llm": len(set(texts)),
+            "facts_right_template": round(float(np.mean([profile_consistency(template_profile(st), st)
+                                                          for st in stats])), 4),
+            "facts_right_llm": round(float(np.mean([profile_consistency(t, st) for t, st in zip(texts, stats)])), 4)}
+
+
+def write_v2(harness_out: Path, v2_out: Path, rows: dict[str, tuple[Path, str, str, str]], command: str,
+             extra_meta: dict[str, Any] | None = None) -> int:
     """The harness rows of ``harness_out`` as a v2 result file (scoreboard figures: the v1-window metrics
     the scoreboard reads from user_umask.py results), each row with its kind, family and note; + a .md."""
     from datetime import datetime, timezone
@@ -109,7 +147,8 @@ def write_v2(harness_out: Path, v2_out: Path, rows: dict[str, tuple[Path, str, s
     meta = {"command": command, "commit": git_commit() or "unknown", "date": date, "harness_result": str(harness_out),
             "notes": ("SYNTHETIC. U-MASK trained on profiles written by the U-SCOPE LLM (issue #10) vs the same "
                       "fine-tune on template profiles; 20 users, B1 target hours 2/8/14/20 + B3, 10 DDIM steps, "
-                      "2 samples, first-step x0 point forecast (prior blend); 1 training seed, 1 sampling seed")}
+                      "2 samples, first-step x0 point forecast (prior blend); 1 training seed, 1 sampling seed"),
+            **(extra_meta or {})}
     v2_out.parent.mkdir(parents=True, exist_ok=True)
     v2_out.write_text(json.dumps({"meta": meta, "rows": out}, indent=1) + "\n")
     keys = ("mae_all/traffic", "mae_all/app", "mae_all/location", "rmse_all/traffic", "rmse_all/app",
@@ -125,6 +164,9 @@ def write_v2(harness_out: Path, v2_out: Path, rows: dict[str, tuple[Path, str, s
         md.append(f"| {proto} | {model} | {rows[model][1]} | "
                   + " | ".join(f"{v[k]:.4g}" if k in v else "" for k in present) + " |")
     md += ["", *(f"- {n}: {note}" for n, (_, _, _, note) in rows.items())]
+    if "profile_shift" in meta:
+        md += ["", "Profile texts at training, SBERT space (`profile_shift`): "
+               + ", ".join(f"{k} {v}" for k, v in meta["profile_shift"].items())]
     v2_out.with_suffix(".md").write_text("\n".join(md) + "\n")
     return len(out)
 
@@ -141,16 +183,24 @@ def main(argv: list[str] | None = None) -> int:
                          "profile), also written as a v2 result file (--v2-out)")
     ap.add_argument("--gguf", default=str(GGUF / "uscope-f16.gguf"), help="the LLM CKPT_LLM was trained on")
     ap.add_argument("--v2-out", default=LLM_TRAINED_V2)
+    ap.add_argument("--v2-only", action="store_true",
+                    help="with --trained-on-llm: rebuild the v2 file from the existing harness result (--out), "
+                         "no evaluation")
     a = ap.parse_args(argv)
     if a.trained_on_llm is None:
         return umask_eval_main(argv_for(Path(a.ckpt) if a.ckpt else default_ckpt(), a.users,
                                         a.out or "benchmarks/results/uscope_downstream.json"))
     out = a.out or "benchmarks/results/uscope_llm_trained.json"
     rows = llm_trained_rows(*(Path(c) for c in a.trained_on_llm), Path(a.gguf))
-    rc = umask_eval_main(harness_argv({n: (c, s, note) for n, (c, s, _, note) in rows.items()}, a.users, out))
+    rc = 0 if a.v2_only else umask_eval_main(harness_argv({n: (c, s, note) for n, (c, s, _, note) in rows.items()},
+                                                          a.users, out))
     if rc == 0:
-        command = shlex.join(["python", "-m", "umask.bench.accuracy.uscope_downstream", *(argv or sys.argv[1:])])
-        n = write_v2(Path(out), Path(a.v2_out), rows, command)
+        args = [x for x in (sys.argv[1:] if argv is None else argv) if x != "--v2-only"]
+        command = shlex.join(["python", "-m", "umask.bench.accuracy.uscope_downstream", *args])
+        ckpt_llm = Path(a.trained_on_llm[1])
+        run = next((p for p in (ckpt_llm, *ckpt_llm.parents) if (p / "profiles.json").is_file()), None)
+        n = write_v2(Path(out), Path(a.v2_out), rows, command,
+                     {"profile_shift": profile_shift(run)} if run is not None else None)
         print(f"wrote {n} rows to {a.v2_out} and {Path(a.v2_out).with_suffix('.md')}")
     return rc
 
