@@ -11,8 +11,9 @@
 #                                                         -> artifacts/train/umask_ft_llm
 # One torch thread, niced, in the background, ONE run at a time ("both": template, then llm). Run it again to
 # resume (the same command continues from ckpt/latest).
+# SEED=N (default 0) trains with --seed N into umask_ft_{template,llm}_sN (a second training seed).
 #   scripts/train_umask_llm_profiles.sh [template|llm|both [STEPS [MAX_MINUTES]]]
-#   logs: artifacts/train/logs/umask_ft_{template,llm}.log
+#   logs: artifacts/train/logs/umask_ft_{template,llm}[_sN].log
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WHICH=${1:-both}
@@ -20,21 +21,23 @@ STEPS=${2:-300}
 MAX_MINUTES=${3:-15}
 INIT=${INIT:-artifacts/train/umask_small_v3/ckpt/step_000524}
 LLM_GGUF=${LLM_GGUF:-artifacts/uscope/gguf/uscope-f16.gguf}
+SEED=${SEED:-0}
+SUFFIX=$([ "$SEED" = 0 ] && echo "" || echo "_s$SEED")
 mkdir -p artifacts/train/logs
 
 run() {   # run NAME PROFILE_SOURCE
     OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 nice -n 5 .venv/bin/python -m umask.train.models.umask.trainer \
         --config small --steps "$STEPS" --batch-size 8 --lr 1e-4 --warmup 20 --eval-every 100 --eval-batches 12 \
         --ckpt-every 50 --n-users 50 --sim-seed 0 --set t_power=2.0 --set 'data_scale="none"' --set 'prior="blend"' \
-        --set dit_calendar=true --set dit_epos=true --set dit_hb=true --profile-source "$2" --init-from "$INIT" \
+        --set dit_calendar=true --set dit_epos=true --set dit_hb=true --profile-source "$2" --init-from "$INIT" --seed "$SEED" \
         --num-threads 1 --no-progress --max-minutes "$MAX_MINUTES" --out "artifacts/train/$1" \
         >> "artifacts/train/logs/$1.log" 2>&1
 }
 
 case "$WHICH" in
-    template) jobs=("umask_ft_template template") ;;
-    llm) jobs=("umask_ft_llm llm:$LLM_GGUF") ;;
-    both) jobs=("umask_ft_template template" "umask_ft_llm llm:$LLM_GGUF") ;;
+    template) jobs=("umask_ft_template$SUFFIX template") ;;
+    llm) jobs=("umask_ft_llm$SUFFIX llm:$LLM_GGUF") ;;
+    both) jobs=("umask_ft_template$SUFFIX template" "umask_ft_llm$SUFFIX llm:$LLM_GGUF") ;;
     *) echo "usage: $0 [template|llm|both [STEPS [MAX_MINUTES]]]" >&2; exit 2 ;;
 esac
 (

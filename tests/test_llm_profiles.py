@@ -128,24 +128,34 @@ def test_real_gguf_profiles(users, tmp_path: Path) -> None:
 
 
 def test_trained_on_llm_rows_and_v2_file(tmp_path: Path) -> None:
-    """uscope_downstream --trained-on-llm: four harness models (two checkpoints), each with its profile
-    spec; the harness rows become v2 rows the scoreboard accepts, with kind and training/inference notes.
-    Input: the committed harness result of the four-source table, its models renamed."""
+    """uscope_downstream --trained-on-llm: four harness models per (template, LLM) checkpoint pair, each
+    with its profile spec; the harness rows of two training seeds become v2 rows (mean, population std)
+    that the scoreboard accepts, with kind and training / inference notes. Input: the committed harness
+    result of the four-source table, its models renamed (the second "seed": app MAE scaled by 1.1)."""
     from umask.bench.accuracy import uscope_downstream as ud
     from umask.bench.reports import scoreboard
 
-    rows = ud.llm_trained_rows(Path("A"), Path("B"), Path("m.gguf"))
-    argv = ud.harness_argv({n: (c, s, note) for n, (c, s, _, note) in rows.items()}, 20, str(tmp_path / "h.json"))
+    rows = ud.llm_trained_rows([(Path("A"), Path("B"))], Path("m.gguf"))
+    pair = (Path("A"), Path("B"))
+    argv = ud.harness_argv({n: (pair[w], s, note) for n, (w, s, _, note) in rows.items()}, 20, str(tmp_path / "h.json"))
     assert argv.count("--ckpt") == 4 and f"umask_ft_llm=llm:{Path('m.gguf')}" in argv
     assert "umask_ft_llm_infer_none=none" in argv and "umask_ft_template=template" in argv
+    assert argv[argv.index("umask_ft_llm_infer_none") - 2] == "B" and argv[argv.index("umask_ft_template") - 2] == "A"
     src = json.loads((ROOT / "benchmarks" / "results" / "uscope_downstream.json").read_text())
     rename = dict(zip(("a_no_profile", "b_template", "c_lora", "d_lora_dpo"), rows))
     for r in src["rows"]:
         r["model"] = rename[r["model"]]
     (tmp_path / "h.json").write_text(json.dumps(src))
-    n = ud.write_v2(tmp_path / "h.json", tmp_path / "v2_x.json", rows, "cmd")
+    for r in src["rows"]:
+        r["metrics"]["app"]["mae"] *= 1.1
+    (tmp_path / "h_1.json").write_text(json.dumps(src))
+    n = ud.write_v2([tmp_path / "h.json", tmp_path / "h_1.json"], tmp_path / "v2_x.json", rows, "cmd", [0, 1])
     doc = json.loads((tmp_path / "v2_x.json").read_text())
     assert n == len(doc["rows"]) > 0
     assert len(list(scoreboard._v2_rows(tmp_path / "v2_x.json", doc, "abc1234", "2026-12-06"))) == n
     assert {r["kind"] for r in doc["rows"] if r["model"] == "umask_ft_llm"} == {"ours"}
-    assert all("profiles at training" in r["notes"] and r["data"] == "synthetic" for r in doc["rows"])
+    assert all("profiles at training" in r["notes"] and r["data"] == "synthetic" and r["seeds"] == [0, 1]
+               for r in doc["rows"])
+    app = [r for r in doc["rows"] if r["metric"] == "mae_all/app"]
+    assert app and all(r["spread"] > 0 for r in app)
+    assert all(r["spread"] == 0 for r in doc["rows"] if r["metric"] == "mae_all/traffic")

@@ -27,12 +27,15 @@ import argparse
 import json
 import shlex
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from umask.bench.accuracy.user_umask import main as umask_eval_main
+from umask.runtime.core.errors import InputError
+from umask.train.common.checkpoints import resolve_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 GGUF = Path("artifacts/uscope/gguf")
@@ -79,16 +82,17 @@ FT_NOTE = ("fine-tuned 300 steps from artifacts/train/umask_small_v3/ckpt/step_0
            "SYNTHETIC users of simulator seed 0, training days only; scripts/train_umask_llm_profiles.sh)")
 
 
-def llm_trained_rows(ckpt_template: Path, ckpt_llm: Path, gguf: Path) -> dict[str, tuple[Path, str, str, str]]:
-    """{name: (checkpoint, inference profile spec, kind, note)}: (A) the template-trained control with
-    template profiles; (B) the LLM-trained checkpoint with the LLM profiles it was trained on, with
-    template profiles and with no profile."""
-    a = f"(A) control: {FT_NOTE}; profiles at training: TEMPLATE ({ckpt_template})"
-    b = f"(B) {FT_NOTE}; profiles at training: U-SCOPE LLM llm:{gguf} (greedy) ({ckpt_llm})"
-    return {"umask_ft_template": (ckpt_template, "template", "ablation", f"{a}; at inference: TEMPLATE"),
-            "umask_ft_llm": (ckpt_llm, f"llm:{gguf}", "ours", f"{b}; at inference: the same LLM (greedy)"),
-            "umask_ft_llm_infer_template": (ckpt_llm, "template", "ablation", f"{b}; at inference: TEMPLATE"),
-            "umask_ft_llm_infer_none": (ckpt_llm, "none", "ablation",
+def llm_trained_rows(pairs: Sequence[tuple[Path, Path]], gguf: Path) -> dict[str, tuple[int, str, str, str]]:
+    """{name: (0 = the template-trained / 1 = the LLM-trained checkpoint of each pair, inference profile
+    spec, kind, note)}: (A) the template-trained control with template profiles; (B) the LLM-trained
+    checkpoint with the LLM profiles it was trained on, with template profiles and with no profile."""
+    a = f"(A) control: {FT_NOTE}; profiles at training: TEMPLATE ({', '.join(str(p[0]) for p in pairs)})"
+    b = (f"(B) {FT_NOTE}; profiles at training: U-SCOPE LLM llm:{gguf} (greedy) "
+         f"({', '.join(str(p[1]) for p in pairs)})")
+    return {"umask_ft_template": (0, "template", "ablation", f"{a}; at inference: TEMPLATE"),
+            "umask_ft_llm": (1, f"llm:{gguf}", "ours", f"{b}; at inference: the same LLM (greedy)"),
+            "umask_ft_llm_infer_template": (1, "template", "ablation", f"{b}; at inference: TEMPLATE"),
+            "umask_ft_llm_infer_none": (1, "none", "ablation",
                                         f"{b}; at inference: no profile (the learned no-profile embedding)")}
 
 
@@ -126,47 +130,62 @@ def profile_shift(run_dir: Path) -> dict[str, Any]:
             "facts_right_llm": round(float(np.mean([profile_consistency(t, st) for t, st in zip(texts, stats)])), 4)}
 
 
-def write_v2(harness_out: Path, v2_out: Path, rows: dict[str, tuple[Path, str, str, str]], command: str,
-             extra_meta: dict[str, Any] | None = None) -> int:
-    """The harness rows of ``harness_out`` as a v2 result file (scoreboard figures: the v1-window metrics
-    the scoreboard reads from user_umask.py results), each row with its kind, family and note; + a .md."""
+def write_v2(harness_outs: Sequence[Path], v2_out: Path, rows: dict[str, tuple[int, str, str, str]], command: str,
+             seeds: Sequence[int], extra_meta: dict[str, Any] | None = None) -> int:
+    """The harness rows of ``harness_outs`` (one file per training seed, same windows) as a v2 result
+    file: the scoreboard's figures of user_umask.py results (v1 windows), mean over the training seeds,
+    spread = their population std (null for one seed); each row with its kind, family and note; + a .md."""
     from datetime import datetime, timezone
 
     from umask.bench.latency.machine import git_commit
     from umask.bench.reports.scoreboard import _user_rows
 
-    doc = json.loads(harness_out.read_text())
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    groups: dict[tuple[str, str, str], list[Any]] = {}
+    for path in harness_outs:
+        for r in _user_rows(path, json.loads(path.read_text())["rows"], "0000000", date):   # commit: the meta's
+            groups.setdefault((r.protocol, r.model, r.metric), []).append(r)
+    one = len(harness_outs) == 1
     out = []
-    for r in _user_rows(harness_out, doc["rows"], "0000000", date):   # commit: the meta says it
-        _, src, kind, note = rows[r.model]
-        out.append({"protocol": r.protocol, "dataset": r.dataset, "data": r.data, "model": r.model, "kind": kind,
-                    "family": "umask", "artifact": "torch", "metric": r.metric, "value": round(r.value, 6),
-                    "better": r.better, "n_windows": r.n_windows, "seeds": list(r.seeds), "spread": None,
-                    "command": command, "notes": f"{note}; {r.notes}; 1 seed"})
-    meta = {"command": command, "commit": git_commit() or "unknown", "date": date, "harness_result": str(harness_out),
+    for (proto, model, metric), rs in groups.items():
+        if len(rs) != len(harness_outs) or len({r.n_windows for r in rs}) != 1:
+            raise InputError(f"{proto} {model} {metric}: not one figure on the same windows per seed")
+        vals = np.array([r.value for r in rs])
+        r = rs[0]
+        _, _, kind, note = rows[model]
+        out.append({"protocol": proto, "dataset": r.dataset, "data": r.data, "model": model, "kind": kind,
+                    "family": "umask", "artifact": "torch", "metric": metric, "value": round(float(vals.mean()), 6),
+                    "better": r.better, "n_windows": r.n_windows, "seeds": list(seeds),
+                    "spread": None if one else round(float(vals.std()), 6), "command": command,
+                    "notes": f"{note}; {r.notes}; " + ("1 training seed" if one else
+                                                     f"mean over training seeds {list(seeds)}")})
+    meta = {"command": command, "commit": git_commit() or "unknown", "date": date,
+            "harness_results": [str(p) for p in harness_outs], "seeds": list(seeds),
+            "spread": "population std over training seeds (null for one seed)",
             "notes": ("SYNTHETIC. U-MASK trained on profiles written by the U-SCOPE LLM (issue #10) vs the same "
                       "fine-tune on template profiles; 20 users, B1 target hours 2/8/14/20 + B3, 10 DDIM steps, "
-                      "2 samples, first-step x0 point forecast (prior blend); 1 training seed, 1 sampling seed"),
+                      f"2 samples, first-step x0 point forecast (prior blend); training seeds {list(seeds)}, "
+                      "sampling seed 0"),
             **(extra_meta or {})}
     v2_out.parent.mkdir(parents=True, exist_ok=True)
     v2_out.write_text(json.dumps({"meta": meta, "rows": out}, indent=1) + "\n")
     keys = ("mae_all/traffic", "mae_all/app", "mae_all/location", "rmse_all/traffic", "rmse_all/app",
             "rmse_all/location", "recall@3/app", "ndcg@3/app")
-    tab = {}
+    tab: dict[tuple[str, str], dict[str, str]] = {}
     for r in out:
-        tab.setdefault((r["protocol"], r["model"]), {})[r["metric"]] = r["value"]
+        sd = "" if r["spread"] is None else f" ± {r['spread']:.2g}"
+        tab.setdefault((r["protocol"], r["model"]), {})[r["metric"]] = f"{r['value']:.4g}{sd}"
     present = [k for k in keys if any(k in v for v in tab.values())]
-    md = ["# U-MASK trained on LLM-written profiles (SYNTHETIC)", "", f"Command: `{command}`", "", meta["notes"], "",
+    md = ["# U-MASK trained on LLM-written profiles (SYNTHETIC)", "", f"Command: `{command}`", "", meta["notes"],
+          f"; mean ± {meta['spread']}.", "",
           "| protocol | model | profile at inference | " + " | ".join(present) + " |",
           "|---|---|---|" + "---:|" * len(present)]
     for (proto, model), v in tab.items():
-        md.append(f"| {proto} | {model} | {rows[model][1]} | "
-                  + " | ".join(f"{v[k]:.4g}" if k in v else "" for k in present) + " |")
+        md.append(f"| {proto} | {model} | {rows[model][1]} | " + " | ".join(v.get(k, "") for k in present) + " |")
     md += ["", *(f"- {n}: {note}" for n, (_, _, _, note) in rows.items())]
-    if "profile_shift" in meta:
-        md += ["", "Profile texts at training, SBERT space (`profile_shift`): "
-               + ", ".join(f"{k} {v}" for k, v in meta["profile_shift"].items())]
+    for i, ps in enumerate(meta.get("profile_shift", [])):
+        md += ["", f"Profile texts at training, SBERT space (`profile_shift`, run {i + 1}): "
+               + ", ".join(f"{k} {v}" for k, v in ps.items())]
     v2_out.with_suffix(".md").write_text("\n".join(md) + "\n")
     return len(out)
 
@@ -176,33 +195,45 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ckpt", default=None, help="U-MASK checkpoint (default: umask_small_v2 latest, else umask_small)")
     ap.add_argument("--users", type=int, default=20)
     ap.add_argument("--out", default=None, help="harness result file (default: benchmarks/results/"
-                                                "uscope_downstream.json, with --trained-on-llm uscope_llm_trained.json)")
-    ap.add_argument("--trained-on-llm", nargs=2, metavar=("CKPT_TEMPLATE", "CKPT_LLM"), default=None,
+                                                "uscope_downstream.json, with --trained-on-llm uscope_llm_trained.json; "
+                                                "the second and later pairs add _<i>)")
+    ap.add_argument("--trained-on-llm", nargs=2, action="append", metavar=("CKPT_TEMPLATE", "CKPT_LLM"), default=None,
                     help="instead of the four-source table of one checkpoint: the control fine-tuned on template "
                          "profiles vs the checkpoint fine-tuned on --gguf's profiles (with its LLM, template and no "
-                         "profile), also written as a v2 result file (--v2-out)")
+                         "profile), also written as a v2 result file (--v2-out); repeat it once per training seed")
     ap.add_argument("--gguf", default=str(GGUF / "uscope-f16.gguf"), help="the LLM CKPT_LLM was trained on")
     ap.add_argument("--v2-out", default=LLM_TRAINED_V2)
-    ap.add_argument("--v2-only", action="store_true",
-                    help="with --trained-on-llm: rebuild the v2 file from the existing harness result (--out), "
-                         "no evaluation")
+    ap.add_argument("--reuse", action="store_true",
+                    help="with --trained-on-llm: a pair whose harness result exists is not evaluated again")
     a = ap.parse_args(argv)
     if a.trained_on_llm is None:
         return umask_eval_main(argv_for(Path(a.ckpt) if a.ckpt else default_ckpt(), a.users,
                                         a.out or "benchmarks/results/uscope_downstream.json"))
-    out = a.out or "benchmarks/results/uscope_llm_trained.json"
-    rows = llm_trained_rows(*(Path(c) for c in a.trained_on_llm), Path(a.gguf))
-    rc = 0 if a.v2_only else umask_eval_main(harness_argv({n: (c, s, note) for n, (c, s, _, note) in rows.items()},
-                                                          a.users, out))
-    if rc == 0:
-        args = [x for x in (sys.argv[1:] if argv is None else argv) if x != "--v2-only"]
-        command = shlex.join(["python", "-m", "umask.bench.accuracy.uscope_downstream", *args])
-        ckpt_llm = Path(a.trained_on_llm[1])
-        run = next((p for p in (ckpt_llm, *ckpt_llm.parents) if (p / "profiles.json").is_file()), None)
-        n = write_v2(Path(out), Path(a.v2_out), rows, command,
-                     {"profile_shift": profile_shift(run)} if run is not None else None)
-        print(f"wrote {n} rows to {a.v2_out} and {Path(a.v2_out).with_suffix('.md')}")
-    return rc
+    pairs = [(Path(t), Path(m)) for t, m in a.trained_on_llm]
+    seeds = []
+    for pair in pairs:
+        s = {json.loads((resolve_checkpoint(c) / "config.json").read_text())["train"]["seed"] for c in pair}
+        if len(s) != 1:
+            raise InputError(f"{pair}: the two checkpoints of a pair must share the training seed, got {sorted(s)}")
+        seeds.append(s.pop())
+    base = Path(a.out or "benchmarks/results/uscope_llm_trained.json")
+    outs = [base if i == 0 else base.with_name(f"{base.stem}_{i}{base.suffix}") for i in range(len(pairs))]
+    rows = llm_trained_rows(pairs, Path(a.gguf))
+    for pair, out in zip(pairs, outs):
+        if a.reuse and out.is_file():
+            continue
+        rc = umask_eval_main(harness_argv({n: (pair[w], s, note) for n, (w, s, _, note) in rows.items()},
+                                          a.users, str(out)))
+        if rc != 0:
+            return rc
+    args = [x for x in (sys.argv[1:] if argv is None else argv) if x != "--reuse"]
+    command = shlex.join(["python", "-m", "umask.bench.accuracy.uscope_downstream", *args])
+    # the LLM texts are the same for every seed (one cache); the shift is measured on the first run's
+    run = next((p for p in (pairs[0][1], *pairs[0][1].parents) if (p / "profiles.json").is_file()), None)
+    n = write_v2(outs, Path(a.v2_out), rows, command, seeds,
+                 {"profile_shift": [profile_shift(run)] if run is not None else []})
+    print(f"wrote {n} rows to {a.v2_out} and {Path(a.v2_out).with_suffix('.md')}")
+    return 0
 
 
 if __name__ == "__main__":
