@@ -178,4 +178,4 @@ def test_tiny_end_to_end_train_and_score(real_file, tmp_path, monkeypatch):
         vals = [by[(m, f"item_recall@{k}", 6)] for k in (1, 3, 5, 10, 20)]
         assert vals == sorted(vals) and 0.0 <= vals[0] and vals[-1] == pytest.approx(1.0)   # 20 items: @20 is all
     assert all("check" in (r.notes or "") for r in rows if r.n_windows == 6)
-    assert (tmp_path / "curves" / "fatsmb_mobile_real_seed0.jsonl").exists()
+    assert (tmp_path / "curves" / "fatsmb_mobile_real_seed0.jsonl").exists()      # trained on this very file

@@ -133,7 +133,8 @@ class Collector:
     def rows(self, command: str, dataset: str) -> list[dict[str, Any]]:
         rows = []
         for model, by_seed in self.runs.items():
-            sums = {s: summarize(pu, self.data.test, self.data, self.preset["behavior_ks"]) for s, pu in by_seed.items()}
+            bks = self.preset["behavior_ks"]
+            sums = {s: summarize(pu, self.data.test, self.data, bks) for s, pu in by_seed.items()}
             seeds = sorted(sums)
             for metric in sums[seeds[0]]:
                 vals = np.array([sums[s][metric][0] for s in seeds])
@@ -172,7 +173,9 @@ def score_fatsmb(col: Collector, runs: list[tuple[str, Path]], steps: int | None
     q = col.data.test
     for name, run in runs:
         model, meta = trainer.load(run)
-        if (run / "curve.jsonl").exists():                        # the learning curve next to the results
+        # the learning curve next to the results (not for a run trained on another file, e.g. synthetic users
+        # scored on the real ones: that curve is not this data set's)
+        if (run / "curve.jsonl").exists() and Path(meta["data"]).resolve() == Path(col.data.path).resolve():
             CURVES.mkdir(parents=True, exist_ok=True)
             (CURVES / f"{col.curve_prefix}_{name}.jsonl").write_text((run / "curve.jsonl").read_text())
         if meta["n_items"] != col.data.n_items:
