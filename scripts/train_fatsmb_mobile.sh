@@ -7,6 +7,9 @@
 # transferred; baselines: fitted on the real training split). One CPU thread, one job at a time.
 #   ./scripts/train_fatsmb_mobile.sh [stage...]    stages: data fatsmb prior score   (default: all)
 #   SEEDS="0 1 2" ./scripts/train_fatsmb_mobile.sh                                   (default SEEDS="0 1 2")
+#   APPEND=1 BASELINES=history_freq,blend ./scripts/train_fatsmb_mobile.sh score      add / rescore some models only
+#     (the committed file: the full score stage without history_freq and blend_longmem, then this line; rows of the
+#     same data set, model and artifact are replaced, the rest kept)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
@@ -19,6 +22,8 @@ RESULT=${RESULT:-benchmarks/results/v2_fatsmb_mobile.json}
 STAGES=${*:-data fatsmb prior score}
 # small config for 20 items; the shipped stage lengths (1000 / 1000 / 200)
 NET="--d 32 --layers 2 --heads 2 --max-len 50 --den-layers 2"
+BASELINES=${BASELINES:-pop,pop_behavior,recent,history_freq,cooc,blend,sasrec,bert4rec}
+DECAYS=${DECAYS:-0.9,0.99,0.999}   # blend_longmem: the blend's repeat decay chosen on validation (a diagnostic)
 train() { local out=$1; shift; [ -f "$out/config.json" ] || nice -n 10 $PY -m umask.train.models.fatsmb.trainer --out "$out" "$@"; }
 for stage in $STAGES; do
   case $stage in
@@ -27,9 +32,9 @@ for stage in $STAGES; do
     fatsmb) for s in $SEEDS; do train "$OUT/runs/seed$s" --data "$SIM" --seed $s $NET; done ;;
     prior)  for s in $SEEDS; do nice -n 10 $PY -m umask.train.models.fatsmb.prior "$OUT/runs/seed$s" --seed $s; done ;;
     score)  nice -n 10 $PY -m umask.bench.accuracy.fatsmb --data "$SIM" --runs "$OUT/runs" --seeds "${SEEDS// /,}" \
-              --out "$RESULT"
+              --baselines "$BASELINES" --blend-repeat-decays "$DECAYS" --out "$RESULT" ${APPEND:+--append}
             nice -n 10 $PY -m umask.bench.accuracy.fatsmb --data "$REAL" --runs "$OUT/runs" --seeds "${SEEDS// /,}" \
-              --out "$RESULT" --append --note "REAL 6-user one-day sample, a check only (6 test queries); FatsMB rows \
+              --baselines "$BASELINES" --blend-repeat-decays "$DECAYS" --out "$RESULT" --append --note "REAL 6-user one-day sample, a check only (6 test queries); FatsMB rows \
 use the networks and prior gains trained on the SYNTHETIC users (sim-to-real transfer, prior tables counted on the \
 real training split); baselines are fitted on the real training split" ;;
     *) echo "unknown stage $stage" >&2; exit 2 ;;

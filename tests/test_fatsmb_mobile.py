@@ -166,10 +166,14 @@ def test_tiny_end_to_end_train_and_score(real_file, tmp_path, monkeypatch):
     res = tmp_path / "v2_fatsmb_mobile.json"
     assert scorer.main(["--data", str(real_file), "--ckpt", str(run), "--baselines", "pop,recent",
                         "--max-users", "4", "--out", str(res)]) == 0
+    assert scorer.main(["--data", str(real_file), "--ckpt", str(run), "--baselines", "history_freq",
+                        "--blend-repeat-decays", "0.9,0.99", "--max-users", "4", "--out", str(res), "--append"]) == 0
     assert scorer.main(["--data", str(real_file), "--ckpt", str(run), "--baselines", "pop,recent",
                         "--out", str(res), "--append", "--note", "check"]) == 0       # a second data set joins
     doc = json.loads(res.read_text())
-    assert len(doc["meta"]["parts"]) == 2 and len({r["dataset"] for r in doc["rows"]}) == 2
+    assert len(doc["meta"]["parts"]) == 3 and len({r["dataset"] for r in doc["rows"]}) == 2
+    four = {r["model"] for r in doc["rows"] if "4 users" in r["dataset"]}      # the models added later joined
+    assert {"pop", "recent", "history_freq", "blend_longmem", "fatsmb"} <= four
     rows = list(scoreboard._v2_rows(res, doc, "abc1234", "2026-12-06"))
     assert {r.protocol for r in rows} == {scorer.PRESETS["mobile"]["protocol"]} and {r.data for r in rows} == {"real"}
     assert all(r.dataset.startswith("mobile app-usage") for r in rows)
@@ -179,3 +183,18 @@ def test_tiny_end_to_end_train_and_score(real_file, tmp_path, monkeypatch):
         assert vals == sorted(vals) and 0.0 <= vals[0] and vals[-1] == pytest.approx(1.0)   # 20 items: @20 is all
     assert all("check" in (r.notes or "") for r in rows if r.n_windows == 6)
     assert (tmp_path / "curves" / "fatsmb_mobile_real_seed0.jsonl").exists()      # trained on this very file
+
+
+def test_history_frequency_ranks_the_users_own_profile(real_file):
+    from umask.train.baselines import seqrec
+    from umask.train.models.fatsmb.data import load_protocol_c
+
+    d = load_protocol_c(real_file)
+    m = seqrec.make("history_freq").fit(d.train, d.n_items, d.n_behaviors)
+    s = m.score(d.test.prefixes, d.test.behavior)
+    pop = np.bincount(np.concatenate([t[0] for t in d.train]), minlength=d.n_items)
+    for row, (items, _) in zip(s, d.test.prefixes):
+        n = np.bincount(items, minlength=d.n_items)
+        seen = np.flatnonzero(n)
+        expected = seen[np.lexsort((-pop[seen], -n[seen]))]            # by own count, ties by popularity
+        assert np.array_equal(np.argsort(-row, kind="stable")[:len(seen)], expected)   # seen items first

@@ -26,8 +26,8 @@ that file. The rows then say ``data`` real or synthetic as the file says (protoc
 scoreboard has no ``C-mobile`` tag yet; the dataset field starts with "mobile app-usage"), the
 cut-offs are k = 1, 3, 5, 10, 20 (with 20 items, @10 and @20 are nearly trivial) and the per-behavior
 metrics are at k = 3 and 10; learning curves go to ``fatsmb_mobile_<data>_*`` files. ``--append``
-adds the rows to an existing result file (replacing the rows of the same data set), so the synthetic
-and the real variant share one file.
+adds the rows to an existing result file (replacing the rows of the same data set, model and artifact),
+so the synthetic and the real variant share one file and a baseline can join later.
 """
 
 from __future__ import annotations
@@ -211,12 +211,30 @@ def score_fatsmb(col: Collector, runs: list[tuple[str, Path]], steps: int | None
                         kind="ablation", family="fatsmb", notes=f"{name}: autoencoder alone, decoder(z_b), no prior")
 
 
+def score_blend_decays(col: Collector, decays: Sequence[float]) -> None:
+    """``blend_longmem``: the blend with the repeat features' recency decay (`PriorConfig.repeat_decay`,
+    0.9 in FatsMB's prior) chosen on validation among ``decays``. A diagnostic for long histories
+    (the mobile variant: ~650 interactions per user, where 0.9 ** age forgets all but the last ~20)."""
+    from umask.runtime.families.fatsmb.prior import PriorConfig
+    from umask.train.baselines import seqrec
+
+    d = col.data
+    val = (d.val.prefixes, d.val.item, d.val.behavior)
+    fits = {x: seqrec.make("blend").fit(d.train, d.n_items, d.n_behaviors, seed=0, val=val, val_metric=d.val_metric,
+                                        prior_cfg=PriorConfig(repeat_decay=x)) for x in decays}
+    got = {x: m.fit_info[f"val_{d.val_metric}"] for x, m in fits.items()}
+    best = max(decays, key=lambda x: (got[x], -x))
+    col.add("blend_longmem", 0, fits[best].score(d.test.prefixes, d.test.behavior), kind="baseline", family=None,
+            notes=f"the blend with repeat_decay={best} (FatsMB's prior: 0.9), chosen on validation {d.val_metric} among "
+                  + ", ".join(f"{x}: {v:.4f}" for x, v in got.items()))
+
+
 def score_baselines(col: Collector, seeds: Sequence[int], steps: int, only: Sequence[str]) -> None:
     from umask.train.baselines import seqrec
 
     d = col.data
     val = (d.val.prefixes, d.val.item, d.val.behavior)
-    for name in [n for n in ("pop", "pop_behavior", "recent", "cooc") if n in only]:
+    for name in [n for n in ("pop", "pop_behavior", "recent", "history_freq", "cooc") if n in only]:
         m = seqrec.make(name).fit(d.train, d.n_items, d.n_behaviors)
         col.add(name, 0, m.score(d.test.prefixes, d.test.behavior), kind="baseline", family=None,
                 notes="deterministic; fitted on the training rows")
@@ -319,8 +337,9 @@ def markdown(doc: dict[str, Any]) -> str:
     overall metrics per (model, artifact), then the per-behavior metrics."""
     parts = doc["meta"].get("parts") or [doc["meta"]]
     lines: list[str] = []
-    for part in parts:
-        rows = [r for r in doc["rows"] if r["dataset"] == part.get("dataset", r["dataset"])]
+    for ds in dict.fromkeys(p.get("dataset") for p in parts):
+        rows = [r for r in doc["rows"] if ds is None or r["dataset"] == ds]
+        these = [p for p in parts if p.get("dataset") == ds]
         if not rows:
             continue
         keys = list(dict.fromkeys((r["model"], r["artifact"], r["kind"]) for r in rows))
@@ -344,12 +363,12 @@ def markdown(doc: dict[str, Any]) -> str:
         metrics = sorted({r["metric"] for r in rows}, key=_metric_order)
         overall = [m for m in metrics if not _metric_order(m)[0]]
         per_b = [m for m in metrics if _metric_order(m)[0]]
-        boot = part.get("paired_bootstrap_over_users") or {}
-        lines += [f"## {rows[0]['protocol']}: {rows[0]['dataset']} ({rows[0]['data']})", "",
-                  f"Command: `{part.get('command')}` (commit {part.get('commit')}, {part.get('date')}); "
-                  f"{rows[0]['data']} data, {part.get('users')} users, full ranking over {part.get('n_items')} items; "
-                  "value ± population std over seeds.", "", table(overall), "", "Per target behavior (item level):", "",
-                  table(per_b), "", "Paired bootstrap over users (mean difference, 95 % interval):", ""]
+        boot = {k: v for p in these for k, v in (p.get("paired_bootstrap_over_users") or {}).items()}
+        lines += [f"## {rows[0]['protocol']}: {rows[0]['dataset']} ({rows[0]['data']})", ""]
+        lines += [f"Command: `{p.get('command')}` (commit {p.get('commit')}, {p.get('date')})" for p in these]
+        lines += ["", f"{rows[0]['data']} data, {these[0].get('users')} users, full ranking over {these[0].get('n_items')} "
+                  "items; value ± population std over seeds.", "", table(overall), "", "Per target behavior (item level):",
+                  "", table(per_b), "", "Paired bootstrap over users (mean difference, 95 % interval):", ""]
         lines += [f"- {k}: {v['mean_diff']:+.4f} [{v['ci95_low']:+.4f}, {v['ci95_high']:+.4f}]"
                   + (f", relative {v['relative']:+.2%}" if "relative" in v else "") for k, v in boot.items()]
         lines.append("")
@@ -377,8 +396,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--render", default=None, help="only write the markdown table of this result file (next to it)")
     p.add_argument("--latency", type=int, default=0, help="instead of accuracy: time N requests of --ckpt vs --bundle")
     p.add_argument("--append", action="store_true",
-                   help="add the rows to --out if it exists (rows of the same data set are replaced)")
+                   help="add the rows to --out if it exists (rows of the same data set, model and artifact are replaced)")
     p.add_argument("--note", default="", help="text appended to every row's notes")
+    p.add_argument("--blend-repeat-decays", default="",
+                   help="comma list: also score blend_longmem, the blend with its repeat decay chosen on validation")
     ns = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if ns.protocol not in ("C", "C-mobile"):
@@ -403,6 +424,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     col.extra_note = ns.note
     only = [b for b in ns.baselines.split(",") if b]
     score_baselines(col, [int(s) for s in ns.seeds.split(",")], ns.baseline_steps, only)
+    if ns.blend_repeat_decays:
+        score_blend_decays(col, [float(x) for x in ns.blend_repeat_decays.split(",")])
     if ns.ckpt:                                                # one run: scored as the headline seed
         run = Path(ns.ckpt)
         runs = [(run.name if run.name.startswith("seed") else "seed0", run)]
@@ -422,7 +445,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for metric in col.preset["compare"]:
             base = [m for m in col.runs if col.info[m]["kind"] == "baseline"]
             best = max(base, key=lambda m: col.mean_user(m, metric).mean()) if base else None
-            others = ("sasrec", "bert4rec", "blend", "recent", "fatsmb_noprior", "fatsmb_ae_prior")
+            others = ("sasrec", "bert4rec", "blend", "blend_longmem", "history_freq", "recent", "fatsmb_noprior",
+                      "fatsmb_ae_prior")
             for other in sorted({*(m for m in others if m in col.runs), *([best] if best else [])}):
                 compare[f"fatsmb - {other} ({metric})"] = paired_bootstrap(col.mean_user("fatsmb", metric),
                                                                          col.mean_user(other, metric))
@@ -442,10 +466,14 @@ def main(argv: Sequence[str] | None = None) -> int:
            "rows": rows}
     out = Path(ns.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if ns.append and out.exists():                              # one file for several data sets
+    doc["meta"]["models"] = sorted(col.runs)
+    if ns.append and out.exists():                              # one file for several data sets / later models
         old = json.loads(out.read_text())
-        parts = [m for m in old["meta"].get("parts") or [old["meta"]] if m.get("dataset") != dataset]
-        doc["rows"] = [r for r in old["rows"] if r["dataset"] != dataset] + rows
+        new = {(r["dataset"], r["model"], r["artifact"]) for r in rows}
+        doc["rows"] = [r for r in old["rows"] if (r["dataset"], r["model"], r["artifact"]) not in new] + rows
+        # an earlier part is dropped only when this run replaced all of its models on the same data set
+        parts = [m for m in old["meta"].get("parts") or [old["meta"]]
+                 if not (m.get("dataset") == dataset and m.get("models") is not None and set(m["models"]) <= set(col.runs))]
         doc["meta"]["parts"] = [*parts, {k: v for k, v in doc["meta"].items() if k != "parts"}]
     atomic_json(out, doc)
     out.with_suffix(".md").write_text(markdown(doc))

@@ -156,6 +156,30 @@ class RecentItems(SeqRecommender):
         return out
 
 
+class HistoryFrequency(SeqRecommender):
+    """The user's own profile: how often each item occurs in the WHOLE prefix, order and behavior ignored,
+    smoothed by popularity: score_j = log(n_j + alpha * p_j) with p the training items' shares and
+    alpha = 1 pseudo-interaction (unseen items follow in popularity order). No recency decay, unlike
+    `recent` and the blend's repeat features; a yardstick for data where the next item depends on who
+    the user is but not on the order (the mobile variant's simulator, docs/families/fatsmb.md)."""
+
+    name = "history_freq"
+
+    def __init__(self, alpha: float = 1.0) -> None:
+        self.alpha = float(alpha)
+
+    def fit(self, seqs, n_items, n_behaviors=1, seed=0, steps=0):
+        _check_seqs(seqs, n_items, n_behaviors, "seqs")
+        self.n_items, self.n_behaviors = n_items, n_behaviors
+        total, _ = _counts(seqs, n_items, n_behaviors)
+        self.share = total / max(total.sum(), 1.0)
+        return self
+
+    def score(self, prefixes, target_behavior=None):
+        counts = np.stack([np.bincount(np.asarray(items, np.int64), minlength=self.n_items) for items, _ in prefixes])
+        return np.log(counts + self.alpha * self.share[None] + 1e-12).astype(np.float32)
+
+
 class CoOccurrence(SeqRecommender):
     """Item-to-item transitions within ``window`` steps, summed over the prefix's last items."""
 
@@ -474,14 +498,15 @@ class RepeatCoocBlend(SeqRecommender):
     name = "blend"
 
     def fit(self, seqs, n_items, n_behaviors=1, seed=0, steps=200, val: Optional[tuple] = None,
-            val_metric: str = "recall@10", **_):
+            val_metric: str = "recall@10", prior_cfg=None, **_):
+        """``prior_cfg``: the features' `PriorConfig` (None = the defaults FatsMB's prior uses)."""
         from umask.train.baselines import repeat_prior as rp
 
         _check_seqs(seqs, n_items, n_behaviors, "seqs")
         if val is None:
             raise ValueError("blend: the gains are selected on validation; pass val=(prefixes, items, behaviors)")
         self.n_items, self.n_behaviors = n_items, n_behaviors
-        self.tables = rp.PriorTables.build(seqs, n_items, n_behaviors)
+        self.tables = rp.PriorTables.build(seqs, n_items, n_behaviors, prior_cfg)
         cfg = rp.GainFitConfig(steps=steps, seed=seed)
         names = [str(b) for b in range(n_behaviors)] if n_behaviors != 4 else ["pv", "fav", "cart", "buy"]
         self.fit_info = rp.fit_gains(self.tables, rp.training_queries(seqs, cfg.last_positions), val,
@@ -498,9 +523,11 @@ class RepeatCoocBlend(SeqRecommender):
 
 
 def make(name: str, **kwargs) -> SeqRecommender:
-    """A baseline by name: pop, pop_behavior, recent, cooc, blend, sasrec, bert4rec (kwargs go to its config)."""
+    """A baseline by name: pop, pop_behavior, recent, history_freq, cooc, blend, sasrec, bert4rec (kwargs go to
+    its config)."""
     simple = {"pop": lambda: Popularity(False), "pop_behavior": lambda: Popularity(True),
-              "recent": RecentItems, "cooc": lambda: CoOccurrence(**kwargs), "blend": RepeatCoocBlend}
+              "recent": RecentItems, "cooc": lambda: CoOccurrence(**kwargs), "blend": RepeatCoocBlend,
+              "history_freq": lambda: HistoryFrequency(**kwargs)}
     if name in simple:
         return simple[name]()
     if name == "sasrec":
