@@ -23,8 +23,8 @@ Decisions (each one is also the default of :class:`MobileMBConfig`):
   its calibration on the real sample). Anything else (another category, a longer gap, another user)
   opens a new interaction. The trace logs one line per app and second of traffic, so without this
   the sequences are runs of the same item (in the real sample a record's next record has the same
-  category 91 % of the time; after merging, 31 % of the interactions repeat the previous item, mostly
-  after a gap > 2 min). Merging by category rather than by app: two apps of one category back to back
+  category 91 % of the time; after merging, 30 % of the interactions repeat the previous item, each
+  after a gap > 2 min by construction). Merging by category rather than by app: two apps of one category back to back
   are the same item, and would otherwise be a duplicate at the item level.
   Every record lands in exactly one interaction (``n_records`` counts them; ``merged`` = records -
   interactions). The interaction's timestamp is its first record, its duration last - first record,
