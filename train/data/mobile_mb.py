@@ -24,8 +24,8 @@ Decisions (each one is also the default of :class:`MobileMBConfig`):
   opens a new interaction. The trace logs one line per app and second of traffic, so without this
   the sequences are runs of the same item (in the real sample a record's next record has the same
   category 91 % of the time; after merging, 30 % of the interactions repeat the previous item, each
-  after a gap > 2 min by construction). Merging by category rather than by app: two apps of one category back to back
-  are the same item, and would otherwise be a duplicate at the item level.
+  after a gap > 2 min by construction). Merging by category rather than by app: two apps of one
+  category back to back are the same item, and would otherwise be a duplicate at the item level.
   Every record lands in exactly one interaction (``n_records`` counts them; ``merged`` = records -
   interactions). The interaction's timestamp is its first record, its duration last - first record,
   its bytes the sum.
