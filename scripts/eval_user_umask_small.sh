@@ -5,15 +5,18 @@
 # the REAL 6-user sample, the inference ablations (seed 0, B2 + B4) and the paired window bootstrap vs the best
 # baseline. Four niced one-thread processes (seed 0 + real, seed 1, seed 2, ablations), then a merge.
 #   scripts/eval_user_umask_small.sh [CKPT]          (~20-30 min on the shared 2-core CPU)
+#   NAME=umask_small_v4 OUT=benchmarks/results/v2_user_umask_small_v4.json NOTE="..." \
+#       scripts/eval_user_umask_small.sh checkpoints/umask_small_v4
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CKPT=${1:-checkpoints/umask_small}
-OUT=benchmarks/results/v2_user_umask_small.json
-TMP=artifacts/eval/umask_small
+NAME=${NAME:-umask_small}                     # the rows' model name
+OUT=${OUT:-benchmarks/results/v2_user_umask_small.json}
+TMP=artifacts/eval/$NAME
 mkdir -p "$TMP"
 # MAE: the validation-calibrated zero rule for U-MASK and every baseline (user_mae_rule.py); it replaced the
 # median of 3 DDIM samples, which lost every MAE row to the all-zero forecast.
-COMMON=(--ckpt "$CKPT" --name umask_small --users 50 --b1-every 2 --x0-draws 1 --mae-rule --median-tasks ''
+COMMON=(--ckpt "$CKPT" --name "$NAME" --users 50 --b1-every 2 --x0-draws 1 --mae-rule --median-tasks ''
         --ablation-tasks B2,B4 ${NOTE:+--note "$NOTE"})
 run() { OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 nice -n 5 .venv/bin/python -m umask.bench.accuracy.user_umask_v2 "${COMMON[@]}" "$@"; }
 run --seeds 0 --partial "$TMP/seed0.json" > "$TMP/seed0.log" 2>&1 &
@@ -22,5 +25,5 @@ run --seeds 2 --no-real --partial "$TMP/seed2.json" > "$TMP/seed2.log" 2>&1 &
 run --seeds 0 --tasks '' --ablations --no-real --partial "$TMP/ablations.json" > "$TMP/ablations.log" 2>&1 &
 wait
 .venv/bin/python -m umask.bench.accuracy.user_umask_v2 "${COMMON[@]}" --seeds 0,1,2 --ablations \
-    --command-text "scripts/eval_user_umask_small.sh $CKPT" --merge "$TMP/seed0.json" "$TMP/seed1.json" "$TMP/seed2.json" "$TMP/ablations.json" --out "$OUT"
-.venv/bin/python -m umask.bench.accuracy.user_umask_v2 --table "$OUT"
+    --command-text "NAME=$NAME OUT=$OUT scripts/eval_user_umask_small.sh $CKPT" --merge "$TMP/seed0.json" "$TMP/seed1.json" "$TMP/seed2.json" "$TMP/ablations.json" --out "$OUT"
+.venv/bin/python -m umask.bench.accuracy.user_umask_v2 --table "$OUT" --name "$NAME"

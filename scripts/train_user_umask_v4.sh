@@ -3,14 +3,14 @@
 # from the v3 run (artifacts/train/umask_small_v3, made by scripts/train_user_umask_small.sh) and trained on ten
 # times the users: the 50 SYNTHETIC users of simulator seed 0 (v3's, so seed 0 stays "the training users" in the
 # evaluation) plus 450 users of simulator seed 3 (a population no evaluation uses; 494 users load, a few have no
-# usable days). Training days 1-5 only. Batch 16, lr 2e-4 (100 warm-up steps), cosine over 3000 steps cut by the
-# time box; one torch thread, niced, background; run it again to resume.
+# usable days). Training days 1-5 only. Batch 16, lr 2e-4 (100 warm-up steps), cosine over 1600 steps (the run started with a 3000-step schedule and
+# was resumed at step 800 with 1600, to end inside the session); one torch thread, niced, background; resumable.
 #   scripts/train_user_umask_v4.sh [MAX_MINUTES [STEPS]]     log: artifacts/train/logs/umask_small_v4.log
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NAME=${NAME:-umask_small_v4}
 MAX_MINUTES=${1:-80}
-STEPS=${2:-3000}
+STEPS=${2:-1600}
 INIT=${INIT:-artifacts/train/umask_small_v3/ckpt/step_000524}
 DATA=artifacts/data/users_s0x50_s3x450.npz
 mkdir -p artifacts/train/logs
