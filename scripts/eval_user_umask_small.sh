@@ -22,8 +22,14 @@ run() { OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 nice -n 5 .venv/bin/python -m umask.
 run --seeds 0 --partial "$TMP/seed0.json" > "$TMP/seed0.log" 2>&1 &
 run --seeds 1 --no-real --partial "$TMP/seed1.json" > "$TMP/seed1.log" 2>&1 &
 run --seeds 2 --no-real --partial "$TMP/seed2.json" > "$TMP/seed2.log" 2>&1 &
-run --seeds 0 --tasks '' --ablations --no-real --partial "$TMP/ablations.json" > "$TMP/ablations.log" 2>&1 &
+ABL_SEEDS=${ABL_SEEDS:-0}                     # e.g. ABL_SEEDS="0 1 2": the inference ablations on every seed
+ABL_PARTS=()
+for s in $ABL_SEEDS; do
+    run --seeds "$s" --tasks '' --ablations --no-real --partial "$TMP/ablations_s$s.json" > "$TMP/ablations_s$s.log" 2>&1 &
+    ABL_PARTS+=("$TMP/ablations_s$s.json")
+done
 wait
 .venv/bin/python -m umask.bench.accuracy.user_umask_v2 "${COMMON[@]}" --seeds 0,1,2 --ablations \
-    --command-text "NAME=$NAME OUT=$OUT scripts/eval_user_umask_small.sh $CKPT" --merge "$TMP/seed0.json" "$TMP/seed1.json" "$TMP/seed2.json" "$TMP/ablations.json" --out "$OUT"
+    --command-text "NAME=$NAME OUT=$OUT ABL_SEEDS=\"$ABL_SEEDS\" scripts/eval_user_umask_small.sh $CKPT" \
+    --merge "$TMP/seed0.json" "$TMP/seed1.json" "$TMP/seed2.json" "${ABL_PARTS[@]}" --out "$OUT"
 .venv/bin/python -m umask.bench.accuracy.user_umask_v2 --table "$OUT" --name "$NAME"

@@ -363,7 +363,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
             rules, calib[str(seed)] = mr.calibrate(pop, cal_models, tasks, windows=cal_windows)
             log.info("seed %d: MAE rule calibrated on the validation day (%.0f s): %s", seed,
                      time.perf_counter() - t_start, calib[str(seed)]["chosen"].get(name))
-            ruled_models = {m + mr.SUFFIX: mr.ruled(cal_models[m], rules[m]) for m in cal_models}
+            ruled_models = {m + mr.SUFFIX: mr.ruled(cal_models[m], rules.get(m, {})) for m in cal_models}
         baseline_names = [*base, *(m for m in ruled_models if m != name + mr.SUFFIX)]
 
         def median_only(view: ue.TaskBatch) -> np.ndarray:
@@ -441,7 +441,8 @@ def build(parts: Sequence[Mapping[str, Any]], args: argparse.Namespace, command:
         mname = f"{name}:{kind}" if kind != "prior_only" else "prior_only"
         sub = {s: [r for r in rr if r["model"] == mname] for s, rr in abl_runs.items()}
         if any(sub.values()):
-            for r in aggregate(sub, dataset=f"sim {args.users} users seed {min(sub)}, v2 B windows (ablation)",
+            seeds_txt = f"seed {min(sub)}" if len(sub) == 1 else f"x {len(sub)} seeds"
+            for r in aggregate(sub, dataset=f"sim {args.users} users {seeds_txt}, v2 B windows (ablation)",
                                data="synthetic", command=command):
                 note = ABLATION_NOTES[kind] if kind == "prior_only" else \
                     f"{ABLATION_NOTES[kind]}; {X0_NOTE.format(d=args.x0_draws)}"
