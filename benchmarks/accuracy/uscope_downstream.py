@@ -176,8 +176,8 @@ def write_v2(harness_outs: Sequence[Path], v2_out: Path, rows: dict[str, tuple[i
         sd = "" if r["spread"] is None else f" ± {r['spread']:.2g}"
         tab.setdefault((r["protocol"], r["model"]), {})[r["metric"]] = f"{r['value']:.4g}{sd}"
     present = [k for k in keys if any(k in v for v in tab.values())]
-    md = ["# U-MASK trained on LLM-written profiles (SYNTHETIC)", "", f"Command: `{command}`", "", meta["notes"],
-          f"; mean ± {meta['spread']}.", "",
+    md = ["# U-MASK trained on LLM-written profiles (SYNTHETIC)", "", f"Command: `{command}`", "",
+          f"{meta['notes']}; mean ± {meta['spread']}.", "",
           "| protocol | model | profile at inference | " + " | ".join(present) + " |",
           "|---|---|---|" + "---:|" * len(present)]
     for (proto, model), v in tab.items():
