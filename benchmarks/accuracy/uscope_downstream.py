@@ -17,8 +17,9 @@ profiles would be the paper's setting. Subset: the first N SYNTHETIC users, B1 (
 The paper's setting (issue #10): CKPT_LLM was trained on profiles the LLM (``--gguf``) wrote
 (scripts/train_umask_llm_profiles.sh), CKPT_TEMPLATE is the same fine-tune on template profiles. Rows:
 the control with template profiles; CKPT_LLM with the LLM profiles it was trained on, with template
-profiles, with no profile; same windows. Also written as the v2 result file
-``benchmarks/results/v2_uscope_llm_trained.{json,md}`` (harness output: ``uscope_llm_trained.{json,md}``).
+profiles, with no profile; same windows. Repeat ``--trained-on-llm`` once per training seed; the v2 result
+file ``benchmarks/results/v2_uscope_llm_trained.{json,md}`` holds the mean and population std over the
+seeds (harness outputs: ``uscope_llm_trained.{json,md}``, then ``uscope_llm_trained_1.{json,md}``, ...).
 """
 
 from __future__ import annotations
