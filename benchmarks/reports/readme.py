@@ -122,6 +122,8 @@ DEV_REAL = "tsinghua sample 6 users 1 day, in-day context (B1-real, device scori
 ZS_GRID = "milan_blocksum_4x4.csv 4x4, 10-min slots (real)"
 TAOBAO = "taobao UserBehavior sample, 814 users, LOO test, full ranking over 55233 items"
 TAOBAO_LAT = "taobao sample, one request = history -> top-10 of 55233 items"
+USCOPE_B1 = "sim seed0 20 users, v1 windows, B1 hours 2/8/14/20"
+USCOPE_B3 = "sim seed0 20 users, v1 windows"
 MOBILE_SIM = ("mobile app-usage (simulator n_users=500 seed=0 days=7), items = 20 app categories, behaviors "
               "open/long/heavy, 498 users, LOO test, full ranking")
 GTS_SIM = "sim 50 users, v2 D windows (B split, test day, hourly)"
@@ -307,6 +309,18 @@ TABLES: dict[str, Table | AutoTable] = {t.name: t for t in (
                        Col("item R@20 / N@20", "C", TAOBAO, ("item_recall@20", "item_ndcg@20")),
                        Col("category R@10 / N@10", "C", TAOBAO, ("cat_recall@10", "cat_ndcg@10"))),
               sources=("v2_fatsmb.json",)),
+    AutoTable("uscope_llm_trained",
+              "U-MASK fine-tuned on LLM-written profiles vs a template-trained control: two 300-step fine-tunes of the "
+              "shipped run per training seed (0, 1), identical but for the profile text (template vs the merged "
+              "SFT+DPO f16 GGUF); `umask_ft_llm` = fed its own LLM profiles, `_infer_template` / `_infer_none` = the "
+              "same weights with template / no profiles, `umask_ft_template` = the control; SYNTHETIC, first 20 users "
+              "of seed 0, v1 windows; all-entry MAE (x0 mean estimate), mean over the 2 seeds",
+              columns=(Col("B1 MAE", "B1", USCOPE_B1, ("mae_all/traffic", "mae_all/app", "mae_all/location"),
+                           digits=4),
+                       Col("B3 MAE", "B3", USCOPE_B3, ("mae_all/traffic", "mae_all/app", "mae_all/location"),
+                           digits=4),
+                       Col("B3 NDCG@3 apps / places", "B3", USCOPE_B3, ("ndcg@3/app", "ndcg@3/location"))),
+              sources=("v2_uscope_llm_trained.json",)),
     AutoTable("fatsmb_mobile",
               "FatsMB's task on phones (issue 13 mobile variant): SYNTHETIC 500 simulator users (seed 0), items = the 20 "
               "app categories, behaviors open / long / heavy, leave-one-out test, full ranking; FatsMB, SASRec and "
