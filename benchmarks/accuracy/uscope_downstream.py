@@ -18,7 +18,7 @@ The paper's setting (issue #10): CKPT_LLM was trained on profiles the LLM (``--g
 (scripts/train_umask_llm_profiles.sh), CKPT_TEMPLATE is the same fine-tune on template profiles. Rows:
 the control with template profiles; CKPT_LLM with the LLM profiles it was trained on, with template
 profiles, with no profile; same windows. Repeat ``--trained-on-llm`` once per training seed; the v2 result
-file ``benchmarks/results/v2_uscope_llm_trained.{json,md}`` holds the mean and population std over the
+file ``benchmarks/results/uscope_llm_trained_seeds.{json,md}`` holds the mean and population std over the
 seeds (harness outputs: ``uscope_llm_trained.{json,md}``, then ``uscope_llm_trained_1.{json,md}``, ...).
 """
 
@@ -78,7 +78,7 @@ def argv_for(ckpt: Path, users: int, out: str) -> list[str]:
 # --trained-on-llm: a checkpoint TRAINED on LLM-written profiles vs its template-trained control (issue #10)
 # -----------------------------------------------------------------------------
 
-LLM_TRAINED_V2 = "benchmarks/results/v2_uscope_llm_trained.json"
+LLM_TRAINED_V2 = "benchmarks/results/uscope_llm_trained_seeds.json"
 FT_NOTE = ("fine-tuned 300 steps from artifacts/train/umask_small_v3/ckpt/step_000524 (the shipped recipe, 50 "
            "SYNTHETIC users of simulator seed 0, training days only; scripts/train_umask_llm_profiles.sh)")
 

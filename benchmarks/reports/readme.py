@@ -320,7 +320,7 @@ TABLES: dict[str, Table | AutoTable] = {t.name: t for t in (
                        Col("B3 MAE", "B3", USCOPE_B3, ("mae_all/traffic", "mae_all/app", "mae_all/location"),
                            digits=4),
                        Col("B3 NDCG@3 apps / places", "B3", USCOPE_B3, ("ndcg@3/app", "ndcg@3/location"))),
-              sources=("v2_uscope_llm_trained.json",)),
+              sources=("uscope_llm_trained_seeds.json",)),
     AutoTable("fatsmb_mobile",
               "FatsMB's task on phones (issue 13 mobile variant): SYNTHETIC 500 simulator users (seed 0), items = the 20 "
               "app categories, behaviors open / long / heavy, leave-one-out test, full ranking; FatsMB, SASRec and "

@@ -257,7 +257,9 @@ MODULE_RENAMES = {
 # Read in this order; where two files hold the same key with the same value, the first names it.
 SOURCES = ("milan_baselines.json", "milan_arima.json", "milan_patchtst.json", "milan_csdi.json",
            "milan_umask.json", "user_baselines.json", "user_umask.json", "user_peers.json",
-           "uscope_downstream.json", "main_job_summary.json", "v2_user_baselines.json")
+           "uscope_downstream.json", "main_job_summary.json", "v2_user_baselines.json", "uscope_llm_trained_seeds.json")
+# files with rows in the v2 shape that score the v1 windows (not named v2_*: the v2 files hold v2-protocol figures)
+V2_SHAPED = ("uscope_llm_trained_seeds.json",)
 
 BASELINES = {"all_zero", "last_value", "historical_average", "seasonal_naive", "linear_interpolation",
              "context_mean", "arima", "blend", "lightgbm", "nearest_observed"}
@@ -502,7 +504,7 @@ def convert(results: Path = RESULTS, names: Sequence[str] | None = None) -> list
         commit, date = _git_commit_date(src)
         if name == "main_job_summary.json":
             gen = _main_job_rows(src, doc, commit, date)
-        elif name.startswith("v2_"):
+        elif name.startswith("v2_") or name in V2_SHAPED:
             gen = _v2_rows(src, doc, commit, date)
         elif name.startswith("milan_"):
             gen = _milan_rows(src, doc, commit, date)
