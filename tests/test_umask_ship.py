@@ -55,3 +55,19 @@ def test_ship_refuses_a_folder_without_ema(tmp_path: Path) -> None:
     out = ship(ck, tmp_path / "shipped")
     with pytest.raises(InputError, match="ema"):
         ship(out, tmp_path / "again")
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (Path(__file__).resolve().parents[1] / "checkpoints").iterdir()
+                                        if (p / "config.json").is_file()))
+def test_every_committed_checkpoint_is_intact_and_has_a_card(name: str) -> None:
+    """The folders under checkpoints/ are what the main job and the result files name: the weights
+    are the ones the config's ``shipped`` record hashed, a model card exists, and the weights load."""
+    import hashlib
+
+    folder = Path(__file__).resolve().parents[1] / "checkpoints" / name
+    cfg = json.loads((folder / "config.json").read_text())
+    assert hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest() == cfg["shipped"]["sha256"]
+    card = (folder / "MODEL_CARD.md").read_text()
+    assert "SYNTHETIC" in card and f"checkpoints/{name}" in card
+    model, _ = load_model(folder)
+    assert sum(p.numel() for p in model.parameters()) > 1_000_000
