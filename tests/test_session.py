@@ -291,3 +291,26 @@ def test_per_task_sampler_defaults() -> None:
     assert request_args(REQUEST_LIMITS, d, 1000, None, None, None, 0, "long_term")[:2] == (1, 2)
     assert request_args(REQUEST_LIMITS, d, 1000, None, 3, None, 0, "short_term")[:2] == (1, 3)
     assert request_args(REQUEST_LIMITS, d, 1000, None, None, None, 0)[:2] == (1, 2)
+
+
+def test_all_evidence_tasks_reveal_every_available_coordinate(session: Session, tmp_path: Path) -> None:
+    """manifest model.all_evidence_tasks: those tasks' evidence is the whole avail; others keep the learned mask."""
+    ev = real_user(6)
+    learned = session.mask(ev, "imputation")
+    assert learned["k"] < learned["n_avail"]                     # the tiny model's learned mask drops some
+
+    def edit(m):
+        m["model"]["all_evidence_tasks"] = ["imputation"]
+
+    s2 = Session.open(edited_bundle(tmp_path / "b", manifest_edit=edit))
+    got = s2.mask(ev, "imputation")
+    avail = got["window"].avail[0] > 0.5
+    assert got["k"] == got["n_avail"] == int(avail.sum()) and np.array_equal(got["mask"], avail)
+    short = s2.mask(ev, "short_term")                            # another task: unchanged
+    assert np.array_equal(short["mask"], session.mask(ev, "short_term")["mask"])
+
+    def bad(m):
+        m["model"]["all_evidence_tasks"] = ["teleport"]
+
+    with pytest.raises(BundleError, match="all_evidence_tasks"):
+        Session.open(edited_bundle(tmp_path / "c", manifest_edit=bad))

@@ -50,6 +50,21 @@ def test_shipped_folder_holds_the_ema_weights_and_loads(tmp_path: Path) -> None:
         torch.testing.assert_close(w, v.half().to(v.dtype), rtol=0, atol=0)
 
 
+def test_ship_records_all_evidence_tasks_and_the_model_uses_them(tmp_path: Path) -> None:
+    ck, _ = _fake_checkpoint(tmp_path)
+    out = ship(ck, tmp_path / "shipped", all_evidence_tasks=["imputation"])
+    loaded, cfg = load_model(out)
+    assert cfg["inference"]["all_evidence_tasks"] == ["imputation"] and loaded.all_evidence_tasks == {3}
+    x, avail, h_u, _, e_pos = loaded.maskgen.example_inputs(4, seed=1)
+    batch = {"x0": x, "avail": avail, "task": torch.tensor([0, 3, 1, 3]), "e_pos": e_pos}
+    with torch.no_grad():
+        _, hard, mo = loaded.evidence(batch, h_u, None, deterministic=True)
+    assert torch.equal(hard[1], avail[1]) and torch.equal(hard[3], avail[3])     # imputation: all of avail
+    assert torch.equal(hard[0], mo.hard[0]) and hard[0].sum() < avail[0].sum()     # others: the learned mask
+    with pytest.raises(InputError, match="teleport"):
+        ship(ck, tmp_path / "bad", all_evidence_tasks=["teleport"])
+
+
 def test_ship_refuses_a_folder_without_ema(tmp_path: Path) -> None:
     ck, _ = _fake_checkpoint(tmp_path)
     out = ship(ck, tmp_path / "shipped")

@@ -322,7 +322,8 @@ LLM = OBJ({"status": STR(32, "present|absent")}, {
 MODEL = OBJ({"x_scale": LIST(NUM(-1e6, 1e6), 4096, 1), "mask_mode": NAME, "use_profile": BOOL,
              "rho_init": LIST(NUM(0, 1), 64), "cond_dim": INT(1, 65536), "sbert_dim": INT(1, 65536),
              "maskgen": OBJ({"T": INT(1, 100_000), "H": INT(1, 4096), "W": INT(1, 4096)}, extra=JSON)},
-            {"umask": JSON, "dit": JSON, "tasks": LIST(NAME, 64), "profile_source_trained": NAME})
+            {"umask": JSON, "dit": JSON, "tasks": LIST(NAME, 64), "profile_source_trained": NAME,
+             "all_evidence_tasks": LIST(NAME, 64)})
 
 FEATURIZATION = OBJ({
     "feature_config": OBJ({}, {"slot_minutes": INT(1, 1440), "H": INT(1, 4096), "W": INT(1, 4096),

@@ -610,6 +610,7 @@ def _build(model: Any, config: dict[str, Any], ckpt_dir: Path, tmp: Path, precis
         "model": {"umask": model.cfg.to_dict(), "dit": asdict(dcfg), "maskgen": asdict(mcfg),
                   "x_scale": [float(v) for v in model.x_scale.tolist()], "tasks": list(TASK_NAMES),
                   "mask_mode": model.cfg.mask_mode, "use_profile": bool(model.cfg.use_profile),
+                  "all_evidence_tasks": [TASK_NAMES[i] for i in sorted(model.all_evidence_tasks)],
                   "rho_init": list(mcfg.rho_init), "cond_dim": dcfg.cond_dim, "sbert_dim": model.cfg.sbert_dim,
                   "profile_source_trained": config.get("data", {}).get("profile_source", "template")},
         "featurization": {"feature_config": fcfg.to_dict(), "slot_seconds": fcfg.slot_seconds,

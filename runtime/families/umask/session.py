@@ -166,6 +166,12 @@ class Session(FamilySession):
         mdl = manifest["model"]
         self.x_scale = np.asarray(mdl["x_scale"], np.float32).reshape(1, -1, 1, 1, 1)
         self.mask_mode = mdl["mask_mode"]
+        tasks = list(mdl.get("tasks") or [])
+        unknown = [t for t in mdl.get("all_evidence_tasks", []) if t not in tasks]
+        if unknown:
+            raise BundleError(f"{root}: manifest model.all_evidence_tasks names unknown task(s) {unknown}")
+        # tasks whose evidence is every available coordinate (the learned mask discarded evidence that helps)
+        self.all_evidence = frozenset(tasks.index(t) for t in mdl.get("all_evidence_tasks", []))
         self.rho_init = list(mdl["rho_init"])
         self.use_profile = bool(mdl["use_profile"])
         self.cond_dim, self.sbert_dim = int(mdl["cond_dim"]), int(mdl["sbert_dim"])
@@ -446,7 +452,10 @@ class Session(FamilySession):
                     "e_pos": w.e_pos[None], "gumbel": np.zeros((1, self.n_coords), np.float32)}
             outs = self.backend.run("maskgen", feed)
             hard, k, h_b = np.asarray(outs[0]), outs[2], (np.asarray(outs[4], np.float32) if len(outs) > 4 else None)
-        if self.mask_mode == "learned":
+        if self.mask_mode == "learned" and w.task_id in self.all_evidence:
+            hard = avail[0, 0] > 0.5
+            k = int(hard.sum())
+        elif self.mask_mode == "learned":
             if hard.shape[-3:] != avail.shape[2:] or hard.size != avail[0, 0].size:
                 raise BundleError(f"{self.root}: the mask generator gave a mask of shape {hard.shape}, want "
                                   f"{avail.shape[2:]}")

@@ -261,6 +261,11 @@ class UMask(nn.Module):
     def __init__(self, cfg: UMaskConfig) -> None:
         super().__init__()
         self.cfg = cfg
+        # Inference policy, not architecture (kept out of the config, so runs and warm starts still match):
+        # task ids whose deterministic evidence is EVERY available coordinate instead of the learned mask.
+        # Set from a shipped folder's ``inference.all_evidence_tasks`` (ship.py) where a measurement showed
+        # the learned mask discarding evidence that helps (docs/families/umask.md, Table 9 in 3 seeds).
+        self.all_evidence_tasks: frozenset[int] = frozenset()
         dcfg, mcfg = cfg.dit_config(), cfg.maskgen_config()
         self.profile = ProfileMLP(cfg.sbert_dim, dcfg.cond_dim, cfg.profile_hidden, cfg.profile_dropout)
         self.maskgen = MaskGenerator(mcfg)
@@ -327,6 +332,10 @@ class UMask(nn.Module):
         else:
             mo = self.maskgen(x_in, avail, h_u, task, batch["e_pos"], generator=generator)
         if self.cfg.mask_mode == "learned":
+            if deterministic and self.all_evidence_tasks:
+                every = torch.isin(task, torch.tensor(sorted(self.all_evidence_tasks), device=task.device))
+                every = every.view(-1, *([1] * (avail.dim() - 1)))
+                return torch.where(every, avail, mo.mask), torch.where(every, avail, mo.hard), mo
             return mo.mask, mo.hard, mo
         if self.cfg.mask_mode == "random":
             m = random_mask(avail, self.rho_prior[task], generator)

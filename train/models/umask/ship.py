@@ -43,11 +43,21 @@ def _atomic_write(path: Path, write: Any) -> None:
             os.unlink(tmp)
 
 
-def ship(ckpt: str | Path, out: str | Path, *, dtype: str = "float16") -> Path:
-    """Copy the EMA weights (as ``dtype``) and the config of checkpoint ``ckpt`` into ``out``; returns ``out``."""
+def ship(ckpt: str | Path, out: str | Path, *, dtype: str = "float16",
+         all_evidence_tasks: Sequence[str] = ()) -> Path:
+    """Copy the EMA weights (as ``dtype``) and the config of checkpoint ``ckpt`` into ``out``; returns ``out``.
+
+    ``all_evidence_tasks``: task names (dit.TASKS) whose inference uses every available coordinate as
+    evidence instead of the learned mask; recorded as ``inference.all_evidence_tasks`` in config.json,
+    read by ``trainer.load_model`` and carried into the bundle by the exporter."""
+    from umask.train.models.umask.dit import TASKS
+
     src = resolve_checkpoint(ckpt)
     if dtype not in ("float16", "float32"):
         raise InputError(f"dtype must be float16 or float32, got {dtype!r}")
+    bad = [t for t in all_evidence_tasks if t not in TASKS]
+    if bad:
+        raise InputError(f"--all-evidence-tasks: unknown task(s) {bad}; tasks are {list(TASKS)}")
     ema = src / "ema.safetensors"
     if not ema.is_file():
         raise InputError(f"{src}: no ema.safetensors (ship a training checkpoint, not a shipped folder)")
@@ -60,6 +70,10 @@ def ship(ckpt: str | Path, out: str | Path, *, dtype: str = "float16") -> Path:
     _atomic_write(weights, lambda tmp: save_file(sd, tmp, metadata={"weights": "ema", "dtype": dtype}))
     config = json.loads((src / "config.json").read_text())
     state = json.loads((src / "state.json").read_text()) if (src / "state.json").is_file() else {}
+    if all_evidence_tasks:
+        config["inference"] = {"all_evidence_tasks": list(dict.fromkeys(all_evidence_tasks)),
+                               "why": "every available coordinate is evidence at inference for these tasks: the "
+                                      "learned mask discarded evidence that helps (docs/families/umask.md)"}
     config["shipped"] = {"from": str(src), "step": state.get("step"), "weights": "ema", "dtype": dtype,
                          "sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}
     _atomic_write(out / "config.json", lambda tmp: Path(tmp).write_text(json.dumps(config, indent=1) + "\n"))
@@ -72,9 +86,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("ckpt", help="training checkpoint (step dir, ckpt/latest|best, run dir)")
     p.add_argument("out", help="folder to write (e.g. checkpoints/umask_small)")
     p.add_argument("--dtype", default="float16", choices=("float16", "float32"))
+    p.add_argument("--all-evidence-tasks", default="",
+                   help="comma-separated tasks (short_term,long_term,cold_start,imputation) whose inference uses "
+                        "every available coordinate instead of the learned mask")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    ship(args.ckpt, args.out, dtype=args.dtype)
+    ship(args.ckpt, args.out, dtype=args.dtype,
+         all_evidence_tasks=[t.strip() for t in args.all_evidence_tasks.split(",") if t.strip()])
     return 0
 
 

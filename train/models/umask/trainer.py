@@ -160,7 +160,19 @@ def load_model(ckpt_dir: str | Path, *, ema: bool = True, device: str | torch.de
     name = "ema.safetensors" if ema and (ckpt_dir / "ema.safetensors").is_file() else "model.safetensors"
     sd = load_file(str(ckpt_dir / name), device=str(device))
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()})
+    model.all_evidence_tasks = all_evidence_task_ids(config)
     return model.to(device).eval(), config
+
+
+def all_evidence_task_ids(config: dict[str, Any]) -> frozenset[int]:
+    """Task ids of a shipped folder's ``inference.all_evidence_tasks`` (task names; ship.py), checked."""
+    from umask.train.models.umask.dit import TASKS
+
+    names = (config.get("inference") or {}).get("all_evidence_tasks", [])
+    bad = [n for n in names if n not in TASKS]
+    if bad:
+        raise InputError(f"config.json inference.all_evidence_tasks: unknown task(s) {bad}; tasks are {list(TASKS)}")
+    return frozenset(TASKS.index(n) for n in names)
 
 
 def evaluate(model: UMask, ds: Dataset, cfg: LoopConfig, device: torch.device, d: Dist) -> dict[str, float]:
