@@ -14,7 +14,9 @@ mkdir -p "$LOG"
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 [[ -f "$BUNDLE/manifest.json" ]] || .venv/bin/umask export --ckpt "$CKPT" --out "$BUNDLE" --sign-key "$KEY" --no-tensorrt \
     > "$LOG/export.log" 2>&1
-COMMON=(--bundle "$BUNDLE" --ckpt "$CKPT" --users 50 --b1-every 4 --trusted-keys "${KEY%.key}.pub" --model-name "$NAME")
+# --population-users 50: the same 50 users per seed as scripts/eval_user_umask_small.sh (not the first 50 of the
+# checkpoint's own training-population size)
+COMMON=(--bundle "$BUNDLE" --ckpt "$CKPT" --users 50 --population-users 50 --b1-every 4 --trusted-keys "${KEY%.key}.pub" --model-name "$NAME")
 for s in 0 1 2; do
     real=(); [[ $s == 0 ]] || real=(--no-real)
     nice -n 5 .venv/bin/python -m umask.bench.accuracy.user_device "${COMMON[@]}" --seeds $s "${real[@]}" \

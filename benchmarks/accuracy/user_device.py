@@ -39,7 +39,7 @@ import logging
 import shlex
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,7 @@ from umask.bench.accuracy import user_umask as uu
 from umask.bench.accuracy.user_v2 import _atomic_json, _git_commit, aggregate
 from umask.runtime.core.errors import InputError
 from umask.runtime.core.history import TASK_NAMES, Window
+from umask.runtime.families.umask.checks import task_defaults
 from umask.runtime.families.umask.prior import window_prior
 from umask.runtime.families.umask.session import Session
 
@@ -113,6 +114,39 @@ class SameNoiseTorch:
 
     def info(self) -> dict[str, Any]:
         return {**self.pred.info(), "noise": "the Session's numpy draws of each window (as the onnx rows)"}
+
+
+class PerTaskTorch:
+    """One torch adapter per distinct per-task sampler configuration of the bundle (``diffusion.defaults``
+    with ``by_task`` overrides, e.g. the short-term request's single draw), so the torch row runs exactly
+    the request the Session runs for each task."""
+
+    def __init__(self, make: Callable[[dict[str, Any]], Any], defaults: dict[str, Any]) -> None:
+        self.by_task: dict[str, Any] = {}
+        made: dict[tuple[int, int], Any] = {}
+        for t in TASK_NAMES:
+            d = task_defaults(defaults, t)
+            key = (int(d.get("n_samples", 2)), int(d.get("steps", 10)))
+            if key not in made:
+                made[key] = make(d)
+            self.by_task[t] = made[key]
+        self._unique = list(made.values())
+
+    def attach_population(self, pop: ue.UserPopulation) -> None:
+        for p in self._unique:
+            p.attach_population(pop)
+
+    def __call__(self, batch: ue.TaskBatch) -> np.ndarray:
+        return self.by_task[uu.TASK_OF[batch.task]](batch)
+
+    def info(self) -> dict[str, Any]:
+        first = self._unique[0].info()
+        return {**first, "per_task": {t: p.info().get("point_forecast") for t, p in self.by_task.items()}}
+
+    @property
+    def config(self) -> dict[str, Any]:
+        first = self._unique[0]
+        return getattr(first, "pred", first).config          # through a SameNoiseTorch
 
 
 class SessionPredictor:
@@ -425,14 +459,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 allow_unsigned=args.allow_unsigned) for p in precisions}
     dflt = sessions[precisions[0]].defaults
 
-    def torch_adapter() -> Any:
-        return uu.umask_predictor(args.ckpt, n_samples=int(dflt.get("n_samples", 2)), steps=int(dflt.get("steps", 10)),
+    def torch_adapter(d: dict[str, Any]) -> Any:
+        return uu.umask_predictor(args.ckpt, n_samples=int(d.get("n_samples", 2)), steps=int(d.get("steps", 10)),
                                   seed=0, point="auto")
 
-    torch_pred = torch_adapter()
-    torch_preds = {"torch": SameNoiseTorch(torch_pred, 0, sessions[precisions[0]].limits.max_seed)}
+    max_seed = sessions[precisions[0]].limits.max_seed
+    # per task: the torch row runs the request the Session runs (by_task defaults), with the Session's noise
+    torch_pred = PerTaskTorch(lambda d: SameNoiseTorch(torch_adapter(d), 0, max_seed), dflt)
+    torch_preds = {"torch": torch_pred}
     if not args.no_noise_floor:
-        torch_preds[OWN_NOISE] = torch_adapter()
+        torch_preds[OWN_NOISE] = PerTaskTorch(torch_adapter, dflt)
     n_pop = args.population_users or int(torch_pred.config.get("train", {}).get("n_users") or args.users)
     windows = None
     if args.b1_every > 1:
