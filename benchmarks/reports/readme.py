@@ -110,6 +110,7 @@ REAL6 = "tsinghua sample 6 users 1 day, in-day context (v1 B1-real)"
 DEMO = "tsinghua sample 6 users 1 day, requests at 10/14/18 h (main job)"
 TAL = ("active_mae/traffic", "active_mae/app", "active_mae/location")
 TAL_RMSE = ("rmse_all/traffic", "rmse_all/app", "rmse_all/location")
+TAL_MAE = ("mae_all/traffic", "mae_all/app", "mae_all/location")
 
 _CSDI_USER = ((SIM50_B1, SIM10_B1), (SIM50, SIM10))
 V2_SIM = "sim 50 users x 3 seeds, v2 B windows"
@@ -117,6 +118,7 @@ V2_REAL = "tsinghua sample 6 users 1 day, in-day context (B1-real)"
 V2_PRIOR = "sim 50 users seed 0, v2 B windows (paired with umask_prior_blend)"
 SMALL3 = "sim 50 users x 3 seeds, v2 B windows (B1: target hours 0,2,4,6,8,10,12,14,16,18,20,22 only)"
 SMALL_ABL = "sim 50 users seed 0, v2 B windows (ablation)"
+SMALL_ABL3 = "sim 50 users x 3 seeds, v2 B windows (ablation)"
 DEV3 = "sim 50 users x 3 seeds, v2 B windows (device scoring), B1 every 4th target hour"
 DEV_REAL = "tsinghua sample 6 users 1 day, in-day context (B1-real, device scoring)"
 ZS_GRID = "milan_blocksum_4x4.csv 4x4, 10-min slots (real)"
@@ -244,25 +246,37 @@ TABLES: dict[str, Table | AutoTable] = {t.name: t for t in (
                        Col("A2-zeroshot", "A2-zeroshot", ZS_GRID, ("nmae", "nrmse")))),
     AutoTable("user_small",
               "PROTOCOL v2 B, SYNTHETIC: 50 users x simulator seeds 0, 1, 2 (seed 0 = the training users, scored on "
-              "their unseen test day; seeds 1, 2 = unseen users), mean over seeds; the shipped "
-              "`checkpoints/umask_small` (torch) next to every v2 baseline on the same windows (B1: every 2nd "
-              "target hour). RMSE traffic / app / location; event metrics app Recall@3 / location Acc@1; B3 "
-              "NDCG@3 apps / places. Point estimator: x0 at the first sampler step (RMSE, events, rankings)",
+              "their unseen test day; seeds 1, 2 = users neither model saw), mean over seeds; the shipped "
+              "`checkpoints/umask_small_v4` (`umask_small_v4`) and `checkpoints/umask_small` (v3, `umask_small`), "
+              "torch, next to every v2 baseline on the same windows (B1: every 2nd target hour). RMSE traffic / app "
+              "/ location; event metrics app Recall@3 / location Acc@1; B3 (v1 cut) NDCG@3 apps / places. Point "
+              "estimator: x0 at the first sampler step (RMSE, events, rankings)",
               columns=(Col("B1 RMSE", "B1", SMALL3, TAL_RMSE, digits=4),
                        Col("B1 R@3 / Acc@1", "B1", SMALL3, ("app_recall@3", "location_acc@1")),
                        Col("B2 RMSE", "B2", SMALL3, TAL_RMSE, digits=4),
                        Col("B2 R@3 / Acc@1", "B2", SMALL3, ("app_recall@3", "location_acc@1")),
                        Col("B3 NDCG@3", "B3", SMALL3, ("ndcg@3/app", "ndcg@3/location")),
                        Col("B4 RMSE", "B4", SMALL3, TAL_RMSE, digits=4)),
-              sources=("v2_user_umask_small.json",)),
+              sources=("v2_user_umask_small.json", "v2_user_umask_small_v4.json")),
+    AutoTable("user_small_mae",
+              "All-entry MAE traffic / app / location, same runs and windows as above. `umask_small_v4` and the "
+              "`<baseline>@mae` rows use the median-shaped rule (mean estimate set to 0 at or below a threshold, "
+              "kept or set to an active level above; threshold and level per task and channel group chosen on the "
+              "validation day of the same users; benchmarks/accuracy/user_mae_rule.py); `umask_small` (v3) used the "
+              "median of 3 DDIM samples on B2 / B4 and the x0 mean on B1 / B3",
+              columns=(Col("B1 MAE", "B1", SMALL3, TAL_MAE, digits=4),
+                       Col("B2 MAE", "B2", SMALL3, TAL_MAE, digits=4),
+                       Col("B4 MAE", "B4", SMALL3, TAL_MAE, digits=4)),
+              sources=("v2_user_umask_small.json", "v2_user_umask_small_v4.json")),
     AutoTable("user_small_ablation",
-              "Inference ablations of the shipped U-MASK small, SYNTHETIC seed 0 (50 users), RMSE traffic / app / "
-              "location; `umask_small:X` = the same weights with input X removed or replaced. The result file keeps no "
-              "seed-0 row of the unablated model (its rows are the 3-seed means above); docs/families/umask.md "
-              "lists the scorer's seed-0 printout next to these",
-              columns=(Col("B2 RMSE", "B2", SMALL_ABL, TAL_RMSE, digits=4),
-                       Col("B4 RMSE", "B4", SMALL_ABL, TAL_RMSE, digits=4)),
-              sources=("v2_user_umask_small.json",)),
+              "Inference ablations of the shipped U-MASK small v4, SYNTHETIC, 50 users x simulator seeds 0-2 (mean "
+              "over seeds; the unablated `umask_small_v4` on the same B2 / B4 windows is in the first table), RMSE "
+              "traffic / app / location; `umask_small_v4:X` = the same weights with input X removed or replaced "
+              "(`mask_none` / `mask_random` = every available coordinate / a random subset of the base budget as "
+              "evidence: the paper's Table 9; on B4 v4 itself uses every available coordinate, see below)",
+              columns=(Col("B2 RMSE", "B2", SMALL_ABL3, TAL_RMSE, digits=4),
+                       Col("B4 RMSE", "B4", SMALL_ABL3, TAL_RMSE, digits=4)),
+              sources=("v2_user_umask_small_v4.json",)),
     AutoTable("user_device",
               "The shipped U-MASK small exported and served by the torch-free runtime `Session`, per precision, next "
               "to torch on the SAME windows and noise (SYNTHETIC 50 users x seeds 0-2, B1 every 4th target hour; "
@@ -272,7 +286,7 @@ TABLES: dict[str, Table | AutoTable] = {t.name: t for t in (
                        Col("B2 RMSE", "B2", DEV3, TAL_RMSE, digits=4),
                        Col("B4 RMSE", "B4", DEV3, TAL_RMSE, digits=4),
                        Col("REAL B1 RMSE", "B1", DEV_REAL, TAL_RMSE, digits=4)),
-              sources=("v2_user_umask_device.json",), first_header="model (artifact)"),
+              sources=("v2_user_umask_device.json", "v2_user_umask_device_v4.json"), first_header="model (artifact)"),
     AutoTable("user_b3_v2",
               "PROTOCOL v2 B3 cold start, SYNTHETIC 50 users x simulator seeds 0-2 (mean over seeds): the history is the "
               "20 slots before the test day of ONE domain, the target the other domain's items over the next 24 h "
@@ -281,7 +295,7 @@ TABLES: dict[str, Table | AutoTable] = {t.name: t for t in (
               columns=(Col("NDCG@3 apps / places", "B3", B3V2, ("ndcg@3/app", "ndcg@3/location")),
                        Col("Recall@3 apps / places", "B3", B3V2, ("recall@3/app", "recall@3/location")),
                        Col("MRR@3 apps / places", "B3", B3V2, ("mrr@3/app", "mrr@3/location"))),
-              sources=("v2_user_b3.json",)),
+              sources=("v2_user_b3.json", "v2_user_b3_v4.json")),
     AutoTable("request_sweep",
               "Network evaluations per request vs PROTOCOL v2 headline accuracy: the shipped U-MASK small through the "
               "runtime `Session` (onnx fp32), SYNTHETIC seed 0 (30 users; B1 every 8th target hour) and the REAL sample "
