@@ -97,7 +97,7 @@ class TrainConfig(LoopConfig):
     profile_source: str = field(default="template", metadata={
         "help": "U-SCOPE profile text for SBERT: template, none (no profile input), or llm:MODEL.gguf[+LORA.gguf] "
                 "(one text per user written by the profiling LLM from its training-days statistics, greedy, "
-                "cached in --llm-profile-cache, copied to <out>/profiles.json)", "group": DATA})
+                "cached in the LLM profile cache folder, copied to <out>/profiles.json)", "group": DATA})
     sbert_cache: str | None = field(default="cache/sbert", metadata={
         "help": "SBERT embedding cache folder ('' for none)", "none_text": "", "group": DATA})
     llm_profile_cache: str | None = field(default="cache/llm_profiles", metadata={
