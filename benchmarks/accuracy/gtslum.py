@@ -230,24 +230,27 @@ def _rows(scored: dict[str, dict[int, dict[str, float]]], n_win: dict[str, int],
     return rows
 
 
-def umask_rows(ckpt: str | Path, seeds: Sequence[int], n_users: int, *, real: bool, command: str
-               ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """The U-MASK rows (SYNTHETIC seeds [+ REAL]) and their meta entry (`gtslum_umask.score_populations`)."""
+def umask_rows(ckpt: str | Path, seeds: Sequence[int], n_users: int, *, real: bool, command: str,
+               name: str | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The U-MASK rows (SYNTHETIC seeds [+ REAL]) and their meta entry (`gtslum_umask.score_populations`);
+    ``name``: the rows' model name (default ``gtslum_umask.MODEL``, the v3 checkpoint's)."""
     from umask.bench.accuracy import gtslum_umask as gu
 
     t0 = time.perf_counter()
+    model = name or gu.MODEL
     scored, n_win, info = gu.score_populations(ckpt, seeds, n_users, real=real)
-    kinds = {gu.MODEL: ("peer", None, "torch")}
-    trained = f"{ckpt}: trained on simulator seed 0's 50 users (days 1-5)"
+    kinds = {model: ("peer", None, "torch")}
+    trained = (f"{ckpt}: trained on simulator seed 0's 50 users (days 1-5)" if model == gu.MODEL else
+               f"{ckpt}: trained on simulator seed 0's 50 users plus other simulated users (days 1-5; its MODEL_CARD.md)")
     dataset = f"sim {n_users} users, v2 D windows (B split, test day, hourly)"
-    rows = _rows({gu.MODEL: scored["synthetic"]}, {gu.MODEL: n_win["synthetic"]}, dataset=dataset, data="synthetic",
+    rows = _rows({model: scored["synthetic"]}, {model: n_win["synthetic"]}, dataset=dataset, data="synthetic",
                  kinds=kinds, command=command,
-                 notes={gu.MODEL: f"{gu.POINT_NOTE}; {trained}: seed-0 windows are its training users' unseen "
-                                  "test day, seeds 1-2 users it never saw"})
+                 notes={model: f"{gu.POINT_NOTE}; {trained}: seed-0 windows are its training users' unseen "
+                               "test day, seeds 1-2 users it never saw"})
     if real:
-        rows += _rows({gu.MODEL: scored["real"]}, {gu.MODEL: n_win["real"]},
+        rows += _rows({model: scored["real"]}, {model: n_win["real"]},
                       dataset="tsinghua sample 6 users 1 day, hours 08-22 (in-day history)", data="real", kinds=kinds,
-                      command=command, notes={gu.MODEL: f"{gu.POINT_NOTE}; {trained}; applied zero-shot"})
+                      command=command, notes={model: f"{gu.POINT_NOTE}; {trained}; applied zero-shot"})
     meta = {"command": command, "commit": _git_commit(), "date": dt.date.today().isoformat(),
             "wall_seconds": round(time.perf_counter() - t0, 1), "users_per_seed": n_users, "seeds": list(seeds),
             **info}
@@ -286,6 +289,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="latency rows only (first run vs --bundle, real sample) into --out")
     ap.add_argument("--umask", default=None, help="a U-MASK checkpoint (checkpoints/umask_small): add the U-MASK "
                                                   "family's recommendation rows")
+    ap.add_argument("--umask-name", default=None,
+                    help="the U-MASK rows' model name (default umask_small); another name adds rows beside the others")
     ap.add_argument("--only", choices=("umask",), default=None,
                     help="score only these rows and merge them into the existing --out (other rows kept)")
     ap.add_argument("--seeds", default=None, help="--only: simulator seeds (default: the --out file's meta.seeds)")
@@ -411,14 +416,14 @@ def _only_umask(args: argparse.Namespace, argv: Sequence[str]) -> int:
     n_users = args.users if args.users is not None else int(meta["users_per_seed"])
     ckpt = args.umask or DEFAULT_CKPT
     command = shlex.join(["python", "-m", "umask.bench.accuracy.gtslum", *argv])
-    rows, umeta = umask_rows(ckpt, seeds, n_users, real=not args.no_real, command=command)
+    rows, umeta = umask_rows(ckpt, seeds, n_users, real=not args.no_real, command=command, name=args.umask_name)
     for r in rows:                   # the same windows as the file's baselines (same data set, seeds, window count)
         ref = [b for b in doc["rows"] if b["model"] == "popularity" and b["dataset"] == r["dataset"]
                and b["metric"] == r["metric"]]
         if ref and (ref[0]["n_windows"], ref[0]["seeds"]) != (r["n_windows"], r["seeds"]):
             raise SystemExit(f"{r['dataset']}: U-MASK scored {r['n_windows']} windows of seeds {r['seeds']}, the file's "
                              f"baselines {ref[0]['n_windows']} of {ref[0]['seeds']}: not the same windows")
-    merge_rows(out, rows, "umask", umeta)
+    merge_rows(out, rows, "umask" if not args.umask_name else f"umask:{args.umask_name}", umeta)
     log.info("merged %d U-MASK rows into %s", len(rows), out)
     for r in rows:
         print(f"{r['data']:9s} {r['model']:14s} {r['metric']:9s} {r['value']:.4f} ± {r['spread']}")
