@@ -228,3 +228,31 @@ def test_device_rows_carry_the_gap_to_torch_and_the_gate() -> None:
     assert gate["onnx-int8-qdq"]["vs_torch"] == {"max_abs_gap": 0.015, "worst": "B1 synthetic rmse_all/app",
                                                  "within_1pct": False}           # mrr@3 is not a headline metric
     assert gate["onnx-fp32"]["vs_torch"]["within_1pct"] and gate[OWN_NOISE]["vs_torch"]["max_abs_gap"] == 0.05
+
+
+def test_torch_row_runs_each_tasks_own_request() -> None:
+    """user_device's torch row follows the bundle's per-task defaults (diffusion.defaults.by_task): the
+    short-term request's single draw is compared with a single-draw torch estimate, not a 2-draw mean."""
+    from types import SimpleNamespace
+
+    from umask.bench.accuracy.user_device import PerTaskTorch
+
+    class Adapter:
+        def __init__(self, d):
+            self.n, self.config = int(d["n_samples"]), {"train": {"n_users": 7}}
+
+        def __call__(self, batch):
+            return self.n
+
+        def attach_population(self, pop):
+            pass
+
+        def info(self):
+            return {"point_forecast": f"{self.n} draws"}
+
+    defaults = {"sampler": "ddim", "steps": 1, "n_samples": 2, "by_task": {"short_term": {"n_samples": 1}}}
+    pt = PerTaskTorch(Adapter, defaults)
+    assert len({id(p) for p in pt.by_task.values()}) == 2             # one adapter per distinct request
+    assert pt(SimpleNamespace(task="B1")) == 1                         # short-term: one draw, as the Session
+    assert {pt(SimpleNamespace(task=t)) for t in ("B2", "B3", "B4")} == {2}
+    assert pt.config == {"train": {"n_users": 7}}
