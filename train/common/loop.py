@@ -353,8 +353,7 @@ def warm_start(init_from: str | Path, run_config: dict[str, Any], model: torch.n
     model.load_state_dict(weights)
     ema_path = ckpt / "ema.safetensors"
     ema.load_state_dict(load_file(str(ema_path), device=str(device)) if ema_path.is_file() else weights)
-    log.info("warm start from %s (step %s of %s); fresh optimizer and schedule", ckpt,
-             json.loads((ckpt / "state.json").read_text()).get("step") if (ckpt / "state.json").is_file() else "?",
+    log.info("warm start from %s (trained on data %s); fresh optimizer and schedule", ckpt,
              saved.get("data", {}).get("fingerprint", "?"))
     return ckpt
 

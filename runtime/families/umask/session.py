@@ -447,15 +447,15 @@ class Session(FamilySession):
         t0 = time.perf_counter()
         avail = w.avail[None]
         h_b = None
-        if self.mask_mode == "learned" or "h_b" in self.dit_extra:   # a DiT taking h_b needs the generator
+        # a task of the bundle's all-evidence policy takes the "none" path instead of the learned mask
+        # (as UMask.evidence: the policy replaces the learned mask only)
+        mode = "none" if self.mask_mode == "learned" and w.task_id in self.all_evidence else self.mask_mode
+        if mode == "learned" or "h_b" in self.dit_extra:   # a DiT taking h_b needs the generator
             feed = {"x": w.x[None], "avail": avail, "h_u": h_u[None], "task": np.array([w.task_id], np.int64),
                     "e_pos": w.e_pos[None], "gumbel": np.zeros((1, self.n_coords), np.float32)}
             outs = self.backend.run("maskgen", feed)
             hard, k, h_b = np.asarray(outs[0]), outs[2], (np.asarray(outs[4], np.float32) if len(outs) > 4 else None)
-        if self.mask_mode == "learned" and w.task_id in self.all_evidence:
-            hard = avail[0, 0] > 0.5
-            k = int(hard.sum())
-        elif self.mask_mode == "learned":
+        if mode == "learned":
             if hard.shape[-3:] != avail.shape[2:] or hard.size != avail[0, 0].size:
                 raise BundleError(f"{self.root}: the mask generator gave a mask of shape {hard.shape}, want "
                                   f"{avail.shape[2:]}")
@@ -463,7 +463,7 @@ class Session(FamilySession):
             if k.size < 1 or not np.isfinite(k[0]):
                 raise BundleError(f"{self.root}: the mask generator gave no finite budget k")
             hard, k = hard.reshape(avail.shape[2:]) > 0.5, int(k[0])
-        elif self.mask_mode == "random":     # the ablation: a seeded random subset of avail, base budget
+        elif mode == "random":     # the ablation: a seeded random subset of avail, base budget
             a = avail[0, 0].reshape(-1) > 0.5
             n = int(a.sum())
             k = min(max(int(np.round(self.rho_init[w.task_id] * n)), 1 if n else 0), n)

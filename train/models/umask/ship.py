@@ -50,14 +50,12 @@ def ship(ckpt: str | Path, out: str | Path, *, dtype: str = "float16",
     ``all_evidence_tasks``: task names (dit.TASKS) whose inference uses every available coordinate as
     evidence instead of the learned mask; recorded as ``inference.all_evidence_tasks`` in config.json,
     read by ``trainer.load_model`` and carried into the bundle by the exporter."""
-    from umask.train.models.umask.dit import TASKS
+    from umask.train.models.umask.trainer import task_ids
 
     src = resolve_checkpoint(ckpt)
     if dtype not in ("float16", "float32"):
         raise InputError(f"dtype must be float16 or float32, got {dtype!r}")
-    bad = [t for t in all_evidence_tasks if t not in TASKS]
-    if bad:
-        raise InputError(f"--all-evidence-tasks: unknown task(s) {bad}; tasks are {list(TASKS)}")
+    task_ids(all_evidence_tasks, "--all-evidence-tasks")
     ema = src / "ema.safetensors"
     if not ema.is_file():
         raise InputError(f"{src}: no ema.safetensors (ship a training checkpoint, not a shipped folder)")

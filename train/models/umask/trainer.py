@@ -40,7 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -160,18 +160,19 @@ def load_model(ckpt_dir: str | Path, *, ema: bool = True, device: str | torch.de
     name = "ema.safetensors" if ema and (ckpt_dir / "ema.safetensors").is_file() else "model.safetensors"
     sd = load_file(str(ckpt_dir / name), device=str(device))
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()})
-    model.all_evidence_tasks = all_evidence_task_ids(config)
+    model.all_evidence_tasks = task_ids((config.get("inference") or {}).get("all_evidence_tasks", []),
+                                        "config.json inference.all_evidence_tasks")
     return model.to(device).eval(), config
 
 
-def all_evidence_task_ids(config: dict[str, Any]) -> frozenset[int]:
-    """Task ids of a shipped folder's ``inference.all_evidence_tasks`` (task names; ship.py), checked."""
+def task_ids(names: Sequence[str], what: str) -> frozenset[int]:
+    """Task names (dit.TASKS) -> their ids; InputError naming ``what`` on an unknown name (ship.py and
+    `load_model` check the all-evidence policy with it)."""
     from umask.train.models.umask.dit import TASKS
 
-    names = (config.get("inference") or {}).get("all_evidence_tasks", [])
     bad = [n for n in names if n not in TASKS]
     if bad:
-        raise InputError(f"config.json inference.all_evidence_tasks: unknown task(s) {bad}; tasks are {list(TASKS)}")
+        raise InputError(f"{what}: unknown task(s) {bad}; tasks are {list(TASKS)}")
     return frozenset(TASKS.index(n) for n in names)
 
 
