@@ -19,9 +19,9 @@ Point estimator per metric (stated in every row's notes):
   ``--x0-draws`` noise draws (`UMask.complete(point="first_x0")`): the mean minimises squared
   error, and rankings by expected engagement are rankings by the mean;
 * MAE with ``--mae-rule`` (the default of scripts/eval_user_umask_small.sh): the x0 mean estimate with
-  entries below a threshold set to 0, the threshold per task and channel group chosen on the
-  validation day of the same users (:mod:`umask.bench.accuracy.user_mae_rule`); every v2 baseline gets
-  the same rule with its own thresholds (``<baseline>@mae`` rows in ``meta.baselines``), so the best
+  entries at or below a threshold set to 0 and the others kept or set to an active level, both per
+  task and channel group chosen on the validation day of the same users
+  (:mod:`umask.bench.accuracy.user_mae_rule`); every v2 baseline gets the same rule with its own choice (``<baseline>@mae`` rows in ``meta.baselines``), so the best
   MAE baseline is the best of the plain and the ruled baselines;
 * otherwise MAE: the per-entry median of ``--median-samples`` DDIM samples (``--median-steps`` steps)
   on the tasks in ``--median-tasks`` (the median minimises absolute error); elsewhere the MAE row
@@ -430,17 +430,14 @@ def build(parts: Sequence[Mapping[str, Any]], args: argparse.Namespace, command:
     base_rows = [r for r in aggregate({s: [x for x in rr if x["model"] in baseline_names] for s, rr in runs.items()},
                                       dataset=dataset, data="synthetic", command=command)
                  if not r["model"].endswith(mr.SUFFIX) or r["metric"].startswith("mae_all/")]   # a rule is for MAE
-    if b1h:     # the baselines on the same B1 subset (the scoreboard's baseline rows score every hour)
-        for r in base_rows:
-            if r["protocol"] == "B1":
-                rows.append({**r, "kind": "baseline", "family": None, "artifact": "numpy",
-                             "notes": "the baseline on the same B1 target-hour subset as U-MASK" + (
-                                 "; " + mr.NOTE.format(taus="meta.mae_rule") if r["model"].endswith(mr.SUFFIX)
-                                 else "")})
-    for r in base_rows:         # the ruled baselines exist only in this run: every task goes to the scoreboard
-        if r["model"].endswith(mr.SUFFIX) and not (b1h and r["protocol"] == "B1"):
-            rows.append({**r, "kind": "baseline", "family": None, "artifact": "numpy",
-                         "notes": mr.NOTE.format(taus="meta.mae_rule")})
+    # into the scoreboard: the baselines on the same B1 subset (its baseline rows score every hour) and the
+    # ruled (@mae) baselines of every task (they exist only in this run)
+    for r in base_rows:
+        same_b1, ruled_row = bool(b1h) and r["protocol"] == "B1", r["model"].endswith(mr.SUFFIX)
+        if same_b1 or ruled_row:
+            notes = [*(["the baseline on the same B1 target-hour subset as U-MASK"] if same_b1 else []),
+                     *([mr.NOTE.format(taus="meta.mae_rule")] if ruled_row else [])]
+            rows.append({**r, "kind": "baseline", "family": None, "artifact": "numpy", "notes": "; ".join(notes)})
     for kind in ABLATIONS:
         mname = f"{name}:{kind}" if kind != "prior_only" else "prior_only"
         sub = {s: [r for r in rr if r["model"] == mname] for s, rr in abl_runs.items()}
