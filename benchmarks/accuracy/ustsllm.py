@@ -331,7 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stride", type=int, default=1, help="score every N-th protocol window")
     p.add_argument("--no-baselines", action="store_true", help="leave the harness baselines out")
     p.add_argument("--nets", default="", help="learned grid baselines to fit on the training period and score: "
-                                              "comma-separated of dlinear, lstm, gpt4ts (train/baselines/grid_nets.py)")
+                                              "comma-separated of dlinear, lstm, gpt4ts, brits (train/baselines/grid_nets.py), "
+                                              "convlstm, timesnet, saits (grid_nets_extra.py); NAME#K = training "
+                                              "seed K, several seeds folded into one row (mean, sample std)")
     p.add_argument("--net-seconds", type=float, default=300.0, help="training time cap per learned baseline and task")
     p.add_argument("--out", default=None, help="harness rows JSON (+ .md); default artifacts/eval/ustsllm_<protocol>.json")
     p.add_argument("--v2", default=None, help="upsert nmae/nrmse rows into this v2 result file")
@@ -401,17 +403,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     for net in [n.strip() for n in ns.nets.split(",") if n.strip()]:
         from umask.train.baselines import base as registry
 
-        cls = registry.get(net)
+        cls_name, _, seed = net.partition(SEED_SEP)     # "timesnet#1": training seed 1, folded into row "timesnet"
+        cls = registry.get(cls_name)
         if (task == "a1" and not cls.forecasts) or (task == "a2" and not cls.imputes):
             log.info("%s has no %s row", net, ns.protocol)
             continue
         spec = harness.GridSpec(grid)
-        fitted = cls(period=grid.slots_per_day, max_seconds=ns.net_seconds).fit(spec.z[:train_end])
+        kw = ({"grid": grid.shape, "tasks": ("forecast" if task == "a1" else "impute",)}
+              if getattr(cls, "grid_aware", False) else {})
+        fitted = cls(period=grid.slots_per_day, max_seconds=ns.net_seconds, seed=int(seed or 0), **kw).fit(
+            spec.z[:train_end], val=spec.z[train_end - spec.history:grid.splits()["val"][1]])  # val: choice of weights
         models[net] = ((lambda m: lambda h, s, n: m.forecast(h, n, starts=s))(fitted) if task == "a1"
                        else (lambda m: lambda x, k, s: m.impute(x, k, starts=s))(fitted))
-        meta[net] = {"kind": "baseline", "family": None, "artifact": "torch",
-                     "notes": f"own compact implementation (train/baselines/grid_nets.py), fit on this grid's "
-                              f"training period: {fitted.info()}"}
+        meta[net] = {"kind": "baseline", "family": None, "artifact": "torch", "seed": int(seed or 0),
+                     "notes": f"own compact implementation ({cls.__module__.replace('umask.', '').replace('.', '/')}.py), "
+                              f"fit on this grid's training period: {fitted.info()}"}
         info[net] = {"seeds": 0, "notes": meta[net]["notes"]}
     if not ns.no_baselines:
         base, base_info = harness.baseline_models(task, harness.GridSpec(grid))

@@ -41,6 +41,7 @@ _MODULES: dict[str, str] = {
     "historical_average": "classical", "linear_interpolation": "classical", "nearest_observed": "classical",
     "blend": "classical", "arima": "arima", "patchtst": "patchtst", "csdi": "csdi", "lightgbm": "lightgbm_global",
     "dlinear": "grid_nets", "lstm": "grid_nets", "gpt4ts": "grid_nets", "brits": "grid_nets",
+    "convlstm": "grid_nets_extra", "timesnet": "grid_nets_extra", "saits": "grid_nets_extra",
 }
 
 P = TypeVar("P", bound="type[Predictor]")

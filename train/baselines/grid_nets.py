@@ -46,6 +46,8 @@ class _Trained(Predictor):
     steps: ClassVar[int] = 300
     batch: ClassVar[int] = 16            # windows per step (x all cells)
     lr: ClassVar[float] = 1e-3
+    val_every: ClassVar[int] = 25        # steps between validation checks (fit with ``val``)
+    val_windows: ClassVar[int] = 16      # evenly spaced validation windows
 
     def __init__(self, *, period: int = 144, seed: int = 0, steps: int | None = None,
                  max_seconds: float = 300.0) -> None:
@@ -54,8 +56,13 @@ class _Trained(Predictor):
         self.n_steps = int(steps or self.steps)
         self.nets: dict[str, nn.Module] = {}
         self.losses: dict[str, list[float]] = {}
+        self.val: dict[str, dict[str, float]] = {}
 
-    def _fit_task(self, task: str, net: nn.Module, train: np.ndarray, length: int, loss_fn: Any) -> None:
+    def _fit_task(self, task: str, net: nn.Module, train: np.ndarray, length: int, loss_fn: Any,
+                  val: np.ndarray | None = None) -> None:
+        """Train ``net`` on random windows of ``train``. ``val`` (T_v, N): when given, ``loss_fn`` on fixed
+        evenly spaced windows of it (fixed masks) every ``val_every`` steps and at the end, in eval mode; the
+        weights with the lowest validation loss are kept (``info()["val"]``)."""
         torch.manual_seed(self.seed)
         rng = np.random.default_rng(self.seed)
         opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=self.lr)
@@ -63,6 +70,12 @@ class _Trained(Predictor):
         starts = np.arange(0, train.shape[0] - length + 1)
         if not len(starts):
             raise InputError(f"{self.name}: the training period is shorter than one window ({length} slots)")
+        vw = None
+        if val is not None and val.shape[0] >= length:
+            vs = np.unique(np.linspace(0, val.shape[0] - length, self.val_windows).astype(int))
+            vz = torch.as_tensor(np.nan_to_num(np.asarray(val, np.float64)), dtype=torch.float32)
+            vw = torch.stack([vz[i:i + length] for i in vs]).permute(0, 2, 1).reshape(-1, length)
+        best: tuple[float, int, dict | None] = (np.inf, 0, None)
         t0, curve = time.perf_counter(), []
         for step in range(self.n_steps):
             s = rng.choice(starts, self.batch)
@@ -72,13 +85,25 @@ class _Trained(Predictor):
             loss.backward()
             opt.step()
             curve.append(float(loss.detach()))
-            if time.perf_counter() - t0 > self.max_seconds:
+            over = time.perf_counter() - t0 > self.max_seconds
+            if vw is not None and ((step + 1) % self.val_every == 0 or over or step + 1 == self.n_steps):
+                net.eval()
+                with torch.no_grad():
+                    v = float(loss_fn(net, vw, np.random.default_rng(12345)))
+                net.train()
+                if v < best[0]:
+                    best = (v, step + 1, {k: t.detach().clone() for k, t in net.state_dict().items()})
+            if over:
                 log.info("%s %s: time budget reached at step %d", self.name, task, step + 1)
                 break
+        if best[2] is not None:
+            net.load_state_dict(best[2])
+            self.val[task] = {"loss": best[0], "step": best[1]}
         net.eval()
         self.nets[task], self.losses[task] = net, curve
-        log.info("%s %s: %d steps, %.0f s, loss %.4f -> %.4f", self.name, task, len(curve),
-                 time.perf_counter() - t0, np.mean(curve[:10]), np.mean(curve[-10:]))
+        log.info("%s %s: %d steps, %.0f s, loss %.4f -> %.4f%s", self.name, task, len(curve),
+                 time.perf_counter() - t0, np.mean(curve[:10]), np.mean(curve[-10:]),
+                 f", best validation {best[0]:.4f} at step {best[1]}" if best[2] is not None else "")
 
     def _history(self, history: np.ndarray, horizon: int) -> np.ndarray:
         """The checked (n, HISTORY, N) forecast input, missing values as 0."""
@@ -97,7 +122,8 @@ class _Trained(Predictor):
 
     def info(self) -> dict[str, object]:
         return {**super().info(), "seed": self.seed, "steps": {k: len(v) for k, v in self.losses.items()},
-                "final_loss": {k: float(np.mean(v[-10:])) for k, v in self.losses.items()}}
+                "final_loss": {k: float(np.mean(v[-10:])) for k, v in self.losses.items()},
+                **({"val": self.val} if self.val else {})}
 
 
 def _forecast_loss(net: nn.Module, w: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
@@ -161,9 +187,14 @@ class LSTMImputer(nn.Module):
         return self.head(out).squeeze(-1)
 
 
-def _impute_loss(net: nn.Module, w: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+def hide_mask(w: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """1 = hidden, with the protocol's A2 recipe per row: p ~ U(0.7, 0.8), each slot hidden with probability p."""
     p = torch.as_tensor(rng.uniform(0.7, 0.8, size=(w.shape[0], 1)), dtype=torch.float32)
-    mask = (torch.as_tensor(rng.random(w.shape), dtype=torch.float32) < p).float()
+    return (torch.as_tensor(rng.random(w.shape), dtype=torch.float32) < p).float()
+
+
+def _impute_loss(net: nn.Module, w: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    mask = hide_mask(w, rng)
     err = (net(w, mask) - w) ** 2
     return (err * mask).sum() / mask.sum().clamp(min=1.0)
 
