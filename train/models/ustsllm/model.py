@@ -54,6 +54,7 @@ import torch.nn.functional as F
 
 from umask.runtime.families.ustsllm.stats import DAYS_PER_WEEK
 from umask.train.models.umask.grid_prior import LEVEL_SLOTS_OF_DAY, LEVEL_WEIGHT
+from umask.train.models.ustsllm import patch_tokens
 
 TASKS = ("forecast", "impute")
 # SmolLM2-135M's block dimensions (used for a random backbone when no base checkpoint is at hand)
@@ -92,6 +93,9 @@ class USTSConfig:
     use_guidance: bool = field(default=True, metadata={"help": "eqs. 7 and 14 guidance signal and gated fusion"})
     use_bias: bool = field(default=True, metadata={"help": "eqs. 8-9 dynamic attention bias"})
     scale_radius: float = field(default=0.1, metadata={"help": "initial delta of eq. 1"})
+    st_patch: int = field(default=0, metadata={"help": "slots per spatio-temporal token (one cell's time patch; a "
+                                                       "multiple of patch dividing every length, e.g. 48); 0 = one "
+                                                       "token per cell for the whole window (patch_tokens.py)"})
 
     def __post_init__(self) -> None:
         for name in ("history", "horizon", "window"):
@@ -104,6 +108,13 @@ class USTSConfig:
             raise ValueError(f"backbone must be smollm2 or random, got {self.backbone!r}")
         if self.guide_prior != "grid_prior":
             raise ValueError(f"guide_prior must be grid_prior, got {self.guide_prior!r}")
+        if self.st_patch:
+            if self.st_patch < 0 or self.st_patch % self.patch or any(
+                    getattr(self, n) % self.st_patch for n in ("history", "horizon", "window")):
+                raise ValueError(f"st_patch={self.st_patch} must be a multiple of patch={self.patch} that divides "
+                                 "history, horizon and window")
+            if not (self.use_ste and self.use_guidance):
+                raise ValueError("st_patch needs use_ste and use_guidance (its tokens embed the guidance signal)")
         if self.level_slots <= 0:
             self.level_slots = max(1, round(LEVEL_SLOTS_OF_DAY * self.slots_per_day))
         if self.level_slots > self.history:
@@ -443,11 +454,18 @@ class USTSLLM(nn.Module):
         d = lcfg.hidden_size
         self.n_heads, self.n_kv = lcfg.num_attention_heads, lcfg.num_key_value_heads
         self.head_dim = getattr(lcfg, "head_dim", None) or d // self.n_heads
-        self.embed = Perception(cfg, d) if cfg.use_ste else LinearEmbedding(cfg, d)      # eqs. 2-6
+        if cfg.st_patch:                           # cells x time patches as tokens (patch_tokens.py)
+            self.embed = patch_tokens.PatchPerception(cfg, d, TimeEmbedding(cfg), TASKS)  # eqs. 2-6
+        else:
+            self.embed = Perception(cfg, d) if cfg.use_ste else LinearEmbedding(cfg, d)  # eqs. 2-6
         self.bias_gen = BiasGenerator() if cfg.use_bias else None                       # eqs. 8-9
         self.norm = nn.LayerNorm(d)
-        self.rconv = nn.ModuleDict({t: nn.Linear(d, cfg.target(t)) for t in TASKS})     # eq. 13 (1x1 conv)
-        if cfg.use_guidance:                       # a small start: the network begins at its guidance signal
+        self.rconv = nn.ModuleDict({t: nn.Linear(d, cfg.st_patch or cfg.target(t)) for t in TASKS})  # eq. 13
+        if cfg.st_patch:                           # zero start: the untrained patch network is its guidance
+            for lin in self.rconv.values():
+                nn.init.zeros_(lin.weight)
+                nn.init.zeros_(lin.bias)
+        elif cfg.use_guidance:                     # a small start: the network begins at its guidance signal
             for lin in self.rconv.values():
                 nn.init.normal_(lin.weight, std=1e-3)
                 nn.init.zeros_(lin.bias)
@@ -468,17 +486,25 @@ class USTSLLM(nn.Module):
         s = self.scaling(x, obs, u)                                         # (B, 1, 1)   eq. 1
         xs, ps = s * x, s * prior                                           # X_s
         b, t, n = x.shape
-        chans = torch.stack([xs, mask, ps], -1).permute(0, 2, 1, 3)         # (B, N, T, 3)
-        h = self.embed(chans, tod, dow, task)                               # (B, N, d)   H_p
         xs_n, obs_n, ps_n = xs.transpose(1, 2), obs.transpose(1, 2), ps.transpose(1, 2)   # (B, N, T)
-        bias = self.bias_gen(xs_n, obs_n, graph) if self.bias_gen is not None else None
-        for i, block in enumerate(self.blocks):                             # eqs. 10-12
-            h = block_forward(block, h, bias if i >= self.cfg.n_frozen else None, self.n_heads, self.n_kv,
-                              self.head_dim)
-        delta = self.rconv[task](self.norm(h))                              # (B, N, S)   eq. 13
         if self.cfg.use_guidance:
             g = self.guide[task](xs_n.reshape(b * n, t), mask.transpose(1, 2).reshape(b * n, t),
                                  ps_n.reshape(b * n, t)).view(b, n, -1)     # (B, N, S)   eq. 7
+        if self.cfg.st_patch:                                               # patch tokens: G is a channel too
+            chans = torch.stack([xs_n, mask.transpose(1, 2), ps_n, patch_tokens.guidance_channel(task, xs_n, g)], -1)
+        else:
+            chans = torch.stack([xs, mask, ps], -1).permute(0, 2, 1, 3)     # (B, N, T, 3)
+        h = self.embed(chans, tod, dow, task)                               # (B, N, d) | (B, N*K, d)  H_p
+        bias = self.bias_gen(xs_n, obs_n, graph) if self.bias_gen is not None else None
+        if bias is not None and self.cfg.st_patch:
+            bias = patch_tokens.token_bias(bias, t // self.cfg.st_patch)    # (B, N*K, N*K)
+        for i, block in enumerate(self.blocks):                             # eqs. 10-12
+            h = block_forward(block, h, bias if i >= self.cfg.n_frozen else None, self.n_heads, self.n_kv,
+                              self.head_dim)
+        delta = self.rconv[task](self.norm(h))                              # (B, N, S) | (B, N*K, P)  eq. 13
+        if self.cfg.st_patch:
+            delta = patch_tokens.tokens_to_slots(delta, n, self.cfg.target(task))   # (B, N, S)
+        if self.cfg.use_guidance:
             # eq. 14 with H_out = G + RConv(H_pfa): the LLM branch predicts the residual correction of the
             # guidance (the paper's stated intent), so Y_out = G + (1 - lambda) RConv(H_pfa)
             lam = torch.sigmoid(self.gate)
