@@ -281,9 +281,40 @@ def test_warm_start_loads_weights_on_other_data_and_refuses_another_model(data, 
         torch.testing.assert_close(a[k], b[k], msg=k)
     state = json.loads((warm / "state.json").read_text())
     assert state["step"] == 1 and json.loads((out / "config.json").read_text())["train"]["init_from"] == str(src)
-    with pytest.raises(InputError, match="model config differs"):
+    with pytest.raises(InputError, match="model config differs"):       # another architecture
         train(_cfg((other, data[1]), tmp_path / "warm2", steps=1, init_from=str(src),
-                   model_overrides={"w_nce": 0.5}))
+                   model_overrides={"nce_dim": 32}))
+    # a loss-only field (UMask.TRAINING_ONLY_FIELDS) may change in a fine-tune: the learned budget of v5
+    tuned = train(_cfg((other, data[1]), tmp_path / "warm3", steps=1, init_from=str(src),
+                       model_overrides={"budget_mode": "free", "w_nce": 0.5}))
+    assert json.loads((tuned / "config.json").read_text())["model"]["budget_mode"] == "free"
+
+
+@pytest.mark.parametrize("mode", ["pin", "free", "price"])
+def test_budget_modes_learn_rho_at_its_own_lr(data, tmp_path: Path, mode: str) -> None:
+    """eq. 13's rho_tau: "pin" (v1-v4) holds it near rho_init, "free" and "price" let it move; the
+    budget LR multiplier puts rho's logit in its own optimizer group at lr x budget_lr_scale."""
+    from umask.train.common.loop import LoopConfig, make_optimizer
+
+    cfg = replace(UMASK_CONFIGS["tiny"].with_data(22, 4, 4, 15), budget_mode=mode, budget_lr_scale=50.0)
+    model = UMask(cfg)
+    groups = [g for g in make_optimizer(model, LoopConfig(lr=1e-3)).param_groups if g["lr_scale"] != 1.0]
+    assert len(groups) == 1 and groups[0]["params"] == [model.maskgen.rho_logit] and groups[0]["lr_scale"] == 50.0
+    out = tmp_path / mode
+    train(_cfg(data, out, steps=12, model_overrides={"budget_mode": mode, "budget_lr_scale": 50.0, "w_budget": 0.1}))
+    rec = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if "loss" in json.loads(x)]
+    rho0 = np.array(UMASK_CONFIGS["tiny"].maskgen_config().rho_init)
+    rho = np.array([rec[-1][f"rho/{t}"] for t in ("short_term", "long_term", "cold_start", "imputation")])
+    assert np.all(np.isfinite(rho)) and np.all((rho > 0) & (rho < 1))
+    moved = np.abs(rho - rho0).max()
+    if mode == "pin":
+        assert moved < 0.05, (mode, rho)             # the pin term pulls back towards rho_init
+    else:
+        assert moved > 0.02, (mode, rho)             # 12 steps at 50x the LR move the logit visibly
+    if mode == "price":
+        assert rec[-1]["budget"] > 0 and rho.mean() < rho0.mean()   # a price on evidence lowers the budgets
+    with pytest.raises(InputError, match="budget_mode"):
+        replace(cfg, budget_mode="cap")
 
 
 def test_simulated_population_names_each_part() -> None:

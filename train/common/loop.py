@@ -164,12 +164,16 @@ def set_rng_state(st: dict[str, Any]) -> None:
 # Optimizer, LR, EMA
 # ------------------------------------------------------------------------------------------------
 def make_optimizer(model: torch.nn.Module, cfg: LoopConfig) -> torch.optim.AdamW:
-    decay, no_decay = [], []
-    for _, p in model.named_parameters():
+    """AdamW with weight decay on >= 2-D weights only. A model may name parameters that train at a
+    multiple of the scheduled LR (``model.lr_scales()``: name -> multiplier, e.g. U-MASK's budget
+    logit); each multiplier gets its own group, ``lr_scale`` is applied by :func:`optimizer_step`."""
+    scales = model.lr_scales() if hasattr(model, "lr_scales") else {}
+    groups: dict[tuple[bool, float], list[torch.nn.Parameter]] = {(True, 1.0): [], (False, 1.0): []}
+    for name, p in model.named_parameters():
         if p.requires_grad:
-            (decay if p.dim() >= 2 else no_decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
+            groups.setdefault((p.dim() >= 2, float(scales.get(name, 1.0))), []).append(p)
+    return torch.optim.AdamW([{"params": ps, "weight_decay": cfg.weight_decay if decay else 0.0, "lr_scale": sc}
+                              for (decay, sc), ps in groups.items()], lr=cfg.lr, betas=tuple(cfg.betas))
 
 
 def lr_at(step: int, cfg: LoopConfig) -> float:
@@ -255,7 +259,7 @@ def optimizer_step(family: Family, model: torch.nn.Module, net: torch.nn.Module,
     wrapper). Returns (lr, loss parts, gradient norm or None)."""
     lr = lr_at(step, cfg)
     for g_ in opt.param_groups:
-        g_["lr"] = lr
+        g_["lr"] = lr * g_.get("lr_scale", 1.0)
     s = step_seed(cfg.seed, rank, step)
     torch.manual_seed(s)                                  # dropout and any other global draws
     gen = torch.Generator().manual_seed(s)                # the family's noise
@@ -343,12 +347,20 @@ def warm_start(init_from: str | Path, run_config: dict[str, Any], model: torch.n
                device: str | torch.device = "cpu") -> Path:
     """Load the weights (model and EMA) of the checkpoint ``init_from`` names into a fresh run: a
     fine-tune on other data or with another schedule. The optimizer, the step and the LR schedule
-    start anew. Refuses a checkpoint of another model config (names both)."""
+    start anew. Refuses a checkpoint of another model config (names both), except in the fields the
+    model class lists as shaping only the training loss (``TRAINING_ONLY_FIELDS``, e.g. a loss
+    weight): those may change in a fine-tune and are logged."""
     ckpt = resolve_checkpoint(init_from)
     saved = json.loads((ckpt / "config.json").read_text())
-    if saved.get("model") != run_config["model"]:
+    free = set(getattr(model, "TRAINING_ONLY_FIELDS", ()))
+    old_m, new_m = saved.get("model") or {}, run_config["model"]
+    if {k: v for k, v in old_m.items() if k not in free} != {k: v for k, v in new_m.items() if k not in free}:
         raise InputError(f"--init-from {init_from}: the model config differs from the checkpoint's "
                          f"({saved.get('model')} vs {run_config['model']})")
+    changed = sorted(k for k in free if old_m.get(k) != new_m.get(k))
+    if changed:
+        log.info("warm start changes training-only fields: %s",
+                 ", ".join(f"{k} {old_m.get(k)!r} -> {new_m.get(k)!r}" for k in changed))
     weights = load_file(str(ckpt / "model.safetensors"), device=str(device))
     model.load_state_dict(weights)
     ema_path = ckpt / "ema.safetensors"

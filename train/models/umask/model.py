@@ -33,11 +33,18 @@ Loss (eqs. 19-20; how each term differs from the paper's: docs/paper_notes.md §
   paper). Other windows of the SAME user are removed from the negatives (they are not negatives).
   Ties the semantic profile to actual behaviour (what makes h_u useful for cold start). Off when
   ``use_profile`` is False (h_u is then constant). Under DDP the negatives are the local batch.
-* ``L_budget``: mean (r_b - rho_init_tau)^2 of the mask generator's effective ratio r_b. Without it
-  the straight-through gradient through the continuous budget only ever asks for more evidence
-  (more evidence -> lower completion error) and every budget drifts to "reveal all". The prior
-  keeps budgets near the configured base ratios while letting reliability move them per user.
-  Learned mode only.
+* ``L_budget`` (``budget_mode``; learned mode only). The paper's eq. 13 makes rho_tau learnable and
+  adds no budget term; with a loss that only rewards completion the optimum is "reveal everything".
+  - "pin" (models v1-v4): mean (r_b - rho_init_tau)^2 of the effective ratio r_b. Keeps budgets near
+    the configured base ratios while letting reliability move them per user. It pins the budget,
+    and so does the optimizer: Adam moves a parameter by about lr per step, so at lr 2e-4 a run of
+    1,600 steps can move rho's logit by at most ~0.3.
+  - "free": eq. 13 as written, no budget term; rho_tau is learned from the completion loss alone.
+  - "price": w_budget * mean r_b, a constant price per revealed fraction of the available evidence
+    (the Lagrangian of an evidence budget): the learned budget stops where one more revealed
+    coordinate lowers the completion loss by less than the price.
+  ``budget_lr_scale`` multiplies the learning rate of rho_tau's logit (``UMask.lr_scales``), so a
+  learned budget can actually move within a fine-tuning run.
 
 Data scale (an assumption of this implementation, not from the paper). The runtime featurization
 puts values in [0, 1] and the tensors are sparse: the training-day RMS of an entry is ~0.05, so under
@@ -95,6 +102,7 @@ from umask.train.models.umask.mask_generator import MASKGEN_CONFIGS, MaskGenConf
 from umask.train.models.umask.profile_encoder import SBERT_DIM, ProfileMLP
 
 MASK_MODES = ("learned", "random", "none")
+BUDGET_MODES = ("pin", "free", "price")
 DATA_SCALES = ("global", "channel", "none")
 POINT_ESTIMATES = ("mean", "first_x0", "median")   # UMask.complete(point=...)
 CHANNEL_SCALE_FLOOR = 0.25   # "channel": rms_c is floored at this fraction of the global rms
@@ -127,6 +135,10 @@ class UMaskConfig:
     nce_temperature: float = 0.1
     nce_dim: int = 64
     w_budget: float = 0.1
+    # L_budget form (see "L_budget" above): "pin" (v1-v4) | "free" (eq. 13, no term) | "price" (w_budget * r_b)
+    budget_mode: str = "pin"
+    # LR multiplier of the base-budget logit rho_tau (eq. 13), so a learned budget can move in a short run
+    budget_lr_scale: float = 1.0
     # diffusion
     num_train_steps: int = 1000
     schedule: str = "cosine"
@@ -164,6 +176,10 @@ class UMaskConfig:
             raise InputError(f"data_scale must be one of {DATA_SCALES}, got {self.data_scale!r}")
         if self.t_power <= 0:
             raise InputError(f"t_power must be > 0, got {self.t_power}")
+        if self.budget_mode not in BUDGET_MODES:
+            raise InputError(f"budget_mode must be one of {BUDGET_MODES}, got {self.budget_mode!r}")
+        if self.budget_lr_scale <= 0:
+            raise InputError(f"budget_lr_scale must be > 0, got {self.budget_lr_scale}")
         if self.nce_temperature <= 0 or min(self.w_context, self.w_nce, self.w_budget) < 0:
             raise InputError("nce_temperature must be > 0 and loss weights >= 0")
         d, m = self.dit_config(), self.maskgen_config()
@@ -258,6 +274,10 @@ def random_mask(avail: torch.Tensor, ratio: torch.Tensor, generator: torch.Gener
 class UMask(nn.Module):
     """ProfileMLP (eq. 24) -> MaskGenerator (eqs. 5-18) -> DiT (eqs. 28-35), jointly trained (eqs. 19-20)."""
 
+    # config fields that shape only the training loss (a warm start may change them; loop.warm_start)
+    TRAINING_ONLY_FIELDS = ("w_context", "w_nce", "nce_temperature", "w_budget", "budget_mode", "budget_lr_scale",
+                            "t_power")
+
     def __init__(self, cfg: UMaskConfig) -> None:
         super().__init__()
         self.cfg = cfg
@@ -312,6 +332,10 @@ class UMask(nn.Module):
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    def lr_scales(self) -> dict[str, float]:
+        """Parameter name -> learning-rate multiplier (read by ``loop.make_optimizer``): rho_tau's logit."""
+        return {"maskgen.rho_logit": self.cfg.budget_lr_scale} if self.cfg.budget_lr_scale != 1.0 else {}
 
     # ---- pieces ----
     def user_repr(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -395,8 +419,10 @@ class UMask(nn.Module):
             nce = 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
 
         budget = zero
-        if cfg.mask_mode == "learned" and cfg.w_budget > 0:
+        if cfg.mask_mode == "learned" and cfg.w_budget > 0 and cfg.budget_mode == "pin":
             budget = ((mo.ratio - self.rho_prior[task]) ** 2).mean()
+        elif cfg.mask_mode == "learned" and cfg.budget_mode == "price":
+            budget = mo.ratio.mean()                                          # a price per revealed fraction
 
         total = diff + cfg.w_nce * nce + cfg.w_budget * budget
         with torch.no_grad():
@@ -406,8 +432,10 @@ class UMask(nn.Module):
                 "nce": nce.detach(), "budget": budget.detach(),
                 "evidence_ratio": (hard.flatten(1).sum(1) / n_av.clamp_min(1.0)).mean(),
             }
+            rho = self.maskgen.rho
             for i, name in enumerate(TASKS):
                 sel = task == i
+                parts[f"rho/{name}"] = rho[i]                                  # eq. 13's learned base ratio
                 if bool(sel.any()):
                     parts[f"target/{name}"] = tgt_b[sel].mean()
         if aux is not None:
@@ -468,4 +496,4 @@ class UMask(nn.Module):
             self.train(was_training)
         return (mean, hard) if return_mask else mean
 
-__all__ = ["MASK_MODES", "DATA_SCALES", "POINT_ESTIMATES", "scale_from_rms", "UMaskConfig", "UMASK_CONFIGS", "umask_config", "random_mask", "UMask"]
+__all__ = ["MASK_MODES", "BUDGET_MODES", "DATA_SCALES", "POINT_ESTIMATES", "scale_from_rms", "UMaskConfig", "UMASK_CONFIGS", "umask_config", "random_mask", "UMask"]
