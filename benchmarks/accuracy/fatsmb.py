@@ -272,9 +272,10 @@ def score_bundle(col: Collector, bundle: Path, samples: int) -> None:
                       f"noise as the torch rows)")
 
 
-def latency(run: Path, bundle: Path, data: ProtocolC, requests: int, out: Path, command: str) -> None:
+def latency(run: Path, bundle: Path, data: ProtocolC, requests: int, out: Path, command: str, note: str = "") -> None:
     """p50 / p99 ms of ONE request (history -> top-10 over the full item table) for torch eager and the
-    runtime session at each precision of ``bundle``; requests cycle over the test users' histories."""
+    runtime session at each precision of ``bundle``; requests cycle over the test users' histories
+    (Taobao or a mobile file: the rows' dataset and data fields follow ``data``; ``note`` joins every row's notes)."""
     import torch
 
     from umask.runtime.session import Session
@@ -287,6 +288,8 @@ def latency(run: Path, bundle: Path, data: ProtocolC, requests: int, out: Path, 
     fit = prior_fit.load_fit(run, "diffusion")
     tables = prior_fit.tables_for(data) if fit else None
     q = data.test
+    where = (f"mobile app-usage ({data.source}), one request = history -> top-10 of {data.n_items} app categories"
+             if data.kind == "mobile" else f"taobao sample, one request = history -> top-10 of {data.n_items} items")
     users = list(range(min(requests, len(q))))
     cfg = TimingConfig(warmup_s=1.0, duration_s=5.0, min_samples=len(users), max_samples=len(users))
     hist = [[(int(data.item_ids[i]), int(b)) for i, b in zip(*q.prefixes[u])] for u in users]
@@ -311,13 +314,12 @@ def latency(run: Path, bundle: Path, data: ProtocolC, requests: int, out: Path, 
             summ = latency_summary(timing.samples_ms)
             log.info("%s: p50 %.1f ms p99 %.1f ms (%d requests)", art, summ["p50"], summ["p99"], len(timing.samples_ms))
             for metric, key in (("request_p50_ms", "p50"), ("request_p99_ms", "p99")):
-                rows.append({"protocol": "C", "dataset": f"taobao sample, one request = history -> top-10 of "
-                             f"{data.n_items} items", "data": "real", "model": "fatsmb", "kind": "ours",
+                rows.append({"protocol": "C", "dataset": where, "data": data.data, "model": "fatsmb", "kind": "ours",
                              "family": "fatsmb", "artifact": art, "metric": metric, "value": summ[key],
                              "better": "lower", "n_windows": len(timing.samples_ms), "seeds": [0], "spread": None,
                              "command": command,
                              "notes": f"one CPU thread; DDIM {st} steps x 2 (CFG)" + ("; + repeat/co-occurrence prior"
-                                      if fit else "") + f"; load average before: {load[art]}"})
+                                      if fit else "") + f"; load average before: {load[art]}" + (f"; {note}" if note else "")})
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_json(out, {"meta": {"command": command, "commit": git_commit() or "unknown",
                                "date": dt.date.today().isoformat(), "machine": machine_info(),
@@ -418,7 +420,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if ns.latency:
         if not (ns.ckpt and ns.bundle):
             p.error("--latency needs --ckpt and --bundle")
-        latency(Path(ns.ckpt), Path(ns.bundle[0]), data, ns.latency, Path(ns.out), command)
+        latency(Path(ns.ckpt), Path(ns.bundle[0]), data, ns.latency, Path(ns.out), command, note=ns.note)
         return 0
     col = Collector(data)
     col.extra_note = ns.note
