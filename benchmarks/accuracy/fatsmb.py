@@ -259,17 +259,21 @@ def score_baselines(col: Collector, seeds: Sequence[int], steps: int, only: Sequ
 
 
 def score_bundle(col: Collector, bundle: Path, samples: int) -> None:
-    """The shipped artifacts: every precision of the bundle through the runtime session, one request per user."""
+    """The shipped artifacts: every precision of the bundle through the runtime session, one request per user.
+    A bundle exported without the prior (``--no-prior``) while the runs have one gives ``fatsmb_noprior`` rows
+    (compared with that torch ablation): the networks' own quantization error, which the prior can hide."""
     from umask.runtime.session import Session
 
     q = col.data.test
     for prec in ("fp32", "int8-qdq"):
         with Session.open(bundle, precision=prec, allow_unsigned=True) as sess:
+            model = "fatsmb" if "prior" in sess.manifest or "fatsmb_noprior" not in col.runs else "fatsmb_noprior"
             s = np.stack([np.mean([sess.scores(p[0], p[1], int(b), seed=i) for i in range(samples)], axis=0)
                           for p, b in zip(q.prefixes, q.behavior)])
-        col.add(f"fatsmb@onnx-{prec}", 0, s, kind="ours", family="fatsmb", artifact=f"onnx-{prec}", row_model="fatsmb",
+        col.add(f"{model}@onnx-{prec}", 0, s, kind="ours" if model == "fatsmb" else "ablation", family="fatsmb",
+                artifact=f"onnx-{prec}", row_model=model,
                 notes=f"runtime session of the seed0 bundle {bundle.name} (numpy DDIM + onnxruntime, same start "
-                      f"noise as the torch rows)")
+                      f"noise as the torch rows)" + ("" if model == "fatsmb" else "; exported without the prior"))
 
 
 def latency(run: Path, bundle: Path, data: ProtocolC, requests: int, out: Path, command: str, note: str = "") -> None:
@@ -452,10 +456,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             for other in sorted({*(m for m in others if m in col.runs), *([best] if best else [])}):
                 compare[f"fatsmb - {other} ({metric})"] = paired_bootstrap(col.mean_user("fatsmb", metric),
                                                                          col.mean_user(other, metric))
-    for key in ("fatsmb@onnx-fp32", "fatsmb@onnx-int8-qdq"):
-        if key in col.runs and 0 in col.runs.get("fatsmb", {}):
+    for key in [k for k in col.runs if "@onnx-" in k]:
+        torch_model = key.split("@")[0]
+        if 0 in col.runs.get(torch_model, {}):
             for metric in ("item_recall@10", "item_ndcg@10"):
-                a, t = col.runs[key][0][metric], col.runs["fatsmb"][0][metric]
+                a, t = col.runs[key][0][metric], col.runs[torch_model][0][metric]
                 compare[f"{key} - torch seed0 ({metric})"] = {
                     **paired_bootstrap(a, t), "relative": float((a.mean() - t.mean()) / max(t.mean(), 1e-12))}
     doc = {"meta": {"command": command, "commit": git_commit() or "unknown", "date": dt.date.today().isoformat(),
