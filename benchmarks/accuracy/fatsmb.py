@@ -66,6 +66,15 @@ PRIOR_NOTE = ("log features: recency-weighted own-history counts per behavior, c
               "and popularity, all counted on the training split; non-negative gains per target behavior")
 
 
+def item_words(data: ProtocolC) -> str:
+    """What a mobile file's items are, for the dataset field (places get their own rows, never mixed)."""
+    return "places (base stations)" if data.item_kind == "place" else "app categories"
+
+
+def _places(data: ProtocolC) -> str:
+    return "_places" if data.item_kind == "place" else ""
+
+
 def per_user_metrics(scores: np.ndarray, q: Queries, data: ProtocolC, ks: Sequence[int] = KS) -> dict[str, np.ndarray]:
     """Per-user metric arrays of one model's scores (U, n_items) on queries ``q``."""
     out: dict[str, np.ndarray] = {}
@@ -106,7 +115,7 @@ class Collector:
     def __init__(self, data: ProtocolC) -> None:
         self.data = data
         self.preset = PRESETS[data.kind]
-        self.curve_prefix = "fatsmb" if data.kind == "taobao" else f"fatsmb_mobile_{data.data}"
+        self.curve_prefix = "fatsmb" if data.kind == "taobao" else f"fatsmb_mobile{_places(data)}_{data.data}"
         self.extra_note = ""                                      # appended to every row's notes (--note)
         self._tables = None
         self.runs: dict[str, dict[int, dict[str, np.ndarray]]] = {}
@@ -292,7 +301,7 @@ def latency(run: Path, bundle: Path, data: ProtocolC, requests: int, out: Path, 
     fit = prior_fit.load_fit(run, "diffusion")
     tables = prior_fit.tables_for(data) if fit else None
     q = data.test
-    where = (f"mobile app-usage ({data.source}), one request = history -> top-10 of {data.n_items} app categories"
+    where = (f"mobile app-usage ({data.source}), one request = history -> top-10 of {data.n_items} {item_words(data)}"
              if data.kind == "mobile" else f"taobao sample, one request = history -> top-10 of {data.n_items} items")
     users = list(range(min(requests, len(q))))
     cfg = TimingConfig(warmup_s=1.0, duration_s=5.0, min_samples=len(users), max_samples=len(users))
@@ -441,7 +450,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for b in ns.bundle:
         score_bundle(col, Path(b), ns.samples)
     if data.kind == "mobile":
-        dataset = (f"mobile app-usage ({data.source}), items = {data.n_items} app categories, behaviors "
+        dataset = (f"mobile app-usage ({data.source}), items = {data.n_items} {item_words(data)}, behaviors "
                    f"{'/'.join(data.behaviors)}, {len(data.test)} users, LOO test, full ranking")
     else:
         dataset = f"taobao UserBehavior sample, {len(data.test)} users, LOO test, full ranking over {data.n_items} items"

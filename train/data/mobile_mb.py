@@ -2,6 +2,7 @@
 
     python -m umask.train.data.mobile_mb --source sim --n-users 500 --seed 0 --out artifacts/fatsmb_mobile/data/sim_s0_u500.mobile_mb.tsv.gz
     python -m umask.train.data.mobile_mb --source real --out artifacts/fatsmb_mobile/data/real.mobile_mb.tsv.gz
+    python -m umask.train.data.mobile_mb --source sim --items place --out artifacts/fatsmb_mobile/places/data/sim_s0_u500.places.synthetic.mobile_mb.tsv.gz
 
 FatsMB (paper 003) ranks items given a user's history of (item, behavior) pairs and the behavior of the
 next interaction. Taobao gives that layout directly (`umask.train.data.taobao`: pv / fav / cart / buy).
@@ -17,6 +18,13 @@ Decisions (each one is also the default of :class:`MobileMBConfig`):
   vocabulary is the whole catalog, not the categories present in the file, so a model trained on the
   synthetic users can score the real users (same ids) and the ranking always covers 20 items.
   Single apps (305) would give a sparser task; categories are what the other per-user tasks predict.
+- **Or item = place** (``--items place``): the base station of the records (raw LLMApp location ids).
+  Everything else is the same: a run of records at one station, at most ``session_gap_s`` apart, is
+  one interaction (a stay with phone activity; records of different apps merge), and the behaviors
+  keep their rules (``long`` = the stay's activity spans >= ``long_s``, ``heavy`` = a short stay in
+  the user's top decile of traffic). The vocabulary is the catalog's whole station table (12,576
+  ids), for the same reason as above: synthetic and real files share one item space, and the
+  ranking covers every station, not only those a file visits.
 - **Sessionize** (one interaction = a run of records): in each user's time order, a record joins the
   current interaction when it has the same item and follows the previous record by at most
   ``session_gap_s`` seconds (120 s: the simulator's `SESSION_GAP_S`, the gap that defines a session in
@@ -68,6 +76,7 @@ log = logging.getLogger(__name__)
 BEHAVIORS: tuple[str, ...] = ("open", "long", "heavy")     # code = position in this tuple
 SUFFIXES = (".mobile_mb.tsv", ".mobile_mb.tsv.gz")
 COLUMNS = ("user", "item", "behavior", "timestamp", "n_records", "duration_s", "bytes")
+ITEMS = ("category", "place")      # what an item is: an app category or a base station (``convert(items=)``)
 
 
 @dataclass
@@ -82,10 +91,10 @@ class MobileMBConfig:
 
 @dataclass
 class MobileInteractions:
-    """Interactions as parallel arrays, sorted by (user, timestamp); ``item`` holds raw category ids."""
+    """Interactions as parallel arrays, sorted by (user, timestamp); ``item`` holds raw category (or station) ids."""
 
     user: np.ndarray          # (M,) int64
-    item: np.ndarray          # (M,) int64 raw item id (LLMApp category id)
+    item: np.ndarray          # (M,) int64 raw item id (LLMApp category id; with items="place" the base-station id)
     behavior: np.ndarray      # (M,) int8 code into BEHAVIORS
     timestamp: np.ndarray     # (M,) int64 first record, local seconds
     n_records: np.ndarray     # (M,) int64 records merged into the interaction (>= 1)
@@ -126,10 +135,13 @@ def heavy_thresholds(user: np.ndarray, nbytes: np.ndarray, q: float, holdout: in
 
 
 def convert(events: EventLog, catalog: Any, cfg: MobileMBConfig | None = None, *,
-            meta: dict[str, Any] | None = None) -> MobileInteractions:
-    """App-usage events -> interactions with items = app categories (raw LLMApp ids) and behaviors
-    open / long / heavy. ``catalog``: `umask.runtime.core.catalog.Catalog` (app -> category)."""
+            meta: dict[str, Any] | None = None, items: str = "category") -> MobileInteractions:
+    """App-usage events -> interactions with items = app categories (raw LLMApp ids; ``items="place"``:
+    base stations) and behaviors open / long / heavy. ``catalog``: `umask.runtime.core.catalog.Catalog`
+    (app -> category, the station table)."""
     cfg = cfg or MobileMBConfig()
+    if items not in ITEMS:
+        raise InputError(f"items must be one of {ITEMS}, got {items!r}")
     if not 0.0 < cfg.heavy_quantile < 1.0:
         raise InputError(f"heavy_quantile must lie in (0, 1), got {cfg.heavy_quantile}")
     if cfg.session_gap_s < 0 or cfg.long_s < 0 or cfg.holdout < 0:
@@ -140,6 +152,10 @@ def convert(events: EventLog, catalog: Any, cfg: MobileMBConfig | None = None, *
     apps = catalog.apps
     dense = apps.category_index(ev.app)                            # raises on an app outside the catalog
     key = apps.category_ids[dense]                                 # raw category id = the item
+    vocab = np.asarray(apps.category_ids, np.int64)
+    if items == "place":
+        catalog.stations.index_of(ev.bs)                           # raises on a station outside the table
+        key, vocab = ev.bs.astype(np.int64), np.asarray(catalog.stations.ids, np.int64)
     sid = sessionize(ev.user, ev.ts, key, cfg.session_gap_s)       # (N,)
     first = np.flatnonzero(np.r_[True, sid[1:] != sid[:-1]])       # first record of each interaction
     m = len(first)
@@ -153,8 +169,8 @@ def convert(events: EventLog, catalog: Any, cfg: MobileMBConfig | None = None, *
     behavior[nbytes > thr] = BEHAVIORS.index("heavy")
     behavior[duration >= cfg.long_s] = BEHAVIORS.index("long")     # long wins over heavy (module text)
     out = MobileInteractions(user, item, behavior, start, n_records, duration, nbytes,
-                             np.sort(np.asarray(apps.category_ids, np.int64)), dict(meta or {}), sid)
-    out.meta.update({"items": "category", "behaviors": ",".join(BEHAVIORS), "config": asdict(cfg),
+                             np.sort(vocab), dict(meta or {}), sid)
+    out.meta.update({"items": items, "behaviors": ",".join(BEHAVIORS), "config": asdict(cfg),
                      "n_events": int(len(ev)), "n_interactions": m, "merged": int(len(ev) - m),
                      "n_users": int(len(np.unique(user))), "behavior_counts": out.behavior_counts()})
     log.info("mobile_mb: %d events -> %d interactions (%d merged), %d users, behaviors %s",
@@ -274,12 +290,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--session-gap-s", type=int, default=MobileMBConfig.session_gap_s)
     p.add_argument("--long-s", type=int, default=MobileMBConfig.long_s)
     p.add_argument("--heavy-quantile", type=float, default=MobileMBConfig.heavy_quantile)
+    p.add_argument("--items", choices=ITEMS, default="category", help="item = app category or place (base station)")
     p.add_argument("--out", required=True, help="output file, *.mobile_mb.tsv.gz")
     ns = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     events, catalog, meta = load_source(ns.source, n_users=ns.n_users, seed=ns.seed, days=ns.days, trace=ns.trace)
     cfg = MobileMBConfig(session_gap_s=ns.session_gap_s, long_s=ns.long_s, heavy_quantile=ns.heavy_quantile)
-    inter = convert(events, catalog, cfg, meta=meta)
+    inter = convert(events, catalog, cfg, meta=meta, items=ns.items)
     log.info("wrote %s", write(inter, ns.out))
     return 0
 

@@ -69,6 +69,7 @@ class ProtocolC:
     kind: str = "taobao"            # taobao | mobile (protocol C-mobile, `umask.train.data.mobile_mb`)
     data: str = "real"              # real | synthetic (as the file says)
     source: str = ""                # where the rows came from (the mobile file's metadata)
+    item_kind: str = "item"         # mobile: what an item is, "category" (app category) or "place" (base station)
     val_metric: str = "recall@10"   # what model selection maximizes on validation (mobile: ndcg@10, see mobile_mb)
     dropped_users: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # mobile: < 3 interactions
 
@@ -156,5 +157,5 @@ def _load_mobile(path: Path, max_users: int | None) -> ProtocolC:
                      n_behaviors=len(mobile_mb.BEHAVIORS), n_categories=0, item_ids=m.item_ids,
                      item_category=np.full(len(m.item_ids), -1, np.int64), users=users,
                      behaviors=mobile_mb.BEHAVIORS, kind="mobile", data=str(m.meta.get("data", "real")),
-                     source=str(m.meta.get("source", "")), val_metric="ndcg@10",
+                     source=str(m.meta.get("source", "")), val_metric="ndcg@10", item_kind=str(m.meta.get("items", "category")),
                      dropped_users=few.astype(np.int64))
