@@ -11,9 +11,9 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from test_fatsmb_mobile import catalog, events, inter, real_file  # noqa: F401  (the real sample's fixtures)
 
 from umask.runtime.core.bundle import BundleError
-from umask.runtime.core.catalog import load_llmapp_catalog
 from umask.runtime.core.errors import InputError
 from umask.train.baselines import repeat_prior as rp
 from umask.train.data import mobile_mb
@@ -21,23 +21,14 @@ from umask.train.models.fatsmb import prior as prior_fit
 from umask.train.models.fatsmb import trainer
 from umask.train.models.fatsmb.data import load_protocol_c
 from umask.train.models.fatsmb.model import FatsMBConfig
-from umask.train.simulator import DEFAULT_DATA_DIR, TSINGHUA_DIR
-from umask.train.simulator.calibration import load_real_sample
 
 torch.set_num_threads(1)
 K = 5
 
 
 @pytest.fixture(scope="module")
-def catalog():
-    return load_llmapp_catalog(DEFAULT_DATA_DIR / TSINGHUA_DIR)
-
-
-@pytest.fixture(scope="module")
-def data(catalog, tmp_path_factory):
-    inter = mobile_mb.convert(load_real_sample().sorted(), catalog, mobile_mb.MobileMBConfig(),
-                              meta={"data": "real", "source": "test"})
-    return load_protocol_c(mobile_mb.write(inter, tmp_path_factory.mktemp("mobile") / "real.mobile_mb.tsv.gz"))
+def data(real_file):
+    return load_protocol_c(real_file)
 
 
 @pytest.fixture(scope="module")

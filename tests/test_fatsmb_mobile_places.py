@@ -10,24 +10,10 @@ import json
 
 import numpy as np
 import pytest
+from test_fatsmb_mobile import CFG, catalog, events  # noqa: F401  (the real sample's fixtures)
 
-from umask.runtime.core.catalog import load_llmapp_catalog
 from umask.runtime.core.errors import InputError
 from umask.train.data import mobile_mb
-from umask.train.simulator import DEFAULT_DATA_DIR, TSINGHUA_DIR
-from umask.train.simulator.calibration import load_real_sample
-
-CFG = mobile_mb.MobileMBConfig()
-
-
-@pytest.fixture(scope="module")
-def catalog():
-    return load_llmapp_catalog(DEFAULT_DATA_DIR / TSINGHUA_DIR)
-
-
-@pytest.fixture(scope="module")
-def events():
-    return load_real_sample().sorted()
 
 
 @pytest.fixture(scope="module")
