@@ -140,6 +140,21 @@ def test_auto_table_lists_every_model_of_its_keys_by_kind() -> None:
         readme.table_markdown(readme.AutoTable("d", "cap", (readme.Col("x", "D", "nothing", ("ndcg@5",)),)), rows)
 
 
+def test_an_oracle_row_is_never_bold_and_only_where_its_file_is_named() -> None:
+    base = dict(protocol="B2", dataset="sim", data="synthetic", metric="rmse_all/traffic", better="lower",
+                n_windows=150, seeds=(0, 1, 2), spread=0.001, command="x", commit="abc1234", date="2026-12-06")
+    rows = [Row(model="blend", family=None, kind="baseline", artifact="numpy", value=0.080,
+                source="benchmarks/results/v2_b.json", **base),
+            Row(model="umask", family="umask", kind="ours", artifact="torch", value=0.079,
+                source="benchmarks/results/v2_b.json", **base),
+            Row(model="param_oracle", family=None, kind="oracle", artifact="numpy", value=0.071,
+                source="benchmarks/results/v2_o.json", **base)]
+    col = (readme.Col("B2", "B2", "sim", ("rmse_all/traffic",)),)
+    md = readme.table_markdown(readme.AutoTable("o", "cap", col, sources=("v2_b.json", "v2_o.json")), rows)
+    assert "param_oracle (numpy), oracle | 0.071" in md and "**0.079**" in md and "**0.071**" not in md
+    assert "param_oracle" not in readme.table_markdown(readme.AutoTable("p", "cap", col), rows)   # not opted in
+
+
 def test_shared_rows_agree_to_the_written_precision() -> None:
     assert scoreboard.same_figure(0.9585935132455388, 0.958594)      # one file rounds to 6 decimals
     assert not scoreboard.same_figure(0.9585935132455388, 0.958596)

@@ -57,7 +57,7 @@ DEFAULT_PATH = RESULTS / "scoreboard.json"
 SCHEMA = 2
 
 PROTOCOLS = ("A1", "A2", "A1-zeroshot", "A2-zeroshot", "B1", "B2", "B3", "B4", "C", "D")
-KINDS = ("ours", "ablation", "baseline", "peer")
+KINDS = ("ours", "ablation", "baseline", "peer", "oracle")   # oracle: sees what no model can (a floor, never a rival)
 BETTER = ("lower", "higher")
 DATA = ("real", "synthetic")
 CHANNEL_GROUPS = ("traffic", "app", "location")
