@@ -89,6 +89,7 @@ class _GridNet(_Trained):
         tr = np.asarray(train, np.float64)
         for task, (make, length, loss) in nets.items():
             if task in self.tasks:
+                torch.manual_seed(self.seed)                           # the initial weights depend on the seed alone
                 self._fit_task(task, make(), tr, length, loss, val)
 
     def _chunked(self, task: str, *arrays: np.ndarray) -> np.ndarray:
