@@ -9,7 +9,8 @@
 #   ./scripts/train_fatsmb_mobile.sh bundle         export seed0 (fp32 + int8-qdq, with and without the prior), score
 #                                                   the bundles on the synthetic test queries, time them (new file)
 #   ./scripts/train_fatsmb_mobile.sh places         items = places (base stations): data, FatsMB seed 0 + prior, every
-#                                                   baseline (SASRec / BERT4Rec seed 0) on the synthetic users + the real check
+#                                                   baseline (SASRec / BERT4Rec seed 0) on the synthetic users + the real check,
+#                                                   the seed-0 bundle scored and timed (~12 min)
 #   SEEDS="0 1 2" ./scripts/train_fatsmb_mobile.sh                                   (default SEEDS="0 1 2")
 #   APPEND=1 BASELINES=history_freq,blend ./scripts/train_fatsmb_mobile.sh score      add / rescore some models only
 #     (the committed file: the full score stage without history_freq and blend_longmem, then this line; rows of the
@@ -30,6 +31,8 @@ PREAL=$PLACES/data/real.places.mobile_mb.tsv.gz
 REALNOTE="REAL 6-user one-day sample, a check only (6 test queries); FatsMB rows \
 use the networks and prior gains trained on the SYNTHETIC users (sim-to-real transfer, prior tables counted on the \
 real training split); baselines are fitted on the real training split"
+LATNOTE="PROVISIONAL: measured on a shared 2-core CPU while other jobs ran (see the load average); rerun on an idle \
+machine before quoting"
 # small config for 20 items; the shipped stage lengths (1000 / 1000 / 200)
 NET="--d 32 --layers 2 --heads 2 --max-len 50 --den-layers 2"
 BASELINES=${BASELINES:-pop,pop_behavior,recent,history_freq,cooc,blend,sasrec,bert4rec}
@@ -50,8 +53,7 @@ for stage in $STAGES; do
             nice -n 10 $PY -m umask.bench.accuracy.fatsmb --data "$SIM" --runs "$OUT/runs" --seeds "${SEEDS// /,}" --baselines '' \
               --bundle "$OUT/bundle" --bundle "$OUT/bundle_noprior" --out "$RESULT" --append
             nice -n 10 $PY -m umask.bench.accuracy.fatsmb --data "$SIM" --ckpt "$OUT/runs/seed0" --bundle "$OUT/bundle" \
-              --latency 200 --out benchmarks/results/v2_fatsmb_mobile_latency.json --note "PROVISIONAL: measured on a \
-shared 2-core CPU while other jobs ran (see the load average); rerun on an idle machine before quoting" ;;
+              --latency 200 --out benchmarks/results/v2_fatsmb_mobile_latency.json --note "$LATNOTE" ;;
     places) nice -n 10 $PY -m umask.train.data.mobile_mb --source sim --items place --n-users 500 --seed 0 --days 7 --out "$PSIM"
             nice -n 10 $PY -m umask.train.data.mobile_mb --source real --items place --out "$PREAL"
             train "$PLACES/runs/seed0" --data "$PSIM" --seed 0 $NET
@@ -59,7 +61,12 @@ shared 2-core CPU while other jobs ran (see the load average); rerun on an idle 
             score() { nice -n 10 $PY -m umask.bench.accuracy.fatsmb --runs "$PLACES/runs" --seeds 0 --baselines "$BASELINES" \
                         --blend-repeat-decays "$DECAYS" --out benchmarks/results/v2_fatsmb_mobile_places.json "$@"; }
             score --data "$PSIM" ${APPEND:+--append}
-            score --data "$PREAL" --append --note "$REALNOTE" ;;
+            score --data "$PREAL" --append --note "$REALNOTE"
+            nice -n 10 $PY -m umask.export.families.fatsmb.exporter "$PLACES/runs/seed0" "$PLACES/bundle"
+            nice -n 10 $PY -m umask.bench.accuracy.fatsmb --data "$PSIM" --runs "$PLACES/runs" --seeds 0 --baselines '' \
+              --bundle "$PLACES/bundle" --out benchmarks/results/v2_fatsmb_mobile_places.json --append
+            nice -n 10 $PY -m umask.bench.accuracy.fatsmb --data "$PSIM" --ckpt "$PLACES/runs/seed0" --bundle "$PLACES/bundle" \
+              --latency 200 --out benchmarks/results/v2_fatsmb_mobile_places_latency.json --note "$LATNOTE" ;;
     *) echo "unknown stage $stage" >&2; exit 2 ;;
   esac
 done
