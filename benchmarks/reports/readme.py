@@ -129,6 +129,11 @@ USCOPE_B1 = "sim seed0 20 users, v1 windows, B1 hours 2/8/14/20"
 USCOPE_B3 = "sim seed0 20 users, v1 windows"
 MOBILE_SIM = ("mobile app-usage (simulator n_users=500 seed=0 days=7), items = 20 app categories, behaviors "
               "open/long/heavy, 498 users, LOO test, full ranking")
+MOBILE_PLACES = ("mobile app-usage (simulator n_users=500 seed=0 days=7), items = 12576 places (base stations), "
+                 "behaviors open/long/heavy, 499 users, LOO test, full ranking")
+MOBILE_LAT = "mobile app-usage (simulator n_users=500 seed=0 days=7), one request = history -> top-10 of 20 app categories"
+MOBILE_PLACES_LAT = ("mobile app-usage (simulator n_users=500 seed=0 days=7), one request = history -> top-10 of 12576 "
+                     "places (base stations)")
 GTS_SIM = "sim 50 users, v2 D windows (B split, test day, hourly)"
 GTS_REAL = "tsinghua sample 6 users 1 day, hours 08-22 (in-day history)"
 _V2_LINES = (
@@ -234,11 +239,12 @@ TABLES: dict[str, Table | AutoTable] = {t.name: t for t in (
               "REAL Milan grid, PROTOCOL A test windows (A1: 289 windows x 25 cells x 144 slots; A2: 145 windows, "
               "70-80 % hidden); normalized MAE / RMSE (per-cell training z-score). U-MASK grid and U-STS-LLM (with its "
               "guidance-only and prior-only rows): 3 training seeds (spread in the scoreboard); U-STS-LLM ablations "
-              "(100 steps), its int8 bundle and the learned grid baselines: 1 seed",
+              "(100 steps), its int8 bundle and the learned grid baselines: 1 seed, except SAITS (A2) and TimesNet "
+              "(A1): 3 seeds",
               columns=(Col("A1 nMAE / nRMSE", "A1", MILAN, ("nmae", "nrmse")),
                        Col("A2 nMAE / nRMSE", "A2", MILAN, ("nmae", "nrmse"))),
               sources=("v2_grid_umask.json", "v2_ustsllm.json", "milan_baselines.json", "milan_arima.json",
-                       "milan_patchtst.json"),
+                       "milan_patchtst.json", "v2_grid_nets.json"),
               show_source=True),
     AutoTable("grid_zeroshot",
               "REAL, zero-shot: a Milan-trained U-STS-LLM applied unchanged to a 16-cell grid (each cell the sum of a "
@@ -342,10 +348,21 @@ TABLES: dict[str, Table | AutoTable] = {t.name: t for t in (
               "FatsMB's task on phones (issue 13 mobile variant): SYNTHETIC 500 simulator users (seed 0), items = the 20 "
               "app categories, behaviors open / long / heavy, leave-one-out test, full ranking; FatsMB, SASRec and "
               "BERT4Rec: mean over 3 training seeds, the others deterministic. @10 of 20 items is near 1 for everyone, "
-              "so @1 / @3 lead",
-              columns=(Col("R@1 / R@3", "C", MOBILE_SIM, ("item_recall@1", "item_recall@3")),
-                       Col("R@5 / N@10", "C", MOBILE_SIM, ("item_recall@5", "item_ndcg@10"))),
-              sources=("v2_fatsmb_mobile.json",)),
+              "so @1 / @3 lead. Places as items (`mobile_mb --items place`, 12,576 base stations, the same users): "
+              "one training seed. The onnx rows are the seed-0 bundles through the torch-free runtime",
+              columns=(Col("apps R@1 / R@3", "C", MOBILE_SIM, ("item_recall@1", "item_recall@3")),
+                       Col("apps R@5 / N@10", "C", MOBILE_SIM, ("item_recall@5", "item_ndcg@10")),
+                       Col("places R@1 / R@3", "C", MOBILE_PLACES, ("item_recall@1", "item_recall@3")),
+                       Col("places R@10 / N@10", "C", MOBILE_PLACES, ("item_recall@10", "item_ndcg@10"))),
+              sources=("v2_fatsmb_mobile.json", "v2_fatsmb_mobile_places.json")),
+    AutoTable("fatsmb_mobile_latency",
+              "FatsMB mobile bundles (seed 0), one request = a user's history -> top-10, one thread of the shared "
+              "2-core CPU (load average about 2.4: provisional); torch eager vs the torch-free runtime per precision",
+              columns=(Col("apps p50 / p99 ms", "C", MOBILE_LAT, ("request_p50_ms", "request_p99_ms"), digits=1),
+                       Col("places p50 / p99 ms", "C", MOBILE_PLACES_LAT, ("request_p50_ms", "request_p99_ms"),
+                           digits=1)),
+              sources=("v2_fatsmb_mobile_latency.json", "v2_fatsmb_mobile_places_latency.json"),
+              first_header="model (artifact)"),
     AutoTable("gtslum_d",
               "PROTOCOL D, next-hour app categories: SYNTHETIC 50 users x simulator seeds 0-2 (B split, test day, "
               "hourly windows; mean over seeds) and the REAL 6-user sample (zero-shot, 45 windows)",
