@@ -153,6 +153,11 @@ def test_an_oracle_row_is_never_bold_and_only_where_its_file_is_named() -> None:
     md = readme.table_markdown(readme.AutoTable("o", "cap", col, sources=("v2_b.json", "v2_o.json")), rows)
     assert "param_oracle (numpy), oracle | 0.071" in md and "**0.079**" in md and "**0.071**" not in md
     assert "param_oracle" not in readme.table_markdown(readme.AutoTable("p", "cap", col), rows)   # not opted in
+    # a column may name another label of the same windows: the cell falls back to it, and it competes for bold
+    other = [dataclasses.replace(rows[0], dataset="sim, same windows", value=0.078)] + rows[1:]
+    same = (readme.Col("B2", "B2", "sim", ("rmse_all/traffic",), same_as=("sim, same windows",)),)
+    md = readme.table_markdown(readme.AutoTable("q", "cap", same, sources=("v2_b.json",)), other)
+    assert "| blend (numpy) | **0.078** |" in md and "| umask (torch), ours | 0.079 |" in md
 
 
 def test_shared_rows_agree_to_the_written_precision() -> None:

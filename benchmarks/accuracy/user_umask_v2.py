@@ -437,7 +437,8 @@ def build(parts: Sequence[Mapping[str, Any]], args: argparse.Namespace, command:
         if same_b1 or ruled_row:
             notes = [*(["the baseline on the same B1 target-hour subset as U-MASK"] if same_b1 else []),
                      *([mr.NOTE.format(taus="meta.mae_rule")] if ruled_row else [])]
-            rows.append({**r, "kind": "baseline", "family": None, "artifact": "numpy", "notes": "; ".join(notes)})
+            art = "lightgbm" if r["model"].split("@")[0] == "lightgbm" else "numpy"   # as v2_user_baselines.json
+            rows.append({**r, "kind": "baseline", "family": None, "artifact": art, "notes": "; ".join(notes)})
     for kind in ABLATIONS:
         mname = f"{name}:{kind}" if kind != "prior_only" else "prior_only"
         sub = {s: [r for r in rr if r["model"] == mname] for s, rr in abl_runs.items()}

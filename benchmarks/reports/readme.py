@@ -30,7 +30,9 @@ _BLOCK = re.compile(r"(<!-- scoreboard:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!--
 
 @dataclasses.dataclass(frozen=True)
 class Col:
-    """A table column: ``metrics`` of ``protocol`` on ``dataset``; model / artifact override the line's."""
+    """A table column: ``metrics`` of ``protocol`` on ``dataset``; model / artifact override the line's.
+    ``same_as``: other data-set labels that name exactly the same windows (e.g. a result file that labels
+    its B2 rows with its B1 subset note); a cell falls back to them when ``dataset`` has no row."""
 
     header: str
     protocol: str
@@ -39,6 +41,7 @@ class Col:
     digits: int = 3
     model: str | None = None
     artifact: str | None = None
+    same_as: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,7 +80,7 @@ class AutoTable:
     show_source: bool = False
 
     def resolve(self, rows: Sequence[Row]) -> Table:
-        keys = {(c.protocol, c.dataset, m) for c in self.columns for m in c.metrics}
+        keys = {(c.protocol, d, m) for c in self.columns for d in (c.dataset, *c.same_as) for m in c.metrics}
         order = {"baseline": 0, "peer": 1, "ours": 2, "ablation": 3, "oracle": 4}
         seen: dict[tuple[str, str], Row] = {}
         for r in rows:
@@ -120,6 +123,7 @@ V2_PRIOR = "sim 50 users seed 0, v2 B windows (paired with umask_prior_blend)"
 SMALL3 = "sim 50 users x 3 seeds, v2 B windows (B1: target hours 0,2,4,6,8,10,12,14,16,18,20,22 only)"
 SMALL_ABL = "sim 50 users seed 0, v2 B windows (ablation)"
 SMALL_ABL3 = "sim 50 users x 3 seeds, v2 B windows (ablation)"
+V2B = "sim 50 users x 3 seeds, v2 B windows"     # v2_user_baselines.json: every B window (B2-B4 = SMALL3's)
 DEV3 = "sim 50 users x 3 seeds, v2 B windows (device scoring), B1 every 4th target hour"
 DEV_REAL = "tsinghua sample 6 users 1 day, in-day context (B1-real, device scoring)"
 ZS_GRID = "milan_blocksum_4x4.csv 4x4, 10-min slots (real)"
@@ -255,7 +259,8 @@ TABLES: dict[str, Table | AutoTable] = {t.name: t for t in (
     AutoTable("user_small",
               "PROTOCOL v2 B, SYNTHETIC: 50 users x simulator seeds 0, 1, 2 (seed 0 = the training users, scored on "
               "their unseen test day; seeds 1, 2 = users neither model saw), mean over seeds; the shipped "
-              "`checkpoints/umask_small_v4` (`umask_small_v4`) and `checkpoints/umask_small` (v3, `umask_small`), "
+              "`checkpoints/umask_small_v4` (`umask_small_v4`), `checkpoints/umask_small_v5` (learned budget) and "
+              "`checkpoints/umask_small` (v3, `umask_small`), "
               "torch, next to every v2 baseline on the same windows (B1: every 2nd target hour). RMSE traffic / app "
               "/ location; event metrics app Recall@3 / location Acc@1; B3 (v1 cut) NDCG@3 apps / places. Point "
               "estimator: x0 at the first sampler step (RMSE, events, rankings). `param_oracle` (kind oracle, never "
@@ -263,11 +268,12 @@ TABLES: dict[str, Table | AutoTable] = {t.name: t for t in (
               "the error floor of a perfect forecaster on B2 (on B1 / B4 it ignores the context: not a floor)",
               columns=(Col("B1 RMSE", "B1", SMALL3, TAL_RMSE, digits=4),
                        Col("B1 R@3 / Acc@1", "B1", SMALL3, ("app_recall@3", "location_acc@1")),
-                       Col("B2 RMSE", "B2", SMALL3, TAL_RMSE, digits=4),
-                       Col("B2 R@3 / Acc@1", "B2", SMALL3, ("app_recall@3", "location_acc@1")),
-                       Col("B3 NDCG@3", "B3", SMALL3, ("ndcg@3/app", "ndcg@3/location")),
-                       Col("B4 RMSE", "B4", SMALL3, TAL_RMSE, digits=4)),
-              sources=("v2_user_umask_small.json", "v2_user_umask_small_v4.json", "v2_user_oracle.json")),
+                       Col("B2 RMSE", "B2", SMALL3, TAL_RMSE, digits=4, same_as=(V2B,)),
+                       Col("B2 R@3 / Acc@1", "B2", SMALL3, ("app_recall@3", "location_acc@1"), same_as=(V2B,)),
+                       Col("B3 NDCG@3", "B3", SMALL3, ("ndcg@3/app", "ndcg@3/location"), same_as=(V2B,)),
+                       Col("B4 RMSE", "B4", SMALL3, TAL_RMSE, digits=4, same_as=(V2B,))),
+              sources=("v2_user_umask_small.json", "v2_user_umask_small_v4.json", "v2_user_umask_small_v5.json",
+                       "v2_user_oracle.json", "v2_user_baselines.json")),
     AutoTable("user_small_mae",
               "All-entry MAE traffic / app / location, same runs and windows as above. `umask_small_v4` and the "
               "`<baseline>@mae` rows use the median-shaped rule (mean estimate set to 0 at or below a threshold, "
@@ -275,18 +281,20 @@ TABLES: dict[str, Table | AutoTable] = {t.name: t for t in (
               "validation day of the same users; benchmarks/accuracy/user_mae_rule.py); `umask_small` (v3) used the "
               "median of 3 DDIM samples on B2 / B4 and the x0 mean on B1 / B3",
               columns=(Col("B1 MAE", "B1", SMALL3, TAL_MAE, digits=4),
-                       Col("B2 MAE", "B2", SMALL3, TAL_MAE, digits=4),
-                       Col("B4 MAE", "B4", SMALL3, TAL_MAE, digits=4)),
-              sources=("v2_user_umask_small.json", "v2_user_umask_small_v4.json")),
+                       Col("B2 MAE", "B2", SMALL3, TAL_MAE, digits=4, same_as=(V2B,)),
+                       Col("B4 MAE", "B4", SMALL3, TAL_MAE, digits=4, same_as=(V2B,))),
+              sources=("v2_user_umask_small.json", "v2_user_umask_small_v4.json", "v2_user_umask_small_v5.json",
+                       "v2_user_baselines.json")),
     AutoTable("user_small_ablation",
-              "Inference ablations of the shipped U-MASK small v4, SYNTHETIC, 50 users x simulator seeds 0-2 (mean "
-              "over seeds; the unablated `umask_small_v4` on the same B2 / B4 windows is in the first table), RMSE "
-              "traffic / app / location; `umask_small_v4:X` = the same weights with input X removed or replaced "
-              "(`mask_none` / `mask_random` = every available coordinate / a random subset of the base budget as "
-              "evidence: the paper's Table 9; on B4 v4 itself uses every available coordinate, see below)",
+              "Inference ablations of the shipped U-MASK small v4 and v5 (learned budget), SYNTHETIC, 50 users x "
+              "simulator seeds 0-2 (mean over seeds; the unablated models on the same B2 / B4 windows are in the "
+              "first table), RMSE traffic / app / location; `<model>:X` = the same weights with input X removed or "
+              "replaced (`mask_learned` / `mask_none` / `mask_random` = the learned mask / every available coordinate "
+              "/ a random subset of the configured base budget as evidence: the paper's Table 9; on B4 both shipped "
+              "models use every available coordinate, see below)",
               columns=(Col("B2 RMSE", "B2", SMALL_ABL3, TAL_RMSE, digits=4),
                        Col("B4 RMSE", "B4", SMALL_ABL3, TAL_RMSE, digits=4)),
-              sources=("v2_user_umask_small_v4.json",)),
+              sources=("v2_user_umask_small_v4.json", "v2_user_umask_small_v5.json")),
     AutoTable("user_device",
               "The shipped U-MASK small exported and served by the torch-free runtime `Session`, per precision, next "
               "to torch on the SAME windows and noise (SYNTHETIC 50 users x seeds 0-2, B1 every 4th target hour; "
@@ -296,7 +304,8 @@ TABLES: dict[str, Table | AutoTable] = {t.name: t for t in (
                        Col("B2 RMSE", "B2", DEV3, TAL_RMSE, digits=4),
                        Col("B4 RMSE", "B4", DEV3, TAL_RMSE, digits=4),
                        Col("REAL B1 RMSE", "B1", DEV_REAL, TAL_RMSE, digits=4)),
-              sources=("v2_user_umask_device.json", "v2_user_umask_device_v4.json"), first_header="model (artifact)"),
+              sources=("v2_user_umask_device.json", "v2_user_umask_device_v4.json", "v2_user_umask_device_v5.json"),
+              first_header="model (artifact)"),
     AutoTable("user_b3_v2",
               "PROTOCOL v2 B3 cold start, SYNTHETIC 50 users x simulator seeds 0-2 (mean over seeds): the history is the "
               "20 slots before the test day of ONE domain, the target the other domain's items over the next 24 h "
@@ -423,7 +432,11 @@ def render(table: Table, rows: Sequence[Row]) -> str:
     def cell_rows(line: Line, col: Col) -> list[Row | None]:
         ds = dict(line.datasets).get(col.dataset, col.dataset)
         model, art = col.model or line.model, col.artifact or line.artifact
-        return [by_key.get((col.protocol, ds, model, art, m)) for m in col.metrics]
+        found = []
+        for m in col.metrics:
+            hits = (by_key.get((col.protocol, d, model, art, m)) for d in (ds, *col.same_as))
+            found.append(next((r for r in hits if r is not None), None))
+        return found
 
     cells = {(li, ci): cell_rows(line, col) for li, line in enumerate(table.lines) for ci, col in enumerate(table.columns)}
     best: dict[tuple[int, int], float] = {}
