@@ -3,7 +3,7 @@
 # Every figure of benchmarks/results/v2_ustsllm.json comes from one of these steps (each row names its command).
 #
 #   scripts/train_ustsllm.sh all          # everything below, in order (~2 h on a shared 2-core CPU)
-#   scripts/train_ustsllm.sh train|ablations|eval|ablation-eval|nets|zeroshot|export|bundle-eval|latency|curves
+#   scripts/train_ustsllm.sh train|ablations|eval|ablation-eval|nets|zeroshot|export|bundle-eval|latency|curves|patch
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
@@ -95,6 +95,21 @@ latency() {
   done
 }
 
+patch() {   # spatio-temporal patch tokens (--st-patch 48): one run per seed (45-minute cap each), scored over the
+  # seeds as `ustsllm_patch` into their own file; the seed-0 step chosen on validation A2 stays an ablation row
+  local runs=""
+  for s in $SEEDS; do
+    $PY -m umask.cli train ustsllm --st-patch 48 --steps 900 --max-minutes 45 --eval-every 50 --ckpt-every 50 \
+      --patience 4 --keep-last 20 --seed "$s" --out "artifacts/train/ustsllm_patch_s$s"
+    runs="$runs artifacts/train/ustsllm_patch_s$s/ckpt/best"
+    cp "artifacts/train/ustsllm_patch_s$s/metrics.jsonl" "benchmarks/results/learning_curves/ustsllm_patch_s${s}_metrics.jsonl"
+  done
+  for p in A1 A2; do
+    $SCORE --protocol "$p" --ckpt $runs --name ustsllm_patch --no-baselines --v2 benchmarks/results/v2_ustsllm_patch.json \
+      --out "artifacts/eval/ustsllm_patch_${p,,}.json"
+  done
+}
+
 curves() {   # the learning curves (training + validation records) of every run
   mkdir -p benchmarks/results/learning_curves
   for s in $SEEDS; do cp "artifacts/train/ustsllm_s$s/metrics.jsonl" "benchmarks/results/learning_curves/ustsllm_s${s}_metrics.jsonl"; done
@@ -105,7 +120,7 @@ curves() {   # the learning curves (training + validation records) of every run
 case "${1:-all}" in
   train) train ;; ablations) ablations ;; eval) eval_ ;; ablation-eval) ablation_eval ;; nets) nets ;;
   zeroshot) zeroshot ;; export) export_ ;;
-  bundle-eval) bundle_eval ;; latency) latency ;; curves) curves ;;
+  bundle-eval) bundle_eval ;; latency) latency ;; curves) curves ;; patch) patch ;;
   all) train; ablations; eval_; ablation_eval; nets; zeroshot; export_; bundle_eval; latency; curves ;;
-  *) echo "usage: $0 [all|train|ablations|eval|ablation-eval|nets|zeroshot|export|bundle-eval|latency|curves]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|train|ablations|eval|ablation-eval|nets|zeroshot|export|bundle-eval|latency|curves|patch]" >&2; exit 2 ;;
 esac
