@@ -243,8 +243,8 @@ TABLES: dict[str, Table | AutoTable] = {t.name: t for t in (
               "REAL Milan grid, PROTOCOL A test windows (A1: 289 windows x 25 cells x 144 slots; A2: 145 windows, "
               "70-80 % hidden); normalized MAE / RMSE (per-cell training z-score). U-MASK grid and U-STS-LLM (with its "
               "guidance-only and prior-only rows): 3 training seeds (spread in the scoreboard); U-STS-LLM ablations "
-              "(100 steps), its int8 bundle and the learned grid baselines: 1 seed, except SAITS (A2) and TimesNet "
-              "(A1): 3 seeds; `ustsllm_patch` = U-STS-LLM with spatio-temporal patch tokens (`--st-patch 48`), 3 "
+              "(100 steps), its int8 bundle and the learned grid baselines: 1 seed, except SAITS (A2), TimesNet "
+              "(A1, A2) and ConvLSTM (A1): 3 seeds; `ustsllm_patch` = U-STS-LLM with spatio-temporal patch tokens (`--st-patch 48`), 3 "
               "training seeds (best validation loss); `_a2val` = seed 0 at its best validation A2 step",
               columns=(Col("A1 nMAE / nRMSE", "A1", MILAN, ("nmae", "nrmse")),
                        Col("A2 nMAE / nRMSE", "A2", MILAN, ("nmae", "nrmse"))),
