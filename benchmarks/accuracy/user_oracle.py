@@ -349,6 +349,11 @@ def _rmse(row: Mapping[str, Any], group: str) -> float:
     return float(row["metrics"][group]["rmse"])
 
 
+def _corrected(rmse: float, s2: float, k: int) -> float:
+    """RMSE without the finite-K term: sqrt(RMSE_K^2 - mean(s^2) / K), floored at 0."""
+    return float(np.sqrt(max(rmse ** 2 - s2 / k, 0.0)))
+
+
 def _committed(path: Path) -> list[dict[str, Any]]:
     return json.loads(path.read_text())["rows"] if path.exists() else []
 
@@ -443,7 +448,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             p = preds[r["model"]]
             for g in GROUPS:
                 rmse, s2 = _rmse(r, g), p.mean_var(r["task_id"], g)
-                corr = float(np.sqrt(max(rmse ** 2 - s2 / p.k, 0.0)))
+                corr = _corrected(rmse, s2, p.k)
                 if p.unconditional:
                     uncond.setdefault((r["task_id"], g), []).append((rmse, corr, s2))
                 else:
@@ -456,7 +461,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for r in runs_b1sub[seed]:
                 for g in GROUPS:
                     rmse, s2 = _rmse(r, g), sub.mean_var("B1", g)
-                    corr = float(np.sqrt(max(rmse ** 2 - s2 / kmax, 0.0)))
+                    corr = _corrected(rmse, s2, kmax)
                     conv.setdefault(("B1-hours", g, kmax), []).append((rmse, corr, s2))
         if not args.no_paired:     # the baselines again on this seed's windows: per-seed (paired) headroom
             for r in ue.evaluate_population(run.pop, ue.v2_baseline_models(run.pop), command=command,
@@ -480,19 +485,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         "B4": "B4: perfect habits but the window's visible entries unused, so NOT a floor for B4",
         "B1": "B1: perfect habits but the in-day context unused, so NOT a floor for B1",
     }
-    for r in rows:
-        r.update(kind="oracle", family=None, artifact="numpy",
-                 notes=notes.format(task=task_notes[r["protocol"]]))
     sub_rows = [r for r in aggregate(runs_b1sub, data="synthetic", command=command,
                                      dataset=f"{dataset} (B1: target hours {','.join(map(str, hours))} only)")
                 if keep(r["metric"])] if runs_b1sub else []
     # the same rows under the label of the U-MASK result files (their B1 rows keep every 2nd target hour; B2 / B4
     # windows are the same), so README tables put the oracle on the lines of the model it bounds
-    sub_label = sub_rows[0]["dataset"] if sub_rows else None
-    if sub_label:
-        rows += [{**r, "dataset": sub_label} for r in rows if r["protocol"] != "B1"]
-        rows += [{**r, "kind": "oracle", "family": None, "artifact": "numpy",
-                  "notes": notes.format(task=task_notes["B1"])} for r in sub_rows]
+    if sub_rows:
+        rows += [{**r, "dataset": sub_rows[0]["dataset"]} for r in rows if r["protocol"] != "B1"]
+        rows += [dict(r) for r in sub_rows]
+    for r in rows:
+        r.update(kind="oracle", family=None, artifact="numpy",
+                 notes=notes.format(task=task_notes[r["protocol"]]))
 
     def ms(v: list[tuple[float, ...]], i: int) -> tuple[float, float]:
         a = np.array([x[i] for x in v])

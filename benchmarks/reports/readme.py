@@ -84,9 +84,9 @@ class AutoTable:
         order = {"baseline": 0, "peer": 1, "ours": 2, "ablation": 3, "oracle": 4}
         seen: dict[tuple[str, str], Row] = {}
         for r in rows:
-            # an oracle row (kind "oracle") appears only in a table that names its result file
-            if (r.protocol, r.dataset, r.metric) in keys and (
-                    Path(r.source or "").name in self.sources if self.sources or r.kind == "oracle" else True):
+            # a table with sources takes their rows only; an oracle row (kind "oracle") needs its file named
+            named = Path(r.source or "").name in self.sources
+            if (r.protocol, r.dataset, r.metric) in keys and (named or (not self.sources and r.kind != "oracle")):
                 seen.setdefault((r.model, r.artifact), r)
         found = sorted(seen.values(), key=lambda r: (order[r.kind], r.model, r.artifact))
         lines = tuple(Line(f"{r.model} ({r.artifact})" + ("" if r.kind == "baseline" else f", {r.kind}"),
