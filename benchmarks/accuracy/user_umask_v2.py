@@ -62,6 +62,7 @@ from umask.bench.accuracy import user_mae_rule as mr
 from umask.bench.accuracy.user_scoring import error_sums
 from umask.bench.accuracy.user_umask import UMaskPredictor, umask_predictor
 from umask.bench.accuracy.user_v2 import GROUPS, _atomic_json, _git_commit, aggregate
+from umask.bench.reports.scoreboard import artifact_of
 
 log = logging.getLogger(__name__)
 
@@ -437,8 +438,8 @@ def build(parts: Sequence[Mapping[str, Any]], args: argparse.Namespace, command:
         if same_b1 or ruled_row:
             notes = [*(["the baseline on the same B1 target-hour subset as U-MASK"] if same_b1 else []),
                      *([mr.NOTE.format(taus="meta.mae_rule")] if ruled_row else [])]
-            art = "lightgbm" if r["model"].split("@")[0] == "lightgbm" else "numpy"   # as v2_user_baselines.json
-            rows.append({**r, "kind": "baseline", "family": None, "artifact": art, "notes": "; ".join(notes)})
+            rows.append({**r, "kind": "baseline", "family": None, "artifact": artifact_of(r["model"].split("@")[0]),
+                         "notes": "; ".join(notes)})
     for kind in ABLATIONS:
         mname = f"{name}:{kind}" if kind != "prior_only" else "prior_only"
         sub = {s: [r for r in rr if r["model"] == mname] for s, rr in abl_runs.items()}

@@ -339,7 +339,8 @@ def _kind(model: str) -> tuple[str, str | None]:
     return ("ours" if model in OURS else "ablation"), "umask"
 
 
-def _artifact(model: str, src: str) -> str:
+def artifact_of(model: str) -> str:
+    """The artifact a row of ``model`` names when its result file does not (baselines: their library)."""
     if model == "arima":
         return "statsmodels"
     if model == "lightgbm":
@@ -398,7 +399,7 @@ def _milan_rows(src: Path, doc: list[dict[str, Any]], commit: str, date: str) ->
             if r["metrics"].get(key) is None:
                 continue
             yield Row(protocol=protocol, dataset=dataset, data="real", model=model, family=family, kind=kind,
-                      artifact=_artifact(model, src.name), metric=metric, value=float(r["metrics"][key]),
+                      artifact=artifact_of(model), metric=metric, value=float(r["metrics"][key]),
                       better="lower", n_windows=int(r["n_windows"]), seeds=_seeds(r["seeds"]), spread=None,
                       command=_command(r["command"]), commit=commit, date=date,
                       source=f"benchmarks/results/{src.name}", notes=notes)
@@ -425,7 +426,7 @@ def _user_rows(src: Path, doc: list[dict[str, Any]], commit: str, date: str) -> 
         if r.get("profile_input"):
             notes += f"; profile: {r['profile_input']}"
         base = dict(protocol=protocol, dataset=dataset, data=data, model=model, family=family, kind=kind,
-                    artifact=_artifact(model, src.name), n_windows=int(r["n_windows"]), seeds=_seeds(r["seeds"]),
+                    artifact=artifact_of(model), n_windows=int(r["n_windows"]), seeds=_seeds(r["seeds"]),
                     spread=None, command=_command(r["command"]), commit=commit, date=date,
                     source=f"benchmarks/results/{src.name}", notes=notes)
         for g in CHANNEL_GROUPS:
@@ -478,7 +479,7 @@ def _v2_rows(src: Path, doc: dict[str, Any], commit: str, date: str) -> Iterator
         if len(r["seeds"]) == 1 and "1 seed" not in (notes or ""):
             notes = f"{notes}; 1 seed" if notes else "1 seed"     # a single-seed figure says so (PROTOCOL rule 6)
         yield Row(protocol=r["protocol"], dataset=r["dataset"], data=r["data"], model=r["model"], family=family,
-                  kind=kind, artifact=r.get("artifact") or _artifact(r["model"], src.name), metric=r["metric"],
+                  kind=kind, artifact=r.get("artifact") or artifact_of(r["model"]), metric=r["metric"],
                   value=float(r["value"]), better=r["better"], n_windows=int(r["n_windows"]),
                   seeds=tuple(int(s) for s in r["seeds"]), spread=r.get("spread"), command=r["command"],
                   commit=commit, date=date, source=f"benchmarks/results/{src.name}", notes=notes)
