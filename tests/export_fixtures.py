@@ -13,8 +13,10 @@ or with the explicit ``allow_unsigned=True``.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -23,6 +25,20 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "tsinghua_app_usage"
 SAMPLE = DATA / "app_usage_trace_sample_llmapp.csv.gz"
+
+
+@functools.lru_cache(maxsize=1)
+def _scratch_root() -> Path:
+    root = Path(tempfile.mkdtemp(prefix="umask-tests-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    return root
+
+
+def scratch_dir(prefix: str) -> Path:
+    """A fresh folder for process-wide fixtures (bundles exported once per process). Every one lives under
+    one per-process root that is removed when the process exits: a bundle carries ~110 MB of Sentence-BERT
+    ONNX, and folders left behind by each run filled the CI machine's disk."""
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=_scratch_root()))
 
 
 def tiny_checkpoint(root: Path) -> Path:
@@ -50,7 +66,7 @@ def signing_test_key() -> tuple[Path, Path]:
     """(private key file, public key file) of an ed25519 test key generated once per process."""
     from umask.export.signing import generate_keypair
 
-    return generate_keypair(Path(tempfile.mkdtemp(prefix="umask-testkey-")), "tests")
+    return generate_keypair(scratch_dir("testkey-"), "tests")
 
 
 def trust_test_key(env: dict[str, str] | None = None) -> dict[str, str]:
@@ -69,7 +85,7 @@ def trust_test_key(env: dict[str, str] | None = None) -> dict[str, str]:
 def _tiny_bundle() -> tuple[Path, Path]:
     from umask.export.families.umask.exporter import export_bundle
 
-    base = Path(tempfile.mkdtemp(prefix="umask-tiny-"))
+    base = scratch_dir("tiny-")
     ckpt = tiny_checkpoint(base / "ckpt")
     export_bundle(ckpt, base / "bundle", gguf_dir=None, max_windows=8, sign_key=signing_test_key()[0])
     return ckpt, base / "bundle"

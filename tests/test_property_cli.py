@@ -18,13 +18,12 @@ import gzip
 import io
 import json
 import os
-import tempfile
 from pathlib import Path
 
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from export_fixtures import edited_bundle, real_user, tiny_bundle
+from export_fixtures import edited_bundle, real_user, scratch_dir, tiny_bundle
 from umask.cli import main
 from umask.runtime.core.errors import EXIT_CODES
 from umask.runtime.core.events import format_compact_time
@@ -41,7 +40,7 @@ def _csv(ev, shift: int = 0) -> str:  # noqa: ANN001
 @functools.lru_cache(maxsize=1)
 def files() -> dict[str, str]:
     """Bundles and history files every example picks from (written once)."""
-    d = Path(tempfile.mkdtemp(prefix="umask-prop-cli-"))
+    d = scratch_dir("prop-cli-")
     out = {"bundle": str(tiny_bundle()[1]), "unsigned": str(edited_bundle(d / "unsigned", sign=False)),
            "no_bundle": str(d / "nothing"), "not_a_dir": str(d)}
     ev = real_user(5)

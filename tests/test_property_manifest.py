@@ -15,13 +15,13 @@ from __future__ import annotations
 import copy
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from export_fixtures import scratch_dir
 from test_hardening_bundle import FILES, mini_bundle
 from umask.runtime.core.bundle import MANIFEST, manifest_paths, read_verified, verify_bundle
 from umask.runtime.core.errors import UmaskError
@@ -96,7 +96,7 @@ _BASE: dict[str, Any] = {}
 
 def _bundle() -> tuple[Path, dict[str, Any]]:
     if not _BASE:
-        root = Path(tempfile.mkdtemp(prefix="umask-prop-"))
+        root = scratch_dir("prop-")
         mini_bundle(root / "b")
         _BASE["root"] = root / "b"
         _BASE["manifest"] = json.loads((root / "b" / MANIFEST).read_text())

@@ -10,14 +10,13 @@ covered by tests/test_export.py).
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from export_fixtures import real_user, sample_noise, tiny_checkpoint
+from export_fixtures import real_user, sample_noise, scratch_dir, tiny_checkpoint
 from umask.export.families.umask import exporter
 from umask.runtime.families.umask.prior import slot_calendar
 from umask.runtime.families.umask.session import Session
@@ -63,7 +62,7 @@ def tiny_prior_checkpoint(root: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def prior_bundle() -> tuple[Path, Path]:
-    base = Path(tempfile.mkdtemp(prefix="umask-prior-"))
+    base = scratch_dir("prior-")
     ckpt = tiny_prior_checkpoint(base / "ckpt")
     exporter.export_bundle(ckpt, base / "bundle", gguf_dir=None, tensorrt=False, max_windows=8)
     return ckpt, base / "bundle"

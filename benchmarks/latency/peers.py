@@ -30,6 +30,7 @@ import datetime as _dt
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -213,6 +214,7 @@ def run(bundle: Path, precisions: list[str], *, rounds: int = 40, block: int = 5
                 times[(eng, p)] += w.run(block)
         for w in workers.values():
             w.close()
+    shutil.rmtree(work, ignore_errors=True)          # the workers' feed / output files only
     base = times.get(("onnxruntime", "fp32"))
     base_p50 = latency_summary(base)["p50"] if base else None
     machine = machine_info()
