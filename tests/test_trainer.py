@@ -288,6 +288,15 @@ def test_warm_start_loads_weights_on_other_data_and_refuses_another_model(data, 
     tuned = train(_cfg((other, data[1]), tmp_path / "warm3", steps=1, init_from=str(src),
                        model_overrides={"budget_mode": "free", "w_nce": 0.5}))
     assert json.loads((tuned / "config.json").read_text())["model"]["budget_mode"] == "free"
+    # the prior's kind may change between kinds of the same network (UMask.WARM_START_FIELDS: v6's task_blend
+    # from v4's blend); a change that adds the prior input changes the network and is refused by name
+    with pytest.raises(InputError, match="weights do not fit this model .prior None -> 'blend'."):
+        train(_cfg((other, data[1]), tmp_path / "warm4", steps=1, init_from=str(src), model_overrides={"prior": "blend"}))
+    blend = train(_cfg((other, data[1]), tmp_path / "blend", steps=1, model_overrides={"prior": "blend"}))
+    task = train(_cfg((other, data[1]), tmp_path / "task", steps=1, lr=0.0, warmup=0, init_from=str(blend),
+                      model_overrides={"prior": "task_blend"}))
+    m = json.loads((task / "config.json").read_text())["model"]
+    assert m["prior"] == "task_blend" and m["window"]["prior"] == "task_blend"
 
 
 @pytest.mark.parametrize("mode", ["pin", "free", "price"])

@@ -19,6 +19,7 @@ from umask.train.models.umask.data import (COLD, IMPUTE, LONG, SHORT, UserWindow
                                            collate, history_tod_sums, simulated_users, val_windows, window_prior)
 from umask.train.models.umask.dit import DiT, dit_config
 from umask.train.models.umask.model import UMask, UMaskConfig, umask_config
+from umask.runtime.families.umask.prior import prior_weight
 
 torch.set_num_threads(1)
 
@@ -90,10 +91,11 @@ def test_history_sums_are_the_dense_history(users) -> None:
         assert counts.tolist() == np.bincount(np.arange(end) % spd, minlength=spd).tolist()
 
 
-def test_prior_never_reads_targets_or_the_future(users) -> None:
+@pytest.mark.parametrize("kind", ["blend", "task_blend"])
+def test_prior_never_reads_targets_or_the_future(users, kind: str) -> None:
     """Changing the target values (and everything not available, and the tensor from the window
     start on) must not change any item's prior, for every task."""
-    cfg = replace(WindowConfig(), prior="blend")
+    cfg = replace(WindowConfig(), prior=kind)
     ds = UserWindowDataset(users, cfg, data_seed=1)
     rng = np.random.default_rng(5)
     for task in (SHORT, LONG, COLD, IMPUTE):
@@ -102,10 +104,11 @@ def test_prior_never_reads_targets_or_the_future(users) -> None:
             u = users[int(it["user"])]
             x0, avail, target = it["x0"].numpy(), it["avail"].numpy(), it["target"].numpy()
             assert target.sum() > 0 and (avail * target).sum() == 0
-            got = window_prior(u.tensor, int(it["start"]), x0, avail, task, cfg.context)
+            got = window_prior(u.tensor, int(it["start"]), x0, avail, task, cfg.context, kind)
             np.testing.assert_array_equal(got, it["prior"].numpy())
             noisy = np.where(avail > 0.5, x0, x0 + rng.random(x0.shape).astype(np.float32) * 5.0)
-            np.testing.assert_array_equal(window_prior(u.tensor, int(it["start"]), noisy, avail, task, cfg.context), got)
+            np.testing.assert_array_equal(window_prior(u.tensor, int(it["start"]), noisy, avail, task, cfg.context,
+                                                       kind), got)
             # the prior is not a copy of the truth: on targets with events it differs from x0 somewhere
             tm = np.broadcast_to(target > 0.5, x0.shape)
             assert not np.allclose(got[tm], x0[tm])
@@ -133,6 +136,34 @@ def test_prior_uses_history_and_falls_back_to_last_value(users) -> None:
     tod = (300 + np.arange(8, T)) % u.tensor.slots_per_day
     ha = hs[:, tod] / hc[tod][None, :, None, None]
     np.testing.assert_allclose(with_hist[:, 8:], 0.5 * lv + 0.5 * ha, rtol=1e-5, atol=1e-6)
+    # "task_blend": the same two parts with the task's last value share (0.3 short term, 0.1 next day)
+    for task, share in ((SHORT, 0.3), (LONG, 0.1), (IMPUTE, 0.3)):
+        assert prior_weight("task_blend", task) == share
+        got = window_prior(u.tensor, 300, x, avail, task, 8, "task_blend")
+        np.testing.assert_allclose(got[:, 8:], share * lv + (1 - share) * ha, rtol=1e-5, atol=1e-6)
+    assert prior_weight("task_blend", COLD) == 0.1 and prior_weight("blend", COLD) == 0.5
+    cold_t = window_prior(u.tensor, 300, x, avail, COLD, 8, "task_blend")
+    np.testing.assert_allclose(cold_t[:, 8:], lv, atol=1e-7)             # no slot-of-day mean there: lv alone
+    counted = np.zeros((T, H, W), bool)
+    counted[:8] = True
+    np.testing.assert_array_equal(cold_t, blend_prior(x, avail, 300, None, None, u.tensor.slots_per_day, 0.1,
+                                                      counted=counted))
+    with pytest.raises(InputError, match="weighted prior"):
+        window_prior(u.tensor, 300, x, avail, SHORT, 8, "none")
+
+
+def test_task_blend_baseline_is_the_blend_with_the_task_share() -> None:
+    """The blend_tuned baseline row (the prior of a task_blend model, as a row) = Blend with the task's share."""
+    from umask.bench.accuracy import user as ue
+    from umask.bench.accuracy.user_baselines import Blend, HistoricalAverage, TaskBlend
+
+    pop = ue.simulated_population(3, 0)
+    ha = HistoricalAverage(pop)
+    tuned = TaskBlend(ha)
+    for task, share in (("B1", 0.3), ("B2", 0.1), ("B4", 0.3)):
+        batch = next(ue.iter_batches(pop, task, "val", batch_size=4))
+        np.testing.assert_array_equal(tuned(batch), Blend(ha, share)(batch))
+        assert not np.array_equal(tuned(batch), Blend(ha)(batch))
 
 
 def test_default_leaves_configs_items_and_network_unchanged(users) -> None:
@@ -209,3 +240,23 @@ def test_residual_learns_and_loss_is_on_targets(users) -> None:
     out = m.complete(b, make_sampler("ddim", m.schedule), 2, 1, seed=0, point="first_x0")
     tm = tgt.expand_as(out) > 0.5
     assert (out[tm] - b["prior"][tm]).abs().max() > 1e-4
+
+
+def test_task_shares_are_the_validation_choice() -> None:
+    """TASK_PRIOR_WEIGHTS (frozen in the runtime) = the shares the committed validation grid picks by its rule
+    (benchmarks/results/blend_weights_val.json, `python -m umask.bench.accuracy.user_blend_weights`)."""
+    import json
+    from pathlib import Path
+
+    from umask.bench.accuracy.user_blend_weights import GRID, choose
+    from umask.bench.accuracy.user_tasks import TASK_OF
+    from umask.runtime.families.umask.prior import TASK_PRIOR_WEIGHTS
+
+    res = json.loads((Path(__file__).resolve().parents[1] / "benchmarks/results/blend_weights_val.json").read_text())
+    assert res["meta"]["grid"] == list(GRID) and set(res["chosen"]) == set(TASK_OF)
+    for b, task in TASK_OF.items():
+        rmse = {float(w): v for w, v in res["rmse"][b].items()}
+        assert choose(rmse) == res["chosen"][b] == TASK_PRIOR_WEIGHTS[task]
+        assert all(rmse[res["chosen"][b]][g] <= rmse[0.5][g] for g in ("traffic", "app", "location"))
+    assert choose({0.5: {"traffic": 1.0, "app": 1.0, "location": 1.0},
+                   0.1: {"traffic": 0.5, "app": 1.2, "location": 1.0}}) == 0.1     # mean ratio 0.9 < 1

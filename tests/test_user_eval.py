@@ -208,7 +208,7 @@ def test_rows_carry_dataset_labels(pop: ue.UserPopulation, real: ue.UserPopulati
         assert r["simulator"]["n_users"] == N_USERS and r["simulator"]["seed"] == 0 and r["seeds"]["simulator"] == 0
         assert r["n_windows"] > 0 and r["protocol"] == "docs/PROTOCOL.md B"
     assert {r["model"] for r in rows if r["task_id"] == "B1"} == {"all_zero", "last_value", "historical_average",
-                                                                "seasonal_naive", "blend", "lightgbm", "oracle"}
+                                                                "seasonal_naive", "blend", "blend_tuned", "lightgbm", "oracle"}
     assert sum(r["task_id"] == "B4" and r["model"] == "linear_interpolation" for r in rows) == 1
     real_rows = ue.evaluate_real_sample(population=real, model_info={"last_value": {"seeds": [0, 1], "samples": 4}})
     assert {r["model"] for r in real_rows} == {"all_zero", "last_value", "context_mean"}

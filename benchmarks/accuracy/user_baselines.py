@@ -10,7 +10,7 @@ import logging
 
 import numpy as np
 from umask.train.baselines import classical as baselines
-from umask.bench.accuracy.user_tasks import Predictor, TaskBatch, UserPopulation
+from umask.bench.accuracy.user_tasks import TASK_OF, Predictor, TaskBatch, UserPopulation
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,9 @@ BASELINE_NOTES: dict[str, str] = {
                     "in-day context slots per (c,h,w), repeated",
     "blend": "PROTOCOL v2 B: 0.5 x last_value + 0.5 x historical_average (same definitions as those rows; "
              "B4: on the hidden coordinates)",
+    "blend_tuned": "blend with the last value share chosen per task on the validation day (B1 0.3, B2 0.1, B3 0.1, "
+                   "B4 0.3: runtime/families/umask/prior.TASK_PRIOR_WEIGHTS, the task_blend prior of U-MASK v6; "
+                   "python -m umask.bench.accuracy.user_blend_weights)",
     "lightgbm": "PROTOCOL v2 B: one global LightGBM (umask.train.baselines.lightgbm_global, direct multi-horizon, "
                 "horizon step as a feature) over every (user, c, h, w) series of the training days (all active + "
                 "5 % of the all-zero ones, <= 200k rows, 150 rounds, 1 thread); lags, same slot yesterday / last "
@@ -189,6 +192,19 @@ class Blend:
         return pred.astype(np.float32)
 
 
+class TaskBlend:
+    """`Blend` with the last value share of the task (``TASK_PRIOR_WEIGHTS``, chosen on the validation day):
+    the baseline a U-MASK with the "task_blend" prior starts from, so that model meets its own prior as a row."""
+
+    def __init__(self, ha: HistoricalAverage) -> None:
+        from umask.runtime.families.umask.prior import TASK_PRIOR_WEIGHTS
+
+        self.by_task = {b: Blend(ha, TASK_PRIOR_WEIGHTS[t]) for b, t in TASK_OF.items()}
+
+    def __call__(self, batch: TaskBatch) -> np.ndarray:
+        return self.by_task[batch.task](batch)
+
+
 # ------------------------------------------------------------------------------------------------
 # Series views of a batch (shared with the learned peers, user_peers.py)
 # ------------------------------------------------------------------------------------------------
@@ -275,6 +291,7 @@ def baseline_models(pop: UserPopulation, *, v2: bool = False, lightgbm: bool = T
         "seasonal_naive": SeasonalNaive(ha), "linear_interpolation": predict_linear_interpolation}
     if v2:
         rows["blend"] = Blend(ha)
+        rows["blend_tuned"] = TaskBlend(ha)
         if lightgbm:
             rows["lightgbm"] = LightGBMRow(pop)
     return rows

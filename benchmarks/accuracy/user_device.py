@@ -195,7 +195,7 @@ class SessionPredictor:
                    batch.profiles[i], f.layout, w0, w0 + Tc * ss, ss, tslots)
         prior = None
         if s.prior_kind != "none":
-            prior = (window_prior(f.tensor, c0, x, avail, w.task_id, spec.context)
+            prior = (window_prior(f.tensor, c0, x, avail, w.task_id, spec.context, s.prior_kind)
                      * f.tensor.channels.present[:, None, None, None]).astype(np.float32)
         return w, prior
 

@@ -44,6 +44,7 @@ REAL_DATASET = "tsinghua_app_usage LLMApp 6-user one-day sample (real)"
 REPO_ROOT: Path = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = "benchmarks/results/user_baselines.json"
 TASKS = ("B1", "B2", "B3", "B4")
+TASK_OF: dict[str, str] = {"B1": "short_term", "B2": "long_term", "B3": "cold_start", "B4": "imputation"}   # the model task
 TASK_NAMES = {
     "B1": "B1 short-term (2 d -> 1 h)",
     "B2": "B2 long-term (2 d -> 24 h)",

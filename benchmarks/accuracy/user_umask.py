@@ -104,6 +104,7 @@ from typing import Any
 import numpy as np
 import torch
 from umask.bench.accuracy import user as ue
+from umask.bench.accuracy.user_tasks import TASK_OF
 from umask.runtime.core.errors import InputError
 from umask.train.common.checkpoints import resolve_checkpoint
 from umask.train.diffusion import make_sampler
@@ -112,7 +113,6 @@ from umask.train.models.umask.dit import TASKS as MODEL_TASKS
 log = logging.getLogger(__name__)
 
 DEFAULT_OUT = "benchmarks/results/user_umask.json"
-TASK_OF: dict[str, str] = {"B1": "short_term", "B2": "long_term", "B3": "cold_start", "B4": "imputation"}
 SUMMARY_METRICS = (("mae", "MAE"), ("active_mae", "act. MAE"), ("rmse", "RMSE"), ("active_rmse", "act. RMSE"))
 
 
@@ -320,7 +320,7 @@ class UMaskPredictor:
         out = []
         for i, (u, start) in enumerate(zip(batch.users, batch.context_starts)):
             tensor = self.population.features[int(u)].tensor
-            pr = window_prior(tensor, int(start), x0[i], avail[i], task, self.window.context)
+            pr = window_prior(tensor, int(start), x0[i], avail[i], task, self.window.context, self.prior)
             out.append(pr * tensor.channels.present[:, None, None, None])
         return np.stack(out).astype(np.float32)
 

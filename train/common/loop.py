@@ -349,20 +349,27 @@ def warm_start(init_from: str | Path, run_config: dict[str, Any], model: torch.n
     fine-tune on other data or with another schedule. The optimizer, the step and the LR schedule
     start anew. Refuses a checkpoint of another model config (names both), except in the fields the
     model class lists as shaping only the training loss (``TRAINING_ONLY_FIELDS``, e.g. a loss
-    weight): those may change in a fine-tune and are logged."""
+    weight) or as changing inputs of the same network (``WARM_START_FIELDS``, e.g. the values of a prior
+    input; the weights must still load strictly): those may change in a fine-tune and are logged."""
     ckpt = resolve_checkpoint(init_from)
     saved = json.loads((ckpt / "config.json").read_text())
-    free = set(getattr(model, "TRAINING_ONLY_FIELDS", ()))
+    free = set(getattr(model, "TRAINING_ONLY_FIELDS", ())) | set(getattr(model, "WARM_START_FIELDS", ()))
     old_m, new_m = saved.get("model") or {}, run_config["model"]
-    if {k: v for k, v in old_m.items() if k not in free} != {k: v for k, v in new_m.items() if k not in free}:
+    def _fixed(d: dict[str, Any]) -> dict[str, Any]:        # nested too: e.g. UMaskConfig.window mirrors prior
+        return {k: _fixed(v) if isinstance(v, dict) else v for k, v in d.items() if k not in free}
+
+    if _fixed(old_m) != _fixed(new_m):
         raise InputError(f"--init-from {init_from}: the model config differs from the checkpoint's "
                          f"({saved.get('model')} vs {run_config['model']})")
-    changed = sorted(k for k in free if old_m.get(k) != new_m.get(k))
-    if changed:
-        log.info("warm start changes training-only fields: %s",
-                 ", ".join(f"{k} {old_m.get(k)!r} -> {new_m.get(k)!r}" for k in changed))
+    what = ", ".join(f"{k} {old_m.get(k)!r} -> {new_m.get(k)!r}" for k in sorted(free) if old_m.get(k) != new_m.get(k))
+    if what:
+        log.info("warm start changes fields the weights do not depend on: %s", what)
     weights = load_file(str(ckpt / "model.safetensors"), device=str(device))
-    model.load_state_dict(weights)
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:            # a WARM_START_FIELDS change that changes the network (e.g. prior none -> blend)
+        raise InputError(f"--init-from {init_from}: its weights do not fit this model ({what or 'same config'}): "
+                         f"{str(e).splitlines()[0][:300]}") from e
     ema_path = ckpt / "ema.safetensors"
     ema.load_state_dict(load_file(str(ema_path), device=str(device)) if ema_path.is_file() else weights)
     log.info("warm start from %s (trained on data %s); fresh optimizer and schedule", ckpt,

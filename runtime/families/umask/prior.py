@@ -1,4 +1,4 @@
-"""The deterministic "blend" prior of a prior U-MASK (UMaskConfig.prior = "blend"), numpy only.
+"""The deterministic prior of a prior U-MASK (UMaskConfig.prior = "blend" | "task_blend"), numpy only.
 
 The DiT of a prior model takes this prior as extra input channels and predicts prior + a learned
 residual (train/models/umask/model.py "Prior"; the guidance-signal idea of the U-STS-LLM seed). It
@@ -7,8 +7,9 @@ and evaluation did (DESIGN rule 2: featurization exists once): train/models/umas
 protocol-B harness and the on-device `Session` all call these functions.
 
 * `history_tod_sums`: per slot of day sums of the user's history before a window;
-* `blend_prior`: 0.5 x last available value + 0.5 x slot-of-day mean of the evidence-eligible data
-  (PROTOCOL v2 B "blend"), never reading a target;
+* `blend_prior`: w x last available value + (1 - w) x slot-of-day mean of the evidence-eligible data,
+  never reading a target; w = 0.5 for kind "blend" (PROTOCOL v2 B "blend"), or per task for
+  "task_blend" (`TASK_PRIOR_WEIGHTS`, chosen on the validation day; `prior_weight`);
 * `task_prior`: the prior of one window of one task given the history's sums (cold start: no earlier
   days, the context counted with its unseen entries as zeros);
 * `window_prior`: of a window of a `SparseBehaviorTensor` (training, the protocol-B harness);
@@ -29,10 +30,27 @@ from umask.runtime.core.events import EventLog
 from umask.runtime.core.featurize import DAY_SECONDS, FeatureConfig, SparseBehaviorTensor, featurize_user
 from umask.runtime.core.history import TASK_NAMES, Window
 
-PRIORS = ("none", "blend")         # UMaskConfig.prior / WindowConfig.prior / manifest "prior.kind"
+PRIORS = ("none", "blend", "task_blend")   # UMaskConfig.prior / WindowConfig.prior / manifest model.umask.prior
 COLD = TASK_NAMES.index("cold_start")
 
 PRIOR_WEIGHT = 0.5                 # last value share of the blend (PROTOCOL v2 B "blend": 0.5 / 0.5)
+
+# Last value share per task of the "task_blend" prior. Chosen on the VALIDATION day (day 6) of the 50 seed-0
+# simulator users from the grid 0 / 0.1 / 0.2 / 0.3 / 0.5 / 0.7, lowest all-entry RMSE of all three channel
+# groups (`python -m umask.bench.accuracy.user_blend_weights` -> benchmarks/results/blend_weights_val.json).
+# Next-day forecasting (B2) and cold start (B3, whose slot-of-day mean is over the 2 context days only) want
+# almost no last value: the end of the context says little about the next day at the same hour (0.5 -> 0.1 cuts
+# the validation RMSE by 9 % on B2 and 13-15 % on B3); short-term and imputation windows want 0.3.
+TASK_PRIOR_WEIGHTS: dict[str, float] = {"short_term": 0.3, "long_term": 0.1, "cold_start": 0.1, "imputation": 0.3}
+
+
+def prior_weight(kind: str, task: int) -> float:
+    """The last value share of prior ``kind`` for task id ``task`` (TASK_NAMES order)."""
+    if kind == "blend":
+        return PRIOR_WEIGHT
+    if kind == "task_blend":
+        return TASK_PRIOR_WEIGHTS[TASK_NAMES[int(task)]]
+    raise InputError(f"prior kind {kind!r:.40}: a weighted prior is one of {PRIORS[1:]}")
 
 
 def history_tod_sums(tensor: SparseBehaviorTensor, t_end: int) -> tuple[np.ndarray, np.ndarray]:
@@ -121,15 +139,16 @@ def task_prior(x_win: np.ndarray, avail: np.ndarray, start: int, task: int, cont
 
 
 def window_prior(tensor: SparseBehaviorTensor, start: int, x_win: np.ndarray, avail: np.ndarray, task: int,
-                 context: int, weight: float = PRIOR_WEIGHT) -> np.ndarray:
+                 context: int, kind: str = "blend") -> np.ndarray:
     """`task_prior` of a window of ``tensor`` starting at slot ``start`` (slot 0 of ``tensor`` is a local
-    midnight), with the user's history before ``start`` (training and the protocol-B harness)."""
+    midnight), with the user's history before ``start`` (training and the protocol-B harness); ``kind`` the
+    model's prior ("blend" | "task_blend", `prior_weight`)."""
     hist = None if int(task) == COLD else history_tod_sums(tensor, start)
-    return task_prior(x_win, avail, start, task, context, hist, tensor.slots_per_day, weight)
+    return task_prior(x_win, avail, start, task, context, hist, tensor.slots_per_day, prior_weight(kind, task))
 
 
 def history_prior(events: EventLog, catalog: Catalog, fcfg: FeatureConfig, w: Window, context: int,
-                  weight: float = PRIOR_WEIGHT) -> np.ndarray:
+                  kind: str = "blend") -> np.ndarray:
     """The prior (C, T, H, W) of a runtime `Window` built from the raw history (the device path).
 
     The history is featurized with the window's own layout from the local midnight of its first event
@@ -152,7 +171,7 @@ def history_prior(events: EventLog, catalog: Catalog, fcfg: FeatureConfig, w: Wi
             else:                                        # observed slots without any event: zeros
                 C, _, H, W = w.x.shape
                 hist = (np.zeros((C, spd, H, W)), np.bincount(np.arange(n) % spd, minlength=spd).astype(np.int64))
-    return task_prior(w.x, w.avail, start, w.task_id, context, hist, spd, weight)
+    return task_prior(w.x, w.avail, start, w.task_id, context, hist, spd, prior_weight(kind, w.task_id))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -207,5 +226,5 @@ def dit_extra_feeds(names: tuple[str, ...], w: Window, prior: np.ndarray | None,
     return out
 
 
-__all__ = ["PRIORS", "PRIOR_WEIGHT", "history_tod_sums", "blend_prior", "task_prior", "window_prior", "history_prior",
+__all__ = ["PRIORS", "PRIOR_WEIGHT", "TASK_PRIOR_WEIGHTS", "prior_weight", "history_tod_sums", "blend_prior", "task_prior", "window_prior", "history_prior",
            "CAL_DIM", "DIT_EXTRA_INPUTS", "slot_calendar", "dit_extra_inputs", "dit_extra_feeds"]

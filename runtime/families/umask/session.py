@@ -506,7 +506,7 @@ class Session(FamilySession):
         if self.prior_kind == "none":
             return None
         t0 = time.perf_counter()
-        pr = history_prior(self._history(history), self.catalog, self.fcfg, w, self.spec.context)
+        pr = history_prior(self._history(history), self.catalog, self.fcfg, w, self.spec.context, self.prior_kind)
         self._tick("prior", t0)
         return pr
 

@@ -72,8 +72,10 @@ the DiT's output becomes ``prior + residual`` off the evidence, the residual bei
 initialized final layer (adaLN-Zero), so an untrained model completes with exactly the prior and
 training learns only what the prior misses. The loss is unchanged (x0 loss on the targets, eqs. 19 /
 32). ``complete(point="first_x0")`` gives the x0 prediction at t = N-1 averaged over the noise draws
-(one DiT call each) as a point estimate for RMSE. The exported runtime does not feed a prior: a
-prior model is a training / benchmark variant only.
+(one DiT call each) as a point estimate for RMSE. ``prior="task_blend"`` is the same prior with the last
+value share chosen per task on the validation day (runtime/families/umask/prior.TASK_PRIOR_WEIGHTS: 0.1
+for next-day windows, 0.3 for short-term and imputation). The on-device Session builds the same prior
+from the raw history (runtime/families/umask/prior.history_prior).
 
 Trainer duties (train/models/umask/trainer.py): after each optimizer step
 ``maskgen.update_bank(out.features)`` and ``maskgen.update_fisher(task, a_tau.grad, avail)`` (the
@@ -147,7 +149,7 @@ class UMaskConfig:
     t_power: float = 1.0
     # data scaling inside the model (see `UMask.set_data_scale`): "global" | "channel" | "none"
     data_scale: str = "global"
-    # deterministic prior the DiT learns the residual of (see "Prior" above): "none" | "blend".
+    # deterministic prior the DiT learns the residual of (see "Prior" above): "none" | "blend" | "task_blend".
     # Mirrored into window.prior, so the data set adds the item's ``prior``.
     prior: str = "none"
     # extra DiT inputs (issue "U-MASK that wins"; all off by default: configs, checkpoints and exported
@@ -277,6 +279,9 @@ class UMask(nn.Module):
     # config fields that shape only the training loss (a warm start may change them; loop.warm_start)
     TRAINING_ONLY_FIELDS = ("w_context", "w_nce", "nce_temperature", "w_budget", "budget_mode", "budget_lr_scale",
                             "t_power")
+    # config fields a warm start may change although they change the inputs, because the weights are the same
+    # network (the state dict must still match): "blend" <-> "task_blend" changes only the prior's values
+    WARM_START_FIELDS = ("prior",)
 
     def __init__(self, cfg: UMaskConfig) -> None:
         super().__init__()

@@ -1,0 +1,81 @@
+"""Choose the blend's last value share per task on the VALIDATION day (the "task_blend" prior of U-MASK v6).
+
+    python -m umask.bench.accuracy.user_blend_weights        # ~2 min on one thread
+    -> benchmarks/results/blend_weights_val.json
+
+The PROTOCOL v2 B blend is 0.5 x last value + 0.5 x historical average for every task. On next-day
+windows (B2) the last value is the end of today and says little about tomorrow at the same hour, so a
+smaller share should do better; short-term (B1) and imputation (B4) windows may want another share. This
+scores the blend for each share of :data:`GRID` on the validation day (day 6) of the 50 users of simulator
+seed 0 (the users the shipped models were first trained on; the test day is never read; B3: the harness's
+validation cold-start windows) and picks, per
+task, the share with the lowest mean ratio of all-entry RMSE to the 0.5 blend over the three channel
+groups. The picks are frozen in ``runtime/families/umask/prior.TASK_PRIOR_WEIGHTS`` (the runtime cannot
+read a result file); this module reports whether they still agree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from umask.bench.accuracy import user as ue
+from umask.bench.accuracy.user_baselines import Blend, HistoricalAverage
+from umask.bench.accuracy.user_tasks import TASK_OF
+from umask.bench.accuracy.user_v2 import _atomic_json
+from umask.runtime.families.umask.prior import PRIOR_WEIGHT, TASK_PRIOR_WEIGHTS
+
+log = logging.getLogger(__name__)
+
+GRID: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7)
+TASKS: tuple[str, ...] = ("B1", "B2", "B3", "B4")
+GROUPS: tuple[str, ...] = ("traffic", "app", "location")
+DEFAULT_OUT = Path("benchmarks/results/blend_weights_val.json")
+
+
+def choose(rmse: dict[float, dict[str, float]]) -> float:
+    """The share whose RMSE, relative to the 0.5 blend's and averaged over the channel groups, is lowest."""
+    ref = rmse[PRIOR_WEIGHT]
+    return min(rmse, key=lambda w: (sum(rmse[w][g] / ref[g] for g in GROUPS) / len(GROUPS), w))
+
+
+def run(n_users: int = 50, seed: int = 0) -> dict[str, Any]:
+    def models(pop: ue.UserPopulation) -> dict[str, ue.Predictor]:
+        ha = HistoricalAverage(pop)
+        return {f"blend_w{w}": Blend(ha, w) for w in GRID}
+
+    rows = ue.evaluate(models, n_users=n_users, seed=seed, split="val", tasks=TASKS)
+    table: dict[str, dict[float, dict[str, float]]] = {t: {} for t in TASKS}
+    for r in rows:
+        w = float(r["model"].removeprefix("blend_w"))
+        table[r["task_id"]][w] = {g: float(r["metrics"][g]["rmse"]) for g in GROUPS}
+    chosen = {t: choose(table[t]) for t in TASKS}
+    frozen = {t: TASK_PRIOR_WEIGHTS[TASK_OF[t]] for t in TASKS}
+    return {"meta": {"command": " ".join(["python", "-m", "umask.bench.accuracy.user_blend_weights", *sys.argv[1:]]),
+                     "data": f"SYNTHETIC: {n_users} simulator users, seed {seed}, validation day (day 6)",
+                     "rule": "per task, the share with the lowest mean over traffic / app / location of "
+                             "RMSE(share) / RMSE(0.5)", "grid": list(GRID)},
+            "rmse": {t: {str(w): v for w, v in table[t].items()} for t in TASKS},
+            "chosen": chosen, "frozen_in_runtime": frozen, "agree": chosen == frozen}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m umask.bench.accuracy.user_blend_weights", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--users", type=int, default=50, help="simulator users")
+    p.add_argument("--seed", type=int, default=0, help="simulator seed")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="result file (JSON)")
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    res = run(a.users, a.seed)
+    _atomic_json(a.out, res)
+    log.info("chosen %s (runtime: %s) -> %s", res["chosen"], res["frozen_in_runtime"], a.out)
+    return 0 if res["agree"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
