@@ -145,3 +145,27 @@ def test_cli_refuses_a_patch_that_does_not_fit(csv: Path, tmp_path: Path) -> Non
                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert res.returncode == 2, res.stderr[-2000:]
     assert "--patch 4,5,5 does not fit the 3x4 grid" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_residual_gate_keeps_the_residual_where_it_helps_on_validation() -> None:
+    """benchmarks/accuracy/grid_residual_gate: per cell, alpha of prior + alpha (model - prior) by the lowest masked
+    absolute error; a cell where the model is right keeps alpha 1, one where the prior is right gets 0, masked-out
+    entries do not vote, and ties go to the prior."""
+    from umask.bench.accuracy.grid_residual_gate import ALPHAS, choose_alphas, gate
+
+    rng = np.random.default_rng(0)
+    truth = rng.random((6, 5, 4))
+    prior = truth.copy()
+    model = truth.copy()
+    model[..., 0] += 1.0                      # cell 0: the residual is wrong -> 0
+    prior[..., 1] += 1.0                      # cell 1: the prior is wrong -> 1
+    prior[..., 2] += 1.0
+    model[..., 2] -= 1.0                      # cell 2: the truth lies halfway between -> 0.5
+    mask = np.ones_like(truth, bool)
+    a = choose_alphas(model, prior, truth, mask)
+    assert a.tolist() == [0.0, 1.0, 0.5, 0.0]  # cell 3: model == prior, a tie -> the prior
+    np.testing.assert_allclose(gate(model, prior, a)[..., 1], model[..., 1])
+    np.testing.assert_allclose(gate(model, prior, a)[..., 0], prior[..., 0])
+    hide = mask.copy()
+    hide[..., 1] = False                      # no visible entry of cell 1: every alpha ties -> 0
+    assert choose_alphas(model, prior, truth, hide)[1] == 0.0 and set(a) <= set(ALPHAS)

@@ -1,0 +1,165 @@
+"""The grid U-MASK's residual, gated per cell on the validation days (issue 10, Milan A1 / A2).
+
+    python -m umask.bench.accuracy.grid_residual_gate --runs artifacts/train/grid_umask_s0 \
+        artifacts/train/grid_umask_s1 artifacts/train/grid_umask_s2 --out benchmarks/results/v2_grid_umask_gated.json
+
+Why. The grid model predicts ``prior + residual`` (train/models/umask/grid.py). On A1 the residual fixes
+cells whose prior level is off and makes the busy central cells worse (seed 0: cells 10, 11, 17 go from
+0.35 / 0.31 / 0.30 nMAE with the prior alone to 0.47 / 0.45 / 0.35; docs/families/umask_grid.md): with 24
+training days it learns per-cell patterns that do not recur. A practitioner would keep the residual only
+where it has been seen to help. Here, per run, task and cell c, the prediction is
+
+    prior + alpha_c x (model - prior),   alpha_c in ALPHAS,
+
+with alpha_c chosen by the lowest normalized MAE of that cell on every VALIDATION window of the task (days
+25-27, the trainer's own validation period; the test days are never read for the choice), then frozen and
+applied to the test windows. alpha = 1 everywhere is the model itself, alpha = 0 the prior alone. Same
+weights, same noise draws (first_x0, 16 draws) and the harness's protocol windows and masks as
+``grid_umask_v2``; the ungated test figures are recomputed here and must equal that file's per-seed rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from umask.bench.accuracy import grid as harness
+from umask.bench.accuracy import grid_umask as gu
+from umask.bench.accuracy.grid_umask_v2 import DATASET, METRICS, _git_commit, harness_rows, predict, protocol_windows
+from umask.train.common.checkpoints import atomic_text, best_checkpoint
+from umask.train.data.grids import milan_grid
+
+log = logging.getLogger(__name__)
+
+ALPHAS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def _truth_mask(task: str, fw: Any, iw: Any) -> tuple[np.ndarray, np.ndarray]:
+    truth = fw.y if task == "a1" else iw.truth
+    return truth, (np.ones_like(truth, bool) if task == "a1" else iw.mask)
+
+
+def choose_alphas(model: np.ndarray, prior: np.ndarray, truth: np.ndarray, mask: np.ndarray,
+                  alphas: Sequence[float] = ALPHAS) -> np.ndarray:
+    """(N,) per cell (last axis) the alpha of ``prior + alpha (model - prior)`` with the lowest masked
+    absolute error on these windows; ties go to the smaller alpha (the prior)."""
+    err = np.stack([(np.abs(prior + a * (model - prior) - truth) * mask).sum((0, 1)) for a in alphas])   # (A, N)
+    return np.asarray(alphas, np.float64)[np.argmin(err, axis=0)]
+
+
+def gate(model: np.ndarray, prior: np.ndarray, alphas: np.ndarray) -> np.ndarray:
+    return prior + alphas[None, None, :] * (model - prior)
+
+
+def run_predictions(run: str, grid: Any, spec: harness.GridSpec, tasks: Sequence[str], samples: int,
+                    batch_size: int) -> dict[str, Any]:
+    """Model (first_x0) and prior predictions of one run on the validation and test windows of each task."""
+    ckpt = best_checkpoint(run)
+    model, config = gu.load_model(ckpt)
+    e_pos, rescale = gu.checkpoint_inputs(config, grid)
+    prior = gu.checkpoint_prior(model, config, grid, rescale)
+    if prior is None:
+        raise SystemExit(f"{run}: not a grid-prior checkpoint (--prior grid)")
+    geo = gu.geometry(model, grid)
+    out: dict[str, Any] = {"run": run, "checkpoint": str(ckpt), "seed": int(config["train"]["seed"])}
+    for split in ("val", "test"):
+        fw, iw = protocol_windows(spec, split)
+        for task in tasks:
+            t0 = time.perf_counter()
+            mk = gu.forecast_fn if task == "a1" else gu.impute_fn
+            pmk = gu.prior_forecast_fn if task == "a1" else gu.prior_impute_fn
+            fn = mk(model, e_pos, steps=10, n_samples=samples, seed=0, batch_size=batch_size, geo=geo,
+                    rescale=rescale, prior=prior, point="first_x0")
+            out[(split, task)] = {"model": predict(task, fn, fw, iw), "prior": predict(task, pmk(prior, rescale), fw, iw),
+                                  "truth_mask": _truth_mask(task, fw, iw)}
+            log.info("%s %s %s: %.0f s", run, split, task.upper(), time.perf_counter() - t0)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    p = argparse.ArgumentParser(prog="python -m umask.bench.accuracy.grid_residual_gate",
+                                description=__doc__.splitlines()[0])
+    p.add_argument("--runs", nargs="+", required=True, help="grid-prior run directories, one per training seed")
+    p.add_argument("--out", default="benchmarks/results/v2_grid_umask_gated.json")
+    p.add_argument("--tasks", default="a1,a2")
+    p.add_argument("--samples", type=int, default=16, help="noise draws per window (first_x0), as grid_umask_v2")
+    p.add_argument("--batch-size", type=int, default=32)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
+    torch.set_num_threads(1)
+    command = shlex.join(["python", "-m", "umask.bench.accuracy.grid_residual_gate", *argv])
+    tasks = [t.strip().lower() for t in args.tasks.split(",") if t.strip()]
+    t_start = time.perf_counter()
+    grid = milan_grid()
+    spec = harness.GridSpec(grid)
+    runs = [run_predictions(r, grid, spec, tasks, args.samples, args.batch_size) for r in args.runs]
+    seeds = [r["seed"] for r in runs]
+    rows: list[dict[str, Any]] = []
+    meta_tasks: dict[str, Any] = {}
+    for task in tasks:
+        n_test = len(runs[0][("test", task)]["model"])
+        per_seed: dict[str, Any] = {}
+        gated_preds = []
+        for r in runs:
+            v, t = r[("val", task)], r[("test", task)]
+            alphas = choose_alphas(v["model"], v["prior"], *v["truth_mask"])
+            g = gate(t["model"], t["prior"], alphas)
+            gated_preds.append(g)
+            m = harness_rows(grid, task, {"gated": g, "model": t["model"], "prior": t["prior"]}, "test", command)
+            vt, vm = v["truth_mask"]
+            val_nmae = {k: round(float((np.abs(x - vt) * vm).sum() / vm.sum()), 5)
+                        for k, x in (("gated", gate(v["model"], v["prior"], alphas)), ("model", v["model"]),
+                                     ("prior", v["prior"]))}
+            per_seed[str(r["seed"])] = {"alphas_per_cell": alphas.tolist(), "val_nmae": val_nmae,
+                                        "test": {k: {name: round(float(x[mk]), 5) for name, mk in METRICS}
+                                                 for k, x in m.items()}}
+            log.info("%s seed %s: alphas %s; test nMAE gated %.4f model %.4f prior %.4f", task.upper(), r["seed"],
+                     alphas.tolist(), m["gated"]["normalized_mae"], m["model"]["normalized_mae"],
+                     m["prior"]["normalized_mae"])
+        ens = harness_rows(grid, task, {"ens": np.mean(gated_preds, axis=0)}, "test", command)["ens"]
+        for metric, mkey in METRICS:
+            vals = np.array([per_seed[str(s)]["test"]["gated"][metric] for s in seeds])
+            spread = round(float(vals.std(ddof=1)), 5) if len(vals) > 1 else None
+            rows.append({"protocol": task.upper(), "dataset": DATASET, "data": "real", "model": "umask_grid_gated",
+                         "kind": "ours", "family": "umask", "artifact": "torch", "metric": metric,
+                         "value": float(vals.mean()), "better": "lower", "n_windows": n_test, "seeds": seeds,
+                         "spread": spread, "command": command,
+                         "notes": f"umask_grid_prior's weights and predictions (first_x0, {args.samples} draws) with the "
+                                  f"residual gated per cell on the validation windows (alpha in {list(ALPHAS)}); "
+                                  f"{len(seeds)} training seeds, value = mean, spread = std (per seed "
+                                  f"{np.round(vals, 4).tolist()})"})
+            if len(runs) > 1:
+                rows.append({"protocol": task.upper(), "dataset": DATASET, "data": "real",
+                             "model": f"umask_grid_gated_ens{len(runs)}", "kind": "ours", "family": "umask",
+                             "artifact": "torch", "metric": metric, "value": float(ens[mkey]), "better": "lower",
+                             "n_windows": n_test, "seeds": seeds, "spread": None, "command": command,
+                             "notes": f"per-entry mean of the {len(runs)} seeds' gated predictions"})
+        meta_tasks[task.upper()] = {"per_seed": per_seed,
+                                    "ensemble": {name: round(float(ens[mk]), 5) for name, mk in METRICS}}
+    doc = {"meta": {"command": command, "commit": _git_commit(), "date": dt.date.today().isoformat(),
+                    "wall_seconds": round(time.perf_counter() - t_start, 1), "alphas": list(ALPHAS),
+                    "chosen_on": "every validation window of the task (the trainer's validation days), per cell, "
+                                 "lowest normalized MAE; frozen, then applied to the test windows",
+                    "runs": [{"run": r["run"], "checkpoint": r["checkpoint"], "seed": r["seed"]} for r in runs],
+                    "tasks": meta_tasks},
+           "rows": rows}
+    atomic_text(Path(args.out), json.dumps(doc, indent=1, default=float) + "\n")
+    print(json.dumps({t: {"ensemble": v["ensemble"], **{s: v["per_seed"][s]["test"]["gated"] for s in v["per_seed"]}}
+                      for t, v in meta_tasks.items()}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
