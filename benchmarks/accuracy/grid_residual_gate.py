@@ -2,6 +2,8 @@
 
     python -m umask.bench.accuracy.grid_residual_gate --runs artifacts/train/grid_umask_s0 \
         artifacts/train/grid_umask_s1 artifacts/train/grid_umask_s2 --out benchmarks/results/v2_grid_umask_gated.json
+    python -m umask.bench.accuracy.grid_residual_gate --family ustsllm --runs artifacts/train/ustsllm_s{0,1,2}/ckpt/best \
+        --kind ablation --out benchmarks/results/v2_ustsllm_gated.json     # the same gate over U-STS-LLM (issue 12)
 
 Why. The grid model predicts ``prior + residual`` (train/models/umask/grid.py). On A1 the residual fixes
 cells whose prior level is off and makes the busy central cells worse (seed 0: cells 10, 11, 17 go from
@@ -13,7 +15,9 @@ where it has been seen to help. Here, per run, task and cell c, the prediction i
 
 with alpha_c chosen by the lowest normalized MAE of that cell on every VALIDATION window of the task (days
 25-27, the trainer's own validation period; the test days are never read for the choice), then frozen and
-applied to the test windows. alpha = 1 everywhere is the model itself, alpha = 0 the prior alone. Same
+applied to the test windows. alpha = 1 everywhere is the model itself, alpha = 0 the prior alone.
+U-STS-LLM (``--family ustsllm``) has the same structure: its eq. 7 guidance starts from the same grid prior
+and eq. 14 fuses the LLM branch on top, so the gate applies to the whole network's output. Same
 weights, same noise draws (first_x0, 16 draws) and the harness's protocol windows and masks as
 ``grid_umask_v2``; the ungated test figures are recomputed here and must equal that file's per-seed rows.
 """
@@ -62,9 +66,8 @@ def gate(model: np.ndarray, prior: np.ndarray, alphas: np.ndarray) -> np.ndarray
     return prior + alphas[None, None, :] * (model - prior)
 
 
-def run_predictions(run: str, grid: Any, spec: harness.GridSpec, tasks: Sequence[str], samples: int,
-                    batch_size: int) -> dict[str, Any]:
-    """Model (first_x0) and prior predictions of one run on the validation and test windows of each task."""
+def _umask_fns(run: str, grid: Any, samples: int, batch_size: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """task -> (model fn, prior fn) of a grid-prior U-MASK run's best checkpoint, and its info."""
     ckpt = best_checkpoint(run)
     model, config = gu.load_model(ckpt)
     e_pos, rescale = gu.checkpoint_inputs(config, grid)
@@ -72,16 +75,37 @@ def run_predictions(run: str, grid: Any, spec: harness.GridSpec, tasks: Sequence
     if prior is None:
         raise SystemExit(f"{run}: not a grid-prior checkpoint (--prior grid)")
     geo = gu.geometry(model, grid)
-    out: dict[str, Any] = {"run": run, "checkpoint": str(ckpt), "seed": int(config["train"]["seed"])}
+    fns = {"a1": (gu.forecast_fn(model, e_pos, steps=10, n_samples=samples, seed=0, batch_size=batch_size, geo=geo,
+                                 rescale=rescale, prior=prior, point="first_x0"), gu.prior_forecast_fn(prior, rescale)),
+           "a2": (gu.impute_fn(model, e_pos, steps=10, n_samples=samples, seed=0, batch_size=batch_size, geo=geo,
+                               rescale=rescale, prior=prior, point="first_x0"), gu.prior_impute_fn(prior, rescale))}
+    return fns, {"run": run, "checkpoint": str(ckpt), "seed": int(config["train"]["seed"])}
+
+
+def _ustsllm_fns(ckpt: str, grid: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """task -> (model fn, prior fn) of a U-STS-LLM checkpoint: the whole network (eq. 14) and the grid prior its
+    eq. 7 guidance starts from (benchmarks/accuracy/ustsllm.prior_fns)."""
+    from umask.bench.accuracy.ustsllm import prior_fns, torch_fns
+    from umask.runtime.families.ustsllm.stats import fit_grid_stats
+    from umask.train.models.ustsllm.trainer import first_weekday_of
+
+    wd = first_weekday_of(grid)
+    stats = fit_grid_stats(grid.values, grid.splits()["train"][1], grid.slots_per_day, wd)
+    f, i, info = torch_fns(ckpt, stats)
+    pf, pi, _ = prior_fns(harness.GridSpec(grid), wd)
+    return {"a1": (f, pf), "a2": (i, pi)}, {"run": ckpt, "checkpoint": info["checkpoint"], "seed": int(info["seed"] or 0)}
+
+
+def run_predictions(run: str, grid: Any, spec: harness.GridSpec, tasks: Sequence[str], samples: int,
+                    batch_size: int, family: str = "umask") -> dict[str, Any]:
+    """Model and prior predictions of one run on the validation and test windows of each task."""
+    fns, out = _umask_fns(run, grid, samples, batch_size) if family == "umask" else _ustsllm_fns(run, grid)
     for split in ("val", "test"):
         fw, iw = protocol_windows(spec, split)
         for task in tasks:
             t0 = time.perf_counter()
-            mk = gu.forecast_fn if task == "a1" else gu.impute_fn
-            pmk = gu.prior_forecast_fn if task == "a1" else gu.prior_impute_fn
-            fn = mk(model, e_pos, steps=10, n_samples=samples, seed=0, batch_size=batch_size, geo=geo,
-                    rescale=rescale, prior=prior, point="first_x0")
-            out[(split, task)] = {"model": predict(task, fn, fw, iw), "prior": predict(task, pmk(prior, rescale), fw, iw),
+            fn, pfn = fns[task]
+            out[(split, task)] = {"model": predict(task, fn, fw, iw), "prior": predict(task, pfn, fw, iw),
                                   "truth_mask": _truth_mask(task, fw, iw)}
             log.info("%s %s %s: %.0f s", run, split, task.upper(), time.perf_counter() - t0)
     return out
@@ -91,7 +115,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(prog="python -m umask.bench.accuracy.grid_residual_gate",
                                 description=__doc__.splitlines()[0])
-    p.add_argument("--runs", nargs="+", required=True, help="grid-prior run directories, one per training seed")
+    p.add_argument("--runs", nargs="+", required=True,
+                   help="one per training seed: grid-prior U-MASK run directories, or U-STS-LLM checkpoints")
+    p.add_argument("--family", default="umask", choices=("umask", "ustsllm"), help="the runs' model family")
+    p.add_argument("--name", default=None, help="row name (default umask_grid_gated / ustsllm_gated)")
+    p.add_argument("--kind", default="ours", choices=("ours", "ablation"), help="the rows' scoreboard kind")
     p.add_argument("--out", default="benchmarks/results/v2_grid_umask_gated.json")
     p.add_argument("--tasks", default="a1,a2")
     p.add_argument("--samples", type=int, default=16, help="noise draws per window (first_x0), as grid_umask_v2")
@@ -104,7 +132,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     t_start = time.perf_counter()
     grid = milan_grid()
     spec = harness.GridSpec(grid)
-    runs = [run_predictions(r, grid, spec, tasks, args.samples, args.batch_size) for r in args.runs]
+    runs = [run_predictions(r, grid, spec, tasks, args.samples, args.batch_size, args.family) for r in args.runs]
+    name = args.name or ("umask_grid_gated" if args.family == "umask" else "ustsllm_gated")
+    base = "umask_grid_prior" if args.family == "umask" else "ustsllm"
     seeds = [r["seed"] for r in runs]
     rows: list[dict[str, Any]] = []
     meta_tasks: dict[str, Any] = {}
@@ -132,17 +162,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         for metric, mkey in METRICS:
             vals = np.array([per_seed[str(s)]["test"]["gated"][metric] for s in seeds])
             spread = round(float(vals.std(ddof=1)), 5) if len(vals) > 1 else None
-            rows.append({"protocol": task.upper(), "dataset": DATASET, "data": "real", "model": "umask_grid_gated",
-                         "kind": "ours", "family": "umask", "artifact": "torch", "metric": metric,
+            rows.append({"protocol": task.upper(), "dataset": DATASET, "data": "real", "model": name,
+                         "kind": args.kind, "family": args.family, "artifact": "torch", "metric": metric,
                          "value": float(vals.mean()), "better": "lower", "n_windows": n_test, "seeds": seeds,
                          "spread": spread, "command": command,
-                         "notes": f"umask_grid_prior's weights and predictions (first_x0, {args.samples} draws) with the "
-                                  f"residual gated per cell on the validation windows (alpha in {list(ALPHAS)}); "
+                         "notes": f"{base}'s weights and predictions"
+                                  f"{f' (first_x0, {args.samples} draws)' if args.family == 'umask' else ''} with the "
+                                  f"residual over its grid prior gated per cell on the validation windows (alpha in {list(ALPHAS)}); "
                                   f"{len(seeds)} training seeds, value = mean, spread = std (per seed "
                                   f"{np.round(vals, 4).tolist()})"})
             if len(runs) > 1:
                 rows.append({"protocol": task.upper(), "dataset": DATASET, "data": "real",
-                             "model": f"umask_grid_gated_ens{len(runs)}", "kind": "ours", "family": "umask",
+                             "model": f"{name}_ens{len(runs)}", "kind": args.kind, "family": args.family,
                              "artifact": "torch", "metric": metric, "value": float(ens[mkey]), "better": "lower",
                              "n_windows": n_test, "seeds": seeds, "spread": None, "command": command,
                              "notes": f"per-entry mean of the {len(runs)} seeds' gated predictions"})
