@@ -245,11 +245,14 @@ TABLES: dict[str, Table | AutoTable] = {t.name: t for t in (
               "guidance-only and prior-only rows): 3 training seeds (spread in the scoreboard); U-STS-LLM ablations "
               "(100 steps), its int8 bundle and the learned grid baselines: 1 seed, except SAITS (A2), TimesNet "
               "(A1, A2) and ConvLSTM (A1): 3 seeds; `ustsllm_patch` = U-STS-LLM with spatio-temporal patch tokens (`--st-patch 48`), 3 "
-              "training seeds (best validation loss); `_a2val` = seed 0 at its best validation A2 step",
+              "training seeds (best validation loss); `_a2val` = seed 0 at its best validation A2 step; `_gated` = the "
+              "same weights with the residual over the grid prior kept per cell only as far as it helped on the "
+              "validation days (`grid_residual_gate`), 3 seeds",
               columns=(Col("A1 nMAE / nRMSE", "A1", MILAN, ("nmae", "nrmse")),
                        Col("A2 nMAE / nRMSE", "A2", MILAN, ("nmae", "nrmse"))),
               sources=("v2_grid_umask.json", "v2_ustsllm.json", "milan_baselines.json", "milan_arima.json",
-                       "milan_patchtst.json", "v2_grid_nets.json", "v2_ustsllm_patch.json"),
+                       "milan_patchtst.json", "v2_grid_nets.json", "v2_ustsllm_patch.json", "v2_grid_umask_gated.json",
+                       "v2_ustsllm_gated.json"),
               show_source=True),
     AutoTable("grid_zeroshot",
               "REAL, zero-shot: a Milan-trained U-STS-LLM applied unchanged to a 16-cell grid (each cell the sum of a "
