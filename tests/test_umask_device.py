@@ -123,10 +123,11 @@ def test_runtime_prior_is_the_training_prior(prior_bundle) -> None:
                 np.testing.assert_array_equal(tensor.dense(start, start + ctx) * w.avail[:, :ctx], w.x[:, :ctx])
                 ref = window_prior(tensor, start, w.x, w.avail, w.task_id, ctx)
                 np.testing.assert_allclose(got, ref, rtol=0, atol=1e-6)
-                # a "task_blend" bundle (v6: the same network, per-task last value shares) builds its own kind
-                s.prior_kind = "task_blend"
-                ref_t = window_prior(tensor, start, w.x, w.avail, w.task_id, ctx, "task_blend")
-                np.testing.assert_allclose(s.window_prior(hist, w), ref_t, rtol=0, atol=1e-6)
+                # a task_blend / horizon_blend bundle (v6, v7: the same network, per-task shares) builds its kind
+                for kind in ("task_blend", "horizon_blend"):
+                    s.prior_kind = kind
+                    ref_t = window_prior(tensor, start, w.x, w.avail, w.task_id, ctx, kind)
+                    np.testing.assert_allclose(s.window_prior(hist, w), ref_t, rtol=0, atol=1e-6)
                 s.prior_kind = "blend"
                 seen_history |= bool(start > 0 and np.abs(got).sum() > 0)
                 assert np.all(got >= 0) and got.shape == w.x.shape

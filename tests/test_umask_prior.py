@@ -91,7 +91,7 @@ def test_history_sums_are_the_dense_history(users) -> None:
         assert counts.tolist() == np.bincount(np.arange(end) % spd, minlength=spd).tolist()
 
 
-@pytest.mark.parametrize("kind", ["blend", "task_blend"])
+@pytest.mark.parametrize("kind", ["blend", "task_blend", "horizon_blend"])
 def test_prior_never_reads_targets_or_the_future(users, kind: str) -> None:
     """Changing the target values (and everything not available, and the tensor from the window
     start on) must not change any item's prior, for every task."""
@@ -142,6 +142,11 @@ def test_prior_uses_history_and_falls_back_to_last_value(users) -> None:
         got = window_prior(u.tensor, 300, x, avail, task, 8, "task_blend")
         np.testing.assert_allclose(got[:, 8:], share * lv + (1 - share) * ha, rtol=1e-5, atol=1e-6)
     assert prior_weight("task_blend", COLD) == 0.1 and prior_weight("blend", COLD) == 0.5
+    # "horizon_blend" (v7): blend's 0.5 within hours of the evidence, task_blend's 0.1 a day ahead
+    assert [prior_weight("horizon_blend", t) for t in (SHORT, LONG, COLD, IMPUTE)] == [0.5, 0.1, 0.1, 0.5]
+    np.testing.assert_array_equal(window_prior(u.tensor, 300, x, avail, SHORT, 8, "horizon_blend"), with_hist)
+    np.testing.assert_array_equal(window_prior(u.tensor, 300, x, avail, LONG, 8, "horizon_blend"),
+                                  window_prior(u.tensor, 300, x, avail, LONG, 8, "task_blend"))
     cold_t = window_prior(u.tensor, 300, x, avail, COLD, 8, "task_blend")
     np.testing.assert_allclose(cold_t[:, 8:], lv, atol=1e-7)             # no slot-of-day mean there: lv alone
     counted = np.zeros((T, H, W), bool)

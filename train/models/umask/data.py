@@ -26,7 +26,7 @@ user's location embedding; ``user`` (the user's index in the dataset's user list
 embedding lookup); ``start`` (absolute slot of window slot 0); ``channel_present`` (C,) float32,
 1 for a recorded channel and 0 for an ABSENT one (see below); when the dataset holds a
 `ProfileTable`, ``profile_emb`` (D,) and ``profile_present`` (bool); and with ``WindowConfig.prior =
-"blend"`` or ``"task_blend"`` (set by UMaskConfig.prior; default "none": no such key) ``prior`` (C, T, H, W) float32, the
+"blend"``, ``"task_blend"`` or ``"horizon_blend"`` (set by UMaskConfig.prior; default "none": no such key) ``prior`` (C, T, H, W) float32, the
 deterministic blend prior of `window_prior` (0.5 x last available value + 0.5 x slot-of-day mean of
 the evidence-eligible history; never a target value). `collate` stacks them.
 
@@ -121,7 +121,7 @@ class WindowConfig:
     train_stride: int = 4                   # slots between training window starts
     val_stride: int | None = None           # slots between validation target starts (None: horizon)
     tasks: tuple[str, ...] = TASKS          # tasks to draw windows for
-    prior: str = "none"                     # "blend" | "task_blend": items carry ``prior`` (`window_prior`); set by UMaskConfig.prior
+    prior: str = "none"                     # a weighted kind of prior.PRIORS: items carry ``prior`` (`window_prior`); set by UMaskConfig.prior
     calendar: bool = False                  # items carry ``cal`` (T, CAL_DIM) (`slot_calendar`); UMaskConfig.dit_calendar
 
     def __post_init__(self) -> None:

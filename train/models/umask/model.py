@@ -74,7 +74,8 @@ training learns only what the prior misses. The loss is unchanged (x0 loss on th
 32). ``complete(point="first_x0")`` gives the x0 prediction at t = N-1 averaged over the noise draws
 (one DiT call each) as a point estimate for RMSE. ``prior="task_blend"`` is the same prior with the last
 value share chosen per task on the validation day (runtime/families/umask/prior.TASK_PRIOR_WEIGHTS: 0.1
-for next-day windows, 0.3 for short-term and imputation). The on-device Session builds the same prior
+for day-ahead windows, 0.3 for short-term and imputation); ``"horizon_blend"`` keeps 0.5 for short-term and
+imputation and 0.1 day-ahead (PRIOR_SHARES; v7). The on-device Session builds the same prior
 from the raw history (runtime/families/umask/prior.history_prior).
 
 Trainer duties (train/models/umask/trainer.py): after each optimizer step
@@ -149,7 +150,8 @@ class UMaskConfig:
     t_power: float = 1.0
     # data scaling inside the model (see `UMask.set_data_scale`): "global" | "channel" | "none"
     data_scale: str = "global"
-    # deterministic prior the DiT learns the residual of (see "Prior" above): "none" | "blend" | "task_blend".
+    # deterministic prior the DiT learns the residual of (see "Prior" above): "none" | "blend" | "task_blend" |
+    # "horizon_blend" (runtime/families/umask/prior.PRIOR_SHARES).
     # Mirrored into window.prior, so the data set adds the item's ``prior``.
     prior: str = "none"
     # extra DiT inputs (issue "U-MASK that wins"; all off by default: configs, checkpoints and exported
