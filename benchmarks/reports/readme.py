@@ -276,7 +276,8 @@ TABLES: dict[str, Table | AutoTable] = {t.name: t for t in (
                        Col("B3 NDCG@3", "B3", SMALL3, ("ndcg@3/app", "ndcg@3/location"), same_as=(V2B,)),
                        Col("B4 RMSE", "B4", SMALL3, TAL_RMSE, digits=4, same_as=(V2B,))),
               sources=("v2_user_umask_small.json", "v2_user_umask_small_v4.json", "v2_user_umask_small_v5.json",
-                       "v2_user_oracle.json", "v2_user_baselines.json")),
+                       "v2_user_umask_small_v6.json", "v2_user_umask_small_v7.json", "v2_user_oracle.json",
+                       "v2_user_baselines.json")),
     AutoTable("user_small_mae",
               "All-entry MAE traffic / app / location, same runs and windows as above. `umask_small_v4` and the "
               "`<baseline>@mae` rows use the median-shaped rule (mean estimate set to 0 at or below a threshold, "
@@ -287,7 +288,7 @@ TABLES: dict[str, Table | AutoTable] = {t.name: t for t in (
                        Col("B2 MAE", "B2", SMALL3, TAL_MAE, digits=4, same_as=(V2B,)),
                        Col("B4 MAE", "B4", SMALL3, TAL_MAE, digits=4, same_as=(V2B,))),
               sources=("v2_user_umask_small.json", "v2_user_umask_small_v4.json", "v2_user_umask_small_v5.json",
-                       "v2_user_baselines.json")),
+                       "v2_user_umask_small_v6.json", "v2_user_umask_small_v7.json", "v2_user_baselines.json")),
     AutoTable("user_small_ablation",
               "Inference ablations of the shipped U-MASK small v4 and v5 (learned budget), SYNTHETIC, 50 users x "
               "simulator seeds 0-2 (mean over seeds; the unablated models on the same B2 / B4 windows are in the "
@@ -297,7 +298,7 @@ TABLES: dict[str, Table | AutoTable] = {t.name: t for t in (
               "models use every available coordinate, see below)",
               columns=(Col("B2 RMSE", "B2", SMALL_ABL3, TAL_RMSE, digits=4),
                        Col("B4 RMSE", "B4", SMALL_ABL3, TAL_RMSE, digits=4)),
-              sources=("v2_user_umask_small_v4.json", "v2_user_umask_small_v5.json")),
+              sources=("v2_user_umask_small_v4.json", "v2_user_umask_small_v5.json", "v2_user_umask_small_v7.json")),
     AutoTable("user_device",
               "The shipped U-MASK small exported and served by the torch-free runtime `Session`, per precision, next "
               "to torch on the SAME windows and noise (SYNTHETIC 50 users x seeds 0-2, B1 every 4th target hour; "
@@ -307,7 +308,8 @@ TABLES: dict[str, Table | AutoTable] = {t.name: t for t in (
                        Col("B2 RMSE", "B2", DEV3, TAL_RMSE, digits=4),
                        Col("B4 RMSE", "B4", DEV3, TAL_RMSE, digits=4),
                        Col("REAL B1 RMSE", "B1", DEV_REAL, TAL_RMSE, digits=4)),
-              sources=("v2_user_umask_device.json", "v2_user_umask_device_v4.json", "v2_user_umask_device_v5.json"),
+              sources=("v2_user_umask_device.json", "v2_user_umask_device_v4.json", "v2_user_umask_device_v5.json",
+                       "v2_user_umask_device_v7.json"),
               first_header="model (artifact)"),
     AutoTable("user_b3_v2",
               "PROTOCOL v2 B3 cold start, SYNTHETIC 50 users x simulator seeds 0-2 (mean over seeds): the history is the "
@@ -317,7 +319,7 @@ TABLES: dict[str, Table | AutoTable] = {t.name: t for t in (
               columns=(Col("NDCG@3 apps / places", "B3", B3V2, ("ndcg@3/app", "ndcg@3/location")),
                        Col("Recall@3 apps / places", "B3", B3V2, ("recall@3/app", "recall@3/location")),
                        Col("MRR@3 apps / places", "B3", B3V2, ("mrr@3/app", "mrr@3/location"))),
-              sources=("v2_user_b3.json", "v2_user_b3_v4.json")),
+              sources=("v2_user_b3.json", "v2_user_b3_v4.json", "v2_user_b3_v6.json", "v2_user_b3_v7.json")),
     AutoTable("request_sweep",
               "Network evaluations per request vs PROTOCOL v2 headline accuracy: the shipped U-MASK small through the "
               "runtime `Session` (onnx fp32), SYNTHETIC seed 0 (30 users; B1 every 8th target hour) and the REAL sample "
