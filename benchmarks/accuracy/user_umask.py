@@ -408,7 +408,8 @@ class UMaskPredictor:
                              + (f" (LLM {getattr(self.profile_generator, 'model_path', '')}"
                                 f"{' + ' + str(self.profile_generator.lora_path) if getattr(self.profile_generator, 'lora_path', None) else ''})"
                                 if self.profile_generator is not None else ""),
-                             "output_clip": "traffic/app >= 0, location in [0, 1]" if self.clip else "none"}
+                             "output_clip": "traffic/app >= 0, location in [0, 1]" if self.clip else "none",
+                             "prior": self.prior}
         if self.context_slots is not None:
             d["context_slots"] = self.context_slots
         if self.checkpoint is not None:

@@ -404,6 +404,20 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
             "seconds": round(time.perf_counter() - t_start, 1)}
 
 
+def prior_row_name(info: Mapping[str, Any]) -> str:
+    """The model name of the prior-alone ablation row: ``prior_only`` for the 0.5 "blend" prior (v4, v5), else
+    ``prior_only_<kind>`` (v6 task_blend, v7 horizon_blend): each kind is another numpy predictor, and the
+    scoreboard keys a row by its model name. ``info``: a partial's predictor info (older partials name only the
+    checkpoint, whose config.json gives the kind)."""
+    kind = info.get("prior")
+    if kind is None:
+        from umask.train.common.checkpoints import resolve_checkpoint
+
+        cfg = json.loads((resolve_checkpoint(info["checkpoint"]) / "config.json").read_text())
+        kind = cfg.get("model", {}).get("prior", "none")
+    return "prior_only" if kind in ("blend", "none") else f"prior_only_{kind}"
+
+
 def build(parts: Sequence[Mapping[str, Any]], args: argparse.Namespace, command: str) -> dict[str, Any]:
     """The result document (rows + meta) from one or more raw partials."""
     name = args.name
@@ -451,6 +465,8 @@ def build(parts: Sequence[Mapping[str, Any]], args: argparse.Namespace, command:
                     f"{ABLATION_NOTES[kind]}; {X0_NOTE.format(d=args.x0_draws)}"
                 r.update(kind="ablation", family="umask", artifact="numpy" if kind == "prior_only" else "torch",
                          notes=note)
+                if kind == "prior_only":
+                    r["model"] = prior_row_name(parts[0]["info"])
                 rows.append(r)
     real = [r for pt in parts for r in pt.get("real", [])]
     real_rows = aggregate({0: real}, dataset=REAL_DATASET, data="real", command=command) if real else []

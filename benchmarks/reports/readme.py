@@ -262,8 +262,8 @@ TABLES: dict[str, Table | AutoTable] = {t.name: t for t in (
     AutoTable("user_small",
               "PROTOCOL v2 B, SYNTHETIC: 50 users x simulator seeds 0, 1, 2 (seed 0 = the training users, scored on "
               "their unseen test day; seeds 1, 2 = users neither model saw), mean over seeds; the shipped "
-              "`checkpoints/umask_small_v4` (`umask_small_v4`), `checkpoints/umask_small_v5` (learned budget) and "
-              "`checkpoints/umask_small` (v3, `umask_small`), "
+              "`checkpoints/umask_small_v7` (the main job's default: horizon-dependent prior), `_v6` (per-task prior), "
+              "`_v4`, `_v5` (learned budget) and `checkpoints/umask_small` (v3, `umask_small`), "
               "torch, next to every v2 baseline on the same windows (B1: every 2nd target hour). RMSE traffic / app "
               "/ location; event metrics app Recall@3 / location Acc@1; B3 (v1 cut) NDCG@3 apps / places. Point "
               "estimator: x0 at the first sampler step (RMSE, events, rankings). `param_oracle` (kind oracle, never "
@@ -279,7 +279,7 @@ TABLES: dict[str, Table | AutoTable] = {t.name: t for t in (
                        "v2_user_umask_small_v6.json", "v2_user_umask_small_v7.json", "v2_user_oracle.json",
                        "v2_user_baselines.json")),
     AutoTable("user_small_mae",
-              "All-entry MAE traffic / app / location, same runs and windows as above. `umask_small_v4` and the "
+              "All-entry MAE traffic / app / location, same runs and windows as above. `umask_small_v4` to `_v7` and the "
               "`<baseline>@mae` rows use the median-shaped rule (mean estimate set to 0 at or below a threshold, "
               "kept or set to an active level above; threshold and level per task and channel group chosen on the "
               "validation day of the same users; benchmarks/accuracy/user_mae_rule.py); `umask_small` (v3) used the "
@@ -290,7 +290,7 @@ TABLES: dict[str, Table | AutoTable] = {t.name: t for t in (
               sources=("v2_user_umask_small.json", "v2_user_umask_small_v4.json", "v2_user_umask_small_v5.json",
                        "v2_user_umask_small_v6.json", "v2_user_umask_small_v7.json", "v2_user_baselines.json")),
     AutoTable("user_small_ablation",
-              "Inference ablations of the shipped U-MASK small v4 and v5 (learned budget), SYNTHETIC, 50 users x "
+              "Inference ablations of the shipped U-MASK small v4, v5 (learned budget) and v7, SYNTHETIC, 50 users x "
               "simulator seeds 0-2 (mean over seeds; the unablated models on the same B2 / B4 windows are in the "
               "first table), RMSE traffic / app / location; `<model>:X` = the same weights with input X removed or "
               "replaced (`mask_learned` / `mask_none` / `mask_random` = the learned mask / every available coordinate "
