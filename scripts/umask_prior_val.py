@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("ckpts", nargs="+")
     ap.add_argument("--users", type=int, default=50)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/umask_prior_val.json"))
+    ap.add_argument("--prior-rows", action="store_true", help="also score each checkpoint's prior alone")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     pop = ue.simulated_population(a.users, 0)
@@ -47,10 +48,16 @@ def main(argv: list[str] | None = None) -> int:
     from umask.bench.accuracy.user_baselines import TaskBlend
 
     models = {"blend": ue.Blend(ha), "blend_tuned": TaskBlend(ha)}
+    from umask.bench.accuracy.user_umask_v2 import ablated
+
     for c in a.ckpts:
         p = umask_predictor(c, n_samples=1, point="first_x0")
         p.attach_population(pop)
         models[Path(c).name] = p
+        if a.prior_rows:                       # the checkpoint's own prior alone (its kind, from the history)
+            pr = ablated(c, "prior_only", 1)
+            pr.attach_population(pop)
+            models[f"{Path(c).name}:prior_only"] = pr
     rows = ue.evaluate_population(pop, models, split="val", tasks=("B1", "B2", "B3", "B4"),
                                   windows={"B1": set(b1_hours(2, 0))},
                                   command=" ".join(["python", "scripts/umask_prior_val.py", *sys.argv[1:]]))
