@@ -28,7 +28,6 @@ import argparse
 import datetime as dt
 import json
 import logging
-import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -36,13 +35,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from umask.bench.accuracy import grid as harness
 from umask.bench.accuracy import grid_umask as gu
-from umask.bench.accuracy.grid_umask_v2 import DATASET, METRICS, _git_commit, harness_rows, predict, protocol_windows
-from umask.train.common.checkpoints import atomic_text, best_checkpoint
-from umask.train.data.grids import milan_grid
+from umask.bench.accuracy.grid_umask_v2 import (DATASET, METRICS, _git_commit, cli_setup, harness_rows,
+                                                  load_prior_run, predict, protocol_windows)
+from umask.train.common.checkpoints import atomic_text
 
 log = logging.getLogger(__name__)
 
@@ -68,13 +66,7 @@ def gate(model: np.ndarray, prior: np.ndarray, alphas: np.ndarray) -> np.ndarray
 
 def _umask_fns(run: str, grid: Any, samples: int, batch_size: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """task -> (model fn, prior fn) of a grid-prior U-MASK run's best checkpoint, and its info."""
-    ckpt = best_checkpoint(run)
-    model, config = gu.load_model(ckpt)
-    e_pos, rescale = gu.checkpoint_inputs(config, grid)
-    prior = gu.checkpoint_prior(model, config, grid, rescale)
-    if prior is None:
-        raise SystemExit(f"{run}: not a grid-prior checkpoint (--prior grid)")
-    geo = gu.geometry(model, grid)
+    ckpt, model, config, e_pos, rescale, prior, geo = load_prior_run(run, grid)
     fns = {"a1": (gu.forecast_fn(model, e_pos, steps=10, n_samples=samples, seed=0, batch_size=batch_size, geo=geo,
                                  rescale=rescale, prior=prior, point="first_x0"), gu.prior_forecast_fn(prior, rescale)),
            "a2": (gu.impute_fn(model, e_pos, steps=10, n_samples=samples, seed=0, batch_size=batch_size, geo=geo,
@@ -125,13 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--samples", type=int, default=16, help="noise draws per window (first_x0), as grid_umask_v2")
     p.add_argument("--batch-size", type=int, default=32)
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
-    torch.set_num_threads(1)
-    command = shlex.join(["python", "-m", "umask.bench.accuracy.grid_residual_gate", *argv])
-    tasks = [t.strip().lower() for t in args.tasks.split(",") if t.strip()]
-    t_start = time.perf_counter()
-    grid = milan_grid()
-    spec = harness.GridSpec(grid)
+    command, tasks, t_start, grid, spec = cli_setup("umask.bench.accuracy.grid_residual_gate", argv, args.tasks)
     runs = [run_predictions(r, grid, spec, tasks, args.samples, args.batch_size, args.family) for r in args.runs]
     name = args.name or ("umask_grid_gated" if args.family == "umask" else "ustsllm_gated")
     base = "umask_grid_prior" if args.family == "umask" else "ustsllm"

@@ -126,17 +126,22 @@ def error_map(task: str, pred: np.ndarray, fw: splits.ForecastWindows, iw: Any, 
 # ------------------------------------------------------------------------------------------------
 # One run (seed)
 # ------------------------------------------------------------------------------------------------
-def score_run(run: str, grid: GridData, spec: harness.GridSpec, fw: Any, iw: Any, tasks: Sequence[str], *,
-              points: Mapping[str, str], samples: int, steps: int, batch_size: int,
-              command: str) -> dict[str, Any]:
-    """Predictions, harness metrics and per-window errors of one run's best checkpoint (and of its prior)."""
+def load_prior_run(run: str, grid: GridData) -> tuple[Path, Any, dict[str, Any], np.ndarray, Any, Any, Any]:
+    """A grid-prior run's best checkpoint -> (path, model, config, E_pos, rescale, grid prior, geometry)."""
     ckpt = best_checkpoint(run)
     model, config = gu.load_model(ckpt)
     e_pos, rescale = gu.checkpoint_inputs(config, grid)
     prior = gu.checkpoint_prior(model, config, grid, rescale)
     if prior is None:
         raise SystemExit(f"{run}: not a grid-prior checkpoint (--prior grid)")
-    geo = gu.geometry(model, grid)
+    return ckpt, model, config, e_pos, rescale, prior, gu.geometry(model, grid)
+
+
+def score_run(run: str, grid: GridData, spec: harness.GridSpec, fw: Any, iw: Any, tasks: Sequence[str], *,
+              points: Mapping[str, str], samples: int, steps: int, batch_size: int,
+              command: str) -> dict[str, Any]:
+    """Predictions, harness metrics and per-window errors of one run's best checkpoint (and of its prior)."""
+    ckpt, model, config, e_pos, rescale, prior, geo = load_prior_run(run, grid)
     out: dict[str, Any] = {"run": run, "checkpoint": str(ckpt), "seed": int(config["train"]["seed"]),
                            "fit": gu._fit_info(ckpt, config), "tasks": {}}
     for task in tasks:
@@ -225,6 +230,16 @@ def reference_metrics(results: Path) -> dict[str, dict[str, dict[str, float]]]:
     return out
 
 
+def cli_setup(module: str, argv: Sequence[str], tasks_arg: str) -> tuple[str, list[str], float, GridData, Any]:
+    """A Milan scoring CLI's common start (logging, one torch thread) -> (command, tasks, start time, the
+    Milan grid, its harness spec)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
+    torch.set_num_threads(1)
+    tasks = [t.strip().lower() for t in tasks_arg.split(",") if t.strip()]
+    grid = milan_grid()
+    return shlex.join(["python", "-m", module, *argv]), tasks, time.perf_counter(), grid, harness.GridSpec(grid)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(prog="python -m umask.bench.accuracy.grid_umask_v2", description=__doc__.splitlines()[0])
@@ -240,13 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--val-check-stride", type=int, default=16,
                    help="also score every point estimator on every k-th validation window of the first run (0: skip)")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
-    torch.set_num_threads(1)
-    command = shlex.join(["python", "-m", "umask.bench.accuracy.grid_umask_v2", *argv])
-    tasks = [t.strip().lower() for t in args.tasks.split(",") if t.strip()]
-    t_start = time.perf_counter()
-    grid = milan_grid()
-    spec = harness.GridSpec(grid)
+    command, tasks, t_start, grid, spec = cli_setup("umask.bench.accuracy.grid_umask_v2", argv, args.tasks)
     fw, iw = protocol_windows(spec)
     points = {"mae": args.point_mae, "rmse": args.point_rmse}
     runs = [score_run(r, grid, spec, fw, iw, tasks, points=points, samples=args.samples, steps=args.steps,
