@@ -208,7 +208,8 @@ def test_rows_carry_dataset_labels(pop: ue.UserPopulation, real: ue.UserPopulati
         assert r["simulator"]["n_users"] == N_USERS and r["simulator"]["seed"] == 0 and r["seeds"]["simulator"] == 0
         assert r["n_windows"] > 0 and r["protocol"] == "docs/PROTOCOL.md B"
     assert {r["model"] for r in rows if r["task_id"] == "B1"} == {"all_zero", "last_value", "historical_average",
-                                                                "seasonal_naive", "blend", "blend_tuned", "lightgbm", "oracle"}
+                                                                "seasonal_naive", "blend", "blend_tuned", "historical_average_all",
+                                                                "blend_tuned_all", "lightgbm", "oracle"}
     assert sum(r["task_id"] == "B4" and r["model"] == "linear_interpolation" for r in rows) == 1
     real_rows = ue.evaluate_real_sample(population=real, model_info={"last_value": {"seeds": [0, 1], "samples": 4}})
     assert {r["model"] for r in real_rows} == {"all_zero", "last_value", "context_mean"}
@@ -244,3 +245,30 @@ def test_v2_rows_blend_and_lightgbm(pop: ue.UserPopulation) -> None:
     b4 = next(ue.iter_batches(pop, "B4", batch_size=8)).model_view()
     with pytest.raises(NotImplementedError):
         models["lightgbm"](b4)
+
+
+def test_historical_average_all_reads_every_slot_before_the_window_and_nothing_after(pop: ue.UserPopulation) -> None:
+    """historical_average_all (PROTOCOL v2 B's wording): B2 on the test day averages days 1-6 by slot of day (the
+    training-days row averages 1-5); B4 averages only the days before the window start, so the validation
+    window's hidden day-5 entries (which the training-days row reads) never enter; B3 is the context mean."""
+    from umask.bench.accuracy.user_baselines import HistoricalAverageBefore
+
+    ha_all, ha = HistoricalAverageBefore(pop), ue.HistoricalAverage(pop)
+    spd = pop.slots_per_day
+    b2 = next(ue.iter_batches(pop, "B2", "test", batch_size=4)).model_view()
+    u, start = int(b2.users[0]), int(b2.starts[0])
+    assert start == 6 * spd                                          # the test day's first slot: days 1-6 before it
+    d = pop.features[u].tensor.dense(0, start)
+    want = d.reshape(d.shape[0], 6, spd, *d.shape[2:]).mean(axis=1)
+    np.testing.assert_allclose(ha_all.profile_before(u, start), want, rtol=1e-5, atol=1e-7)
+    assert not np.allclose(ha_all(b2), ha(b2))                     # day 6 counts here, not in the training-days row
+    b4 = next(ue.iter_batches(pop, "B4", "val", batch_size=4)).model_view()
+    u, c0 = int(b4.users[0]), int(b4.context_starts[0])
+    assert c0 == 4 * spd                                             # the validation window covers days 5-6
+    table = ha_all.table(b4)[0]
+    np.testing.assert_allclose(table, ha_all.profile_before(u, c0), rtol=0, atol=0)
+    d = pop.features[u].tensor.dense(0, c0)
+    np.testing.assert_allclose(table, d.reshape(d.shape[0], 4, spd, *d.shape[2:]).mean(axis=1), rtol=1e-5, atol=1e-7)
+    b3 = next(ue.iter_batches(pop, "B3", "test", batch_size=4)).model_view()
+    np.testing.assert_array_equal(ha_all(b3), ha(b3))
+    assert "historical_average_all" in ue.BASELINE_NOTES and "blend_tuned_all" in ue.BASELINE_NOTES

@@ -35,6 +35,10 @@ BASELINE_NOTES: dict[str, str] = {
     "blend_tuned": "blend with the last value share chosen per task on the validation day (B1 0.3, B2 0.1, B3 0.1, "
                    "B4 0.3: runtime/families/umask/prior.TASK_PRIOR_WEIGHTS, the task_blend prior of U-MASK v6; "
                    "python -m umask.bench.accuracy.user_blend_weights)",
+    "historical_average_all": "PROTOCOL v2 B's wording: mean by time of day over every slot before the window "
+                              "(forecasting: before the first target slot, so the test day's B1 / B2 also read "
+                              "day 6; B4: before the window start); `historical_average` averages days 1-5 only",
+    "blend_tuned_all": "blend_tuned over historical_average_all (the same history as U-MASK's prior)",
     "lightgbm": "PROTOCOL v2 B: one global LightGBM (umask.train.baselines.lightgbm_global, direct multi-horizon, "
                 "horizon step as a feature) over every (user, c, h, w) series of the training days (all active + "
                 "5 % of the all-zero ones, <= 200k rows, 150 rounds, 1 thread); lags, same slot yesterday / last "
@@ -157,6 +161,42 @@ class HistoricalAverage:
         if batch.target_offset == 0:
             ha = np.where(batch.avail, batch.x_context, ha)
         return ha.astype(np.float32)
+
+
+class HistoricalAverageBefore(HistoricalAverage):
+    """The historical average over EVERY slot before the window, as PROTOCOL v2 B words it (the
+    ``historical_average_all`` rows): before the first target slot when forecasting (B1 / B2: the earlier days
+    and the context, all observed history), before the window start for completion (B4: the window's hidden
+    entries are never read). `HistoricalAverage` (the ``historical_average`` rows) averages the training days
+    1-5 only, so on the test day it misses day 6 for B1 / B2, and on the validation day's B4 windows (days 5-6) it
+    reads day 5's hidden entries; it stays for comparability with the committed files. B3: the context, as there.
+    Per slot of day: the sum over the slots before ``end`` divided by how many of them fall on that slot of day."""
+
+    def __init__(self, pop: UserPopulation) -> None:
+        super().__init__(pop)
+        self._before: dict[tuple[int, int], np.ndarray] = {}
+
+    def profile_before(self, user: int, end: int) -> np.ndarray:
+        """(C, slots_per_day, H, W) float32 mean by slot of day over slots [0, end) of ``user``."""
+        key = (int(user), int(end))
+        p = self._before.get(key)
+        if p is None:
+            spd = self.pop.slots_per_day
+            d = self.pop.features[int(user)].tensor.dense(0, int(end)).astype(np.float64)    # (C, end, H, W)
+            full, rem = divmod(int(end), spd)
+            sums = d[:, :full * spd].reshape(d.shape[0], full, spd, *d.shape[2:]).sum(axis=1)
+            sums[:, :rem] += d[:, full * spd:]
+            counts = np.full(spd, full, np.float64)
+            counts[:rem] += 1
+            p = (sums / np.maximum(counts, 1.0)[None, :, None, None]).astype(np.float32)
+            self._before[key] = p
+        return p
+
+    def table(self, batch: TaskBatch) -> np.ndarray:
+        if batch.task == "B3":
+            return _context_tod_mean(batch)
+        ends = batch.starts if batch.target_offset > 0 else batch.context_starts
+        return np.stack([self.profile_before(int(u), int(e)) for u, e in zip(batch.users, ends)])
 
 
 class SeasonalNaive:
@@ -292,6 +332,9 @@ def baseline_models(pop: UserPopulation, *, v2: bool = False, lightgbm: bool = T
     if v2:
         rows["blend"] = Blend(ha)
         rows["blend_tuned"] = TaskBlend(ha)
+        ha_all = HistoricalAverageBefore(pop)
+        rows["historical_average_all"] = ha_all
+        rows["blend_tuned_all"] = TaskBlend(ha_all)
         if lightgbm:
             rows["lightgbm"] = LightGBMRow(pop)
     return rows
