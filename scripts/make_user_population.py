@@ -18,6 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out", help="users .npz to write")
     ap.add_argument("parts", nargs="+", help="SEED:N_USERS, one per simulator run")
+    ap.add_argument("--days", type=int, default=7, help="simulated days per user (the last two: validation, test)")
     args = ap.parse_args(argv)
     try:
         parts = [tuple(int(v) for v in p.split(":")) for p in args.parts]
@@ -26,8 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:
         ap.error(f"parts must be SEED:N_USERS, got {args.parts}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    users = simulated_population(parts)
-    path = save_users(args.out, users, {"source": "simulator (SYNTHETIC)",
+    users = simulated_population(parts, days=args.days)
+    path = save_users(args.out, users, {"source": "simulator (SYNTHETIC)", "days": args.days,
                                          "parts": ",".join(f"{s}:{n}" for s, n in parts)})
     logging.info("wrote %d users to %s", len(users), path)
     return 0
