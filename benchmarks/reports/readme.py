@@ -262,7 +262,8 @@ TABLES: dict[str, Table | AutoTable] = {t.name: t for t in (
     AutoTable("user_small",
               "PROTOCOL v2 B, SYNTHETIC: 50 users x simulator seeds 0, 1, 2 (seed 0 = the training users, scored on "
               "their unseen test day; seeds 1, 2 = users neither model saw), mean over seeds; the shipped "
-              "`checkpoints/umask_small_v7` (the main job's default: horizon-dependent prior), `_v6` (per-task prior), "
+              "`checkpoints/umask_small_v7` (the main job's default: horizon-dependent prior), `_v8` (v7 trained on 14-day "
+              "users), `_v6` (per-task prior), "
               "`_v4`, `_v5` (learned budget) and `checkpoints/umask_small` (v3, `umask_small`), "
               "torch, next to every v2 baseline on the same windows (B1: every 2nd target hour). RMSE traffic / app "
               "/ location; event metrics app Recall@3 / location Acc@1; B3 (v1 cut) NDCG@3 apps / places. Point "
@@ -276,8 +277,8 @@ TABLES: dict[str, Table | AutoTable] = {t.name: t for t in (
                        Col("B3 NDCG@3", "B3", SMALL3, ("ndcg@3/app", "ndcg@3/location"), same_as=(V2B,)),
                        Col("B4 RMSE", "B4", SMALL3, TAL_RMSE, digits=4, same_as=(V2B,))),
               sources=("v2_user_umask_small.json", "v2_user_umask_small_v4.json", "v2_user_umask_small_v5.json",
-                       "v2_user_umask_small_v6.json", "v2_user_umask_small_v7.json", "v2_user_oracle.json",
-                       "v2_user_baselines.json")),
+                       "v2_user_umask_small_v6.json", "v2_user_umask_small_v7.json", "v2_user_umask_small_v8.json",
+                       "v2_user_oracle.json", "v2_user_baselines.json")),
     AutoTable("user_small_mae",
               "All-entry MAE traffic / app / location, same runs and windows as above. `umask_small_v4` to `_v7` and the "
               "`<baseline>@mae` rows use the median-shaped rule (mean estimate set to 0 at or below a threshold, "
@@ -288,7 +289,8 @@ TABLES: dict[str, Table | AutoTable] = {t.name: t for t in (
                        Col("B2 MAE", "B2", SMALL3, TAL_MAE, digits=4, same_as=(V2B,)),
                        Col("B4 MAE", "B4", SMALL3, TAL_MAE, digits=4, same_as=(V2B,))),
               sources=("v2_user_umask_small.json", "v2_user_umask_small_v4.json", "v2_user_umask_small_v5.json",
-                       "v2_user_umask_small_v6.json", "v2_user_umask_small_v7.json", "v2_user_baselines.json")),
+                       "v2_user_umask_small_v6.json", "v2_user_umask_small_v7.json", "v2_user_umask_small_v8.json",
+                       "v2_user_baselines.json")),
     AutoTable("user_small_ablation",
               "Inference ablations of the shipped U-MASK small v4, v5 (learned budget) and v7, SYNTHETIC, 50 users x "
               "simulator seeds 0-2 (mean over seeds; the unablated models on the same B2 / B4 windows are in the "
@@ -309,7 +311,7 @@ TABLES: dict[str, Table | AutoTable] = {t.name: t for t in (
                        Col("B4 RMSE", "B4", DEV3, TAL_RMSE, digits=4),
                        Col("REAL B1 RMSE", "B1", DEV_REAL, TAL_RMSE, digits=4)),
               sources=("v2_user_umask_device.json", "v2_user_umask_device_v4.json", "v2_user_umask_device_v5.json",
-                       "v2_user_umask_device_v7.json"),
+                       "v2_user_umask_device_v7.json", "v2_user_umask_device_v8.json"),
               first_header="model (artifact)"),
     AutoTable("user_b3_v2",
               "PROTOCOL v2 B3 cold start, SYNTHETIC 50 users x simulator seeds 0-2 (mean over seeds): the history is the "
