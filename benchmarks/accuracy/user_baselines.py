@@ -170,7 +170,8 @@ class HistoricalAverageBefore(HistoricalAverage):
     entries are never read). `HistoricalAverage` (the ``historical_average`` rows) averages the training days
     1-5 only, so on the test day it misses day 6 for B1 / B2, and on the validation day's B4 windows (days 5-6) it
     reads day 5's hidden entries; it stays for comparability with the committed files. B3: the context, as there.
-    Per slot of day: the sum over the slots before ``end`` divided by how many of them fall on that slot of day."""
+    Per slot of day: the sum over the slots before ``end`` divided by how many of them fall on that slot of day
+    (`history_tod_sums`, the sums the models' prior uses)."""
 
     def __init__(self, pop: UserPopulation) -> None:
         super().__init__(pop)
@@ -181,14 +182,10 @@ class HistoricalAverageBefore(HistoricalAverage):
         key = (int(user), int(end))
         p = self._before.get(key)
         if p is None:
-            spd = self.pop.slots_per_day
-            d = self.pop.features[int(user)].tensor.dense(0, int(end)).astype(np.float64)    # (C, end, H, W)
-            full, rem = divmod(int(end), spd)
-            sums = d[:, :full * spd].reshape(d.shape[0], full, spd, *d.shape[2:]).sum(axis=1)
-            sums[:, :rem] += d[:, full * spd:]
-            counts = np.full(spd, full, np.float64)
-            counts[:rem] += 1
-            p = (sums / np.maximum(counts, 1.0)[None, :, None, None]).astype(np.float32)
+            from umask.runtime.families.umask.prior import history_tod_sums     # the prior's own history sums
+
+            sums, counts = history_tod_sums(self.pop.features[int(user)].tensor, int(end))
+            p = (sums / np.maximum(counts, 1)[None, :, None, None]).astype(np.float32)
             self._before[key] = p
         return p
 
