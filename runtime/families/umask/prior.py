@@ -154,7 +154,7 @@ def window_prior(tensor: SparseBehaviorTensor, start: int, x_win: np.ndarray, av
                  context: int, kind: str = "blend") -> np.ndarray:
     """`task_prior` of a window of ``tensor`` starting at slot ``start`` (slot 0 of ``tensor`` is a local
     midnight), with the user's history before ``start`` (training and the protocol-B harness); ``kind`` the
-    model's prior ("blend" | "task_blend", `prior_weight`)."""
+    model's prior (a key of `PRIOR_SHARES`: its last value share per task, `prior_weight`)."""
     hist = None if int(task) == COLD else history_tod_sums(tensor, start)
     return task_prior(x_win, avail, start, task, context, hist, tensor.slots_per_day, prior_weight(kind, task))
 
