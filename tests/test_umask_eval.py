@@ -139,7 +139,8 @@ def test_main_b1_subset_and_files(ckpt: Path, tmp_path: Path) -> None:
     rows = {(r["task_id"], r["model"]): r for r in data["rows"]}
     assert {m for _, m in rows} == {"tiny_umask", "all_zero", "last_value", "historical_average", "seasonal_naive",
                                     "linear_interpolation", "blend", "blend_tuned", "historical_average_all",
-                                    "blend_tuned_all", "lightgbm"}   # the PROTOCOL v2 baselines
+                                    "blend_tuned_all", "historical_average_smooth", "blend_smooth",
+                                    "lightgbm"}   # the PROTOCOL v2 baselines
     b1 = rows[("B1", "tiny_umask")]
     assert b1["n_windows"] == 2 * 6 and b1["n_users"] == 2 and "subset" in b1["window"]
     assert rows[("B1", "last_value")]["n_windows"] == 2 * 6             # baselines on the same windows

@@ -209,7 +209,8 @@ def test_rows_carry_dataset_labels(pop: ue.UserPopulation, real: ue.UserPopulati
         assert r["n_windows"] > 0 and r["protocol"] == "docs/PROTOCOL.md B"
     assert {r["model"] for r in rows if r["task_id"] == "B1"} == {"all_zero", "last_value", "historical_average",
                                                                 "seasonal_naive", "blend", "blend_tuned", "historical_average_all",
-                                                                "blend_tuned_all", "lightgbm", "oracle"}
+                                                                "blend_tuned_all", "historical_average_smooth",
+                                                                "blend_smooth", "lightgbm", "oracle"}
     assert sum(r["task_id"] == "B4" and r["model"] == "linear_interpolation" for r in rows) == 1
     real_rows = ue.evaluate_real_sample(population=real, model_info={"last_value": {"seeds": [0, 1], "samples": 4}})
     assert {r["model"] for r in real_rows} == {"all_zero", "last_value", "context_mean"}
@@ -272,3 +273,27 @@ def test_historical_average_all_reads_every_slot_before_the_window_and_nothing_a
     b3 = next(ue.iter_batches(pop, "B3", "test", batch_size=4)).model_view()
     np.testing.assert_array_equal(ha_all(b3), ha(b3))
     assert "historical_average_all" in ue.BASELINE_NOTES and "blend_tuned_all" in ue.BASELINE_NOTES
+
+
+def test_historical_average_smooth_is_the_kernel_estimate_of_the_same_history(pop: ue.UserPopulation) -> None:
+    """historical_average_smooth: the sums and counts of historical_average_all smoothed around the clock by the
+    prior's kernel, then divided; a constant profile stays constant, mass is kept per day, and nothing after the
+    window enters (the smoothed table of B2's test windows equals the kernel applied to days 1-6 only)."""
+    from umask.bench.accuracy.user_baselines import HistoricalAverageBefore
+    from umask.runtime.families.umask.prior import SMOOTH_MINUTES, smooth_tod, tod_kernel
+
+    spd = pop.slots_per_day
+    ha_all, ha_s = HistoricalAverageBefore(pop), HistoricalAverageBefore(pop, SMOOTH_MINUTES)
+    assert ha_s.smooth_slots == SMOOTH_MINUTES * spd / 1440 > 0
+    b2 = next(ue.iter_batches(pop, "B2", "test", batch_size=4)).model_view()
+    u, start = int(b2.users[0]), int(b2.starts[0])
+    raw, sm = ha_all.profile_before(u, start), ha_s.profile_before(u, start)
+    np.testing.assert_allclose(sm, smooth_tod(raw, ha_s.smooth_slots, 1), rtol=1e-5, atol=1e-7)   # equal counts
+    np.testing.assert_allclose(sm.sum(axis=1), raw.sum(axis=1), rtol=1e-4, atol=1e-6)          # mass per day kept
+    assert np.abs(sm - raw).max() > 1e-3 and sm.max() < raw.max()                               # it does smooth
+    K = tod_kernel(spd, ha_s.smooth_slots)
+    np.testing.assert_allclose(K.sum(axis=1), 1.0) and np.testing.assert_allclose(K @ np.ones(spd), 1.0)
+    assert K[0, 1] > K[0, 4] > K[0, spd // 2] and K[0, 1] == pytest.approx(K[0, spd - 1])      # around the clock
+    np.testing.assert_allclose(ha_s(b2), ha_s.at(ha_s.table(b2), b2, b2.target_slots()), rtol=0, atol=0)
+    models = ue.v2_baseline_models(pop)
+    assert {"historical_average_smooth", "blend_smooth"} <= set(models) <= set(ue.BASELINE_NOTES) | {"oracle"}

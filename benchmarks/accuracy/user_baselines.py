@@ -7,6 +7,7 @@ learned peers (``user_peers.py``). Importers use them through ``umask.bench.accu
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 import numpy as np
 from umask.train.baselines import classical as baselines
@@ -39,6 +40,11 @@ BASELINE_NOTES: dict[str, str] = {
                               "(forecasting: before the first target slot, so the test day's B1 / B2 also read "
                               "day 6; B4: before the window start); `historical_average` averages days 1-5 only",
     "blend_tuned_all": "blend_tuned over historical_average_all (the same history as U-MASK's prior)",
+    "historical_average_smooth": "historical_average_all as a kernel estimate: sums and counts by slot of day "
+                                 "smoothed around the clock with a 2-hour Gaussian before the division "
+                                 "(runtime/families/umask/prior.SMOOTH_MINUTES; B3: over the context)",
+    "blend_smooth": "the blend over historical_average_smooth with the last value shares chosen with the kernel on "
+                    "the validation day (prior.SMOOTH_PRIOR_WEIGHTS): the smooth_blend prior of U-MASK v9 as a row",
     "lightgbm": "PROTOCOL v2 B: one global LightGBM (umask.train.baselines.lightgbm_global, direct multi-horizon, "
                 "horizon step as a feature) over every (user, c, h, w) series of the training days (all active + "
                 "5 % of the all-zero ones, <= 200k rows, 150 rounds, 1 thread); lags, same slot yesterday / last "
@@ -107,8 +113,10 @@ def predict_context_mean(batch: TaskBatch) -> np.ndarray:
     return np.repeat(mean[:, :, None], batch.horizon, axis=2).astype(np.float32)
 
 
-def _context_tod_mean(batch: TaskBatch) -> np.ndarray:
-    """(n, C, spd, H, W): mean by time of day over the context slots (unobserved slots count as 0)."""
+def _context_tod_mean(batch: TaskBatch, smooth_slots: float = 0.0) -> np.ndarray:
+    """(n, C, spd, H, W): mean by time of day over the context slots (unobserved slots count as 0); with
+    ``smooth_slots`` > 0 the kernel estimate of the "smooth_blend" prior (sums and counts smoothed around the
+    clock, `umask.runtime.families.umask.prior.smooth_tod`)."""
     n, C, Tc, H, W = batch.x_context.shape
     spd = batch.slots_per_day
     tod = batch.time_of_day(batch.context_slots())           # (n, Tc)
@@ -118,6 +126,11 @@ def _context_tod_mean(batch: TaskBatch) -> np.ndarray:
     np.add.at(out, (rows, slice(None), tod.reshape(-1)), np.asarray(batch.x_context).transpose(0, 2, 1, 3, 4)
               .reshape(n * Tc, C, H, W))
     np.add.at(cnt, (rows, tod.reshape(-1)), 1.0)
+    if smooth_slots > 0:
+        from umask.runtime.families.umask.prior import smooth_tod
+
+        out, cnt = smooth_tod(out, smooth_slots, 2), smooth_tod(cnt, smooth_slots, 1)
+        return out / np.where(cnt > 1e-9, cnt, 1.0)[:, None, :, None, None]
     return out / np.maximum(cnt, 1)[:, None, :, None, None]
 
 
@@ -171,10 +184,13 @@ class HistoricalAverageBefore(HistoricalAverage):
     1-5 only, so on the test day it misses day 6 for B1 / B2, and on the validation day's B4 windows (days 5-6) it
     reads day 5's hidden entries; it stays for comparability with the committed files. B3: the context, as there.
     Per slot of day: the sum over the slots before ``end`` divided by how many of them fall on that slot of day
-    (`history_tod_sums`, the sums the models' prior uses)."""
+    (`history_tod_sums`, the sums the models' prior uses). ``smooth_minutes`` > 0: the kernel estimate of the
+    "smooth_blend" prior (sums and counts smoothed around the clock with a Gaussian of that width; the
+    ``historical_average_smooth`` rows)."""
 
-    def __init__(self, pop: UserPopulation) -> None:
+    def __init__(self, pop: UserPopulation, smooth_minutes: float = 0.0) -> None:
         super().__init__(pop)
+        self.smooth_slots = float(smooth_minutes) * pop.slots_per_day / 1440.0
         self._before: dict[tuple[int, int], np.ndarray] = {}
 
     def profile_before(self, user: int, end: int) -> np.ndarray:
@@ -182,16 +198,20 @@ class HistoricalAverageBefore(HistoricalAverage):
         key = (int(user), int(end))
         p = self._before.get(key)
         if p is None:
-            from umask.runtime.families.umask.prior import history_tod_sums     # the prior's own history sums
+            from umask.runtime.families.umask.prior import history_tod_sums, smooth_tod   # the prior's own sums
 
             sums, counts = history_tod_sums(self.pop.features[int(user)].tensor, int(end))
-            p = (sums / np.maximum(counts, 1)[None, :, None, None]).astype(np.float32)
+            if self.smooth_slots > 0:
+                sums, counts = smooth_tod(sums, self.smooth_slots, 1), smooth_tod(counts, self.smooth_slots, 0)
+                p = (sums / np.where(counts > 1e-9, counts, 1.0)[None, :, None, None]).astype(np.float32)
+            else:
+                p = (sums / np.maximum(counts, 1)[None, :, None, None]).astype(np.float32)
             self._before[key] = p
         return p
 
     def table(self, batch: TaskBatch) -> np.ndarray:
         if batch.task == "B3":
-            return _context_tod_mean(batch)
+            return _context_tod_mean(batch, self.smooth_slots)
         ends = batch.starts if batch.target_offset > 0 else batch.context_starts
         return np.stack([self.profile_before(int(u), int(e)) for u, e in zip(batch.users, ends)])
 
@@ -231,12 +251,14 @@ class Blend:
 
 class TaskBlend:
     """`Blend` with the last value share of the task (``TASK_PRIOR_WEIGHTS``, chosen on the validation day):
-    the baseline a U-MASK with the "task_blend" prior starts from, so that model meets its own prior as a row."""
+    the baseline a U-MASK with the "task_blend" prior starts from, so that model meets its own prior as a row.
+    ``shares``: another task -> share table (``SMOOTH_PRIOR_WEIGHTS`` for the ``blend_smooth`` row)."""
 
-    def __init__(self, ha: HistoricalAverage) -> None:
+    def __init__(self, ha: HistoricalAverage, shares: Mapping[str, float] | None = None) -> None:
         from umask.runtime.families.umask.prior import TASK_PRIOR_WEIGHTS
 
-        self.by_task = {b: Blend(ha, TASK_PRIOR_WEIGHTS[t]) for b, t in TASK_OF.items()}
+        shares = TASK_PRIOR_WEIGHTS if shares is None else shares
+        self.by_task = {b: Blend(ha, shares[t]) for b, t in TASK_OF.items()}
 
     def __call__(self, batch: TaskBatch) -> np.ndarray:
         return self.by_task[batch.task](batch)
@@ -332,6 +354,11 @@ def baseline_models(pop: UserPopulation, *, v2: bool = False, lightgbm: bool = T
         ha_all = HistoricalAverageBefore(pop)
         rows["historical_average_all"] = ha_all
         rows["blend_tuned_all"] = TaskBlend(ha_all)
+        from umask.runtime.families.umask.prior import SMOOTH_MINUTES, SMOOTH_PRIOR_WEIGHTS
+
+        ha_smooth = HistoricalAverageBefore(pop, SMOOTH_MINUTES)
+        rows["historical_average_smooth"] = ha_smooth
+        rows["blend_smooth"] = TaskBlend(ha_smooth, SMOOTH_PRIOR_WEIGHTS)
         if lightgbm:
             rows["lightgbm"] = LightGBMRow(pop)
     return rows

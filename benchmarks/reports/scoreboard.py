@@ -262,7 +262,8 @@ SOURCES = ("milan_baselines.json", "milan_arima.json", "milan_patchtst.json", "m
 V2_SHAPED = ("uscope_llm_trained_seeds.json",)
 
 BASELINES = {"all_zero", "last_value", "historical_average", "seasonal_naive", "linear_interpolation",
-             "context_mean", "arima", "blend", "blend_tuned", "historical_average_all", "blend_tuned_all", "lightgbm",
+             "context_mean", "arima", "blend", "blend_tuned", "historical_average_all", "blend_tuned_all",
+             "historical_average_smooth", "blend_smooth", "lightgbm",
              "nearest_observed"}
 PEERS = {"patchtst", "csdi"}
 OURS = {"umask", "umask_demo_600steps"}

@@ -1,4 +1,5 @@
-"""The deterministic prior of a prior U-MASK (UMaskConfig.prior = "blend" | "task_blend" | "horizon_blend"), numpy.
+"""The deterministic prior of a prior U-MASK (UMaskConfig.prior = "blend" | "task_blend" | "horizon_blend" |
+"smooth_blend"), numpy.
 
 The DiT of a prior model takes this prior as extra input channels and predicts prior + a learned
 residual (train/models/umask/model.py "Prior"; the guidance-signal idea of the U-STS-LLM seed). It
@@ -9,7 +10,8 @@ protocol-B harness and the on-device `Session` all call these functions.
 * `history_tod_sums`: per slot of day sums of the user's history before a window;
 * `blend_prior`: w x last available value + (1 - w) x slot-of-day mean of the evidence-eligible data,
   never reading a target; w = 0.5 for kind "blend" (PROTOCOL v2 B "blend"), or per task for
-  "task_blend" (`TASK_PRIOR_WEIGHTS`, chosen on the validation day) and "horizon_blend" (`PRIOR_SHARES`);
+  "task_blend" (`TASK_PRIOR_WEIGHTS`, chosen on the validation day), "horizon_blend" (`PRIOR_SHARES`) and
+  "smooth_blend" (`SMOOTH_PRIOR_WEIGHTS`, with the slot-of-day mean smoothed around the clock: `SMOOTH_MINUTES`);
 * `task_prior`: the prior of one window of one task given the history's sums (cold start: no earlier
   days, the context counted with its unseen entries as zeros);
 * `window_prior`: of a window of a `SparseBehaviorTensor` (training, the protocol-B harness);
@@ -30,7 +32,7 @@ from umask.runtime.core.events import EventLog
 from umask.runtime.core.featurize import DAY_SECONDS, FeatureConfig, SparseBehaviorTensor, featurize_user
 from umask.runtime.core.history import TASK_NAMES, Window
 
-PRIORS = ("none", "blend", "task_blend", "horizon_blend")   # UMaskConfig.prior / WindowConfig.prior / model.umask.prior
+PRIORS = ("none", "blend", "task_blend", "horizon_blend", "smooth_blend")   # UMaskConfig.prior / WindowConfig.prior / model.umask.prior
 COLD = TASK_NAMES.index("cold_start")
 
 PRIOR_WEIGHT = 0.5                 # last value share of the blend (PROTOCOL v2 B "blend": 0.5 / 0.5)
@@ -42,6 +44,21 @@ PRIOR_WEIGHT = 0.5                 # last value share of the blend (PROTOCOL v2 
 # almost no last value: the end of the context says little about the next day at the same hour (0.5 -> 0.1 cuts
 # the validation RMSE by 9 % on B2 and 13-15 % on B3); short-term and imputation windows want 0.3.
 TASK_PRIOR_WEIGHTS: dict[str, float] = {"short_term": 0.3, "long_term": 0.1, "cold_start": 0.1, "imputation": 0.3}
+
+# The slot-of-day mean of "smooth_blend" (v9) is a kernel estimate: sums and counts by slot of day are both
+# convolved, around the clock, with a Gaussian of this width (its standard deviation), and divided
+# (Nadaraya-Watson). Why: with 15-minute slots and a week of history each slot of day has five or six observations
+# of a bursty signal, so the raw mean is mostly noise, while a user's expected activity follows routines whose times
+# vary by an hour or more from day to day. Chosen on the VALIDATION day jointly with the shares below, from the grid
+# 60 / 120 / 180 / 240 minutes (`python -m umask.bench.accuracy.user_blend_weights` -> blend_weights_val.json
+# "smooth"): against the raw blend of the same share, the kernel cuts the validation RMSE by about 4 % on B1,
+# 6 % on B2, 5 % on B3 and 4 % on B4; 120 to 240 minutes differ by under 0.5 %.
+SMOOTH_MINUTES = 180.0
+# Last value share per task of "smooth_blend", chosen on the validation day jointly with SMOOTH_MINUTES (same rule
+# as TASK_PRIOR_WEIGHTS). With a smooth profile the next-day forecast wants no last value at all.
+SMOOTH_PRIOR_WEIGHTS: dict[str, float] = {"short_term": 0.2, "long_term": 0.0, "cold_start": 0.1, "imputation": 0.3}
+PRIOR_SMOOTH_MINUTES: dict[str, float] = {"blend": 0.0, "task_blend": 0.0, "horizon_blend": 0.0,
+                                          "smooth_blend": SMOOTH_MINUTES}
 
 # Last value share per task of each weighted prior kind. "horizon_blend" (v7) keeps the 0.5 of "blend" where the
 # target is within hours of the evidence (short term, imputation) and takes task_blend's 0.1 for the day-ahead
@@ -55,6 +72,7 @@ PRIOR_SHARES: dict[str, dict[str, float]] = {
     "task_blend": TASK_PRIOR_WEIGHTS,
     "horizon_blend": {"short_term": PRIOR_WEIGHT, "long_term": TASK_PRIOR_WEIGHTS["long_term"],
                       "cold_start": TASK_PRIOR_WEIGHTS["cold_start"], "imputation": PRIOR_WEIGHT},
+    "smooth_blend": SMOOTH_PRIOR_WEIGHTS,
 }
 
 
@@ -63,6 +81,35 @@ def prior_weight(kind: str, task: int) -> float:
     if kind not in PRIOR_SHARES:
         raise InputError(f"prior kind {kind!r:.40}: a weighted prior is one of {tuple(PRIOR_SHARES)}")
     return PRIOR_SHARES[kind][TASK_NAMES[int(task)]]
+
+
+def prior_smooth_slots(kind: str, slots_per_day: int) -> float:
+    """Kernel width of prior ``kind``'s slot-of-day mean in slots (0: the raw mean)."""
+    if kind not in PRIOR_SMOOTH_MINUTES:
+        raise InputError(f"prior kind {kind!r:.40}: a weighted prior is one of {tuple(PRIOR_SMOOTH_MINUTES)}")
+    return PRIOR_SMOOTH_MINUTES[kind] * int(slots_per_day) / (DAY_SECONDS / 60.0)
+
+
+def tod_kernel(slots_per_day: int, sigma_slots: float) -> np.ndarray:
+    """(spd, spd) float64 circulant Gaussian smoother around the clock: ``K[s, s']`` ~ exp(-d(s, s')^2 / 2 sigma^2)
+    with d the circular distance in slots, rows summing to 1 (unused by the ratio in `blend_prior`, but it keeps a
+    smoothed profile on the data's scale). sigma 0: the identity."""
+    spd = int(slots_per_day)
+    if sigma_slots <= 0:
+        return np.eye(spd)
+    d = np.abs(np.arange(spd)[:, None] - np.arange(spd)[None, :])
+    d = np.minimum(d, spd - d)
+    k = np.exp(-0.5 * (d / float(sigma_slots)) ** 2)
+    return k / k.sum(axis=1, keepdims=True)
+
+
+def smooth_tod(a: np.ndarray, sigma_slots: float, axis: int) -> np.ndarray:
+    """``a`` smoothed along its slot-of-day ``axis`` by `tod_kernel` (float64; ``a`` itself when sigma is 0)."""
+    if sigma_slots <= 0:
+        return np.asarray(a, np.float64)
+    a = np.moveaxis(np.asarray(a, np.float64), axis, 0)
+    K = tod_kernel(a.shape[0], sigma_slots)
+    return np.moveaxis(np.tensordot(K, a, axes=(1, 0)), 0, axis)
 
 
 def history_tod_sums(tensor: SparseBehaviorTensor, t_end: int) -> tuple[np.ndarray, np.ndarray]:
@@ -95,7 +142,7 @@ def _tod_fold(v: np.ndarray, tod: np.ndarray, slots_per_day: int, axis: int) -> 
 
 def blend_prior(x_win: np.ndarray, avail: np.ndarray, start: int, hist_sums: np.ndarray | None,
                 hist_counts: np.ndarray | None, slots_per_day: int, weight: float = PRIOR_WEIGHT, *,
-                counted: np.ndarray | None = None) -> np.ndarray:
+                counted: np.ndarray | None = None, smooth_slots: float = 0.0) -> np.ndarray:
     """The "blend" prior (C, T, H, W) float32 of one window, from evidence-eligible data only.
 
     ``x_win`` (C, T, H, W) the window (only ``x_win * avail`` is read: targets never enter),
@@ -111,6 +158,8 @@ def blend_prior(x_win: np.ndarray, avail: np.ndarray, start: int, hist_sums: np.
       visible imputation entries, the visible cold-start slots). ``counted`` (T, H, W) bool widens
       the window's part to slots counted as observed ZEROS where not available (cold start: the
       whole context, as the harness's B3 blend, "cut slots as 0"); it never reads a value there;
+    * ``smooth_slots`` > 0 ("smooth_blend"): sums and counts are both smoothed around the clock
+      (`smooth_tod`) before the division, a kernel estimate of the slot-of-day mean;
     * prior = ``weight * lv + (1 - weight) * ha``, or ``lv`` alone where the slot of day has no
       eligible observation at all.
     """
@@ -130,14 +179,19 @@ def blend_prior(x_win: np.ndarray, avail: np.ndarray, start: int, hist_sums: np.
     if hist_sums is not None:
         sums = sums + hist_sums
         cnt = cnt + np.asarray(hist_counts, np.float64)[:, None, None]
-    ha = (sums / np.maximum(cnt, 1.0))[:, tod]                            # (C, T, H, W)
+    if smooth_slots > 0:                                                  # kernel estimate (SMOOTH_MINUTES)
+        sums, cnt = smooth_tod(sums, smooth_slots, 1), smooth_tod(cnt, smooth_slots, 0)
+        cnt = np.where(cnt > 1e-9, cnt, 0.0)                              # no mass within reach: no mean
+        ha = (sums / np.where(cnt > 0, cnt, 1.0))[:, tod]
+    else:
+        ha = (sums / np.maximum(cnt, 1.0))[:, tod]                        # (C, T, H, W)
     has = (cnt > 0)[tod]                                                  # (T, H, W)
     return np.where(has[None], weight * lv + (1.0 - weight) * ha, lv).astype(np.float32)
 
 
 def task_prior(x_win: np.ndarray, avail: np.ndarray, start: int, task: int, context: int,
                hist: tuple[np.ndarray, np.ndarray] | None, slots_per_day: int,
-               weight: float = PRIOR_WEIGHT) -> np.ndarray:
+               weight: float = PRIOR_WEIGHT, smooth_slots: float = 0.0) -> np.ndarray:
     """`blend_prior` of one window of ``task`` given the history's ``(sums, counts)`` (`history_tod_sums`
     over the user's slots before the window; None: no history). Cold start ignores ``hist``: PROTOCOL B3's
     user has no earlier days, and the ``context`` slots count with their unseen entries as zeros (as the
@@ -145,9 +199,10 @@ def task_prior(x_win: np.ndarray, avail: np.ndarray, start: int, task: int, cont
     if int(task) == COLD:
         counted = np.zeros(np.asarray(avail).shape[-3:], bool)
         counted[:context] = True
-        return blend_prior(x_win, avail, start, None, None, slots_per_day, weight, counted=counted)
+        return blend_prior(x_win, avail, start, None, None, slots_per_day, weight, counted=counted,
+                           smooth_slots=smooth_slots)
     hs, hc = (None, None) if hist is None else hist
-    return blend_prior(x_win, avail, start, hs, hc, slots_per_day, weight)
+    return blend_prior(x_win, avail, start, hs, hc, slots_per_day, weight, smooth_slots=smooth_slots)
 
 
 def window_prior(tensor: SparseBehaviorTensor, start: int, x_win: np.ndarray, avail: np.ndarray, task: int,
@@ -156,7 +211,9 @@ def window_prior(tensor: SparseBehaviorTensor, start: int, x_win: np.ndarray, av
     midnight), with the user's history before ``start`` (training and the protocol-B harness); ``kind`` the
     model's prior (a key of `PRIOR_SHARES`: its last value share per task, `prior_weight`)."""
     hist = None if int(task) == COLD else history_tod_sums(tensor, start)
-    return task_prior(x_win, avail, start, task, context, hist, tensor.slots_per_day, prior_weight(kind, task))
+    spd = tensor.slots_per_day
+    return task_prior(x_win, avail, start, task, context, hist, spd, prior_weight(kind, task),
+                      prior_smooth_slots(kind, spd))
 
 
 def history_prior(events: EventLog, catalog: Catalog, fcfg: FeatureConfig, w: Window, context: int,
@@ -183,7 +240,8 @@ def history_prior(events: EventLog, catalog: Catalog, fcfg: FeatureConfig, w: Wi
             else:                                        # observed slots without any event: zeros
                 C, _, H, W = w.x.shape
                 hist = (np.zeros((C, spd, H, W)), np.bincount(np.arange(n) % spd, minlength=spd).astype(np.int64))
-    return task_prior(w.x, w.avail, start, w.task_id, context, hist, spd, prior_weight(kind, w.task_id))
+    return task_prior(w.x, w.avail, start, w.task_id, context, hist, spd, prior_weight(kind, w.task_id),
+                      prior_smooth_slots(kind, spd))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -238,5 +296,6 @@ def dit_extra_feeds(names: tuple[str, ...], w: Window, prior: np.ndarray | None,
     return out
 
 
-__all__ = ["PRIORS", "PRIOR_WEIGHT", "TASK_PRIOR_WEIGHTS", "PRIOR_SHARES", "prior_weight", "history_tod_sums", "blend_prior", "task_prior", "window_prior", "history_prior",
+__all__ = ["PRIORS", "PRIOR_WEIGHT", "TASK_PRIOR_WEIGHTS", "PRIOR_SHARES", "prior_weight", "SMOOTH_MINUTES",
+           "SMOOTH_PRIOR_WEIGHTS", "PRIOR_SMOOTH_MINUTES", "prior_smooth_slots", "tod_kernel", "smooth_tod", "history_tod_sums", "blend_prior", "task_prior", "window_prior", "history_prior",
            "CAL_DIM", "DIT_EXTRA_INPUTS", "slot_calendar", "dit_extra_inputs", "dit_extra_feeds"]
