@@ -123,8 +123,9 @@ def test_runtime_prior_is_the_training_prior(prior_bundle) -> None:
                 np.testing.assert_array_equal(tensor.dense(start, start + ctx) * w.avail[:, :ctx], w.x[:, :ctx])
                 ref = window_prior(tensor, start, w.x, w.avail, w.task_id, ctx)
                 np.testing.assert_allclose(got, ref, rtol=0, atol=1e-6)
-                # a task_blend / horizon_blend bundle (v6, v7: the same network, per-task shares) builds its kind
-                for kind in ("task_blend", "horizon_blend"):
+                # a task_blend / horizon_blend / smooth_blend bundle (v6, v7, v9: the same network, another prior)
+                # builds its kind
+                for kind in ("task_blend", "horizon_blend", "smooth_blend"):
                     s.prior_kind = kind
                     ref_t = window_prior(tensor, start, w.x, w.avail, w.task_id, ctx, kind)
                     np.testing.assert_allclose(s.window_prior(hist, w), ref_t, rtol=0, atol=1e-6)

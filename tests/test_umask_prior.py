@@ -91,7 +91,7 @@ def test_history_sums_are_the_dense_history(users) -> None:
         assert counts.tolist() == np.bincount(np.arange(end) % spd, minlength=spd).tolist()
 
 
-@pytest.mark.parametrize("kind", ["blend", "task_blend", "horizon_blend"])
+@pytest.mark.parametrize("kind", ["blend", "task_blend", "horizon_blend", "smooth_blend"])
 def test_prior_never_reads_targets_or_the_future(users, kind: str) -> None:
     """Changing the target values (and everything not available, and the tensor from the window
     start on) must not change any item's prior, for every task."""
