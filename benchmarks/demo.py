@@ -12,7 +12,7 @@ settings in a few minutes (what tests/test_demo.py smoke-tests).
    simulator-vs-real validation table.
 3. Milan (real): PROTOCOL A1/A2 windows and the baseline rows.
 4. Taobao (real): PROTOCOL C leave-one-out split.
-5. The U-MASK model: by default the trained small model shipped in ``checkpoints/umask_small_v7/``
+5. The U-MASK model: by default the trained small model shipped in ``checkpoints/umask_small_v9/``
    (``--model``, e.g. ``checkpoints/umask_small_v4`` or ``checkpoints/umask_small`` for v3; its MODEL_CARD.md says what it was trained on and how it scores), so nothing is
    trained; ``--retrain`` trains U-MASK (profile MLP + mask generator + DiT, v2 recipe) from scratch
    on the synthetic users of step 2 (the small config, ``--train-steps`` 600); ``--quick`` always
@@ -425,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--users", type=int, default=None, help="synthetic users (default 1000, --quick 100)")
     p.add_argument("--seed", type=int, default=0, help="simulator seed")
     p.add_argument("--out", type=Path, default=ROOT / "artifacts" / "demo", help="output folder")
-    p.add_argument("--model", type=Path, default=ROOT / "checkpoints" / "umask_small_v7",
+    p.add_argument("--model", type=Path, default=ROOT / "checkpoints" / "umask_small_v9",
                    help="the shipped U-MASK checkpoint folder served by default")
     p.add_argument("--retrain", action="store_true",
                    help="train U-MASK from scratch on the simulated users instead of serving --model")
