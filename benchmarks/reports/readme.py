@@ -262,8 +262,8 @@ TABLES: dict[str, Table | AutoTable] = {t.name: t for t in (
     AutoTable("user_small",
               "PROTOCOL v2 B, SYNTHETIC: 50 users x simulator seeds 0, 1, 2 (seed 0 = the training users, scored on "
               "their unseen test day; seeds 1, 2 = users neither model saw), mean over seeds; the shipped "
-              "`checkpoints/umask_small_v7` (the main job's default: horizon-dependent prior), `_v8` (v7 trained on 14-day "
-              "users), `_v6` (per-task prior), "
+              "`checkpoints/umask_small_v9` (the main job's default: v7's network over the kernel prior), `_v7` "
+              "(horizon-dependent prior), `_v8` (v7 trained on 14-day users), `_v6` (per-task prior), "
               "`_v4`, `_v5` (learned budget) and `checkpoints/umask_small` (v3, `umask_small`), "
               "torch, next to every v2 baseline on the same windows (B1: every 2nd target hour). RMSE traffic / app "
               "/ location; event metrics app Recall@3 / location Acc@1; B3 (v1 cut) NDCG@3 apps / places. Point "
@@ -278,9 +278,9 @@ TABLES: dict[str, Table | AutoTable] = {t.name: t for t in (
                        Col("B4 RMSE", "B4", SMALL3, TAL_RMSE, digits=4, same_as=(V2B,))),
               sources=("v2_user_umask_small.json", "v2_user_umask_small_v4.json", "v2_user_umask_small_v5.json",
                        "v2_user_umask_small_v6.json", "v2_user_umask_small_v7.json", "v2_user_umask_small_v8.json",
-                       "v2_user_oracle.json", "v2_user_baselines.json")),
+                       "v2_user_umask_small_v9.json", "v2_user_oracle.json", "v2_user_baselines.json")),
     AutoTable("user_small_mae",
-              "All-entry MAE traffic / app / location, same runs and windows as above. `umask_small_v4` to `_v7` and the "
+              "All-entry MAE traffic / app / location, same runs and windows as above. `umask_small_v4` to `_v9` and the "
               "`<baseline>@mae` rows use the median-shaped rule (mean estimate set to 0 at or below a threshold, "
               "kept or set to an active level above; threshold and level per task and channel group chosen on the "
               "validation day of the same users; benchmarks/accuracy/user_mae_rule.py); `umask_small` (v3) used the "
@@ -290,9 +290,9 @@ TABLES: dict[str, Table | AutoTable] = {t.name: t for t in (
                        Col("B4 MAE", "B4", SMALL3, TAL_MAE, digits=4, same_as=(V2B,))),
               sources=("v2_user_umask_small.json", "v2_user_umask_small_v4.json", "v2_user_umask_small_v5.json",
                        "v2_user_umask_small_v6.json", "v2_user_umask_small_v7.json", "v2_user_umask_small_v8.json",
-                       "v2_user_baselines.json")),
+                       "v2_user_umask_small_v9.json", "v2_user_baselines.json")),
     AutoTable("user_small_ablation",
-              "Inference ablations of the shipped U-MASK small v4, v5 (learned budget) and v7, SYNTHETIC, 50 users x "
+              "Inference ablations of the shipped U-MASK small v4, v5 (learned budget), v7 and v9, SYNTHETIC, 50 users x "
               "simulator seeds 0-2 (mean over seeds; the unablated models on the same B2 / B4 windows are in the "
               "first table), RMSE traffic / app / location; `<model>:X` = the same weights with input X removed or "
               "replaced (`mask_learned` / `mask_none` / `mask_random` = the learned mask / every available coordinate "
@@ -300,7 +300,8 @@ TABLES: dict[str, Table | AutoTable] = {t.name: t for t in (
               "models use every available coordinate, see below)",
               columns=(Col("B2 RMSE", "B2", SMALL_ABL3, TAL_RMSE, digits=4),
                        Col("B4 RMSE", "B4", SMALL_ABL3, TAL_RMSE, digits=4)),
-              sources=("v2_user_umask_small_v4.json", "v2_user_umask_small_v5.json", "v2_user_umask_small_v7.json")),
+              sources=("v2_user_umask_small_v4.json", "v2_user_umask_small_v5.json", "v2_user_umask_small_v7.json",
+                       "v2_user_umask_small_v9.json")),
     AutoTable("user_device",
               "The shipped U-MASK small exported and served by the torch-free runtime `Session`, per precision, next "
               "to torch on the SAME windows and noise (SYNTHETIC 50 users x seeds 0-2, B1 every 4th target hour; "
@@ -311,7 +312,7 @@ TABLES: dict[str, Table | AutoTable] = {t.name: t for t in (
                        Col("B4 RMSE", "B4", DEV3, TAL_RMSE, digits=4),
                        Col("REAL B1 RMSE", "B1", DEV_REAL, TAL_RMSE, digits=4)),
               sources=("v2_user_umask_device.json", "v2_user_umask_device_v4.json", "v2_user_umask_device_v5.json",
-                       "v2_user_umask_device_v7.json", "v2_user_umask_device_v8.json"),
+                       "v2_user_umask_device_v7.json", "v2_user_umask_device_v8.json", "v2_user_umask_device_v9.json"),
               first_header="model (artifact)"),
     AutoTable("user_b3_v2",
               "PROTOCOL v2 B3 cold start, SYNTHETIC 50 users x simulator seeds 0-2 (mean over seeds): the history is the "
@@ -321,7 +322,8 @@ TABLES: dict[str, Table | AutoTable] = {t.name: t for t in (
               columns=(Col("NDCG@3 apps / places", "B3", B3V2, ("ndcg@3/app", "ndcg@3/location")),
                        Col("Recall@3 apps / places", "B3", B3V2, ("recall@3/app", "recall@3/location")),
                        Col("MRR@3 apps / places", "B3", B3V2, ("mrr@3/app", "mrr@3/location"))),
-              sources=("v2_user_b3.json", "v2_user_b3_v4.json", "v2_user_b3_v6.json", "v2_user_b3_v7.json")),
+              sources=("v2_user_b3.json", "v2_user_b3_v4.json", "v2_user_b3_v6.json", "v2_user_b3_v7.json",
+                       "v2_user_b3_v9.json")),
     AutoTable("request_sweep",
               "Network evaluations per request vs PROTOCOL v2 headline accuracy: the shipped U-MASK small through the "
               "runtime `Session` (onnx fp32), SYNTHETIC seed 0 (30 users; B1 every 8th target hour) and the REAL sample "
