@@ -85,6 +85,7 @@ def test_manifest_records_the_prior_and_gates_every_precision(prior_bundle) -> N
     assert m["diffusion"]["defaults"] == {"sampler": "ddim", "steps": 1, "n_samples": 2,      # first_x0
                                           "by_task": {"short_term": {"n_samples": 1}}}   # one draw short term
     assert m["parity_inputs"]["prior"]["point"] == "first_x0"
+    assert m["parity_inputs"]["prior"]["smooth_minutes"] == 0.0          # "blend": the raw slot-of-day mean
     for p in PRECISIONS:
         dit = m["artifacts"][p]["dit"]
         assert dit["status"] == "ok", dit

@@ -322,3 +322,30 @@ def test_smooth_blend_prior_is_a_kernel_estimate_and_reads_no_target() -> None:
     const = np.full((C, T, H, W), 0.25, np.float32)
     hist = (np.full((C, spd, H, W), 0.25 * 6), np.full(spd, 6))
     np.testing.assert_allclose(blend_prior(const, avail, 10, *hist, spd, 0.2, smooth_slots=sig), 0.25, rtol=1e-5)
+
+
+def test_bundle_prior_parameters_must_be_the_runtimes() -> None:
+    """check_prior_note (Session.open): a bundle whose recorded shares or kernel width differ from what this runtime
+    builds for its kind is refused with the field named; a note from before the kernel (no smooth_minutes) is a
+    raw-mean prior; a model without a prior or a manifest without a note passes."""
+    from umask.runtime.families.umask.prior import (PRIOR_SMOOTH_MINUTES, TASK_NAMES, check_prior_note,
+                                                    prior_weight)
+
+    for kind in ("blend", "task_blend", "horizon_blend", "smooth_blend"):
+        note = {"kind": kind, "weight_last_value": {t: prior_weight(kind, i) for i, t in enumerate(TASK_NAMES)},
+                "smooth_minutes": PRIOR_SMOOTH_MINUTES[kind]}
+        check_prior_note(kind, note, "m.json")
+        with pytest.raises(InputError, match="weight_last_value.long_term"):
+            check_prior_note(kind, {**note, "weight_last_value": {**note["weight_last_value"], "long_term": 0.77}}, "m")
+        with pytest.raises(InputError, match="smooth_minutes"):
+            check_prior_note(kind, {**note, "smooth_minutes": 45.0}, "m.json")
+        with pytest.raises(InputError, match="must be a number"):
+            check_prior_note(kind, {**note, "smooth_minutes": "wide"}, "m.json")
+    old = {"kind": "horizon_blend", "weight_last_value": {"short_term": 0.5, "long_term": 0.1}}   # v7-era bundle
+    check_prior_note("horizon_blend", old, "m.json")
+    with pytest.raises(InputError, match="smooth_minutes = 0"):
+        check_prior_note("smooth_blend", {"kind": "smooth_blend"}, "m.json")
+    with pytest.raises(InputError, match="kind"):
+        check_prior_note("smooth_blend", {"kind": "blend"}, "m.json")
+    check_prior_note("none", {"kind": "anything"}, "m.json")
+    check_prior_note("blend", None, "m.json")

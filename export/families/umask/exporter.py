@@ -49,7 +49,7 @@ from umask.runtime.core.errors import InputError
 from umask.runtime.core.events import read_llmapp_sample
 from umask.runtime.core.featurize import ChannelLayout, FeatureConfig
 from umask.runtime.core.history import TASK_NAMES, WindowSpec, build_window
-from umask.runtime.families.umask.prior import history_prior, prior_weight, slot_calendar
+from umask.runtime.families.umask.prior import PRIOR_SMOOTH_MINUTES, history_prior, prior_weight, slot_calendar
 from umask.runtime.families.umask.profile_text import TEMPLATE_VERSION, template_profile
 from umask.runtime.engines.ort import inference_session
 from umask.runtime.engines.samplers import Schedule, make_sampler as np_sampler
@@ -112,7 +112,8 @@ def prior_note(model: Any) -> dict[str, Any]:
     if kind == "none":
         return {}
     weights = {t: prior_weight(kind, i) for i, t in enumerate(TASK_NAMES)}
-    return {"prior": {"kind": kind, "weight_last_value": weights, "function":
+    return {"prior": {"kind": kind, "weight_last_value": weights, "smooth_minutes": PRIOR_SMOOTH_MINUTES[kind],
+                      "function":
                       "umask.runtime.families.umask.prior.history_prior (= train data.window_prior)",
                       "point": "first_x0", "point_note": "x0 estimate at t = N-1, mean of 2 noise draws "
                       "(diffusion.defaults: ddim, 1 step, 2 samples)", "dit_input": "prior (B, C, T, H, W) model space"}}

@@ -90,6 +90,32 @@ def prior_smooth_slots(kind: str, slots_per_day: int) -> float:
     return PRIOR_SMOOTH_MINUTES[kind] * int(slots_per_day) / (DAY_SECONDS / 60.0)
 
 
+def check_prior_note(kind: str, note: dict[str, Any] | None, where: str) -> None:
+    """A bundle's recorded prior parameters (manifest ``parity_inputs.prior``: the last value share per task and
+    the kernel width the exporter saw) must be the ones this runtime builds for ``kind``; otherwise the device
+    would feed the network another prior than it was trained and gated with. InputError naming the field.
+    Bundles without the note (or without ``smooth_minutes``, exported before the kernel prior) mean width 0."""
+    if kind == "none" or not isinstance(note, dict):
+        return
+    if note.get("kind", kind) != kind:
+        raise InputError(f"{where}: parity_inputs.prior.kind {note.get('kind')!r:.40} != model.umask.prior {kind!r:.40}")
+    def number(field: str, v: Any) -> float:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise InputError(f"{where}: parity_inputs.prior.{field} must be a number, got {v!r:.40}")
+        return float(v)
+
+    shares = note.get("weight_last_value")
+    if isinstance(shares, dict):
+        for i, t in enumerate(TASK_NAMES):
+            if t in shares and number(f"weight_last_value.{t}", shares[t]) != prior_weight(kind, i):
+                raise InputError(f"{where}: parity_inputs.prior.weight_last_value.{t} = {shares[t]!r:.20}, but this "
+                                 f"runtime's {kind!r} prior uses {prior_weight(kind, i)}: re-export the bundle with it")
+    width = number("smooth_minutes", note.get("smooth_minutes", 0.0))
+    if width != PRIOR_SMOOTH_MINUTES[kind]:
+        raise InputError(f"{where}: parity_inputs.prior.smooth_minutes = {width:g}, but this runtime's {kind!r} prior "
+                         f"smooths with {PRIOR_SMOOTH_MINUTES[kind]:g}: re-export the bundle with it")
+
+
 def tod_kernel(slots_per_day: int, sigma_slots: float) -> np.ndarray:
     """(spd, spd) float64 circulant Gaussian smoother around the clock: ``K[s, s']`` ~ exp(-d(s, s')^2 / 2 sigma^2)
     with d the circular distance in slots, rows summing to 1 (unused by the ratio in `blend_prior`, but it keeps a
@@ -297,5 +323,5 @@ def dit_extra_feeds(names: tuple[str, ...], w: Window, prior: np.ndarray | None,
 
 
 __all__ = ["PRIORS", "PRIOR_WEIGHT", "TASK_PRIOR_WEIGHTS", "PRIOR_SHARES", "prior_weight", "SMOOTH_MINUTES",
-           "SMOOTH_PRIOR_WEIGHTS", "PRIOR_SMOOTH_MINUTES", "prior_smooth_slots", "tod_kernel", "smooth_tod", "history_tod_sums", "blend_prior", "task_prior", "window_prior", "history_prior",
+           "SMOOTH_PRIOR_WEIGHTS", "PRIOR_SMOOTH_MINUTES", "prior_smooth_slots", "check_prior_note", "tod_kernel", "smooth_tod", "history_tod_sums", "blend_prior", "task_prior", "window_prior", "history_prior",
            "CAL_DIM", "DIT_EXTRA_INPUTS", "slot_calendar", "dit_extra_inputs", "dit_extra_feeds"]

@@ -64,7 +64,7 @@ from umask.runtime.core.signing import verify_bundle as verify_signed
 from umask.runtime.families.umask.checks import (NETWORK_IO, NETWORKS, _check_int, bundle_network_files, bundle_networks,
                                                  check_io_signature, check_model_sections, check_output, check_text,
                                                  manifest_signature, request_args)
-from umask.runtime.families.umask.prior import dit_extra_feeds, dit_extra_inputs, history_prior
+from umask.runtime.families.umask.prior import check_prior_note, dit_extra_feeds, dit_extra_inputs, history_prior
 from umask.runtime.families.umask.profile_text import build_prompt, template_profile
 from umask.runtime.core.tessellation import CityGrid, station_cells
 from umask.runtime.engines.backends import NetworkBackend, OrtBackend
@@ -120,6 +120,7 @@ class Session(FamilySession):
         # prior is built from the history with the training function (runtime/families/umask/prior.py)
         umask_cfg = manifest["model"].get("umask") or {}
         self.prior_kind, self.dit_extra = str(umask_cfg.get("prior", "none")), dit_extra_inputs(umask_cfg)
+        check_prior_note(self.prior_kind, (manifest.get("parity_inputs") or {}).get("prior"), f"{root}/manifest.json")
         rels = bundle_network_files(root, manifest, precision, sbert_precision)
         self.providers_requested = list(providers or ["CPUExecutionProvider"])
         self.threads, self.inter_op_threads, self.allow_spinning = threads, inter_op_threads, allow_spinning
