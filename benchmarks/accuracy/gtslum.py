@@ -43,6 +43,7 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,34 @@ def time_of_day_scores(x: gd.Inputs, pop: np.ndarray) -> np.ndarray:
     total = x.hour_hist.sum(1)                                     # (n, K) the user's overall frequency
     scale = total.max(1, keepdims=True) + 1
     return tod + total / scale + pop / (pop.max(1, keepdims=True) + 1) / scale
+
+
+# Width (hours) of the kernel time-of-day frequency row: chosen on the VALIDATION day (day 6) of the SYNTHETIC
+# populations from KERNEL_GRID (`python -m umask.bench.accuracy.gtslum --only kernel` -> meta.kernel of
+# v2_gtslum.json; a test checks the choice). The same lesson as U-MASK's kernel prior (prior.SMOOTH_MINUTES): a
+# week of history gives the same-hour count five or six draws, so neighbouring hours carry information.
+KERNEL_GRID: tuple[float, ...] = (1.0, 2.0, 3.0, 4.0, 6.0)
+TOD_KERNEL_HOURS: float = 4.0
+
+
+def hour_kernel(hours: float) -> np.ndarray:
+    """(24, 24) circulant Gaussian over the hours of the day (circular distance), rows summing to 1."""
+    d = np.abs(np.arange(24)[:, None] - np.arange(24)[None, :])
+    d = np.minimum(d, 24 - d)
+    k = np.exp(-0.5 * (d / float(hours)) ** 2)
+    return k / k.sum(axis=1, keepdims=True)
+
+
+def time_of_day_kernel_scores(hour_hist: np.ndarray, target_ts: np.ndarray, pop: np.ndarray,
+                              hours: float = TOD_KERNEL_HOURS) -> np.ndarray:
+    """The user's time-of-day frequency smoothed over neighbouring hours: ``hour_hist`` (n, 24, K) convolved around
+    the clock with `hour_kernel` and read at the target's hour; ties by the user's overall frequency, then
+    popularity (as `time_of_day_scores`, with weights small enough never to override a kernel difference)."""
+    hour = sq.hour_of(np.asarray(target_ts))
+    sm = np.einsum("nh,nhc->nc", hour_kernel(hours)[hour], hour_hist)                    # (n, K)
+    total = hour_hist.sum(1)
+    scale = total.max(1, keepdims=True) + 1
+    return sm + 1e-3 * total / scale + 1e-6 * pop / (pop.max(1, keepdims=True) + 1) / scale
 
 
 def user_frequency_scores(x: gd.Inputs, pop: np.ndarray) -> np.ndarray:
@@ -291,8 +320,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                   "family's recommendation rows")
     ap.add_argument("--umask-name", default=None,
                     help="the U-MASK rows' model name (default umask_small); another name adds rows beside the others")
-    ap.add_argument("--only", choices=("umask",), default=None,
-                    help="score only these rows and merge them into the existing --out (other rows kept)")
+    ap.add_argument("--only", choices=("umask", "kernel"), default=None,
+                    help="score only these rows and merge them into the existing --out (other rows kept); kernel: the "
+                         "kernel time-of-day frequency row, its width chosen on the validation day (no run needed)")
     ap.add_argument("--seeds", default=None, help="--only: simulator seeds (default: the --out file's meta.seeds)")
     ap.add_argument("--out", default=str(DEFAULT_OUT), help="result file (v2 rows)")
     args = ap.parse_args(argv)
@@ -303,6 +333,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     abl = dict(a.split("=", 1) for a in args.ablations.split(",") if a)
     if args.only == "umask":
         return _only_umask(args, argv)
+    if args.only == "kernel":
+        return _only_kernel(args, argv)
     if not runs:
         ap.error("--runs: name at least one GTS-LUM run (one per simulator seed for the headline rows)")
     command = shlex.join(["python", "-m", "umask.bench.accuracy.gtslum", *argv])
@@ -326,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     kinds: dict[str, tuple[str, str | None, str]] = {
         "gtslum": ("ours", "gtslum", "torch"), "popularity": ("baseline", None, "numpy"),
         "time_of_day_frequency": ("baseline", None, "numpy"), "user_frequency": ("baseline", None, "numpy"),
-        "sasrec": ("baseline", None, "torch")}
+        "time_of_day_frequency_kernel": ("baseline", None, "numpy"), "sasrec": ("baseline", None, "torch")}
     notes = {"sasrec": "items = app categories, behavior = time category of the interval, target-aware "
                        f"(target hour's time category); {args.sasrec_steps} steps on the training days"}
     pops: dict[int, gd.Users] = {}
@@ -338,6 +370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         pop = popularity_scores(users, x)
         cand = {"gtslum": scores, "popularity": pop, "time_of_day_frequency": time_of_day_scores(x, pop),
                 "user_frequency": user_frequency_scores(x, pop),
+                "time_of_day_frequency_kernel": time_of_day_kernel_scores(x.hour_hist, x.target_ts, pop),
                 "sasrec": sasrec_scores(users, x, users, args.sasrec_steps, seed)}
         for name, sc in cand.items():
             scored[name][seed] = gt.rank_metrics(sc, x.truth)
@@ -377,6 +410,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         rs = {"gtslum": {0: gt.rank_metrics(sc, x.truth)}, "popularity": {0: gt.rank_metrics(pop, x.truth)},
               "time_of_day_frequency": {0: gt.rank_metrics(time_of_day_scores(x, pop), x.truth)},
               "user_frequency": {0: gt.rank_metrics(user_frequency_scores(x, pop), x.truth)},
+              "time_of_day_frequency_kernel": {0: gt.rank_metrics(time_of_day_kernel_scores(x.hour_hist, x.target_ts,
+                                                                                            pop), x.truth)},
               "sasrec": {0: gt.rank_metrics(sasrec_scores(real, x, pops[first], args.sasrec_steps, first), x.truth)}}
         rnotes = dict(notes, gtslum=f"trained on SYNTHETIC users (seed {first}), applied zero-shot",
                       sasrec=notes["sasrec"] + f"; trained on SYNTHETIC users (seed {first})")
@@ -428,6 +463,83 @@ def _only_umask(args: argparse.Namespace, argv: Sequence[str]) -> int:
     for r in rows:
         print(f"{r['data']:9s} {r['model']:14s} {r['metric']:9s} {r['value']:.4f} ± {r['spread']}")
     return 0
+
+
+@dataclass
+class _Counts:
+    """What the count baselines read of a set of windows (the `gd.Inputs` fields, without a run's sequences)."""
+
+    hour_hist: np.ndarray    # (n, 24, K)
+    target_ts: np.ndarray    # (n,)
+    truth: np.ndarray        # (n, K) bool
+
+
+def count_inputs(users: gd.Users, split: str) -> _Counts:
+    """`gd.build_inputs`'s baseline fields for ``split``'s windows, from the same functions (no model needed)."""
+    wins = gd.windows(users, split)
+    hh = np.stack([sq.hour_histogram(users.behaviors[w.user].before(w.target_ts), users.n_categories) for w in wins])
+    return _Counts(hh.astype(np.float32), np.array([w.target_ts for w in wins], np.int64),
+                   np.stack([w.truth for w in wins]))
+
+
+def choose_kernel(val: Sequence[tuple[gd.Users, _Counts]]) -> tuple[float, dict[str, float]]:
+    """The width of `KERNEL_GRID` with the highest NDCG@5 averaged over the validation populations (ties: the
+    narrower) -> (width, {width: mean NDCG@5})."""
+    table = {}
+    for h in KERNEL_GRID:
+        vals = [gt.rank_metrics(time_of_day_kernel_scores(c.hour_hist, c.target_ts, popularity_scores(u, c), h),
+                                c.truth)["ndcg@5"] for u, c in val]
+        table[h] = float(np.mean(vals))
+    best = max(KERNEL_GRID, key=lambda h: (round(table[h], 9), -h))
+    return best, {str(h): round(v, 6) for h, v in table.items()}
+
+
+def _only_kernel(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """``--only kernel``: the kernel time-of-day frequency row on the populations (and windows) of the existing
+    ``--out``, its width chosen on their validation day; merged into the file, which must agree on the windows."""
+    out = Path(args.out)
+    if not out.is_file():
+        raise SystemExit(f"--only kernel merges into an existing result file; {out} does not exist")
+    doc = json.loads(out.read_text())
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [int(s) for s in doc["meta"]["seeds"]]
+    n_users = args.users if args.users is not None else int(doc["meta"]["users_per_seed"])
+    command = shlex.join(["python", "-m", "umask.bench.accuracy.gtslum", *argv])
+    t0 = time.perf_counter()
+    pops = {s: gd.synthetic_users(n_users, s) for s in seeds}
+    width, val_table = choose_kernel([(u, count_inputs(u, "val")) for u in pops.values()])
+    name, kinds = "time_of_day_frequency_kernel", {"time_of_day_frequency_kernel": ("baseline", None, "numpy")}
+    note = {name: f"the user's time-of-day frequency smoothed around the clock with a {width:g}-hour Gaussian "
+                  f"(chosen on the validation day from {list(KERNEL_GRID)}); ties by overall frequency, popularity"}
+    scored, n_win = {name: {}}, {name: 0}
+    for s, users in pops.items():
+        c = count_inputs(users, "test")
+        scored[name][s] = gt.rank_metrics(time_of_day_kernel_scores(c.hour_hist, c.target_ts, popularity_scores(users, c),
+                                                                    width), c.truth)
+        n_win[name] += len(c.truth)
+    rows = _rows(scored, n_win, dataset=f"sim {n_users} users, v2 D windows (B split, test day, hourly)",
+                 data="synthetic", kinds=kinds, command=command, notes=note)
+    if not args.no_real:
+        real = gd.real_users()
+        c = count_inputs(real, "test")
+        rows += _rows({name: {0: gt.rank_metrics(time_of_day_kernel_scores(c.hour_hist, c.target_ts,
+                                                                            popularity_scores(real, c), width), c.truth)}},
+                      {name: len(c.truth)}, dataset="tsinghua sample 6 users 1 day, hours 08-22 (in-day history)",
+                      data="real", kinds=kinds, command=command, notes=note)
+    for r in rows:                   # the same windows as the file's baselines (same data set, seeds, window count)
+        ref = [b for b in doc["rows"] if b["model"] == "popularity" and b["dataset"] == r["dataset"]
+               and b["metric"] == r["metric"]]
+        if not ref or (ref[0]["n_windows"], ref[0]["seeds"]) != (r["n_windows"], r["seeds"]):
+            raise SystemExit(f"{r['dataset']}: the kernel row scored {r['n_windows']} windows of seeds {r['seeds']}, "
+                             f"the file's baselines {ref[0]['n_windows'] if ref else 0}: not the same windows")
+    meta = {"command": command, "commit": _git_commit(), "date": dt.date.today().isoformat(),
+            "wall_seconds": round(time.perf_counter() - t0, 1), "grid_hours": list(KERNEL_GRID),
+            "validation_ndcg@5": val_table, "chosen_hours": width, "frozen_in_code": TOD_KERNEL_HOURS,
+            "agree": width == TOD_KERNEL_HOURS}
+    merge_rows(out, rows, "kernel", meta)
+    log.info("merged %d kernel rows into %s (width %g h, frozen %g h)", len(rows), out, width, TOD_KERNEL_HOURS)
+    for r in rows:
+        print(f"{r['data']:9s} {r['model']:30s} {r['metric']:9s} {r['value']:.4f} ± {r['spread']}")
+    return 0 if width == TOD_KERNEL_HOURS else 1
 
 
 def _git_commit() -> str:
