@@ -168,3 +168,34 @@ def test_frozen_decoder_matches_smollm2():
         ref = hf.model(inputs_embeds=x, attention_mask=mask.long()).last_hidden_state[:, -1]
         got = dec(x, mask)
     torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_kernel_time_of_day_row_is_the_smoothed_count_and_its_width_the_validation_choice() -> None:
+    """time_of_day_kernel_scores: a narrow kernel ranks by the same-hour count (the time_of_day_frequency row), a
+    wide one by the user's overall count (user_frequency); neighbouring hours count. The frozen width is what the
+    committed file's validation grid chose (`python -m umask.bench.accuracy.gtslum --only kernel`)."""
+    import json
+    from pathlib import Path
+
+    import numpy as np
+
+    from umask.bench.accuracy import gtslum as G
+
+    K = 4
+    hh = np.zeros((1, 24, K), np.float32)
+    hh[0, 9, 0] = 3.0            # category 0: three times at 09 h
+    hh[0, 10, 1] = 2.0           # category 1: twice at 10 h (the target's neighbour) ...
+    hh[0, 11, 1] = 2.0           # ... and twice at 11 h
+    hh[0, 21, 2] = 9.0           # category 2: the most used overall, but in the evening
+    ts = np.array([9 * 3600 + 600], np.int64)      # a 09:10 target (day 0)
+    pop = np.array([[0.1, 0.2, 0.3, 0.4]])
+    narrow = G.time_of_day_kernel_scores(hh, ts, pop, 0.3)
+    assert list(np.argsort(-narrow[0])[:2]) == [0, 1]            # same hour first
+    assert list(np.argsort(-G.time_of_day_kernel_scores(hh, ts, pop, 3.0)[0])[:1]) == [1]   # 10-11 h outweigh 09 h
+    assert int(np.argmax(G.time_of_day_kernel_scores(hh, ts, pop, 1e6)[0])) == 2            # overall frequency
+    assert np.allclose(G.hour_kernel(3.0).sum(1), 1.0) and G.hour_kernel(3.0)[0, 23] == G.hour_kernel(3.0)[0, 1]
+    meta = json.loads((Path(__file__).resolve().parents[1] / "benchmarks/results/v2_gtslum.json").read_text())["meta"]
+    k = meta["kernel"]
+    assert k["grid_hours"] == list(G.KERNEL_GRID) and k["chosen_hours"] == G.TOD_KERNEL_HOURS and k["agree"]
+    table = {float(h): v for h, v in k["validation_ndcg@5"].items()}
+    assert max(table, key=lambda h: (table[h], -h)) == G.TOD_KERNEL_HOURS
