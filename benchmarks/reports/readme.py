@@ -167,16 +167,17 @@ _USER_LINES = (
 TABLES: dict[str, Table | AutoTable] = {t.name: t for t in (
     Table("main_job",
           "REAL Tsinghua sample (6 users, 16 requests at 10:00 / 14:00 / 18:00), the exported bundle through "
-          "the runtime `Session`; model trained 600 steps on SYNTHETIC users; zero-shot",
+          "the runtime `Session`; the main job's default model (the shipped `checkpoints/umask_small_v9`, trained on "
+          "SYNTHETIC users; the checkpoint is named in the rows' notes); zero-shot",
           columns=(Col("request p50 ms", "B1", DEMO, ("request_p50_ms",), digits=1),
                    Col("next-hour MAE", "B1", DEMO, ("mae_all",), digits=4),
                    Col("active MAE", "B1", DEMO, ("active_mae",), digits=4),
                    Col("last value MAE", "B1", DEMO, ("mae_all",), 4, "last_value", "numpy"),
                    Col("last value active MAE", "B1", DEMO, ("active_mae",), 4, "last_value", "numpy")),
-          lines=(Line("fp32", "umask_demo_600steps", "onnx-fp32"),
-                 Line("fp16", "umask_demo_600steps", "onnx-fp16"),
-                 Line("int8 QDQ", "umask_demo_600steps", "onnx-int8-qdq"),
-                 Line("int8 dynamic", "umask_demo_600steps", "onnx-int8-dynamic")),
+          lines=(Line("fp32", "umask_main_job", "onnx-fp32"),
+                 Line("fp16", "umask_main_job", "onnx-fp16"),
+                 Line("int8 QDQ", "umask_main_job", "onnx-int8-qdq"),
+                 Line("int8 dynamic", "umask_main_job", "onnx-int8-dynamic")),
           first_header="precision"),
     Table("milan",
           "REAL Milan grid, test split; normalized MAE / RMSE; torch checkpoints and numpy / statsmodels "

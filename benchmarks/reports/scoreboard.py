@@ -266,7 +266,7 @@ BASELINES = {"all_zero", "last_value", "historical_average", "seasonal_naive", "
              "historical_average_smooth", "blend_smooth", "lightgbm",
              "nearest_observed"}
 PEERS = {"patchtst", "csdi"}
-OURS = {"umask", "umask_demo_600steps"}
+OURS = {"umask", "umask_demo_600steps", "umask_main_job"}
 NUMPY_ABLATIONS = {"prior_blend_only"}          # an ablation that is not a network (the blend prior by itself)
 USCOPE_MODELS = {"a_no_profile": "umask_s500_profile_none", "b_template": "umask_s500_profile_template",
                  "c_lora": "umask_s500_profile_lora", "d_lora_dpo": "umask_s500_profile_lora_dpo"}
@@ -443,20 +443,25 @@ def _user_rows(src: Path, doc: list[dict[str, Any]], commit: str, date: str) -> 
                               **{**base, "n_windows": int(ranks.get("n_users_ranked") or r["n_windows"])})
 
 
+MAIN_JOB_MODEL = "umask_main_job"      # the main job's model row; which checkpoint served it is in the notes
+
+
 def _main_job_rows(src: Path, doc: dict[str, Any], commit: str, date: str) -> Iterator[Row]:
     la = doc["latency_accuracy"]
     hours = "/".join(str(h) for h in la["hours"])
     dataset = f"tsinghua sample 6 users 1 day, requests at {hours} h (main job)"
-    checkpoint = doc.get("train", {}).get("checkpoint", "")
-    notes = (f"the main job's on-device request (runtime Session, short-term next hour); model trained on "
-             f"SYNTHETIC users ({checkpoint}), zero-shot on the REAL sample; mae_all over all entries and "
-             f"channels, active_mae (v2 diagnostic) over non-zero truth")
+    train = doc.get("train", {})
+    checkpoint, source = train.get("checkpoint", ""), train.get("source", "trained by the main job")
+    notes = (f"the main job's on-device request (runtime Session, short-term next hour); model {checkpoint} "
+             f"({source}), trained on SYNTHETIC users, zero-shot on the REAL sample; point estimate = the "
+             f"bundle's default (conditional mean); mae_all over all entries and channels, active_mae (v2 "
+             f"diagnostic) over non-zero truth")
     for r in la["rows"]:
         base = dict(protocol="B1", dataset=dataset, data="real", n_windows=int(r["requests"]), seeds=(0,),
                     spread=None, command="./scripts/demo.sh", commit=commit, date=date,
                     source=f"benchmarks/results/{src.name}", notes=notes)
         art = f"onnx-{r['precision']}"
-        ours = dict(model="umask_demo_600steps", family="umask", kind="ours", artifact=art)
+        ours = dict(model=MAIN_JOB_MODEL, family="umask", kind="ours", artifact=art)
         lv = dict(model="last_value", family=None, kind="baseline", artifact="numpy")
         for metric, key, who in (("mae_all", "mae", ours), ("active_mae", "active_mae", ours),
                                  ("request_p50_ms", "p50_ms", ours), ("mae_all", "last_value_mae", lv),
