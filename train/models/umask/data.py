@@ -26,10 +26,10 @@ user's location embedding; ``user`` (the user's index in the dataset's user list
 embedding lookup); ``start`` (absolute slot of window slot 0); ``channel_present`` (C,) float32,
 1 for a recorded channel and 0 for an ABSENT one (see below); when the dataset holds a
 `ProfileTable`, ``profile_emb`` (D,) and ``profile_present`` (bool); and with ``WindowConfig.prior`` a
-weighted kind ("blend", "task_blend", "horizon_blend"; set by UMaskConfig.prior; default "none": no such
-key) ``prior`` (C, T, H, W) float32, the deterministic prior of `window_prior` (w x last available value +
-(1 - w) x slot-of-day mean of the evidence-eligible history, w per task from the kind's `PRIOR_SHARES`;
-never a target value). `collate` stacks them.
+weighted kind ("blend", "task_blend", "horizon_blend", "smooth_blend"; set by UMaskConfig.prior; default "none":
+no such key) ``prior`` (C, T, H, W) float32, the deterministic prior of `window_prior` (w x last available value +
+(1 - w) x slot-of-day mean of the evidence-eligible history, w per task from the kind's `PRIOR_SHARES`; for
+"smooth_blend" the mean is a kernel estimate, `PRIOR_SMOOTH_MINUTES`; never a target value). `collate` stacks them.
 
 **Absent channels** (app-only logs, runtime/core/usage_log.py: no location, and no traffic without a
 bytes column). ``avail`` / ``target`` are tied across channels, so the absence is per channel:

@@ -75,8 +75,10 @@ training learns only what the prior misses. The loss is unchanged (x0 loss on th
 (one DiT call each) as a point estimate for RMSE. ``prior="task_blend"`` is the same prior with the last
 value share chosen per task on the validation day (runtime/families/umask/prior.TASK_PRIOR_WEIGHTS: 0.1
 for day-ahead windows, 0.3 for short-term and imputation); ``"horizon_blend"`` keeps 0.5 for short-term and
-imputation and 0.1 day-ahead (PRIOR_SHARES; v7). The on-device Session builds the same prior
-from the raw history (runtime/families/umask/prior.history_prior).
+imputation and 0.1 day-ahead (PRIOR_SHARES; v7); ``"smooth_blend"`` (v9) makes the slot-of-day mean a kernel
+estimate (sums and counts smoothed around the clock with a 3-hour Gaussian, prior.SMOOTH_MINUTES) with the shares
+SMOOTH_PRIOR_WEIGHTS. The on-device Session builds the same prior from the raw history
+(runtime/families/umask/prior.history_prior).
 
 Trainer duties (train/models/umask/trainer.py): after each optimizer step
 ``maskgen.update_bank(out.features)`` and ``maskgen.update_fisher(task, a_tau.grad, avail)`` (the
@@ -151,7 +153,7 @@ class UMaskConfig:
     # data scaling inside the model (see `UMask.set_data_scale`): "global" | "channel" | "none"
     data_scale: str = "global"
     # deterministic prior the DiT learns the residual of (see "Prior" above): "none" | "blend" | "task_blend" |
-    # "horizon_blend" (runtime/families/umask/prior.PRIOR_SHARES).
+    # "horizon_blend" | "smooth_blend" (runtime/families/umask/prior.PRIOR_SHARES, PRIOR_SMOOTH_MINUTES).
     # Mirrored into window.prior, so the data set adds the item's ``prior``.
     prior: str = "none"
     # extra DiT inputs (issue "U-MASK that wins"; all off by default: configs, checkpoints and exported
