@@ -193,7 +193,9 @@ def test_kernel_time_of_day_row_is_the_smoothed_count_and_its_width_the_validati
     assert list(np.argsort(-narrow[0])[:2]) == [0, 1]            # same hour first
     assert list(np.argsort(-G.time_of_day_kernel_scores(hh, ts, pop, 3.0)[0])[:1]) == [1]   # 10-11 h outweigh 09 h
     assert int(np.argmax(G.time_of_day_kernel_scores(hh, ts, pop, 1e6)[0])) == 2            # overall frequency
-    assert np.allclose(G.hour_kernel(3.0).sum(1), 1.0) and G.hour_kernel(3.0)[0, 23] == G.hour_kernel(3.0)[0, 1]
+    from umask.runtime.families.umask.prior import tod_kernel       # the kernel the row convolves with
+
+    assert np.allclose(tod_kernel(24, 3.0).sum(1), 1.0) and tod_kernel(24, 3.0)[0, 23] == tod_kernel(24, 3.0)[0, 1]
     meta = json.loads((Path(__file__).resolve().parents[1] / "benchmarks/results/v2_gtslum.json").read_text())["meta"]
     k = meta["kernel"]
     assert k["grid_hours"] == list(G.KERNEL_GRID) and k["chosen_hours"] == G.TOD_KERNEL_HOURS and k["agree"]

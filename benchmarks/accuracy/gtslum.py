@@ -90,21 +90,16 @@ KERNEL_GRID: tuple[float, ...] = (1.0, 2.0, 3.0, 4.0, 6.0)
 TOD_KERNEL_HOURS: float = 4.0
 
 
-def hour_kernel(hours: float) -> np.ndarray:
-    """(24, 24) circulant Gaussian over the hours of the day (circular distance), rows summing to 1."""
-    d = np.abs(np.arange(24)[:, None] - np.arange(24)[None, :])
-    d = np.minimum(d, 24 - d)
-    k = np.exp(-0.5 * (d / float(hours)) ** 2)
-    return k / k.sum(axis=1, keepdims=True)
-
-
 def time_of_day_kernel_scores(hour_hist: np.ndarray, target_ts: np.ndarray, pop: np.ndarray,
                               hours: float = TOD_KERNEL_HOURS) -> np.ndarray:
     """The user's time-of-day frequency smoothed over neighbouring hours: ``hour_hist`` (n, 24, K) convolved around
-    the clock with `hour_kernel` and read at the target's hour; ties by the user's overall frequency, then
-    popularity (as `time_of_day_scores`, with weights small enough never to override a kernel difference)."""
+    the clock with the Gaussian of U-MASK's kernel prior (`prior.tod_kernel` over 24 one-hour slots) and read at
+    the target's hour; ties by the user's overall frequency, then popularity (as `time_of_day_scores`, with
+    weights small enough never to override a kernel difference)."""
+    from umask.runtime.families.umask.prior import tod_kernel
+
     hour = sq.hour_of(np.asarray(target_ts))
-    sm = np.einsum("nh,nhc->nc", hour_kernel(hours)[hour], hour_hist)                    # (n, K)
+    sm = np.einsum("nh,nhc->nc", tod_kernel(24, float(hours))[hour], hour_hist)         # (n, K)
     total = hour_hist.sum(1)
     scale = total.max(1, keepdims=True) + 1
     return sm + 1e-3 * total / scale + 1e-6 * pop / (pop.max(1, keepdims=True) + 1) / scale
@@ -438,26 +433,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _only_umask(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    """``--only umask``: the U-MASK rows on the populations of the existing ``--out``, merged into it."""
-    from umask.bench.accuracy.gtslum_umask import DEFAULT_CKPT
-
+def _merge_target(args: argparse.Namespace, argv: Sequence[str], what: str) -> tuple[Path, dict[str, Any], list[int],
+                                                                                     int, str]:
+    """The common start of the ``--only`` modes -> (the existing ``--out``, its document, the seeds and users per
+    seed to score (flags, else the file's meta), the command line)."""
     out = Path(args.out)
     if not out.is_file():
-        raise SystemExit(f"--only umask merges into an existing result file; {out} does not exist")
+        raise SystemExit(f"--only {what} merges into an existing result file; {out} does not exist")
     doc = json.loads(out.read_text())
     meta = doc["meta"]
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [int(s) for s in meta["seeds"]]
     n_users = args.users if args.users is not None else int(meta["users_per_seed"])
-    ckpt = args.umask or DEFAULT_CKPT
-    command = shlex.join(["python", "-m", "umask.bench.accuracy.gtslum", *argv])
-    rows, umeta = umask_rows(ckpt, seeds, n_users, real=not args.no_real, command=command, name=args.umask_name)
-    for r in rows:                   # the same windows as the file's baselines (same data set, seeds, window count)
+    return out, doc, seeds, n_users, shlex.join(["python", "-m", "umask.bench.accuracy.gtslum", *argv])
+
+
+def _check_same_windows(doc: dict[str, Any], rows: list[dict[str, Any]], who: str, *, required: bool) -> None:
+    """Rows merged by an ``--only`` mode must score the file's windows: the same data set, seeds and window count
+    as its popularity rows (``required``: a data set the file has no popularity row for is refused too)."""
+    for r in rows:
         ref = [b for b in doc["rows"] if b["model"] == "popularity" and b["dataset"] == r["dataset"]
                and b["metric"] == r["metric"]]
         if ref and (ref[0]["n_windows"], ref[0]["seeds"]) != (r["n_windows"], r["seeds"]):
-            raise SystemExit(f"{r['dataset']}: U-MASK scored {r['n_windows']} windows of seeds {r['seeds']}, the file's "
+            raise SystemExit(f"{r['dataset']}: {who} scored {r['n_windows']} windows of seeds {r['seeds']}, the file's "
                              f"baselines {ref[0]['n_windows']} of {ref[0]['seeds']}: not the same windows")
+        if required and not ref:
+            raise SystemExit(f"{r['dataset']}: {who} scored {r['n_windows']} windows of seeds {r['seeds']}; the file "
+                             f"has no baseline rows for that data set")
+
+
+def _only_umask(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """``--only umask``: the U-MASK rows on the populations of the existing ``--out``, merged into it."""
+    from umask.bench.accuracy.gtslum_umask import DEFAULT_CKPT
+
+    out, doc, seeds, n_users, command = _merge_target(args, argv, "umask")
+    ckpt = args.umask or DEFAULT_CKPT
+    rows, umeta = umask_rows(ckpt, seeds, n_users, real=not args.no_real, command=command, name=args.umask_name)
+    _check_same_windows(doc, rows, "U-MASK", required=False)
     merge_rows(out, rows, "umask" if not args.umask_name else f"umask:{args.umask_name}", umeta)
     log.info("merged %d U-MASK rows into %s", len(rows), out)
     for r in rows:
@@ -497,13 +508,7 @@ def choose_kernel(val: Sequence[tuple[gd.Users, _Counts]]) -> tuple[float, dict[
 def _only_kernel(args: argparse.Namespace, argv: Sequence[str]) -> int:
     """``--only kernel``: the kernel time-of-day frequency row on the populations (and windows) of the existing
     ``--out``, its width chosen on their validation day; merged into the file, which must agree on the windows."""
-    out = Path(args.out)
-    if not out.is_file():
-        raise SystemExit(f"--only kernel merges into an existing result file; {out} does not exist")
-    doc = json.loads(out.read_text())
-    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [int(s) for s in doc["meta"]["seeds"]]
-    n_users = args.users if args.users is not None else int(doc["meta"]["users_per_seed"])
-    command = shlex.join(["python", "-m", "umask.bench.accuracy.gtslum", *argv])
+    out, doc, seeds, n_users, command = _merge_target(args, argv, "kernel")
     t0 = time.perf_counter()
     pops = {s: gd.synthetic_users(n_users, s) for s in seeds}
     width, val_table = choose_kernel([(u, count_inputs(u, "val")) for u in pops.values()])
@@ -525,12 +530,7 @@ def _only_kernel(args: argparse.Namespace, argv: Sequence[str]) -> int:
                                                                             popularity_scores(real, c), width), c.truth)}},
                       {name: len(c.truth)}, dataset="tsinghua sample 6 users 1 day, hours 08-22 (in-day history)",
                       data="real", kinds=kinds, command=command, notes=note)
-    for r in rows:                   # the same windows as the file's baselines (same data set, seeds, window count)
-        ref = [b for b in doc["rows"] if b["model"] == "popularity" and b["dataset"] == r["dataset"]
-               and b["metric"] == r["metric"]]
-        if not ref or (ref[0]["n_windows"], ref[0]["seeds"]) != (r["n_windows"], r["seeds"]):
-            raise SystemExit(f"{r['dataset']}: the kernel row scored {r['n_windows']} windows of seeds {r['seeds']}, "
-                             f"the file's baselines {ref[0]['n_windows'] if ref else 0}: not the same windows")
+    _check_same_windows(doc, rows, "the kernel row", required=True)
     meta = {"command": command, "commit": _git_commit(), "date": dt.date.today().isoformat(),
             "wall_seconds": round(time.perf_counter() - t0, 1), "grid_hours": list(KERNEL_GRID),
             "validation_ndcg@5": val_table, "chosen_hours": width, "frozen_in_code": TOD_KERNEL_HOURS,

@@ -41,7 +41,7 @@ BASELINE_NOTES: dict[str, str] = {
                               "day 6; B4: before the window start); `historical_average` averages days 1-5 only",
     "blend_tuned_all": "blend_tuned over historical_average_all (the same history as U-MASK's prior)",
     "historical_average_smooth": "historical_average_all as a kernel estimate: sums and counts by slot of day "
-                                 "smoothed around the clock with a 2-hour Gaussian before the division "
+                                 "smoothed around the clock with a 3-hour Gaussian before the division "
                                  "(runtime/families/umask/prior.SMOOTH_MINUTES; B3: over the context)",
     "blend_smooth": "the blend over historical_average_smooth with the last value shares chosen with the kernel on "
                     "the validation day (prior.SMOOTH_PRIOR_WEIGHTS): the smooth_blend prior of U-MASK v9 as a row",
@@ -116,7 +116,7 @@ def predict_context_mean(batch: TaskBatch) -> np.ndarray:
 def _context_tod_mean(batch: TaskBatch, smooth_slots: float = 0.0) -> np.ndarray:
     """(n, C, spd, H, W): mean by time of day over the context slots (unobserved slots count as 0); with
     ``smooth_slots`` > 0 the kernel estimate of the "smooth_blend" prior (sums and counts smoothed around the
-    clock, `umask.runtime.families.umask.prior.smooth_tod`)."""
+    clock, `umask.runtime.families.umask.prior.tod_mean`)."""
     n, C, Tc, H, W = batch.x_context.shape
     spd = batch.slots_per_day
     tod = batch.time_of_day(batch.context_slots())           # (n, Tc)
@@ -126,12 +126,9 @@ def _context_tod_mean(batch: TaskBatch, smooth_slots: float = 0.0) -> np.ndarray
     np.add.at(out, (rows, slice(None), tod.reshape(-1)), np.asarray(batch.x_context).transpose(0, 2, 1, 3, 4)
               .reshape(n * Tc, C, H, W))
     np.add.at(cnt, (rows, tod.reshape(-1)), 1.0)
-    if smooth_slots > 0:
-        from umask.runtime.families.umask.prior import smooth_tod
+    from umask.runtime.families.umask.prior import tod_mean       # the prior's own division (raw or kernel)
 
-        out, cnt = smooth_tod(out, smooth_slots, 2), smooth_tod(cnt, smooth_slots, 1)
-        return out / np.where(cnt > 1e-9, cnt, 1.0)[:, None, :, None, None]
-    return out / np.maximum(cnt, 1)[:, None, :, None, None]
+    return tod_mean(out, cnt[:, None, :, None, None], smooth_slots, 2)[0]
 
 
 class HistoricalAverage:
@@ -189,8 +186,10 @@ class HistoricalAverageBefore(HistoricalAverage):
     ``historical_average_smooth`` rows)."""
 
     def __init__(self, pop: UserPopulation, smooth_minutes: float = 0.0) -> None:
+        from umask.runtime.families.umask.prior import minutes_to_slots
+
         super().__init__(pop)
-        self.smooth_slots = float(smooth_minutes) * pop.slots_per_day / 1440.0
+        self.smooth_slots = minutes_to_slots(smooth_minutes, pop.slots_per_day)
         self._before: dict[tuple[int, int], np.ndarray] = {}
 
     def profile_before(self, user: int, end: int) -> np.ndarray:
@@ -198,14 +197,10 @@ class HistoricalAverageBefore(HistoricalAverage):
         key = (int(user), int(end))
         p = self._before.get(key)
         if p is None:
-            from umask.runtime.families.umask.prior import history_tod_sums, smooth_tod   # the prior's own sums
+            from umask.runtime.families.umask.prior import history_tod_sums, tod_mean   # the prior's own sums / rule
 
             sums, counts = history_tod_sums(self.pop.features[int(user)].tensor, int(end))
-            if self.smooth_slots > 0:
-                sums, counts = smooth_tod(sums, self.smooth_slots, 1), smooth_tod(counts, self.smooth_slots, 0)
-                p = (sums / np.where(counts > 1e-9, counts, 1.0)[None, :, None, None]).astype(np.float32)
-            else:
-                p = (sums / np.maximum(counts, 1)[None, :, None, None]).astype(np.float32)
+            p = tod_mean(sums, counts[None, :, None, None], self.smooth_slots, 1)[0].astype(np.float32)
             self._before[key] = p
         return p
 

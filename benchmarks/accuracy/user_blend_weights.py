@@ -45,15 +45,14 @@ GROUPS: tuple[str, ...] = ("traffic", "app", "location")
 DEFAULT_OUT = Path("benchmarks/results/blend_weights_val.json")
 
 
-def choose(rmse: dict[float, dict[str, float]]) -> float:
-    """The share whose RMSE, relative to the 0.5 blend's and averaged over the channel groups, is lowest."""
-    ref = rmse[PRIOR_WEIGHT]
-    return min(rmse, key=lambda w: (sum(rmse[w][g] / ref[g] for g in GROUPS) / len(GROUPS), w))
-
-
 def ratio(rmse: dict[str, float], ref: dict[str, float]) -> float:
     """Mean over the channel groups of RMSE / the reference's RMSE."""
     return sum(rmse[g] / ref[g] for g in GROUPS) / len(GROUPS)
+
+
+def choose(rmse: dict[float, dict[str, float]]) -> float:
+    """The share whose RMSE, relative to the 0.5 blend's and averaged over the channel groups, is lowest."""
+    return min(rmse, key=lambda w: (ratio(rmse[w], rmse[PRIOR_WEIGHT]), w))
 
 
 def choose_smooth(smooth: dict[str, dict[float, dict[float, dict[str, float]]]],

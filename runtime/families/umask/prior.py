@@ -22,6 +22,7 @@ protocol-B harness and the on-device `Session` all call these functions.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -83,11 +84,16 @@ def prior_weight(kind: str, task: int) -> float:
     return PRIOR_SHARES[kind][TASK_NAMES[int(task)]]
 
 
+def minutes_to_slots(minutes: float, slots_per_day: int) -> float:
+    """A kernel width in minutes as slots of a day cut into ``slots_per_day`` slots."""
+    return float(minutes) * int(slots_per_day) / (DAY_SECONDS / 60.0)
+
+
 def prior_smooth_slots(kind: str, slots_per_day: int) -> float:
     """Kernel width of prior ``kind``'s slot-of-day mean in slots (0: the raw mean)."""
     if kind not in PRIOR_SMOOTH_MINUTES:
         raise InputError(f"prior kind {kind!r:.40}: a weighted prior is one of {tuple(PRIOR_SMOOTH_MINUTES)}")
-    return PRIOR_SMOOTH_MINUTES[kind] * int(slots_per_day) / (DAY_SECONDS / 60.0)
+    return minutes_to_slots(PRIOR_SMOOTH_MINUTES[kind], slots_per_day)
 
 
 def check_prior_note(kind: str, note: dict[str, Any] | None, where: str) -> None:
@@ -99,6 +105,7 @@ def check_prior_note(kind: str, note: dict[str, Any] | None, where: str) -> None
         return
     if note.get("kind", kind) != kind:
         raise InputError(f"{where}: parity_inputs.prior.kind {note.get('kind')!r:.40} != model.umask.prior {kind!r:.40}")
+
     def number(field: str, v: Any) -> float:
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise InputError(f"{where}: parity_inputs.prior.{field} must be a number, got {v!r:.40}")
@@ -116,17 +123,22 @@ def check_prior_note(kind: str, note: dict[str, Any] | None, where: str) -> None
                          f"smooths with {PRIOR_SMOOTH_MINUTES[kind]:g}: re-export the bundle with it")
 
 
+@functools.lru_cache(maxsize=16)
 def tod_kernel(slots_per_day: int, sigma_slots: float) -> np.ndarray:
     """(spd, spd) float64 circulant Gaussian smoother around the clock: ``K[s, s']`` ~ exp(-d(s, s')^2 / 2 sigma^2)
-    with d the circular distance in slots, rows summing to 1 (unused by the ratio in `blend_prior`, but it keeps a
-    smoothed profile on the data's scale). sigma 0: the identity."""
+    with d the circular distance in slots, rows summing to 1 (unused by the ratio in `tod_mean`, but it keeps a
+    smoothed profile on the data's scale). sigma 0: the identity. Cached (every window's prior asks for the same
+    few kernels), so the array is read-only."""
     spd = int(slots_per_day)
     if sigma_slots <= 0:
-        return np.eye(spd)
-    d = np.abs(np.arange(spd)[:, None] - np.arange(spd)[None, :])
-    d = np.minimum(d, spd - d)
-    k = np.exp(-0.5 * (d / float(sigma_slots)) ** 2)
-    return k / k.sum(axis=1, keepdims=True)
+        k = np.eye(spd)
+    else:
+        d = np.abs(np.arange(spd)[:, None] - np.arange(spd)[None, :])
+        d = np.minimum(d, spd - d)
+        k = np.exp(-0.5 * (d / float(sigma_slots)) ** 2)
+        k = k / k.sum(axis=1, keepdims=True)
+    k.setflags(write=False)
+    return k
 
 
 def smooth_tod(a: np.ndarray, sigma_slots: float, axis: int) -> np.ndarray:
@@ -134,8 +146,22 @@ def smooth_tod(a: np.ndarray, sigma_slots: float, axis: int) -> np.ndarray:
     if sigma_slots <= 0:
         return np.asarray(a, np.float64)
     a = np.moveaxis(np.asarray(a, np.float64), axis, 0)
-    K = tod_kernel(a.shape[0], sigma_slots)
+    K = tod_kernel(a.shape[0], float(sigma_slots))
     return np.moveaxis(np.tensordot(K, a, axes=(1, 0)), 0, axis)
+
+
+def tod_mean(sums: np.ndarray, counts: np.ndarray, smooth_slots: float, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """The mean by slot of day, ``sums / counts``, with the slot-of-day axis at ``axis`` in both (``counts``
+    broadcastable to ``sums``, size-1 axes elsewhere) -> (mean, the counts it divided by), float64. Raw
+    (``smooth_slots`` 0): counts floored at 1. Kernel ("smooth_blend", the ``*_smooth`` baseline rows): sums and
+    counts both smoothed around the clock first (`smooth_tod`, Nadaraya-Watson); a slot of day with no count
+    within reach (<= 1e-9) gets count 0 and mean 0. The one rule the prior and the baselines share."""
+    if smooth_slots <= 0:
+        cnt = np.asarray(counts, np.float64)
+        return sums / np.maximum(cnt, 1.0), cnt
+    sums, cnt = smooth_tod(sums, smooth_slots, axis), smooth_tod(counts, smooth_slots, axis)
+    cnt = np.where(cnt > 1e-9, cnt, 0.0)
+    return sums / np.where(cnt > 0, cnt, 1.0), cnt
 
 
 def history_tod_sums(tensor: SparseBehaviorTensor, t_end: int) -> tuple[np.ndarray, np.ndarray]:
@@ -185,7 +211,7 @@ def blend_prior(x_win: np.ndarray, avail: np.ndarray, start: int, hist_sums: np.
       the window's part to slots counted as observed ZEROS where not available (cold start: the
       whole context, as the harness's B3 blend, "cut slots as 0"); it never reads a value there;
     * ``smooth_slots`` > 0 ("smooth_blend"): sums and counts are both smoothed around the clock
-      (`smooth_tod`) before the division, a kernel estimate of the slot-of-day mean;
+      before the division (`tod_mean`), a kernel estimate of the slot-of-day mean;
     * prior = ``weight * lv + (1 - weight) * ha``, or ``lv`` alone where the slot of day has no
       eligible observation at all.
     """
@@ -205,13 +231,9 @@ def blend_prior(x_win: np.ndarray, avail: np.ndarray, start: int, hist_sums: np.
     if hist_sums is not None:
         sums = sums + hist_sums
         cnt = cnt + np.asarray(hist_counts, np.float64)[:, None, None]
-    if smooth_slots > 0:                                                  # kernel estimate (SMOOTH_MINUTES)
-        sums, cnt = smooth_tod(sums, smooth_slots, 1), smooth_tod(cnt, smooth_slots, 0)
-        cnt = np.where(cnt > 1e-9, cnt, 0.0)                              # no mass within reach: no mean
-        ha = (sums / np.where(cnt > 0, cnt, 1.0))[:, tod]
-    else:
-        ha = (sums / np.maximum(cnt, 1.0))[:, tod]                        # (C, T, H, W)
-    has = (cnt > 0)[tod]                                                  # (T, H, W)
+    mean, used = tod_mean(sums, cnt[None], smooth_slots, 1)               # (C, spd, H, W), (1, spd, H, W)
+    ha = mean[:, tod]                                                     # (C, T, H, W)
+    has = (used[0] > 0)[tod]                                              # (T, H, W)
     return np.where(has[None], weight * lv + (1.0 - weight) * ha, lv).astype(np.float32)
 
 
@@ -323,5 +345,6 @@ def dit_extra_feeds(names: tuple[str, ...], w: Window, prior: np.ndarray | None,
 
 
 __all__ = ["PRIORS", "PRIOR_WEIGHT", "TASK_PRIOR_WEIGHTS", "PRIOR_SHARES", "prior_weight", "SMOOTH_MINUTES",
-           "SMOOTH_PRIOR_WEIGHTS", "PRIOR_SMOOTH_MINUTES", "prior_smooth_slots", "check_prior_note", "tod_kernel", "smooth_tod", "history_tod_sums", "blend_prior", "task_prior", "window_prior", "history_prior",
+           "SMOOTH_PRIOR_WEIGHTS", "PRIOR_SMOOTH_MINUTES", "minutes_to_slots", "prior_smooth_slots", "check_prior_note",
+           "tod_kernel", "smooth_tod", "tod_mean", "history_tod_sums", "blend_prior", "task_prior", "window_prior", "history_prior",
            "CAL_DIM", "DIT_EXTRA_INPUTS", "slot_calendar", "dit_extra_inputs", "dit_extra_feeds"]
