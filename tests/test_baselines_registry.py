@@ -27,7 +27,7 @@ def z() -> np.ndarray:
 
 def test_registry_names_and_get() -> None:
     want = {"all_zero", "last_value", "seasonal_naive", "historical_average", "linear_interpolation",
-            "nearest_observed", "blend", "arima", "patchtst", "csdi", "lightgbm"}
+            "nearest_observed", "blend", "arima", "patchtst", "csdi", "lightgbm", "lowrank_interpolation"}
     assert want <= set(base.names())
     for n in ("last_value", "blend", "historical_average"):
         cls = base.get(n)
@@ -59,7 +59,7 @@ def test_imputers_keep_observed_and_fill_hidden(z: np.ndarray) -> None:
     mask = np.random.default_rng(0).random(win.shape) < 0.7
     obs = np.where(mask, np.nan, win)
     for n in ("last_value", "seasonal_naive", "historical_average", "linear_interpolation", "nearest_observed",
-              "blend", "all_zero"):
+              "blend", "all_zero", "lowrank_interpolation"):
         m = base.get(n)(period=P).fit(z[: 14 * P])
         out = m.impute(obs, mask, starts=starts)
         assert out.shape == win.shape and np.all(np.isfinite(out)), n

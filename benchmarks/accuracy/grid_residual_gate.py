@@ -40,6 +40,7 @@ from umask.bench.accuracy import grid as harness
 from umask.bench.accuracy import grid_umask as gu
 from umask.bench.accuracy.grid_umask_v2 import (DATASET, METRICS, _git_commit, cli_setup, harness_rows,
                                                   load_prior_run, predict, protocol_windows)
+from umask.train.baselines import classical
 from umask.train.common.checkpoints import atomic_text
 
 log = logging.getLogger(__name__)
@@ -88,10 +89,17 @@ def _ustsllm_fns(ckpt: str, grid: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     return {"a1": (f, pf), "a2": (i, pi)}, {"run": ckpt, "checkpoint": info["checkpoint"], "seed": int(info["seed"] or 0)}
 
 
+def lowrank_prior(x: np.ndarray, m: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """The A2 gate's other end with ``--a2-prior lowrank``: the lowrank_interpolation baseline row."""
+    return classical.lowrank_interpolation_impute(x, m)
+
+
 def run_predictions(run: str, grid: Any, spec: harness.GridSpec, tasks: Sequence[str], samples: int,
-                    batch_size: int, family: str = "umask") -> dict[str, Any]:
+                    batch_size: int, family: str = "umask", a2_prior: str = "grid") -> dict[str, Any]:
     """Model and prior predictions of one run on the validation and test windows of each task."""
     fns, out = _umask_fns(run, grid, samples, batch_size) if family == "umask" else _ustsllm_fns(run, grid)
+    if a2_prior == "lowrank":
+        fns["a2"] = (fns["a2"][0], lowrank_prior)
     for split in ("val", "test"):
         fw, iw = protocol_windows(spec, split)
         for task in tasks:
@@ -116,9 +124,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--tasks", default="a1,a2")
     p.add_argument("--samples", type=int, default=16, help="noise draws per window (first_x0), as grid_umask_v2")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--a2-prior", default="grid", choices=("grid", "lowrank"),
+                   help="A2's other end of the gate: the model's own grid prior (linear interpolation), or the "
+                        "lowrank_interpolation baseline (low-rank completion across cells + interpolation)")
     args = p.parse_args(argv)
     command, tasks, t_start, grid, spec = cli_setup("umask.bench.accuracy.grid_residual_gate", argv, args.tasks)
-    runs = [run_predictions(r, grid, spec, tasks, args.samples, args.batch_size, args.family) for r in args.runs]
+    runs = [run_predictions(r, grid, spec, tasks, args.samples, args.batch_size, args.family, args.a2_prior)
+            for r in args.runs]
     name = args.name or ("umask_grid_gated" if args.family == "umask" else "ustsllm_gated")
     base = "umask_grid_prior" if args.family == "umask" else "ustsllm"
     seeds = [r["seed"] for r in runs]
@@ -145,6 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                      alphas.tolist(), m["gated"]["normalized_mae"], m["model"]["normalized_mae"],
                      m["prior"]["normalized_mae"])
         ens = harness_rows(grid, task, {"ens": np.mean(gated_preds, axis=0)}, "test", command)["ens"]
+        other = ("the lowrank_interpolation baseline (not its own prior)" if task == "a2" and args.a2_prior == "lowrank"
+                 else "its grid prior")
         for metric, mkey in METRICS:
             vals = np.array([per_seed[str(s)]["test"]["gated"][metric] for s in seeds])
             spread = round(float(vals.std(ddof=1)), 5) if len(vals) > 1 else None
@@ -154,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "spread": spread, "command": command,
                          "notes": f"{base}'s weights and predictions"
                                   f"{f' (first_x0, {args.samples} draws)' if args.family == 'umask' else ''} with the "
-                                  f"residual over its grid prior gated per cell on the validation windows (alpha in {list(ALPHAS)}); "
+                                  f"residual over {other} gated per cell on the validation windows (alpha in {list(ALPHAS)}); "
                                   f"{len(seeds)} training seeds, value = mean, spread = std (per seed "
                                   f"{np.round(vals, 4).tolist()})"})
             if len(runs) > 1:

@@ -189,6 +189,7 @@ TABLES: dict[str, Table | AutoTable] = {t.name: t for t in (
                  Line("seasonal naive (A2: nearest observed)", "seasonal_naive", "numpy"),
                  Line("historical average by time of day", "historical_average", "numpy"),
                  Line("linear interpolation", "linear_interpolation", "numpy"),
+                 Line("low-rank completion + interpolation (A2)", "lowrank_interpolation", "numpy"),
                  Line("ARIMA (deseasonalized ARMA, Kalman)", "arima", "statsmodels"),
                  Line("PatchTST (transformers, seed 0)", "patchtst", "torch"),
                  Line("CSDI (compact, ~700 steps; window subset)", "csdi", "torch",
@@ -248,12 +249,14 @@ TABLES: dict[str, Table | AutoTable] = {t.name: t for t in (
               "(A1, A2) and ConvLSTM (A1): 3 seeds; `ustsllm_patch` = U-STS-LLM with spatio-temporal patch tokens (`--st-patch 48`), 3 "
               "training seeds (best validation loss); `_a2val` = seed 0 at its best validation A2 step; `_gated` = the "
               "same weights with the residual over the grid prior kept per cell only as far as it helped on the "
-              "validation days (`grid_residual_gate`), 3 seeds",
+              "validation days (`grid_residual_gate`), 3 seeds; `_gated_lowrank` = the same gate on A2 between the "
+              "network and the `lowrank_interpolation` baseline row instead of its own prior (`--a2-prior lowrank`), "
+              "3 seeds",
               columns=(Col("A1 nMAE / nRMSE", "A1", MILAN, ("nmae", "nrmse")),
                        Col("A2 nMAE / nRMSE", "A2", MILAN, ("nmae", "nrmse"))),
               sources=("v2_grid_umask.json", "v2_ustsllm.json", "milan_baselines.json", "milan_arima.json",
                        "milan_patchtst.json", "v2_grid_nets.json", "v2_ustsllm_patch.json", "v2_grid_umask_gated.json",
-                       "v2_ustsllm_gated.json"),
+                       "v2_ustsllm_gated.json", "v2_grid_umask_gated_lowrank.json", "v2_ustsllm_gated_lowrank.json"),
               show_source=True),
     AutoTable("grid_zeroshot",
               "REAL, zero-shot: a Milan-trained U-STS-LLM applied unchanged to a 16-cell grid (each cell the sum of a "
