@@ -11,6 +11,9 @@ STAGE=${1:-all}
 HEAD_STEPS=${HEAD_STEPS:-250}
 ABL_STEPS=${ABL_STEPS:-50}
 ABL_PRE=${ABL_PRE:-10}
+# target-hour shares smoothed over neighbouring hours (the kernel time-of-day row's width, chosen on validation:
+# benchmarks/accuracy/gtslum.py TOD_KERNEL_HOURS); the runs with the raw same-hour shares are kept as rawhist_s*
+TH_HOURS=${TH_HOURS:-4}
 train() {   # name, extra flags...
   local name=$1; shift
   [ -f "$A/$name/model.safetensors" ] && { echo "have $A/$name"; return; }
@@ -18,7 +21,11 @@ train() {   # name, extra flags...
 }
 if [ "$STAGE" = train ] || [ "$STAGE" = all ]; then
   mkdir -p $A
-  for s in 0 1 2; do train full_s$s --sim-seed $s --seed $s --steps $HEAD_STEPS; done
+  for s in 0 1 2; do train full_s$s --sim-seed $s --seed $s --steps $HEAD_STEPS --target-hist-hours $TH_HOURS; done
+  # the same without the kernel shares and without the score gate (the headline runs of 2026-12-06), and without
+  # the score gate only: ablations of what the two additions carry
+  for s in 0 1 2; do train rawhist_s$s --sim-seed $s --seed $s --steps $HEAD_STEPS --target-hist-hours 0 --no-score-gate; done
+  for s in 0 1 2; do train nogate_s$s --sim-seed $s --seed $s --steps $HEAD_STEPS --target-hist-hours $TH_HOURS --no-score-gate; done
   # ablations of the seed (seed 0, short runs; the full model at the same length first, as their reference)
   train abl_full_short --steps $ABL_STEPS --pretrain-steps $ABL_PRE
   for tg in none end; do train abl_target_$tg --target $tg --steps $ABL_STEPS --pretrain-steps $ABL_PRE; done
@@ -26,6 +33,9 @@ if [ "$STAGE" = train ] || [ "$STAGE" = all ]; then
   for md in text graph table; do train abl_mod_$md --modalities $md --steps $ABL_STEPS --pretrain-steps $ABL_PRE; done
 fi
 ABL=$(for d in $A/abl_*/; do n=$(basename $d); [ -f $d/model.safetensors ] && printf '%s=%s,' "${n#abl_}" "${d%/}"; done)
+# the two additions of 2026-12-07, one row each over the 3 seeds: rawhist = neither (the headline runs before),
+# nogate = the kernel shares without the score gate
+ABL="$ABL$(for v in rawhist nogate; do for s in 0 1 2; do [ -f $A/${v}_s$s/model.safetensors ] && printf '%s=%s,' $v $A/${v}_s$s; done; done)"
 if [ "$STAGE" = export ] || [ "$STAGE" = all ]; then
   $PY -m umask.export.families.gtslum.exporter $A/full_s0 $A/bundle
   $PY -m umask.bench.accuracy.gtslum --latency --runs $A/full_s0 --bundle $A/bundle \
@@ -36,6 +46,12 @@ if [ "$STAGE" = eval ] || [ "$STAGE" = all ]; then
       --bundle $A/bundle --out benchmarks/results/v2_gtslum.json
   # the U-MASK family's recommendation on the same windows (the shipped checkpoint), merged into the same file
   $PY -m umask.bench.accuracy.gtslum --only umask --umask checkpoints/umask_small --out benchmarks/results/v2_gtslum.json
+  for v in v4 v9; do
+    $PY -m umask.bench.accuracy.gtslum --only umask --umask checkpoints/umask_small_$v --umask-name umask_small_$v \
+        --out benchmarks/results/v2_gtslum.json
+  done
+  # the kernel time-of-day row's width, chosen on the validation day (meta.kernel; the row itself is re-scored)
+  $PY -m umask.bench.accuracy.gtslum --only kernel --out benchmarks/results/v2_gtslum.json
   mkdir -p benchmarks/results/learning_curves
   for s in 0 1 2; do cp $A/full_s$s/metrics.jsonl benchmarks/results/learning_curves/gtslum_full_s${s}_metrics.jsonl; done
 fi

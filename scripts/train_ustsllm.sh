@@ -3,7 +3,7 @@
 # Every figure of benchmarks/results/v2_ustsllm.json comes from one of these steps (each row names its command).
 #
 #   scripts/train_ustsllm.sh all          # everything below, in order (~2 h on a shared 2-core CPU)
-#   scripts/train_ustsllm.sh train|ablations|eval|ablation-eval|nets|zeroshot|export|bundle-eval|latency|curves|patch
+#   scripts/train_ustsllm.sh train|ablations|eval|ablation-eval|nets|zeroshot|export|bundle-eval|latency|curves|patch|lowrank
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
@@ -110,6 +110,23 @@ patch() {   # spatio-temporal patch tokens (--st-patch 48): one run per seed (45
   done
 }
 
+lowrank() {  # patch tokens with the eq. 7 imputation guidance started from the lowrank_interpolation baseline
+  # (--guide-prior lowrank, train/models/ustsllm/model.py): one run per seed (40-minute cap each), scored over the
+  # seeds as `ustsllm_lowrank`; STAGE_RUNS_ONLY=1 trains without scoring (to run seeds side by side)
+  local runs=""
+  for s in $SEEDS; do
+    $PY -m umask.cli train ustsllm --st-patch 48 --guide-prior lowrank --steps 900 --max-minutes 40 --eval-every 50 \
+      --ckpt-every 50 --patience 4 --keep-last 20 --seed "$s" --out "artifacts/train/ustsllm_lowrank_s$s"
+    cp "artifacts/train/ustsllm_lowrank_s$s/metrics.jsonl" "benchmarks/results/learning_curves/ustsllm_lowrank_s${s}_metrics.jsonl"
+  done
+  [ "${STAGE_RUNS_ONLY:-0}" = 1 ] && return
+  for s in 0 1 2; do runs="$runs artifacts/train/ustsllm_lowrank_s$s/ckpt/best"; done
+  for p in A1 A2; do
+    $SCORE --protocol "$p" --ckpt $runs --name ustsllm_lowrank --guidance-only --no-baselines \
+      --v2 benchmarks/results/v2_ustsllm_lowrank.json --out "artifacts/eval/ustsllm_lowrank_${p,,}.json"
+  done
+}
+
 curves() {   # the learning curves (training + validation records) of every run
   mkdir -p benchmarks/results/learning_curves
   for s in $SEEDS; do cp "artifacts/train/ustsllm_s$s/metrics.jsonl" "benchmarks/results/learning_curves/ustsllm_s${s}_metrics.jsonl"; done
@@ -120,7 +137,8 @@ curves() {   # the learning curves (training + validation records) of every run
 case "${1:-all}" in
   train) train ;; ablations) ablations ;; eval) eval_ ;; ablation-eval) ablation_eval ;; nets) nets ;;
   zeroshot) zeroshot ;; export) export_ ;;
-  bundle-eval) bundle_eval ;; latency) latency ;; curves) curves ;; patch) patch ;;
+  bundle-eval) bundle_eval ;; latency) latency ;; curves) curves ;; patch) patch ;; lowrank) lowrank ;;
   all) train; ablations; eval_; ablation_eval; nets; zeroshot; export_; bundle_eval; latency; curves ;;
-  *) echo "usage: $0 [all|train|ablations|eval|ablation-eval|nets|zeroshot|export|bundle-eval|latency|curves|patch]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|train|ablations|eval|ablation-eval|nets|zeroshot|export|bundle-eval|latency|curves|patch|lowrank]" >&2
+     exit 2 ;;
 esac

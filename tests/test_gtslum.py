@@ -114,12 +114,15 @@ def test_run_export_and_runtime_match_torch(real, tmp_path):
     from umask.export.families.gtslum.exporter import export_bundle
     from umask.runtime.session import Session
 
-    model, _ = tiny_model(real)
+    model, _ = tiny_model(real, target_hist_hours=4.0)
+    with torch.no_grad():
+        model.score_scale.fill_(0.7)  # a trained-like gate: the contrastive scores must survive the export too
     run = gt.save_run(tmp_path / "run", model.trainable_state(), {
         "model": model.cfg.to_dict(), "train": {"base": None},
         "data": {"category_names": real.category_names, "poi_names": real.poi_names}})
     loaded, _ = gt.load(run)          # no base: the same seeded random decoder every time (build_model)
-    x = gd.build_inputs(real, gd.windows(real, "test"), loaded.node_emb.numpy(), max_intervals=4, per_interval=2)
+    assert float(loaded.score_scale) == pytest.approx(0.7) and loaded.cfg.target_hist_hours == 4.0
+    x = gd.build_inputs(real, gd.windows(real, "test"), loaded.node_emb.numpy(), **gd.input_kw(loaded.cfg))
     ref = gt.predict(loaded, x)
     man = export_bundle(run, tmp_path / "bundle")
     assert man["family"] == "gtslum" and man["parity"]["fp32"]["status"] == "ok"
@@ -149,6 +152,36 @@ def test_run_export_and_runtime_match_torch(real, tmp_path):
             s.scores([1, 2, 3], 0)
     with pytest.raises(InputError, match="precision"):
         Session.open(tmp_path / "bundle", allow_unsigned=True, precision="fp8")
+
+
+def test_target_shares_kernel_and_the_score_gate_start_at_the_prior(real):
+    """target_hist_hours > 0: the target token's shares are the kernel time-of-day row's smoothed counts,
+    normalized; score_gate: an untrained head scores exactly the frequency prior (the contrastive term is
+    multiplied by a zero-initialized scale), so training only adds the network where it helps."""
+    from umask.bench.accuracy import gtslum as G
+
+    x0 = gd.build_inputs(real, gd.windows(real, "test"), np.zeros((real.n_categories + real.n_places + 1, 4),
+                         np.float32), max_intervals=4, per_interval=2)
+    x4 = gd.build_inputs(real, gd.windows(real, "test"), np.zeros((real.n_categories + real.n_places + 1, 4),
+                         np.float32), max_intervals=4, per_interval=2, target_hist_hours=4.0)
+    kern = G.time_of_day_kernel_scores(x4.hour_hist, x4.target_ts, np.zeros_like(x4.target_hist), 4.0)
+    tot = kern.sum(1, keepdims=True)
+    np.testing.assert_allclose(x4.target_hist, kern / np.maximum(tot, 1.0), atol=1e-3)
+    assert not np.allclose(x4.target_hist, x0.target_hist)
+    hour = sq.hour_of(x0.target_ts)
+    raw = x0.hour_hist[np.arange(len(x0)), hour]
+    np.testing.assert_allclose(x0.target_hist, raw / np.maximum(raw.sum(1, keepdims=True), 1.0), rtol=1e-6)
+    model, enc = tiny_model(real, target_hist_hours=4.0)
+    x = gd.build_inputs(real, gd.windows(real, "test"), enc["node_emb"], **gd.input_kw(model.cfg))
+    b = gt.to_batch(x)
+    K = real.n_categories
+    with torch.no_grad():
+        prior = 0.5 * torch.log(b["target_hist"] + 0.01) + 0.5 * torch.log(b["table"][:, :K] + 0.01)
+        np.testing.assert_allclose(model(b).numpy(), prior.numpy(), atol=1e-6)
+    plain, _ = tiny_model(real, score_gate=False)
+    assert not hasattr(plain, "score_scale")
+    with pytest.raises(ValueError, match="target_hist_hours"):
+        tiny_model(real, target_hist_hours=-1.0)
 
 
 def test_frozen_decoder_matches_smollm2():

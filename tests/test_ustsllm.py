@@ -180,6 +180,43 @@ def test_untrained_guidance_is_the_grid_prior_on_real_milan_windows() -> None:
     np.testing.assert_allclose(y[iw.mask[j]], ref[iw.mask[j]], atol=1e-3)
 
 
+def test_lowrank_guidance_starts_at_the_lowrank_interpolation_row() -> None:
+    """guide_prior="lowrank": the impute task's prior channel is the window's lowrank_interpolation (the same
+    function as the A2 baseline row) and an untrained network returns it on the hidden entries; forecasting is
+    unchanged (the profile channel)."""
+    from umask.train.baselines import classical
+    from umask.train.data import splits
+    from umask.train.models.umask.grid_prior import MILAN_FIRST_WEEKDAY
+    from umask.train.models.ustsllm.model import USTSConfig, USTSLLM
+    from umask.train.models.ustsllm.trainer import forecast_inputs, impute_inputs, to_torch
+
+    g = milan_grid()
+    stats = fit_grid_stats(g.values, 3456, 144, MILAN_FIRST_WEEKDAY)
+    z = stats.transform(g.values)
+    iw = splits.imputation_windows(z, "test")
+    j = np.array([3, 120])
+    inp = impute_inputs(iw.truth[j], iw.mask[j], iw.starts[j], stats, "lowrank")
+    ref = classical.lowrank_interpolation_impute(np.where(iw.mask[j], np.nan, iw.truth[j]), iw.mask[j])
+    np.testing.assert_allclose(inp["prior"], ref, atol=1e-5)
+    assert not np.allclose(inp["prior"], impute_inputs(iw.truth[j], iw.mask[j], iw.starts[j], stats)["prior"])
+    fw = splits.forecast_windows(z, "test")
+    f_in = forecast_inputs(fw.x[:2], fw.starts[:2] - 288, stats, 144)
+    for st_patch in (0, 48):
+        net = USTSLLM(USTSConfig(**TINY, guide_prior="lowrank", st_patch=st_patch)).eval()
+        with torch.no_grad():
+            for lin in net.rconv.values():
+                lin.weight.zero_()
+            y = net("impute", **to_torch(inp)).numpy()
+        np.testing.assert_allclose(y[iw.mask[j]], ref[iw.mask[j]], atol=1e-3)
+        plain = USTSLLM(USTSConfig(**TINY, st_patch=st_patch)).eval()
+        plain.load_state_dict(net.state_dict())
+        with torch.no_grad():
+            np.testing.assert_allclose(net("forecast", **to_torch(f_in)).numpy(),
+                                       plain("forecast", **to_torch(f_in)).numpy(), atol=1e-6)
+    with pytest.raises(ValueError, match="guide_prior"):
+        USTSConfig(**TINY, guide_prior="svd")
+
+
 def test_scorer_folds_seed_runs_and_scores_guidance_and_prior_rows(trained: tuple[Path, GridData],
                                                                     tmp_path: Path) -> None:
     from umask.bench.accuracy import ustsllm as scorer

@@ -158,8 +158,7 @@ def sasrec_scores(users: gd.Users, x: gd.Inputs, train_users: gd.Users, steps: i
 # ------------------------------------------------------------------------------------------------
 def model_inputs(users: gd.Users, meta: dict[str, Any], node_emb: np.ndarray) -> gd.Inputs:
     m = meta["model"]
-    return gd.build_inputs(users, gd.windows(users, "test"), node_emb, max_intervals=m["max_intervals"],
-                           per_interval=m["per_interval"], timestamps=m["timestamps"], target=m["target"])
+    return gd.build_inputs(users, gd.windows(users, "test"), node_emb, **gd.input_kw(m))
 
 
 def run_scores(run: str | Path, users: gd.Users) -> tuple[np.ndarray, gd.Inputs, dict[str, Any]]:
@@ -200,8 +199,7 @@ def latency(run: str | Path, bundle: str | Path, *, repeats: int = 3, command: s
     times: dict[str, list[float]] = defaultdict(list)
 
     def torch_one(w: gd.Window) -> None:
-        x = gd.build_inputs(real, [w], model.node_emb.numpy(), max_intervals=m["max_intervals"],
-                            per_interval=m["per_interval"], timestamps=m["timestamps"], target=m["target"])
+        x = gd.build_inputs(real, [w], model.node_emb.numpy(), **gd.input_kw(m))
         with torch.no_grad():
             model(gt.to_batch(x))
 
@@ -301,7 +299,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m umask.bench.accuracy.gtslum", description=__doc__.splitlines()[0])
     ap.add_argument("--protocol", default="D", help="only D")
     ap.add_argument("--runs", "--ckpt", dest="runs", default="", help="comma-separated GTS-LUM run directories")
-    ap.add_argument("--ablations", default="", help="comma-separated NAME=RUN_DIR (scored on their own seed)")
+    ap.add_argument("--ablations", default="", help="comma-separated NAME=RUN_DIR (scored on their own seed; a NAME "
+                                                   "repeated with runs of other seeds gives one row over those seeds)")
     ap.add_argument("--bundle", default=None, help="an exported gtslum bundle (scored through the runtime)")
     ap.add_argument("--precisions", default="fp32,int8", help="bundle precisions to score")
     ap.add_argument("--users", type=int, default=None, help="SYNTHETIC users per seed (default: the first run's)")
@@ -325,7 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.protocol != "D":
         ap.error(f"--protocol {args.protocol}: the gtslum scorer serves protocol D only")
     runs = [r for r in args.runs.split(",") if r]
-    abl = dict(a.split("=", 1) for a in args.ablations.split(",") if a)
+    abl = [tuple(a.split("=", 1)) for a in args.ablations.split(",") if a]    # a name may repeat: one run per seed
     if args.only == "umask":
         return _only_umask(args, argv)
     if args.only == "kernel":
@@ -372,20 +371,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             n_win[name] += len(x)
         log.info("seed %d: %s", seed, {k: round(v[seed]["ndcg@5"], 4) for k, v in scored.items()})
     diagnostics = {}
-    for name, run in abl.items():
+    abl_seeds = defaultdict(list)
+    for name, run in abl:
+        abl_seeds[name].append(_seed_of(run))
+    for name, run in abl:
         seed = _seed_of(run)
         users = pops.get(seed) or pops.setdefault(seed, gd.synthetic_users(args.users, seed))
         sc, x, meta = run_scores(run, users)
         key = f"gtslum_{name}"
+        if seed in scored[key]:
+            ap.error(f"--ablations: two runs of {name!r} on simulator seed {seed}")
         scored[key][seed] = gt.rank_metrics(sc, x.truth)
-        n_win[key] = len(x)
+        n_win[key] += len(x)
         kinds[key] = ("ablation", "gtslum", "torch")
         if seed not in diagnostics:
             diagnostics[seed] = headroom(users, x)
         m, tr = meta["model"], meta["train"]
         notes[key] = (f"timestamps={m['timestamps']} target={m['target']} modalities={m['modalities']} "
                       f"prior_head={m.get('prior_head', False)}; "
-                      f"{tr['pretrain_steps']} + {tr['steps']} steps, one seed")
+                      f"target_hist_hours={m.get('target_hist_hours', 0.0)} score_gate={m.get('score_gate', False)}; "
+                      f"{tr['pretrain_steps']} + {tr['steps']} steps, "
+                      f"{'one seed' if len(abl_seeds[name]) == 1 else f'{len(abl_seeds[name])} seeds'}")
     first = min(by_seed)
     if args.bundle:
         users = pops[first]

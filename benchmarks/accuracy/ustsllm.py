@@ -86,7 +86,7 @@ def torch_fns(ckpt: str, stats: GridStats, *, llm_branch: bool = True
 
     def impute(observed: np.ndarray, mask: np.ndarray, starts: np.ndarray) -> np.ndarray:
         _check_lengths(cfg.window, cfg.window, observed.shape[1], observed.shape[1])
-        pred = run("impute", impute_inputs(observed, mask, starts, stats))
+        pred = run("impute", impute_inputs(observed, mask, starts, stats, cfg.guide_prior))
         return np.where(mask, pred, observed)
 
     from umask.train.common.checkpoints import resolve_checkpoint

@@ -395,8 +395,11 @@ TABLES: dict[str, Table | AutoTable] = {t.name: t for t in (
                        Col("REAL R@5 / R@10 / N@5", "D", GTS_REAL, ("recall@5", "recall@10", "ndcg@5"))),
               sources=("v2_gtslum.json",)),
     AutoTable("gtslum_ablations",
-              "GTS-LUM ablations (SYNTHETIC seed 0, one short run each; `gtslum_full_short` is the full model at the "
-              "same length): timestamps, target placement, modalities, the head's frequency prior",
+              "GTS-LUM ablations, SYNTHETIC. The seed's mechanisms (timestamps, target placement, modalities) and the "
+              "head's frequency prior: seed 0, one short run each, `gtslum_full_short` = the full model at the same "
+              "length (these runs predate the two rows below: raw same-hour shares, no score gate). This project's "
+              "two additions, full length, mean over the 3 seeds: `gtslum_rawhist` = neither (the headline runs "
+              "before 2026-12-07), `gtslum_nogate` = the kernel target-hour shares without the score gate",
               columns=(Col("R@5 / R@10 / N@5", "D", GTS_SIM, ("recall@5", "recall@10", "ndcg@5")),),
               sources=("v2_gtslum_ablations.json",)),
     AutoTable("family_latency",

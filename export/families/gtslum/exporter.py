@@ -129,8 +129,7 @@ def export_bundle(ckpt: str | Path, out: str | Path, *, sign_key: Any = None, pa
     model, meta = gt.load(ckpt)
     cfg = model.cfg
     real = gd.real_users()                                       # parity inputs: the REAL sample's windows
-    x = gd.build_inputs(real, gd.windows(real, "test"), model.node_emb.numpy(), max_intervals=cfg.max_intervals,
-                        per_interval=cfg.per_interval, timestamps=cfg.timestamps, target=cfg.target)
+    x = gd.build_inputs(real, gd.windows(real, "test"), model.node_emb.numpy(), **gd.input_kw(cfg))
     batch = gt.to_batch(x)
     ref = gt.predict(model, x)
     feeds = network_feeds(model, batch)

@@ -82,7 +82,8 @@ def _windows(grid_stats: GridStats, z: np.ndarray, periods: dict, cfg: Any, spli
     iw = splits.imputation_windows(z, split, window=cfg.window, splits=periods)
     fi, ii = np.arange(0, len(fw.starts), every), np.arange(0, len(iw), every)
     return {"forecast": (forecast_inputs(fw.x[fi], fw.starts[fi] - cfg.history, grid_stats, cfg.horizon), fw.y[fi], None),
-            "impute": (impute_inputs(iw.truth[ii], iw.mask[ii], iw.starts[ii], grid_stats), iw.truth[ii], iw.mask[ii])}
+            "impute": (impute_inputs(iw.truth[ii], iw.mask[ii], iw.starts[ii], grid_stats, cfg.guide_prior), iw.truth[ii],
+                       iw.mask[ii])}
 
 
 def _scoped_nodes(path: Path, scopes: tuple[str, ...]) -> list[str]:

@@ -146,6 +146,19 @@ def hour_histogram(b: Behaviors, n_categories: int) -> np.ndarray:
     return h
 
 
+def target_shares(hour_hist: np.ndarray, target_ts: int, hours: float = 0.0) -> np.ndarray:
+    """(K,) float32 the user's category shares at the target's hour of day, from ``hour_hist`` (24, K)
+    (`hour_histogram`): the target token's history and the head's prior. ``hours`` > 0 first smooths the
+    counts around the clock with a Gaussian of that width (U-MASK's kernel prior, `prior.tod_kernel` over 24
+    one-hour slots): with a week of history the same-hour count has five or six draws, so neighbouring hours
+    carry information (the kernel time-of-day row of PROTOCOL D, our addition). 0 = the raw same-hour counts."""
+    from umask.runtime.families.umask.prior import tod_kernel   # numpy only, shared with U-MASK's prior
+
+    h = int(hour_of(int(target_ts)))
+    row = hour_hist[h].astype(np.float64) if hours <= 0 else tod_kernel(24, float(hours))[h] @ hour_hist
+    return (row / max(float(row.sum()), 1.0)).astype(np.float32)
+
+
 def table_attributes(b: Behaviors, n_categories: int, n_places: int) -> np.ndarray:
     """(K + 8,) the per-user attribute table: category shares, then activity statistics (eq. -- the
     paper's "table data"; here derived from the history, since the simulator has no CRM table)."""
@@ -240,4 +253,4 @@ def layout(b: Behaviors, target_ts: int, *, max_intervals: int, per_interval: in
 __all__ = ["INTERVAL_SECONDS", "N_DESCRIPTORS", "N_TIME_CATEGORIES", "MAX_TIME_ID", "PAD", "TGT", "TDS", "BEH", "SEP",
            "TIMESTAMP_MODES", "TARGET_MODES", "N_TABLE_STATS", "Behaviors", "Sequence", "behaviors_from_events",
            "behavior_texts", "descriptor_id", "descriptor_texts", "graph_summary", "hour_histogram", "layout",
-           "max_length", "place_types", "table_attributes", "weekday_of"]
+           "max_length", "place_types", "table_attributes", "target_shares", "weekday_of"]

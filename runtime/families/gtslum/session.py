@@ -129,7 +129,6 @@ class Session(FamilySession):
                         timestamps=c["timestamps"], target=c["target"])
         node = self.tables["node_emb"]
         hh = sq.hour_histogram(b, self.K)
-        row = hh[int(sq.hour_of(now_ts))]
         graph = sq.graph_summary(b, node, self.K)
         table = sq.table_attributes(b, self.K, self.P)
         nb = len(seq.beh_category)
@@ -138,7 +137,7 @@ class Session(FamilySession):
             fused = self.sessions["qformer"].run(None, {
                 "sid": sid, "app": node[seq.beh_category], "place": node[self.K + seq.beh_place],
                 "graph": np.repeat(graph[None], nb, 0), "table": np.repeat(table[None], nb, 0)})[0]
-            th = (row / max(row.sum(), 1.0)).astype(np.float32)[None]
+            th = sq.target_shares(hh, now_ts, float(c.get("target_hist_hours", 0.0)))[None]   # 0: bundles before it
             user = self.sessions["lum"].run(None, {
                 "types": seq.types[None], "index": seq.index[None], "time_id": seq.time_id[None], "beh": fused[None],
                 "target_hist": th})[0]

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from umask.runtime.core import gridscale
+from umask.runtime.core import gridimpute, gridscale
 from umask.runtime.core.errors import InputError
 
 DAYS_PER_WEEK = 7
@@ -119,10 +119,18 @@ def window_prior(stats: GridStats, first_slots: np.ndarray, length: int) -> np.n
     return np.where(weekend[..., None], stats.profile_weekend[tod], stats.profile[tod])
 
 
+def impute_prior(x: np.ndarray, hidden: np.ndarray) -> np.ndarray:
+    """(n, T, cells) the impute task's prior channel of a ``guide_prior="lowrank"`` network: each window's
+    lowrank_interpolation (runtime/core/gridimpute.py) on the standardized scale; ``x`` (n, T, cells) with
+    anything at the ``hidden`` (bool) entries. Training, the scorer and the session all call this."""
+    return gridimpute.lowrank_interpolation_impute(np.asarray(x, np.float64), np.asarray(hidden, bool))
+
+
 def time_inputs(first_slots: np.ndarray, stats: GridStats) -> tuple[np.ndarray, np.ndarray]:
     """(slot of day, weekday (Monday = 0)) int64 (n,) of each window's first slot, for eq. 2."""
     first = np.asarray(first_slots, np.int64).reshape(-1)
     return first % stats.slots_per_day, gridscale.weekday(first, stats.slots_per_day, stats.first_weekday)
 
 
-__all__ = ["GridStats", "fit_grid_stats", "functional_graph", "window_prior", "time_inputs", "DAYS_PER_WEEK"]
+__all__ = ["GridStats", "fit_grid_stats", "functional_graph", "window_prior", "impute_prior", "time_inputs",
+           "DAYS_PER_WEEK"]

@@ -14,6 +14,7 @@ training windows of the synthetic users start on day 2 (so each has a day of his
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -157,26 +158,36 @@ class Inputs:
         return Inputs(**{k: v[idx] for k, v in self.__dict__.items()})
 
 
+INPUT_KEYS: tuple[str, ...] = ("max_intervals", "per_interval", "timestamps", "target", "target_hist_hours")
+
+
+def input_kw(cfg: Any) -> dict[str, Any]:
+    """The `build_inputs` keywords a model needs, from its config (a GTSLUMConfig or config.json's "model"
+    dict; runs saved before ``target_hist_hours`` existed read the raw same-hour shares, 0)."""
+    d = cfg if isinstance(cfg, Mapping) else cfg.to_dict()
+    return {k: d.get(k, 0.0) if k == "target_hist_hours" else d[k] for k in INPUT_KEYS}
+
+
 def window_inputs(b: sq.Behaviors, target_ts: int, node_emb: np.ndarray, n_categories: int, n_places: int, *,
-                  max_intervals: int, per_interval: int, timestamps: str, target: str) -> dict[str, np.ndarray]:
+                  max_intervals: int, per_interval: int, timestamps: str, target: str,
+                  target_hist_hours: float = 0.0) -> dict[str, np.ndarray]:
     """The arrays of one window (the runtime session builds the same with the same functions)."""
     hist = b.before(target_ts)
     seq = sq.layout(hist, target_ts, max_intervals=max_intervals, per_interval=per_interval,
                     timestamps=timestamps, target=target)
     hh = sq.hour_histogram(hist, n_categories)
-    row = hh[int(sq.hour_of(target_ts))]
     return {"types": seq.types, "index": seq.index, "time_id": seq.time_id, "beh_category": seq.beh_category,
             "beh_place": seq.beh_place, "beh_valid": seq.beh_valid,
             "graph": sq.graph_summary(hist, node_emb, n_categories),
             "table": sq.table_attributes(hist, n_categories, n_places),
-            "target_hist": (row / max(row.sum(), 1.0)).astype(np.float32), "hour_hist": hh}
+            "target_hist": sq.target_shares(hh, target_ts, target_hist_hours), "hour_hist": hh}
 
 
 def build_inputs(users: Users, wins: list[Window], node_emb: np.ndarray, *, max_intervals: int, per_interval: int,
-                 timestamps: str = "full", target: str = "front") -> Inputs:
+                 timestamps: str = "full", target: str = "front", target_hist_hours: float = 0.0) -> Inputs:
     rows = [window_inputs(users.behaviors[w.user], w.target_ts, node_emb, users.n_categories, users.n_places,
                           max_intervals=max_intervals, per_interval=per_interval, timestamps=timestamps,
-                          target=target) for w in wins]
+                          target=target, target_hist_hours=target_hist_hours) for w in wins]
     st = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
     return Inputs(**st, truth=np.stack([w.truth for w in wins]), users=np.array([w.user for w in wins], np.int64),
                   target_ts=np.array([w.target_ts for w in wins], np.int64))
@@ -200,5 +211,5 @@ def popularity(users: Users) -> np.ndarray:
     return c / max(c.sum(), 1.0)
 
 
-__all__ = ["Users", "Window", "Inputs", "target_times", "windows", "window_inputs",
+__all__ = ["Users", "Window", "Inputs", "INPUT_KEYS", "input_kw", "target_times", "windows", "window_inputs",
            "build_inputs", "training_graph", "popularity", "catalog_maps", "user_behaviors", "synthetic_users", "real_users", "REAL_TARGET_HOURS"]

@@ -158,8 +158,7 @@ def train(cfg: TrainConfig, users: gd.Users | None = None) -> Path:
     users = users or gd.synthetic_users(cfg.users, cfg.sim_seed)
     enc = fit_encoders(users, cfg)
     mcfg = model_config(cfg)
-    kw = dict(max_intervals=cfg.max_intervals, per_interval=cfg.per_interval, timestamps=cfg.timestamps,
-              target=cfg.target)
+    kw = gd.input_kw(mcfg)
     xtr = gd.build_inputs(users, gd.windows(users, "train"), enc["node_emb"], **kw)
     wva = gd.windows(users, "val")
     keep = np.sort(np.random.default_rng(0).permutation(len(wva))[:cfg.val_windows])
@@ -249,7 +248,7 @@ def load(run_dir: str | Path, base: str | Path | None = None) -> tuple[GTSLUM, d
 
         raise InputError(f"{run}: not a GTS-LUM run ({CONFIG_FILE} and {MODEL_FILE} needed)")
     meta = json.loads((run / CONFIG_FILE).read_text())
-    mcfg = GTSLUMConfig(**{"prior_head": False, **meta["model"]})   # runs from before the prior had none
+    mcfg = GTSLUMConfig(**{"prior_head": False, "score_gate": False, **meta["model"]})   # runs from before these
     sd = load_file(str(run / MODEL_FILE))
     enc = {k: sd[k].numpy() for k in ("sid_table", "node_emb", "desc_text")}
     model = build_model(mcfg, enc, base or meta["train"].get("base"))

@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 
 from umask.runtime.core.errors import InputError
-from umask.runtime.families.ustsllm.stats import GridStats, fit_grid_stats, time_inputs, window_prior
+from umask.runtime.families.ustsllm.stats import GridStats, fit_grid_stats, impute_prior, time_inputs, window_prior
 from umask.train.common import loop
 from umask.train.common.config import (HelpFormatter, LoopConfig, add_dataclass_args, config_dict, dataclass_from_args,
                                        with_default)
@@ -95,18 +95,23 @@ def forecast_inputs(history: np.ndarray, first_slots: np.ndarray, stats: GridSta
     return _inputs(x, mask, first_slots, stats)
 
 
-def impute_inputs(observed: np.ndarray, mask: np.ndarray, first_slots: np.ndarray, stats: GridStats
-                  ) -> dict[str, np.ndarray]:
+def impute_inputs(observed: np.ndarray, mask: np.ndarray, first_slots: np.ndarray, stats: GridStats,
+                  guide_prior: str = "grid_prior") -> dict[str, np.ndarray]:
     """Network inputs of imputation windows: observed (n, T, cells) (hidden entries NaN or anything),
-    mask (n, T, cells) True = hidden."""
+    mask (n, T, cells) True = hidden. ``guide_prior`` "lowrank": the prior channel is the window's
+    lowrank_interpolation (USTSConfig.guide_prior), else the day-type profile."""
     m = np.asarray(mask, bool)
-    return _inputs(np.where(m, 0.0, np.nan_to_num(observed)), m.astype(np.float64), first_slots, stats)
+    x = np.where(m, 0.0, np.nan_to_num(observed))
+    prior = impute_prior(x, m) if guide_prior == "lowrank" else None
+    return _inputs(x, m.astype(np.float64), first_slots, stats, prior)
 
 
-def _inputs(x: np.ndarray, mask: np.ndarray, first_slots: np.ndarray, stats: GridStats) -> dict[str, np.ndarray]:
+def _inputs(x: np.ndarray, mask: np.ndarray, first_slots: np.ndarray, stats: GridStats,
+            prior: np.ndarray | None = None) -> dict[str, np.ndarray]:
     tod, dow = time_inputs(first_slots, stats)
-    return {"x": x.astype(np.float32), "mask": mask.astype(np.float32),
-            "prior": window_prior(stats, first_slots, x.shape[1]).astype(np.float32),
+    if prior is None:
+        prior = window_prior(stats, first_slots, x.shape[1])
+    return {"x": x.astype(np.float32), "mask": mask.astype(np.float32), "prior": prior.astype(np.float32),
             "tod": tod, "dow": dow, "graph": stats.graph.astype(np.float32)}
 
 
@@ -188,7 +193,8 @@ class USTSFamily(loop.Family):
         self.val = {
             "forecast": {**to_torch(forecast_inputs(fw.x[fi], fw.starts[fi] - net.history, self.stats, net.horizon)),
                          "y": torch.as_tensor(fw.y[fi], dtype=torch.float32)},
-            "impute": {**to_torch(impute_inputs(iw.truth[ii], iw.mask[ii], iw.starts[ii], self.stats)),
+            "impute": {**to_torch(impute_inputs(iw.truth[ii], iw.mask[ii], iw.starts[ii], self.stats,
+                                                net.guide_prior)),
                        "y": torch.as_tensor(iw.truth[ii], dtype=torch.float32)},
         }
         log.info("%s; %d forecast / %d imputation training windows, %d + %d validation windows",
@@ -223,7 +229,8 @@ class USTSFamily(loop.Family):
         truth = np.stack([self.z[t:t + net.window] for t in s])
         p = rng.uniform(*splits.A2_P_RANGE, size=(bs, 1, 1))
         mask = rng.random(truth.shape) < p
-        i = {**to_torch(impute_inputs(truth, mask, s, self.stats)), "y": torch.as_tensor(truth, dtype=torch.float32)}
+        i = {**to_torch(impute_inputs(truth, mask, s, self.stats, net.guide_prior)),
+             "y": torch.as_tensor(truth, dtype=torch.float32)}
         return {"forecast": f, "impute": i}
 
     def train_batches(self, start_step: int, d: loop.Dist) -> tuple[Iterator[dict], Callable[[int], dict[str, Any]]]:
