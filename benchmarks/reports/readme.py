@@ -404,7 +404,8 @@ TABLES: dict[str, Table | AutoTable] = {t.name: t for t in (
               sources=("v2_gtslum_ablations.json",)),
     AutoTable("family_latency",
               "Per-request latency of the three new families, one thread of the shared 2-core CPU while other jobs "
-              "ran (load average 6-12: provisional, compare within a column only); torch eager vs the torch-free "
+              "ran (U-STS-LLM and FatsMB: load average 6-12; GTS-LUM, re-measured 2026-12-07: 1.5; each file records "
+              "its load. Provisional: compare within a column only); torch eager vs the torch-free "
               "runtime per precision. U-STS-LLM: one Milan A1 window (25 cells) and windows/s at batch 32; FatsMB: "
               "history -> top-10 of 55,233 items; GTS-LUM: one `next_apps` request on the REAL sample",
               columns=(Col("U-STS-LLM A1 p50 ms / p99 ms / windows/s b32", "A1", MILAN,
