@@ -128,6 +128,35 @@ def test_export_parity_and_runtime_session_match_torch(trained: tuple[Path, Grid
         assert out12.shape == (144, 12)                                    # any cell count with its own stats
 
 
+def test_lowrank_guidance_bundle_session_builds_the_training_prior(tmp_path: Path) -> None:
+    """A guide_prior="lowrank" network through export and the torch-free session: the session computes the
+    impute task's prior channel (runtime/core/gridimpute.py) exactly as training did, so its raw-unit imputation
+    equals torch's on the same window."""
+    from umask.export.families.ustsllm.exporter import export_bundle
+    from umask.runtime.session import Session
+    from umask.train.models.ustsllm.model import USTSConfig, load_model
+    from umask.train.models.ustsllm.trainer import TrainConfig, impute_inputs, to_torch, train
+
+    grid = _crop(slice(0, 3), slice(0, 3))
+    cfg = TrainConfig(steps=2, batch_size=2, warmup=1, eval_every=2, val_stride=64, out=str(tmp_path / "run"),
+                      net=USTSConfig(**TINY, guide_prior="lowrank"))
+    ckpt = train(cfg, grid=grid)
+    m = export_bundle(ckpt, tmp_path / "bundle", precisions=["fp32"], data=_write_csv(grid, tmp_path / "crop.csv"))
+    assert m["model"]["net"]["guide_prior"] == "lowrank"
+    assert m["artifacts"]["fp32"]["impute"]["parity"]["max_abs_diff_vs_torch"] <= 1e-3
+    model, _ = load_model(ckpt)
+    stats = fit_grid_stats(grid.values, grid.splits()["train"][1], grid.slots_per_day)
+    win = grid.values[3888:3888 + 288]
+    mask = np.random.default_rng(1).random(win.shape) < 0.75
+    with torch.no_grad():
+        ref = model("impute", **to_torch(impute_inputs(stats.transform(win)[None], mask[None], np.array([3888]), stats,
+                                                       "lowrank"))).numpy()[0]
+    with Session.open(tmp_path / "bundle", allow_unsigned=True) as s:
+        done = s.impute(np.where(mask, np.nan, win), mask, first_slot=3888)
+    np.testing.assert_allclose(done[mask], stats.inverse(ref)[mask], rtol=1e-3, atol=1e-2 * float(stats.std.mean()))
+    assert np.array_equal(done[~mask], win[~mask])
+
+
 def test_zero_shot_scorer_on_a_grid_with_another_cell_count(trained: tuple[Path, GridData], tmp_path: Path) -> None:
     from umask.bench.accuracy import ustsllm as scorer
 
