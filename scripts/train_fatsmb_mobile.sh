@@ -43,7 +43,8 @@ for stage in $STAGES; do
     data)   nice -n 10 $PY -m umask.train.data.mobile_mb --source sim --n-users 500 --seed 0 --days 7 --out "$SIM"
             nice -n 10 $PY -m umask.train.data.mobile_mb --source real --out "$REAL" ;;
     fatsmb) for s in $SEEDS; do train "$OUT/runs/seed$s" --data "$SIM" --seed $s $NET; done ;;
-    prior)  for s in $SEEDS; do nice -n 10 $PY -m umask.train.models.fatsmb.prior "$OUT/runs/seed$s" --seed $s; done ;;
+    prior)  for s in $SEEDS; do nice -n 10 $PY -m umask.train.models.fatsmb.prior "$OUT/runs/seed$s" --seed $s \
+              --repeat-decays "$DECAYS"; done ;;
     score)  nice -n 10 $PY -m umask.bench.accuracy.fatsmb --data "$SIM" --runs "$OUT/runs" --seeds "${SEEDS// /,}" \
               --baselines "$BASELINES" --blend-repeat-decays "$DECAYS" --out "$RESULT" ${APPEND:+--append}
             nice -n 10 $PY -m umask.bench.accuracy.fatsmb --data "$REAL" --runs "$OUT/runs" --seeds "${SEEDS// /,}" \

@@ -123,12 +123,19 @@ class Collector:
 
     @property
     def tables(self):
-        """The prior's count tables of the training split (built once, on first use)."""
-        if self._tables is None:
-            from umask.train.models.fatsmb import prior as prior_fit
+        """The prior's count tables of the training split with the default feature settings (built once)."""
+        return self.tables_with(None)
 
-            self._tables = prior_fit.tables_for(self.data)
-        return self._tables
+    def tables_with(self, config: dict | None):
+        """The count tables for a fit's ``prior_config`` (None: the defaults); one build per distinct config."""
+        from umask.train.models.fatsmb import prior as prior_fit
+
+        key = json.dumps(config, sort_keys=True)
+        if self._tables is None:
+            self._tables = {}
+        if key not in self._tables:
+            self._tables[key] = prior_fit.tables_for(self.data, config)
+        return self._tables[key]
 
     def add(self, model: str, seed: int, scores: np.ndarray, *, kind: str, family: str | None,
             artifact: str = "torch", notes: str = "", row_model: str | None = None) -> None:
@@ -199,9 +206,10 @@ def score_fatsmb(col: Collector, runs: list[tuple[str, Path]], steps: int | None
             seed = int(name[4:])
             if fits.get("diffusion"):                                # the headline is FatsMB + prior
                 f = fits["diffusion"]
-                col.add("fatsmb", seed, prior_fit.score(model, meta, f, col.tables, q.prefixes, q.behavior), kind="ours",
+                col.add("fatsmb", seed, prior_fit.score(model, meta, f, col.tables_with(f.get("prior_config")), q.prefixes,
+                                                        q.behavior), kind="ours",
                         family="fatsmb", notes=f"FatsMB + repeat/co-occurrence prior (documented deviation): {PRIOR_NOTE}; "
-                        f"decoder scale a={f['scale'][0]} chosen on validation; " + note)
+                        f"decoder scale a={f['scale'][0]}{_decay_note(f)} chosen on validation; " + note)
                 col.add("fatsmb_noprior", seed, s, kind="ablation", family="fatsmb", notes="FatsMB as in the paper, no prior; " + note)
             else:
                 col.add("fatsmb", seed, s, kind="ours", family="fatsmb", notes=note)
@@ -209,15 +217,22 @@ def score_fatsmb(col: Collector, runs: list[tuple[str, Path]], steps: int | None
                     family="fatsmb", notes="autoencoder alone: decoder(z_b) of the same checkpoint, no diffusion, no prior")
             if fits.get("ae"):
                 f = fits["ae"]
-                col.add("fatsmb_ae_prior", seed, prior_fit.score(model, meta, f, col.tables, q.prefixes, q.behavior),
+                col.add("fatsmb_ae_prior", seed, prior_fit.score(model, meta, f, col.tables_with(f.get("prior_config")),
+                                                                 q.prefixes, q.behavior),
                         kind="ablation", family="fatsmb", notes=f"autoencoder alone + the prior ({PRIOR_NOTE}; decoder "
-                        f"scale a={f['scale'][0]} chosen on validation): does diffusion add anything beyond it")
+                        f"scale a={f['scale'][0]}{_decay_note(f)} chosen on validation): does diffusion add anything "
+                        "beyond it")
         else:
             col.add(f"fatsmb_{name}", int(meta["train"]["seed"]), s, kind="ablation", family="fatsmb",
                     notes=f"{name}: no prior; " + ("stage 1 shared with seed0; " if meta["train"].get("init_from") else "") + note)
             if name.startswith("pos_"):                             # position ablations change the autoencoder
                 col.add(f"fatsmb_{name}_ae", int(meta["train"]["seed"]), trainer.score(model, q.prefixes, q.behavior, mode="ae"),
                         kind="ablation", family="fatsmb", notes=f"{name}: autoencoder alone, decoder(z_b), no prior")
+
+
+def _decay_note(fit: dict) -> str:
+    """", repeat decay d" when the fit chose its repeat decay on validation (`prior.fit_prior_decays`)."""
+    return f", repeat decay {fit['prior_config']['repeat_decay']}" if "repeat_decay_grid" in fit else ""
 
 
 def score_blend_decays(col: Collector, decays: Sequence[float]) -> None:
@@ -299,7 +314,7 @@ def latency(run: Path, bundle: Path, data: ProtocolC, requests: int, out: Path, 
     model, meta = trainer.load(run)
     st, w = meta["sampling"]["steps"], meta["sampling"]["guidance"]
     fit = prior_fit.load_fit(run, "diffusion")
-    tables = prior_fit.tables_for(data) if fit else None
+    tables = prior_fit.tables_for(data, fit.get("prior_config")) if fit else None
     q = data.test
     where = (f"mobile app-usage ({data.source}), one request = history -> top-10 of {data.n_items} {item_words(data)}"
              if data.kind == "mobile" else f"taobao sample, one request = history -> top-10 of {data.n_items} items")

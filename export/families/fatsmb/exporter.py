@@ -135,7 +135,7 @@ def export_bundle(ckpt: str | Path, out: str | Path, *, precisions: Sequence[str
     # model selection metric: Taobao recall@10, the mobile variant ndcg@10 (20 items; `ProtocolC.val_metric`)
     run_metric = meta.get("validation", {}).get("val_metric", "recall@10")
     fit_metric = (fit or {}).get("val_metric", "recall@10")
-    tables = prior_fit.tables_for(data) if fit else None
+    tables = prior_fit.tables_for(data, fit.get("prior_config")) if fit else None
     if fit:
         if fit["sampling"] != {"steps": steps, "guidance": w}:
             raise ExportError(f"{ckpt}/prior_diffusion.json was fitted with sampling {fit['sampling']}, the run has "
