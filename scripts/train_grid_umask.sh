@@ -10,15 +10,20 @@
 #       A1 + A2 test rows of every seed's best checkpoint next to the baselines on the same windows
 #       -> benchmarks/results/v2_grid_umask.json (+ .md), learning curves copied to
 #       benchmarks/results/learning_curves/grid_umask_s<SEED>.jsonl
+#   A2_PRIOR=lowrank scripts/train_grid_umask.sh [...]
+#       the same with the A2 prior = the lowrank_interpolation row (--a2-prior lowrank): runs
+#       artifacts/train/grid_umask_lowrank_s<SEED>, rows benchmarks/results/v2_grid_umask_lowrank.json
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+A2=${A2_PRIOR:-interpolation}
+TAG=""; [[ "$A2" == lowrank ]] && TAG="_lowrank"
 if [[ "${1:-}" == "eval" ]]; then
     SEEDS=${2:-"0 1 2"}
     RUNS=()
-    for s in $SEEDS; do RUNS+=("artifacts/train/grid_umask_s$s"); done
+    for s in $SEEDS; do RUNS+=("artifacts/train/grid_umask${TAG}_s$s"); done
     exec nice -n 5 .venv/bin/python -m umask.bench.accuracy.grid_umask_v2 --runs "${RUNS[@]}" --samples 16 \
-        --out benchmarks/results/v2_grid_umask.json
+        ${TAG:+--name umask_grid_lowrank} --out "benchmarks/results/v2_grid_umask${TAG}.json"
 fi
 SEEDS=${1:-"0 1 2"}
 STEPS=${2:-800}
@@ -26,8 +31,8 @@ MAXMIN=${3:-11}
 mkdir -p artifacts/train/logs
 nohup nice -n 5 bash -c '
 for s in '"$SEEDS"'; do
-    .venv/bin/python -m umask.train.models.umask.grid --prior grid --mask-mode none --seed "$s" \
+    .venv/bin/python -m umask.train.models.umask.grid --prior grid --a2-prior '"$A2"' --mask-mode none --seed "$s" \
         --steps '"$STEPS"' --warmup 100 --eval-every 100 --ckpt-every 100 --num-threads 1 --no-progress \
-        --max-minutes '"$MAXMIN"' --out "artifacts/train/grid_umask_s$s"
-done' >> artifacts/train/logs/grid_umask.log 2>&1 &
-echo "started grid_umask seeds [$SEEDS] (pid $!), log artifacts/train/logs/grid_umask.log"
+        --max-minutes '"$MAXMIN"' --out "artifacts/train/grid_umask'"$TAG"'_s$s"
+done' >> "artifacts/train/logs/grid_umask${TAG}.log" 2>&1 &
+echo "started grid_umask${TAG} seeds [$SEEDS] (pid $!), log artifacts/train/logs/grid_umask${TAG}.log"

@@ -373,6 +373,30 @@ def test_grid_prior_profiles_calendar_and_no_leak(milan) -> None:
     assert it["calendar"].tolist() == calendar(np.array([first_day * 144]), 144, MILAN_FIRST_WEEKDAY)[0].tolist()
 
 
+def test_grid_prior_lowrank_a2_is_the_lowrank_row(milan) -> None:
+    """a2="lowrank" (train --a2-prior lowrank): the A2 window's prior is the lowrank_interpolation row, hidden
+    entries never read, A1 unchanged; the run's config selects it (prior_of)."""
+    from umask.train.baselines import classical
+    from umask.train.models.umask.grid_prior import prior_of
+
+    z, _ = milan
+    plain = GridPrior.fit(z, 3456, 144, MILAN_FIRST_WEEKDAY)
+    pr = prior_of({"prior": "grid", "a2_prior": "lowrank"}, z, 3456, 144)
+    assert pr.a2 == "lowrank" and "lowrank" in pr.describe()["kind"]
+    iw = splits.imputation_windows(z, "test")
+    m = iw.mask[:2]
+    x1, x2 = np.where(m, 0.0, iw.truth[:2]), np.where(m, 99.0, iw.truth[:2])
+    got = pr.impute(x1, m, iw.starts[:2])
+    np.testing.assert_array_equal(got, pr.impute(x2, m, iw.starts[:2]))
+    np.testing.assert_allclose(got, classical.lowrank_interpolation_impute(x1, m))
+    assert not np.allclose(got[m], plain.impute(x1, m, iw.starts[:2])[m])
+    fw = splits.forecast_windows(z, "test")
+    np.testing.assert_array_equal(pr.forecast(fw.x[:2], fw.starts[:2], 144), plain.forecast(fw.x[:2], fw.starts[:2], 144))
+    assert prior_of({"prior": "grid"}, z, 3456, 144).a2 == "interpolation"      # runs before the option
+    with pytest.raises(ValueError, match="a2"):
+        GridPrior.fit(z, 3456, 144, a2="svd")
+
+
 def test_untrained_prior_model_returns_the_prior_and_points(milan) -> None:
     """Zero-init residual: an untrained grid-prior model completes with exactly the prior, whatever
     the point estimator; the adapters read the prior on the checkpoint's scale."""

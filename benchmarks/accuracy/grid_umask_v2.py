@@ -252,12 +252,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--point-rmse", default="first_x0", choices=gu.POINTS, help="point estimator of the RMSE rows")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--no-curves", action="store_true", help="do not copy the learning curves")
+    p.add_argument("--name", default="umask_grid_prior",
+                   help="row name of the runs (their prior-only ablation: grid_prior_only for the default name, "
+                        "else NAME_prior_only); the learning curves are copied as NAME's files")
     p.add_argument("--val-check-stride", type=int, default=16,
                    help="also score every point estimator on every k-th validation window of the first run (0: skip)")
     args = p.parse_args(argv)
     command, tasks, t_start, grid, spec = cli_setup("umask.bench.accuracy.grid_umask_v2", argv, args.tasks)
     fw, iw = protocol_windows(spec)
     points = {"mae": args.point_mae, "rmse": args.point_rmse}
+    prior_name = "grid_prior_only" if args.name == "umask_grid_prior" else f"{args.name}_prior_only"
+    curve_stem = "grid_umask" if args.name == "umask_grid_prior" else args.name
     runs = [score_run(r, grid, spec, fw, iw, tasks, points=points, samples=args.samples, steps=args.steps,
                       batch_size=args.batch_size, command=command) for r in args.runs]
     seeds = [r["seed"] for r in runs]
@@ -295,13 +300,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             note = (f"point estimator: {gu.POINT_TEXT[points[pe]]}; {len(runs)} training seeds {seeds}, value = "
                     f"their mean, spread = sample std over seeds (per seed {np.round(vals, 4).tolist()}); all "
                     f"{len(fw.starts) if task == 'a1' else len(iw.starts)} protocol windows")
-            rows.append({"protocol": task.upper(), "dataset": DATASET, "data": "real", "model": "umask_grid_prior",
+            rows.append({"protocol": task.upper(), "dataset": DATASET, "data": "real", "model": args.name,
                          "kind": "ours", "family": "umask", "artifact": "torch", "metric": metric,
                          "value": float(vals.mean()), "better": "lower",
                          "n_windows": int(len(fw.starts) if task == "a1" else len(iw.starts)), "seeds": seeds,
                          "spread": None if spread is None else round(spread, 5),
                          "command": command, "notes": note})
-            rows.append({"protocol": task.upper(), "dataset": DATASET, "data": "real", "model": "grid_prior_only",
+            rows.append({"protocol": task.upper(), "dataset": DATASET, "data": "real", "model": prior_name,
                          "kind": "ablation", "family": "umask", "artifact": "numpy", "metric": metric,
                          "value": float(prior_vals.mean()), "better": "lower",
                          "n_windows": rows[-1]["n_windows"], "seeds": [0], "spread": None, "command": command,
@@ -316,7 +321,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for metric, mkey in METRICS:
                 pt = points["mae" if "mae" in metric else "rmse"]
                 rows.append({"protocol": task.upper(), "dataset": DATASET, "data": "real",
-                             "model": f"umask_grid_prior_ens{len(runs)}", "kind": "ours", "family": "umask",
+                             "model": f"{args.name}_ens{len(runs)}", "kind": "ours", "family": "umask",
                              "artifact": "torch", "metric": metric, "value": float(ens_metrics[pt][mkey]),
                              "better": "lower", "n_windows": rows[-1]["n_windows"], "seeds": seeds, "spread": None,
                              "command": command,
@@ -348,7 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for r in runs:
         src = Path(r["run"]) / "metrics.jsonl"
         if src.exists() and not args.no_curves:
-            dst = CURVES / f"grid_umask_s{r['seed']}.jsonl"
+            dst = CURVES / f"{curve_stem}_s{r['seed']}.jsonl"
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, dst)
             curves[str(r["seed"])] = str(dst)

@@ -518,6 +518,10 @@ class GridTrainConfig(LoopConfig):
         "help": "grid = the DiT refines a deterministic prior (weekday/weekend slot-of-day profile of the training "
                 "period + recent level for A1, linear interpolation for A2) and is conditioned on calendar features "
                 "(train/models/umask/grid_prior.py); none = the paper's DiT from noise alone", "group": MODEL})
+    a2_prior: Literal["interpolation", "lowrank"] = field(default="interpolation", metadata={
+        "help": "the grid prior's A2 window: per-cell linear interpolation, or the lowrank_interpolation baseline "
+                "(half a rank-5 completion across cells, half interpolation; runtime/core/gridimpute.py)",
+        "group": MODEL})
     first_weekday: int | None = field(default=None, metadata={
         "help": "weekday of slot 0 (0 = Monday .. 6 = Sunday) for the prior and calendar; default: Friday for the "
                 "shipped Milan sample (2013-11-01), Monday for a CSV", "group": DATA})
@@ -545,7 +549,7 @@ class GridTrainConfig(LoopConfig):
     out: str = with_default(LoopConfig, "out", "artifacts/train/milan_umask")
 
     RESUME_MUST_MATCH: ClassVar[tuple[str, ...]] = (*LoopConfig.RESUME_MUST_MATCH, "train_stride", "val_stride",
-                                                    "t_power", "prior", "first_weekday")
+                                                    "t_power", "prior", "first_weekday", "a2_prior")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -616,7 +620,8 @@ class GridFamily(UMaskFamily):
         if source != "in-memory" and last.max() > train_end:
             raise InputError("a training window reaches past the training period")
         self.geom, self.mcfg = geom, cfg.model_config(geom)
-        prior = prior_of({"prior": cfg.prior, "first_weekday": cfg.first_weekday}, z, train_end, geom.slots_per_day,
+        prior = prior_of({"prior": cfg.prior, "first_weekday": cfg.first_weekday, "a2_prior": cfg.a2_prior}, z,
+                         train_end, geom.slots_per_day,
                          "milan" if grid is None or grid.source == "milan" else grid.source)
         self.train_ds = GridWindowDataset(z, e_pos, train_rows, seed=cfg.seed, geom=geom, prior=prior)
         self.val_ds = GridWindowDataset(z, e_pos, val_rows, seed=cfg.seed, mask_seed_base=VAL_MASK_SEED_BASE,

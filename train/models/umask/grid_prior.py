@@ -25,6 +25,10 @@ Prior (all on the model's standardized scale, fit on the TRAINING period only):
   protocol baseline, :func:`classical.linear_interpolation_impute`), the profile where a cell has
   no observed entry in the window. On validation, interpolating the deviation from the profile
   instead was not better on test-like days (PROTOCOL baselines: LI 0.282 nMAE on test).
+  ``a2="lowrank"`` (train option ``--a2-prior lowrank``): the ``lowrank_interpolation`` baseline
+  instead, half a rank-5 completion of the window across cells and half the interpolation
+  (runtime/core/gridimpute.py; test nMAE 0.253 against 0.282), so the prior already uses the cells
+  observed at the same slot.
 * Frame positions outside the window (the day-aligned frame holds 4 days) get the profile, so the
   prior channel always carries the time of day and the weekday type.
 
@@ -53,9 +57,10 @@ import numpy as np
 from umask.runtime.core import gridscale
 from umask.train.baselines import classical
 
-__all__ = ["CALENDAR_DIM", "DAYS_PER_FRAME", "LEVEL_SLOTS_OF_DAY", "LEVEL_WEIGHT", "MILAN_FIRST_WEEKDAY", "GridPrior",
+__all__ = ["A2_PRIORS", "CALENDAR_DIM", "DAYS_PER_FRAME", "LEVEL_SLOTS_OF_DAY", "LEVEL_WEIGHT", "MILAN_FIRST_WEEKDAY", "GridPrior",
            "calendar", "prior_of", "weekday"]
 
+A2_PRIORS: tuple[str, ...] = ("interpolation", "lowrank")
 MILAN_FIRST_WEEKDAY: int = 4          # 2013-11-01 (slot 0 of the Milan sample) was a Friday; Monday = 0
 DAYS_PER_FRAME: int = 4               # the grid frame is 4 days (grid.GridGeometry.frame)
 CALENDAR_DIM: int = 2 * DAYS_PER_FRAME  # one-hot day type (weekday, weekend) per frame day = 8
@@ -90,22 +95,25 @@ class GridPrior:
     first_weekday: int
     level_slots: int
     level_weight: float
+    a2: str = "interpolation"
 
     @classmethod
     def fit(cls, z: np.ndarray, train_end: int, slots_per_day: int, first_weekday: int = 0, *,
-            level_slots: int | None = None, level_weight: float = LEVEL_WEIGHT) -> GridPrior:
+            level_slots: int | None = None, level_weight: float = LEVEL_WEIGHT, a2: str = "interpolation") -> GridPrior:
         """Profiles from the whole training days of ``z`` (slots, cells) before ``train_end``."""
+        if a2 not in A2_PRIORS:
+            raise ValueError(f"a2 must be one of {A2_PRIORS}, got {a2!r}")
         D = int(slots_per_day)
         wk_prof, we_prof = gridscale.day_type_profiles(z, train_end, D, first_weekday)    # shared with U-STS-LLM
         if level_slots is None:
             level_slots = max(1, round(LEVEL_SLOTS_OF_DAY * D))
-        return cls(wk_prof, we_prof, D, int(first_weekday), int(level_slots), float(level_weight))
+        return cls(wk_prof, we_prof, D, int(first_weekday), int(level_slots), float(level_weight), a2)
 
     def describe(self) -> dict[str, object]:
         d = asdict(self)
         del d["weekday"], d["weekend"]
-        return {"kind": "weekday/weekend slot-of-day profile of the training period; A1 + level term; A2 linear "
-                        "interpolation", **d}
+        a2 = "lowrank_interpolation" if self.a2 == "lowrank" else "linear interpolation"
+        return {"kind": f"weekday/weekend slot-of-day profile of the training period; A1 + level term; A2 {a2}", **d}
 
     # ---- pieces ----
     def profile(self, slots: np.ndarray) -> np.ndarray:
@@ -128,11 +136,12 @@ class GridPrior:
 
     def impute(self, observed: np.ndarray, hidden: np.ndarray, starts: np.ndarray) -> np.ndarray:
         """A2 prior: (n, L, cells) values (anything at hidden entries), hidden mask -> (n, L, cells):
-        observed entries as given, hidden ones linearly interpolated per cell (the profile in a cell
-        with no observed entry in the window)."""
+        observed entries as given, hidden ones linearly interpolated per cell, or with ``a2="lowrank"`` the
+        lowrank_interpolation row (the profile in a cell with no observed entry in the window)."""
         observed = np.asarray(observed, np.float64)
         hidden = np.asarray(hidden, bool)
-        li = classical.linear_interpolation_impute(np.where(hidden, 0.0, observed), hidden)
+        fill = classical.lowrank_interpolation_impute if self.a2 == "lowrank" else classical.linear_interpolation_impute
+        li = fill(np.where(hidden, 0.0, observed), hidden)
         starts = np.asarray(starts, np.int64).reshape(-1)
         empty = hidden.all(axis=1, keepdims=True)                                         # (n, 1, cells)
         if empty.any():
@@ -181,4 +190,4 @@ def prior_of(train_cfg: Mapping[str, Any], z: np.ndarray, train_end: int, slots_
     fw = train_cfg.get("first_weekday")
     if fw is None:
         fw = MILAN_FIRST_WEEKDAY if source == "milan" else 0
-    return GridPrior.fit(z, train_end, slots_per_day, int(fw))
+    return GridPrior.fit(z, train_end, slots_per_day, int(fw), a2=str(train_cfg.get("a2_prior", "interpolation")))
