@@ -252,13 +252,15 @@ TABLES: dict[str, Table | AutoTable] = {t.name: t for t in (
               "validation days (`grid_residual_gate`), 3 seeds; `_gated_lowrank` = the same gate on A2 between the "
               "network and the `lowrank_interpolation` baseline row instead of its own prior (`--a2-prior lowrank`), "
               "3 seeds; `ustsllm_lowrank` = U-STS-LLM with patch tokens whose eq. 7 imputation guidance starts from "
-              "that row (`--guide-prior lowrank`), 3 seeds; its onnx rows: the seed-0 bundle",
+              "that row (`--guide-prior lowrank`), 3 seeds; its onnx rows: the seed-0 bundle; `umask_grid_lowrank` = the "
+              "U-MASK grid model trained with that row as its A2 prior (`--a2-prior lowrank`), 3 seeds, and "
+              "`umask_grid_lowrank_gated` the same with the per-cell gate over its own prior",
               columns=(Col("A1 nMAE / nRMSE", "A1", MILAN, ("nmae", "nrmse")),
                        Col("A2 nMAE / nRMSE", "A2", MILAN, ("nmae", "nrmse"))),
               sources=("v2_grid_umask.json", "v2_ustsllm.json", "milan_baselines.json", "milan_arima.json",
                        "milan_patchtst.json", "v2_grid_nets.json", "v2_ustsllm_patch.json", "v2_grid_umask_gated.json",
                        "v2_ustsllm_gated.json", "v2_grid_umask_gated_lowrank.json", "v2_ustsllm_gated_lowrank.json",
-                       "v2_ustsllm_lowrank.json"),
+                       "v2_ustsllm_lowrank.json", "v2_grid_umask_lowrank.json", "v2_grid_umask_lowrank_gated.json"),
               show_source=True),
     AutoTable("grid_zeroshot",
               "REAL, zero-shot: a Milan-trained U-STS-LLM applied unchanged to a 16-cell grid (each cell the sum of a "
