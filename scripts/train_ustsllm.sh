@@ -112,18 +112,20 @@ patch() {   # spatio-temporal patch tokens (--st-patch 48): one run per seed (45
 
 lowrank() {  # patch tokens with the eq. 7 imputation guidance started from the lowrank_interpolation baseline
   # (--guide-prior lowrank, train/models/ustsllm/model.py): one run per seed (40-minute cap each), scored over the
-  # seeds as `ustsllm_lowrank`; STAGE_RUNS_ONLY=1 trains without scoring (to run seeds side by side)
-  local runs=""
+  # seeds as `ustsllm_lowrank`; STAGE_RUNS_ONLY=1 trains without scoring (to run seeds side by side).
+  # GUIDE=lowrank_input: the row as the impute prior channel only, the guidance base stays the interpolation
+  # (runs ustsllm_lowrank_input_s*, rows `ustsllm_lowrank_input` in the same file)
+  local g=${GUIDE:-lowrank} runs=""
   for s in $SEEDS; do
-    $PY -m umask.cli train ustsllm --st-patch 48 --guide-prior lowrank --steps 900 --max-minutes 40 --eval-every 50 \
-      --ckpt-every 50 --patience 4 --keep-last 20 --seed "$s" --out "artifacts/train/ustsllm_lowrank_s$s"
-    cp "artifacts/train/ustsllm_lowrank_s$s/metrics.jsonl" "benchmarks/results/learning_curves/ustsllm_lowrank_s${s}_metrics.jsonl"
+    $PY -m umask.cli train ustsllm --st-patch 48 --guide-prior "$g" --steps 900 --max-minutes 40 --eval-every 50 \
+      --ckpt-every 50 --patience 4 --keep-last 20 --seed "$s" --out "artifacts/train/ustsllm_${g}_s$s"
+    cp "artifacts/train/ustsllm_${g}_s$s/metrics.jsonl" "benchmarks/results/learning_curves/ustsllm_${g}_s${s}_metrics.jsonl"
   done
   [ "${STAGE_RUNS_ONLY:-0}" = 1 ] && return
-  for s in 0 1 2; do runs="$runs artifacts/train/ustsllm_lowrank_s$s/ckpt/best"; done
+  for s in 0 1 2; do runs="$runs artifacts/train/ustsllm_${g}_s$s/ckpt/best"; done
   for p in A1 A2; do
-    $SCORE --protocol "$p" --ckpt $runs --name ustsllm_lowrank --guidance-only --no-baselines \
-      --v2 benchmarks/results/v2_ustsllm_lowrank.json --out "artifacts/eval/ustsllm_lowrank_${p,,}.json"
+    $SCORE --protocol "$p" --ckpt $runs --name "ustsllm_$g" --guidance-only --no-baselines \
+      --v2 benchmarks/results/v2_ustsllm_lowrank.json --out "artifacts/eval/ustsllm_${g}_${p,,}.json"
   done
 }
 

@@ -242,6 +242,16 @@ def test_lowrank_guidance_starts_at_the_lowrank_interpolation_row() -> None:
         with torch.no_grad():
             np.testing.assert_allclose(net("forecast", **to_torch(f_in)).numpy(),
                                        plain("forecast", **to_torch(f_in)).numpy(), atol=1e-6)
+    # lowrank_input: the same prior channel, but the guidance base stays the interpolation
+    both = impute_inputs(iw.truth[j], iw.mask[j], iw.starts[j], stats, "lowrank_input")
+    np.testing.assert_array_equal(both["prior"], inp["prior"])
+    li = classical.linear_interpolation_impute(np.where(iw.mask[j], np.nan, iw.truth[j]), iw.mask[j])
+    net = USTSLLM(USTSConfig(**TINY, guide_prior="lowrank_input", st_patch=48)).eval()
+    with torch.no_grad():
+        for lin in net.rconv.values():
+            lin.weight.zero_()
+        y = net("impute", **to_torch(both)).numpy()
+    np.testing.assert_allclose(y[iw.mask[j]], li[iw.mask[j]], atol=1e-3)
     with pytest.raises(ValueError, match="guide_prior"):
         USTSConfig(**TINY, guide_prior="svd")
 

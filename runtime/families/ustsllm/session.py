@@ -62,9 +62,9 @@ class Session(FamilySession):
         self.stats = GridStats.from_dict(manifest["stats"], f"{root}/manifest.json stats")
         # the impute task's prior channel (USTSConfig.guide_prior; bundles before the option: the profile)
         self.guide_prior = str(manifest["model"]["net"].get("guide_prior", "grid_prior"))
-        if self.guide_prior not in ("grid_prior", "lowrank"):
+        if self.guide_prior not in ("grid_prior", "lowrank", "lowrank_input"):
             raise BundleError(f"{root}/manifest.json: model.net.guide_prior {self.guide_prior!r} is unknown to this "
-                              "runtime (grid_prior, lowrank)")
+                              "runtime (grid_prior, lowrank, lowrank_input)")
         self.providers, self.providers_missing = resolve_providers(providers)
         self.threads = int(threads)
         opts = session_options(threads=self.threads)
@@ -130,7 +130,7 @@ class Session(FamilySession):
     def _run(self, task: str, z: np.ndarray, mask: np.ndarray, st: GridStats, first: np.ndarray) -> np.ndarray:
         tod, dow = time_inputs(first, st)
         x = np.where(mask > 0, 0.0, z)
-        prior = (impute_prior(x, mask > 0) if task == "impute" and self.guide_prior == "lowrank"
+        prior = (impute_prior(x, mask > 0) if task == "impute" and self.guide_prior != "grid_prior"
                  else window_prior(st, first, z.shape[1]))
         feeds = {"x": x.astype(np.float32), "mask": mask.astype(np.float32), "prior": prior.astype(np.float32),
                  "tod": tod, "dow": dow, "graph": st.graph.astype(np.float32)}

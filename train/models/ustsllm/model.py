@@ -60,7 +60,8 @@ from umask.train.models.umask.grid_prior import LEVEL_SLOTS_OF_DAY, LEVEL_WEIGHT
 from umask.train.models.ustsllm import patch_tokens
 
 TASKS = ("forecast", "impute")
-GUIDE_PRIORS = ("grid_prior", "lowrank")
+GUIDE_PRIORS = ("grid_prior", "lowrank", "lowrank_input")
+LOWRANK_PRIOR_CHANNEL = ("lowrank", "lowrank_input")    # guide_prior values whose impute prior channel is the row
 # SmolLM2-135M's block dimensions (used for a random backbone when no base checkpoint is at hand)
 SMOLLM2_DIMS: dict[str, Any] = {"hidden_size": 576, "intermediate_size": 1536, "num_attention_heads": 9,
                                 "num_key_value_heads": 3, "head_dim": 64, "rms_norm_eps": 1e-5,
@@ -88,7 +89,8 @@ class USTSConfig:
     guide_prior: str = field(default="grid_prior", metadata={
         "help": "eq. 7 guidance base: grid_prior (day-type profile + level; imputation: linear interpolation) | lowrank "
                 "(imputation: the window's lowrank_interpolation, runtime/core/gridimpute.py, given as the impute "
-                "task's prior channel; forecasting as grid_prior)"})
+                "task's prior channel and used as the guidance base; forecasting as grid_prior) | lowrank_input (the "
+                "same prior channel, but the guidance base stays the interpolation: the network reads both)"})
     n_blocks: int = field(default=4, metadata={"help": "backbone blocks kept (the first ones)"})
     n_frozen: int = field(default=2, metadata={"help": "L_f: lower blocks fully frozen; the rest get LoRA + bias"})
     lora_r: int = field(default=8, metadata={"help": "LoRA rank r (eq. 11)"})
@@ -556,4 +558,4 @@ def load_model(ckpt_dir: str | Path, *, ema: bool = True) -> tuple[USTSLLM, dict
     return model.eval(), config
 
 
-__all__ = ["USTSConfig", "USTSLLM", "TaskNet", "TASKS", "GUIDE_PRIORS", "load_model", "merge_lora", "block_forward", "load_blocks"]
+__all__ = ["USTSConfig", "USTSLLM", "TaskNet", "TASKS", "GUIDE_PRIORS", "LOWRANK_PRIOR_CHANNEL", "load_model", "merge_lora", "block_forward", "load_blocks"]

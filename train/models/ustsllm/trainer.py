@@ -98,11 +98,11 @@ def forecast_inputs(history: np.ndarray, first_slots: np.ndarray, stats: GridSta
 def impute_inputs(observed: np.ndarray, mask: np.ndarray, first_slots: np.ndarray, stats: GridStats,
                   guide_prior: str = "grid_prior") -> dict[str, np.ndarray]:
     """Network inputs of imputation windows: observed (n, T, cells) (hidden entries NaN or anything),
-    mask (n, T, cells) True = hidden. ``guide_prior`` "lowrank": the prior channel is the window's
-    lowrank_interpolation (USTSConfig.guide_prior), else the day-type profile."""
+    mask (n, T, cells) True = hidden. ``guide_prior`` "lowrank" / "lowrank_input": the prior channel is the
+    window's lowrank_interpolation (USTSConfig.guide_prior), else the day-type profile."""
     m = np.asarray(mask, bool)
     x = np.where(m, 0.0, np.nan_to_num(observed))
-    prior = impute_prior(x, m) if guide_prior == "lowrank" else None
+    prior = impute_prior(x, m) if guide_prior in ("lowrank", "lowrank_input") else None
     return _inputs(x, m.astype(np.float64), first_slots, stats, prior)
 
 
