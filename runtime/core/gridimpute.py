@@ -124,11 +124,17 @@ def lowrank_impute(values: np.ndarray, mask: np.ndarray, *, rank: int = LOWRANK_
     """
     values = as_series(values, "values")
     mask = check_mask(values, mask)
+    return _hard_impute(values, mask, linear_interpolation_impute(values, mask, fill=fill), rank, iters, fill)
+
+
+def _hard_impute(values: np.ndarray, mask: np.ndarray, start: np.ndarray, rank: int, iters: int,
+                 fill: float) -> np.ndarray:
+    """:func:`lowrank_impute` from ``start`` (the interpolation of the same values and mask, computed by the caller)."""
     if isinstance(rank, bool) or int(rank) < 1 or int(iters) < 0:
         raise ValueError(f"rank must be >= 1 and iters >= 0, got {rank} / {iters}")
     r = min(int(rank), values.shape[-2], values.shape[-1])
     observed = np.where(mask, 0.0, values)                        # hidden entries never read
-    x = linear_interpolation_impute(observed, mask, fill=fill)
+    x = start
     for _ in range(int(iters)):
         u, s, vt = np.linalg.svd(x, full_matrices=False)           # (..., T, k) (..., k) (..., k, C)
         low = (u[..., :r] * s[..., None, :r]) @ vt[..., :r, :]      # (..., T, C)
@@ -141,11 +147,12 @@ def lowrank_interpolation_impute(values: np.ndarray, mask: np.ndarray, *, rank: 
                                  share: float = LOWRANK_SHARE, iters: int = LOWRANK_ITERS,
                                  fill: float = 0.0) -> np.ndarray:
     """``share`` x :func:`lowrank_impute` + (1 - ``share``) x :func:`linear_interpolation_impute` on the
-    hidden entries; observed entries unchanged."""
+    hidden entries; observed entries unchanged. The interpolation is computed once and is also the
+    completion's start."""
     if not 0.0 <= float(share) <= 1.0:
         raise ValueError(f"share must be in [0, 1], got {share}")
     values = as_series(values, "values")
     mask = check_mask(values, mask)
     li = linear_interpolation_impute(values, mask, fill=fill)
-    lr = lowrank_impute(values, mask, rank=rank, iters=iters, fill=fill)
+    lr = _hard_impute(values, mask, li, rank, iters, fill)
     return np.where(mask, float(share) * lr + (1.0 - float(share)) * li, values)
