@@ -30,7 +30,7 @@ from umask.runtime.core.bundle import (ARTIFACT, JSON, MAP, OBJ, BundleError, re
 from umask.runtime.core.errors import InputError
 from umask.runtime.core.signing import verify_bundle as verify_signed
 from umask.runtime.engines.ort import inference_session, resolve_providers, session_options
-from umask.runtime.families.ustsllm.stats import GridStats, impute_prior, time_inputs, window_prior
+from umask.runtime.families.ustsllm.stats import GUIDE_PRIORS, GridStats, prior_channel, time_inputs
 from umask.runtime.session import FamilySession
 
 FAMILY = "ustsllm"
@@ -62,9 +62,9 @@ class Session(FamilySession):
         self.stats = GridStats.from_dict(manifest["stats"], f"{root}/manifest.json stats")
         # the impute task's prior channel (USTSConfig.guide_prior; bundles before the option: the profile)
         self.guide_prior = str(manifest["model"]["net"].get("guide_prior", "grid_prior"))
-        if self.guide_prior not in ("grid_prior", "lowrank", "lowrank_input"):
+        if self.guide_prior not in GUIDE_PRIORS:
             raise BundleError(f"{root}/manifest.json: model.net.guide_prior {self.guide_prior!r} is unknown to this "
-                              "runtime (grid_prior, lowrank, lowrank_input)")
+                              f"runtime {GUIDE_PRIORS}")
         self.providers, self.providers_missing = resolve_providers(providers)
         self.threads = int(threads)
         opts = session_options(threads=self.threads)
@@ -130,8 +130,7 @@ class Session(FamilySession):
     def _run(self, task: str, z: np.ndarray, mask: np.ndarray, st: GridStats, first: np.ndarray) -> np.ndarray:
         tod, dow = time_inputs(first, st)
         x = np.where(mask > 0, 0.0, z)
-        prior = (impute_prior(x, mask > 0) if task == "impute" and self.guide_prior != "grid_prior"
-                 else window_prior(st, first, z.shape[1]))
+        prior = prior_channel(st, task, x, mask > 0, first, self.guide_prior)
         feeds = {"x": x.astype(np.float32), "mask": mask.astype(np.float32), "prior": prior.astype(np.float32),
                  "tod": tod, "dow": dow, "graph": st.graph.astype(np.float32)}
         return self._ort[task].run(None, feeds)[0].astype(np.float64)

@@ -29,6 +29,10 @@ from umask.runtime.core import gridimpute, gridscale
 from umask.runtime.core.errors import InputError
 
 DAYS_PER_WEEK = 7
+# USTSConfig.guide_prior values (train/models/ustsllm/model.py), and those whose impute task reads the
+# lowrank_interpolation row as its prior channel ("lowrank" also starts the eq. 7 guidance from it)
+GUIDE_PRIORS: tuple[str, ...] = ("grid_prior", "lowrank", "lowrank_input")
+LOWRANK_PRIOR_CHANNEL: tuple[str, ...] = ("lowrank", "lowrank_input")
 
 
 @dataclass(frozen=True)
@@ -122,8 +126,20 @@ def window_prior(stats: GridStats, first_slots: np.ndarray, length: int) -> np.n
 def impute_prior(x: np.ndarray, hidden: np.ndarray) -> np.ndarray:
     """(n, T, cells) the impute task's prior channel of a ``guide_prior="lowrank"`` network: each window's
     lowrank_interpolation (runtime/core/gridimpute.py) on the standardized scale; ``x`` (n, T, cells) with
-    anything at the ``hidden`` (bool) entries. Training, the scorer and the session all call this."""
+    anything at the ``hidden`` (bool) entries."""
     return gridimpute.lowrank_interpolation_impute(np.asarray(x, np.float64), np.asarray(hidden, bool))
+
+
+def prior_channel(stats: GridStats, task: str, x: np.ndarray, hidden: np.ndarray, first_slots: np.ndarray,
+                  guide_prior: str = "grid_prior") -> np.ndarray:
+    """(n, T, cells) the network's ``prior`` input for ``task`` ("forecast" / "impute"): the day-type profile
+    (`window_prior`), or for the impute task of a network whose ``guide_prior`` is in LOWRANK_PRIOR_CHANNEL the
+    window's `impute_prior`. Training, the scorer and the session all call this."""
+    if guide_prior not in GUIDE_PRIORS:
+        raise InputError(f"guide_prior {guide_prior!r:.40} is not one of {GUIDE_PRIORS}")
+    if task == "impute" and guide_prior in LOWRANK_PRIOR_CHANNEL:
+        return impute_prior(x, hidden)
+    return window_prior(stats, first_slots, np.shape(x)[1])
 
 
 def time_inputs(first_slots: np.ndarray, stats: GridStats) -> tuple[np.ndarray, np.ndarray]:
@@ -132,5 +148,5 @@ def time_inputs(first_slots: np.ndarray, stats: GridStats) -> tuple[np.ndarray, 
     return first % stats.slots_per_day, gridscale.weekday(first, stats.slots_per_day, stats.first_weekday)
 
 
-__all__ = ["GridStats", "fit_grid_stats", "functional_graph", "window_prior", "impute_prior", "time_inputs",
-           "DAYS_PER_WEEK"]
+__all__ = ["GridStats", "fit_grid_stats", "functional_graph", "window_prior", "impute_prior", "prior_channel",
+           "time_inputs", "DAYS_PER_WEEK", "GUIDE_PRIORS", "LOWRANK_PRIOR_CHANNEL"]

@@ -55,13 +55,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from umask.runtime.families.ustsllm.stats import DAYS_PER_WEEK
+from umask.runtime.families.ustsllm.stats import DAYS_PER_WEEK, GUIDE_PRIORS
 from umask.train.models.umask.grid_prior import LEVEL_SLOTS_OF_DAY, LEVEL_WEIGHT
 from umask.train.models.ustsllm import patch_tokens
 
 TASKS = ("forecast", "impute")
-GUIDE_PRIORS = ("grid_prior", "lowrank", "lowrank_input")
-LOWRANK_PRIOR_CHANNEL = ("lowrank", "lowrank_input")    # guide_prior values whose impute prior channel is the row
 # SmolLM2-135M's block dimensions (used for a random backbone when no base checkpoint is at hand)
 SMOLLM2_DIMS: dict[str, Any] = {"hidden_size": 576, "intermediate_size": 1536, "num_attention_heads": 9,
                                 "num_key_value_heads": 3, "head_dim": 64, "rms_norm_eps": 1e-5,
@@ -558,4 +556,4 @@ def load_model(ckpt_dir: str | Path, *, ema: bool = True) -> tuple[USTSLLM, dict
     return model.eval(), config
 
 
-__all__ = ["USTSConfig", "USTSLLM", "TaskNet", "TASKS", "GUIDE_PRIORS", "LOWRANK_PRIOR_CHANNEL", "load_model", "merge_lora", "block_forward", "load_blocks"]
+__all__ = ["USTSConfig", "USTSLLM", "TaskNet", "TASKS", "GUIDE_PRIORS", "load_model", "merge_lora", "block_forward", "load_blocks"]

@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 
 from umask.runtime.core.errors import InputError
-from umask.runtime.families.ustsllm.stats import GridStats, fit_grid_stats, impute_prior, time_inputs, window_prior
+from umask.runtime.families.ustsllm.stats import GridStats, fit_grid_stats, prior_channel, time_inputs
 from umask.train.common import loop
 from umask.train.common.config import (HelpFormatter, LoopConfig, add_dataclass_args, config_dict, dataclass_from_args,
                                        with_default)
@@ -92,7 +92,7 @@ def forecast_inputs(history: np.ndarray, first_slots: np.ndarray, stats: GridSta
     x = np.concatenate([history, np.zeros((n, horizon, c))], 1)
     mask = np.zeros_like(x)
     mask[:, L:] = 1.0
-    return _inputs(x, mask, first_slots, stats)
+    return _inputs(x, mask, first_slots, stats, "forecast")
 
 
 def impute_inputs(observed: np.ndarray, mask: np.ndarray, first_slots: np.ndarray, stats: GridStats,
@@ -101,16 +101,14 @@ def impute_inputs(observed: np.ndarray, mask: np.ndarray, first_slots: np.ndarra
     mask (n, T, cells) True = hidden. ``guide_prior`` "lowrank" / "lowrank_input": the prior channel is the
     window's lowrank_interpolation (USTSConfig.guide_prior), else the day-type profile."""
     m = np.asarray(mask, bool)
-    x = np.where(m, 0.0, np.nan_to_num(observed))
-    prior = impute_prior(x, m) if guide_prior in ("lowrank", "lowrank_input") else None
-    return _inputs(x, m.astype(np.float64), first_slots, stats, prior)
+    return _inputs(np.where(m, 0.0, np.nan_to_num(observed)), m.astype(np.float64), first_slots, stats, "impute",
+                   guide_prior)
 
 
-def _inputs(x: np.ndarray, mask: np.ndarray, first_slots: np.ndarray, stats: GridStats,
-            prior: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def _inputs(x: np.ndarray, mask: np.ndarray, first_slots: np.ndarray, stats: GridStats, task: str,
+            guide_prior: str = "grid_prior") -> dict[str, np.ndarray]:
     tod, dow = time_inputs(first_slots, stats)
-    if prior is None:
-        prior = window_prior(stats, first_slots, x.shape[1])
+    prior = prior_channel(stats, task, x, mask > 0, first_slots, guide_prior)
     return {"x": x.astype(np.float32), "mask": mask.astype(np.float32), "prior": prior.astype(np.float32),
             "tod": tod, "dow": dow, "graph": stats.graph.astype(np.float32)}
 
