@@ -117,22 +117,16 @@ class Collector:
         self.preset = PRESETS[data.kind]
         self.curve_prefix = "fatsmb" if data.kind == "taobao" else f"fatsmb_mobile{_places(data)}_{data.data}"
         self.extra_note = ""                                      # appended to every row's notes (--note)
-        self._tables = None
+        self._tables: dict[str, Any] = {}                          # tables_with: one per prior_config
         self.runs: dict[str, dict[int, dict[str, np.ndarray]]] = {}
         self.info: dict[str, dict[str, Any]] = {}
 
-    @property
-    def tables(self):
-        """The prior's count tables of the training split with the default feature settings (built once)."""
-        return self.tables_with(None)
-
     def tables_with(self, config: dict | None):
-        """The count tables for a fit's ``prior_config`` (None: the defaults); one build per distinct config."""
+        """The prior's count tables of the training split for a fit's ``prior_config`` (None: the defaults);
+        built once per distinct config."""
         from umask.train.models.fatsmb import prior as prior_fit
 
         key = json.dumps(config, sort_keys=True)
-        if self._tables is None:
-            self._tables = {}
         if key not in self._tables:
             self._tables[key] = prior_fit.tables_for(self.data, config)
         return self._tables[key]
