@@ -30,7 +30,6 @@ import torch.nn.functional as F
 
 from umask.bench.accuracy import gtslum as bg
 from umask.runtime.families.gtslum import sequence as sq
-from umask.runtime.families.umask.prior import tod_kernel
 from umask.train.common.checkpoints import atomic_json
 from umask.train.models.gtslum import data as gd
 from umask.train.models.gtslum import trainer as gt
@@ -69,19 +68,17 @@ def decomposition(run: str, seed: int, users: gd.Users) -> dict[str, object]:
 
 def signal_scores(users: gd.Users, split: str, hours: float = bg.TOD_KERNEL_HOURS) -> dict[str, np.ndarray]:
     """(n, K) shares: the hour kernel, the hour kernel at the last behavior's place, recent categories; truth."""
-    kmat = tod_kernel(24, float(hours))
     K = users.n_categories
     out: dict[str, list[np.ndarray]] = {"kernel": [], "place": [], "recent": [], "truth": []}
     for w in gd.windows(users, split):
         b = users.behaviors[w.user].before(w.target_ts)
-        h = int(sq.hour_of(w.target_ts))
-        row = kmat[h] @ sq.hour_histogram(b, K)
+        row = sq.kernel_hour_counts(sq.hour_histogram(b, K), w.target_ts, hours)
         place, recent = np.zeros(K), np.zeros(K)
         if len(b):
             at = b.place == b.place[-1]
             ph = np.zeros((24, K))
             np.add.at(ph, ((b.interval[at] % sq.INTERVALS_PER_DAY) // 4, b.category[at]), 1.0)
-            place = kmat[h] @ ph
+            place = sq.kernel_hour_counts(ph, w.target_ts, hours)
             np.add.at(recent, b.category[b.interval >= b.interval[-1] - 4], 1.0)
         for k, v in (("kernel", row), ("place", place), ("recent", recent)):
             out[k].append(v / max(float(v.sum()), 1.0))

@@ -93,13 +93,10 @@ TOD_KERNEL_HOURS: float = 4.0
 def time_of_day_kernel_scores(hour_hist: np.ndarray, target_ts: np.ndarray, pop: np.ndarray,
                               hours: float = TOD_KERNEL_HOURS) -> np.ndarray:
     """The user's time-of-day frequency smoothed over neighbouring hours: ``hour_hist`` (n, 24, K) convolved around
-    the clock with the Gaussian of U-MASK's kernel prior (`prior.tod_kernel` over 24 one-hour slots) and read at
-    the target's hour; ties by the user's overall frequency, then popularity (as `time_of_day_scores`, with
+    the clock with the Gaussian of U-MASK's kernel prior and read at the target's hour (`sequence.kernel_hour_counts`,
+    the rule of GTS-LUM's target shares); ties by the user's overall frequency, then popularity (as `time_of_day_scores`, with
     weights small enough never to override a kernel difference)."""
-    from umask.runtime.families.umask.prior import tod_kernel
-
-    hour = sq.hour_of(np.asarray(target_ts))
-    sm = np.einsum("nh,nhc->nc", tod_kernel(24, float(hours))[hour], hour_hist)         # (n, K)
+    sm = sq.kernel_hour_counts(hour_hist, target_ts, hours)                          # (n, K)
     total = hour_hist.sum(1)
     scale = total.max(1, keepdims=True) + 1
     return sm + 1e-3 * total / scale + 1e-6 * pop / (pop.max(1, keepdims=True) + 1) / scale

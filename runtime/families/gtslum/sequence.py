@@ -146,16 +146,23 @@ def hour_histogram(b: Behaviors, n_categories: int) -> np.ndarray:
     return h
 
 
-def target_shares(hour_hist: np.ndarray, target_ts: int, hours: float = 0.0) -> np.ndarray:
-    """(K,) float32 the user's category shares at the target's hour of day, from ``hour_hist`` (24, K)
-    (`hour_histogram`): the target token's history and the head's prior. ``hours`` > 0 first smooths the
-    counts around the clock with a Gaussian of that width (U-MASK's kernel prior, `prior.tod_kernel` over 24
-    one-hour slots): with a week of history the same-hour count has five or six draws, so neighbouring hours
-    carry information (the kernel time-of-day row of PROTOCOL D, our addition). 0 = the raw same-hour counts."""
+def kernel_hour_counts(hour_hist: np.ndarray, target_ts: np.ndarray | int, hours: float = 0.0) -> np.ndarray:
+    """(..., K) float64 the user's counts at each target's hour of day, from ``hour_hist`` (..., 24, K)
+    (`hour_histogram`) and ``target_ts`` (...,): the counts smoothed around the clock with a Gaussian of ``hours``
+    (U-MASK's kernel prior, `prior.tod_kernel` over 24 one-hour slots; 0 = the raw same-hour counts) and read at
+    the target's hour. One rule for the target token, the kernel time-of-day row of PROTOCOL D and the headroom
+    diagnostics: with a week of history the same-hour count has five or six draws, so neighbouring hours carry
+    information."""
     from umask.runtime.families.umask.prior import tod_kernel   # numpy only, shared with U-MASK's prior
 
-    h = int(hour_of(int(target_ts)))
-    row = hour_hist[h].astype(np.float64) if hours <= 0 else tod_kernel(24, float(hours))[h] @ hour_hist
+    weights = tod_kernel(24, float(hours))[hour_of(np.asarray(target_ts))]             # (..., 24)
+    return np.einsum("...h,...hk->...k", weights, np.asarray(hour_hist))
+
+
+def target_shares(hour_hist: np.ndarray, target_ts: int, hours: float = 0.0) -> np.ndarray:
+    """(K,) float32 the user's category shares at the target's hour of day (`kernel_hour_counts` of one user's
+    ``hour_hist`` (24, K), normalized): the target token's history and the head's prior (our addition)."""
+    row = kernel_hour_counts(hour_hist, int(target_ts), hours)
     return (row / max(float(row.sum()), 1.0)).astype(np.float32)
 
 
@@ -252,5 +259,5 @@ def layout(b: Behaviors, target_ts: int, *, max_intervals: int, per_interval: in
 
 __all__ = ["INTERVAL_SECONDS", "N_DESCRIPTORS", "N_TIME_CATEGORIES", "MAX_TIME_ID", "PAD", "TGT", "TDS", "BEH", "SEP",
            "TIMESTAMP_MODES", "TARGET_MODES", "N_TABLE_STATS", "Behaviors", "Sequence", "behaviors_from_events",
-           "behavior_texts", "descriptor_id", "descriptor_texts", "graph_summary", "hour_histogram", "layout",
+           "behavior_texts", "descriptor_id", "descriptor_texts", "graph_summary", "hour_histogram", "kernel_hour_counts", "layout",
            "max_length", "place_types", "table_attributes", "target_shares", "weekday_of"]
