@@ -389,6 +389,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def markdown(doc: Mapping[str, Any]) -> str:
+    # the rows' names (--name): the model's torch rows are kind "ours", its prior-only rows the numpy ablation
+    name = next(r["model"] for r in doc["rows"] if r["kind"] == "ours" and r["artifact"] == "torch")
+    prior_name = next(r["model"] for r in doc["rows"] if r["kind"] == "ablation" and r["artifact"] == "numpy")
     lines = [f"Command: `{doc['meta']['command']}`", "", "| task | model | nMAE | nRMSE | raw MAE | raw RMSE |",
              "|---|---|---:|---:|---:|---:|"]
     for task, t in doc["meta"]["tasks"].items():
@@ -397,13 +400,13 @@ def markdown(doc: Mapping[str, Any]) -> str:
         def cell(m: str) -> str:
             sd = s[m]["seed_std"]
             return f"{s[m]['mean']:.4f}" + (f" ± {sd:.4f}" if sd is not None else "")
-        lines.append(f"| {task} | umask_grid_prior (ours, {len(doc['meta']['seeds'])} seeds) | {cell('nmae')} | "
+        lines.append(f"| {task} | {name} (ours, {len(doc['meta']['seeds'])} seeds) | {cell('nmae')} | "
                      f"{cell('nrmse')} | {cell('mae_raw')} | {cell('rmse_raw')} |")
-        lines.append(f"| {task} | grid_prior_only (ablation) | {s['nmae']['prior_only']:.4f} | "
+        lines.append(f"| {task} | {prior_name} (ablation) | {s['nmae']['prior_only']:.4f} | "
                      f"{s['nrmse']['prior_only']:.4f} | {s['mae_raw']['prior_only']:.2f} | "
                      f"{s['rmse_raw']['prior_only']:.2f} |")
         for pt, v in t.get("ensemble_of_seeds", {}).items():
-            lines.append(f"| {task} | umask_grid_prior_ens{len(doc['meta']['seeds'])} ({pt}) | {v['nmae']:.4f} | "
+            lines.append(f"| {task} | {name}_ens{len(doc['meta']['seeds'])} ({pt}) | {v['nmae']:.4f} | "
                          f"{v['nrmse']:.4f} | {v['mae_raw']:.2f} | {v['rmse_raw']:.2f} |")
         for k, v in {**t["baselines_same_windows"], **t["reference_rows"]}.items():
             lines.append(f"| {task} | {k} | {v['nmae']:.4f} | {v['nrmse']:.4f} | {v['mae_raw']:.2f} | "
