@@ -140,14 +140,14 @@ class GridPrior:
         lowrank_interpolation row (the profile in a cell with no observed entry in the window)."""
         observed = np.asarray(observed, np.float64)
         hidden = np.asarray(hidden, bool)
-        fill = classical.lowrank_interpolation_impute if self.a2 == "lowrank" else classical.linear_interpolation_impute
-        li = fill(np.where(hidden, 0.0, observed), hidden)
+        impute = classical.lowrank_interpolation_impute if self.a2 == "lowrank" else classical.linear_interpolation_impute
+        out = impute(np.where(hidden, 0.0, observed), hidden)
         starts = np.asarray(starts, np.int64).reshape(-1)
         empty = hidden.all(axis=1, keepdims=True)                                         # (n, 1, cells)
         if empty.any():
             prof = self.profile(starts[:, None] + np.arange(observed.shape[1])[None, :])
-            li = np.where(empty, prof, li)
-        return li
+            out = np.where(empty, prof, out)
+        return out
 
     # ---- day-aligned frames (grid.forecast_frame / grid.impute_frame layout) ----
     def _frame(self, frame_first: np.ndarray, T: int) -> np.ndarray:
