@@ -148,10 +148,10 @@ def test_cli_refuses_a_patch_that_does_not_fit(csv: Path, tmp_path: Path) -> Non
 
 
 def test_residual_gate_keeps_the_residual_where_it_helps_on_validation() -> None:
-    """benchmarks/accuracy/grid_residual_gate: per cell, alpha of prior + alpha (model - prior) by the lowest masked
-    absolute error; a cell where the model is right keeps alpha 1, one where the prior is right gets 0, masked-out
+    """grid_prior.choose_alphas (the gate of grid_residual_gate and of the grid bundle): per cell, alpha of
+    prior + alpha (model - prior) by the lowest masked absolute error; a cell where the model is right keeps alpha 1, one where the prior is right gets 0, masked-out
     entries do not vote, and ties go to the prior."""
-    from umask.bench.accuracy.grid_residual_gate import ALPHAS, choose_alphas, gate
+    from umask.runtime.families.umask.grid_prior import ALPHAS, choose_alphas, gate
 
     rng = np.random.default_rng(0)
     truth = rng.random((6, 5, 4))

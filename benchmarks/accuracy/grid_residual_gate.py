@@ -40,29 +40,17 @@ from umask.bench.accuracy import grid as harness
 from umask.bench.accuracy import grid_umask as gu
 from umask.bench.accuracy.grid_umask_v2 import (DATASET, METRICS, _git_commit, cli_setup, harness_rows,
                                                   load_prior_run, predict, protocol_windows)
+from umask.runtime.families.umask.grid_prior import ALPHAS, choose_alphas, gate
 from umask.train.baselines import classical
 from umask.train.common.checkpoints import atomic_text
 
 log = logging.getLogger(__name__)
 
-ALPHAS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 def _truth_mask(task: str, fw: Any, iw: Any) -> tuple[np.ndarray, np.ndarray]:
     truth = fw.y if task == "a1" else iw.truth
     return truth, (np.ones_like(truth, bool) if task == "a1" else iw.mask)
-
-
-def choose_alphas(model: np.ndarray, prior: np.ndarray, truth: np.ndarray, mask: np.ndarray,
-                  alphas: Sequence[float] = ALPHAS) -> np.ndarray:
-    """(N,) per cell (last axis) the alpha of ``prior + alpha (model - prior)`` with the lowest masked
-    absolute error on these windows; ties go to the smaller alpha (the prior)."""
-    err = np.stack([(np.abs(prior + a * (model - prior) - truth) * mask).sum((0, 1)) for a in alphas])   # (A, N)
-    return np.asarray(alphas, np.float64)[np.argmin(err, axis=0)]
-
-
-def gate(model: np.ndarray, prior: np.ndarray, alphas: np.ndarray) -> np.ndarray:
-    return prior + alphas[None, None, :] * (model - prior)
 
 
 def _umask_fns(run: str, grid: Any, samples: int, batch_size: int) -> tuple[dict[str, Any], dict[str, Any]]:

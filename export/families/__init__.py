@@ -17,6 +17,7 @@ from typing import Any
 # family -> "module:function" (one line per family)
 EXPORTERS: dict[str, str] = {
     "umask": "umask.export.families.umask.exporter:export_bundle",
+    "umask_grid": "umask.export.families.umask.grid_exporter:export_bundle",
     "fatsmb": "umask.export.families.fatsmb.exporter:export_bundle",
     "gtslum": "umask.export.families.gtslum.exporter:export_bundle",
     "ustsllm": "umask.export.families.ustsllm.exporter:export_bundle",

@@ -15,6 +15,7 @@ from typing import Any
 # family -> "module:Class" of its session (one line per family)
 FAMILIES: dict[str, str] = {
     "umask": "umask.runtime.families.umask.session:Session",
+    "umask_grid": "umask.runtime.families.umask.grid_session:Session",
     "fatsmb": "umask.runtime.families.fatsmb.session:Session",
     "gtslum": "umask.runtime.families.gtslum.session:Session",
     "ustsllm": "umask.runtime.families.ustsllm.session:Session",

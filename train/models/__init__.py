@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 # family -> trainer entry module (one line per family)
 MODELS: dict[str, str] = {
     "umask": "umask.train.models.umask.trainer",
+    "umask_grid": "umask.train.models.umask.grid",
     "fatsmb": "umask.train.models.fatsmb.trainer",
     "gtslum": "umask.train.models.gtslum.trainer",
     "ustsllm": "umask.train.models.ustsllm.trainer",

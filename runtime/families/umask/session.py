@@ -42,7 +42,6 @@ thread-locals (timings) and a lock-protected embedding cache.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections import OrderedDict
@@ -52,7 +51,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from umask.runtime.core.bundle import BundleError, ManifestError, read_manifest, read_verified, verified_path
+from umask.runtime.core.bundle import BundleError, read_manifest, read_verified, verified_path
 from umask.runtime.core.catalog import load_llmapp_catalog_bytes
 from umask.runtime.core.errors import InputError, LimitError, UmaskError
 from umask.runtime.core.events import EventLog, format_compact_time

@@ -16,9 +16,6 @@ index of the first row counted from the grid's slot 0, a midnight of weekday ``s
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -165,34 +162,10 @@ class Session(FamilySession):
 
 
 def run_main(argv: Sequence[str] | None = None) -> int:
-    """``umask run --bundle DIR --values FILE.csv [--task forecast|impute] [--first-slot N]``: the rows of a
-    slots x cells CSV (raw; NaN or empty = missing for impute) -> JSON of the forecast / completed window."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    p = argparse.ArgumentParser(prog="umask run (ustsllm bundle)")
-    p.add_argument("--bundle", required=True)
-    p.add_argument("--values", required=True, help="CSV, one row per slot, one column per cell (no time column)")
-    p.add_argument("--task", default="forecast", choices=TASKS)
-    p.add_argument("--first-slot", type=int, default=0)
-    p.add_argument("--precision", default="fp32")
-    p.add_argument("--allow-unsigned", action="store_true")
-    ns = p.parse_args(argv)
-    path = Path(ns.values)
-    if not path.is_file():
-        raise InputError(f"--values {path}: no such file")
-    rows = [ln for ln in path.read_text().splitlines() if ln.strip()]
-    try:
-        float(rows[0].split(",")[0] or "nan")
-    except ValueError:
-        rows = rows[1:]                                    # a header line
-    try:
-        vals = np.array([[float(f) if f.strip() else np.nan for f in r.split(",")] for r in rows])
-    except ValueError as e:
-        raise InputError(f"--values {path}: not a numeric CSV ({e})") from None
-    with Session.open(ns.bundle, precision=ns.precision, allow_unsigned=ns.allow_unsigned) as s:
-        out = (s.forecast(vals, first_slot=ns.first_slot) if ns.task == "forecast"
-               else s.impute(vals, np.isnan(vals), first_slot=ns.first_slot))
-    print(json.dumps({"task": ns.task, "shape": list(out.shape), "values": np.round(out, 4).tolist()}))
-    return 0
+    """``umask run --bundle DIR --values FILE.csv [--task forecast|impute] [--first-slot N]`` (runtime/core/gridcli.py)."""
+    from umask.runtime.core.gridcli import grid_run_main
+
+    return grid_run_main(argv, Session, "umask run (ustsllm bundle)")
 
 
 __all__ = ["Session", "run_main", "FAMILY"]

@@ -88,6 +88,7 @@ from torch.utils.data import Dataset
 
 from umask.runtime.core import gridscale
 from umask.runtime.core.errors import InputError
+from umask.runtime.families.umask import grid_frames
 from umask.train.common import loop
 from umask.train.common.checkpoints import best_checkpoint
 from umask.train.common.config import HelpFormatter, LoopConfig, add_dataclass_args, dataclass_from_args, with_default
@@ -346,55 +347,19 @@ def hide_mask(rng: np.random.Generator, window: int = splits.A2_WINDOW, n_cells:
 
 
 def frame_offset(first_slot: np.ndarray | int, period: int = PERIOD) -> np.ndarray:
-    """Frame position of an absolute slot: its time of day (slot mod D). The frame starts at the
-    local midnight on or before the window's first slot, so frame position p is always time of day
-    p mod D (the DiT's fixed positional embedding then carries the time of day)."""
-    return np.asarray(first_slot, np.int64) % int(period)
-
-
-def _frames(n: int, geom: GridGeometry) -> dict[str, np.ndarray]:
-    x0 = np.zeros((n, 1, geom.frame, *geom.shape), np.float32)
-    return {"x0": x0, "avail": np.zeros_like(x0), "target": np.zeros_like(x0)}
+    """grid_frames.frame_offset with Milan's day as the default."""
+    return grid_frames.frame_offset(first_slot, period)
 
 
 def forecast_frame(history: np.ndarray, starts: np.ndarray, *, geom: GridGeometry = MILAN) -> dict[str, np.ndarray]:
-    """A1 frames from (n, 2D, cells) standardized histories and their horizon starts (n,):
-    x0 / avail / target (n, 1, T, H, W) plus ``offset`` (n,) = frame position of the first
-    history slot. The horizon part of x0 is 0 (unknown); target marks it."""
-    history = np.asarray(history, np.float32)
-    n, L = history.shape[:2]
-    off = frame_offset(np.asarray(starts, np.int64) - L, geom.period).reshape(-1)
-    if off.shape != (n,):
-        raise ValueError(f"{n} histories but {off.shape[0]} starts")
-    fr = _frames(n, geom)
-    for i, o in enumerate(off):
-        fr["x0"][i, 0, o:o + L] = history[i].reshape(L, *geom.shape)
-        fr["avail"][i, 0, o:o + L] = 1.0
-        fr["target"][i, 0, o + L:o + L + geom.horizon] = 1.0
-    return {**fr, "offset": off}
+    """grid_frames.forecast_frame (A1 frames) with Milan's geometry as the default."""
+    return grid_frames.forecast_frame(history, starts, geom)
 
 
 def impute_frame(values: np.ndarray, hidden: np.ndarray, starts: np.ndarray, *,
                  geom: GridGeometry = MILAN) -> dict[str, np.ndarray]:
-    """A2 frames from (n, L<=2D, cells) values (any value at hidden entries, NaN allowed), (n, L,
-    cells) hidden masks and the windows' first slots (n,): the window sits at frame positions
-    [offset, offset + L) with offset = first slot mod D; everything else is zero, unavailable and
-    not a target. x0 keeps the given values at hidden entries (ground truth in training, 0 at
-    evaluation)."""
-    values = np.asarray(values, np.float64)
-    hidden = np.asarray(hidden, bool)
-    n, L, _ = values.shape
-    off = frame_offset(starts, geom.period).reshape(-1)
-    if off.shape != (n,):
-        raise ValueError(f"{n} windows but {off.shape[0]} starts")
-    vals = np.nan_to_num(values, nan=0.0).reshape(n, L, *geom.shape)
-    hid = hidden.reshape(n, L, *geom.shape)
-    fr = _frames(n, geom)
-    for i, o in enumerate(off):
-        fr["x0"][i, 0, o:o + L] = vals[i]
-        fr["avail"][i, 0, o:o + L] = ~hid[i]
-        fr["target"][i, 0, o:o + L] = hid[i]
-    return {**fr, "offset": off}
+    """grid_frames.impute_frame (A2 frames) with Milan's geometry as the default."""
+    return grid_frames.impute_frame(values, hidden, starts, geom)
 
 
 class GridWindowDataset(Dataset):
