@@ -181,7 +181,7 @@ TABLES: dict[str, Table | AutoTable] = {t.name: t for t in (
           first_header="precision"),
     Table("milan",
           "REAL Milan grid, test split; normalized MAE / RMSE; torch checkpoints and numpy / statsmodels "
-          "baselines (no exported artifact was scored on Milan)",
+          "baselines (PROTOCOL v1 rows; the exported grid artifacts are scored in the PROTOCOL v2 grid table)",
           columns=(Col("A1 forecasting 48 h -> 24 h", "A1", MILAN, ("nmae", "nrmse")),
                    Col("A2 imputation 70-80 % missing", "A2", MILAN, ("nmae", "nrmse"))),
           lines=(Line("all-zero (training mean)", "all_zero", "numpy"),
@@ -254,13 +254,18 @@ TABLES: dict[str, Table | AutoTable] = {t.name: t for t in (
               "3 seeds; `ustsllm_lowrank` = U-STS-LLM with patch tokens whose eq. 7 imputation guidance starts from "
               "that row (`--guide-prior lowrank`), 3 seeds; its onnx rows: the seed-0 bundle; `umask_grid_lowrank` = the "
               "U-MASK grid model trained with that row as its A2 prior (`--a2-prior lowrank`), 3 seeds, and "
-              "`umask_grid_lowrank_gated` the same with the per-cell gate over its own prior",
+              "`umask_grid_lowrank_gated` the same with the per-cell gate over its own prior; `umask_grid_bundle` = the "
+              "gated grid model (A1 over its prior, A2 over the `lowrank_interpolation` row) as the deployable "
+              "`umask_grid` bundle, scored through the torch-free session in raw units, 3 bundles (training seeds) per "
+              "artifact, `torch` = the same pipeline with the checkpoint's network; `ustsllm_lowrank_gated` = "
+              "`ustsllm_lowrank` with the same per-cell gate (A1 over its prior, A2 over the row), 3 seeds",
               columns=(Col("A1 nMAE / nRMSE", "A1", MILAN, ("nmae", "nrmse")),
                        Col("A2 nMAE / nRMSE", "A2", MILAN, ("nmae", "nrmse"))),
               sources=("v2_grid_umask.json", "v2_ustsllm.json", "milan_baselines.json", "milan_arima.json",
                        "milan_patchtst.json", "v2_grid_nets.json", "v2_ustsllm_patch.json", "v2_grid_umask_gated.json",
                        "v2_ustsllm_gated.json", "v2_grid_umask_gated_lowrank.json", "v2_ustsllm_gated_lowrank.json",
-                       "v2_ustsllm_lowrank.json", "v2_grid_umask_lowrank.json", "v2_grid_umask_lowrank_gated.json"),
+                       "v2_ustsllm_lowrank.json", "v2_grid_umask_lowrank.json", "v2_grid_umask_lowrank_gated.json",
+                       "v2_grid_umask_bundle.json", "v2_ustsllm_lowrank_gated.json"),
               show_source=True),
     AutoTable("grid_zeroshot",
               "REAL, zero-shot: a Milan-trained U-STS-LLM applied unchanged to a 16-cell grid (each cell the sum of a "
@@ -407,16 +412,20 @@ TABLES: dict[str, Table | AutoTable] = {t.name: t for t in (
               columns=(Col("R@5 / R@10 / N@5", "D", GTS_SIM, ("recall@5", "recall@10", "ndcg@5")),),
               sources=("v2_gtslum_ablations.json",)),
     AutoTable("family_latency",
-              "Per-request latency of the three new families, one thread of the shared 2-core CPU while other jobs "
-              "ran (U-STS-LLM and FatsMB: load average 6-12; GTS-LUM, re-measured 2026-12-07: 1.5; each file records "
-              "its load. Provisional: compare within a column only); torch eager vs the torch-free "
-              "runtime per precision. U-STS-LLM: one Milan A1 window (25 cells) and windows/s at batch 32; FatsMB: "
-              "history -> top-10 of 55,233 items; GTS-LUM: one `next_apps` request on the REAL sample",
-              columns=(Col("U-STS-LLM A1 p50 ms / p99 ms / windows/s b32", "A1", MILAN,
+              "Per-request latency of the grid models and the three new families, one thread of the shared 2-core CPU "
+              "while other jobs ran (U-STS-LLM and FatsMB: load average 6-12; GTS-LUM, re-measured 2026-12-07: 1.5; "
+              "the U-MASK grid bundle, 2026-12-07: 1.2-1.5; each file records its load. Provisional: compare within a "
+              "column only); torch eager vs the torch-free runtime per precision. Milan: one window (25 cells) in raw "
+              "units (U-STS-LLM: A1, and windows/s at batch 32; `umask_grid_bundle`: A1 forecast and A2 impute, 16 "
+              "noise draws = 16 DiT calls); FatsMB: history -> top-10 of 55,233 items; GTS-LUM: one `next_apps` "
+              "request on the REAL sample",
+              columns=(Col("Milan A1 p50 ms / p99 ms / windows/s b32", "A1", MILAN,
                            ("latency_p50_ms", "latency_p99_ms", "windows_per_s@b32"), digits=1),
+                       Col("Milan A2 p50 / p99 ms", "A2", MILAN, ("latency_p50_ms", "latency_p99_ms"), digits=1),
                        Col("FatsMB p50 / p99 ms", "C", TAOBAO_LAT, ("request_p50_ms", "request_p99_ms"), digits=1),
                        Col("GTS-LUM p50 / p90 ms", "D", GTS_REAL, ("latency_p50_ms", "latency_p90_ms"), digits=1)),
-              sources=("v2_ustsllm.json", "v2_fatsmb_latency.json", "v2_gtslum_latency.json")),
+              sources=("v2_ustsllm.json", "v2_grid_umask_bundle.json", "v2_fatsmb_latency.json",
+                       "v2_gtslum_latency.json")),
     Table("uscope_downstream",
           "SYNTHETIC, first 20 users, one U-MASK checkpoint (`umask_small_v2` step 500, trained on TEMPLATE "
           "profiles), torch; all-entry MAE",
