@@ -74,8 +74,7 @@ def export_main(argv: Sequence[str] | None = None) -> int:
                                 **({"accuracy_gate": ns.accuracy_gate} if ns.accuracy_gate else {}))
     except (UmaskError, ValueError, OSError) as e:
         return _fail("export", e)
-    summary = {p_: {n: {"status": e.get("status"), **{k: e.get("parity", {}).get(k) for k in
-                                                      ("rel_max", "completion_max_abs_diff")}}
+    summary = {p_: {n: {"status": e.get("status"), **_parity_summary(e["parity"])}
                     for n, e in a.items() if "parity" in e} for p_, a in m["artifacts"].items()}
     print(json.dumps({"bundle": ns.out, "signed": ns.sign_key is not None, "export_seconds": m["export_seconds"],
                       "tensorrt": m["tensorrt"]["status"], "llm": m["llm"]["status"], "artifacts": summary}, indent=1))
@@ -141,6 +140,18 @@ def verify_main(argv: Sequence[str] | None = None) -> int:
                       "sbert": m.get("sbert", {}).get("status"), "llm": m.get("llm", {}).get("status"),
                       "created_utc": m.get("created_utc"), "self_test": "passed" if ns.self_test else None}, indent=1))
     return 0
+
+
+PARITY_KEYS = ("rel_max", "completion_max_abs_diff")          # the U-MASK exporter's headline parity figures
+
+
+def _parity_summary(parity: dict) -> dict:
+    """The figures ``umask export`` prints per artifact: the U-MASK ones, else (other families, parity per task)
+    each task's max |diff| against torch and relative nMAE change."""
+    if any(k in parity for k in PARITY_KEYS):
+        return {k: parity.get(k) for k in PARITY_KEYS}
+    return {t: {k: v[k] for k in ("max_abs_diff_vs_torch", "nmae_rel_diff") if k in v}
+            for t, v in parity.items() if isinstance(v, dict)}
 
 
 def _bundle_family_of(argv: Sequence[str]) -> str | None:
@@ -214,7 +225,7 @@ def _run_umask(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--samples", type=int, default=None,
                    help=f"completions averaged, 1..{REQUEST_LIMITS.max_samples}; steps x samples <= "
                         f"{REQUEST_LIMITS.max_denoiser_calls} (default: the bundle's)")
-    p.add_argument("--seed", type=int, default=0, help=f"sampler seed, 0..2**63-1 (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="sampler seed, 0..2**63-1 (default 0)")
     p.add_argument("-k", type=int, default=5, help=f"items to recommend (task cold), 1..{REQUEST_LIMITS.max_k}")
     p.add_argument("--now", type=int, default=None,
                    help="end of the history as local YYYYMMDDhhmmss (default: the slot after the last event); at "

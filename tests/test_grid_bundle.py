@@ -213,3 +213,20 @@ def test_umask_run_cli_and_no_torch(bundle, tmp_path: Path) -> None:
     assert out["task"] == "impute" and out["shape"] == [288, 25]
     np.testing.assert_allclose(got[~iw.mask[0]], iw.truth[0][~iw.mask[0]], atol=1e-4)
     assert np.all(np.isfinite(got))
+
+
+def test_umask_export_cli_builds_a_signed_grid_bundle(run: Path, tmp_path: Path, capsys) -> None:
+    """``umask export --family umask_grid`` (the options every family receives are ignored), signed, verified."""
+    from umask.export.cli import export_main, verify_main
+    from umask.export.signing import generate_keypair
+
+    priv, pub = generate_keypair(tmp_path / "keys", "t")
+    out = tmp_path / "cli_bundle"
+    rc = export_main(["--family", "umask_grid", "--ckpt", str(run), "--out", str(out), "--precisions", "fp32",
+                      "--no-tensorrt", "--no-sbert", "--sign-key", str(priv)])
+    printed = json.loads(capsys.readouterr().out)
+    assert rc == 0 and printed["signed"] is True
+    assert printed["artifacts"]["fp32"]["dit"]["forecast"]["max_abs_diff_vs_torch"] <= 1e-3
+    assert verify_main([str(out), "--trusted-keys", str(pub)]) == 0
+    with Session.open(out, trusted_keys=[str(pub)]) as s:
+        assert s.describe()["n_samples"] == 16
