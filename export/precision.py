@@ -25,7 +25,7 @@ import contextlib
 import io
 import logging
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import onnx
@@ -266,7 +266,18 @@ def to_int8_dynamic(src: Path, dst: Path) -> dict[str, Any]:
             "cpu_int8": caps}
 
 
-__all__ = ["PRECISIONS", "FP16_KEEP_OPS", "FLOAT_SCOPES", "CALIBRATION_METHODS", "float_nodes", "weight_matmuls",
+def check_precisions(precisions: Iterable[str], allowed: Sequence[str] = PRECISIONS) -> list[str]:
+    """``precisions`` without repeats (order kept); InputError unless fp32 is among them and all are ``allowed``
+    (every exporter writes fp32 first: the other precisions derive from it and are held to it)."""
+    from umask.runtime.core.errors import InputError
+
+    out = list(dict.fromkeys(precisions))
+    if "fp32" not in out or any(p not in allowed for p in out):
+        raise InputError(f"precisions must include fp32 and come from {tuple(allowed)}; got {out}")
+    return out
+
+
+__all__ = ["PRECISIONS", "check_precisions", "FP16_KEEP_OPS", "FLOAT_SCOPES", "CALIBRATION_METHODS", "float_nodes", "weight_matmuls",
            "to_fp16", "preprocess", "to_int8_qdq", "entropy_ranges", "layer_errors", "worst_nodes", "to_int8_dynamic", "cpu_int8_caps"]
 
 

@@ -55,6 +55,22 @@ class FamilySession(ABC):
     def describe(self) -> dict[str, Any]:
         """JSON-ready: the family, the bundle and what actually runs (engines, precision, threads)."""
 
+    @classmethod
+    def open_verified(cls, bundle: str | Path, *, precision: str, providers: Any, threads: int, verify: bool,
+                      trusted_keys: Any, allow_unsigned: bool) -> Any:
+        """The common ``open`` of a family whose constructor is ``cls(root, manifest, precision, providers,
+        threads)``: checks the bundle path and ``threads`` (1..256), verifies the signature by a trusted key
+        (unless ``allow_unsigned``) and, with ``verify``, every file's sha256, then constructs the session."""
+        from umask.runtime.core.signing import verify_bundle as verify_signed
+
+        if not isinstance(bundle, (str, Path)):
+            raise InputError(f"bundle must be a directory path, got {type(bundle).__name__}")
+        if not isinstance(threads, int) or isinstance(threads, bool) or not 1 <= threads <= 256:
+            raise InputError(f"threads must be an int in 1..256, got {threads!r}")
+        root = Path(bundle)
+        manifest = verify_signed(root, trusted_keys=trusted_keys, allow_unsigned=allow_unsigned, checksums=verify)
+        return cls(root, manifest, precision, providers, threads)  # type: ignore[call-arg]
+
     def close(self) -> None:
         """Release engines and models; the session serves no request afterwards."""
 

@@ -52,7 +52,7 @@ import math
 import os
 import re
 import stat
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Callable
 
 from umask.runtime.core.errors import BundleError, ManifestError

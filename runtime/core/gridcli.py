@@ -1,4 +1,7 @@
-"""``umask run`` for grid bundles (U-STS-LLM, grid U-MASK): a slots x cells CSV in, JSON out, numpy only.
+"""Requests of the grid sessions (U-STS-LLM, grid U-MASK), numpy only: array checks and ``umask run``.
+
+:func:`window_batch` turns a request's values and first slots into a checked (n, slots, cells) batch; the CLI
+below feeds a CSV to a session's ``forecast`` / ``impute``:
 
     umask run --bundle DIR --values FILE.csv [--task forecast|impute] [--first-slot N] [--precision P]
 
@@ -22,6 +25,43 @@ import numpy as np
 from umask.runtime.core.errors import InputError
 
 TASKS = ("forecast", "impute")
+
+
+def window_batch(values: Any, name: str, n_cells: int, lengths: tuple[int, int], first_slot: Any
+                 ) -> tuple[np.ndarray, bool, np.ndarray]:
+    """(values as float64 (n, slots, cells), whether one window (slots, cells) was given, first slots int64 (n,))
+    with lengths[0] <= slots <= lengths[1]; InputError naming ``name`` / ``first_slot`` otherwise."""
+    try:
+        v = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(f"{name}: expected a numeric array (slots, cells)") from None
+    single = v.ndim == 2
+    v = v[None] if single else v
+    lo, hi = lengths
+    if v.ndim != 3 or not lo <= v.shape[1] <= hi or v.shape[2] != n_cells or v.shape[0] < 1:
+        want = str(lo) if lo == hi else f"{lo}..{hi}"
+        raise InputError(f"{name}: expected shape ({want}, {n_cells}) or (n, {want}, {n_cells}), got {np.shape(values)}")
+    try:
+        first = np.broadcast_to(np.asarray(first_slot, dtype=np.int64).reshape(-1), (v.shape[0],)).copy()
+    except (TypeError, ValueError):
+        raise InputError(f"first_slot: expected an int or one per window ({v.shape[0]}), got {first_slot!r:.60}") \
+            from None
+    if np.any(first < 0):
+        raise InputError(f"first_slot must be >= 0, got {first_slot!r:.60}")
+    return v, single, first
+
+
+def missing_mask(mask: Any, values: Any, batch: np.ndarray, single: bool) -> np.ndarray:
+    """The missing-entry mask of an imputation request as bool (n, slots, cells) (``batch``, ``single``: what
+    :func:`window_batch` made of ``values``); InputError unless it is boolean (or 0/1 integers) of the values'
+    shape and every observed entry (mask False) is finite."""
+    m = np.asarray(mask)
+    if m.shape != np.shape(values) or m.dtype.kind not in "bui":
+        raise InputError(f"mask: expected a boolean array of shape {np.shape(values)}, got {m.dtype} {m.shape}")
+    m = (m[None] if single else m).astype(bool)
+    if not np.all(np.isfinite(batch[~m])):
+        raise InputError("values: observed entries (mask False) must be finite")
+    return m
 
 
 def read_values_csv(path: Path) -> np.ndarray:
@@ -63,4 +103,4 @@ def grid_run_main(argv: Sequence[str] | None, session_cls: Any, prog: str) -> in
     return 0
 
 
-__all__ = ["TASKS", "grid_run_main", "read_values_csv"]
+__all__ = ["TASKS", "grid_run_main", "missing_mask", "read_values_csv", "window_batch"]

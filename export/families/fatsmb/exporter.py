@@ -121,9 +121,7 @@ def export_bundle(ckpt: str | Path, out: str | Path, *, precisions: Sequence[str
     ``prior``: ship the repeat / co-occurrence prior when the run has ``prior_diffusion.json``
     (`umask.train.models.fatsmb.prior`): ``prior.npz`` (tables of the training split) + the gains."""
     t_start = time.perf_counter()
-    precisions = list(dict.fromkeys(precisions))
-    if "fp32" not in precisions or any(p not in PRECISIONS for p in precisions):
-        raise ExportError(f"precisions must include fp32 and come from {PRECISIONS}; got {precisions}")
+    precisions = prec.check_precisions(precisions, PRECISIONS)
     torch.set_num_threads(1)
     model, meta = trainer.load(ckpt)
     data = load_protocol_c(meta["data"], max_users=meta["train"].get("max_users") or None)

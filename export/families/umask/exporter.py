@@ -456,12 +456,9 @@ def export_bundle(ckpt: str | Path, out: str | Path, *, precisions: Sequence[str
     from umask.train.models.umask.trainer import load_model
 
     t_start = time.perf_counter()
-    precisions = list(dict.fromkeys(precisions))
+    precisions = prec.check_precisions(precisions)
     if llm_quant not in LLM_QUANTS:
         raise InputError(f"llm_quant must be one of {LLM_QUANTS}, got {llm_quant!r}")
-    bad = [p for p in precisions if p not in prec.PRECISIONS]
-    if bad or "fp32" not in precisions:
-        raise InputError(f"precisions must include fp32 and come from {prec.PRECISIONS}; got {precisions}")
     torch.set_num_threads(1)
     ckpt_dir = resolve_checkpoint(ckpt)
     model, config = load_model(ckpt_dir, ema=True)

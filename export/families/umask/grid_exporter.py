@@ -55,7 +55,7 @@ from umask.runtime.families.ustsllm.stats import fit_grid_stats
 log = logging.getLogger(__name__)
 
 FAMILY = "umask_grid"
-PRECISIONS = ("fp32", "fp16", "int8-qdq", "int8-dynamic")
+PRECISIONS = prec.PRECISIONS                     # fp32, fp16, int8-qdq, int8-dynamic
 A2_GATES = ("lowrank", "prior", "none")
 FP32_TOL = 1e-3              # max |onnx - torch| of the network's prediction, standardized scale
 SCALER_ATOL = 1e-6           # config.json keeps the training scaler to 6 decimals
@@ -140,9 +140,7 @@ def export_bundle(ckpt: str | Path, out: str | Path, *, precisions: Sequence[str
     t0 = time.perf_counter()
     if options:
         log.info("umask_grid export: ignoring options of other families: %s", sorted(options))
-    precisions = list(dict.fromkeys(precisions))
-    if "fp32" not in precisions or any(p not in PRECISIONS for p in precisions):
-        raise InputError(f"precisions must include fp32 and come from {PRECISIONS}; got {precisions}")
+    precisions = prec.check_precisions(precisions, PRECISIONS)
     if a2_gate not in A2_GATES:
         raise InputError(f"a2_gate must be one of {A2_GATES}, got {a2_gate!r}")
     if not 1 <= int(samples) <= 256:
@@ -153,8 +151,7 @@ def export_bundle(ckpt: str | Path, out: str | Path, *, precisions: Sequence[str
     geo = GridGeometry.of(grid)
     if (int(model.cfg.dit_config().H), int(model.cfg.dit_config().W)) != geo.shape or model.cfg.window.T != geo.frame:
         raise ExportError(f"{ckpt_dir}: trained on another grid shape or day length than {grid.source}")
-    spec = grid_frames.FrameSpec(geo.height, geo.width, geo.slots_per_day, geo.history, geo.horizon, geo.window,
-                                 geo.frame)
+    spec = geo.frame_spec()
     periods = grid.splits()
     train_end = periods["train"][1]
     tr = config.get("train", {})

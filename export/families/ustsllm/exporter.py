@@ -39,7 +39,6 @@ from umask.export import precision as prec
 from umask.export.bundle import signature, tool_versions, write_bundle
 from umask.export.errors import ExportError, ParityError
 from umask.export.onnx_export import export_module
-from umask.runtime.core.errors import InputError
 from umask.runtime.families.ustsllm.stats import GridStats
 from umask.train.data import splits
 from umask.train.data.grids import open_grid
@@ -47,7 +46,7 @@ from umask.train.data.grids import open_grid
 log = logging.getLogger(__name__)
 
 FAMILY = "ustsllm"
-PRECISIONS = ("fp32", "fp16", "int8-qdq", "int8-dynamic")
+PRECISIONS = prec.PRECISIONS                     # fp32, fp16, int8-qdq, int8-dynamic
 INPUTS = ("x", "mask", "prior", "tod", "dow", "graph")
 OUTPUT = "y"
 # int8 QDQ quantizes the backbone blocks (the bulk of the weights); these small side modules stay float:
@@ -118,9 +117,7 @@ def export_bundle(ckpt: str | Path, out: str | Path, *, precisions: Sequence[str
     t0 = time.perf_counter()
     if options:
         log.info("ustsllm export: ignoring options of other families: %s", sorted(options))
-    precisions = list(dict.fromkeys(precisions))
-    if "fp32" not in precisions or any(p not in PRECISIONS for p in precisions):
-        raise InputError(f"precisions must include fp32 and come from {PRECISIONS}; got {precisions}")
+    precisions = prec.check_precisions(precisions, PRECISIONS)
     torch.set_num_threads(1)
     ckpt_dir = resolve_checkpoint(ckpt)
     model, config = load_model(ckpt_dir)

@@ -124,7 +124,7 @@ def query_features(t: PriorTables, items: np.ndarray, behaviors: np.ndarray,
     n = len(items)
     age = np.arange(n - 1, -1, -1, dtype=np.float64)                                   # 0 = last
     last = items[::-1][: cfg.n_last]                                                    # most recent first
-    cand_parts, val_parts = [items], []
+    cand_parts = [items]
     # co-occurrence rows of the voting items
     rows = [t.row(int(i)) for i in last]
     cand_parts += [r[0] for r in rows]

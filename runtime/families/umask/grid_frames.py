@@ -20,21 +20,16 @@ import numpy as np
 
 from umask.runtime.core.errors import InputError
 
-__all__ = ["FrameSpec", "forecast_frame", "frame_offset", "impute_frame", "read_frame"]
+__all__ = ["FrameSpec", "GridShape", "forecast_frame", "frame_offset", "impute_frame", "read_frame"]
 
 
-@dataclass(frozen=True)
-class FrameSpec:
-    """The lengths of a grid bundle's frames (its manifest ``model.geometry``): H x W cells, D slots a day,
-    the A1 history / horizon, the A2 window and the frame T."""
+class GridShape:
+    """``shape`` / ``n_cells`` / ``period`` of anything with ``height``, ``width`` and ``slots_per_day`` (the
+    bundle's :class:`FrameSpec` and training's ``grid.GridGeometry``)."""
 
     height: int
     width: int
     slots_per_day: int
-    history: int
-    horizon: int
-    window: int
-    frame: int
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -47,6 +42,20 @@ class FrameSpec:
     @property
     def period(self) -> int:
         return self.slots_per_day
+
+
+@dataclass(frozen=True)
+class FrameSpec(GridShape):
+    """The lengths of a grid bundle's frames (its manifest ``model.geometry``): H x W cells, D slots a day,
+    the A1 history / horizon, the A2 window and the frame T."""
+
+    height: int
+    width: int
+    slots_per_day: int
+    history: int
+    horizon: int
+    window: int
+    frame: int
 
     @classmethod
     def of(cls, d: dict[str, Any], where: str = "geometry") -> FrameSpec:

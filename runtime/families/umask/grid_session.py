@@ -45,7 +45,7 @@ from umask.runtime.core import gridimpute
 from umask.runtime.core.bundle import (ARTIFACT, JSON, MAP, OBJ, BundleError, read_verified,
                                        register_manifest_schema)
 from umask.runtime.core.errors import InputError
-from umask.runtime.core.signing import verify_bundle as verify_signed
+from umask.runtime.core.gridcli import missing_mask, window_batch
 from umask.runtime.engines.ort import inference_session, resolve_providers, session_options
 from umask.runtime.engines.samplers import Schedule, make_sampler
 from umask.runtime.families.umask import grid_frames
@@ -212,13 +212,8 @@ class Session(FamilySession):
              **_: Any) -> Session:
         """Verify ``bundle`` (signature by a trusted key unless ``allow_unsigned``; every file's sha256) and
         load the DiT of ``precision`` (fp32 | fp16 | int8-qdq | int8-dynamic) on ``providers``."""
-        if not isinstance(bundle, (str, Path)):
-            raise InputError(f"bundle must be a directory path, got {type(bundle).__name__}")
-        if not isinstance(threads, int) or not 1 <= threads <= 256:
-            raise InputError(f"threads must be an int in 1..256, got {threads!r}")
-        root = Path(bundle)
-        manifest = verify_signed(root, trusted_keys=trusted_keys, allow_unsigned=allow_unsigned, checksums=verify)
-        return cls(root, manifest, precision, providers, threads)
+        return cls.open_verified(bundle, precision=precision, providers=providers, threads=threads, verify=verify,
+                                 trusted_keys=trusted_keys, allow_unsigned=allow_unsigned)
 
     def describe(self) -> dict[str, Any]:
         return {"family": FAMILY, "bundle": str(self.root), "precision": self.precision, "providers": self.providers,
@@ -241,24 +236,7 @@ class Session(FamilySession):
                  seed: int) -> tuple[np.ndarray, bool, np.ndarray, int]:
         if self._ort is None:
             raise InputError("the session is closed")
-        try:
-            v = np.asarray(values, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise InputError(f"{name}: expected a numeric array (slots, cells)") from None
-        single = v.ndim == 2
-        v = v[None] if single else v
-        lo, hi = lengths
-        if v.ndim != 3 or not lo <= v.shape[1] <= hi or v.shape[2] != self.spec.n_cells or v.shape[0] < 1:
-            want = str(lo) if lo == hi else f"{lo}..{hi}"
-            raise InputError(f"{name}: expected shape ({want}, {self.spec.n_cells}) or (n, {want}, "
-                             f"{self.spec.n_cells}), got {np.shape(values)}")
-        try:
-            first = np.broadcast_to(np.asarray(first_slot, dtype=np.int64).reshape(-1), (v.shape[0],)).copy()
-        except (TypeError, ValueError):
-            raise InputError(f"first_slot: expected an int or one per window ({v.shape[0]}), got {first_slot!r:.60}") \
-                from None
-        if np.any(first < 0):
-            raise InputError(f"first_slot must be >= 0, got {first_slot!r:.60}")
+        v, single, first = window_batch(values, name, self.spec.n_cells, lengths, first_slot)
         n = self.default_samples if n_samples is None else n_samples
         if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or not 1 <= n <= MAX_SAMPLES:
             raise InputError(f"n_samples must be an int in 1..{MAX_SAMPLES}, got {n_samples!r}")
@@ -299,12 +277,7 @@ class Session(FamilySession):
         """``values`` (slots <= window, cells) raw with ``mask`` True at the missing entries (never read) -> the
         completed window, raw units; observed entries exactly as given."""
         v, single, first, n = self._prepare(values, "values", (1, self.spec.window), first_slot, n_samples, seed)
-        m = np.asarray(mask)
-        if m.shape != np.shape(values) or m.dtype.kind not in "bui":
-            raise InputError(f"mask: expected a boolean array of shape {np.shape(values)}, got {m.dtype} {m.shape}")
-        m = (m[None] if single else m).astype(bool)
-        if not np.all(np.isfinite(v[~m])):
-            raise InputError("values: observed entries (mask False) must be finite")
+        m = missing_mask(mask, values, v, single)
         z = self.stats.transform(np.where(m, 0.0, v))
         preds = self.pipeline.predict(self._dit, "impute", z, m, first, n_samples=n, seed=seed)
         out = np.where(m, self.stats.inverse(self._finish("impute", preds, gated)), v)

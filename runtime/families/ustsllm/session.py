@@ -25,7 +25,7 @@ import numpy as np
 from umask.runtime.core.bundle import (ARTIFACT, JSON, MAP, OBJ, BundleError, read_verified,
                                        register_manifest_schema)
 from umask.runtime.core.errors import InputError
-from umask.runtime.core.signing import verify_bundle as verify_signed
+from umask.runtime.core.gridcli import missing_mask, window_batch
 from umask.runtime.engines.ort import inference_session, resolve_providers, session_options
 from umask.runtime.families.ustsllm.stats import GUIDE_PRIORS, GridStats, prior_channel, time_inputs
 from umask.runtime.session import FamilySession
@@ -82,13 +82,8 @@ class Session(FamilySession):
              **_: Any) -> Session:
         """Verify ``bundle`` (signature by a trusted key unless ``allow_unsigned``; every file's sha256) and
         load the two networks of ``precision`` (fp32 | fp16 | int8-qdq) on ``providers``."""
-        if not isinstance(bundle, (str, Path)):
-            raise InputError(f"bundle must be a directory path, got {type(bundle).__name__}")
-        if not isinstance(threads, int) or not 1 <= threads <= 256:
-            raise InputError(f"threads must be an int in 1..256, got {threads!r}")
-        root = Path(bundle)
-        manifest = verify_signed(root, trusted_keys=trusted_keys, allow_unsigned=allow_unsigned, checksums=verify)
-        return cls(root, manifest, precision, providers, threads)
+        return cls.open_verified(bundle, precision=precision, providers=providers, threads=threads, verify=verify,
+                                 trusted_keys=trusted_keys, allow_unsigned=allow_unsigned)
 
     def describe(self) -> dict[str, Any]:
         return {"family": FAMILY, "bundle": str(self.root), "precision": self.precision, "providers": self.providers,
@@ -110,18 +105,7 @@ class Session(FamilySession):
         if st.slots_per_day != self.stats.slots_per_day:
             raise InputError(f"stats: {st.slots_per_day} slots a day; the network was trained with "
                              f"{self.stats.slots_per_day}")
-        try:
-            v = np.asarray(values, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise InputError(f"{name}: expected a numeric array (slots, cells)") from None
-        single = v.ndim == 2
-        v = v[None] if single else v
-        if v.ndim != 3 or v.shape[1] != length or v.shape[2] != st.n_cells or v.shape[0] < 1:
-            raise InputError(f"{name}: expected shape ({length}, {st.n_cells}) or (n, {length}, {st.n_cells}), "
-                             f"got {np.shape(values)}")
-        first = np.broadcast_to(np.asarray(first_slot, dtype=np.int64).reshape(-1), (v.shape[0],))
-        if np.any(first < 0):
-            raise InputError(f"first_slot must be >= 0, got {first_slot!r}")
+        v, single, first = window_batch(values, name, st.n_cells, (length, length), first_slot)
         return v, single, st, first
 
     def _run(self, task: str, z: np.ndarray, mask: np.ndarray, st: GridStats, first: np.ndarray) -> np.ndarray:
@@ -149,12 +133,7 @@ class Session(FamilySession):
         True; observed entries are returned unchanged."""
         T = self.length["impute"]
         v, single, st, first = self._prepare(values, "values", T, stats, first_slot)
-        m = np.asarray(mask)
-        if m.shape != np.shape(values) or m.dtype.kind not in "bui":
-            raise InputError(f"mask: expected a boolean array of shape {np.shape(values)}, got {m.dtype} {m.shape}")
-        m = (m[None] if single else m).astype(bool)
-        if not np.all(np.isfinite(v[~m])):
-            raise InputError("values: observed entries (mask False) must be finite")
+        m = missing_mask(mask, values, v, single)
         z = st.transform(np.where(m, 0.0, v))
         pred = st.inverse(self._run("impute", z, m.astype(np.float64), st, first))
         out = np.where(m, pred, v)

@@ -129,9 +129,9 @@ STD_FLOOR_ABS: float = gridscale.STD_FLOOR_ABS
 # Geometry
 # ------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class GridGeometry:
+class GridGeometry(grid_frames.GridShape):
     """Frame lengths of a grid: H x W cells, D slots a day; A1 history 2D -> horizon D, A2 window
-    2D, frame T = 4D (every day-aligned window fits)."""
+    2D, frame T = 4D (every day-aligned window fits). ``shape`` / ``n_cells`` / ``period``: GridShape."""
 
     height: int
     width: int
@@ -141,13 +141,10 @@ class GridGeometry:
     def of(cls, grid: GridData) -> GridGeometry:
         return cls(int(grid.height), int(grid.width), int(grid.slots_per_day))
 
-    @property
-    def shape(self) -> tuple[int, int]:
-        return self.height, self.width
-
-    @property
-    def n_cells(self) -> int:
-        return self.height * self.width
+    def frame_spec(self) -> grid_frames.FrameSpec:
+        """The bundle's frame geometry (manifest ``model.geometry``)."""
+        return grid_frames.FrameSpec(self.height, self.width, self.slots_per_day, self.history, self.horizon,
+                                     self.window, self.frame)
 
     @property
     def history(self) -> int:
@@ -160,10 +157,6 @@ class GridGeometry:
     @property
     def window(self) -> int:
         return splits.a2_length(self.slots_per_day)
-
-    @property
-    def period(self) -> int:
-        return self.slots_per_day
 
     @property
     def frame(self) -> int:
