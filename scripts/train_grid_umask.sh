@@ -10,6 +10,10 @@
 #       A1 + A2 test rows of every seed's best checkpoint next to the baselines on the same windows
 #       -> benchmarks/results/v2_grid_umask.json (+ .md), learning curves copied to
 #       benchmarks/results/learning_curves/grid_umask_s<SEED>.jsonl
+#   scripts/train_grid_umask.sh bundle [SEEDS]
+#       exports each seed's best checkpoint as a umask_grid bundle (artifacts/bundles/umask_grid_s<SEED>: fp32,
+#       fp16, int8 QDQ and dynamic; per-cell gate chosen on validation) and scores every artifact through the
+#       torch-free session -> benchmarks/results/v2_grid_umask_bundle.json (about 3 + 2 minutes per seed)
 #   A2_PRIOR=lowrank scripts/train_grid_umask.sh [...]
 #       the same with the A2 prior = the lowrank_interpolation row (--a2-prior lowrank): runs
 #       artifacts/train/grid_umask_lowrank_s<SEED>, rows benchmarks/results/v2_grid_umask_lowrank.json
@@ -24,6 +28,17 @@ if [[ "${1:-}" == "eval" ]]; then
     for s in $SEEDS; do RUNS+=("artifacts/train/grid_umask${TAG}_s$s"); done
     exec nice -n 5 .venv/bin/python -m umask.bench.accuracy.grid_umask_v2 --runs "${RUNS[@]}" --samples 16 \
         ${TAG:+--name umask_grid_lowrank} --out "benchmarks/results/v2_grid_umask${TAG}.json"
+fi
+if [[ "${1:-}" == "bundle" ]]; then
+    SEEDS=${2:-"0 1 2"}
+    BUNDLES=()
+    for s in $SEEDS; do
+        nice -n 5 .venv/bin/python -m umask.export.families.umask.grid_exporter --ckpt "artifacts/train/grid_umask_s$s" \
+            --out "artifacts/bundles/umask_grid_s$s" --precisions fp32,fp16,int8-qdq,int8-dynamic
+        BUNDLES+=("artifacts/bundles/umask_grid_s$s")
+    done
+    exec nice -n 5 .venv/bin/python -m umask.bench.accuracy.grid_umask_bundle --bundles "${BUNDLES[@]}" \
+        --out benchmarks/results/v2_grid_umask_bundle.json
 fi
 SEEDS=${1:-"0 1 2"}
 STEPS=${2:-800}

@@ -1,5 +1,6 @@
 """Grid U-MASK bundles scored on Milan A1 / A2 through the runtime session, next to their torch network (issue 10).
 
+    scripts/train_grid_umask.sh bundle          # the two steps below for seeds 0, 1, 2
     python -m umask.export.families.umask.grid_exporter --ckpt artifacts/train/grid_umask_s0 --out artifacts/bundles/umask_grid_s0
     python -m umask.bench.accuracy.grid_umask_bundle --bundles artifacts/bundles/umask_grid_s{0,1,2} \
         --out benchmarks/results/v2_grid_umask_bundle.json
