@@ -46,3 +46,26 @@ def test_crps_matches_pairwise_definition_and_reduces_to_mae() -> None:
     assert M.crps_samples(y + 0.01 * x, y) < M.crps_samples(y + x, y)
     with pytest.raises(ValueError):
         M.crps_samples(x, y[:2])
+
+
+def test_hour_ranked_app_recall_uses_the_hours_engagement() -> None:
+    """user_scoring.event_sums: ``app_recall@3_hour`` ranks every slot of an hour by the forecast's sum over the hour;
+    a forecast whose per-slot values jitter around the right hour ranking scores 1 there and less per slot."""
+    from umask.bench.accuracy.user_scoring import SLOTS_PER_HOUR, event_sums
+    from umask.runtime.core.featurize import ChannelLayout
+
+    ch = ChannelLayout(n_categories=5)
+    T = SLOTS_PER_HOUR
+    truth = np.zeros((1, ch.n_channels, T, 2, 2))
+    pred = np.zeros_like(truth)
+    apps = np.arange(ch.apps.start, ch.apps.stop)
+    for t in range(T):
+        truth[0, apps[:3], t, 0, 0] = 1.0                       # categories 0, 1, 2 active in every slot
+        pred[0, apps[:3], t, 0, 0] = 0.5                        # the forecast's hour engagement favors them ...
+        pred[0, apps[3 + t % 2], t, 0, 0] = 0.9                 # ... but one other category peaks in each slot
+    out = event_sums(pred, truth, ch)
+    s, n = out["app_recall@3"]
+    sh, nh = out["app_recall@3_hour"]
+    assert n == nh == T
+    assert sh / nh == pytest.approx(1.0)                       # 0.5 x 4 slots beats 0.9 x 2 slots
+    assert s / n == pytest.approx(2 / 3)                       # per slot the peak takes one of the three places
