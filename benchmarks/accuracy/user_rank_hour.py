@@ -42,7 +42,8 @@ METRICS = ("app_recall@3", "app_recall@3_hour")
 
 def score(pop: Any, models: dict[str, Any], split: str, windows: Any, command: str) -> dict[str, dict[str, float]]:
     rows = ue.evaluate_population(pop, models, split=split, tasks=["B1"], command=command, windows=windows)
-    return {r["model"]: {m: float(r["metrics"]["events"][m]) for m in METRICS} for r in rows}
+    return {r["model"]: {**{m: float(r["metrics"]["events"][m]) for m in METRICS}, "n_windows": int(r["n_windows"])}
+            for r in rows}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -89,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                      "family": "umask" if model == args.name else None,
                      "artifact": "torch" if model == args.name else ("lightgbm" if model == "lightgbm" else "numpy"),
                      "metric": "app_recall@3_hour", "value": float(vals.mean()), "better": "higher",
-                     "n_windows": None, "seeds": seeds, "spread": float(vals.std()), "command": command,
+                     "n_windows": sum(res["test"][str(s)][model]["n_windows"] for s in seeds), "seeds": seeds, "spread": float(vals.std()), "command": command,
                      "notes": "app Recall@3 per target slot, every slot of the hour ranked by the forecast's expected "
                               "engagement over the hour (sum of its 4 slots); per seed "
                               f"{np.round(vals, 4).tolist()}; the per-slot ranking of the same forecasts: "
