@@ -169,3 +169,28 @@ def test_residual_gate_keeps_the_residual_where_it_helps_on_validation() -> None
     hide = mask.copy()
     hide[..., 1] = False                      # no visible entry of cell 1: every alpha ties -> 0
     assert choose_alphas(model, prior, truth, hide)[1] == 0.0 and set(a) <= set(ALPHAS)
+
+
+def test_grid_bundle_on_a_3x4_grid_of_30_minute_slots(csv: Path, tmp_path: Path) -> None:
+    """Any grid, not only Milan: a 3x4 run of 30-minute slots exports to a umask_grid bundle (the exporter finds the
+    CSV through the run's config) whose session forecasts a day and imputes a window of that grid in raw units."""
+    from umask.export.families import exporter
+    from umask.runtime.session import Session
+
+    run = tmp_path / "run"
+    train(_cfg(csv, run, mask_mode="none"))
+    m = exporter("umask_grid")(run, tmp_path / "bundle", precisions=("fp32",), samples=1)
+    assert m["model"]["geometry"] == {"height": 3, "width": 4, "slots_per_day": 48, "history": 96, "horizon": 48,
+                                      "window": 96, "frame": 192}
+    assert m["grid"]["slot_minutes"] == 30 and len(m["gate"]["impute"]["alphas"]) == 12
+    grid = load_grid_csv(csv, grid="3x4", slot_minutes=30)
+    t0 = grid.splits()["test"][0]
+    with Session.open(tmp_path / "bundle", allow_unsigned=True) as s:
+        day = s.forecast(grid.values[t0 - 96:t0], first_slot=t0 - 96)
+        assert day.shape == (48, 12) and np.all(np.isfinite(day))
+        win = grid.values[t0:t0 + 96]
+        mask = np.random.default_rng(0).random(win.shape) < 0.75
+        full = s.impute(np.where(mask, np.nan, win), mask, first_slot=t0)
+        assert np.array_equal(full[~mask], win[~mask]) and np.all(np.isfinite(full))
+        with pytest.raises(InputError, match=r"\(96, 12\)"):
+            s.forecast(grid.values[t0 - 96:t0, :10], first_slot=t0 - 96)
