@@ -57,10 +57,10 @@ class FamilySession(ABC):
 
     @classmethod
     def open_verified(cls, bundle: str | Path, *, precision: str, providers: Any, threads: int, verify: bool,
-                      trusted_keys: Any, allow_unsigned: bool) -> Any:
+                      trusted_keys: Any, allow_unsigned: bool, **extra: Any) -> Any:
         """The common ``open`` of a family whose constructor is ``cls(root, manifest, precision, providers,
-        threads)``: checks the bundle path and ``threads`` (1..256), verifies the signature by a trusted key
-        (unless ``allow_unsigned``) and, with ``verify``, every file's sha256, then constructs the session."""
+        threads, **extra)``: checks the bundle path and ``threads`` (1..256), verifies the signature by a trusted
+        key (unless ``allow_unsigned``) and, with ``verify``, every file's sha256, then constructs the session."""
         from umask.runtime.core.signing import verify_bundle as verify_signed
 
         if not isinstance(bundle, (str, Path)):
@@ -69,7 +69,7 @@ class FamilySession(ABC):
             raise InputError(f"threads must be an int in 1..256, got {threads!r}")
         root = Path(bundle)
         manifest = verify_signed(root, trusted_keys=trusted_keys, allow_unsigned=allow_unsigned, checksums=verify)
-        return cls(root, manifest, precision, providers, threads)  # type: ignore[call-arg]
+        return cls(root, manifest, precision, providers, threads, **extra)  # type: ignore[call-arg]
 
     def close(self) -> None:
         """Release engines and models; the session serves no request afterwards."""

@@ -230,3 +230,22 @@ def test_umask_export_cli_builds_a_signed_grid_bundle(run: Path, tmp_path: Path,
     assert verify_main([str(out), "--trusted-keys", str(pub)]) == 0
     with Session.open(out, trusted_keys=[str(pub)]) as s:
         assert s.describe()["n_samples"] == 16
+
+
+def test_a_torch_backend_runs_the_same_session(bundle) -> None:
+    """``backend=``: the session over the checkpoint's torch network (what the benchmark's torch rows use) answers
+    as the ONNX session does; anything that is not a NetworkBackend is refused."""
+    from umask.bench.accuracy import grid_umask as gu
+    from umask.bench.latency.backends import TorchBackend
+
+    root, m = bundle
+    values, fw, _ = _milan_raw()
+    model, _ = gu.load_model(m["checkpoint"]["path"])
+    with Session.open(root, allow_unsigned=True, backend=TorchBackend(model)) as t, \
+            Session.open(root, allow_unsigned=True) as o:
+        assert t.describe()["backend"]["backend"] == "torch" and t.self_test_files() == []
+        a = t.forecast(fw.x[7], first_slot=int(fw.starts[7]) - 288)
+        b = o.forecast(fw.x[7], first_slot=int(fw.starts[7]) - 288)
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
+    with pytest.raises(InputError, match="NetworkBackend"):
+        Session.open(root, allow_unsigned=True, backend=object())

@@ -51,26 +51,18 @@ def artifact_name(precision: str) -> str:
     return "torch" if precision == "torch" else f"onnx-{precision}"
 
 
-class TorchSession:
-    """A bundle's session with the checkpoint's torch DiT in place of its ONNX file (the reference rows)."""
-
-    def __init__(self, bundle: str | Path) -> None:
-        from umask.export.families.umask.grid_exporter import _load, torch_dit
-        from umask.runtime.session import Session
-
-        self.inner = Session.open(bundle, precision="fp32", allow_unsigned=True)
-        model, _, _ = _load(self.inner.manifest["checkpoint"]["path"])
-        self.inner._dit = torch_dit(model)                  # the same pipeline, the torch network
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-
 def open_session(bundle: str, precision: str) -> Any:
+    """The bundle's session; ``torch``: the same session with the checkpoint's torch network as its backend."""
     from umask.runtime.session import Session
 
-    return TorchSession(bundle) if precision == "torch" else Session.open(bundle, precision=precision,
-                                                                           allow_unsigned=True)
+    if precision != "torch":
+        return Session.open(bundle, precision=precision, allow_unsigned=True)
+    from umask.bench.latency.backends import TorchBackend
+    from umask.export.families.umask.grid_exporter import _load
+
+    manifest = json.loads((Path(bundle) / "manifest.json").read_text())
+    model, _, _ = _load(manifest["checkpoint"]["path"])
+    return Session.open(bundle, precision="fp32", allow_unsigned=True, backend=TorchBackend(model))
 
 
 def predictions(sess: Any, spec: Any, fw: Any, iw: Any, tasks: Sequence[str]) -> dict[str, np.ndarray]:

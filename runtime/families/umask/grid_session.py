@@ -46,7 +46,8 @@ from umask.runtime.core.bundle import (ARTIFACT, JSON, MAP, OBJ, BundleError, re
                                        register_manifest_schema)
 from umask.runtime.core.errors import InputError
 from umask.runtime.core.gridcli import missing_mask, window_batch
-from umask.runtime.engines.ort import inference_session, resolve_providers, session_options
+from umask.runtime.engines.backends import NetworkBackend, OrtBackend
+from umask.runtime.engines.ort import resolve_providers
 from umask.runtime.engines.samplers import Schedule, make_sampler
 from umask.runtime.families.umask import grid_frames
 from umask.runtime.families.umask.grid_prior import A2_PRIORS, GridPrior, calendar, gate
@@ -161,7 +162,7 @@ class Session(FamilySession):
     family = FAMILY
 
     def __init__(self, root: Path, manifest: dict[str, Any], precision: str, providers: Sequence[str] | None,
-                 threads: int) -> None:
+                 threads: int, backend: NetworkBackend | None = None) -> None:
         self.root, self.manifest, self.precision = root, manifest, precision
         where = f"{root}/manifest.json"
         arts = manifest["artifacts"]
@@ -189,11 +190,18 @@ class Session(FamilySession):
         if not entry or not entry.get("file"):
             raise BundleError(f"{where}: artifacts.{precision}.dit has no file")
         self._file = entry["file"]
-        self._ort = inference_session(read_verified(root, entry["file"], manifest), session_options(threads=self.threads),
-                                      self.providers)
-        names = [i.name for i in self._ort.get_inputs()]
-        if sorted(names) != sorted(FEEDS):
-            raise BundleError(f"{root}/{entry['file']}: inputs {names}, this runtime feeds {list(FEEDS)}")
+        if backend is None:
+            backend = OrtBackend({"dit": read_verified(root, entry["file"], manifest)}, providers=providers,
+                                 threads=self.threads, origins={"dit": f"{root}/{entry['file']}"})
+        elif not isinstance(backend, NetworkBackend):
+            raise InputError(f"backend must be a NetworkBackend, got {type(backend).__name__}")
+        if not backend.has("dit"):
+            raise InputError(f"the {backend.name} backend cannot run the dit network of {root}")
+        if hasattr(backend, "io_signature"):
+            names = [i["name"] for i in backend.io_signature("dit")["inputs"]]
+            if sorted(names) != sorted(FEEDS):
+                raise BundleError(f"{root}/{entry['file']}: inputs {names}, this runtime feeds {list(FEEDS)}")
+        self.backend: NetworkBackend | None = backend
 
     def _read_gates(self, g: Mapping[str, Any], where: str) -> dict[str, tuple[str, np.ndarray]]:
         out = {}
@@ -209,32 +217,39 @@ class Session(FamilySession):
     @classmethod
     def open(cls, bundle: str | Path, *, precision: str = "fp32", providers: Sequence[str] | None = None,
              threads: int = 1, verify: bool = True, trusted_keys: Any = None, allow_unsigned: bool = False,
-             **_: Any) -> Session:
+             backend: NetworkBackend | None = None, **_: Any) -> Session:
         """Verify ``bundle`` (signature by a trusted key unless ``allow_unsigned``; every file's sha256) and
-        load the DiT of ``precision`` (fp32 | fp16 | int8-qdq | int8-dynamic) on ``providers``."""
+        load the DiT of ``precision`` (fp32 | fp16 | int8-qdq | int8-dynamic) on ``providers``. ``backend``: a
+        `NetworkBackend` that runs the network ``dit`` instead of onnxruntime (benchmarks: the checkpoint's torch
+        network, benchmarks/latency/backends.TorchBackend)."""
         return cls.open_verified(bundle, precision=precision, providers=providers, threads=threads, verify=verify,
-                                 trusted_keys=trusted_keys, allow_unsigned=allow_unsigned)
+                                 trusted_keys=trusted_keys, allow_unsigned=allow_unsigned, backend=backend)
 
     def describe(self) -> dict[str, Any]:
-        return {"family": FAMILY, "bundle": str(self.root), "precision": self.precision, "providers": self.providers,
+        return {"family": FAMILY, "bundle": str(self.root), "precision": self.precision,
+                "backend": self.backend.describe() if self.backend is not None else None, "providers": self.providers,
                 "threads": self.threads, "cells": self.spec.n_cells, "grid": list(self.spec.shape),
                 "slots_per_day": self.spec.slots_per_day, "history": self.spec.history, "horizon": self.spec.horizon,
                 "window": self.spec.window, "n_samples": self.default_samples,
                 "gate": {t: o for t, (o, _) in self.gates.items()}}
 
     def self_test_files(self) -> list[str]:
-        return [self._file] if self._ort is not None else []
+        return [self._file] if isinstance(self.backend, OrtBackend) else []
 
     def close(self) -> None:
-        self._ort = None
+        if self.backend is not None:
+            self.backend.close()
+        self.backend = None
 
     # ------------------------------------------------------------------ requests
     def _dit(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        return self._ort.run(None, {k: feeds[k] for k in FEEDS})[0]
+        if self.backend is None:
+            raise InputError("the session is closed")
+        return self.backend.run("dit", {k: feeds[k] for k in FEEDS})[0]
 
     def _prepare(self, values: Any, name: str, lengths: tuple[int, int], first_slot: Any, n_samples: int | None,
                  seed: int) -> tuple[np.ndarray, bool, np.ndarray, int]:
-        if self._ort is None:
+        if self.backend is None:
             raise InputError("the session is closed")
         v, single, first = window_batch(values, name, self.spec.n_cells, lengths, first_slot)
         n = self.default_samples if n_samples is None else n_samples
