@@ -43,6 +43,12 @@ def test_demo_quick_writes_summary(tmp_path: Path, capsys) -> None:
     assert set(rows) == {"fp32", "int8-qdq"}
     for r in rows.values():
         assert r["requests"] >= 10 and r["p50_ms"] > 0 and 0 <= r["mae"] < 1 and r["last_value_mae"] >= 0
+    # step 9: the shipped grid checkpoint exported, opened by its signed-bundle session, scored on REAL Milan windows
+    grid = summary["grid"]
+    assert grid["data"] == "real" and (tmp_path / "grid_bundle" / "manifest.json").exists()
+    by_task = {r["task"]: r for r in grid["rows"]}
+    assert set(by_task) == {"A1", "A2"} and by_task["A1"]["windows"] > 30 and by_task["A2"]["windows"] > 15
+    assert 0.25 < by_task["A1"]["nmae"] < 0.45 and 0.18 < by_task["A2"]["nmae"] < 0.30   # the trained model, not noise
 
 
 def test_cli_help_lists_commands() -> None:
