@@ -249,3 +249,16 @@ def test_a_torch_backend_runs_the_same_session(bundle) -> None:
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
     with pytest.raises(InputError, match="NetworkBackend"):
         Session.open(root, allow_unsigned=True, backend=object())
+
+
+def test_auto_precision_and_self_test_serve_the_grid_bundle(bundle, tmp_path: Path, monkeypatch) -> None:
+    """The shared Session options work for the grid family: ``precision="auto"`` measures and picks one of the
+    bundle's precisions; ``self_test=True`` runs the loaded dit file on its golden inputs."""
+    monkeypatch.setenv("UMASK_CACHE_DIR", str(tmp_path / "cache"))       # the choice is recorded here, not in ~
+    root, m = bundle
+    with Session.open(root, precision="auto", allow_unsigned=True) as s:
+        assert s.precision in m["artifacts"] and s.precision_choice["measured_ms"]["fp32"] > 0
+    assert (tmp_path / "cache" / "precision_choice.json").is_file()
+    with Session.open(root, precision="fp32", allow_unsigned=True, self_test=True) as s:
+        rep = s.self_test_report
+        assert list(rep) == ["onnx/fp32/dit.onnx"] and rep["onnx/fp32/dit.onnx"]["ok"]
