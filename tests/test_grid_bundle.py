@@ -151,6 +151,12 @@ def test_session_requests_in_raw_units(bundle) -> None:
             s.forecast(fw.x[5][:, :16], first_slot=first)
         with pytest.raises(InputError, match="first_slot"):
             s.forecast(fw.x[5], first_slot=-1)
+        for bad in (first + 0.5, "noon", [first, first]):                  # fractional, text, two for one window
+            with pytest.raises(InputError, match="first_slot"):
+                s.forecast(fw.x[5], first_slot=bad)
+        np.testing.assert_array_equal(s.forecast(fw.x[5], first_slot=float(first)), day)   # a whole float is a slot
+        full0 = s.impute(np.full((288, 25), np.nan), np.ones((288, 25), bool), first_slot=int(iw.starts[3]))
+        assert np.all(np.isfinite(full0))                                  # nothing observed: the prior's profile
         with pytest.raises(InputError, match="mask"):
             s.impute(vals, mask[:, :3], first_slot=0)
         with pytest.raises(InputError, match="n_samples"):

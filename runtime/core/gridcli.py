@@ -42,10 +42,13 @@ def window_batch(values: Any, name: str, n_cells: int, lengths: tuple[int, int],
         want = str(lo) if lo == hi else f"{lo}..{hi}"
         raise InputError(f"{name}: expected shape ({want}, {n_cells}) or (n, {want}, {n_cells}), got {np.shape(values)}")
     try:
-        first = np.broadcast_to(np.asarray(first_slot, dtype=np.int64).reshape(-1), (v.shape[0],)).copy()
+        raw = np.asarray(first_slot)
+        if raw.dtype.kind not in "iuf" or (raw.dtype.kind == "f" and not np.all(np.isfinite(raw) & (raw == np.floor(raw)))):
+            raise ValueError("not a whole number")
+        first = np.broadcast_to(raw.astype(np.int64).reshape(-1), (v.shape[0],)).copy()
     except (TypeError, ValueError):
-        raise InputError(f"first_slot: expected an int or one per window ({v.shape[0]}), got {first_slot!r:.60}") \
-            from None
+        raise InputError(f"first_slot: expected a whole slot index or one per window ({v.shape[0]}), got "
+                         f"{first_slot!r:.60}") from None
     if np.any(first < 0):
         raise InputError(f"first_slot must be >= 0, got {first_slot!r:.60}")
     return v, single, first
