@@ -155,6 +155,10 @@ def test_session_requests_in_raw_units(bundle) -> None:
             with pytest.raises(InputError, match="first_slot"):
                 s.forecast(fw.x[5], first_slot=bad)
         np.testing.assert_array_equal(s.forecast(fw.x[5], first_slot=float(first)), day)   # a whole float is a slot
+        huge = fw.x[5].copy()
+        huge[7, 2] = 1e300                                                  # would overflow the float32 network
+        with pytest.raises(InputError, match=r"slot 7, cell 2 .*standard deviations"):
+            s.forecast(huge, first_slot=first)
         full0 = s.impute(np.full((288, 25), np.nan), np.ones((288, 25), bool), first_slot=int(iw.starts[3]))
         assert np.all(np.isfinite(full0))                                  # nothing observed: the prior's profile
         with pytest.raises(InputError, match="mask"):
@@ -268,3 +272,56 @@ def test_auto_precision_and_self_test_serve_the_grid_bundle(bundle, tmp_path: Pa
     with Session.open(root, precision="fp32", allow_unsigned=True, self_test=True) as s:
         rep = s.self_test_report
         assert list(rep) == ["onnx/fp32/dit.onnx"] and rep["onnx/fp32/dit.onnx"]["ok"]
+
+
+# ------------------------------------------------------------------------------------------------
+# Property: hostile requests either answer with finite raw values (observed entries exact) or raise a UmaskError
+# ------------------------------------------------------------------------------------------------
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+HOSTILE = st.sampled_from([None, True, 1.5, float("nan"), float("inf"), -1, 2**63, 2**64, "3", b"3", [2], {}, object()])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                 HealthCheck.too_slow])
+@given(data=st.data())
+def test_hostile_grid_requests_answer_or_raise_a_umask_error(bundle, data) -> None:
+    from umask.runtime.core.errors import UmaskError
+
+    root, _ = bundle
+    sess = _shared_session(str(root))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    task = data.draw(st.sampled_from(["forecast", "impute"]))
+    slots = data.draw(st.sampled_from([288, 287, 1, 144, 300, 0]))
+    cells = data.draw(st.sampled_from([25, 25, 25, 24, 1]))
+    vals = rng.gamma(1.0, 50.0, (slots, cells))
+    if data.draw(st.booleans()):
+        vals[rng.random(vals.shape) < 0.05] = data.draw(st.sampled_from([np.nan, np.inf, -1e30, 1e300, 0.0]))
+    values: object = vals if data.draw(st.integers(0, 5)) else data.draw(HOSTILE)
+    first = data.draw(st.one_of(st.integers(0, 10**7), HOSTILE))
+    n = data.draw(st.one_of(st.integers(1, 3), HOSTILE))
+    seed = data.draw(st.one_of(st.integers(0, 2**63 - 1), HOSTILE))
+    try:
+        if task == "forecast":
+            out = sess.forecast(values, first_slot=first, n_samples=n, seed=seed)
+        else:
+            mask = rng.random(np.shape(vals)) < data.draw(st.floats(0.0, 1.0))
+            if isinstance(values, np.ndarray):
+                values = np.where(mask, np.nan, values)
+            out = sess.impute(values, mask if data.draw(st.integers(0, 5)) else data.draw(HOSTILE),
+                              first_slot=first, n_samples=n, seed=seed)
+    except UmaskError:
+        return
+    assert np.all(np.isfinite(out))
+    if task == "impute":
+        assert np.array_equal(out[~mask], np.asarray(values)[~mask])
+
+
+_SESSIONS: dict[str, Session] = {}
+
+
+def _shared_session(root: str) -> Session:
+    if root not in _SESSIONS:
+        _SESSIONS[root] = Session.open(root, allow_unsigned=True)
+    return _SESSIONS[root]

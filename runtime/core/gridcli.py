@@ -67,6 +67,26 @@ def missing_mask(mask: Any, values: Any, batch: np.ndarray, single: bool) -> np.
     return m
 
 
+MAX_ABS_Z = 1e6     # standardized values beyond this are refused: a million training stds is another grid or unit
+
+
+def standardized(stats: Any, raw: np.ndarray, name: str, observed: np.ndarray | None = None) -> np.ndarray:
+    """``stats.transform(raw)`` (the bundle's per-cell scaler), refusing values more than MAX_ABS_Z training standard
+    deviations from their cell's mean (only where ``observed``, when given): the network computes in float32, and
+    such inputs overflow it into NaN; they mean another grid, another unit or a corrupt feed."""
+    z = stats.transform(raw)
+    bad = np.abs(z) > MAX_ABS_Z
+    if observed is not None:
+        bad &= observed
+    if bad.any():
+        idx = tuple(int(i) for i in np.argwhere(bad)[0])
+        where = ", ".join(f"{k} {i}" for k, i in zip(("window", "slot", "cell")[3 - len(idx):], idx))
+        raise InputError(f"{name}: the value at {where} ({float(np.asarray(raw)[idx]):.4g}) is {float(abs(z[idx])):.3g} "
+                         f"training standard deviations from its cell's mean (limit {MAX_ABS_Z:g}): not the units or "
+                         "the grid this bundle was trained on")
+    return z
+
+
 def read_values_csv(path: Path) -> np.ndarray:
     """(slots, cells) float64 of a grid CSV (NaN where a field is empty); InputError naming the file."""
     if not path.is_file():
@@ -106,4 +126,4 @@ def grid_run_main(argv: Sequence[str] | None, session_cls: Any, prog: str) -> in
     return 0
 
 
-__all__ = ["TASKS", "grid_run_main", "missing_mask", "read_values_csv", "window_batch"]
+__all__ = ["MAX_ABS_Z", "TASKS", "grid_run_main", "missing_mask", "read_values_csv", "standardized", "window_batch"]

@@ -45,7 +45,7 @@ from umask.runtime.core import gridimpute
 from umask.runtime.core.bundle import (ARTIFACT, JSON, MAP, OBJ, BundleError, read_verified,
                                        register_manifest_schema)
 from umask.runtime.core.errors import InputError
-from umask.runtime.core.gridcli import missing_mask, window_batch
+from umask.runtime.core.gridcli import missing_mask, standardized, window_batch
 from umask.runtime.engines.backends import NetworkBackend, OrtBackend
 from umask.runtime.engines.ort import resolve_providers
 from umask.runtime.engines.samplers import Schedule, make_sampler
@@ -282,7 +282,7 @@ class Session(FamilySession):
         v, single, first, n = self._prepare(history, "history", (L, L), first_slot, n_samples, seed)
         if not np.all(np.isfinite(v)):
             raise InputError("history: every value must be finite (impute gaps first)")
-        z = self.stats.transform(v)
+        z = standardized(self.stats, v, "history")
         preds = self.pipeline.predict(self._dit, "forecast", z, None, first, n_samples=n, seed=seed)
         out = self.stats.inverse(self._finish("forecast", preds, gated))
         return out[0] if single else out
@@ -293,7 +293,7 @@ class Session(FamilySession):
         completed window, raw units; observed entries exactly as given."""
         v, single, first, n = self._prepare(values, "values", (1, self.spec.window), first_slot, n_samples, seed)
         m = missing_mask(mask, values, v, single)
-        z = self.stats.transform(np.where(m, 0.0, v))
+        z = standardized(self.stats, np.where(m, 0.0, v), "values", ~m)
         preds = self.pipeline.predict(self._dit, "impute", z, m, first, n_samples=n, seed=seed)
         out = np.where(m, self.stats.inverse(self._finish("impute", preds, gated)), v)
         return out[0] if single else out

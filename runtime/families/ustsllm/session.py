@@ -25,7 +25,7 @@ import numpy as np
 from umask.runtime.core.bundle import (ARTIFACT, JSON, MAP, OBJ, BundleError, read_verified,
                                        register_manifest_schema)
 from umask.runtime.core.errors import InputError
-from umask.runtime.core.gridcli import missing_mask, window_batch
+from umask.runtime.core.gridcli import missing_mask, standardized, window_batch
 from umask.runtime.engines.ort import inference_session, resolve_providers, session_options
 from umask.runtime.families.ustsllm.stats import GUIDE_PRIORS, GridStats, prior_channel, time_inputs
 from umask.runtime.session import FamilySession
@@ -122,7 +122,7 @@ class Session(FamilySession):
         v, single, st, first = self._prepare(history, "history", L, stats, first_slot)
         if not np.all(np.isfinite(v)):
             raise InputError("history: every value must be finite (use impute() for gaps)")
-        z = np.concatenate([st.transform(v), np.zeros((v.shape[0], S, v.shape[2]))], 1)
+        z = np.concatenate([standardized(st, v, "history"), np.zeros((v.shape[0], S, v.shape[2]))], 1)
         mask = np.zeros_like(z)
         mask[:, L:] = 1.0
         out = st.inverse(self._run("forecast", z, mask, st, first))
@@ -134,7 +134,7 @@ class Session(FamilySession):
         T = self.length["impute"]
         v, single, st, first = self._prepare(values, "values", T, stats, first_slot)
         m = missing_mask(mask, values, v, single)
-        z = st.transform(np.where(m, 0.0, v))
+        z = standardized(st, np.where(m, 0.0, v), "values", ~m)
         pred = st.inverse(self._run("impute", z, m.astype(np.float64), st, first))
         out = np.where(m, pred, v)
         return out[0] if single else out
