@@ -194,3 +194,14 @@ def test_grid_bundle_on_a_3x4_grid_of_30_minute_slots(csv: Path, tmp_path: Path)
         assert np.array_equal(full[~mask], win[~mask]) and np.all(np.isfinite(full))
         with pytest.raises(InputError, match=r"\(96, 12\)"):
             s.forecast(grid.values[t0 - 96:t0, :10], first_slot=t0 - 96)
+    # the bundle benchmark scores it on that grid's own test days, torch next to the ONNX file
+    from umask.bench.accuracy.grid_umask_bundle import main as bench
+
+    out = tmp_path / "rows.json"
+    assert bench(["--bundles", str(tmp_path / "bundle"), "--data", str(csv), "--grid", "3x4", "--slot-minutes", "30",
+                  "--precisions", "torch,fp32", "--no-latency", "--sweep-precision", "", "--out", str(out)]) == 0
+    rows = {(r["protocol"], r["artifact"], r["metric"]): r for r in json.loads(out.read_text())["rows"]}
+    assert {r["dataset"] for r in rows.values()} == {f"{csv.name} 3x4, 30-min slots ({grid.data})"}
+    for task in ("A1", "A2"):
+        t, o = rows[(task, "torch", "nmae")]["value"], rows[(task, "onnx-fp32", "nmae")]["value"]
+        assert 0 < t < 2 and abs(t - o) <= 1e-3 * t

@@ -13,6 +13,10 @@ torch network in place of the ONNX file, so the rows differ only by the network 
 alphas, A1 over the grid prior, A2 over the lowrank_interpolation row) was chosen by the exporter on the
 validation days; the test days are read only here.
 
+Any grid: ``--data my.csv --grid 3x4 --slot-minutes 30`` scores bundles of a grid trained on that CSV on its own
+PROTOCOL A test days (the rows' dataset names the file; ``data`` is "real" because the file's own values are
+scored: label yours in the notes if they are not).
+
 Rows: ``umask_grid_bundle`` per (task, artifact), value = mean over the bundles (seeds), spread = std; and
 ``latency_p50_ms`` / ``latency_p99_ms`` of one request (one window, 16 noise draws, 1 thread) per task and artifact.
 
@@ -134,10 +138,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="torch (the bundle's pipeline with the checkpoint's network) and the bundle's precisions")
     p.add_argument("--tasks", default="a1,a2")
     p.add_argument("--out", default="benchmarks/results/v2_grid_umask_bundle.json")
+    p.add_argument("--data", default=None, help="the grid CSV the bundles were trained on (default: the Milan sample)")
+    p.add_argument("--grid", default=None, help="HxW of the CSV's cells")
+    p.add_argument("--slot-minutes", type=int, default=10)
     p.add_argument("--no-latency", action="store_true")
     p.add_argument("--sweep-precision", default="int8-qdq", help="artifact of the draws sweep ('' = no sweep)")
     args = p.parse_args(argv)
     command, tasks, t_start, grid, spec = cli_setup("umask.bench.accuracy.grid_umask_bundle", argv, args.tasks)
+    if args.data is not None:
+        from umask.bench.accuracy import grid as harness
+        from umask.train.data.grids import open_grid
+
+        grid = open_grid(args.data, grid=args.grid, slot_minutes=args.slot_minutes)
+        spec = harness.GridSpec(grid)
+    dataset = DATASET if spec.milan else spec.dataset
     fw, iw = protocol_windows(spec, "test")
     precs = [s.strip() for s in args.precisions.split(",") if s.strip()]
     per: dict[str, dict[str, dict[str, dict[str, float]]]] = {}       # precision -> task -> seed -> metrics
@@ -170,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ss = sorted(by_seed, key=int)
             for metric, _ in METRICS:
                 vals = np.array([by_seed[s][metric] for s in ss])
-                rows.append({"protocol": task.upper(), "dataset": DATASET, "data": "real", "model": NAME, "kind": "ours",
+                rows.append({"protocol": task.upper(), "dataset": dataset, "data": "real", "model": NAME, "kind": "ours",
                              "family": "umask", "artifact": artifact_name(prec), "metric": metric,
                              "value": float(vals.mean()), "better": "lower",
                              "n_windows": int(len(fw.starts) if task == "a1" else len(iw.starts)),
@@ -183,7 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for prec, by_task in lat.items():
         for task, d in by_task.items():
             for metric, v in d.items():
-                rows.append({"protocol": task.upper(), "dataset": DATASET, "data": "real", "model": NAME, "kind": "ours",
+                rows.append({"protocol": task.upper(), "dataset": dataset, "data": "real", "model": NAME, "kind": "ours",
                              "family": "umask", "artifact": artifact_name(prec), "metric": metric, "value": v,
                              "better": "lower", "n_windows": LATENCY_REQUESTS, "seeds": [seeds[0]], "spread": None,
                              "command": command,
