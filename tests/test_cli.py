@@ -65,7 +65,7 @@ def test_eval_a1_help(capsys: pytest.CaptureFixture[str]) -> None:
         (["eval", "A1", "--data", "{good}", "--grid", "2x2"], "--grid 2x2 means 4 cells", 3),
         (["eval", "A2", "--data", "{good}", "--grid", "1x3", "--slot-minutes", "7"], "--slot-minutes 7", 3),
         (["eval", "B2"], "B2 needs --ckpt", 3),
-        (["eval", "A1", "--bundle", "x"], "--bundle: A1/A2 score grid checkpoints", 3),
+        (["eval", "A1", "--bundle", "x"], "--bundle x: no bundle there", 3),
         (["train", "umask", "--data", "{missing}"], "no such file", 3),
     ],
 )

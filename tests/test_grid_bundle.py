@@ -325,3 +325,22 @@ def _shared_session(root: str) -> Session:
     if root not in _SESSIONS:
         _SESSIONS[root] = Session.open(root, allow_unsigned=True)
     return _SESSIONS[root]
+
+
+def test_umask_eval_scores_a_grid_bundle(bundle, tmp_path: Path, capsys) -> None:
+    """``umask eval A2 --bundle DIR``: every precision of a umask_grid bundle through its session on the Milan test
+    windows; a per-user bundle is refused with a line that says what A1 / A2 take."""
+    from umask.cli import main
+
+    root, m = bundle
+    out = tmp_path / "a2.json"
+    assert main(["eval", "A2", "--bundle", str(root), "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    arts = {r["artifact"] for r in rows if r["metric"] == "nmae"}
+    assert arts == {f"onnx-{p}" for p, a in m["artifacts"].items() if a["dit"]["status"] == "ok"}
+    assert all(r["protocol"] == "A2" and 0.1 < r["value"] < 1.0 for r in rows if r["metric"] == "nmae")
+    from export_fixtures import tiny_bundle
+
+    capsys.readouterr()
+    assert main(["eval", "A1", "--bundle", str(tiny_bundle()[1])]) == 3
+    assert "family 'umask'" in capsys.readouterr().err

@@ -269,8 +269,10 @@ write JSON rows plus a markdown table (--out, default artifacts/eval/<protocol>.
   * A1 (forecasting: 2 days of history -> the next day) and A2 (imputation of 70-80 % hidden
     entries in 2-day windows) on any grid: --data a grid CSV with --grid HxW --slot-minutes N
     [--adjacency CSV] (default: the shipped Milan 5x5 sample). The grid is split 8:1:1 over whole
-    days. --ckpt is a grid run (umask train umask --grid ...); without --ckpt only the baselines
-    are scored. Runs benchmarks/accuracy/grid_umask.py (grid.py for baselines only).
+    days. --ckpt is a grid run (umask train umask --grid ...); --bundle a umask_grid bundle (umask
+    export --family umask_grid), scored through its torch-free session at every precision it holds
+    (benchmarks/accuracy/grid_umask_bundle.py); with neither, only the baselines are scored. Runs
+    benchmarks/accuracy/grid_umask.py (grid.py for baselines only).
   * B1 (next hour), B2 (next 24 h), B3 (cold start), B4 (completion) per user: --ckpt is a
     per-user run; without --data the users are the data the run was trained on (its trace, or
     its simulated population; --users N keeps the first N); --data FILE scores another trace
@@ -341,7 +343,7 @@ def _eval(argv: list[str]) -> int:
     p = _eval_parser()
     ns, rest = p.parse_known_args(argv)
     family = ns.family or DEFAULT_EVAL_FAMILY.get(ns.protocol, "umask")
-    if family != "umask":
+    if family not in ("umask", "umask_grid"):           # umask_grid: the grid U-MASK, scored below (A1 / A2)
         return _eval_other(ns, family, rest)
     if ns.protocol not in ("A1", "A2", "B1", "B2", "B3", "B4"):
         raise _input_error(f"{ns.protocol}: U-MASK is scored on A1, A2 and B1-B4; {ns.protocol} needs --family")
@@ -351,8 +353,6 @@ def _eval(argv: list[str]) -> int:
     sampling = [*(["--steps", str(ns.steps)] if ns.steps is not None else []),
                 *(["--samples", str(ns.samples)] if ns.samples is not None else [])]
     if ns.protocol in ("A1", "A2"):
-        if ns.bundle is not None:
-            raise _input_error("--bundle: A1/A2 score grid checkpoints (--ckpt); bundles hold the per-user model")
         from umask.train.data.grids import open_grid
 
         data = str(ns.data or MILAN_SAMPLE)
@@ -360,6 +360,8 @@ def _eval(argv: list[str]) -> int:
         grid_flags = ["--data", data, "--slot-minutes", str(ns.slot_minutes or 10),
                       *(["--grid", ns.grid] if ns.grid else []), *(["--adjacency", ns.adjacency] if ns.adjacency else [])]
         task = ns.protocol.lower()
+        if ns.bundle is not None:
+            return _eval_grid_bundle(ns.bundle, task, grid_flags, out, ns, rest)
         if ns.ckpt is None:
             if sampling or ns.stride != 1:
                 raise _input_error("--steps / --samples / --stride need a model (--ckpt)")
@@ -384,6 +386,30 @@ def _eval(argv: list[str]) -> int:
     return _call_main("umask.bench.accuracy.user_umask",
                       ["--ckpt", ns.ckpt, "--name", "umask", "--tasks", ns.protocol, "--out", out,
                        *_eval_user_data(ns), *sampling, *rest])
+
+
+def _eval_grid_bundle(bundle: str, task: str, grid_flags: list[str], out: str, ns: argparse.Namespace,
+                      rest: list[str]) -> int:
+    """A1 / A2 of a ``umask_grid`` bundle through its torch-free session, every precision it holds
+    (benchmarks/accuracy/grid_umask_bundle.py; no latency rows, no draws sweep)."""
+    from umask.runtime.core.bundle import bundle_family, read_manifest
+
+    if not (Path(bundle) / "manifest.json").is_file():
+        raise _input_error(f"--bundle {bundle}: no bundle there (no manifest.json; umask export --family umask_grid)")
+    manifest = read_manifest(bundle)
+    if bundle_family(manifest) != "umask_grid":
+        raise _input_error(f"--bundle {bundle}: A1/A2 score grid bundles (umask export --family umask_grid), this one is "
+                           f"family {bundle_family(manifest)!r}; per-user checkpoints are scored on B1-B4")
+    if ns.ckpt is not None or ns.steps is not None or ns.samples is not None or ns.stride != 1:
+        raise _input_error("--bundle: give the bundle alone (--ckpt / --steps / --samples / --stride are for checkpoints)")
+    precs = [p for p, a in manifest["artifacts"].items() if (a.get("dit") or {}).get("status") == "ok"]
+    grid_flags = list(grid_flags)
+    if "--adjacency" in grid_flags:                                      # not an input of the grid bundle
+        i = grid_flags.index("--adjacency")
+        del grid_flags[i:i + 2]
+    return _call_main("umask.bench.accuracy.grid_umask_bundle",
+                      ["--bundles", bundle, "--tasks", task, "--precisions", ",".join(precs), "--no-latency",
+                       "--sweep-precision", "", "--out", out, *grid_flags, *rest])
 
 
 def _eval_user_data(ns: argparse.Namespace) -> list[str]:
