@@ -300,12 +300,15 @@ def export_bundle(ckpt: Path, out: Path, quick: bool, gguf_dir: Path | None,
     return manifest
 
 
-def grid_model(ckpt: Path, out: Path, quick: bool, sign_key: Path, pub: Path) -> dict[str, Any]:
-    """Step 9: export the shipped grid checkpoint, open the bundle as a device would, score Milan A1 / A2 with it."""
+def grid_model(ckpt: Path, out: Path, quick: bool, sign_key: Path, pub: Path,
+               baseline_rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Step 9: export the shipped grid checkpoint, open the bundle as a device would, score Milan A1 / A2 with it;
+    ``baseline_rows``: step 3's Milan baseline rows (every test window), printed next to it."""
     from umask.bench.accuracy import grid as harness
     from umask.bench.accuracy.grid_umask_v2 import protocol_windows
     from umask.export.families import exporter
     from umask.runtime.session import Session
+    from umask.train.common.metrics import mae
     from umask.train.data.grids import milan_grid
 
     precisions = ["fp32"] if quick else ["fp32", "int8-qdq"]
@@ -328,13 +331,11 @@ def grid_model(ckpt: Path, out: Path, quick: bool, sign_key: Path, pub: Path) ->
             a2 = s.impute(np.where(iw.mask[ii], np.nan, sc.inverse_transform(iw.truth[ii])), iw.mask[ii],
                           first_slot=iw.starts[ii])
             sec = time.perf_counter() - t0
-        for task, pred, idx in (("a1", a1, fi), ("a2", a2, ii)):
-            full = np.full((len(fw.starts) if task == "a1" else len(iw.starts), *pred.shape[1:]), np.nan)
-            full[idx] = sc.transform(pred)
-            rows.append({"precision": prec, "task": task.upper(), "windows": int(len(idx)),
-                         **_subset_nmae(task, full, idx, fw, iw), "seconds": round(sec, 1)})
-    base = {r["model"] + "/" + r["task"][:2]: r["metrics"]["normalized_mae"] for r in
-            harness.evaluate_a1(grid.values) + harness.evaluate_a2(grid.values)}
+        # normalized MAE of the scored windows on the protocol's scale (A2: the hidden entries only)
+        for task, nmae, n in (("A1", mae(sc.transform(a1), fw.y[fi]), len(fi)),
+                              ("A2", mae(sc.transform(a2), iw.truth[ii], iw.mask[ii]), len(ii))):
+            rows.append({"precision": prec, "task": task, "windows": int(n), "nmae": nmae, "seconds": round(sec, 1)})
+    base = {r["model"] + "/" + r["task"][:2]: r["metrics"]["normalized_mae"] for r in baseline_rows}
     for r in rows:
         print(f"{r['precision']:9s} {r['task']}: nMAE {r['nmae']:.4f} on {r['windows']} windows "
               f"({r['seconds']} s for both tasks)")
@@ -343,14 +344,6 @@ def grid_model(ckpt: Path, out: Path, quick: bool, sign_key: Path, pub: Path) ->
           f"{base['lowrank_interpolation/A2']:.3f}; ARIMA 0.401 / 0.271 (milan_arima.json)")
     return {"data": "real", "checkpoint": _rel(ckpt), "bundle": _rel(out), "rows": rows,
             "export_seconds": manifest.get("export_seconds")}
-
-
-def _subset_nmae(task: str, pred: np.ndarray, idx: np.ndarray, fw: Any, iw: Any) -> dict[str, float]:
-    """Normalized MAE of the scored windows ``idx`` (the protocol's scale; A2: hidden entries only)."""
-    if task == "a1":
-        return {"nmae": float(np.abs(pred[idx] - fw.y[idx]).mean())}
-    m = iw.mask[idx]
-    return {"nmae": float(np.abs(pred[idx] - iw.truth[idx])[m].mean())}
 
 
 def _mask_strip(mask: np.ndarray, slots_per_hour: int, hours: int = 24) -> str:
@@ -536,7 +529,8 @@ def main(argv: list[str] | None = None) -> int:
             summary["serve"] = serve_real_users(args.out / "bundle", args.precision, trusted_keys=[pub])
             summary["latency_accuracy"] = latency_accuracy(args.out / "bundle", manifest, trusted_keys=[pub])
         if (args.grid_model / "config.json").is_file():
-            summary["grid"] = grid_model(args.grid_model, args.out / "grid_bundle", args.quick, key, pub)
+            summary["grid"] = grid_model(args.grid_model, args.out / "grid_bundle", args.quick, key, pub,
+                                         summary["milan"]["rows"])
         else:
             print(f"step 9 skipped: no grid checkpoint at {args.grid_model}")
     summary["elapsed_s"] = round(time.perf_counter() - t0, 1)

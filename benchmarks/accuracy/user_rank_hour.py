@@ -54,14 +54,13 @@ class KernelRanked:
         self.base, self.p, self.beta = base, predictor, float(beta)
 
     def __call__(self, view: Any) -> np.ndarray:
-        from umask.runtime.families.umask.prior import (history_tod_sums, prior_smooth_slots, prior_weight,
-                                                         task_prior)
+        from umask.runtime.families.umask.prior import history_tod_sums, prior_smooth_slots, task_prior
         from umask.bench.accuracy.user_umask import MODEL_TASKS, TASK_OF
 
         pred = self.base(view)
         p = self.p
-        mb = p.model_batch(view)
-        x0, avail = mb["x0"].numpy(), mb["avail"].numpy()
+        mb = p.model_batch(view)                      # its "prior": the model's own prior (share 0.2 on B1)
+        x0, avail, pw = mb["x0"].numpy(), mb["avail"].numpy(), mb["prior"].numpy()
         task = MODEL_TASKS.index(TASK_OF[view.task])
         sl = view.target_slice
         out = np.array(pred, np.float64)
@@ -70,10 +69,8 @@ class KernelRanked:
             spd = tensor.slots_per_day
             hist = history_tod_sums(tensor, int(start))
             smooth = prior_smooth_slots(p.prior, spd)
-            pw = task_prior(x0[i], avail[i], int(start), task, p.window.context, hist, spd,
-                            prior_weight(p.prior, task), smooth)
             p0 = task_prior(x0[i], avail[i], int(start), task, p.window.context, hist, spd, 0.0, smooth)
-            out[i] += self.beta * ((p0 - pw) * tensor.channels.present[:, None, None, None])[:, sl]
+            out[i] += self.beta * (p0 * tensor.channels.present[:, None, None, None] - pw[i])[:, sl]
         return np.maximum(out, 0.0).astype(np.float32)
 
 

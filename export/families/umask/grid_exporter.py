@@ -48,9 +48,11 @@ from umask.export.onnx_export import export_module
 from umask.runtime.core.errors import InputError
 from umask.runtime.engines.samplers import Schedule
 from umask.runtime.families.umask import grid_frames
-from umask.runtime.families.umask.grid_prior import GridPrior, choose_alphas
+from umask.runtime.engines.backends import OrtBackend
+from umask.runtime.families.umask.grid_prior import GridPrior, choose_alphas, gate
 from umask.runtime.families.umask.grid_session import FEEDS, TASKS, GridPipeline
 from umask.runtime.families.ustsllm.stats import fit_grid_stats
+from umask.train.common.metrics import mae
 
 log = logging.getLogger(__name__)
 
@@ -99,10 +101,9 @@ def torch_dit(model: Any) -> Any:
 
 
 def ort_dit(path: Path) -> Any:
-    from umask.runtime.engines.ort import inference_session
-
-    sess = inference_session(path)
-    return lambda feeds: sess.run(None, {k: feeds[k] for k in FEEDS})[0]
+    """The ONNX file's DiT step as a feeds -> x0 callable (the runtime's backend)."""
+    backend = OrtBackend({"dit": path})
+    return lambda feeds: backend.run("dit", {k: feeds[k] for k in FEEDS})[0]
 
 
 def protocol_windows(z: np.ndarray, periods: dict, spec: grid_frames.FrameSpec, split: str
@@ -116,14 +117,21 @@ def protocol_windows(z: np.ndarray, periods: dict, spec: grid_frames.FrameSpec, 
             "impute": (np.where(iw.mask, 0.0, iw.truth), iw.mask, iw.starts, iw.truth)}
 
 
-def _nmae(pred: np.ndarray, truth: np.ndarray, hidden: np.ndarray | None) -> float:
-    err = np.abs(pred - truth)
-    return float(err[hidden].mean() if hidden is not None else err.mean())
+def first_step_feeds(pipe: GridPipeline, task: str, fr: dict[str, np.ndarray], lo: int, hi: int,
+                     rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Every DiT input of windows lo..hi-1 of ``fr`` at the sampler's first step t = N-1: x_t is the evidence noised
+    to that level and pure noise elsewhere (the start of runtime/engines/samplers.py ``sample``). int8 calibration
+    and the golden self-test inputs."""
+    d = pipe.dit_feeds(task, fr, lo, hi)
+    t = pipe.schedule.num_train_steps - 1
+    a, s = pipe.schedule.alpha_sigma(t)
+    noise = rng.standard_normal(d["x_obs"].shape, dtype=np.float32)
+    d["x_t"] = np.where(d["mask"] > 0.5, a * d["x_obs"] + s * noise, noise).astype(np.float32)
+    d["t"] = np.full(hi - lo, t, np.int64)
+    return d
 
 
 def _gated(preds: dict[str, np.ndarray], gate_cfg: dict[str, Any], task: str) -> np.ndarray:
-    from umask.runtime.families.umask.grid_prior import gate
-
     g = gate_cfg.get(task)
     return preds["model"] if g is None else gate(preds["model"], preds[g["other"]], np.asarray(g["alphas"]))
 
@@ -161,13 +169,12 @@ def export_bundle(ckpt: str | Path, out: str | Path, *, precisions: Sequence[str
                                   and np.allclose(saved["std"], stats.std, rtol=0, atol=SCALER_ATOL)):
         raise ExportError(f"{ckpt_dir}: the checkpoint was standardized with another scaler than {grid.source}'s "
                           "training period gives (trained on other data? pass --data)")
-    prior = GridPrior.fit(stats.transform(grid.values), train_end, geo.slots_per_day, stats.first_weekday,
-                          a2=str(tr.get("a2_prior", "interpolation")))
+    z = stats.transform(grid.values)
+    prior = GridPrior.fit(z, train_end, geo.slots_per_day, stats.first_weekday, a2=str(tr.get("a2_prior", "interpolation")))
     sched = model.schedule
     alphas_cumprod = np.asarray(sched.alphas_cumprod, np.float32)
     pipe = GridPipeline(spec, prior, {"forecast": LONG, "impute": IMPUTE}, Schedule(alphas_cumprod),
                         float(model.x_scale.reshape(-1)[0]))
-    z = stats.transform(grid.values)
     val = protocol_windows(z, periods, spec, "val")
     ref = torch_dit(model)
 
@@ -184,27 +191,21 @@ def export_bundle(ckpt: str | Path, out: str | Path, *, precisions: Sequence[str
         gate_cfg[t] = {"other": others[t], "alphas": alphas.tolist(), "windows": int(len(f)),
                        "chosen_on": "every validation window of the training grid, lowest MAE per cell"}
         log.info("gate %s: other %s, alphas %s", t, others[t], alphas.tolist())
-    torch_nmae = {t: _nmae(_gated(torch_val[t], gate_cfg, t), val[t][3], val[t][1]) for t in TASKS}
+    torch_nmae = {t: mae(_gated(torch_val[t], gate_cfg, t), val[t][3], val[t][1]) for t in TASKS}
     for t in TASKS:
         x, h, f, y = val[t]
-        parts = {k: round(_nmae(v, y, h), 5) for k, v in torch_val[t].items()}
+        parts = {k: round(mae(v, y, h), 5) for k, v in torch_val[t].items()}
         log.info("validation nMAE %s: gated %.4f, parts %s", t, torch_nmae[t], parts)
 
     # --- int8 calibration: DiT feeds of training windows (one noise draw at t = N-1) ---
     def calib_feeds() -> list[dict[str, np.ndarray]]:
         tw = protocol_windows(z, periods, spec, "train")
         feeds = []
-        t_first = np.int64(sched.num_train_steps - 1)
-        a, s = pipe.schedule.alpha_sigma(int(t_first))
         for t, (x, h, f, _) in tw.items():
             idx = np.arange(0, len(f), CALIB_EVERY)
             fr = pipe.frames(t, x[idx], None if h is None else h[idx], f[idx])
-            for lo in range(0, len(idx), 4):
-                d = pipe.dit_feeds(t, fr, lo, min(len(idx), lo + 4))
-                noise = np.random.default_rng(lo).standard_normal(d["x_obs"].shape, dtype=np.float32)
-                d["x_t"] = np.where(d["mask"] > 0.5, a * d["x_obs"] + s * noise, noise).astype(np.float32)
-                d["t"] = np.full(len(d["task"]), t_first, np.int64)
-                feeds.append(d)
+            feeds += [first_step_feeds(pipe, t, fr, lo, min(len(idx), lo + 4), np.random.default_rng(lo))
+                      for lo in range(0, len(idx), 4)]
         return feeds
 
     def build(tmp: Path) -> dict[str, Any]:
@@ -228,7 +229,7 @@ def export_bundle(ckpt: str | Path, out: str | Path, *, precisions: Sequence[str
             par: dict[str, Any] = {}
             for t in TASKS:
                 diff = float(np.abs(preds[t]["model"] - torch_val[t]["model"]).max())
-                nm = _nmae(_gated(preds[t], gate_cfg, t), val[t][3], val[t][1])
+                nm = mae(_gated(preds[t], gate_cfg, t), val[t][3], val[t][1])
                 par[t] = {"max_abs_diff_vs_torch": diff, "nmae": nm, "torch_nmae": torch_nmae[t],
                           "nmae_rel_diff": abs(nm - torch_nmae[t]) / torch_nmae[t], "windows": int(len(val[t][2]))}
                 log.info("%s %s: max diff %.2e, gated val nMAE %.4f (torch %.4f)", p, t, diff, nm, torch_nmae[t])
@@ -249,11 +250,7 @@ def export_bundle(ckpt: str | Path, out: str | Path, *, precisions: Sequence[str
             artifacts[p] = {"dit": {**entry, "status": "ok", **signature(path)}}
             if golden is None:
                 fr = pipe.frames("impute", val["impute"][0][:1], val["impute"][1][:1], val["impute"][2][:1])
-                golden = pipe.dit_feeds("impute", fr, 0, 1)
-                a, s = pipe.schedule.alpha_sigma(sched.num_train_steps - 1)
-                noise = np.random.default_rng(0).standard_normal(golden["x_obs"].shape, dtype=np.float32)
-                golden["x_t"] = np.where(golden["mask"] > 0.5, a * golden["x_obs"] + s * noise, noise).astype(np.float32)
-                golden["t"] = np.full(1, sched.num_train_steps - 1, np.int64)
+                golden = first_step_feeds(pipe, "impute", fr, 0, 1, np.random.default_rng(0))
         ok = [p for p in precisions if artifacts[p]["dit"]["status"] == "ok"]
         return {"model": {"geometry": spec.to_dict(), "task_ids": {"forecast": LONG, "impute": IMPUTE},
                           "x_scale": float(pipe.x_scale), "umask": model.cfg.to_dict(),
@@ -265,7 +262,7 @@ def export_bundle(ckpt: str | Path, out: str | Path, *, precisions: Sequence[str
                 "diffusion": {"num_train_steps": int(sched.num_train_steps), "schedule": sched.schedule,
                               "alphas_cumprod": [float(v) for v in alphas_cumprod.tolist()], "prediction": "x0"},
                 "gate": gate_cfg,
-                "grid": {"source": grid.source, "dataset": grid.describe() if hasattr(grid, "describe") else grid.source,
+                "grid": {"source": grid.source, "dataset": grid.describe(),
                          "shape": list(geo.shape), "slot_minutes": int(grid.slot_minutes),
                          "splits": {k: list(v) for k, v in periods.items()}},
                 "parity": {"windows": "every validation window of the training grid (A1 and A2)",
@@ -307,4 +304,5 @@ if __name__ == "__main__":
     raise SystemExit(main())
 
 
-__all__ = ["A2_GATES", "FAMILY", "PRECISIONS", "export_bundle", "ort_dit", "protocol_windows", "torch_dit"]
+__all__ = ["A2_GATES", "FAMILY", "PRECISIONS", "export_bundle", "first_step_feeds", "ort_dit", "protocol_windows",
+           "torch_dit"]

@@ -40,6 +40,7 @@ from umask.export.bundle import signature, tool_versions, write_bundle
 from umask.export.errors import ExportError, ParityError
 from umask.export.onnx_export import export_module
 from umask.runtime.families.ustsllm.stats import GridStats
+from umask.train.common.metrics import mae
 from umask.train.data import splits
 from umask.train.data.grids import open_grid
 
@@ -93,11 +94,6 @@ def _scoped_nodes(path: Path, scopes: tuple[str, ...]) -> list[str]:
             if any(sc in n.name for sc in scopes)]
 
 
-def _nmae(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray | None) -> float:
-    err = np.abs(pred - truth)
-    return float(err[mask].mean() if mask is not None else err.mean())
-
-
 def _run_ort(path: Path, inputs: dict[str, np.ndarray]) -> np.ndarray:
     from umask.runtime.engines.ort import inference_session
 
@@ -139,7 +135,7 @@ def export_bundle(ckpt: str | Path, out: str | Path, *, precisions: Sequence[str
     merge_diff = max(float(np.abs(ref[t] - merged[t]).max()) for t in TASKS)
     if merge_diff > 1e-4:
         raise ParityError(f"LoRA merge changed the output by {merge_diff:.2e} (> 1e-4)")
-    torch_nmae = {t: _nmae(merged[t], val[t][1], val[t][2]) for t in TASKS}
+    torch_nmae = {t: mae(merged[t], val[t][1], val[t][2]) for t in TASKS}
 
     def build(tmp: Path) -> dict[str, Any]:
         artifacts: dict[str, dict[str, Any]] = {p: {} for p in precisions}
@@ -167,7 +163,7 @@ def export_bundle(ckpt: str | Path, out: str | Path, *, precisions: Sequence[str
                     conv = prec.to_int8_dynamic(fp32, path)
                 y = _run_ort(path, val[task][0])
                 diff = float(np.abs(y - merged[task]).max())
-                nm = _nmae(y, val[task][1], val[task][2])
+                nm = mae(y, val[task][1], val[task][2])
                 rel = abs(nm - torch_nmae[task]) / torch_nmae[task]
                 parity[p][task] = {"max_abs_diff_vs_torch": diff, "nmae": nm, "torch_nmae": torch_nmae[task],
                                    "nmae_rel_diff": rel, "windows": int(val[task][0]["x"].shape[0])}

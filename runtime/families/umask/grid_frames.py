@@ -13,7 +13,7 @@ horizon): train's ``GridGeometry`` or the session's :class:`FrameSpec`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -60,8 +60,7 @@ class FrameSpec(GridShape):
     @classmethod
     def of(cls, d: dict[str, Any], where: str = "geometry") -> FrameSpec:
         try:
-            spec = cls(**{k: int(d[k]) for k in ("height", "width", "slots_per_day", "history", "horizon", "window",
-                                                  "frame")})
+            spec = cls(**{f.name: int(d[f.name]) for f in fields(cls)})
         except (KeyError, TypeError, ValueError) as e:
             raise InputError(f"{where}: not a grid frame geometry ({e})") from None
         if (min(spec.height, spec.width, spec.slots_per_day, spec.horizon, spec.window) < 1
@@ -71,8 +70,7 @@ class FrameSpec(GridShape):
         return spec
 
     def to_dict(self) -> dict[str, int]:
-        return {k: int(getattr(self, k)) for k in ("height", "width", "slots_per_day", "history", "horizon", "window",
-                                                    "frame")}
+        return {f.name: int(getattr(self, f.name)) for f in fields(self)}
 
 
 def frame_offset(first_slot: np.ndarray | int, period: int) -> np.ndarray:

@@ -47,7 +47,6 @@ from umask.runtime.core.bundle import (ARTIFACT, JSON, MAP, OBJ, BundleError, re
 from umask.runtime.core.errors import InputError
 from umask.runtime.core.gridcli import missing_mask, standardized, window_batch
 from umask.runtime.engines.backends import NetworkBackend, OrtBackend
-from umask.runtime.engines.ort import resolve_providers
 from umask.runtime.engines.samplers import Schedule, make_sampler
 from umask.runtime.families.umask import grid_frames
 from umask.runtime.families.umask.grid_prior import A2_PRIORS, GridPrior, calendar, gate
@@ -184,7 +183,6 @@ class Session(FamilySession):
                                      float(m["x_scale"]))
         self.gates = self._read_gates(manifest.get("gate") or {}, where)
         self.default_samples = int(m["point"].get("n_samples", DEFAULT_SAMPLES))
-        self.providers, self.providers_missing = resolve_providers(providers)
         self.threads = int(threads)
         entry = arts[precision].get("dit")
         if not entry or not entry.get("file"):
@@ -202,6 +200,7 @@ class Session(FamilySession):
             if sorted(names) != sorted(FEEDS):
                 raise BundleError(f"{root}/{entry['file']}: inputs {names}, this runtime feeds {list(FEEDS)}")
         self.backend: NetworkBackend | None = backend
+        self.providers = backend.providers().get("dit", [backend.name])    # what actually runs the network
 
     def _read_gates(self, g: Mapping[str, Any], where: str) -> dict[str, tuple[str, np.ndarray]]:
         out = {}
