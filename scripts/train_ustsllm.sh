@@ -115,17 +115,22 @@ lowrank() {  # patch tokens with the eq. 7 imputation guidance started from the 
   # seeds as `ustsllm_lowrank`; STAGE_RUNS_ONLY=1 trains without scoring (to run seeds side by side).
   # GUIDE=lowrank_input: the row as the impute prior channel only, the guidance base stays the interpolation
   # (runs ustsllm_lowrank_input_s*, rows `ustsllm_lowrank_input` in the same file)
-  local g=${GUIDE:-lowrank} runs=""
+  # PROFILE_DECAY=0.875: the prior channel's profiles weighted towards the latest training days (the grid prior's
+  # validation choice, python -m umask.bench.accuracy.grid_prior_sweep): runs ustsllm_lowrank_recent_s*, rows
+  # `ustsllm_lowrank_recent` in v2_ustsllm_lowrank_recent.json
+  local g=${GUIDE:-lowrank} d=${PROFILE_DECAY:-1} runs="" tag=""
+  [[ "$d" != 1 && "$d" != 1.0 ]] && tag="_recent"
   for s in $SEEDS; do
-    $PY -m umask.cli train ustsllm --st-patch 48 --guide-prior "$g" --steps 900 --max-minutes 40 --eval-every 50 \
-      --ckpt-every 50 --patience 4 --keep-last 20 --seed "$s" --out "artifacts/train/ustsllm_${g}_s$s"
-    cp "artifacts/train/ustsllm_${g}_s$s/metrics.jsonl" "benchmarks/results/learning_curves/ustsllm_${g}_s${s}_metrics.jsonl"
+    $PY -m umask.cli train ustsllm --st-patch 48 --guide-prior "$g" --profile-decay "$d" --steps 900 --max-minutes 40 \
+      --eval-every 50 --ckpt-every 50 --patience 4 --keep-last 20 --seed "$s" --out "artifacts/train/ustsllm_${g}${tag}_s$s"
+    cp "artifacts/train/ustsllm_${g}${tag}_s$s/metrics.jsonl" \
+      "benchmarks/results/learning_curves/ustsllm_${g}${tag}_s${s}_metrics.jsonl"
   done
   [ "${STAGE_RUNS_ONLY:-0}" = 1 ] && return
-  for s in 0 1 2; do runs="$runs artifacts/train/ustsllm_${g}_s$s/ckpt/best"; done
+  for s in 0 1 2; do runs="$runs artifacts/train/ustsllm_${g}${tag}_s$s/ckpt/best"; done
   for p in A1 A2; do
-    $SCORE --protocol "$p" --ckpt $runs --name "ustsllm_$g" --guidance-only --no-baselines \
-      --v2 benchmarks/results/v2_ustsllm_lowrank.json --out "artifacts/eval/ustsllm_${g}_${p,,}.json"
+    $SCORE --protocol "$p" --ckpt $runs --name "ustsllm_$g$tag" --guidance-only --no-baselines \
+      --v2 "benchmarks/results/v2_ustsllm_lowrank$tag.json" --out "artifacts/eval/ustsllm_${g}${tag}_${p,,}.json"
   done
 }
 

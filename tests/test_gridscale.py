@@ -61,3 +61,30 @@ def test_day_type_profiles_split_weekdays_from_weekends() -> None:
     np.testing.assert_allclose(we, days[weekend].mean(0))
     np.testing.assert_allclose(wk, days[~weekend].mean(0))
     assert np.abs(wk - we).mean() > 0.1                      # real Milan traffic differs by day type
+
+
+def test_profile_decay_weights_the_latest_training_days_and_old_runs_keep_the_plain_mean() -> None:
+    """``profile_decay``: training day d of n weighs decay ** (n-1-d), per day type; 1 is the plain mean; a
+    run's config without the setting (every run before it) gets the plain mean it trained on; bad decays refused."""
+    from umask.train.models.umask.grid_prior import prior_of
+
+    v = milan_grid().values
+    mean, std = gridscale.fit_cell_scaler(v, 3456)
+    z = (v - mean) / std
+    days = z[:3456].reshape(24, 144, 25)
+    weekend = np.array([(4 + d) % 7 >= 5 for d in range(24)])
+    wk, we = gridscale.day_type_profiles(z, 3456, 144, 4, decay=0.5)
+    w = 0.5 ** (23 - np.arange(24))
+    for got, sel in ((wk, ~weekend), (we, weekend)):
+        np.testing.assert_allclose(got, np.tensordot(w[sel], days[sel], axes=1) / w[sel].sum())
+    # decay 0.5 leans on the last days: day 23 (Sunday 24 Nov) carries over half the weekend profile
+    assert np.abs(we - days[23]).mean() < np.abs(we - days[weekend].mean(0)).mean()
+    np.testing.assert_allclose(gridscale.day_type_profiles(z, 3456, 144, 4, decay=1.0)[0], days[~weekend].mean(0))
+    old = prior_of({"prior": "grid"}, z, 3456, 144)
+    np.testing.assert_allclose(old.weekday, days[~weekend].mean(0))
+    new = prior_of({"prior": "grid", "profile_decay": 0.875}, z, 3456, 144)
+    np.testing.assert_allclose(new.weekday, gridscale.day_type_profiles(z, 3456, 144, 4, decay=0.875)[0])
+    assert not np.allclose(new.weekday, old.weekday)
+    for bad in (0.0, -0.5, 1.5, float("nan")):
+        with pytest.raises(InputError, match="decay"):
+            gridscale.day_type_profiles(z, 3456, 144, 4, decay=bad)

@@ -19,7 +19,7 @@ from umask.runtime.core.catalog import load_llmapp_catalog
 from umask.runtime.core.errors import (EXIT_CODES, BundleError, DataFormatError, InputError, LimitError,
                                        ManifestError, SignatureError, UmaskError)
 from umask.runtime.core.events import read_llmapp_sample, read_official_trace
-from umask.runtime.core.history import build_window, check_history, load_history, read_events_csv
+from umask.runtime.core.history import check_history, load_history, read_events_csv
 from umask.runtime.core.limits import HISTORY_LIMITS, Limits
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "tsinghua_app_usage"

@@ -18,7 +18,6 @@ import gzip
 import io
 import json
 import os
-from pathlib import Path
 
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st

@@ -17,7 +17,7 @@ from umask.runtime.core.errors import InputError
 from umask.train.diffusion import make_sampler
 from umask.train.models.umask.data import (COLD, IMPUTE, LONG, SHORT, UserWindowDataset, WindowConfig, blend_prior,
                                            collate, history_tod_sums, simulated_users, val_windows, window_prior)
-from umask.train.models.umask.dit import DiT, dit_config
+from umask.train.models.umask.dit import DiT
 from umask.train.models.umask.model import UMask, UMaskConfig, umask_config
 from umask.runtime.families.umask.prior import prior_weight
 

@@ -66,18 +66,31 @@ def weekday(slots: np.ndarray, slots_per_day: int, first_weekday: int) -> np.nda
     return (int(first_weekday) + np.asarray(slots, np.int64) // int(slots_per_day)) % 7
 
 
-def day_type_profiles(z: np.ndarray, train_end: int, slots_per_day: int, first_weekday: int
-                      ) -> tuple[np.ndarray, np.ndarray]:
+def day_type_profiles(z: np.ndarray, train_end: int, slots_per_day: int, first_weekday: int,
+                      decay: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """(weekday, weekend) float64 (slots_per_day, cells): the mean by slot of day of the whole training
     days of ``z`` (slots, cells) before ``train_end``, over the weekdays and over the weekend days. Without a
-    weekend (or weekday) day in training both are the all-days profile."""
+    weekend (or weekday) day in training both are the all-days profile.
+
+    ``decay`` in (0, 1]: day d of n training days weighs ``decay ** (n - 1 - d)``, so the latest days count
+    most (1 = the plain mean). Why: a month of cell traffic drifts (on Milan the daily mean of the weekdays
+    falls by about 0.2 training std over the 24 training days), and a profile that follows the recent days
+    is a better base for the next one (runtime/families/umask/grid_prior.py: the validation sweep and what it did
+    to the trained models)."""
     D = int(slots_per_day)
     n_days = int(train_end) // D
     if n_days < 1:
         raise InputError(f"a slot-of-day profile needs at least one whole training day ({D} slots), got {train_end}")
     if not 0 <= int(first_weekday) <= 6:
         raise InputError(f"first_weekday must be 0 (Monday) .. 6 (Sunday), got {first_weekday}")
+    if not 0.0 < float(decay) <= 1.0:
+        raise InputError(f"the profile decay must be in (0, 1], got {decay}")
     days = np.asarray(z, np.float64)[: n_days * D].reshape(n_days, D, -1)              # (days, D, cells)
     we = weekday(np.arange(n_days) * D, D, first_weekday) >= 5
-    every = days.mean(0)
-    return (days[~we].mean(0) if (~we).any() else every), (days[we].mean(0) if we.any() else every)
+    w = float(decay) ** (n_days - 1 - np.arange(n_days, dtype=np.float64))              # (days,) newest = 1
+
+    def mean(sel: np.ndarray) -> np.ndarray:
+        return np.tensordot(w[sel], days[sel], axes=1) / w[sel].sum()                     # (D, cells)
+
+    every = mean(np.ones(n_days, bool))
+    return (mean(~we) if (~we).any() else every), (mean(we) if we.any() else every)

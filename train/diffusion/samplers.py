@@ -213,5 +213,5 @@ def make_sampler(name: str, schedule: VPSchedule, **kwargs) -> _ClampedSampler:
     return SAMPLERS[name](schedule, **kwargs)
 
 
-__all__ = ["VPSchedule", "cosine_betas", "linear_betas", "model_denoise_fn", "trailing_timesteps",
+__all__ = ["VPSchedule", "model_denoise_fn", "trailing_timesteps",
            "DDIMSampler", "DPMSolverPP2MSampler", "SAMPLERS", "make_sampler"]

@@ -163,14 +163,16 @@ def export_bundle(ckpt: str | Path, out: str | Path, *, precisions: Sequence[str
     periods = grid.splits()
     train_end = periods["train"][1]
     tr = config.get("train", {})
-    stats = fit_grid_stats(grid.values, train_end, geo.slots_per_day, first_weekday_of_run(tr, grid.source))
+    decay = float(tr.get("profile_decay", 1.0))             # runs saved before the setting: the plain mean
+    stats = fit_grid_stats(grid.values, train_end, geo.slots_per_day, first_weekday_of_run(tr, grid.source), decay)
     saved = config.get("data", {}).get("scaler")
     if saved is not None and not (np.allclose(saved["mean"], stats.mean, rtol=0, atol=SCALER_ATOL)
                                   and np.allclose(saved["std"], stats.std, rtol=0, atol=SCALER_ATOL)):
         raise ExportError(f"{ckpt_dir}: the checkpoint was standardized with another scaler than {grid.source}'s "
                           "training period gives (trained on other data? pass --data)")
     z = stats.transform(grid.values)
-    prior = GridPrior.fit(z, train_end, geo.slots_per_day, stats.first_weekday, a2=str(tr.get("a2_prior", "interpolation")))
+    prior = GridPrior.fit(z, train_end, geo.slots_per_day, stats.first_weekday, a2=str(tr.get("a2_prior", "interpolation")),
+                          profile_decay=decay)
     sched = model.schedule
     alphas_cumprod = np.asarray(sched.alphas_cumprod, np.float32)
     pipe = GridPipeline(spec, prior, {"forecast": LONG, "impute": IMPUTE}, Schedule(alphas_cumprod),
@@ -255,7 +257,7 @@ def export_bundle(ckpt: str | Path, out: str | Path, *, precisions: Sequence[str
         return {"model": {"geometry": spec.to_dict(), "task_ids": {"forecast": LONG, "impute": IMPUTE},
                           "x_scale": float(pipe.x_scale), "umask": model.cfg.to_dict(),
                           "prior": {"level_slots": prior.level_slots, "level_weight": prior.level_weight,
-                                    "a2": prior.a2, "describe": prior.describe()["kind"]},
+                                    "a2": prior.a2, "profile_decay": decay, "describe": prior.describe()["kind"]},
                           "point": {"kind": "first_x0", "n_samples": int(samples),
                                     "note": "the DiT's x0 estimate at t = N-1 (one DDIM step), mean over the draws"}},
                 "stats": stats.to_dict(),

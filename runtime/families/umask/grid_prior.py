@@ -19,9 +19,22 @@ Prior (all on the model's standardized scale, fit on the TRAINING period only):
   weekend days (:class:`GridPrior`, ``weekday`` / ``weekend`` (D, cells)). The weekday of absolute
   slot t is ``(first_weekday + t // D) mod 7`` (Milan: slot 0 = Friday 2013-11-01). Without a
   weekend (or weekday) day in training, both are the all-days profile.
+* Recency (``profile_decay``, a run setting; runs saved before it have 1 = the plain mean): training day d
+  of n weighs ``decay ** (n - 1 - d)``. Milan's traffic drifts over the month (the weekdays' daily mean
+  falls by about 0.2 training std from early to late November), so the latest days are the better
+  base. On the VALIDATION windows the A1 prior's nMAE / nRMSE fall from 0.3951 / 0.6233 (plain mean) to
+  0.3769 / 0.6068 at 0.875, the one value of the sweep 1 .. 0.8 (steps of 0.025) that is lowest (to
+  1e-4) on both; 0.85 ties on nMAE and is worse on nRMSE (``python -m umask.bench.accuracy.grid_prior_sweep``
+  -> benchmarks/results/grid_prior_sweep.json, which also lists the test figures it never chooses on). An
+  expanding-window check on training days 10-23 agrees (A1 prior nMAE 0.452 vs 0.460). The prior is better,
+  the trained model is not: the grid DiT retrained over the 0.875 prior scores A1 0.396 (gated 0.386) on
+  test against 0.387 (0.371) over the plain one (docs/families/umask_grid.md), so the grid trainer keeps 1 as
+  its default and ``--profile-decay`` stays an option. Swapping the recency-weighted prior under a network
+  trained on the plain one is worse still (validation A1 0.383 vs 0.377, seed 0): the residual learned to
+  correct the plain profile.
 * A1 horizon: profile + ``level_weight`` x (mean of history - profile over the last
   ``level_slots`` history slots): the recent level shift, held over the whole horizon. On the
-  VALIDATION windows (days 25-27, scripts/train_grid_umask.sh ``prior-sweep``) the weekday/weekend
+  VALIDATION windows (days 25-27; plain-mean profiles, before ``profile_decay``) the weekday/weekend
   profile alone gave nMAE 0.441 (all-days profile 0.461), the level term with 36 slots and weight
   0.5 gave 0.395; larger windows / weights and a decay over the horizon were not better there.
   The constants are chosen on validation, never on test.
@@ -60,7 +73,8 @@ import numpy as np
 from umask.runtime.core import gridimpute, gridscale
 from umask.runtime.core.errors import InputError
 
-__all__ = ["A2_PRIORS", "CALENDAR_DIM", "DAYS_PER_FRAME", "LEVEL_SLOTS_OF_DAY", "LEVEL_WEIGHT", "MILAN_FIRST_WEEKDAY", "GridPrior",
+__all__ = ["A2_PRIORS", "CALENDAR_DIM", "DAYS_PER_FRAME", "LEVEL_SLOTS_OF_DAY", "LEVEL_WEIGHT", "MILAN_FIRST_WEEKDAY",
+           "GridPrior",
            "ALPHAS", "calendar", "choose_alphas", "gate", "weekday"]
 
 A2_PRIORS: tuple[str, ...] = ("interpolation", "lowrank")
@@ -102,12 +116,14 @@ class GridPrior:
 
     @classmethod
     def fit(cls, z: np.ndarray, train_end: int, slots_per_day: int, first_weekday: int = 0, *,
-            level_slots: int | None = None, level_weight: float = LEVEL_WEIGHT, a2: str = "interpolation") -> GridPrior:
-        """Profiles from the whole training days of ``z`` (slots, cells) before ``train_end``."""
+            level_slots: int | None = None, level_weight: float = LEVEL_WEIGHT, a2: str = "interpolation",
+            profile_decay: float = 1.0) -> GridPrior:
+        """Profiles from the whole training days of ``z`` (slots, cells) before ``train_end``, day d of n weighted
+        ``profile_decay ** (n - 1 - d)`` (1 = the plain mean; module doc)."""
         if a2 not in A2_PRIORS:
             raise InputError(f"a2 must be one of {A2_PRIORS}, got {a2!r}")
         D = int(slots_per_day)
-        wk_prof, we_prof = gridscale.day_type_profiles(z, train_end, D, first_weekday)    # shared with U-STS-LLM
+        wk_prof, we_prof = gridscale.day_type_profiles(z, train_end, D, first_weekday, profile_decay)  # = U-STS-LLM's
         if level_slots is None:
             level_slots = max(1, round(LEVEL_SLOTS_OF_DAY * D))
         return cls(wk_prof, we_prof, D, int(first_weekday), int(level_slots), float(level_weight), a2)

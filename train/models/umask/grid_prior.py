@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from umask.runtime.families.umask.grid_prior import (A2_PRIORS, CALENDAR_DIM, DAYS_PER_FRAME, LEVEL_SLOTS_OF_DAY,
-                                                     LEVEL_WEIGHT, MILAN_FIRST_WEEKDAY, GridPrior, calendar, weekday)
+                                                     LEVEL_WEIGHT, MILAN_FIRST_WEEKDAY, GridPrior, calendar,
+                                                     weekday)
 
 __all__ = ["A2_PRIORS", "CALENDAR_DIM", "DAYS_PER_FRAME", "LEVEL_SLOTS_OF_DAY", "LEVEL_WEIGHT", "MILAN_FIRST_WEEKDAY",
            "GridPrior", "calendar", "first_weekday_of_run", "prior_of", "weekday"]
@@ -34,8 +35,9 @@ def prior_of(train_cfg: Mapping[str, Any], z: np.ndarray, train_end: int, slots_
              source: str = "milan") -> GridPrior | None:
     """The :class:`GridPrior` a grid run's settings (``config.json["train"]`` or the config as a
     dict) ask for, fit on ``z``'s training period; None for ``prior="none"`` (also runs saved before
-    the option)."""
+    the option). ``profile_decay`` absent (runs saved before it): 1, the plain mean they trained on."""
     if train_cfg.get("prior", "none") == "none":
         return None
     return GridPrior.fit(z, train_end, slots_per_day, first_weekday_of_run(train_cfg, source),
-                         a2=str(train_cfg.get("a2_prior", "interpolation")))
+                         a2=str(train_cfg.get("a2_prior", "interpolation")),
+                         profile_decay=float(train_cfg.get("profile_decay", 1.0)))

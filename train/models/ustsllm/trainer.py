@@ -55,6 +55,10 @@ class TrainConfig(LoopConfig):
     first_weekday: int | None = field(default=None, metadata={
         "help": "weekday of the grid's slot 0, Monday = 0 (default: Friday for the Milan sample, else Monday)",
         "group": DATA})
+    profile_decay: float = field(default=1.0, metadata={
+        "help": "the prior channel's slot-of-day profiles weigh training day d of n by decay ** (n-1-d); 1 = the "
+                "plain mean (the runs before this setting); 0.875 = the grid prior's validation choice",
+        "group": MODEL})
     alpha: float = field(default=0.5, metadata={"help": "eq. 15 weight of the forecasting loss", "group": MODEL})
     val_stride: int = field(default=8, metadata={"help": "validate on every N-th validation window", "group": DATA})
     net: USTSConfig = field(default_factory=USTSConfig, metadata={"cli": False})
@@ -68,7 +72,7 @@ class TrainConfig(LoopConfig):
     keep_last: int = with_default(LoopConfig, "keep_last", 2)
     progress: bool = with_default(LoopConfig, "progress", False)
 
-    RESUME_MUST_MATCH = ("seed", "batch_size", "alpha")
+    RESUME_MUST_MATCH = ("seed", "batch_size", "alpha", "profile_decay")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -178,7 +182,8 @@ class USTSFamily(loop.Family):
         self.grid, self.device = grid, device
         self.periods = grid.splits()
         train_end = self.periods["train"][1]
-        self.stats = fit_grid_stats(grid.values, train_end, grid.slots_per_day, first_weekday_of(grid, cfg.first_weekday))
+        self.stats = fit_grid_stats(grid.values, train_end, grid.slots_per_day, first_weekday_of(grid, cfg.first_weekday),
+                                    cfg.profile_decay)
         self.z = self.stats.transform(grid.values)                          # (slots, cells)
         net = cfg.net
         self.f_starts = np.arange(net.history, train_end - net.horizon + 1)  # horizon starts, whole window in train
