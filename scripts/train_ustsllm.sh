@@ -127,7 +127,7 @@ lowrank() {  # patch tokens with the eq. 7 imputation guidance started from the 
       "benchmarks/results/learning_curves/ustsllm_${g}${tag}_s${s}_metrics.jsonl"
   done
   [ "${STAGE_RUNS_ONLY:-0}" = 1 ] && return
-  for s in 0 1 2; do runs="$runs artifacts/train/ustsllm_${g}${tag}_s$s/ckpt/best"; done
+  for s in $SEEDS; do runs="$runs artifacts/train/ustsllm_${g}${tag}_s$s/ckpt/best"; done
   for p in A1 A2; do
     $SCORE --protocol "$p" --ckpt $runs --name "ustsllm_$g$tag" --guidance-only --no-baselines \
       --v2 "benchmarks/results/v2_ustsllm_lowrank$tag.json" --out "artifacts/eval/ustsllm_${g}${tag}_${p,,}.json"
