@@ -128,7 +128,6 @@ from umask.bench.accuracy.user_baselines import (
 from umask.bench.accuracy.user_scoring import (
     _Acc,
     _check_prediction,
-    _group_slices,
     app_engagement,
     error_sums,
     location_engagement,

@@ -185,7 +185,7 @@ def markdown(rep: dict[str, Any]) -> str:
                      f"| {'pass' if r['passes_export_gate'] else 'FAIL'} | {r['latency_ms']['p50']:.2f} | "
                      f"{r['latency_ms']['p99']:.2f} | {rp['mean']:.2f} ± {rp['std']:.2f} | "
                      f"{r['speedup_vs_fp32_p50']:.2f} | {r['bytes'] / 1e6:.2f} |")
-    lines += ["", f"Calibration methods (completion MAE on held-out windows): "
+    lines += ["", "Calibration methods (completion MAE on held-out windows): "
               + ", ".join(f"{k} {v:.3g}" for k, v in rep["calibration_comparison"].items())
               + f"; best: {rep['best_calibration']}.", "",
               "Worst quantized tensors (onnxruntime qdq_loss_debug; SQNR dB, higher is better):", "",
