@@ -173,17 +173,25 @@ def test_residual_gate_keeps_the_residual_where_it_helps_on_validation() -> None
 
 def test_grid_bundle_on_a_3x4_grid_of_30_minute_slots(csv: Path, tmp_path: Path) -> None:
     """Any grid, not only Milan: a 3x4 run of 30-minute slots exports to a umask_grid bundle (the exporter finds the
-    CSV through the run's config) whose session forecasts a day and imputes a window of that grid in raw units."""
+    CSV through the run's config) whose session forecasts a day and imputes a window of that grid in raw units.
+    The run weighs its profiles towards the latest days (--profile-decay 0.9): the bundle carries those profiles."""
     from umask.export.families import exporter
+    from umask.runtime.core import gridscale
+    from umask.runtime.families.ustsllm.stats import fit_grid_stats
     from umask.runtime.session import Session
 
     run = tmp_path / "run"
-    train(_cfg(csv, run, mask_mode="none"))
+    train(_cfg(csv, run, mask_mode="none", profile_decay=0.9))
     m = exporter("umask_grid")(run, tmp_path / "bundle", precisions=("fp32",), samples=1)
     assert m["model"]["geometry"] == {"height": 3, "width": 4, "slots_per_day": 48, "history": 96, "horizon": 48,
                                       "window": 96, "frame": 192}
     assert m["grid"]["slot_minutes"] == 30 and len(m["gate"]["impute"]["alphas"]) == 12
     grid = load_grid_csv(csv, grid="3x4", slot_minutes=30)
+    train_end = grid.splits()["train"][1]
+    stats = fit_grid_stats(grid.values, train_end, 48, 0)
+    wk, _ = gridscale.day_type_profiles(stats.transform(grid.values), train_end, 48, 0, decay=0.9)
+    assert m["model"]["prior"]["profile_decay"] == 0.9
+    np.testing.assert_allclose(m["stats"]["profile"], wk, rtol=0, atol=1e-9)
     t0 = grid.splits()["test"][0]
     with Session.open(tmp_path / "bundle", allow_unsigned=True) as s:
         day = s.forecast(grid.values[t0 - 96:t0], first_slot=t0 - 96)
@@ -205,3 +213,25 @@ def test_grid_bundle_on_a_3x4_grid_of_30_minute_slots(csv: Path, tmp_path: Path)
     for task in ("A1", "A2"):
         t, o = rows[(task, "torch", "nmae")]["value"], rows[(task, "onnx-fp32", "nmae")]["value"]
         assert 0 < t < 2 and abs(t - o) <= 1e-3 * t
+
+
+def test_prior_sweep_runs_on_a_3x4_grid_and_chooses_on_validation(csv: Path, tmp_path: Path) -> None:
+    """grid_prior_sweep on a user's CSV: the A1 prior's errors per decay on that grid's own validation and test
+    windows, the decay chosen by validation nMAE alone, and the expanding-window check over its last training days."""
+    from umask.bench.accuracy import grid as harness
+    from umask.bench.accuracy.grid_prior_sweep import main as sweep
+    from umask.runtime.families.umask.grid_prior import GridPrior
+
+    out = tmp_path / "sweep.json"
+    assert sweep(["--data", str(csv), "--grid", "3x4", "--slot-minutes", "30", "--decays", "1,0.8", "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert "milan_3x4_30min.csv (3x4, 30-min slots)" in doc["meta"]["data"] and "--grid 3x4" in doc["meta"]["command"]
+    rows = doc["decays"]
+    assert set(rows) == {"1.0", "0.8"}
+    assert doc["chosen_on_validation"] == float(min(rows, key=lambda k: (rows[k]["val"]["nmae"], rows[k]["val"]["nrmse"])))
+    spec = harness.GridSpec(load_grid_csv(csv, grid="3x4", slot_minutes=30))
+    fw = splits.forecast_windows(spec.z, "test", history=96, horizon=48, splits=spec.splits)
+    prior = GridPrior.fit(spec.z, spec.splits["train"][1], 48, 0, profile_decay=0.8)
+    assert rows["0.8"]["test"]["nmae"] == round(float(np.abs(prior.forecast(fw.x, fw.starts, 48) - fw.y).mean()), 4)
+    check = doc["expanding_days_10_23"]                        # 30 days -> 24 training days -> the last 14
+    assert all(0 < v < 2 for d in check.values() for v in d.values())
