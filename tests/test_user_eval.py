@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 from umask.bench.accuracy import user as ue
+from umask.bench.accuracy import user_scoring
 from umask.runtime.core.featurize import SparseBehaviorTensor
 from umask.train.common import metrics
 from umask.train.data.user_windows import top_k_categories
@@ -67,7 +68,7 @@ def test_all_zero_active_error_is_mean_abs_truth(pop: ue.UserPopulation, rows: l
     for task in ("B1", "B4"):
         truth = {g: [] for g in ue.GROUPS}
         for b in ue.iter_batches(pop, task, "test", batch_size=64):
-            for g, sl in ue._group_slices(b.channels).items():
+            for g, sl in user_scoring._group_slices(b.channels).items():
                 y = b.truth[:, sl]
                 truth[g].append(y[np.broadcast_to(b.eval_mask, y.shape)])
         for g in ue.GROUPS:
