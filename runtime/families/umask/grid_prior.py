@@ -28,8 +28,8 @@ Prior (all on the model's standardized scale, fit on the TRAINING period only):
   -> benchmarks/results/grid_prior_sweep.json, which also lists the test figures it never chooses on). An
   expanding-window check on training days 10-23 agrees (A1 prior nMAE 0.452 vs 0.460). The prior is better,
   the trained model is not: the grid DiT retrained over the 0.875 prior scores A1 0.396 (gated 0.386) on
-  test against 0.387 (0.371) over the plain one (docs/families/umask_grid.md), so the grid trainer keeps 1 as
-  its default and ``--profile-decay`` stays an option. Swapping the recency-weighted prior under a network
+  test against 0.387 (0.371) over the plain one, while on validation the two are level (gated 0.367 vs 0.370;
+  docs/families/umask_grid.md), so the grid trainer keeps 1 as its default and ``--profile-decay`` stays an option. Swapping the recency-weighted prior under a network
   trained on the plain one is worse still (validation A1 0.383 vs 0.377, seed 0; a one-off check, no result file): the residual learned to
   correct the plain profile.
 * A1 horizon: profile + ``level_weight`` x (mean of history - profile over the last
