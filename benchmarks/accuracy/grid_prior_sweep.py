@@ -51,6 +51,8 @@ def sweep(grid: GridData, decays: Sequence[float], first_weekday: int) -> dict[s
     train_end = spec.splits["train"][1]
     windows = {s: splits.forecast_windows(spec.z, s, history=spec.history, horizon=spec.horizon, splits=spec.splits)
                for s in ("val", "test")}
+    if not all(windows[s].starts.size for s in windows):
+        raise SystemExit(f"{spec.dataset}: the validation or test split holds no A1 window")
     rows: dict[str, dict[str, dict[str, float]]] = {}
     for d in decays:
         prior = GridPrior.fit(spec.z, train_end, spec.period, first_weekday, profile_decay=float(d))
@@ -60,26 +62,31 @@ def sweep(grid: GridData, decays: Sequence[float], first_weekday: int) -> dict[s
             rows[str(float(d))][split] = {"nmae": round(float(np.abs(err).mean()), 4),
                                           "nrmse": round(float(np.sqrt((err ** 2).mean())), 4)}
         log.info("decay %s: %s", d, rows[str(float(d))])
-    if not all(windows[s].starts.size for s in windows):
-        raise SystemExit(f"{spec.dataset}: the validation or test split holds no A1 window")
     chosen = min(rows, key=lambda k: (rows[k]["val"]["nmae"], rows[k]["val"]["nrmse"]))
     n_train = train_end // spec.period
     days = range(max(spec.history // spec.period + 1, n_train - 14), n_train)
-    return {"meta": {"data": (f"{grid.data.upper()} grid {Path(grid.source).name} ({grid.height}x{grid.width}, "
+    doc: dict[str, object] = {"meta": {"data": (f"{grid.data.upper()} grid {Path(grid.source).name} ({grid.height}x{grid.width}, "
                               f"{grid.slot_minutes}-min slots): PROTOCOL A1 windows of the validation and test splits "
                               f"{spec.splits}, harness z-scores; first weekday {first_weekday} (Monday = 0)"),
                      "what": "the A1 grid prior alone (weekday / weekend slot-of-day profile weighted decay ** (n-1-d) "
                              "over the n training days + 0.5 x the level shift of the history's last quarter day); chosen "
                              "on validation nMAE, nRMSE breaking ties"},
-            "decays": rows, "chosen_on_validation": float(chosen),
-            f"expanding_days_{days[0]}_{days[-1]}": expanding(spec.z, spec.period, sorted({1.0, float(chosen)}, reverse=True),
-                                                              first_weekday, days, spec.history, spec.horizon)}
+            "decays": rows, "chosen_on_validation": float(chosen)}
+    if len(days):
+        doc[f"expanding_days_{days[0]}_{days[-1]}"] = expanding(spec.z, spec.period, sorted({1.0, float(chosen)}, reverse=True),
+                                                                first_weekday, days, spec.history, spec.horizon)
+    else:
+        log.warning("%d training days: too few for the expanding-window check (skipped)", n_train)
+    return doc
 
 
 def _deviation_features(prior: GridPrior, x: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """(n, cells, 5): the history's mean deviation from the profile over its last 6 / 36 / 144 / 288 slots, and 1."""
-    dev = x - prior.profile(starts[:, None] + np.arange(-x.shape[1], 0)[None, :])          # (n, L, cells)
-    return np.stack([dev[:, -k:].mean(1) for k in (6, 36, 144, 288)] + [np.ones(dev.shape[::2])], -1)
+    """(n, cells, 5): the history's mean deviation from the profile over its last hour, 6 hours, day and two days
+    (Milan: 6 / 36 / 144 / 288 slots; at least one slot, at most the history), and 1."""
+    D, L = prior.slots_per_day, x.shape[1]
+    dev = x - prior.profile(starts[:, None] + np.arange(-L, 0)[None, :])                   # (n, L, cells)
+    spans = [min(L, max(1, k)) for k in (D // 24, D // 4, D, 2 * D)]
+    return np.stack([dev[:, -k:].mean(1) for k in spans] + [np.ones(dev.shape[::2])], -1)
 
 
 def expanding(z: np.ndarray, slots_per_day: int, decays: Sequence[float], first_weekday: int, days: range,
@@ -128,7 +135,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     grid = open_grid(args.data, grid=args.grid, slot_minutes=args.slot_minutes)
     first_weekday = first_weekday_of_run({"first_weekday": args.first_weekday}, grid.source)
-    doc = sweep(grid, [float(x) for x in args.decays.split(",")], first_weekday)
+    try:
+        decays = [float(x) for x in args.decays.split(",")]
+    except ValueError:
+        p.error(f"--decays must be comma-separated numbers in (0, 1], got {args.decays!r}")
+    if not all(0.0 < d <= 1.0 for d in decays):
+        p.error(f"--decays must lie in (0, 1], got {args.decays!r}")
+    doc = sweep(grid, decays, first_weekday)
     given = sys.argv[1:] if argv is None else list(argv)
     doc["meta"]["command"] = " ".join(["python -m umask.bench.accuracy.grid_prior_sweep", *given])
     atomic_text(args.out, json.dumps(doc, indent=1) + "\n")
