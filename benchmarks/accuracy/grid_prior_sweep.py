@@ -33,6 +33,7 @@ import numpy as np
 
 from umask.bench.accuracy import grid as harness
 from umask.runtime.families.umask.grid_prior import GridPrior
+from umask.train.common import metrics
 from umask.train.common.checkpoints import atomic_text
 from umask.train.data import splits
 from umask.train.data.grids import GridData, open_grid
@@ -56,12 +57,11 @@ def sweep(grid: GridData, decays: Sequence[float], first_weekday: int) -> dict[s
     rows: dict[str, dict[str, dict[str, float]]] = {}
     for d in decays:
         prior = GridPrior.fit(spec.z, train_end, spec.period, first_weekday, profile_decay=float(d))
-        rows[str(float(d))] = {}
-        for split, fw in windows.items():
-            err = prior.forecast(fw.x, fw.starts, fw.y.shape[1]) - fw.y                   # (n, horizon, cells)
-            rows[str(float(d))][split] = {"nmae": round(float(np.abs(err).mean()), 4),
-                                          "nrmse": round(float(np.sqrt((err ** 2).mean())), 4)}
-        log.info("decay %s: %s", d, rows[str(float(d))])
+        preds = {split: prior.forecast(fw.x, fw.starts, fw.y.shape[1]) for split, fw in windows.items()}
+        rows[str(float(d))] = row = {split: {"nmae": round(metrics.mae(preds[split], fw.y), 4),
+                                             "nrmse": round(metrics.rmse(preds[split], fw.y), 4)}
+                                     for split, fw in windows.items()}
+        log.info("decay %s: %s", d, row)
     chosen = min(rows, key=lambda k: (rows[k]["val"]["nmae"], rows[k]["val"]["nrmse"]))
     n_train = train_end // spec.period
     days = range(max(spec.history // spec.period + 1, n_train - 14), n_train)
@@ -95,7 +95,9 @@ def expanding(z: np.ndarray, slots_per_day: int, decays: Sequence[float], first_
     on the days before it (module doc); the ridge model's leads are blocks of ``slots_per_day // 24`` slots (an
     hour; one slot on coarser grids)."""
     D = int(slots_per_day)
-    per_hour = max(1, D // 24) if horizon % max(1, D // 24) == 0 else 1
+    per_hour = max(1, D // 24)
+    if horizon % per_hour:
+        per_hour = 1
 
     def cut(st: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return z[st[:, None] + np.arange(-history, 0)[None, :]], z[st[:, None] + np.arange(horizon)[None, :]]
@@ -113,9 +115,9 @@ def expanding(z: np.ndarray, slots_per_day: int, decays: Sequence[float], first_
             W = np.linalg.solve(X.T @ X + ridge * np.eye(5), X.T @ Y)                       # (5, lead hours)
             st = np.arange(k * D, (k + 1) * D, max(1, D // 24))
             x, y = cut(st)
-            level.append(np.abs(prior.forecast(x, st, horizon) - y).mean())
+            level.append(metrics.mae(prior.forecast(x, st, horizon), y))
             fit = np.repeat(np.einsum("ncf,fh->nhc", _deviation_features(prior, x, st), W), per_hour, axis=1)
-            ridge_err.append(np.abs(prior.profile(st[:, None] + np.arange(horizon)[None, :]) + fit - y).mean())
+            ridge_err.append(metrics.mae(prior.profile(st[:, None] + np.arange(horizon)[None, :]) + fit, y))
         out[str(float(d))] = {"level_prior_nmae": round(float(np.mean(level)), 4),
                               "ridge_level_nmae": round(float(np.mean(ridge_err)), 4)}
         log.info("expanding days %d-%d, decay %s: %s", days[0], days[-1], d, out[str(float(d))])

@@ -84,10 +84,10 @@ def report(results: Path = RESULTS) -> dict[str, Any]:
         pts = points(task, results)
         val = np.array([p["val_nmae"] for p in pts])
         test = np.array([p["test_nmae"] for p in pts])
-        best_val, best_test = pts[int(val.argmin())], pts[int(test.argmin())]
-        doc["tasks"][task] = {"n_predictors": len(pts), **agreement(val, test),
-                              "best_on_validation": best_val, "best_on_test": best_test, "points": pts}
-        log.info("%s: %d predictors, %s", task, len(pts), agreement(val, test))
+        agree = agreement(val, test)
+        doc["tasks"][task] = {"n_predictors": len(pts), **agree, "best_on_validation": pts[int(val.argmin())],
+                              "best_on_test": pts[int(test.argmin())], "points": pts}
+        log.info("%s: %d predictors, %s", task, len(pts), agree)
     return doc
 
 

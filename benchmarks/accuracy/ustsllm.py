@@ -257,7 +257,6 @@ def latency_rows(ckpt: str | None, bundle: str | None, precisions: Sequence[str]
     torch eager checkpoint and each bundle precision, on the Milan test windows of ``task`` (a1 | a2)."""
     import torch
 
-
     torch.set_num_threads(1)
     grid = open_grid(None)
     stats = fit_grid_stats(grid.values, grid.splits()["train"][1], grid.slots_per_day, first_weekday_of(grid))

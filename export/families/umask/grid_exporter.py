@@ -143,7 +143,7 @@ def export_bundle(ckpt: str | Path, out: str | Path, *, precisions: Sequence[str
     """Export the grid run ``ckpt`` to the bundle ``out``; returns the manifest. ``options``: the U-MASK
     exporter's options that ``umask export`` passes to every family (they do not apply here; logged)."""
     from umask.train.models.umask.grid import GridGeometry, IMPUTE, LONG
-    from umask.train.models.umask.grid_prior import first_weekday_of_run
+    from umask.train.models.umask.grid_prior import first_weekday_of_run, profile_decay_of_run
 
     t0 = time.perf_counter()
     if options:
@@ -163,7 +163,7 @@ def export_bundle(ckpt: str | Path, out: str | Path, *, precisions: Sequence[str
     periods = grid.splits()
     train_end = periods["train"][1]
     tr = config.get("train", {})
-    decay = float(tr.get("profile_decay", 1.0))             # runs saved before the setting: the plain mean
+    decay = profile_decay_of_run(tr)
     stats = fit_grid_stats(grid.values, train_end, geo.slots_per_day, first_weekday_of_run(tr, grid.source), decay)
     saved = config.get("data", {}).get("scaler")
     if saved is not None and not (np.allclose(saved["mean"], stats.mean, rtol=0, atol=SCALER_ATOL)
@@ -171,8 +171,8 @@ def export_bundle(ckpt: str | Path, out: str | Path, *, precisions: Sequence[str
         raise ExportError(f"{ckpt_dir}: the checkpoint was standardized with another scaler than {grid.source}'s "
                           "training period gives (trained on other data? pass --data)")
     z = stats.transform(grid.values)
-    prior = GridPrior.fit(z, train_end, geo.slots_per_day, stats.first_weekday, a2=str(tr.get("a2_prior", "interpolation")),
-                          profile_decay=decay)
+    prior = GridPrior.of_profiles(stats.profile, stats.profile_weekend, geo.slots_per_day, stats.first_weekday,
+                                  a2=str(tr.get("a2_prior", "interpolation")))      # the profiles the bundle stores
     sched = model.schedule
     alphas_cumprod = np.asarray(sched.alphas_cumprod, np.float32)
     pipe = GridPipeline(spec, prior, {"forecast": LONG, "impute": IMPUTE}, Schedule(alphas_cumprod),

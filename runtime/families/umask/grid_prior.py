@@ -120,13 +120,22 @@ class GridPrior:
             profile_decay: float = 1.0) -> GridPrior:
         """Profiles from the whole training days of ``z`` (slots, cells) before ``train_end``, day d of n weighted
         ``profile_decay ** (n - 1 - d)`` (1 = the plain mean; module doc)."""
+        wk_prof, we_prof = gridscale.day_type_profiles(z, train_end, slots_per_day, first_weekday, profile_decay)
+        return cls.of_profiles(wk_prof, we_prof, slots_per_day, first_weekday, level_slots=level_slots,
+                               level_weight=level_weight, a2=a2)
+
+    @classmethod
+    def of_profiles(cls, weekday: np.ndarray, weekend: np.ndarray, slots_per_day: int, first_weekday: int = 0, *,
+                    level_slots: int | None = None, level_weight: float = LEVEL_WEIGHT,
+                    a2: str = "interpolation") -> GridPrior:
+        """The prior over profiles fit elsewhere (``gridscale.day_type_profiles``, e.g. a bundle's GridStats), so the
+        exporter and the session build it from the very profiles the bundle stores."""
         if a2 not in A2_PRIORS:
             raise InputError(f"a2 must be one of {A2_PRIORS}, got {a2!r}")
         D = int(slots_per_day)
-        wk_prof, we_prof = gridscale.day_type_profiles(z, train_end, D, first_weekday, profile_decay)  # = U-STS-LLM's
         if level_slots is None:
             level_slots = max(1, round(LEVEL_SLOTS_OF_DAY * D))
-        return cls(wk_prof, we_prof, D, int(first_weekday), int(level_slots), float(level_weight), a2)
+        return cls(weekday, weekend, D, int(first_weekday), int(level_slots), float(level_weight), a2)
 
     def describe(self) -> dict[str, object]:
         d = asdict(self)

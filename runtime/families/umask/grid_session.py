@@ -176,8 +176,9 @@ class Session(FamilySession):
         pr = m["prior"]
         if pr.get("a2") not in A2_PRIORS:
             raise BundleError(f"{where}: model.prior.a2 {pr.get('a2')!r} is not one of {A2_PRIORS}")
-        prior = GridPrior(self.stats.profile, self.stats.profile_weekend, self.stats.slots_per_day,
-                          self.stats.first_weekday, int(pr["level_slots"]), float(pr["level_weight"]), str(pr["a2"]))
+        prior = GridPrior.of_profiles(self.stats.profile, self.stats.profile_weekend, self.stats.slots_per_day,
+                                      self.stats.first_weekday, level_slots=int(pr["level_slots"]),
+                                      level_weight=float(pr["level_weight"]), a2=str(pr["a2"]))
         diff = manifest["diffusion"]
         self.pipeline = GridPipeline(self.spec, prior, m["task_ids"], Schedule(np.asarray(diff["alphas_cumprod"])),
                                      float(m["x_scale"]))

@@ -19,7 +19,7 @@ from umask.runtime.families.umask.grid_prior import (A2_PRIORS, CALENDAR_DIM, DA
                                                      weekday)
 
 __all__ = ["A2_PRIORS", "CALENDAR_DIM", "DAYS_PER_FRAME", "LEVEL_SLOTS_OF_DAY", "LEVEL_WEIGHT", "MILAN_FIRST_WEEKDAY",
-           "GridPrior", "calendar", "first_weekday_of_run", "prior_of", "weekday"]
+           "GridPrior", "calendar", "first_weekday_of_run", "prior_of", "profile_decay_of_run", "weekday"]
 
 
 def first_weekday_of_run(train_cfg: Mapping[str, Any], source: str = "milan") -> int:
@@ -31,6 +31,12 @@ def first_weekday_of_run(train_cfg: Mapping[str, Any], source: str = "milan") ->
     return int(fw)
 
 
+def profile_decay_of_run(train_cfg: Mapping[str, Any]) -> float:
+    """The ``profile_decay`` a grid run's profiles were fit with: its setting, else 1 (the plain mean of every run
+    saved before the setting)."""
+    return float(train_cfg.get("profile_decay", 1.0))
+
+
 def prior_of(train_cfg: Mapping[str, Any], z: np.ndarray, train_end: int, slots_per_day: int,
              source: str = "milan") -> GridPrior | None:
     """The :class:`GridPrior` a grid run's settings (``config.json["train"]`` or the config as a
@@ -40,4 +46,4 @@ def prior_of(train_cfg: Mapping[str, Any], z: np.ndarray, train_end: int, slots_
         return None
     return GridPrior.fit(z, train_end, slots_per_day, first_weekday_of_run(train_cfg, source),
                          a2=str(train_cfg.get("a2_prior", "interpolation")),
-                         profile_decay=float(train_cfg.get("profile_decay", 1.0)))
+                         profile_decay=profile_decay_of_run(train_cfg))
