@@ -40,6 +40,15 @@ def test_top_level_help_lists_train_and_eval(capsys: pytest.CaptureFixture[str])
         assert cmd in out
 
 
+def test_version_names_the_installed_distribution(capsys: pytest.CaptureFixture[str]) -> None:
+    import tomllib
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0
+    want = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    assert capsys.readouterr().out.strip() == f"umask-edge {want}"
+
+
 def test_train_umask_help_shows_routing_example_and_trainer_flags(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", "umask", "--help"]) == 0
     out = capsys.readouterr().out

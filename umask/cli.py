@@ -544,6 +544,15 @@ def _one_line(e: BaseException) -> str:
     return text
 
 
+def _version() -> str:
+    """The installed distribution's version (pyproject.toml), or 'unknown' when run from an uninstalled tree."""
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("umask-edge")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(
@@ -553,6 +562,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         epilog="Run 'umask COMMAND --help' for a command's options and an example, e.g. 'umask train umask --help'.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages; show tracebacks")
+    parser.add_argument("--version", action="version", version=f"umask-edge {_version()}")
     parser.add_argument("command", choices=list(COMMANDS), metavar="COMMAND",
                         help="; ".join(f"{k}: {v[1]}" for k, v in COMMANDS.items()))
     parser.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)

@@ -7,7 +7,7 @@
 
 Writes ``--report`` (JSON: the export's manifest summary: bundle size per precision, parity per
 artifact, tolerances, export wall time, machine) and the markdown next to it. Parity figures are on
-the REAL Tsinghua sample windows (see export/exporter.py); the model itself was trained on
+the REAL Tsinghua sample windows (see export/families/umask/exporter.py); the model itself was trained on
 SYNTHETIC users (the checkpoint's training data is named in the report).
 """
 
@@ -104,7 +104,7 @@ def markdown(r: dict[str, Any]) -> str:
             lines.append(f"| {p} | {n} | {e['status']} | {f(e.get('max_abs_diff'))} | {f(e.get('rel_max'))} | "
                          f"{f(e.get('completion_max_abs_diff'))} | {f(e.get('completion_mae'))} | "
                          f"{f(e.get('app_top5_agreement'))} | {other} |")
-    lines += ["", "Tolerances (export/exporter.py TOLERANCES): " + json.dumps(r["tolerances"]), ""]
+    lines += ["", "Tolerances (export/families/umask/exporter.py TOLERANCES): " + json.dumps(r["tolerances"]), ""]
     return "\n".join(lines)
 
 
