@@ -511,6 +511,10 @@ def main(argv: list[str] | None = None) -> int:
             ckpt = shipped_model(args.model)
             summary["train"] = {"data": "synthetic", "checkpoint": _rel(ckpt), "source": "shipped (not trained here)"}
         else:
+            if args.quick:
+                log.warning("--quick: serving a tiny model trained here for %s steps (the smoke path); its predictions "
+                            "are near-constant across users. The full run serves the shipped %s.",
+                            args.train_steps or 60, args.model)
             ckpt = train_umask(trace, args.out / "train", args.quick, args.train_steps, args.threads)
             summary["train"] = {"data": "synthetic", "checkpoint": _rel(ckpt), "source": "trained in this run"}
         gguf_dir = llm_files(args.llm_dir)

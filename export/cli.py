@@ -96,10 +96,9 @@ def _fail(cmd: str, e: BaseException) -> int:
 
 
 def _key_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--trusted-keys", action="append", default=None, metavar="PATH",
-                   help="a public key file (.pub / .pem) or a folder of them; repeatable (default: $UMASK_TRUSTED_KEYS)")
-    p.add_argument("--allow-unsigned", action="store_true",
-                   help="accept a bundle without manifest.sig (a signature that is present is always checked)")
+    from umask.runtime.core.signing import add_key_options
+
+    add_key_options(p)
 
 
 def verify_main(argv: Sequence[str] | None = None) -> int:
@@ -206,7 +205,10 @@ def _run_umask(argv: Sequence[str] | None = None) -> int:
                + REQUEST_LIMITS.help_text() +
                "\n\nexit status: 0 ok; 2 bad command line; 3 bad argument; 4 bad history file; 5 limit; 6 bundle "
                "refused;\n7 manifest schema; 8 signature.\n\n"
-               "example: umask run --bundle artifacts/bundles/small --history events.csv --task short")
+               "example: umask run --bundle artifacts/bundles/small --history events.csv --task short\n\n"
+               "This help is the per-user U-MASK bundle's. A bundle of another family has its own flags: grid\n"
+               "bundles (umask_grid, ustsllm) take --values CSV --task forecast|impute --first-slot N; see\n"
+               "'umask run --bundle GRID_BUNDLE --help'.")
     p.add_argument("--bundle", required=True, help="bundle directory written by 'umask export'")
     p.add_argument("--history", required=True, help="the user's event history file")
     p.add_argument("--task", required=True, choices=("short", "long", "cold", "impute"),

@@ -49,6 +49,16 @@ def test_version_names_the_installed_distribution(capsys: pytest.CaptureFixture[
     assert capsys.readouterr().out.strip() == f"umask-edge {want}"
 
 
+def test_the_command_has_names_no_shell_shadows() -> None:
+    # bash runs its `umask` builtin before anything on PATH: the same CLI ships as `umask-edge` and `python -m umask`
+    import tomllib
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["umask-edge"] == scripts["umask"] == "umask.cli:main"
+    res = subprocess.run([sys.executable, "-m", "umask", "train", "--help"], cwd=REPO, capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0 and "umask train" in res.stdout, res.stderr[-2000:]
+
+
 def test_train_umask_help_shows_routing_example_and_trainer_flags(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", "umask", "--help"]) == 0
     out = capsys.readouterr().out

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from umask.runtime.core.bundle import BundleError
-from umask.runtime.core.errors import InputError
+from umask.runtime.core.errors import InputError, SignatureError
 from umask.runtime.families.umask.grid_prior import ALPHAS
 from umask.runtime.session import Session
 from umask.train.data import splits
@@ -240,6 +240,18 @@ def test_umask_export_cli_builds_a_signed_grid_bundle(run: Path, tmp_path: Path,
     assert verify_main([str(out), "--trusted-keys", str(pub)]) == 0
     with Session.open(out, trusted_keys=[str(pub)]) as s:
         assert s.describe()["n_samples"] == 16
+        n_ctx, n_cells = s.describe()["history"], s.describe()["cells"]
+    # `umask run` on the signed bundle takes the key like the per-user run, and points a per-user request at --values
+    from umask.cli import main
+    csv = tmp_path / "history.csv"
+    np.savetxt(csv, _milan_raw()[0][:n_ctx, :n_cells], delimiter=",")
+    capsys.readouterr()
+    assert main(["run", "--bundle", str(out), "--values", str(csv), "--trusted-keys", str(pub)]) == 0
+    assert json.loads(capsys.readouterr().out)["shape"][1] == n_cells
+    assert main(["run", "--bundle", str(out), "--values", str(csv)]) == SignatureError.exit_code   # signed: a key is needed
+    assert main(["run", "--bundle", str(out), "--history", str(csv), "--task", "short", "--trusted-keys", str(pub)]) \
+        == InputError.exit_code
+    assert "not a per-user --history" in capsys.readouterr().err
 
 
 def test_a_torch_backend_runs_the_same_session(bundle) -> None:

@@ -143,7 +143,7 @@ def test_cli_refuses_a_patch_that_does_not_fit(csv: Path, tmp_path: Path) -> Non
                           "--slot-minutes", "30", "--patch", "4,5,5", "--steps", "1", "--out", str(tmp_path / "r")],
                          cwd=ROOT, capture_output=True, text=True, timeout=120,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert res.returncode == 2, res.stderr[-2000:]
+    assert res.returncode == InputError.exit_code, res.stderr[-2000:]
     assert "--patch 4,5,5 does not fit the 3x4 grid" in res.stderr and "Traceback" not in res.stderr
 
 

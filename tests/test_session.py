@@ -101,6 +101,12 @@ def test_task_outputs_are_json_ready(session: Session) -> None:
     assert [a["rank"] for a in apps] == [1, 2, 3] and apps[0]["score"] >= apps[-1]["score"]
     locs = session.recommend_locations(ev, k=2, steps=2)
     assert len(locs) == 2 and "lat" in locs[0]
+    n_slots = min(session.fcfg.H * session.fcfg.W, session.limits.max_k)
+    many = session.recommend_locations(ev, k=n_slots, steps=2)          # never an empty layout slot
+    assert many and all(p["grid_cell"][0] >= 0 and "lat" in p for p in many)
+    one_place = ev.take(np.flatnonzero(ev.bs == np.bincount(ev.bs).argmax()))   # the user's events at one station
+    few = session.recommend_locations(one_place, k=n_slots, steps=2)
+    assert 1 <= len(few) < n_slots and all(p["grid_cell"][0] >= 0 for p in few)
     both = session.recommend(ev, k_apps=3, k_locations=2, steps=2)   # one completion serves both lists
     assert both["apps"] == apps and both["locations"] == locs
 
@@ -160,9 +166,11 @@ def test_bad_inputs_raise_clear_errors(session: Session, tmp_path: Path) -> None
     p.write_text("time,app_id,base_id,bytes\n20161320081500,1,1,10\n")
     with pytest.raises(DataFormatError, match="unparseable time"):
         load_history(p)
-    p.write_text("time,app,bytes\n")
-    with pytest.raises(DataFormatError, match="missing columns"):
-        load_history(p)
+    for header in ("time,app,bytes", "12.5,80.1,33.0,41.9"):      # another CSV (a grid row): the layouts are named
+        p.write_text(header + "\n")
+        with pytest.raises(DataFormatError, match=r"events.csv:1: the header .* is none of the history layouts: "
+                                                  r"events.csv \(header time,app_id,base_id,bytes\)"):
+            load_history(p)
     with pytest.raises(InputError, match="no such history"):
         session.complete(tmp_path / "nope.csv", "short_term")
 

@@ -48,3 +48,26 @@ def test_llmapp_sample_routes_to_the_per_user_trainer(capsys: pytest.CaptureFixt
     assert rc != 0
     assert "square" not in err and "grid" not in err.lower(), err
     assert "days" in err
+
+
+def test_too_few_days_for_the_window_is_named(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    # the REAL day repeated over 4 days: enough for train / val / test, not for the small config's 3-day windows,
+    # which must lie inside the training days (all but the last two)
+    import datetime as dt
+    import gzip
+
+    head, *rows = gzip.open(LLMAPP, "rt").read().splitlines()
+    ti = head.split(",").index("time")
+    out = [head]
+    for d in range(4):
+        for r in rows:
+            f = r.split(",")
+            f[ti] = (dt.datetime.strptime(f[ti], "%Y%m%d%H%M%S") + dt.timedelta(days=d)).strftime("%Y%m%d%H%M%S")
+            out.append(",".join(f))
+    log = tmp_path / "four_days.csv"
+    log.write_text("\n".join(out) + "\n")
+    rc = main(["train", "umask", "--data", str(log), "--config", "small", "--steps", "1", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert rc == 3, err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "no training window" in lines[0] and "at least 5 days" in lines[0], err

@@ -167,6 +167,7 @@ def test_unknown_app_via_catalog(tmp_path: Path, llmapp) -> None:
     ev = read_official_trace(p)
     err = _raises_at(p, 2, llmapp.check_events, ev)
     assert "unknown app id 99999" in str(err)
+    assert "llmapp_app.csv" in str(err) and "App2Category.txt" in str(err)   # which numbering the tools read
     q = _write(tmp_path, "u.txt", [GOOD, GOOD, "4 20160420080940 999999999 2 10"])
     err = _raises_at(q, 3, llmapp.check_events, read_official_trace(q))
     assert "unknown base station" in str(err)

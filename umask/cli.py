@@ -10,6 +10,10 @@
     umask verify artifacts/bundles/small --trusted-keys keys/release.pub
     umask run --bundle artifacts/bundles/small --history events.csv --task short --trusted-keys keys/release.pub
 
+``umask`` is also the POSIX shell builtin that sets the file-mode mask, and bash runs a builtin before
+anything on PATH: type ``umask-edge`` (the same program, installed beside it), ``.venv/bin/umask`` or
+``python -m umask`` in a shell.
+
 Subcommands import their modules lazily, so ``umask --help`` is fast and the runtime-only
 commands never pull in torch. Bad input ends with ONE line on stderr that names the file and line
 (or the argument) and a non-zero exit status (the error class's ``exit_code``; 2 for a bad command
@@ -83,7 +87,7 @@ transformer) picks its trainer from --data:
     (python -m umask.train.models.umask.grid); --grid without --data trains on the shipped Milan
     5x5 sample.
 
-Every other flag is passed to the trainer; its flags are listed below this help."""
+Every other flag is passed to the trainer; 'umask train FAMILY --help' lists them below this help."""
 
 TRAIN_EPILOG = """\
 examples:
@@ -264,7 +268,8 @@ def _train(argv: list[str]) -> int:
 # ------------------------------------------------------------------------------------------------
 EVAL_DESCRIPTION = """\
 Score a trained model on an evaluation protocol (docs/PROTOCOL.md) next to the baselines, and
-write JSON rows plus a markdown table (--out, default artifacts/eval/<protocol>.json).
+write JSON rows plus a markdown table (--out, default artifacts/eval/<protocol>.json; with --bundle
+<protocol>_bundle.json).
 
   * A1 (forecasting: 2 days of history -> the next day) and A2 (imputation of 70-80 % hidden
     entries in 2-day windows) on any grid: --data a grid CSV with --grid HxW --slot-minutes N
@@ -347,7 +352,9 @@ def _eval(argv: list[str]) -> int:
         return _eval_other(ns, family, rest)
     if ns.protocol not in ("A1", "A2", "B1", "B2", "B3", "B4"):
         raise _input_error(f"{ns.protocol}: U-MASK is scored on A1, A2 and B1-B4; {ns.protocol} needs --family")
-    out = ns.out or f"artifacts/eval/{ns.protocol.lower()}.json"
+    # a bundle's scores get their own default file: the checkpoint runners also write a markdown table beside theirs,
+    # and a bundle run over the same path would leave that table describing another model
+    out = ns.out or f"artifacts/eval/{ns.protocol.lower()}{'_bundle' if ns.bundle is not None else ''}.json"
     if ns.stride < 1:
         raise _input_error(f"--stride must be >= 1, got {ns.stride}")
     sampling = [*(["--steps", str(ns.steps)] if ns.steps is not None else []),
@@ -559,7 +566,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="umask",
         description="U-MASK Edge: train, evaluate, export and run personalized spatio-temporal behavior models "
                     "(per-user app-usage logs, or any grid of cells over time).",
-        epilog="Run 'umask COMMAND --help' for a command's options and an example, e.g. 'umask train umask --help'.",
+        epilog="Run 'umask COMMAND --help' for a command's options and an example, e.g. 'umask train umask --help'.\n"
+               "In a shell, 'umask' alone is the builtin that sets the file-mode mask: type 'umask-edge' (this same\n"
+               "program), '.venv/bin/umask' or 'python -m umask'; the examples' 'umask' means any of them.",
+        formatter_class=_Formatter,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages; show tracebacks")
     parser.add_argument("--version", action="version", version=f"umask-edge {_version()}")

@@ -427,7 +427,8 @@ def umask_predictor(ckpt_dir: str | Path, *, sampler: str = "ddim", steps: int =
     """Load a checkpoint (EMA weights by default) as a ``user_eval.Predictor``.
 
     ``ckpt_dir``: a step directory, a ``best`` / ``latest`` pointer, a ``ckpt`` folder or a run folder.
-    ``sbert_cache="auto"``: the checkpoint's training cache folder (relative paths from the repository root).
+    ``sbert_cache="auto"``: the checkpoint's training cache folder (a relative one from the current folder, where the
+    trainer resolved it too: never inside the installed package).
     """
     from umask.train.models.umask.trainer import load_model
 
@@ -435,7 +436,7 @@ def umask_predictor(ckpt_dir: str | Path, *, sampler: str = "ddim", steps: int =
     model, config = load_model(ckpt, ema=ema, device=device)
     if sbert_cache == "auto":
         c = config.get("train", {}).get("sbert_cache")
-        sbert_cache = None if not c else (Path(c) if Path(c).is_absolute() else ue.REPO_ROOT / c)
+        sbert_cache = None if not c else Path(c)          # relative: to the current folder, as the trainer wrote it
     return UMaskPredictor(model, config, sampler=sampler, steps=steps, n_samples=n_samples, seed=seed,
                           profile_source=profile_source, sbert_cache=sbert_cache, clip=clip, encoder=encoder,
                           checkpoint=ckpt, profile_generator=profile_generator, context_slots=context_slots,

@@ -187,6 +187,15 @@ class BaseStationTable:
         return np.where(known, pos, -1)
 
 
+# What to do about an unknown id, per id space: the two numberings share no mapping (SOURCE.md), so the
+# error says which one the tools expect rather than guessing.
+_ID_SPACE_HINT = {
+    "llmapp": "; the per-user tools read LLMApp's re-indexed ids (apps 1..305 in llmapp_app.csv, base stations "
+              "in llmapp_location.csv.gz). The official Tsinghua numbering (App2Category.txt, base_poi.txt) is another "
+              "id space with no mapping to this one: re-index such a trace first, or log app ids of llmapp_app.csv",
+}
+
+
 @dataclass
 class Catalog:
     apps: AppCatalog
@@ -204,7 +213,7 @@ class Catalog:
                 line = None if events.line is None else int(events.line[i])
                 raise DataFormatError(events.source, line,
                                       f"unknown {what} id {int(ids[i])} ({int((~known).sum())} events in all; "
-                                      f"catalog id space is '{self.id_space}')")
+                                      f"catalog id space is '{self.id_space}'){_ID_SPACE_HINT.get(self.id_space, '')}")
 
 
 # -----------------------------------------------------------------------------

@@ -4,6 +4,7 @@
 below feeds a CSV to a session's ``forecast`` / ``impute``:
 
     umask run --bundle DIR --values FILE.csv [--task forecast|impute] [--first-slot N] [--precision P]
+              [--trusted-keys PUB | --allow-unsigned]
 
 The CSV holds one row per slot and one column per cell (raw units, no time column; a header line is
 skipped); for ``--task impute`` an empty field or NaN marks a missing entry. The family session's
@@ -109,19 +110,46 @@ def read_values_csv(path: Path) -> np.ndarray:
 
 def grid_run_main(argv: Sequence[str] | None, session_cls: Any, prog: str) -> int:
     """The CLI above over ``session_cls.open`` (a grid family's session)."""
+    from umask.runtime.core.signing import add_key_options
+
     argv = list(sys.argv[1:] if argv is None else argv)
-    p = argparse.ArgumentParser(prog=prog)
-    p.add_argument("--bundle", required=True)
+    p = argparse.ArgumentParser(
+        prog=prog, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Forecast or impute one window of a grid of cells with a grid bundle (umask_grid, ustsllm), "
+                    "privately (numpy + onnxruntime, no torch, no network); prints JSON in the CSV's raw units. The "
+                    "bundle must be signed by a trusted key (--trusted-keys or $UMASK_TRUSTED_KEYS) unless "
+                    "--allow-unsigned.",
+        epilog="--values: one row per slot, one column per cell in the training CSV's order (raw units, no time\n"
+               "column; a header line is skipped). forecast: the history window (the bundle's context, e.g. 2 days)\n"
+               "-> the next horizon. impute: a window with empty fields or NaN where entries are missing.\n\n"
+               "--first-slot: the index of the CSV's first row in the grid's own slot numbering, where slot 0 is the\n"
+               "first row of the data the model was trained on (a midnight; the manifest records its weekday). It\n"
+               "sets the time of day and the weekday the model conditions on. On the shipped Milan bundles\n"
+               "(144 ten-minute slots a day, slot 0 = Friday 2013-11-01 00:00), 3888 is the start of day 27.\n\n"
+               "exit status: 0 ok; 2 bad command line; 3 bad argument or values; 6 bundle refused; 7 manifest\n"
+               "schema; 8 signature.\n\n"
+               f"example: {prog.split(' (')[0]} --bundle grid_bundle/ --values window.csv --task impute "
+               "--first-slot 3888 --trusted-keys keys/umask.pub")
+    p.add_argument("--bundle", required=True, help="bundle directory written by 'umask export --family umask_grid|ustsllm'")
     p.add_argument("--values", required=True, help="CSV, one row per slot, one column per cell (no time column)")
-    p.add_argument("--task", default="forecast", choices=TASKS)
-    p.add_argument("--first-slot", type=int, default=0)
-    p.add_argument("--precision", default="fp32")
-    p.add_argument("--allow-unsigned", action="store_true")
+    p.add_argument("--history", help=argparse.SUPPRESS)     # the per-user flag: refused with a pointer below
+    p.add_argument("--task", default="forecast", choices=TASKS, help="forecast (default) or impute")
+    p.add_argument("--first-slot", type=int, default=0,
+                   help="slot index of the CSV's first row, counted from the training data's first row (default 0)")
+    p.add_argument("--precision", default="fp32", help="fp32 | fp16 | int8-qdq | int8-dynamic (default fp32)")
+    add_key_options(p)
+    if "--history" in argv and "--values" not in argv:
+        raise InputError(f"--bundle is a grid bundle ({prog.split('(')[-1].rstrip(')')}): it takes --values CSV "
+                         "(slots x cells), not a per-user --history; see --help")
     ns = p.parse_args(argv)
     vals = read_values_csv(Path(ns.values))
-    with session_cls.open(ns.bundle, precision=ns.precision, allow_unsigned=ns.allow_unsigned) as s:
-        out = (s.forecast(vals, first_slot=ns.first_slot) if ns.task == "forecast"
-               else s.impute(vals, np.isnan(vals), first_slot=ns.first_slot))
+    with session_cls.open(ns.bundle, precision=ns.precision, trusted_keys=ns.trusted_keys,
+                          allow_unsigned=ns.allow_unsigned) as s:
+        try:
+            out = (s.forecast(vals, first_slot=ns.first_slot) if ns.task == "forecast"
+                   else s.impute(vals, np.isnan(vals), first_slot=ns.first_slot))
+        except InputError as e:                            # name the flag: the session names its argument
+            raise InputError(f"--values {ns.values} (--task {ns.task}, --first-slot {ns.first_slot}): {e}") from None
     print(json.dumps({"task": ns.task, "shape": list(out.shape), "values": np.round(out, 4).tolist()}))
     return 0
 

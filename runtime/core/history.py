@@ -92,6 +92,11 @@ def load_history(path: str | Path, *, limits: Limits | None = None) -> EventLog:
     cols = [c.strip() for c in first.split(",")]
     if all(c in cols for c in EVENTS_CSV_COLUMNS):
         return read_events_csv(p, limits=lim)
+    if "," in first and "user_id" not in cols:        # a CSV of none of the layouts: name them, not one's columns
+        shown = ",".join(cols[:6]) + (",..." if len(cols) > 6 else "")
+        raise DataFormatError(p, 1, f"the header '{shown:.80}' is none of the history layouts: events.csv (header "
+                                    f"{','.join(EVENTS_CSV_COLUMNS)}), the LLMApp CSV (user_id,time,location,app_id,"
+                                    "traffic,...) or the official space-separated trace text")
     return read_trace(p, limits=lim)
 
 

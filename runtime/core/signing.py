@@ -154,15 +154,25 @@ def verify_bundle(bundle: str | Path, *, trusted_keys: Iterable[KeySpec] | KeySp
         if allow_unsigned:
             log.warning("%s: unsigned bundle loaded (allow_unsigned=True)", root)
             return manifest
-        raise SignatureError(f"{root}: unsigned bundle (no {SIGNATURE_FILE}); sign it with "
-                             "`python -m umask.export.signing sign` or pass allow_unsigned=True")
+        raise SignatureError(f"{root}: unsigned bundle (no {SIGNATURE_FILE}); sign it with `python -m "
+                             f"umask.export.signing sign --bundle {root} --key KEY` (or export with --sign-key KEY), "
+                             "or opt out with --allow-unsigned (allow_unsigned=True in Python)")
     keys = trusted_keys_from(trusted_keys)
     if not keys:
-        raise SignatureError(f"{root}: signed, but no trusted key is configured (pass trusted_keys or set "
-                             f"{ENV_TRUSTED_KEYS})")
+        raise SignatureError(f"{root}: signed, but no trusted key is configured (--trusted-keys PUB, trusted_keys= "
+                             f"in Python, or ${ENV_TRUSTED_KEYS})")
     check_signature(manifest, sig, keys, str(root / MANIFEST))
     return manifest
 
 
-__all__ = ["ENV_TRUSTED_KEYS", "SIG_FORMAT", "SIG_VERSION", "SignatureError", "key_id", "load_public_key",
+def add_key_options(p: Any) -> None:
+    """The command-line flags of :func:`verify_bundle`'s two key settings, on an ``argparse`` parser (every
+    command that opens a bundle: ``umask run`` / ``verify`` for every family)."""
+    p.add_argument("--trusted-keys", action="append", default=None, metavar="PATH",
+                   help=f"a public key file (.pub / .pem) or a folder of them; repeatable (default: ${ENV_TRUSTED_KEYS})")
+    p.add_argument("--allow-unsigned", action="store_true",
+                   help="accept a bundle without manifest.sig (a signature that is present is always checked)")
+
+
+__all__ = ["ENV_TRUSTED_KEYS", "add_key_options", "SIG_FORMAT", "SIG_VERSION", "SignatureError", "key_id", "load_public_key",
            "trusted_keys_from", "read_signature", "check_signature", "verify_bundle"]

@@ -557,7 +557,7 @@ def run(cfg: LoopConfig, family: Family) -> Path:
 def main(argv: Sequence[str] | None, parser: argparse.ArgumentParser,
          to_config: Callable[[argparse.Namespace], LoopConfig], train: Callable[[Any], Path], *, prog: str) -> int:
     """A family's ``main``: parse (``-v`` for debug logging), log per rank (rank 0 at INFO, the others
-    WARNING), build the config and train (an InputError exits 2 with its message), print the final
+    WARNING), build the config and train (an InputError exits with its ``exit_code`` and one line), print the final
     checkpoint on rank 0."""
     argv = list(sys.argv[1:] if argv is None else argv)
     ns = parser.parse_args(argv)
@@ -570,7 +570,7 @@ def main(argv: Sequence[str] | None, parser: argparse.ArgumentParser,
         path = train(to_config(ns))
     except InputError as e:                   # a bad setting or data file: its message, no traceback
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return e.exit_code                    # the class's status (umask.runtime.core.errors), as `umask` uses
     if rank == 0:
         print(path)
     return 0

@@ -629,19 +629,25 @@ class Session(FamilySession):
         x = self._clip(c.x[:, t0:t1].astype(np.float64))                  # (C, Th, H, W)
         apps = decode_app_counts(x[self.channels.apps]).sum(axis=(1, 2, 3))  # (K,)
         locs = x[self.channels.location_index].sum(axis=0).reshape(-1)     # (H*W,)
+        # only layout slots that hold one of the user's places: an empty slot has no cell to recommend (a user
+        # with fewer places than k gets fewer locations)
+        placed = np.flatnonzero(np.asarray(c.window.layout.cells)[..., 0].reshape(-1) >= 0)
         names = self.catalog.apps.category_names
         return check_output(
             {"apps": [{"rank": r + 1, "category": names[i], "score": round(float(apps[i]), 4)}
                       for r, i in enumerate(self._rank(apps, min(k_apps, len(apps))))],
              "locations": [{"rank": r + 1, **self._cell_info(c.window, i), "score": round(float(locs[i]), 4)}
-                           for r, i in enumerate(self._rank(locs, min(k_locations, len(locs))))]}, "recommend")
+                           for r, i in enumerate(placed[self._rank(locs[placed], min(k_locations, len(placed)))]
+                                                 if len(placed) else [])]},
+            "recommend")
 
     def recommend_apps(self, history: EventLog | str | Path, k: int = 5, **kw: Any) -> list[dict[str, Any]]:
         """Cold-start app (category) recommendation: top-k by expected records in the next horizon."""
         return self.recommend(history, k_apps=k, k_locations=1, **kw)["apps"]
 
     def recommend_locations(self, history: EventLog | str | Path, k: int = 3, **kw: Any) -> list[dict[str, Any]]:
-        """Cold-start location recommendation: top-k layout cells by expected active slots in the next horizon."""
+        """Cold-start location recommendation: top-k layout cells by expected active slots in the next horizon (only
+        slots that hold one of the user's places; fewer than k when the user has fewer)."""
         return self.recommend(history, k_apps=1, k_locations=k, **kw)["locations"]
 
     def impute(self, history: EventLog | str | Path, missing: np.ndarray | None = None, **kw: Any) -> dict[str, Any]:

@@ -454,6 +454,14 @@ class UserWindowDataset(Dataset):
         self.users = list(users)
         self.cfg = cfg
         self.windows = train_windows(self.users, cfg) if windows is None else np.asarray(windows, np.int64)
+        if windows is None and not len(self.windows):
+            spd = self.users[0].tensor.slots_per_day
+            need = -(-cfg.T // spd)                                       # whole days one window spans
+            days = max(u.tensor.T for u in self.users) // spd
+            raise InputError(f"no training window: a window spans {cfg.T} slots ({cfg.T / spd:g} days of {spd} slots) "
+                             f"and must lie wholly inside the training days, which are all but the last two "
+                             f"(validation, test); the longest user has {days} whole days, so per-user training "
+                             f"needs at least {need + 2} days")
         if self.windows.ndim != 2 or self.windows.shape[1] != _COLS:
             raise InputError(f"windows must be (n, {_COLS}) rows, got {self.windows.shape}")
         shapes = {(u.tensor.C, u.tensor.H, u.tensor.W) for u in self.users}
