@@ -70,4 +70,5 @@ def test_too_few_days_for_the_window_is_named(capsys: pytest.CaptureFixture[str]
     err = capsys.readouterr().err
     assert rc == 3, err
     lines = [ln for ln in err.splitlines() if ln.strip()]
+    # one line: refused before the SBERT encoder loads (its progress bar would print on a fresh clone)
     assert len(lines) == 1 and "no training window" in lines[0] and "at least 5 days" in lines[0], err

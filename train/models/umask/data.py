@@ -418,6 +418,20 @@ def train_windows(users: Sequence[UserData], cfg: WindowConfig) -> np.ndarray:
     return np.array(rows, np.int64).reshape(-1, _COLS)
 
 
+def required_train_windows(users: Sequence[UserData], cfg: WindowConfig) -> np.ndarray:
+    """:func:`train_windows`, or an InputError that says how many days the users would need when there is none."""
+    rows = train_windows(users, cfg)
+    if not len(rows) and users:
+        spd = users[0].tensor.slots_per_day
+        need = -(-cfg.T // spd)                                           # whole days one window spans
+        days = max(u.tensor.T for u in users) // spd
+        raise InputError(f"no training window: a window spans {cfg.T} slots ({cfg.T / spd:g} days of {spd} slots) "
+                         f"and must lie wholly inside the training days, which are all but the last two "
+                         f"(validation, test); the longest user has {days} whole days, so per-user training "
+                         f"needs at least {need + 2} days")
+    return rows
+
+
 def val_windows(users: Sequence[UserData], cfg: WindowConfig, split: str = "val") -> np.ndarray:
     """(n, 4) rows for the validation (or test) day: target starts at the split start (stride val_stride)."""
     stride = cfg.val_stride or cfg.horizon
@@ -453,15 +467,7 @@ class UserWindowDataset(Dataset):
             raise InputError("no users")
         self.users = list(users)
         self.cfg = cfg
-        self.windows = train_windows(self.users, cfg) if windows is None else np.asarray(windows, np.int64)
-        if windows is None and not len(self.windows):
-            spd = self.users[0].tensor.slots_per_day
-            need = -(-cfg.T // spd)                                       # whole days one window spans
-            days = max(u.tensor.T for u in self.users) // spd
-            raise InputError(f"no training window: a window spans {cfg.T} slots ({cfg.T / spd:g} days of {spd} slots) "
-                             f"and must lie wholly inside the training days, which are all but the last two "
-                             f"(validation, test); the longest user has {days} whole days, so per-user training "
-                             f"needs at least {need + 2} days")
+        self.windows = required_train_windows(self.users, cfg) if windows is None else np.asarray(windows, np.int64)
         if self.windows.ndim != 2 or self.windows.shape[1] != _COLS:
             raise InputError(f"windows must be (n, {_COLS}) rows, got {self.windows.shape}")
         shapes = {(u.tensor.C, u.tensor.H, u.tensor.W) for u in self.users}

@@ -62,7 +62,7 @@ from umask.train.common.loop import (Dist, ema_decay_at, ema_update, init_distri
                                      resolve_device, rng_state, seed_everything, set_rng_state, step_seed)
 from umask.train.models.umask.data import (ProfileTable, StepBatchSampler, UserData, UserWindowDataset, build_profile_table,
                                  channel_rms, collate, load_users, population_fingerprint, simulated_users,
-                                 users_from_trace, val_windows)
+                                 required_train_windows, users_from_trace, val_windows)
 from umask.train.models.umask.model import UMASK_CONFIGS, UMask, UMaskConfig
 
 log = logging.getLogger(__name__)
@@ -244,6 +244,7 @@ class UserFamily(UMaskFamily):
         users, info = load_population(cfg)
         C, _, H, W = users[0].tensor.shape
         self.mcfg = mcfg = cfg.model_config().with_data(C, H, W, int(users[0].e_pos.shape[-1]))
+        windows = required_train_windows(users, mcfg.window)     # too few days: say so before loading SBERT
         profiles: ProfileTable | None = None
         if mcfg.use_profile and cfg.profile_source != "none":
             # rank 0 fills the SBERT (and LLM profile) caches first; the others then read them
@@ -259,7 +260,7 @@ class UserFamily(UMaskFamily):
             d.barrier()
             if not d.is_main:
                 profiles = build()
-        self.train_ds = UserWindowDataset(users, mcfg.window, profiles=profiles, data_seed=cfg.seed)
+        self.train_ds = UserWindowDataset(users, mcfg.window, windows, profiles=profiles, data_seed=cfg.seed)
         self.val_ds = UserWindowDataset(users, mcfg.window, val_windows(users, mcfg.window), profiles=profiles,
                                         data_seed=cfg.seed)
         self.rms = channel_rms(users)
