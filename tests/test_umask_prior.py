@@ -91,7 +91,7 @@ def test_history_sums_are_the_dense_history(users) -> None:
         assert counts.tolist() == np.bincount(np.arange(end) % spd, minlength=spd).tolist()
 
 
-@pytest.mark.parametrize("kind", ["blend", "task_blend", "horizon_blend", "smooth_blend"])
+@pytest.mark.parametrize("kind", ["blend", "task_blend", "horizon_blend", "smooth_blend", "smooth_interp"])
 def test_prior_never_reads_targets_or_the_future(users, kind: str) -> None:
     """Changing the target values (and everything not available, and the tensor from the window
     start on) must not change any item's prior, for every task."""
@@ -349,3 +349,42 @@ def test_bundle_prior_parameters_must_be_the_runtimes() -> None:
         check_prior_note("smooth_blend", {"kind": "blend"}, "m.json")
     check_prior_note("none", {"kind": "anything"}, "m.json")
     check_prior_note("blend", None, "m.json")
+
+
+def test_smooth_interp_interpolates_imputation_gaps_only() -> None:
+    """"smooth_interp" (v11): on an imputation window the last value becomes the linear interpolation between the
+    available slots around each gap (ends: the nearest available value); other tasks get "smooth_blend"'s prior."""
+    from umask.runtime.families.umask.prior import INTERP_SHARE, task_prior
+
+    spd, T = 96, 12
+    x = np.zeros((2, T, 1, 1), np.float32)
+    avail = np.zeros((1, T, 1, 1), np.float32)
+    for s, v in ((2, 1.0), (6, 3.0), (9, 0.0)):                  # available slots and their (channel 0) values
+        x[0, s], avail[0, s] = v, 1.0
+    x[1] = np.where(avail[0] > 0.5, 0.0, 7.0)                     # channel 1: 7 only where hidden, never read
+    lin = np.interp(np.arange(T), [2, 6, 9], [1.0, 3.0, 0.0])     # linear between them, constant at the ends
+    got = task_prior(x, avail, 0, IMPUTE, 0, None, spd, weight=1.0, interpolate=True)
+    np.testing.assert_allclose(got[0, :, 0, 0], lin, rtol=1e-6)
+    assert np.all(got[1] == 0.0)
+    step = task_prior(x, avail, 0, IMPUTE, 0, None, spd, weight=1.0)   # without: the last value carried forward
+    np.testing.assert_allclose(step[0, :, 0, 0], [1, 1, 1, 1, 1, 1, 3, 3, 3, 0, 0, 0])
+    for task in (SHORT, LONG, COLD):                              # no evidence after a forecast target: unchanged
+        np.testing.assert_array_equal(task_prior(x, avail, 0, task, 4, None, spd, 0.3, interpolate=True),
+                                      task_prior(x, avail, 0, task, 4, None, spd, 0.3))
+    assert prior_weight("smooth_interp", IMPUTE) == INTERP_SHARE and prior_weight("smooth_interp", SHORT) == \
+        prior_weight("smooth_blend", SHORT)
+
+
+def test_interp_share_is_the_validation_choice() -> None:
+    """INTERP_SHARE = the share of the kernel mean's mix with interpolation that the committed B4 validation runs
+    choose most often (v2_user_impute_mix.json, row historical_average_smooth+interp; w = the kernel's share)."""
+    import json
+    from collections import Counter
+    from pathlib import Path
+
+    from umask.runtime.families.umask.prior import INTERP_SHARE
+
+    res = json.loads((Path(__file__).resolve().parents[1] / "benchmarks/results/v2_user_impute_mix.json").read_text())
+    chosen = Counter(w for seed in res["meta"]["weights"].values()
+                     for w in seed["chosen"]["historical_average_smooth"].values())
+    assert chosen.most_common(1)[0][0] == 1.0 - INTERP_SHARE

@@ -1,5 +1,5 @@
 """The deterministic prior of a prior U-MASK (UMaskConfig.prior = "blend" | "task_blend" | "horizon_blend" |
-"smooth_blend"), numpy.
+"smooth_blend" | "smooth_interp"), numpy.
 
 The DiT of a prior model takes this prior as extra input channels and predicts prior + a learned
 residual (train/models/umask/model.py "Prior"; the guidance-signal idea of the U-STS-LLM seed). It
@@ -12,6 +12,8 @@ protocol-B harness and the on-device `Session` all call these functions.
   never reading a target; w = 0.5 for kind "blend" (PROTOCOL v2 B "blend"), or per task for
   "task_blend" (`TASK_PRIOR_WEIGHTS`, chosen on the validation day), "horizon_blend" (`PRIOR_SHARES`) and
   "smooth_blend" (`SMOOTH_PRIOR_WEIGHTS`, with the slot-of-day mean smoothed around the clock: `SMOOTH_MINUTES`);
+  "smooth_interp" is "smooth_blend" whose imputation windows read the evidence on both sides of a gap: the last
+  value becomes the linear interpolation between the available slots around it (`INTERP_PRIORS`);
 * `task_prior`: the prior of one window of one task given the history's sums (cold start: no earlier
   days, the context counted with its unseen entries as zeros);
 * `window_prior`: of a window of a `SparseBehaviorTensor` (training, the protocol-B harness);
@@ -33,7 +35,7 @@ from umask.runtime.core.events import EventLog
 from umask.runtime.core.featurize import DAY_SECONDS, FeatureConfig, SparseBehaviorTensor, featurize_user
 from umask.runtime.core.history import TASK_NAMES, Window
 
-PRIORS = ("none", "blend", "task_blend", "horizon_blend", "smooth_blend")   # UMaskConfig.prior / WindowConfig.prior / model.umask.prior
+PRIORS = ("none", "blend", "task_blend", "horizon_blend", "smooth_blend", "smooth_interp")   # UMaskConfig.prior / WindowConfig.prior / model.umask.prior
 COLD = TASK_NAMES.index("cold_start")
 
 PRIOR_WEIGHT = 0.5                 # last value share of the blend (PROTOCOL v2 B "blend": 0.5 / 0.5)
@@ -59,7 +61,18 @@ SMOOTH_MINUTES = 180.0
 # as TASK_PRIOR_WEIGHTS). With a smooth profile the next-day forecast wants no last value at all.
 SMOOTH_PRIOR_WEIGHTS: dict[str, float] = {"short_term": 0.2, "long_term": 0.0, "cold_start": 0.1, "imputation": 0.3}
 PRIOR_SMOOTH_MINUTES: dict[str, float] = {"blend": 0.0, "task_blend": 0.0, "horizon_blend": 0.0,
-                                          "smooth_blend": SMOOTH_MINUTES}
+                                          "smooth_blend": SMOOTH_MINUTES, "smooth_interp": SMOOTH_MINUTES}
+
+# "smooth_interp" (v11): on an imputation window the evidence lies on both sides of each gap, and a completion
+# that only carries the last value forward throws the later side away. Linear interpolation between the available
+# slots around t replaces the last value there (ends: the nearest available value, as the linear_interpolation
+# row). Why: on B4 the kernel slot-of-day mean and the interpolation row make different errors; mixed half and
+# half they beat every other B4 row by about 2-3 % RMSE (the share 0.5 was chosen on the VALIDATION day for the
+# kernel mean in 8 of 9 seed x channel-group cases: `python -m umask.bench.accuracy.user_impute_mix` ->
+# v2_user_impute_mix.json, meta.weights, row historical_average_smooth+interp). The other tasks have no evidence
+# after their targets, so their prior is "smooth_blend"'s.
+INTERP_PRIORS: frozenset[str] = frozenset({"smooth_interp"})
+INTERP_SHARE = 0.5                 # the interpolation's share of the "smooth_interp" imputation prior
 
 # Last value share per task of each weighted prior kind. "horizon_blend" (v7) keeps the 0.5 of "blend" where the
 # target is within hours of the evidence (short term, imputation) and takes task_blend's 0.1 for the day-ahead
@@ -74,7 +87,9 @@ PRIOR_SHARES: dict[str, dict[str, float]] = {
     "horizon_blend": {"short_term": PRIOR_WEIGHT, "long_term": TASK_PRIOR_WEIGHTS["long_term"],
                       "cold_start": TASK_PRIOR_WEIGHTS["cold_start"], "imputation": PRIOR_WEIGHT},
     "smooth_blend": SMOOTH_PRIOR_WEIGHTS,
+    "smooth_interp": {**SMOOTH_PRIOR_WEIGHTS, "imputation": INTERP_SHARE},
 }
+IMPUTE = TASK_NAMES.index("imputation")
 
 
 def prior_weight(kind: str, task: int) -> float:
@@ -194,7 +209,7 @@ def _tod_fold(v: np.ndarray, tod: np.ndarray, slots_per_day: int, axis: int) -> 
 
 def blend_prior(x_win: np.ndarray, avail: np.ndarray, start: int, hist_sums: np.ndarray | None,
                 hist_counts: np.ndarray | None, slots_per_day: int, weight: float = PRIOR_WEIGHT, *,
-                counted: np.ndarray | None = None, smooth_slots: float = 0.0) -> np.ndarray:
+                counted: np.ndarray | None = None, smooth_slots: float = 0.0, interpolate: bool = False) -> np.ndarray:
     """The "blend" prior (C, T, H, W) float32 of one window, from evidence-eligible data only.
 
     ``x_win`` (C, T, H, W) the window (only ``x_win * avail`` is read: targets never enter),
@@ -212,6 +227,9 @@ def blend_prior(x_win: np.ndarray, avail: np.ndarray, start: int, hist_sums: np.
       whole context, as the harness's B3 blend, "cut slots as 0"); it never reads a value there;
     * ``smooth_slots`` > 0 ("smooth_blend"): sums and counts are both smoothed around the clock
       before the division (`tod_mean`), a kernel estimate of the slot-of-day mean;
+    * ``interpolate`` ("smooth_interp" imputation windows): ``lv`` is the linear interpolation in time between
+      the last available slot at or before t and the first one at or after it, where both exist (else the
+      nearest one, as above);
     * prior = ``weight * lv + (1 - weight) * ha``, or ``lv`` alone where the slot of day has no
       eligible observation at all.
     """
@@ -224,6 +242,11 @@ def blend_prior(x_win: np.ndarray, avail: np.ndarray, start: int, hist_sums: np.
     idx = np.where(fwd >= 0, fwd, bwd)                                    # (T, H, W); T = none
     lv = np.take_along_axis(xe, np.broadcast_to(np.minimum(idx, T - 1)[None], xe.shape), axis=1)
     lv *= (idx < T)[None]
+    if interpolate:                                                       # both sides of a gap: linear in time
+        both = (fwd >= 0) & (bwd < T) & (bwd > fwd)                       # (T, H, W)
+        nxt = np.take_along_axis(xe, np.broadcast_to(np.minimum(bwd, T - 1)[None], xe.shape), axis=1)
+        frac = np.where(both, (ar - fwd) / np.maximum(bwd - fwd, 1), 0.0).astype(np.float32)
+        lv = np.where(both[None], lv + frac[None] * (nxt - lv), lv)
     tod = (int(start) + np.arange(T)) % slots_per_day                     # (T,)
     seen = a if counted is None else (a | np.asarray(counted, bool).reshape(T, H, W))
     sums = _tod_fold(xe, tod, slots_per_day, axis=1)                      # (C, spd, H, W)
@@ -239,18 +262,19 @@ def blend_prior(x_win: np.ndarray, avail: np.ndarray, start: int, hist_sums: np.
 
 def task_prior(x_win: np.ndarray, avail: np.ndarray, start: int, task: int, context: int,
                hist: tuple[np.ndarray, np.ndarray] | None, slots_per_day: int,
-               weight: float = PRIOR_WEIGHT, smooth_slots: float = 0.0) -> np.ndarray:
+               weight: float = PRIOR_WEIGHT, smooth_slots: float = 0.0, interpolate: bool = False) -> np.ndarray:
     """`blend_prior` of one window of ``task`` given the history's ``(sums, counts)`` (`history_tod_sums`
     over the user's slots before the window; None: no history). Cold start ignores ``hist``: PROTOCOL B3's
     user has no earlier days, and the ``context`` slots count with their unseen entries as zeros (as the
-    harness's B3 blend)."""
+    harness's B3 blend). ``interpolate`` applies to imputation windows only (`INTERP_PRIORS`)."""
     if int(task) == COLD:
         counted = np.zeros(np.asarray(avail).shape[-3:], bool)
         counted[:context] = True
         return blend_prior(x_win, avail, start, None, None, slots_per_day, weight, counted=counted,
                            smooth_slots=smooth_slots)
     hs, hc = (None, None) if hist is None else hist
-    return blend_prior(x_win, avail, start, hs, hc, slots_per_day, weight, smooth_slots=smooth_slots)
+    return blend_prior(x_win, avail, start, hs, hc, slots_per_day, weight, smooth_slots=smooth_slots,
+                       interpolate=interpolate and int(task) == IMPUTE)
 
 
 def window_prior(tensor: SparseBehaviorTensor, start: int, x_win: np.ndarray, avail: np.ndarray, task: int,
@@ -261,7 +285,7 @@ def window_prior(tensor: SparseBehaviorTensor, start: int, x_win: np.ndarray, av
     hist = None if int(task) == COLD else history_tod_sums(tensor, start)
     spd = tensor.slots_per_day
     return task_prior(x_win, avail, start, task, context, hist, spd, prior_weight(kind, task),
-                      prior_smooth_slots(kind, spd))
+                      prior_smooth_slots(kind, spd), kind in INTERP_PRIORS)
 
 
 def history_prior(events: EventLog, catalog: Catalog, fcfg: FeatureConfig, w: Window, context: int,
@@ -289,7 +313,7 @@ def history_prior(events: EventLog, catalog: Catalog, fcfg: FeatureConfig, w: Wi
                 C, _, H, W = w.x.shape
                 hist = (np.zeros((C, spd, H, W)), np.bincount(np.arange(n) % spd, minlength=spd).astype(np.int64))
     return task_prior(w.x, w.avail, start, w.task_id, context, hist, spd, prior_weight(kind, w.task_id),
-                      prior_smooth_slots(kind, spd))
+                      prior_smooth_slots(kind, spd), kind in INTERP_PRIORS)
 
 
 # ------------------------------------------------------------------------------------------------
