@@ -70,3 +70,16 @@ def test_a_run_writes_mean_rows_with_rmse_and_ruled_rows_with_mae(pop: ue.UserPo
     assert not any(m.endswith("@mae") and k == "rmse_all" or not m.endswith("@mae") and k == "mae_all"
                    for m, k, _ in kinds)
     assert set(rec["mix"]["chosen"]) == {"stand_in", *im.MIXED_BASELINES}
+
+
+def test_the_command_scores_a_shipped_checkpoint(tmp_path) -> None:
+    import json
+    from pathlib import Path
+
+    ckpt = Path(__file__).resolve().parents[1] / "checkpoints" / "umask_small_v9"
+    out = tmp_path / "mix.json"
+    assert im.main(["--ckpt", str(ckpt), "--name", "v9", "--seeds", "0", "--users", "3", "--no-baseline-rows",
+                    "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert {r["model"] for r in doc["rows"]} == {"v9+interp", "v9+interp@mae"} and {r["kind"] for r in doc["rows"]} == {"ours"}
+    assert set(doc["meta"]["weights"]["0"]["chosen"]) == {"v9", *im.MIXED_BASELINES}     # baselines still calibrated

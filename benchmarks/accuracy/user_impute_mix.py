@@ -1,7 +1,9 @@
 """B4 imputation: the point estimate shrunk toward linear interpolation of the evidence, share chosen on validation.
 
     python -m umask.bench.accuracy.user_impute_mix --ckpt checkpoints/umask_small_v9 --name umask_small_v9 \
-        --seeds 0,1,2 --out benchmarks/results/v2_user_impute_mix.json            # ~20 min on 2 cores
+        --seeds 0,1,2 --out benchmarks/results/v2_user_impute_mix.json            # about a minute
+    python -m umask.bench.accuracy.user_impute_mix --ckpt checkpoints/umask_small_v11 --name umask_small_v11 \
+        --no-baseline-rows --out benchmarks/results/v2_user_impute_mix_v11.json  # another model, same windows
 
 Why. On B4 (70-80 % of a 2-day window hidden) two estimators make different errors: U-MASK's conditional
 mean (the network over its blend prior) knows the user's daily shape, and linear interpolation between
@@ -153,6 +155,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--x0-draws", type=int, default=1, help="noise draws of the x0 (mean) estimate, as user_umask_v2")
     ap.add_argument("--note", default="", help="model note for the rows")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "v2_user_impute_mix.json"))
+    ap.add_argument("--no-baseline-rows", action="store_true",
+                    help="write the model's rows only (the mixed baselines are in another result file of the same "
+                         "windows; their shares are still chosen and recorded in meta)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     command = shlex.join(["python", "-m", "umask.bench.accuracy.user_impute_mix", *argv])
@@ -173,7 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "checkpoint": args.ckpt, "weights": {s: c["mix"] for s, c in calib.items()},
                     "mae_rule": {s: c["mae_rule"] for s, c in calib.items()}, "per_seed": per_seed,
                     "estimator": NOTE.format(weights=list(WEIGHTS))},
-           "rows": build(runs, args.name, args.users, command, args.note)}
+           "rows": [r for r in build(runs, args.name, args.users, command, args.note)
+                    if not (args.no_baseline_rows and r["kind"] == "baseline")]}
     _atomic_json(Path(args.out), doc)
     log.info("wrote %s (%d rows)", args.out, len(doc["rows"]))
     return 0
