@@ -279,7 +279,8 @@ TABLES: dict[str, Table | AutoTable] = {t.name: t for t in (
     AutoTable("user_small",
               "PROTOCOL v2 B, SYNTHETIC: 50 users x simulator seeds 0, 1, 2 (seed 0 = the training users, scored on "
               "their unseen test day; seeds 1, 2 = users neither model saw), mean over seeds; the shipped "
-              "`checkpoints/umask_small_v9` (the main job's default: v7's network over the kernel prior), `_v7` "
+              "`checkpoints/umask_small_v9` (the main job's default: v7's network over the kernel prior), `_v11` (v9 "
+              "over a prior that interpolates imputation gaps), `_v7` "
               "(horizon-dependent prior), `_v8` / `_v10` (v7 / v9 trained on 14-day users), `_v6` (per-task prior), "
               "`_v4`, `_v5` (learned budget) and `checkpoints/umask_small` (v3, `umask_small`), "
               "torch, next to every v2 baseline on the same windows (B1: every 2nd target hour). RMSE traffic / app "
@@ -295,10 +296,11 @@ TABLES: dict[str, Table | AutoTable] = {t.name: t for t in (
                        Col("B4 RMSE", "B4", SMALL3, TAL_RMSE, digits=4, same_as=(V2B,))),
               sources=("v2_user_umask_small.json", "v2_user_umask_small_v4.json", "v2_user_umask_small_v5.json",
                        "v2_user_umask_small_v6.json", "v2_user_umask_small_v7.json", "v2_user_umask_small_v8.json",
-                       "v2_user_umask_small_v9.json", "v2_user_umask_small_v10.json", "v2_user_oracle.json",
+                       "v2_user_umask_small_v9.json", "v2_user_umask_small_v10.json", "v2_user_umask_small_v11.json",
+                       "v2_user_oracle.json",
                        "v2_user_baselines.json")),
     AutoTable("user_small_mae",
-              "All-entry MAE traffic / app / location, same runs and windows as above. `umask_small_v4` to `_v10` and the "
+              "All-entry MAE traffic / app / location, same runs and windows as above. `umask_small_v4` to `_v11` and the "
               "`<baseline>@mae` rows use the median-shaped rule (mean estimate set to 0 at or below a threshold, "
               "kept or set to an active level above; threshold and level per task and channel group chosen on the "
               "validation day of the same users; benchmarks/accuracy/user_mae_rule.py); `umask_small` (v3) used the "
@@ -308,7 +310,17 @@ TABLES: dict[str, Table | AutoTable] = {t.name: t for t in (
                        Col("B4 MAE", "B4", SMALL3, TAL_MAE, digits=4, same_as=(V2B,))),
               sources=("v2_user_umask_small.json", "v2_user_umask_small_v4.json", "v2_user_umask_small_v5.json",
                        "v2_user_umask_small_v6.json", "v2_user_umask_small_v7.json", "v2_user_umask_small_v8.json",
-                       "v2_user_umask_small_v9.json", "v2_user_umask_small_v10.json", "v2_user_baselines.json")),
+                       "v2_user_umask_small_v9.json", "v2_user_umask_small_v10.json", "v2_user_umask_small_v11.json",
+                       "v2_user_baselines.json")),
+    AutoTable("user_impute_mix",
+              "B4 (imputation of 70-80 % hidden entries of a 2-day window), SYNTHETIC 50 users x simulator seeds 0-2, "
+              "mean over seeds: `<row>+interp` = w_g x the row's mean + (1 - w_g) x linear interpolation of the window's "
+              "evidence, w_g per channel group chosen on the validation day (benchmarks/accuracy/user_impute_mix.py); "
+              "`@mae` rows add the validation-calibrated zero rule. The unmixed rows are the same windows' rows of the "
+              "tables above. RMSE and all-entry MAE traffic / app / location",
+              columns=(Col("B4 RMSE", "B4", SMALL3, TAL_RMSE, digits=4, same_as=(V2B,)),
+                       Col("B4 MAE", "B4", SMALL3, TAL_MAE, digits=4, same_as=(V2B,))),
+              sources=("v2_user_impute_mix.json", "v2_user_impute_mix_v11.json")),
     AutoTable("user_small_ablation",
               "Inference ablations of the shipped U-MASK small v4, v5 (learned budget), v7 and v9, SYNTHETIC, 50 users x "
               "simulator seeds 0-2 (mean over seeds; the unablated models on the same B2 / B4 windows are in the "
