@@ -343,7 +343,7 @@ TABLES: dict[str, Table | AutoTable] = {t.name: t for t in (
                        Col("REAL B1 RMSE", "B1", DEV_REAL, TAL_RMSE, digits=4)),
               sources=("v2_user_umask_device.json", "v2_user_umask_device_v4.json", "v2_user_umask_device_v5.json",
                        "v2_user_umask_device_v7.json", "v2_user_umask_device_v8.json", "v2_user_umask_device_v9.json",
-                       "v2_user_umask_device_v10.json"),
+                       "v2_user_umask_device_v10.json", "v2_user_umask_device_v11.json"),
               first_header="model (artifact)"),
     AutoTable("user_b3_v2",
               "PROTOCOL v2 B3 cold start, SYNTHETIC 50 users x simulator seeds 0-2 (mean over seeds): the history is the "
