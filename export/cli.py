@@ -11,7 +11,7 @@ import argparse
 import json
 import logging
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,9 @@ def export_main(argv: Sequence[str] | None = None) -> int:
                    help="which profiling LLM to ship: a merged model quant, or base+lora (base GGUF + LoRA adapter GGUF)")
     p.add_argument("--data-dir", default=str(DEFAULT_DATA),
                    help="Tsinghua LLMApp folder: catalog tables for the device + the real calibration sample")
+    p.add_argument("--data", default=None, metavar="GRID_CSV",
+                   help="grid families (ustsllm): the grid CSV the run was trained on (default: the path its config "
+                        "records; the Milan sample for runs on it)")
     p.add_argument("--no-sbert", action="store_true", help="leave the SBERT encoder out (no semantic profile on device)")
     p.add_argument("--sbert-cache", default=str(DEFAULT_SBERT_CACHE), help="reuse folder for the SBERT ONNX export")
     p.add_argument("--no-tensorrt", action="store_true", help="do not try to build TensorRT engines")
@@ -67,18 +70,38 @@ def export_main(argv: Sequence[str] | None = None) -> int:
             if ns.passphrase_env not in os.environ:
                 raise _input(f"--passphrase-env {ns.passphrase_env}: no such environment variable")
             pw = os.environ[ns.passphrase_env].encode()
-        m = exporter(ns.family)(ns.ckpt, ns.out, precisions=[s.strip() for s in ns.precisions.split(",") if s.strip()],
-                                data_dir=ns.data_dir, gguf_dir=ns.gguf_dir or None, llm_quant=ns.llm_quant,
-                                sbert=not ns.no_sbert, sbert_cache=ns.sbert_cache or None,
-                                tensorrt=not ns.no_tensorrt, sign_key=ns.sign_key, passphrase=pw,
-                                **({"accuracy_gate": ns.accuracy_gate} if ns.accuracy_gate else {}))
+        options = dict(precisions=[s.strip() for s in ns.precisions.split(",") if s.strip()],
+                       data_dir=ns.data_dir, gguf_dir=ns.gguf_dir or None, llm_quant=ns.llm_quant,
+                       sbert=not ns.no_sbert, sbert_cache=ns.sbert_cache or None,
+                       tensorrt=not ns.no_tensorrt, sign_key=ns.sign_key, passphrase=pw,
+                       **({"accuracy_gate": ns.accuracy_gate} if ns.accuracy_gate else {}),
+                       **({"data": ns.data} if ns.data else {}))
+        fn = exporter(ns.family)
+        m = fn(ns.ckpt, ns.out, **_accepted(fn, options, ns.family, given={"data", "accuracy_gate"} & set(options)))
     except (UmaskError, ValueError, OSError) as e:
         return _fail("export", e)
     summary = {p_: {n: {"status": e.get("status"), **_parity_summary(e["parity"])}
-                    for n, e in a.items() if "parity" in e} for p_, a in m["artifacts"].items()}
-    print(json.dumps({"bundle": ns.out, "signed": ns.sign_key is not None, "export_seconds": m["export_seconds"],
-                      "tensorrt": m["tensorrt"]["status"], "llm": m["llm"]["status"], "artifacts": summary}, indent=1))
+                    for n, e in a.items() if isinstance(e, dict) and "parity" in e}
+               for p_, a in (m.get("artifacts") or {}).items() if isinstance(a, dict)}
+    print(json.dumps({"bundle": ns.out, "signed": ns.sign_key is not None, "export_seconds": m.get("export_seconds"),
+                      "tensorrt": (m.get("tensorrt") or {}).get("status", "n/a"),
+                      "llm": (m.get("llm") or {}).get("status", "n/a"), "artifacts": summary}, indent=1))
     return 0
+
+
+def _accepted(fn: Any, options: dict[str, Any], family: str, given: set[str]) -> dict[str, Any]:
+    """The ``options`` ``fn`` takes. Every family's exporter receives the command's options; one that names its
+    keywords gets only those, and an option the user gave explicitly (``given``) that it does not take is an
+    error rather than silently dropped."""
+    import inspect
+
+    params = inspect.signature(fn).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return options
+    unknown = sorted(k for k in given if k not in params)
+    if unknown:
+        raise _input(f"--{unknown[0].replace('_', '-')} does not apply to the {family} exporter")
+    return {k: v for k, v in options.items() if k in params}
 
 
 def _input(msg: str) -> Exception:
@@ -186,7 +209,17 @@ def run_main(argv: Sequence[str] | None = None) -> int:
             print(f"umask run: {BundleError(f'family {family!r} is not served by this runtime (known: {sorted(FAMILIES)})')}",
                   file=sys.stderr)
             return BundleError.exit_code
-        return int(importlib.import_module(FAMILIES[family].partition(":")[0]).run_main(argv) or 0)
+        module = importlib.import_module(FAMILIES[family].partition(":")[0])
+        if not hasattr(module, "run_main"):        # fatsmb, gtslum: served from Python only in this version
+            from umask.runtime.core.errors import InputError
+
+            served = sorted({"umask", *(f for f, path in FAMILIES.items()
+                                        if hasattr(importlib.import_module(path.partition(":")[0]), "run_main"))})
+            print(f"umask run: error: {family} bundles have no command-line request format in this version: open "
+                  f"them with the torch-free Python session ({FAMILIES[family].replace(':', '.')}.open(bundle)); "
+                  f"'umask run' serves {', '.join(served)} bundles", file=sys.stderr)
+            return InputError.exit_code
+        return int(module.run_main(argv) or 0)
     return _run_umask(argv)
 
 

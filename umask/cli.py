@@ -340,8 +340,31 @@ def _eval_other(ns: argparse.Namespace, family: str, rest: list[str]) -> int:
            *(["--stride", str(ns.stride)] if ns.stride != 1 else []),
            *(["--steps", str(ns.steps)] if ns.steps is not None else []),
            *(["--samples", str(ns.samples)] if ns.samples is not None else [])]
+    if family == "ustsllm" and ns.ckpt and not ns.data and "ZEROSHOT" not in ns.protocol:
+        fwd += _run_grid_flags(ns.ckpt)              # a run on the user's own grid is scored on that grid
     protocol = ns.protocol.replace("-ZEROSHOT", "-zeroshot")           # the scoreboard's spelling
     return _call_main(module, ["--protocol", protocol, *fwd, *rest])
+
+
+def _run_grid_flags(ckpt: str) -> list[str]:
+    """--data / --grid / --slot-minutes of the grid CSV a grid run's config names ([] for the Milan sample or a run
+    without one); without them a run trained on another grid would be scored on Milan."""
+    import json
+
+    from umask.train.common.checkpoints import resolve_checkpoint
+
+    try:
+        data = json.loads((resolve_checkpoint(ckpt) / "config.json").read_text()).get("data", {})
+    except (OSError, ValueError):
+        return []                                    # the scorer reports the checkpoint problem itself
+    src, hw = data.get("source"), data.get("grid")
+    if not src or src == "milan":
+        return []
+    if not Path(src).is_file():
+        raise _input_error(f"--ckpt {ckpt} was trained on {src}, which is not there: pass --data GRID_CSV")
+    log.info("scoring on the run's own grid %s", src)
+    return ["--data", src, *(["--grid", f"{hw[0]}x{hw[1]}"] if hw else []),
+            "--slot-minutes", str(data.get("slot_minutes", 10))]
 
 
 def _eval(argv: list[str]) -> int:

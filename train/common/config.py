@@ -18,7 +18,8 @@ Mapping from a field to its flag (:func:`add_dataclass_args`):
 * ``int`` / ``float`` / ``str`` -> typed; ``X | None`` -> typed, default None (``none_text``: the
   string that means None on the command line, e.g. ``''``);
 * ``Literal[...]`` -> ``choices``;
-* ``bool`` -> a switch: default False gives ``--foo``; default True gives ``--no-foo``;
+* ``bool`` -> a switch: default False gives ``--foo``; default True gives ``--no-foo`` (help: ``metadata["help_off"]``
+  when the field's help describes the "on" state, as a field re-declared with another default needs);
 * ``tuple[int, ...]`` / ``tuple[float, float]`` -> one comma-separated value (``--patch 4,5,5``);
 * ``dict[str, Any]`` -> a repeatable ``KEY=VALUE`` option (the value parsed as JSON when it is JSON);
 * ``metadata["group"]`` names the argparse group of the option (help output sections).
@@ -132,7 +133,7 @@ def _option(f: dataclasses.Field, tp: Any) -> tuple[list[str], dict[str, Any]]:
     if tp is bool:
         if default:
             flag = md.get("flag", "--no-" + f.name.replace("_", "-"))
-            kw.update(action="store_false", default=True)
+            kw.update(action="store_false", default=True, help=md.get("help_off", help_text))   # the flag turns it off
         else:
             kw.update(action="store_true", default=False)
         return [flag, *md.get("aliases", ())], kw
@@ -304,8 +305,8 @@ class LoopConfig:
                 "a ckpt/best or ckpt/latest pointer, or a run directory) and start a fresh optimizer and LR "
                 "schedule at step 0; the model config must match. Ignored when --out already holds a "
                 "checkpoint to resume", "group": CKPT})
-    progress: bool = field(default=True, metadata={"help": "no tqdm progress bar (log lines instead)",
-                                                   "group": CKPT})
+    progress: bool = field(default=True, metadata={"help": "the tqdm progress bar (without it: log lines only)",
+                                                   "help_off": "no tqdm progress bar (log lines only)", "group": CKPT})
     num_threads: int = field(default=1, metadata={"help": "torch intra-op threads per process", "group": SYS})
     num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes", "group": SYS})
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N", "group": SYS})

@@ -267,6 +267,10 @@ def optimizer_step(family: Family, model: torch.nn.Module, net: torch.nn.Module,
     total, parts = family.loss(net, batch, gen)
     total.backward()
     gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else None
+    if not bool(torch.isfinite(total)) or (gnorm is not None and not bool(torch.isfinite(gnorm))):
+        # stop before the weights turn NaN: a checkpoint written after this step would serve NaN without a word
+        raise InputError(f"step {step}: the loss or its gradient is not finite ({float(total.detach()):g}); the "
+                         "network diverged on this data and these settings, so no later checkpoint is written")
     opt.step()
     family.after_step(model, batch)
     ema_update(ema, model, ema_decay_at(step, cfg.ema_decay))

@@ -103,8 +103,9 @@ def _run_ort(path: Path, inputs: dict[str, np.ndarray]) -> np.ndarray:
 def export_bundle(ckpt: str | Path, out: str | Path, *, precisions: Sequence[str] = PRECISIONS,
                   data: str | Path | None = None, int8_rel_tol: float = 0.02, sign_key: Any = None,
                   passphrase: bytes | None = None, **options: Any) -> dict[str, Any]:
-    """Export ``ckpt`` to the bundle ``out``; returns the manifest. ``data``: the training grid (default:
-    the Milan sample) whose validation windows gate parity and whose training windows calibrate int8.
+    """Export ``ckpt`` to the bundle ``out``; returns the manifest. ``data``: the training grid (default: the CSV
+    the run's config names, the Milan sample for runs on it) whose validation windows gate parity and whose training
+    windows calibrate int8.
     ``options``: the U-MASK exporter's options that ``umask export`` passes to every family (gguf_dir,
     sbert, tensorrt, ...): they do not apply here and are ignored (logged)."""
     from umask.train.common.checkpoints import resolve_checkpoint
@@ -120,7 +121,14 @@ def export_bundle(ckpt: str | Path, out: str | Path, *, precisions: Sequence[str
     cfg = model.cfg
     st = config["data"]["stats"]
     stats = GridStats.from_dict(st, f"{ckpt_dir}/config.json data.stats")
-    grid = open_grid(data, slot_minutes=config["data"].get("slot_minutes", 10))
+    dcfg = config["data"]
+    if data is None and dcfg.get("source") not in (None, "milan"):   # the run's own grid CSV, from its config
+        data = dcfg["source"]
+        if not Path(data).is_file():
+            raise ExportError(f"the checkpoint was trained on {data}, which is not there: pass --data GRID_CSV")
+    hw = dcfg.get("grid")
+    grid = open_grid(data, grid=f"{hw[0]}x{hw[1]}" if data is not None and hw else None,
+                     slot_minutes=dcfg.get("slot_minutes", 10))
     if grid.n_cells != stats.n_cells:
         raise ExportError(f"--data has {grid.n_cells} cells, the checkpoint was trained on {stats.n_cells}")
     periods = grid.splits()

@@ -439,7 +439,10 @@ class BiasGenerator(nn.Module):
         b, n, t = xs.shape
         both = obs[..., 1:] * obs[..., :-1]
         diff = (xs[..., 1:] - xs[..., :-1]) * both                          # differential signal
-        sd = ((diff ** 2).sum(-1, keepdim=True) / both.sum(-1, keepdim=True).clamp(min=1.0)).sqrt()
+        # clamped before the root: a cell with no observed pair of neighbours in the window has variance 0, where
+        # sqrt's derivative is infinite and times the zero diff gives NaN gradients (hourly grids hit it); the
+        # forward value is unchanged (s = 0 / (sd + 1e-3) = 0 there either way)
+        sd = ((diff ** 2).sum(-1, keepdim=True) / both.sum(-1, keepdim=True).clamp(min=1.0)).clamp(min=1e-12).sqrt()
         s = diff / (sd + 1e-3)                                              # (B, N, T-1) normalized
         kg = self.head(self.f_gate(s.reshape(b * n, 1, t - 1)).mean(-1)).view(b, n, 2)
         k, g = kg[..., 0], kg[..., 1]                                       # (B, N) each

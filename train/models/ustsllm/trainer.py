@@ -193,6 +193,11 @@ class USTSFamily(loop.Family):
         fw = splits.forecast_windows(self.z, "val", history=net.history, horizon=net.horizon, splits=self.periods)
         iw = splits.imputation_windows(self.z, "val", window=net.window, splits=self.periods)
         fi, ii = np.arange(0, len(fw.starts), cfg.val_stride), np.arange(0, len(iw), cfg.val_stride)
+        if not len(fi) or not len(ii):
+            raise InputError(f"{grid.source}: no validation window ({len(fi)} forecast, {len(ii)} imputation): the "
+                             f"validation days hold {self.periods['val'][1] - self.periods['val'][0]} slots; history "
+                             f"{net.history} + horizon {net.horizon} / window {net.window} slots do not fit them (the "
+                             "window flags count slots, not days)")
         self.val = {
             "forecast": {**to_torch(forecast_inputs(fw.x[fi], fw.starts[fi] - net.history, self.stats, net.horizon)),
                          "y": torch.as_tensor(fw.y[fi], dtype=torch.float32)},
@@ -271,7 +276,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(ns: argparse.Namespace) -> TrainConfig:
-    net = dataclass_from_args(USTSConfig, ns, slots_per_day=1440 // int(ns.slot_minutes))
+    spd = 1440 // int(ns.slot_minutes)
+    # The window flags count slots; their defaults are the protocol's days at Milan's 10-minute slots (2 days of
+    # history, 1 day ahead, 2-day imputation windows). On a grid of another slot length the defaults mean the same
+    # days, not the same slot counts (288 hourly slots would be 12 days); a value the user gave stays as given.
+    days = {"history": 2, "horizon": 1, "window": 2}
+    defaults = {k: USTSConfig.__dataclass_fields__[k].default for k in days}
+    scaled = {k: days[k] * spd for k in days if getattr(ns, k, defaults[k]) == defaults[k] and spd != 144}
+    net = dataclass_from_args(USTSConfig, ns, slots_per_day=spd, **scaled)
     return dataclass_from_args(TrainConfig, ns, net=net)
 
 
