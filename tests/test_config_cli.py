@@ -134,3 +134,15 @@ def test_grid_cli_and_validation() -> None:
         grid.GridTrainConfig(steps=0)
     with pytest.raises(InputError, match="--data milan"):
         grid.GridTrainConfig(grid="3x4").open_grid()
+
+
+def test_every_fatsmb_setting_is_described_in_its_help() -> None:
+    from umask.train.models.fatsmb import trainer as fs
+    from umask.train.models.fatsmb.model import FatsMBConfig
+
+    text = " ".join(fs.build_parser().format_help().split())
+    for cls in (FatsMBConfig, fs.TrainConfig):
+        missing = [f.name for f in cli_fields(cls) if not f.metadata.get("help")]
+        assert not missing, (cls.__name__, missing)
+        for f in cli_fields(cls):
+            assert " ".join(f.metadata["help"].split()) in text, f.name

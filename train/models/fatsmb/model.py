@@ -28,7 +28,7 @@ Decisions where the paper is vague (each also noted at the code):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
@@ -39,18 +39,19 @@ import torch.nn.functional as F
 class FatsMBConfig:
     """Network settings (paper section 4.1.4 defaults d=64, 2 + 2 layers, L=50, scaled for one CPU thread)."""
 
-    d: int = 64                   # latent / embedding size (paper: 64)
-    layers: int = 2               # encoder Transformer blocks (paper: 2)
-    heads: int = 2                # attention heads
-    max_len: int = 50             # longest sequence the encoder reads, incl. the masked target token (paper: 50)
-    dropout: float = 0.1          # dropout (paper: 0.1)
-    position: str = "barope"      # barope | rope | ape  (ablation of section 3.1)
-    denoiser: str = "mcgln"       # mcgln | adaln | mlp  (ablation of section 3.3)
-    den_layers: int = 2           # denoiser blocks (paper: 2 MCGLN layers)
-    shared_experts: int = 2       # m_s, eq. 19
-    private_experts: int = 1      # m_p per behavior, eq. 19
-    diffusion_steps: int = 200    # T (paper sweeps 50..1000)
-    schedule: str = "linear"      # VP noise schedule: linear | cosine
+    d: int = field(default=64, metadata={"help": "latent / embedding size (paper: 64)"})
+    layers: int = field(default=2, metadata={"help": "encoder Transformer blocks (paper: 2)"})
+    heads: int = field(default=2, metadata={"help": "attention heads"})
+    max_len: int = field(default=50, metadata={
+        "help": "longest sequence the encoder reads, incl. the masked target token (paper: 50)"})
+    dropout: float = field(default=0.1, metadata={"help": "dropout (paper: 0.1)"})
+    position: str = field(default="barope", metadata={"help": "barope | rope | ape  (ablation of section 3.1)"})
+    denoiser: str = field(default="mcgln", metadata={"help": "mcgln | adaln | mlp  (ablation of section 3.3)"})
+    den_layers: int = field(default=2, metadata={"help": "denoiser blocks (paper: 2 MCGLN layers)"})
+    shared_experts: int = field(default=2, metadata={"help": "m_s, eq. 19"})
+    private_experts: int = field(default=1, metadata={"help": "m_p per behavior, eq. 19"})
+    diffusion_steps: int = field(default=200, metadata={"help": "T (paper sweeps 50..1000)"})
+    schedule: str = field(default="linear", metadata={"help": "VP noise schedule: linear | cosine"})
 
 
 # ------------------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ import argparse
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -54,28 +54,35 @@ log = logging.getLogger(__name__)
 class TrainConfig:
     """Stage lengths and optimisation (paper: AdamW, lr 2e-3, batch 256 on GPU; here batch 32 on one thread)."""
 
-    data: str = str(TAOBAO_SAMPLE)  # Taobao file: Tianchi UserBehavior CSV(.gz) or retail.txt(.gz)
-    out: str = "artifacts/fatsmb/run"  # output folder
-    seed: int = 0                   # seed of init, batches, noise
-    max_users: int = 0              # keep only the first N users (0 = all; for tiny test runs)
-    init_from: str = ""             # run folder whose stage-1 MBAE (encoder + decoder) is reused; stage 1 is skipped
-    stage1_steps: int = 1000        # MBAE Cloze pretraining steps
-    stage2_steps: int = 1000        # denoiser steps
-    stage3_steps: int = 200         # decoder fine-tuning steps (0 = skip)
-    eval_every: int = 200           # validation Recall@10 every N steps (model selection on validation)
-    batch_size: int = 32            # sequences per step
-    lr: float = 2e-3                # AdamW learning rate (paper 2e-3)
-    lr_stage3: float = 5e-4         # decoder fine-tuning learning rate
-    rho: float = 0.2                # item mask probability (paper sweeps 0.2..0.8)
-    sigma: float = 0.5              # behavior mask probability at masked items
-    p_uncond: float = 0.2           # classifier-free guidance drop rate (paper 0.2)
-    n_negatives: int = 1024         # sampled-softmax negatives, used only when n_items > full_softmax_max
-    full_softmax_max: int = 200_000  # exact softmax over all items up to this vocabulary size
-    max_positions: int = 96         # Cloze loss positions per batch (the target token of each row always kept)
-    sample_steps: int = 10          # T / Δt: DDIM steps used in stage 3 and as the default
-    guidance: float = 1.5           # default w (uncond + w (cond - uncond)); re-chosen on validation
-    guidance_grid: str = "1,1.5,2,3"  # w values tried on validation after training
-    steps_grid: str = "5,10,20"     # T/Δt values tried on validation after training
+    data: str = field(default=str(TAOBAO_SAMPLE), metadata={
+        "help": "Taobao file: Tianchi UserBehavior CSV(.gz) or retail.txt(.gz)"})
+    out: str = field(default="artifacts/fatsmb/run", metadata={"help": "output folder"})
+    seed: int = field(default=0, metadata={"help": "seed of init, batches, noise"})
+    max_users: int = field(default=0, metadata={"help": "keep only the first N users (0 = all; for tiny test runs)"})
+    init_from: str = field(default="", metadata={
+        "help": "run folder whose stage-1 MBAE (encoder + decoder) is reused; stage 1 is skipped"})
+    stage1_steps: int = field(default=1000, metadata={"help": "MBAE Cloze pretraining steps"})
+    stage2_steps: int = field(default=1000, metadata={"help": "denoiser steps"})
+    stage3_steps: int = field(default=200, metadata={"help": "decoder fine-tuning steps (0 = skip)"})
+    eval_every: int = field(default=200, metadata={
+        "help": "validation Recall@10 every N steps (model selection on validation)"})
+    batch_size: int = field(default=32, metadata={"help": "sequences per step"})
+    lr: float = field(default=2e-3, metadata={"help": "AdamW learning rate (paper 2e-3)"})
+    lr_stage3: float = field(default=5e-4, metadata={"help": "decoder fine-tuning learning rate"})
+    rho: float = field(default=0.2, metadata={"help": "item mask probability (paper sweeps 0.2..0.8)"})
+    sigma: float = field(default=0.5, metadata={"help": "behavior mask probability at masked items"})
+    p_uncond: float = field(default=0.2, metadata={"help": "classifier-free guidance drop rate (paper 0.2)"})
+    n_negatives: int = field(default=1024, metadata={
+        "help": "sampled-softmax negatives, used only when n_items > full_softmax_max"})
+    full_softmax_max: int = field(default=200_000, metadata={
+        "help": "exact softmax over all items up to this vocabulary size"})
+    max_positions: int = field(default=96, metadata={
+        "help": "Cloze loss positions per batch (the target token of each row always kept)"})
+    sample_steps: int = field(default=10, metadata={"help": "T / Δt: DDIM steps used in stage 3 and as the default"})
+    guidance: float = field(default=1.5, metadata={
+        "help": "default w (uncond + w (cond - uncond)); re-chosen on validation"})
+    guidance_grid: str = field(default="1,1.5,2,3", metadata={"help": "w values tried on validation after training"})
+    steps_grid: str = field(default="5,10,20", metadata={"help": "T/Δt values tried on validation after training"})
 
 
 # ------------------------------------------------------------------------------------------------
@@ -328,12 +335,17 @@ def load(run: str | Path) -> tuple[FatsMB, dict]:
     return model, meta
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="umask train fatsmb", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_dataclass_args(p, FatsMBConfig)
     add_dataclass_args(p, TrainConfig)
     p.add_argument("--num-threads", type=int, default=1, help="torch CPU threads")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = build_parser()
     ns = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(ns.num_threads)
