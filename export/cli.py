@@ -13,6 +13,8 @@ import logging
 import sys
 from typing import Any, Sequence
 
+from umask.runtime.core.signing import add_key_options
+
 log = logging.getLogger(__name__)
 
 
@@ -118,12 +120,6 @@ def _fail(cmd: str, e: BaseException) -> int:
     return code if isinstance(code, int) and code != 0 else 2
 
 
-def _key_options(p: argparse.ArgumentParser) -> None:
-    from umask.runtime.core.signing import add_key_options
-
-    add_key_options(p)
-
-
 def verify_main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="umask verify",
@@ -134,7 +130,7 @@ def verify_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("bundle", help="bundle directory")
     p.add_argument("--self-test", action="store_true", help="also run every ONNX file on its golden inputs (CPU) and "
                    "compare with the golden outputs (exit 6 naming the file and the difference)")
-    _key_options(p)
+    add_key_options(p)
     ns = p.parse_args(argv)
     from umask.runtime.core.bundle import bundle_family
     from umask.runtime.core.errors import UmaskError
@@ -268,7 +264,7 @@ def _run_umask(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--profile-source", default="auto", choices=("auto", "template", "llm"))
     p.add_argument("--self-test", action="store_true", help="run the loaded networks on their golden inputs first "
                    "(exit 6 naming the file and the difference when an output is off)")
-    _key_options(p)
+    add_key_options(p)
     ns = p.parse_args(argv)
     from umask.runtime.core.errors import InputError, UmaskError
     from umask.runtime.core.events import parse_compact_time

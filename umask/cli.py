@@ -347,24 +347,26 @@ def _eval_other(ns: argparse.Namespace, family: str, rest: list[str]) -> int:
 
 
 def _run_grid_flags(ckpt: str) -> list[str]:
-    """--data / --grid / --slot-minutes of the grid CSV a grid run's config names ([] for the Milan sample or a run
-    without one); without them a run trained on another grid would be scored on Milan."""
+    """--data / --grid / --slot-minutes of the grid CSV a grid run was trained on ([] for the Milan sample or an
+    unreadable config; `umask.train.data.grids.run_grid_args`); without them a run trained on another grid would
+    be scored on Milan."""
     import json
 
     from umask.train.common.checkpoints import resolve_checkpoint
+    from umask.train.data.grids import run_grid_args
 
     try:
-        data = json.loads((resolve_checkpoint(ckpt) / "config.json").read_text()).get("data", {})
+        cfg = json.loads((resolve_checkpoint(ckpt) / "config.json").read_text())
     except (OSError, ValueError):
         return []                                    # the scorer reports the checkpoint problem itself
-    src, hw = data.get("source"), data.get("grid")
-    if not src or src == "milan":
+    args = run_grid_args(cfg.get("train", {}))
+    if args["path"] is None:
         return []
-    if not Path(src).is_file():
-        raise _input_error(f"--ckpt {ckpt} was trained on {src}, which is not there: pass --data GRID_CSV")
-    log.info("scoring on the run's own grid %s", src)
-    return ["--data", src, *(["--grid", f"{hw[0]}x{hw[1]}"] if hw else []),
-            "--slot-minutes", str(data.get("slot_minutes", 10))]
+    if not Path(args["path"]).is_file():
+        raise _input_error(f"--ckpt {ckpt} was trained on {args['path']}, which is not there: pass --data GRID_CSV")
+    log.info("scoring on the run's own grid %s", args["path"])
+    return ["--data", str(args["path"]), *(["--grid", str(args["grid"])] if args["grid"] else []),
+            "--slot-minutes", str(args["slot_minutes"])]
 
 
 def _eval(argv: list[str]) -> int:

@@ -43,7 +43,7 @@ import numpy as np
 from umask.bench.accuracy import user as ue
 from umask.bench.accuracy import user_mae_rule as mr
 from umask.bench.accuracy.user_scoring import _group_slices
-from umask.bench.accuracy.user_v2 import _atomic_json, _git_commit, aggregate
+from umask.bench.accuracy.user_v2 import _atomic_json, _git_commit, aggregate, metric_values
 from umask.runtime.core.featurize import ChannelLayout
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,8 @@ def calibrate(pop: ue.UserPopulation, models: Mapping[str, Predictor], interp: P
             for name, fn in models.items():
                 p = np.asarray(fn(view)[:, sl], np.float64)[m]
                 for k, w in enumerate(weights):
-                    sse[(name, g)][k] += float((w * p + (1.0 - w) * b - y) @ (w * p + (1.0 - w) * b - y))
+                    r = w * p + (1.0 - w) * b - y
+                    sse[(name, g)][k] += float(r @ r)
     table = {name: {g: [round(float(np.sqrt(v / max(n[g], 1))), 6) for v in sse[(name, g)]] for g in n} for name in models}
     mixes = {name: InterpMix({g: float(weights[int(np.argmin(sse[(name, g)]))]) for g in n}) for name in models}
     record = {"split": split, "weights": list(weights), "val_rmse_per_weight": table,
@@ -186,8 +187,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _metric_rows(rows: Sequence[Mapping[str, Any]], model: str) -> list[dict[str, Any]]:
-    from umask.bench.accuracy.user_v2 import metric_values
-
     return [{"metric": m, "value": round(float(v), 6)} for r in rows if r["model"] == model
             for m, v, _ in metric_values(r)]
 

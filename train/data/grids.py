@@ -411,5 +411,14 @@ def open_grid(
     return load_grid_csv(path, grid=grid, slot_minutes=slot_minutes, adjacency=adjacency)
 
 
+def run_grid_args(train_cfg: dict) -> dict:
+    """:func:`open_grid`'s arguments for the grid a grid run (grid U-MASK, U-STS-LLM) was trained on, read from its
+    config's ``train`` section (``data`` None or ``"milan"``: the shipped sample). The exporters and ``umask eval``
+    reopen a run's own grid with it, so a run on a user's CSV is never exported or scored on Milan by default."""
+    src = train_cfg.get("data")
+    return {"path": None if src in (None, "milan") else src, "grid": train_cfg.get("grid"),
+            "slot_minutes": int(train_cfg.get("slot_minutes", 10)), "adjacency": train_cfg.get("adjacency")}
+
+
 __all__ = ["GridData", "check_slot_minutes", "grid_adjacency", "load_grid_csv", "milan_grid", "open_grid",
-           "parse_grid", "read_adjacency_csv"]
+           "parse_grid", "read_adjacency_csv", "run_grid_args"]

@@ -82,12 +82,11 @@ def _load(ckpt: str | Path) -> tuple[Any, dict[str, Any], Path]:
 
 
 def _grid_of(config: dict[str, Any], data: str | Path | None) -> Any:
-    from umask.train.data.grids import open_grid
+    from umask.train.data.grids import open_grid, run_grid_args
 
-    tr = config.get("train", {})
-    src = data if data is not None else (None if tr.get("data", "milan") == "milan" else tr["data"])
-    return open_grid(src, grid=tr.get("grid"), slot_minutes=int(tr.get("slot_minutes", 10)),
-                     adjacency=tr.get("adjacency"))
+    args = run_grid_args(config.get("train", {}))
+    return open_grid(data if data is not None else args["path"], grid=args["grid"], slot_minutes=args["slot_minutes"],
+                     adjacency=args["adjacency"])
 
 
 def torch_dit(model: Any) -> Any:

@@ -42,7 +42,7 @@ from umask.export.onnx_export import export_module
 from umask.runtime.families.ustsllm.stats import GridStats
 from umask.train.common.metrics import mae
 from umask.train.data import splits
-from umask.train.data.grids import open_grid
+from umask.train.data.grids import open_grid, run_grid_args
 
 log = logging.getLogger(__name__)
 
@@ -121,14 +121,8 @@ def export_bundle(ckpt: str | Path, out: str | Path, *, precisions: Sequence[str
     cfg = model.cfg
     st = config["data"]["stats"]
     stats = GridStats.from_dict(st, f"{ckpt_dir}/config.json data.stats")
-    dcfg = config["data"]
-    if data is None and dcfg.get("source") not in (None, "milan"):   # the run's own grid CSV, from its config
-        data = dcfg["source"]
-        if not Path(data).is_file():
-            raise ExportError(f"the checkpoint was trained on {data}, which is not there: pass --data GRID_CSV")
-    hw = dcfg.get("grid")
-    grid = open_grid(data, grid=f"{hw[0]}x{hw[1]}" if data is not None and hw else None,
-                     slot_minutes=dcfg.get("slot_minutes", 10))
+    args = run_grid_args(config.get("train", {}))            # the run's own grid (its adjacency is unused here, eq. 8)
+    grid = open_grid(data if data is not None else args["path"], grid=args["grid"], slot_minutes=args["slot_minutes"])
     if grid.n_cells != stats.n_cells:
         raise ExportError(f"--data has {grid.n_cells} cells, the checkpoint was trained on {stats.n_cells}")
     periods = grid.splits()
