@@ -34,6 +34,10 @@ settings in a few minutes (what tests/test_demo.py smoke-tests).
    signed ``umask_grid`` bundle (fp32 + int8 QDQ; ``--quick``: fp32 with 2 noise draws), opened by the
    torch-free session and scored in raw units on the PROTOCOL A test windows (``--quick``: every 8th) next
    to the best simple rows (ARIMA is not re-run here: 0.401 / 0.271 in ``milan_arima.json``).
+10. The other families (``--families``, on by default, off with ``--quick``): the shipped U-STS-LLM, FatsMB and
+   GTS-LUM checkpoints exported to signed bundles and served by their torch-free sessions on REAL data: Milan
+   A1 / A2, Taobao item Recall@10, the 6 Tsinghua users' next-hour app categories
+   (benchmarks/demo_families.py).
  in ``artifacts/demo/summary.json``; the printed summary says which data is real.
 """
 
@@ -49,6 +53,7 @@ from typing import Any
 
 import numpy as np
 
+from umask.bench.demo_families import _rel, _section, family_models, grid_model
 from umask.export.errors import ExportError
 from umask.runtime.core.catalog import load_llmapp_catalog
 from umask.runtime.core.events import read_official_trace, read_trace
@@ -62,16 +67,6 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data"
 TSINGHUA = DATA / "tsinghua_app_usage"
 DAY = 86_400
-
-
-def _rel(path: Path) -> str:
-    """Path relative to the repository when it lies inside it (for readable, portable summaries)."""
-    path = Path(path).resolve()
-    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
-
-
-def _section(title: str) -> None:
-    print(f"\n== {title} " + "=" * max(0, 76 - len(title)))
 
 
 # -----------------------------------------------------------------------------
@@ -300,52 +295,6 @@ def export_bundle(ckpt: Path, out: Path, quick: bool, gguf_dir: Path | None,
     return manifest
 
 
-def grid_model(ckpt: Path, out: Path, quick: bool, sign_key: Path, pub: Path,
-               baseline_rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Step 9: export the shipped grid checkpoint, open the bundle as a device would, score Milan A1 / A2 with it;
-    ``baseline_rows``: step 3's Milan baseline rows (every test window), printed next to it."""
-    from umask.bench.accuracy import grid as harness
-    from umask.bench.accuracy.grid_umask_v2 import protocol_windows
-    from umask.export.families import exporter
-    from umask.runtime.session import Session
-    from umask.train.common.metrics import mae
-    from umask.train.data.grids import milan_grid
-
-    precisions = ["fp32"] if quick else ["fp32", "int8-qdq"]
-    samples = 2 if quick else 16
-    _section(f"9. The grid model (REAL Milan): {_rel(ckpt)} -> {_rel(out)} ({', '.join(precisions)}, {samples} draws)")
-    manifest = exporter("umask_grid")(ckpt, out, precisions=precisions, samples=samples, sign_key=sign_key)
-    print(f"bundle written in {manifest.get('export_seconds')} s; per-cell gate chosen on the validation days "
-          f"(A1 over the prior, A2 over {manifest['gate']['impute']['other']})")
-    grid = milan_grid()
-    spec = harness.GridSpec(grid)
-    fw, iw = protocol_windows(spec, "test")
-    every = 8 if quick else 1
-    fi, ii = np.arange(0, len(fw.starts), every), np.arange(0, len(iw.starts), every)
-    sc = spec.scaler
-    rows: list[dict[str, Any]] = []
-    for prec in precisions:
-        with Session.open(out, precision=prec, trusted_keys=[pub]) as s:
-            t0 = time.perf_counter()
-            a1 = s.forecast(sc.inverse_transform(fw.x[fi]), first_slot=fw.starts[fi] - fw.x.shape[1])
-            a2 = s.impute(np.where(iw.mask[ii], np.nan, sc.inverse_transform(iw.truth[ii])), iw.mask[ii],
-                          first_slot=iw.starts[ii])
-            sec = time.perf_counter() - t0
-        # normalized MAE of the scored windows on the protocol's scale (A2: the hidden entries only)
-        for task, nmae, n in (("A1", mae(sc.transform(a1), fw.y[fi]), len(fi)),
-                              ("A2", mae(sc.transform(a2), iw.truth[ii], iw.mask[ii]), len(ii))):
-            rows.append({"precision": prec, "task": task, "windows": int(n), "nmae": nmae, "seconds": round(sec, 1)})
-    base = {r["model"] + "/" + r["task"][:2]: r["metrics"]["normalized_mae"] for r in baseline_rows}
-    for r in rows:
-        print(f"{r['precision']:9s} {r['task']}: nMAE {r['nmae']:.4f} on {r['windows']} windows "
-              f"({r['seconds']} s for both tasks)")
-    print(f"all test windows, simple rows: A1 historical average {base['historical_average/A1']:.3f}, "
-          f"A2 linear interpolation {base['linear_interpolation/A2']:.3f}, lowrank_interpolation "
-          f"{base['lowrank_interpolation/A2']:.3f}; ARIMA 0.401 / 0.271 (milan_arima.json)")
-    return {"data": "real", "checkpoint": _rel(ckpt), "bundle": _rel(out), "rows": rows,
-            "export_seconds": manifest.get("export_seconds")}
-
-
 def _mask_strip(mask: np.ndarray, slots_per_hour: int, hours: int = 24) -> str:
     """The last ``hours`` hours of a (T, H, W) evidence mask as one character per hour: the share of
     the hour's (slot, cell) coordinates chosen as evidence (' ' none, '.' < 1/4, ':' < 1/2, '#' more)."""
@@ -488,10 +437,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-only", action="store_true", help="stop after the data steps 1-4")
     p.add_argument("--grid-model", type=Path, default=ROOT / "checkpoints" / "umask_grid_s0",
                    help="the shipped grid U-MASK checkpoint of step 9 (a folder without config.json skips the step)")
+    p.add_argument("--families", action=argparse.BooleanOptionalAction, default=None,
+                   help="step 10: export and serve the shipped U-STS-LLM, FatsMB and GTS-LUM checkpoints (default: "
+                        "on, off with --quick)")
     args = p.parse_args(argv)
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(line_buffering=True)   # progress reaches a log file as it happens
     n_users = args.users or (100 if args.quick else 1000)
+    if args.families is None:
+        args.families = not args.quick
     if n_users < 1:
         p.error("--users must be >= 1")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -537,6 +491,10 @@ def main(argv: list[str] | None = None) -> int:
                                          summary["milan"]["rows"])
         else:
             print(f"step 9 skipped: no grid checkpoint at {args.grid_model}")
+        if args.families:
+            summary["families"] = family_models(args.out, args.quick, key, pub, summary["milan"]["rows"])
+        else:
+            print("step 10 skipped (--no-families)")
     summary["elapsed_s"] = round(time.perf_counter() - t0, 1)
     out = args.out / "summary.json"
     tmp = out.with_suffix(".json.tmp")

@@ -180,6 +180,18 @@ def test_compare_rules() -> None:
     assert gd.compare({"y": ref["y"] * 1.02, "k": ref["k"]}, ref, artifact="a", precision="int8")["ok"]
     with pytest.raises(gd.SelfTestError, match="tolerance 0.001 for fp32"):
         gd.compare({"y": ref["y"] * 1.02, "k": ref["k"]}, ref, artifact="a", precision="fp32")
+    # -inf by design (a log-prior of a never-seen category): pinned exactly, the finite part within tolerance
+    lp = {"s": np.array([[-np.inf, 0.5, -1.0]], np.float32)}
+    assert gd.compare({"s": lp["s"] + np.float32(1e-5)}, lp, artifact="a", precision="fp32")["ok"]
+    with pytest.raises(gd.SelfTestError, match="where that is not finite"):
+        gd.compare({"s": np.array([[-30.0, 0.5, -1.0]], np.float32)}, lp, artifact="a", precision="fp32")
+
+
+def test_golden_writer_keeps_infinite_outputs_and_skips_nan() -> None:
+    from umask.export.bundle import _usable
+
+    assert _usable([np.array([-np.inf, 1.0], np.float32), np.array([3])])
+    assert not _usable([np.array([np.nan, 1.0], np.float32)])
 
 
 # ---------------------------------------------------------------------------------------------

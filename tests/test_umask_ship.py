@@ -72,17 +72,58 @@ def test_ship_refuses_a_folder_without_ema(tmp_path: Path) -> None:
         ship(out, tmp_path / "again")
 
 
+def _load_family(folder: Path, family: str) -> torch.nn.Module:
+    """The family's own loader (what its scorer and exporter call) on a shipped folder."""
+    if family == "umask":
+        return load_model(folder)[0]
+    if family == "ustsllm":
+        from umask.train.models.ustsllm.model import load_model as load_ustsllm
+        return load_ustsllm(folder)[0]
+    if family == "gtslum":
+        from umask.train.models.gtslum.trainer import load as load_gtslum
+        return load_gtslum(folder)[0]
+    if family == "fatsmb":
+        from umask.train.models.fatsmb.trainer import load as load_fatsmb
+        return load_fatsmb(folder)[0]
+    raise AssertionError(f"{folder}: unknown family {family!r}")
+
+
 @pytest.mark.parametrize("name", sorted(p.name for p in (Path(__file__).resolve().parents[1] / "checkpoints").iterdir()
                                         if (p / "config.json").is_file()))
 def test_every_committed_checkpoint_is_intact_and_has_a_card(name: str) -> None:
-    """The folders under checkpoints/ are what the main job and the result files name: the weights
-    are the ones the config's ``shipped`` record hashed, a model card exists, and the weights load."""
-    import hashlib
+    """The folders under checkpoints/ are what the main job and the result files name: every file is the one
+    the config's ``shipped`` record hashed, a model card exists, and the family's loader builds the network."""
+    from umask.train.common.ship import verify_shipped
 
     folder = Path(__file__).resolve().parents[1] / "checkpoints" / name
-    cfg = json.loads((folder / "config.json").read_text())
-    assert hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest() == cfg["shipped"]["sha256"]
+    cfg = verify_shipped(folder)
     card = (folder / "MODEL_CARD.md").read_text()
     assert ("SYNTHETIC" in card or "REAL" in card) and f"checkpoints/{name}" in card     # the card names its data
-    model, _ = load_model(folder)
+    model = _load_family(folder, cfg["shipped"].get("family", "umask"))   # U-MASK folders predate the field
     assert sum(p.numel() for p in model.parameters()) > 500_000
+
+
+def test_run_folder_ship_copies_every_file_and_notices_a_change(tmp_path: Path) -> None:
+    """Run folders that are already the product (FatsMB, GTS-LUM): copied byte for byte, each file hashed."""
+    from umask.train.common.ship import ship_fatsmb, verify_shipped
+
+    run = tmp_path / "run"
+    run.mkdir()
+    save_file({"w": torch.arange(6.0).reshape(2, 3)}, str(run / "model.safetensors"))
+    (run / "config.json").write_text(json.dumps({"model": {"d": 3}}))
+    with pytest.raises(InputError, match="items.safetensors"):                 # an unfinished run is refused
+        ship_fatsmb(run, tmp_path / "bad")
+    save_file({"items": torch.arange(4)}, str(run / "items.safetensors"))
+    (run / "prior_diffusion.json").write_text('{"gains": [0.5]}')
+    out = ship_fatsmb(run, tmp_path / "shipped")
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "items.safetensors", "model.safetensors",
+                                                      "prior_diffusion.json"]
+    for f in ("model.safetensors", "items.safetensors", "prior_diffusion.json"):
+        assert (out / f).read_bytes() == (run / f).read_bytes()
+    cfg = verify_shipped(out)
+    assert cfg["model"] == {"d": 3} and cfg["shipped"]["family"] == "fatsmb"
+    with pytest.raises(InputError, match="already a shipped folder"):
+        ship_fatsmb(out, tmp_path / "again")
+    (out / "prior_diffusion.json").write_text('{"gains": [9.0]}')
+    with pytest.raises(InputError, match="prior_diffusion.json: missing or changed"):
+        verify_shipped(out)

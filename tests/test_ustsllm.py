@@ -90,6 +90,43 @@ def test_cells_are_unordered_tokens_and_lora_merge_keeps_the_output(trained: tup
         assert torch.allclose(model("forecast", **inp), y, atol=1e-5)
 
 
+def test_shipped_folder_drops_the_backbone_and_rebuilds_the_same_network(trained: tuple[Path, GridData],
+                                                                         tmp_path: Path, monkeypatch) -> None:
+    """train/common/ship.py: the folder holds everything but the frozen blocks, which the constructor reloads from
+    the package. The tiny run's backbone is random, so here the 'package' is made to hold the run's own blocks."""
+    from safetensors.torch import load_file
+
+    import umask.train.models.ustsllm.model as um
+    from umask.train.common.ship import ship_ustsllm
+
+    ckpt, grid = trained
+    with pytest.raises(InputError, match="differs from the package"):      # a random backbone cannot be rebuilt
+        ship_ustsllm(ckpt, tmp_path / "refused")
+    ref, _ = um.load_model(ckpt)
+    backbone = {k.removeprefix("blocks.").replace(".base_layer", ""): v for k, v in ref.state_dict().items()
+                if k in um.frozen_backbone_keys(ref.state_dict())}                    # names before LoRA wraps them
+    orig = um.load_blocks
+
+    def package_blocks(cfg):   # the package's weights = this run's frozen blocks
+        blocks, lcfg = orig(cfg)
+        assert not blocks.load_state_dict(backbone, strict=False).unexpected_keys
+        return blocks, lcfg
+
+    monkeypatch.setattr(um, "load_blocks", package_blocks)
+    out = ship_ustsllm(ckpt, tmp_path / "shipped")
+    sd = load_file(str(out / "model.safetensors"))
+    assert not any(k.startswith("blocks.") and "lora_" not in k for k in sd)             # no frozen weights
+    assert "scaling.c" in sd and any("lora_" in k for k in sd)                          # adapters and side modules
+    shipped, config = um.load_model(out)
+    assert config["shipped"]["family"] == "ustsllm" and config["shipped"]["step"] == 3
+    inp = _inputs(grid)
+    with torch.no_grad():
+        assert torch.equal(shipped("forecast", **inp), ref("forecast", **inp))
+    (out / "model.safetensors").write_bytes((out / "model.safetensors").read_bytes()[:-4] + b"\0\0\0\0")
+    with pytest.raises(InputError, match="changed since it was shipped"):
+        um.load_model(out)
+
+
 def test_export_parity_and_runtime_session_match_torch(trained: tuple[Path, GridData], tmp_path: Path) -> None:
     from umask.export.families.ustsllm.exporter import export_bundle
     from umask.runtime.session import Session

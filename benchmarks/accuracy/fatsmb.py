@@ -262,7 +262,12 @@ def score_baselines(col: Collector, seeds: Sequence[int], steps: int, only: Sequ
                 notes=f"recent + co-occurrence blend: {PRIOR_NOTE}, no neural part; gains fitted on training-split "
                       f"queries, best validation step {m.best_step} by {d.val_metric} kept (the same fit as FatsMB's prior)")
     CURVES.mkdir(parents=True, exist_ok=True)
-    for name in [n for n in ("sasrec", "bert4rec") if n in only]:
+    learned = [n for n in ("sasrec", "bert4rec") if n in only]
+    if learned:
+        log.warning("training the %s baseline(s): %d steps x %d seed(s) each, several CPU minutes; "
+                    "--baselines without them (e.g. --baselines pop,recent,blend, or '' for none) skips this",
+                    " / ".join(learned), steps, len(seeds))
+    for name in learned:
         for seed in seeds:
             t = time.time()
             m = seqrec.make(name).fit(d.train, d.n_items, d.n_behaviors, seed=seed, steps=steps, val=val,

@@ -92,7 +92,8 @@ def torch_fns(ckpt: str, stats: GridStats, *, llm_branch: bool = True
     from umask.train.common.checkpoints import resolve_checkpoint
 
     resolved = resolve_checkpoint(ckpt)
-    step = json.loads((resolved / "state.json").read_text())["step"] if (resolved / "state.json").exists() else None
+    step = (json.loads((resolved / "state.json").read_text())["step"] if (resolved / "state.json").exists()
+            else (config.get("shipped") or {}).get("step"))        # a shipped folder records its source step
     return forecast, impute, {"checkpoint": str(resolved), "train_step": step, "seed": config.get("train", {}).get("seed"),
                               "net": cfg.to_dict()}
 

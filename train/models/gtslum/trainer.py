@@ -251,7 +251,12 @@ def load(run_dir: str | Path, base: str | Path | None = None) -> tuple[GTSLUM, d
     mcfg = GTSLUMConfig(**{"prior_head": False, "score_gate": False, **meta["model"]})   # runs from before these
     sd = load_file(str(run / MODEL_FILE))
     enc = {k: sd[k].numpy() for k in ("sid_table", "node_emb", "desc_text")}
-    model = build_model(mcfg, enc, base or meta["train"].get("base"))
+    base = base or meta["train"].get("base")
+    if base is not None and not (Path(base) / "model.safetensors").is_file():
+        from umask.train.models.umask.uscope.llm import prepare_base
+
+        prepare_base(base)            # a fresh clone serving a shipped run: dequantize the package's GGUF once
+    model = build_model(mcfg, enc, base)
     missing, unexpected = model.load_state_dict(sd, strict=False)
     if unexpected or [k for k in missing if not k.startswith("decoder.") and k != "prior_w"]:
         raise ValueError(f"{run}: state mismatch (missing {missing[:5]}, unexpected {unexpected[:5]})")

@@ -6,41 +6,27 @@ writes ``model.safetensors`` (the checkpoint's EMA weights, the ones every evalu
 fp16 to keep the folder a few MB; `trainer.load_model` widens them back to fp32) and ``config.json``
 (the run's configuration plus a ``shipped`` record: source checkpoint, step, dtype, sha256 of the weights).
 The model card (MODEL_CARD.md) is written by hand next to them, with the scores of THIS folder. The
-optimizer state is not shipped: to continue training, use the run's own checkpoint.
+optimizer state is not shipped: to continue training, use the run's own checkpoint. The other families'
+shipper (and the atomic writer used here) is ``umask.train.common.ship``.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from umask.runtime.core.errors import InputError
 from umask.train.common.checkpoints import resolve_checkpoint
+from umask.train.common.ship import write_shipped
 
 log = logging.getLogger(__name__)
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)            # mkstemp makes 0600; a shipped file is read by everyone
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def ship(ckpt: str | Path, out: str | Path, *, dtype: str = "float16",
@@ -62,21 +48,15 @@ def ship(ckpt: str | Path, out: str | Path, *, dtype: str = "float16",
     sd = load_file(str(ema))
     cast = getattr(torch, dtype)
     sd = {k: (v.to(cast) if v.is_floating_point() else v).contiguous() for k, v in sd.items()}
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    weights = out / "model.safetensors"
-    _atomic_write(weights, lambda tmp: save_file(sd, tmp, metadata={"weights": "ema", "dtype": dtype}))
     config = json.loads((src / "config.json").read_text())
     state = json.loads((src / "state.json").read_text()) if (src / "state.json").is_file() else {}
     if all_evidence_tasks:
         config["inference"] = {"all_evidence_tasks": list(dict.fromkeys(all_evidence_tasks)),
                                "why": "every available coordinate is evidence at inference for these tasks: the "
                                       "learned mask discarded evidence that helps (docs/families/umask.md)"}
-    config["shipped"] = {"from": str(src), "step": state.get("step"), "weights": "ema", "dtype": dtype,
-                         "sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}
-    _atomic_write(out / "config.json", lambda tmp: Path(tmp).write_text(json.dumps(config, indent=1) + "\n"))
-    log.info("shipped %s (step %s) -> %s (%.1f MB)", src, state.get("step"), out, weights.stat().st_size / 1e6)
-    return out
+    return write_shipped(out, sd, config, {"family": "umask", "from": str(src), "step": state.get("step"),
+                                           "weights": "ema", "dtype": dtype},
+                         metadata={"weights": "ema", "dtype": dtype})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -538,14 +538,26 @@ class TaskNet(nn.Module):
         return self.net(self.task, x, mask, prior, tod, dow, graph)
 
 
+def frozen_backbone_keys(state: dict[str, torch.Tensor]) -> list[str]:
+    """Keys of a USTSLLM state dict that hold frozen SmolLM2 weights (the blocks minus their LoRA adapters):
+    what a shipped folder leaves out, because building the network reloads them from the package."""
+    return [k for k in state if k.startswith("blocks.") and "lora_" not in k]
+
+
 def load_model(ckpt_dir: str | Path, *, ema: bool = True) -> tuple[USTSLLM, dict[str, Any]]:
-    """(model in eval mode, config.json) from a training checkpoint (or a run directory: its best one)."""
+    """(model in eval mode, config.json) from a training checkpoint (or a run directory: its best one), or from
+    a shipped folder (train/common/ship.py: the EMA weights without the frozen backbone, which the network's
+    constructor has already loaded from the package)."""
     from safetensors.torch import load_file
 
     from umask.train.common.checkpoints import resolve_checkpoint
 
-    ckpt = resolve_checkpoint(ckpt_dir)
-    config = json.loads((ckpt / "config.json").read_text())
+    from umask.train.common.ship import verify_shipped
+
+    shipped = (Path(ckpt_dir) / "config.json").is_file() and "shipped" in json.loads(
+        (Path(ckpt_dir) / "config.json").read_text())
+    ckpt = Path(ckpt_dir) if shipped else resolve_checkpoint(ckpt_dir)
+    config = verify_shipped(ckpt) if shipped else json.loads((ckpt / "config.json").read_text())
     if "guide_prior" not in config["model"]["net"]:
         from umask.runtime.core.errors import InputError
 
@@ -553,10 +565,19 @@ def load_model(ckpt_dir: str | Path, *, ema: bool = True) -> tuple[USTSLLM, dict
                          "code's guidance starts from the grid prior and its eq. 2 has the day type: retrain")
     cfg = USTSConfig(**config["model"]["net"])
     model = USTSLLM(cfg)
+    if shipped:
+        state = load_file(str(ckpt / "model.safetensors"))
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if unexpected or sorted(missing) != sorted(frozen_backbone_keys(model.state_dict())):
+            from umask.runtime.core.errors import InputError
+
+            raise InputError(f"{ckpt / 'model.safetensors'}: not this network's weights (unexpected "
+                             f"{unexpected[:4]}, missing {[k for k in missing if 'lora_' in k or not k.startswith('blocks.')][:4]})")
+        return model.eval(), config
     state = load_file(str(ckpt / ("ema.safetensors" if ema else "model.safetensors")))
     # the loop trains the eq. 15 wrapper (trainer.MultiTask), whose network sits under "net."
     model.load_state_dict({k.removeprefix("net."): v for k, v in state.items()})
     return model.eval(), config
 
 
-__all__ = ["USTSConfig", "USTSLLM", "TaskNet", "TASKS", "GUIDE_PRIORS", "load_model", "merge_lora", "block_forward", "load_blocks"]
+__all__ = ["USTSConfig", "USTSLLM", "TaskNet", "TASKS", "GUIDE_PRIORS", "load_model", "frozen_backbone_keys", "merge_lora", "block_forward", "load_blocks"]

@@ -1,0 +1,91 @@
+"""The main job's step 10 (benchmarks/demo_families.py): each shipped family checkpoint under checkpoints/ is
+exported to a signed bundle and served by its torch-free session on REAL data, and what it serves is better
+than a simple rule computed here on the same inputs. Quick mode: fp32, every 8th Milan window / Taobao user."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from umask.bench.demo import demo_key
+from umask.bench.demo_families import FAMILY_MODELS, ROOT, family_models
+
+SHIPPED = dict(FAMILY_MODELS)
+
+
+def _need(family: str) -> tuple[tuple[str, str], ...]:
+    if not (ROOT / SHIPPED[family] / "config.json").is_file():
+        pytest.fail(f"{SHIPPED[family]}: the shipped {family} checkpoint is missing")
+    return ((family, SHIPPED[family]),)
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    out = tmp_path_factory.mktemp("families")
+    key, pub = demo_key(out / "keys")
+    return out, key, pub
+
+
+def _interp_nmae(every: int = 8) -> float:
+    """Linear interpolation over time per cell (the A2 simple row) on the same every-8th REAL test windows."""
+    from umask.bench.accuracy import grid as harness
+    from umask.bench.accuracy.grid_umask_v2 import protocol_windows
+    from umask.train.data.grids import milan_grid
+
+    _, iw = protocol_windows(harness.GridSpec(milan_grid()), "test")
+    err, n = 0.0, 0
+    for w in range(0, len(iw.starts), every):
+        truth, hidden = iw.truth[w], iw.mask[w]                                # (T, N)
+        t = np.arange(truth.shape[0])
+        for c in range(truth.shape[1]):
+            obs = ~hidden[:, c]
+            est = np.interp(t, t[obs], truth[obs, c])
+            err += np.abs(est - truth[:, c])[hidden[:, c]].sum()
+            n += int(hidden[:, c].sum())
+    return err / n
+
+
+def test_ustsllm_shipped_bundle_beats_interpolation_on_real_milan(keys: tuple[Path, Path, Path]) -> None:
+    out, key, pub = keys
+    rec = family_models(out, True, key, pub, models=_need("ustsllm"))["ustsllm"]
+    rows = {r["task"]: r for r in rec["rows"]}
+    assert rows["A1"]["windows"] == 37 and rows["A2"]["windows"] == 19
+    assert rows["A2"]["nmae"] < _interp_nmae()              # its imputation beats the interpolation it refines
+    assert rows["A1"]["nmae"] < 0.5                         # all-zero scores 0.77 on this scale
+
+
+def test_fatsmb_shipped_bundle_ranks_real_taobao_users_better_than_recent_items(keys: tuple[Path, Path, Path]) -> None:
+    from umask.train.baselines import seqrec
+    from umask.train.models.fatsmb.data import TAOBAO_SAMPLE, load_protocol_c
+
+    out, key, pub = keys
+    rec = family_models(out, True, key, pub, models=_need("fatsmb"))["fatsmb"]
+    d = load_protocol_c(TAOBAO_SAMPLE)
+    users = np.arange(0, len(d.test), 8)
+    m = seqrec.make("recent").fit(d.train, d.n_items, d.n_behaviors)
+    s = m.score([d.test.prefixes[u] for u in users], d.test.behavior[users])
+    top = np.argsort(-s, axis=1, kind="stable")[:, :10]
+    recent = float(np.mean([d.test.item[u] in top[i] for i, u in enumerate(users)]))
+    (row,) = rec["rows"]
+    assert row["users"] == len(users) and row["recall@10"] > recent
+    assert len(rec["example"]["items"]) == 5 and rec["example"]["behavior"] in d.behaviors
+
+
+def test_gtslum_shipped_bundle_names_categories_for_the_real_users(keys: tuple[Path, Path, Path]) -> None:
+    import json
+
+    out, key, pub = keys
+    rec = family_models(out, True, key, pub, models=_need("gtslum"))["gtslum"]
+    assert len(rec["users"]) == 6
+    for u in rec["users"]:
+        assert len(set(u["top5"])) == 5
+    manifest = json.loads((out / "gtslum_bundle" / "manifest.json").read_text())
+    assert manifest["parity"]["fp32"]["top5_agreement"] == 1.0     # the bundle ranks the REAL windows as torch does
+    from umask.runtime.session import Session
+
+    for prec in ("fp32", "int8"):      # the head's log-prior is -inf for unseen categories: its golden I/O still pins it
+        with Session.open(out / "gtslum_bundle", precision=prec, trusted_keys=[pub], self_test=True) as s:
+            assert s.next_apps(ROOT / "data" / "tsinghua_app_usage" / "app_usage_trace_sample_llmapp.csv.gz", k=3)
+    assert 0.0 <= rec["recall@5_of_used"] <= 1.0
