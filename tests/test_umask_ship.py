@@ -104,7 +104,7 @@ def test_every_committed_checkpoint_is_intact_and_has_a_card(name: str) -> None:
 
 
 def test_run_folder_ship_copies_every_file_and_notices_a_change(tmp_path: Path) -> None:
-    """Run folders that are already the product (FatsMB, GTS-LUM): copied byte for byte, each file hashed."""
+    """Run folders that are already the product (FatsMB, GTS-LUM): copied (FatsMB's weights as fp16), each file hashed."""
     from umask.train.common.ship import ship_fatsmb, verify_shipped
 
     run = tmp_path / "run"
@@ -118,8 +118,10 @@ def test_run_folder_ship_copies_every_file_and_notices_a_change(tmp_path: Path) 
     out = ship_fatsmb(run, tmp_path / "shipped")
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "items.safetensors", "model.safetensors",
                                                       "prior_diffusion.json"]
-    for f in ("model.safetensors", "items.safetensors", "prior_diffusion.json"):
+    for f in ("items.safetensors", "prior_diffusion.json"):
         assert (out / f).read_bytes() == (run / f).read_bytes()
+    w = load_file(str(out / "model.safetensors"))["w"]                         # the weights as fp16
+    assert w.dtype == torch.float16 and torch.equal(w.float(), torch.arange(6.0).reshape(2, 3))
     cfg = verify_shipped(out)
     assert cfg["model"] == {"d": 3} and cfg["shipped"]["family"] == "fatsmb"
     with pytest.raises(InputError, match="already a shipped folder"):
