@@ -42,8 +42,9 @@ def export_main(argv: Sequence[str] | None = None) -> int:
                    help="ed25519 private key (PEM) that signs manifest.json (manifest.sig); without it the bundle is "
                         "unsigned and opens only with --allow-unsigned")
     p.add_argument("--passphrase-env", default=None, help="environment variable holding the --sign-key passphrase")
-    p.add_argument("--precisions", default=",".join(PRECISIONS),
-                   help=f"comma-separated, must include fp32 (default: {','.join(PRECISIONS)})")
+    p.add_argument("--precisions", default=None,
+                   help=f"comma-separated, must include fp32 (default: every precision the family's exporter makes; "
+                        f"umask: {','.join(PRECISIONS)}; fatsmb: fp32,int8-qdq; gtslum: fp32,int8)")
     p.add_argument("--gguf-dir", default=str(DEFAULT_GGUF_DIR),
                    help="the U-SCOPE pipeline's GGUF folder; the LLM chosen by --llm-quant goes into the bundle's llm/ "
                         "(absent: noted, the device writes template profiles)")
@@ -72,14 +73,16 @@ def export_main(argv: Sequence[str] | None = None) -> int:
             if ns.passphrase_env not in os.environ:
                 raise _input(f"--passphrase-env {ns.passphrase_env}: no such environment variable")
             pw = os.environ[ns.passphrase_env].encode()
-        options = dict(precisions=[s.strip() for s in ns.precisions.split(",") if s.strip()],
+        options = dict(**({"precisions": [s.strip() for s in ns.precisions.split(",") if s.strip()]}
+                          if ns.precisions is not None else {}),   # absent: the family exporter's own default
                        data_dir=ns.data_dir, gguf_dir=ns.gguf_dir or None, llm_quant=ns.llm_quant,
                        sbert=not ns.no_sbert, sbert_cache=ns.sbert_cache or None,
                        tensorrt=not ns.no_tensorrt, sign_key=ns.sign_key, passphrase=pw,
                        **({"accuracy_gate": ns.accuracy_gate} if ns.accuracy_gate else {}),
                        **({"data": ns.data} if ns.data else {}))
         fn = exporter(ns.family)
-        m = fn(ns.ckpt, ns.out, **_accepted(fn, options, ns.family, given={"data", "accuracy_gate"} & set(options)))
+        m = fn(ns.ckpt, ns.out, **_accepted(fn, options, ns.family,
+                                            given={"data", "accuracy_gate", "precisions"} & set(options)))
     except (UmaskError, ValueError, OSError) as e:
         return _fail("export", e)
     summary = {p_: {n: {"status": e.get("status"), **_parity_summary(e["parity"])}

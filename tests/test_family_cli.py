@@ -64,8 +64,8 @@ def test_fatsmb_exports_through_the_cli_and_run_names_what_serves_it(tmp_path: P
     assert main(["train", "fatsmb", "--max-users", "60", "--stage1-steps", "2", "--stage2-steps", "2",
                  "--stage3-steps", "2", "--out", str(run)]) == 0
     bundle = tmp_path / "fb"
-    assert main(["export", "--family", "fatsmb", "--ckpt", str(run), "--out", str(bundle), "--precisions", "fp32"]) == 0
-    assert (bundle / "manifest.json").is_file()
+    assert main(["export", "--family", "fatsmb", "--ckpt", str(run), "--out", str(bundle)]) == 0   # its own precisions
+    assert set(json.loads((bundle / "manifest.json").read_text())["artifacts"]) == {"fp32", "int8-qdq"}
     capsys.readouterr()
     assert main(["export", "--family", "fatsmb", "--ckpt", str(run), "--out", str(tmp_path / "fb2"),
                  "--data", "x.csv"]) == InputError.exit_code
