@@ -238,9 +238,10 @@ def _run_umask(argv: Sequence[str] | None = None) -> int:
                "\n\nexit status: 0 ok; 2 bad command line; 3 bad argument; 4 bad history file; 5 limit; 6 bundle "
                "refused;\n7 manifest schema; 8 signature.\n\n"
                "example: umask run --bundle artifacts/bundles/small --history events.csv --task short\n\n"
-               "This help is the per-user U-MASK bundle's. A bundle of another family has its own flags: grid\n"
-               "bundles (umask_grid, ustsllm) take --values CSV --task forecast|impute --first-slot N; see\n"
-               "'umask run --bundle GRID_BUNDLE --help'.")
+               "This help is the per-user U-MASK bundle's. A bundle of another family has its own flags (see\n"
+               "'umask run --bundle BUNDLE --help'): grid bundles (umask_grid, ustsllm) take --values CSV --task\n"
+               "forecast|impute --first-slot N; gtslum takes --history FILE [--now T] [-k N]; fatsmb takes\n"
+               "--history ITEMS.csv --behavior B [-k N].")
     p.add_argument("--bundle", required=True, help="bundle directory written by 'umask export'")
     p.add_argument("--history", required=True, help="the user's event history file")
     p.add_argument("--task", required=True, choices=("short", "long", "cold", "impute"),
@@ -270,18 +271,11 @@ def _run_umask(argv: Sequence[str] | None = None) -> int:
     add_key_options(p)
     ns = p.parse_args(argv)
     from umask.runtime.core.errors import InputError, UmaskError
-    from umask.runtime.core.events import parse_compact_time
+    from umask.runtime.core.history import compact_time
     from umask.runtime.session import Session
 
     try:
-        now_ts = None
-        if ns.now is not None:
-            if not 10**13 <= ns.now < 10**14:
-                raise InputError(f"--now {ns.now} is not a YYYYMMDDhhmmss time (14 digits)")
-            ts, ok = parse_compact_time([ns.now])
-            if not ok[0]:
-                raise InputError(f"--now {ns.now} is not a valid YYYYMMDDhhmmss time")
-            now_ts = int(ts[0])
+        now_ts = compact_time(ns.now, "--now")
         providers = [x.strip() for x in ns.providers.split(",") if x.strip()]
         if not providers:
             raise InputError(f"--providers {ns.providers!r}: name at least one provider (cpu, cuda, tensorrt)")

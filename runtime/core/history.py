@@ -100,6 +100,21 @@ def load_history(path: str | Path, *, limits: Limits | None = None) -> EventLog:
     return read_trace(p, limits=lim)
 
 
+def compact_time(value: int | None, name: str) -> int | None:
+    """A local ``YYYYMMDDhhmmss`` time (the events.csv format; what ``umask run --now`` takes) as local seconds,
+    None for None; InputError naming ``name`` for anything that is not a valid 14-digit time."""
+    from umask.runtime.core.events import parse_compact_time
+
+    if value is None:
+        return None
+    if not 10**13 <= value < 10**14:
+        raise InputError(f"{name} {value} is not a YYYYMMDDhhmmss time (14 digits)")
+    ts, ok = parse_compact_time([value])
+    if not ok[0]:
+        raise InputError(f"{name} {value} is not a valid YYYYMMDDhhmmss time")
+    return int(ts[0])
+
+
 def as_timestamp(value: Any, name: str) -> int:
     """``value`` as local seconds (an int, a numpy integer or an integral finite float in
     [0, 2**62)); anything else (bool, inf, NaN, 1.5, str, 10**30) raises `InputError` naming ``name``."""
@@ -292,5 +307,5 @@ def build_window(events: EventLog, catalog: Catalog, fcfg: FeatureConfig, spec: 
                   int(w0), int(now), ss, tslots)
 
 
-__all__ = ["EVENTS_CSV_COLUMNS", "TASK_NAMES", "MAX_EVENTS", "as_timestamp", "read_events_csv", "load_history", "check_history",
+__all__ = ["EVENTS_CSV_COLUMNS", "TASK_NAMES", "MAX_EVENTS", "as_timestamp", "compact_time", "read_events_csv", "load_history", "check_history",
            "WindowSpec", "Window", "build_window"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import logging
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -152,4 +153,43 @@ class Session(FamilySession):
         return [{"category": self.categories[i], "score": float(s[i])} for i in order]
 
 
-__all__ = ["Session", "FAMILY"]
+def run_main(argv: Sequence[str] | None = None) -> int:
+    """``umask run --bundle DIR --history FILE [--now YYYYMMDDhhmmss] [-k 5] [--precision fp32|int8]``: the next
+    hour's app categories of one user as JSON (what `umask.cli` dispatches a gtslum bundle to)."""
+    import argparse
+    import json
+    import sys
+
+    from umask.runtime.core.history import compact_time
+    from umask.runtime.core.signing import add_key_options
+
+    p = argparse.ArgumentParser(
+        prog="umask run (gtslum bundle)", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Rank the app categories one user will open in the next hour with a GTS-LUM bundle, privately "
+                    "(numpy + onnxruntime, no torch, no network); prints JSON. The bundle must be signed by a trusted "
+                    "key (--trusted-keys or $UMASK_TRUSTED_KEYS) unless --allow-unsigned.",
+        epilog="--history: one user's events: events.csv (header time,app_id,base_id,bytes; time = local\n"
+               "YYYYMMDDhhmmss), the official Tsinghua trace text or the LLMApp CSV; app and base-station ids in\n"
+               "LLMApp's id space. Events at or after --now are refused (they would be the future).\n\n"
+               "exit status: 0 ok; 2 bad command line; 3 bad argument; 4 bad history file; 6 bundle refused;\n"
+               "7 manifest schema; 8 signature.\n\n"
+               "example: umask run --bundle artifacts/bundles/gtslum --history events.csv --now 20160420180000 -k 5 "
+               "--trusted-keys keys/umask.pub")
+    p.add_argument("--bundle", required=True, help="bundle directory written by 'umask export --family gtslum'")
+    p.add_argument("--history", required=True, help="the user's event history file")
+    p.add_argument("--now", type=int, default=None,
+                   help="start of the target hour as local YYYYMMDDhhmmss (default: the first 15-minute boundary "
+                        "after the last event)")
+    p.add_argument("-k", type=int, default=5, help="categories to return, best first (default 5)")
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS, help="fp32 (default) or int8")
+    add_key_options(p)
+    ns = p.parse_args(list(sys.argv[1:] if argv is None else argv))
+    now_ts = compact_time(ns.now, "--now")
+    with Session.open(ns.bundle, precision=ns.precision, trusted_keys=ns.trusted_keys,
+                      allow_unsigned=ns.allow_unsigned) as s:
+        apps = s.next_apps(ns.history, k=ns.k, now_ts=now_ts)
+    print(json.dumps({"family": FAMILY, "now": ns.now, "apps": apps}, indent=1))
+    return 0
+
+
+__all__ = ["Session", "FAMILY", "run_main"]
