@@ -24,6 +24,7 @@ import argparse
 import datetime as _dt
 import json
 import logging
+import os
 import shlex
 import subprocess
 import sys
@@ -253,7 +254,7 @@ def _timed(fn: Callable[[], Any], reps: int) -> list[float]:
 
 
 def latency_rows(ckpt: str | None, bundle: str | None, precisions: Sequence[str], task: str, *, reps: int = 20,
-                 reps32: int = 3, command: str = "") -> list[dict[str, Any]]:
+                 reps32: int = 3, command: str = "", name: str = "ustsllm") -> list[dict[str, Any]]:
     """p50 / p99 ms per window at batch 1 and windows per second at batch 1 and 32, one CPU thread, for the
     torch eager checkpoint and each bundle precision, on the Milan test windows of ``task`` (a1 | a2)."""
     import torch
@@ -278,10 +279,11 @@ def latency_rows(ckpt: str | None, bundle: str | None, precisions: Sequence[str]
         runs[f"onnx-{prec}"] = f if task == "a1" else i
     rows = []
     proto = task.upper()
-    note = ("one CPU thread (torch.set_num_threads(1) / onnxruntime intra_op 1) on a SHARED 2-core machine running "
-            "several other training jobs (load average 2-12 during the session): absolute times are inflated and noisy; the ratio "
-            "torch vs onnx in the same call is the useful figure; torch = eager with LoRA unmerged; onnx through "
-            "the runtime session (raw units in/out, scaling included)")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    note = (f"one CPU thread (torch.set_num_threads(1) / onnxruntime intra_op 1) on a shared 2-core machine, load average "
+            f"{load:.1f} at the start: absolute times move with the load; the ratio torch vs onnx in the same call is the "
+            "useful figure; torch = eager with LoRA unmerged; onnx through the runtime session (raw units in/out, "
+            "scaling included)")
     for art, fn in runs.items():
         if fn is None:
             continue
@@ -292,7 +294,7 @@ def latency_rows(ckpt: str | None, bundle: str | None, precisions: Sequence[str]
                 "windows_per_s@b1": (float(1e3 / np.median(t1)), "higher"),
                 "windows_per_s@b32": (float(32 / np.median(t32)), "higher")}
         for metric, (value, better) in figs.items():
-            rows.append({"protocol": proto, "dataset": harness.SCOREBOARD_MILAN, "data": "real", "model": "ustsllm",
+            rows.append({"protocol": proto, "dataset": harness.SCOREBOARD_MILAN, "data": "real", "model": name,
                          "kind": "ours", "family": "ustsllm", "artifact": art, "metric": metric,
                          "value": round(value, 3), "better": better, "n_windows": 32 if "b32" in metric else reps,
                          "seeds": [0], "spread": None, "command": command, "notes": note})
@@ -355,7 +357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise InputError("--ckpt, --bundle, --ablation, --nets or --prior-row: nothing to score")
     if ns.latency:
         rows = latency_rows(ns.ckpt[0] if ns.ckpt else None, ns.bundle, [p.strip() for p in ns.precision.split(",") if p.strip()], task,
-                            command=command)
+                            command=command, name=ns.name or "ustsllm")
         if ns.v2:
             upsert_v2(Path(ns.v2), rows, META_NOTE)
         print(json.dumps(rows, indent=1))

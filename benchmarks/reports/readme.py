@@ -429,10 +429,12 @@ TABLES: dict[str, Table | AutoTable] = {t.name: t for t in (
               sources=("v2_gtslum_ablations.json",)),
     AutoTable("family_latency",
               "Per-request latency of the grid models and the three new families, one thread of the shared 2-core CPU "
-              "while other jobs ran (U-STS-LLM and FatsMB: load average 6-12; GTS-LUM, re-measured 2026-12-07: 1.5; "
-              "the U-MASK grid bundle, 2026-12-07: 1.2-1.5; each file records its load. Provisional: compare within a "
+              "while other jobs ran (U-STS-LLM with one token per cell and FatsMB: load average 6-12; GTS-LUM, "
+              "re-measured 2026-12-07: 1.5; the U-MASK grid bundle, 2026-12-07: 1.2-1.5; `ustsllm_lowrank`, the headline "
+              "U-STS-LLM network (patch tokens: 150-225 tokens where `ustsllm` has 25), the shipped seed-0 folder, "
+              "2026-12-07: 0.4-0.9; each file records its load. Provisional: compare within a "
               "column only); torch eager vs the torch-free runtime per precision. Milan: one window (25 cells) in raw "
-              "units (U-STS-LLM: A1, and windows/s at batch 32; `umask_grid_bundle`: A1 forecast and A2 impute, 16 "
+              "units (U-STS-LLM: A1 and A2, and windows/s at batch 32; `umask_grid_bundle`: A1 forecast and A2 impute, 16 "
               "noise draws = 16 DiT calls); FatsMB: history -> top-10 of 55,233 items; GTS-LUM: one `next_apps` "
               "request on the REAL sample",
               columns=(Col("Milan A1 p50 ms / p99 ms / windows/s b32", "A1", MILAN,
@@ -440,8 +442,8 @@ TABLES: dict[str, Table | AutoTable] = {t.name: t for t in (
                        Col("Milan A2 p50 / p99 ms", "A2", MILAN, ("latency_p50_ms", "latency_p99_ms"), digits=1),
                        Col("FatsMB p50 / p99 ms", "C", TAOBAO_LAT, ("request_p50_ms", "request_p99_ms"), digits=1),
                        Col("GTS-LUM p50 / p90 ms", "D", GTS_REAL, ("latency_p50_ms", "latency_p90_ms"), digits=1)),
-              sources=("v2_ustsllm.json", "v2_grid_umask_bundle.json", "v2_fatsmb_latency.json",
-                       "v2_gtslum_latency.json")),
+              sources=("v2_ustsllm.json", "v2_ustsllm_lowrank.json", "v2_grid_umask_bundle.json",
+                       "v2_fatsmb_latency.json", "v2_gtslum_latency.json")),
     Table("uscope_downstream",
           "SYNTHETIC, first 20 users, one U-MASK checkpoint (`umask_small_v2` step 500, trained on TEMPLATE "
           "profiles), torch; all-entry MAE",
