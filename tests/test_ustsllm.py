@@ -301,11 +301,13 @@ def test_scorer_folds_seed_runs_and_scores_guidance_and_prior_rows(trained: tupl
     ckpt, _ = trained
     v2 = tmp_path / "v2.json"
     assert scorer.main(["--protocol", "A2", "--ckpt", str(ckpt), str(ckpt), "--guidance-only", "--prior-row", "--where",
-                        "--stride", "97", "--out", str(tmp_path / "a2.json"), "--v2", str(v2)]) == 0
+                        "--ensemble", "--stride", "97", "--out", str(tmp_path / "a2.json"), "--v2", str(v2)]) == 0
     doc = json.loads(v2.read_text())
     rows = {(r["model"], r["metric"]): r for r in doc["rows"]}
     ours = rows[("ustsllm", "nmae")]
     assert ours["seeds"] == [0, 0] and ours["spread"] == 0.0 and "per seed" in ours["notes"]
+    ens = rows[("ustsllm_ens2", "nmae")]                  # the mean of two identical runs is that run
+    assert ens["kind"] == "ours" and ens["seeds"] == [0] and abs(ens["value"] - ours["value"]) < 1e-9
     assert rows[("ustsllm_guidance_only", "nmae")]["kind"] == "ablation"
     prior = rows[("ustsllm_prior_only", "nmae")]
     assert prior["seeds"] == [0] and prior["spread"] is None and prior["artifact"] == "numpy"

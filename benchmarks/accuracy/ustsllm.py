@@ -314,6 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "scored separately and reported as mean and sample std")
     p.add_argument("--guidance-only", action="store_true",
                    help="also score each --ckpt with the LLM branch (eq. 13 head) zeroed: the trained guidance alone")
+    p.add_argument("--ensemble", action="store_true",
+                   help="with several --ckpt runs: also a row NAME_ensN whose output is the mean of the runs' outputs")
     p.add_argument("--prior-row", action="store_true",
                    help="also score the deterministic guidance base alone (the grid prior, no training)")
     p.add_argument("--where", action="store_true",
@@ -387,6 +389,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if ns.guidance_only:
             add(f"{ns.name}_guidance_only{sfx}", torch_fns(ckpt, stats, llm_branch=False), "ablation", "torch",
                 "U-STS-LLM with the LLM branch (eq. 13 head) zeroed: the trained eq. 7 guidance alone" + zs_note)
+    if ns.ensemble and len(ns.ckpt or []) > 1:          # one row: the seeds' outputs averaged, every request
+        seeds = [models[ns.name + f"{SEED_SEP}{k}"] for k in range(len(ns.ckpt))]
+        ens = lambda *a: np.mean([fn(*(x.copy() if isinstance(x, np.ndarray) else x for x in a))  # noqa: E731
+                                  for fn in seeds], axis=0)
+        n = len(seeds)
+        add(f"{ns.name}_ens{n}", (ens, ens, {"seed": 0, "checkpoints": [str(c) for c in ns.ckpt]}), "ours", "torch",
+            f"mean of the {n} training seeds' outputs (each window runs all {n} networks: {n}x the compute of one)"
+            + zs_note)
     if ns.prior_row:
         add(f"{ns.name}_prior_only", prior_fns(harness.GridSpec(grid), first_weekday), "ablation", "numpy",
             "the deterministic base of the eq. 7 guidance alone, no training: the grid prior "
