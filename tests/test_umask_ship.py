@@ -129,3 +129,6 @@ def test_run_folder_ship_copies_every_file_and_notices_a_change(tmp_path: Path) 
     (out / "prior_diffusion.json").write_text('{"gains": [9.0]}')
     with pytest.raises(InputError, match="prior_diffusion.json: missing or changed"):
         verify_shipped(out)
+    from umask.train.models.fatsmb.trainer import load as load_fatsmb
+    with pytest.raises(InputError, match="changed since it was shipped"):       # the family's loader checks it too
+        load_fatsmb(out)

@@ -329,6 +329,10 @@ def load(run: str | Path) -> tuple[FatsMB, dict]:
     """(model, config.json) of a run folder written by :func:`save`."""
     run = Path(run)
     meta = json.loads((run / "config.json").read_text())
+    if "shipped" in meta:                         # a repository folder: every file as its shipper hashed it
+        from umask.train.common.ship import verify_shipped
+
+        verify_shipped(run)
     model = FatsMB(from_config_dict(FatsMBConfig, meta["model"]), meta["n_items"], meta["n_behaviors"])
     load_model(model, str(run / "model.safetensors"))
     model.eval()

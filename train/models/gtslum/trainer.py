@@ -248,6 +248,10 @@ def load(run_dir: str | Path, base: str | Path | None = None) -> tuple[GTSLUM, d
 
         raise InputError(f"{run}: not a GTS-LUM run ({CONFIG_FILE} and {MODEL_FILE} needed)")
     meta = json.loads((run / CONFIG_FILE).read_text())
+    if "shipped" in meta:                         # a repository folder: every file as its shipper hashed it
+        from umask.train.common.ship import verify_shipped
+
+        verify_shipped(run)
     mcfg = GTSLUMConfig(**{"prior_head": False, "score_gate": False, **meta["model"]})   # runs from before these
     sd = load_file(str(run / MODEL_FILE))
     enc = {k: sd[k].numpy() for k in ("sid_table", "node_emb", "desc_text")}

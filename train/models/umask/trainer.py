@@ -156,6 +156,10 @@ def load_model(ckpt_dir: str | Path, *, ema: bool = True, device: str | torch.de
     ``ema.safetensors``) loads with either ``ema`` value; fp16 weights are widened to the model's fp32."""
     ckpt_dir = Path(ckpt_dir)
     config = json.loads((ckpt_dir / "config.json").read_text())
+    if "shipped" in config:                       # a repository folder: its weights as the shipper hashed them
+        from umask.train.common.ship import verify_shipped
+
+        verify_shipped(ckpt_dir)
     model = UMask(UMaskConfig.from_dict(config["model"]))
     name = "ema.safetensors" if ema and (ckpt_dir / "ema.safetensors").is_file() else "model.safetensors"
     sd = load_file(str(ckpt_dir / name), device=str(device))
