@@ -112,7 +112,8 @@ patch() {   # spatio-temporal patch tokens (--st-patch 48): one run per seed (45
 
 lowrank() {  # patch tokens with the eq. 7 imputation guidance started from the lowrank_interpolation baseline
   # (--guide-prior lowrank, train/models/ustsllm/model.py): one run per seed (40-minute cap each), scored over the
-  # seeds as `ustsllm_lowrank`; STAGE_RUNS_ONLY=1 trains without scoring (to run seeds side by side).
+  # seeds as `ustsllm_lowrank` (and `ustsllm_lowrank_ens3`, the mean of the seeds' outputs); STAGE_RUNS_ONLY=1
+  # trains without scoring (to run seeds side by side).
   # GUIDE=lowrank_input: the row as the impute prior channel only, the guidance base stays the interpolation
   # (runs ustsllm_lowrank_input_s*, rows `ustsllm_lowrank_input` in the same file)
   # PROFILE_DECAY=0.875: the prior channel's profiles weighted towards the latest training days (the grid prior's
@@ -129,7 +130,7 @@ lowrank() {  # patch tokens with the eq. 7 imputation guidance started from the 
   [ "${STAGE_RUNS_ONLY:-0}" = 1 ] && return
   for s in $SEEDS; do runs="$runs artifacts/train/ustsllm_${g}${tag}_s$s/ckpt/best"; done
   for p in A1 A2; do
-    $SCORE --protocol "$p" --ckpt $runs --name "ustsllm_$g$tag" --guidance-only --no-baselines \
+    $SCORE --protocol "$p" --ckpt $runs --name "ustsllm_$g$tag" --guidance-only --ensemble --no-baselines \
       --v2 "benchmarks/results/v2_ustsllm_lowrank$tag.json" --out "artifacts/eval/ustsllm_${g}${tag}_${p,,}.json"
   done
 }
