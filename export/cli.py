@@ -223,6 +223,8 @@ def run_main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run_umask(argv: Sequence[str] | None = None) -> int:
+    from umask.runtime.core.errors import (BUNDLE_ERRORS, DataFormatError, InputError, LimitError,
+                                           exit_status_help)
     from umask.runtime.core.limits import REQUEST_LIMITS
 
     p = argparse.ArgumentParser(
@@ -235,8 +237,7 @@ def _run_umask(argv: Sequence[str] | None = None) -> int:
                "official Tsinghua trace text, or the LLMApp CSV sample (one user).\n\n"
                "bounds of a request (umask.runtime.core.limits.RequestLimits; beyond one: exit 5):\n"
                + REQUEST_LIMITS.help_text() +
-               "\n\nexit status: 0 ok; 2 bad command line; 3 bad argument; 4 bad history file; 5 limit; 6 bundle "
-               "refused;\n7 manifest schema; 8 signature.\n\n"
+               "\n\n" + exit_status_help(InputError, DataFormatError, LimitError, *BUNDLE_ERRORS) + "\n\n"
                "example: umask run --bundle artifacts/bundles/small --history events.csv --task short\n\n"
                "This help is the per-user U-MASK bundle's. A bundle of another family has its own flags (see\n"
                "'umask run --bundle BUNDLE --help'): grid bundles (umask_grid, ustsllm) take --values CSV --task\n"

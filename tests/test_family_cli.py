@@ -94,3 +94,16 @@ def test_a_diverging_step_stops_before_the_weights_turn_nan() -> None:
     with pytest.raises(InputError, match="not finite"):
         loop.optimizer_step(Fam(), net, net, {}, opt, ema, loop.LoopConfig(steps=1), step=0)
     assert torch.equal(net.weight, before)
+
+
+def test_every_run_help_lists_the_exit_codes_its_errors_carry(capsys: pytest.CaptureFixture[str]) -> None:
+    """The exit-status lines of the run commands' help are built from the error classes (one list of codes)."""
+    from umask.runtime.core import errors as E
+
+    text = E.exit_status_help(E.InputError, E.DataFormatError, *E.BUNDLE_ERRORS, width=1000)
+    assert text == ("exit status: 0 ok; 2 bad command line; 3 bad argument; 4 bad history file; 6 bundle refused; "
+                    "7 manifest schema; 8 signature.")
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"{E.LimitError.exit_code} limit;" in out and f"{E.SignatureError.exit_code} signature." in out

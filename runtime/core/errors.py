@@ -86,5 +86,22 @@ class SignatureError(BundleError):
 EXIT_CODES = {c.__name__: c.exit_code for c in (InputError, DataFormatError, LimitError, BundleError, ManifestError,
                                                  SignatureError, UmaskError)}
 
+# what each exit status means on a command line (the `--help` epilogs are built from it: one list of codes)
+CLI_MEANING = {InputError: "bad argument", DataFormatError: "bad history file", LimitError: "limit",
+               BundleError: "bundle refused", ManifestError: "manifest schema", SignatureError: "signature"}
+BUNDLE_ERRORS = (BundleError, ManifestError, SignatureError)
+
+
+def exit_status_help(*errors: type[UmaskError], input_means: str | None = None, width: int = 100) -> str:
+    """``exit status: 0 ok; 2 bad command line; 3 bad argument; ...`` for a command that raises ``errors`` (their
+    `exit_code` and `CLI_MEANING`; ``input_means`` rewords InputError's), wrapped at ``width`` for a help epilog."""
+    import textwrap
+
+    parts = ["0 ok", "2 bad command line"] + [
+        f"{e.exit_code} {input_means if e is InputError and input_means else CLI_MEANING[e]}"
+        for e in sorted(set(errors), key=lambda e: e.exit_code)]
+    return "\n".join(textwrap.wrap("exit status: " + "; ".join(parts) + ".", width))
+
+
 __all__ = ["UmaskError", "InputError", "DataFormatError", "LimitError", "BundleError", "ManifestError",
-           "SignatureError", "EXIT_CODES"]
+           "SignatureError", "EXIT_CODES", "CLI_MEANING", "BUNDLE_ERRORS", "exit_status_help"]

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from umask.runtime.core.errors import InputError
+from umask.runtime.core.errors import BUNDLE_ERRORS, InputError, exit_status_help
 
 TASKS = ("forecast", "impute")
 
@@ -126,8 +126,7 @@ def grid_run_main(argv: Sequence[str] | None, session_cls: Any, prog: str) -> in
                "first row of the data the model was trained on (a midnight; the manifest records its weekday). It\n"
                "sets the time of day and the weekday the model conditions on. On the shipped Milan bundles\n"
                "(144 ten-minute slots a day, slot 0 = Friday 2013-11-01 00:00), 3888 is the start of day 27.\n\n"
-               "exit status: 0 ok; 2 bad command line; 3 bad argument or values; 6 bundle refused; 7 manifest\n"
-               "schema; 8 signature.\n\n"
+               + exit_status_help(InputError, *BUNDLE_ERRORS, input_means="bad argument or values") + "\n\n"
                f"example: {prog.split(' (')[0]} --bundle grid_bundle/ --values window.csv --task impute "
                "--first-slot 3888 --trusted-keys keys/umask.pub")
     p.add_argument("--bundle", required=True, help="bundle directory written by 'umask export --family umask_grid|ustsllm'")

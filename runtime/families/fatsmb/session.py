@@ -275,6 +275,7 @@ def run_main(argv: Sequence[str] | None = None) -> int:
     import json
     import sys
 
+    from umask.runtime.core.errors import BUNDLE_ERRORS, exit_status_help
     from umask.runtime.core.signing import add_key_options
 
     p = argparse.ArgumentParser(
@@ -287,8 +288,7 @@ def run_main(argv: Sequence[str] | None = None) -> int:
                "columns (user_id,item_id,category_id,behavior,timestamp: ordered by timestamp). Items the bundle does\n"
                "not know are skipped and counted (skipped_unknown); behaviors are the bundle's names (Taobao: pv, fav,\n"
                "cart, buy).\n\n"
-               "exit status: 0 ok; 2 bad command line; 3 bad argument or history; 6 bundle refused; 7 manifest\n"
-               "schema; 8 signature.\n\n"
+               + exit_status_help(InputError, *BUNDLE_ERRORS, input_means="bad argument or history") + "\n\n"
                "example: umask run --bundle artifacts/bundles/fatsmb --history items.csv --behavior buy -k 10 "
                "--trusted-keys keys/umask.pub")
     p.add_argument("--bundle", required=True, help="bundle directory written by 'umask export --family fatsmb'")

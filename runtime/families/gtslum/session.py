@@ -160,6 +160,7 @@ def run_main(argv: Sequence[str] | None = None) -> int:
     import json
     import sys
 
+    from umask.runtime.core.errors import BUNDLE_ERRORS, DataFormatError, exit_status_help
     from umask.runtime.core.history import compact_time
     from umask.runtime.core.signing import add_key_options
 
@@ -171,8 +172,7 @@ def run_main(argv: Sequence[str] | None = None) -> int:
         epilog="--history: one user's events: events.csv (header time,app_id,base_id,bytes; time = local\n"
                "YYYYMMDDhhmmss), the official Tsinghua trace text or the LLMApp CSV; app and base-station ids in\n"
                "LLMApp's id space. Events at or after --now are refused (they would be the future).\n\n"
-               "exit status: 0 ok; 2 bad command line; 3 bad argument; 4 bad history file; 6 bundle refused;\n"
-               "7 manifest schema; 8 signature.\n\n"
+               + exit_status_help(InputError, DataFormatError, *BUNDLE_ERRORS) + "\n\n"
                "example: umask run --bundle artifacts/bundles/gtslum --history events.csv --now 20160420180000 -k 5 "
                "--trusted-keys keys/umask.pub")
     p.add_argument("--bundle", required=True, help="bundle directory written by 'umask export --family gtslum'")
