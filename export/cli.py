@@ -271,7 +271,7 @@ def _run_umask(argv: Sequence[str] | None = None) -> int:
                    "(exit 6 naming the file and the difference when an output is off)")
     add_key_options(p)
     ns = p.parse_args(argv)
-    from umask.runtime.core.errors import InputError, UmaskError
+    from umask.runtime.core.errors import UmaskError
     from umask.runtime.core.history import compact_time
     from umask.runtime.session import Session
 

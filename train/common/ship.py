@@ -19,7 +19,6 @@ looks complete with half its weights.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import os
@@ -33,7 +32,9 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from umask.runtime.core.bundle import sha256_file
 from umask.runtime.core.errors import InputError
+from umask.train.common.checkpoints import atomic_json
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +53,6 @@ def atomic_write(path: Path, write: Callable[[str], Any]) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def write_shipped(out: str | Path, weights: Mapping[str, torch.Tensor] | Path, config: dict[str, Any],
@@ -77,27 +74,40 @@ def write_shipped(out: str | Path, weights: Mapping[str, torch.Tensor] | Path, c
         if src.name in (WEIGHTS, CONFIG):
             raise InputError(f"{src}: {src.name} is written by the shipper itself, not copied")
         atomic_write(out / src.name, lambda tmp, s=src: shutil.copyfile(s, tmp))
-        files[src.name] = sha256(out / src.name)
-    record = {**shipped, "sha256": sha256(target)}
+        files[src.name] = sha256_file(out / src.name)
+    record = {**shipped, "sha256": sha256_file(target)}
     if files:
         record["files"] = files
-    atomic_write(out / CONFIG, lambda tmp: Path(tmp).write_text(json.dumps({**config, "shipped": record}, indent=1) + "\n"))
+    atomic_json(out / CONFIG, {**config, "shipped": record})
     size = sum(p.stat().st_size for p in out.iterdir() if p.is_file())
     log.info("shipped %s -> %s (%.1f MB)", shipped.get("from"), out, size / 1e6)
     return out
+
+
+def _check_files(folder: Path, rec: Mapping[str, Any]) -> None:
+    for name, digest in {WEIGHTS: rec["sha256"], **rec.get("files", {})}.items():
+        if not (folder / name).is_file() or sha256_file(folder / name) != digest:
+            raise InputError(f"{folder / name}: missing or changed since it was shipped (sha256 differs from "
+                             f"{CONFIG} 'shipped')")
 
 
 def verify_shipped(folder: str | Path) -> dict[str, Any]:
     """config.json of a shipped folder after checking every file's sha256 against its ``shipped`` record."""
     folder = Path(folder)
     config = json.loads((folder / CONFIG).read_text())
-    rec = config.get("shipped")
-    if not rec:
+    if not config.get("shipped"):
         raise InputError(f"{folder / CONFIG}: no 'shipped' record (not a shipped model folder)")
-    for name, digest in {WEIGHTS: rec["sha256"], **rec.get("files", {})}.items():
-        if not (folder / name).is_file() or sha256(folder / name) != digest:
-            raise InputError(f"{folder / name}: missing or changed since it was shipped (sha256 differs from "
-                             f"{CONFIG} 'shipped')")
+    _check_files(folder, config["shipped"])
+    return config
+
+
+def read_config(folder: str | Path) -> dict[str, Any]:
+    """config.json of a run, checkpoint or shipped folder (what every family's loader reads first); a shipped
+    folder's files are checked against their sha256 before anything is built from them."""
+    folder = Path(folder)
+    config = json.loads((folder / CONFIG).read_text())
+    if "shipped" in config:
+        _check_files(folder, config["shipped"])
     return config
 
 

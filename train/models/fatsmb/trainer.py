@@ -42,6 +42,7 @@ from safetensors.torch import load_model, save_file, save_model
 from umask.train.baselines.seqrec import _pad_left, cap_positions, selection_score, softmax_xent
 from umask.train.common.checkpoints import atomic_json
 from umask.train.common.config import add_dataclass_args, config_dict, dataclass_from_args, from_config_dict
+from umask.train.common.ship import read_config
 from umask.train.diffusion.samplers import DDIMSampler
 from umask.train.diffusion.schedules import VPSchedule
 from umask.train.models.fatsmb.data import TAOBAO_SAMPLE, ProtocolC, load_protocol_c
@@ -328,11 +329,7 @@ def save(model: FatsMB, tc: TrainConfig, info: dict, data: ProtocolC, out: str |
 def load(run: str | Path) -> tuple[FatsMB, dict]:
     """(model, config.json) of a run folder written by :func:`save`."""
     run = Path(run)
-    meta = json.loads((run / "config.json").read_text())
-    if "shipped" in meta:                         # a repository folder: every file as its shipper hashed it
-        from umask.train.common.ship import verify_shipped
-
-        verify_shipped(run)
+    meta = read_config(run)                       # a shipped folder: every file as its shipper hashed it
     model = FatsMB(from_config_dict(FatsMBConfig, meta["model"]), meta["n_items"], meta["n_behaviors"])
     load_model(model, str(run / "model.safetensors"))
     model.eval()

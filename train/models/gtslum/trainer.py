@@ -34,6 +34,7 @@ from umask.runtime.families.gtslum import sequence as sq
 from umask.train.common.checkpoints import atomic_json
 from umask.train.common.config import HelpFormatter, add_dataclass_args, dataclass_from_args
 from umask.train.common.metrics import ndcg_at_k, recall_at_k
+from umask.train.common.ship import read_config
 from umask.train.models.gtslum import data as gd
 from umask.train.models.gtslum.encoders import embed_texts, node2vec, semantic_ids
 from umask.train.models.gtslum.model import GTSLUM, GTSLUMConfig
@@ -247,11 +248,7 @@ def load(run_dir: str | Path, base: str | Path | None = None) -> tuple[GTSLUM, d
         from umask.runtime.core.errors import InputError
 
         raise InputError(f"{run}: not a GTS-LUM run ({CONFIG_FILE} and {MODEL_FILE} needed)")
-    meta = json.loads((run / CONFIG_FILE).read_text())
-    if "shipped" in meta:                         # a repository folder: every file as its shipper hashed it
-        from umask.train.common.ship import verify_shipped
-
-        verify_shipped(run)
+    meta = read_config(run)                       # a shipped folder: every file as its shipper hashed it
     mcfg = GTSLUMConfig(**{"prior_head": False, "score_gate": False, **meta["model"]})   # runs from before these
     sd = load_file(str(run / MODEL_FILE))
     enc = {k: sd[k].numpy() for k in ("sid_table", "node_emb", "desc_text")}

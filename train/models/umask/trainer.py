@@ -38,7 +38,6 @@ train/common/config.LoopConfig). This module is the per-user U-MASK family on to
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -58,6 +57,7 @@ from umask.train.common.checkpoints import (CKPT_FILES, CKPT_FORMAT, STEP_PREFIX
                                             resolve_checkpoint, save_checkpoint, step_dir_name, unflatten_optimizer,
                                             write_json)
 from umask.train.common.config import HelpFormatter, LoopConfig, add_dataclass_args, dataclass_from_args
+from umask.train.common.ship import read_config
 from umask.train.common.loop import (Dist, ema_decay_at, ema_update, init_distributed, lr_at, make_optimizer,
                                      resolve_device, rng_state, seed_everything, set_rng_state, step_seed)
 from umask.train.models.umask.data import (ProfileTable, StepBatchSampler, UserData, UserWindowDataset, build_profile_table,
@@ -155,11 +155,7 @@ def load_model(ckpt_dir: str | Path, *, ema: bool = True, device: str | torch.de
     A shipped model folder (train/models/umask/ship.py: ``model.safetensors`` = the EMA weights, no
     ``ema.safetensors``) loads with either ``ema`` value; fp16 weights are widened to the model's fp32."""
     ckpt_dir = Path(ckpt_dir)
-    config = json.loads((ckpt_dir / "config.json").read_text())
-    if "shipped" in config:                       # a repository folder: its weights as the shipper hashed them
-        from umask.train.common.ship import verify_shipped
-
-        verify_shipped(ckpt_dir)
+    config = read_config(ckpt_dir)                # a shipped folder: its weights as the shipper hashed them
     model = UMask(UMaskConfig.from_dict(config["model"]))
     name = "ema.safetensors" if ema and (ckpt_dir / "ema.safetensors").is_file() else "model.safetensors"
     sd = load_file(str(ckpt_dir / name), device=str(device))

@@ -45,7 +45,6 @@ Decisions where this implementation departs from (or fills in) the paper, each s
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -551,13 +550,11 @@ def load_model(ckpt_dir: str | Path, *, ema: bool = True) -> tuple[USTSLLM, dict
     from safetensors.torch import load_file
 
     from umask.train.common.checkpoints import resolve_checkpoint
+    from umask.train.common.ship import read_config
 
-    from umask.train.common.ship import verify_shipped
-
-    shipped = (Path(ckpt_dir) / "config.json").is_file() and "shipped" in json.loads(
-        (Path(ckpt_dir) / "config.json").read_text())
-    ckpt = Path(ckpt_dir) if shipped else resolve_checkpoint(ckpt_dir)
-    config = verify_shipped(ckpt) if shipped else json.loads((ckpt / "config.json").read_text())
+    ckpt = resolve_checkpoint(ckpt_dir)            # a shipped folder (config.json + model.safetensors) is itself
+    config = read_config(ckpt)
+    shipped = "shipped" in config
     if "guide_prior" not in config["model"]["net"]:
         from umask.runtime.core.errors import InputError
 
@@ -568,11 +565,12 @@ def load_model(ckpt_dir: str | Path, *, ema: bool = True) -> tuple[USTSLLM, dict
     if shipped:
         state = load_file(str(ckpt / "model.safetensors"))
         missing, unexpected = model.load_state_dict(state, strict=False)
-        if unexpected or sorted(missing) != sorted(frozen_backbone_keys(model.state_dict())):
+        frozen = set(frozen_backbone_keys(model.state_dict()))
+        if unexpected or set(missing) != frozen:
             from umask.runtime.core.errors import InputError
 
             raise InputError(f"{ckpt / 'model.safetensors'}: not this network's weights (unexpected "
-                             f"{unexpected[:4]}, missing {[k for k in missing if 'lora_' in k or not k.startswith('blocks.')][:4]})")
+                             f"{unexpected[:4]}, missing {sorted(set(missing) - frozen)[:4]})")
         return model.eval(), config
     state = load_file(str(ckpt / ("ema.safetensors" if ema else "model.safetensors")))
     # the loop trains the eq. 15 wrapper (trainer.MultiTask), whose network sits under "net."
