@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -55,27 +56,24 @@ def score_grid_session(bundle: Path, precisions: list[str], pub: Path, quick: bo
     """A1 / A2 normalized MAE of a grid bundle (``umask_grid`` or ``ustsllm``: the same ``forecast`` /
     ``impute`` session API, raw units) on the REAL Milan PROTOCOL A test windows (``quick``: every 8th)."""
     from umask.bench.accuracy import grid as harness
+    from umask.bench.accuracy.grid_umask_bundle import predictions
     from umask.bench.accuracy.grid_umask_v2 import protocol_windows
     from umask.runtime.session import Session
     from umask.train.common.metrics import mae
     from umask.train.data.grids import milan_grid
 
     spec = harness.GridSpec(milan_grid())
-    fw, iw = protocol_windows(spec, "test")
     every = 8 if quick else 1
-    fi, ii = np.arange(0, len(fw.starts), every), np.arange(0, len(iw.starts), every)
-    sc = spec.scaler
+    fw, iw = (type(w)(**{f.name: getattr(w, f.name)[::every] for f in fields(w)}) for w in protocol_windows(spec, "test"))
     rows: list[dict[str, Any]] = []
     for prec in precisions:
         with Session.open(bundle, precision=prec, trusted_keys=[pub]) as s:
             t0 = time.perf_counter()
-            a1 = s.forecast(sc.inverse_transform(fw.x[fi]), first_slot=fw.starts[fi] - fw.x.shape[1])
-            a2 = s.impute(np.where(iw.mask[ii], np.nan, sc.inverse_transform(iw.truth[ii])), iw.mask[ii],
-                          first_slot=iw.starts[ii])
+            pred = predictions(s, spec, fw, iw, ("a1", "a2"))          # raw units in and out, harness scale back
             sec = time.perf_counter() - t0
         # normalized MAE of the scored windows on the protocol's scale (A2: the hidden entries only)
-        for task, nmae, n in (("A1", mae(sc.transform(a1), fw.y[fi]), len(fi)),
-                              ("A2", mae(sc.transform(a2), iw.truth[ii], iw.mask[ii]), len(ii))):
+        for task, nmae, n in (("A1", mae(pred["a1"], fw.y), len(fw.starts)),
+                              ("A2", mae(pred["a2"], iw.truth, iw.mask), len(iw.starts))):
             rows.append({"precision": prec, "task": task, "windows": int(n), "nmae": nmae, "seconds": round(sec, 1)})
     for r in rows:
         print(f"{r['precision']:9s} {r['task']}: nMAE {r['nmae']:.4f} on {r['windows']} windows "
