@@ -35,6 +35,7 @@ from safetensors.torch import load_file, save_file
 from umask.runtime.core.bundle import sha256_file
 from umask.runtime.core.errors import InputError
 from umask.train.common.checkpoints import atomic_json
+from umask.train.data.grids import REPO_ROOT
 
 log = logging.getLogger(__name__)
 
@@ -153,12 +154,11 @@ def _ship_run_dir(family: str, run: str | Path, out: str | Path, needed: Sequenc
     config = json.loads((run / CONFIG).read_text())
     if "shipped" in config:
         raise InputError(f"{run}: already a shipped folder")
-    repo = Path(__file__).resolve().parents[2]
     for section in (config, config.get("train") or {}):
         # a data file inside this repository is named relative to it, so a clone elsewhere finds it
         p = section.get("data")
-        if isinstance(p, str) and Path(p).is_absolute() and Path(p).resolve().is_relative_to(repo):
-            section["data"] = Path(p).resolve().relative_to(repo).as_posix()
+        if isinstance(p, str) and Path(p).is_absolute() and Path(p).resolve().is_relative_to(REPO_ROOT):
+            section["data"] = Path(p).resolve().relative_to(REPO_ROOT).as_posix()
     copy = [run / n for n in (*needed, *optional) if (run / n).is_file()]
     weights: Mapping[str, torch.Tensor] | Path = run / WEIGHTS
     if dtype == "float16":

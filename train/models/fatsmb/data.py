@@ -29,12 +29,12 @@ import numpy as np
 
 from umask.runtime.core.errors import DataFormatError
 from umask.train.data import mobile_mb
+from umask.train.data.grids import REPO_ROOT
 from umask.train.data.splits import leave_one_out
 from umask.train.data.taobao import BEHAVIORS, UNKNOWN_CATEGORY, read_retail, read_user_behavior
 
 log = logging.getLogger(__name__)
-REPO = Path(__file__).resolve().parents[3]
-TAOBAO_SAMPLE = REPO / "data" / "taobao_user_behavior" / "UserBehavior_head.csv.gz"
+TAOBAO_SAMPLE = REPO_ROOT / "data" / "taobao_user_behavior" / "UserBehavior_head.csv.gz"
 
 
 @dataclass
@@ -86,8 +86,8 @@ def load_protocol_c(path: str | Path = TAOBAO_SAMPLE, *, max_users: int | None =
     3 rows cannot give a train row, a validation and a test target: they raise DataFormatError.
     """
     path = Path(path)
-    if not path.is_absolute() and not path.exists() and (REPO / path).exists():
-        path = REPO / path            # a shipped run names the repository's own sample relative to the clone
+    if not path.is_absolute() and not path.exists() and (REPO_ROOT / path).exists():
+        path = REPO_ROOT / path       # a shipped run names the repository's own sample relative to the clone
     if mobile_mb.is_mobile_file(path):
         return _load_mobile(path, max_users)
     data = read_retail(path) if "retail" in path.name else read_user_behavior(path)
