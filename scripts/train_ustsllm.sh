@@ -119,10 +119,13 @@ lowrank() {  # patch tokens with the eq. 7 imputation guidance started from the 
   # PROFILE_DECAY=0.875: the prior channel's profiles weighted towards the latest training days (the grid prior's
   # validation choice, python -m umask.bench.accuracy.grid_prior_sweep): runs ustsllm_lowrank_recent_s*, rows
   # `ustsllm_lowrank_recent` in v2_ustsllm_lowrank_recent.json
-  local g=${GUIDE:-lowrank} d=${PROFILE_DECAY:-1} runs="" tag=""
+  # LOSS=l1: eqs. 15-16 with the absolute error (the MAE-optimal point; TrainConfig.loss): runs ustsllm_lowrank_l1_s*,
+  # rows `ustsllm_lowrank_l1` in v2_ustsllm_lowrank_l1.json
+  local g=${GUIDE:-lowrank} d=${PROFILE_DECAY:-1} l=${LOSS:-mse} runs="" tag=""
   [[ "$d" != 1 && "$d" != 1.0 ]] && tag="_recent"
+  [[ "$l" != mse ]] && tag="${tag}_$l"
   for s in $SEEDS; do
-    $PY -m umask.cli train ustsllm --st-patch 48 --guide-prior "$g" --profile-decay "$d" --steps 900 --max-minutes 40 \
+    $PY -m umask.cli train ustsllm --st-patch 48 --guide-prior "$g" --profile-decay "$d" --loss "$l" --steps 900 --max-minutes 40 \
       --eval-every 50 --ckpt-every 50 --patience 4 --keep-last 20 --seed "$s" --out "artifacts/train/ustsllm_${g}${tag}_s$s"
     cp "artifacts/train/ustsllm_${g}${tag}_s$s/metrics.jsonl" \
       "benchmarks/results/learning_curves/ustsllm_${g}${tag}_s${s}_metrics.jsonl"

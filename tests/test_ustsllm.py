@@ -317,3 +317,40 @@ def test_scorer_folds_seed_runs_and_scores_guidance_and_prior_rows(trained: tupl
     where = doc["meta"]["where_the_error_is"]["A2"]
     assert len(where["model"]["by_cell"]) == 25 and len(where["prior_only"]["by_hour_of_day"]) == 24
     assert where["n_windows"] == 145 and 0 < where["prior_only"]["nmae"] < 1          # every test window
+
+
+def test_l1_loss_is_the_absolute_error_of_eqs_15_16_on_real_windows() -> None:
+    """TrainConfig.loss="l1": eq. 15 weighs the mean absolute forecast error and the mean absolute error of the
+    hidden entries (eq. 16's support); "mse" keeps the paper's squares; the MSE parts are logged either way and an
+    unknown name is refused. The same network and real Milan windows give both."""
+    from umask.train.data import splits
+    from umask.train.models.umask.grid_prior import MILAN_FIRST_WEEKDAY
+    from umask.train.models.ustsllm.model import USTSConfig
+    from umask.train.models.ustsllm.trainer import MultiTask, TrainConfig, forecast_inputs, impute_inputs, to_torch
+
+    g = milan_grid()
+    stats = fit_grid_stats(g.values, 3456, 144, MILAN_FIRST_WEEKDAY)
+    z = stats.transform(g.values)
+    fw, iw = splits.forecast_windows(z, "val"), splits.imputation_windows(z, "val")
+    batch = {"forecast": {**to_torch(forecast_inputs(fw.x[:2], fw.starts[:2] - 288, stats, 144)),
+                          "y": torch.as_tensor(fw.y[:2], dtype=torch.float32)},
+             "impute": {**to_torch(impute_inputs(iw.truth[:2], iw.mask[:2], iw.starts[:2], stats)),
+                        "y": torch.as_tensor(iw.truth[:2], dtype=torch.float32)}}
+    torch.manual_seed(0)
+    l1 = MultiTask(USTSConfig(**TINY), alpha=0.3, loss="l1").eval()
+    mse = MultiTask(USTSConfig(**TINY), alpha=0.3).eval()
+    mse.load_state_dict(l1.state_dict())
+    with torch.no_grad():
+        loss1, p1 = l1(batch)
+        loss2, p2 = mse(batch)
+        yf = l1.net("forecast", **{k: v for k, v in batch["forecast"].items() if k != "y"}).numpy()
+        yi = l1.net("impute", **{k: v for k, v in batch["impute"].items() if k != "y"}).numpy()
+    h = iw.mask[:2]
+    mae_f, mae_i = np.abs(yf - fw.y[:2]).mean(), np.abs(yi - iw.truth[:2])[h].mean()
+    mse_f, mse_i = ((yf - fw.y[:2]) ** 2).mean(), ((yi - iw.truth[:2]) ** 2)[h].mean()
+    np.testing.assert_allclose(float(loss1), 0.3 * mae_f + 0.7 * mae_i, rtol=1e-4)
+    np.testing.assert_allclose(float(loss2), 0.3 * mse_f + 0.7 * mse_i, rtol=1e-4)
+    assert p1["mse_impute"] == pytest.approx(p2["mse_impute"]) and p1["nmae_a2"] == pytest.approx(mae_i, rel=1e-4)
+    with pytest.raises(InputError, match="loss"):
+        MultiTask(USTSConfig(**TINY), alpha=0.5, loss="huber")
+    assert TrainConfig(loss="l1").to_dict()["loss"] == "l1"
