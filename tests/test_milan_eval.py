@@ -185,7 +185,8 @@ def test_all_zero() -> None:
 
 # ---- harness on the real matrix -----------------------------------------------------------------
 def test_a1_rows_windows_and_entries(a1_rows: dict[str, dict[str, Any]]) -> None:
-    assert set(a1_rows) == {"last_value", "seasonal_naive", "historical_average", "all_zero"}
+    assert set(a1_rows) == {"last_value", "seasonal_naive", "historical_average", "all_zero", "profile_level",
+                            "profile_median_level"}
     for r in a1_rows.values():
         assert r["dataset"] == "milan_5x5_internet (real)" and r["split"] == "test"
         assert r["n_windows"] == 289
@@ -231,6 +232,33 @@ def test_a1_last_value_recomputed_independently(matrix: np.ndarray, a1_rows: dic
     # all-zero on the standardized scale = training mean on the raw scale
     truth = np.stack([matrix[s : s + 144] for s in range(TEST_START, TEST_START + 289)])
     assert a1_rows["all_zero"]["metrics"]["raw_mae"] == pytest.approx(np.abs(truth - mean).mean(), rel=1e-10)
+
+
+def test_a1_profile_median_level_recomputed_independently(matrix: np.ndarray,
+                                                          a1_rows: dict[str, dict[str, Any]]) -> None:
+    """The median row by hand: per cell and slot of day the median of the training days of the same day type
+    (slot 0 = Friday 2013-11-01), plus half the history's mean gap to that profile over its last 36 slots."""
+    mean, std = _train_stats(matrix)
+    z = (matrix - mean) / std
+    days = z[:TRAIN_END].reshape(24, 144, 25)
+    weekend = np.array([(4 + d) % 7 >= 5 for d in range(24)])
+    med = {False: np.median(days[~weekend], axis=0), True: np.median(days[weekend], axis=0)}
+
+    def profile(slot: int) -> np.ndarray:
+        return med[(4 + slot // 144) % 7 >= 5][slot % 144]
+
+    errs = []
+    for s in range(TEST_START, TEST_START + 289, 16):
+        level = np.mean([z[t] - profile(t) for t in range(s - 36, s)], axis=0)
+        pred = np.stack([profile(t) for t in range(s, s + 144)]) + 0.5 * level
+        errs.append(pred - z[s:s + 144])
+    sub = milan_eval.evaluate_a1(matrix, {"m": milan_eval.baseline_forecasters(z)["profile_median_level"]}, stride=16)
+    assert sub[0]["metrics"]["normalized_mae"] == pytest.approx(np.abs(errs).mean(), rel=1e-9)
+    # the row is the median twin of the mean profile row (same level term), and both read only training days
+    assert a1_rows["profile_median_level"]["metrics"] != a1_rows["profile_level"]["metrics"]
+    with pytest.raises(Exception, match="decay"):
+        from umask.runtime.core import gridscale
+        gridscale.day_type_profiles(z, TRAIN_END, 144, 4, 0.9, statistic="median")
 
 
 def test_a2_linear_interpolation_recomputed_independently(
@@ -294,7 +322,8 @@ def test_main_writes_json_and_markdown(tmp_path: Path, capsys: pytest.CaptureFix
     out = tmp_path / "res" / "milan.json"
     assert milan_eval.main(["--out", str(out), "--tasks", "a1"]) == 0
     rows = json.loads(out.read_text())
-    assert [r["model"] for r in rows] == ["last_value", "seasonal_naive", "historical_average", "all_zero"]
+    assert [r["model"] for r in rows] == ["last_value", "seasonal_naive", "historical_average", "all_zero",
+                                          "profile_level", "profile_median_level"]
     assert rows[0]["command"] == f"python -m umask.bench.accuracy.grid --out {out} --tasks a1"
     table = out.with_suffix(".md").read_text()
     assert "| A1 forecasting (48h -> 24h) | seasonal_naive | 289 | 1040400 |" in table

@@ -51,7 +51,9 @@ from typing import Any
 
 import numpy as np
 
+from umask.runtime.core import gridscale
 from umask.runtime.core.errors import InputError
+from umask.runtime.families.umask.grid_prior import MILAN_FIRST_WEEKDAY, GridPrior
 from umask.train.baselines import classical as baselines
 from umask.train.common import metrics
 from umask.train.common.checkpoints import atomic_text
@@ -86,10 +88,11 @@ _DEFAULT_COMMAND = "library call: umask.bench.accuracy.grid.{fn}(matrix, ...)"
 # The grid being scored: Milan's matrix or any GridData
 # ------------------------------------------------------------------------------------------------
 class GridSpec:
-    """What the harness needs of a grid: raw values, periods, day length and window lengths, and
-    the harness's scale (:attr:`scaler`, :attr:`z`)."""
+    """What the harness needs of a grid: raw values, periods, day length, window lengths, the weekday of
+    slot 0 (``first_weekday``, Monday = 0: Milan's Friday, else Monday unless given), and the harness's scale
+    (:attr:`scaler`, :attr:`z`)."""
 
-    def __init__(self, data: np.ndarray | GridData) -> None:
+    def __init__(self, data: np.ndarray | GridData, first_weekday: int | None = None) -> None:
         if isinstance(data, GridData):
             self.values = data.values
             self.splits: dict[str, tuple[int, int]] = data.splits()
@@ -100,6 +103,9 @@ class GridSpec:
             self.dataset = DATASET if self.milan else (
                 f"{Path(data.source).name} {data.height}x{data.width}, {data.slot_minutes}-min slots ({data.data})")
             self.slot_minutes = data.slot_minutes
+            # weekday of slot 0 (Monday = 0): the Milan sample starts on a Friday; another grid is read as starting
+            # on a Monday, as its trainers do without --first-weekday
+            self.first_weekday = MILAN_FIRST_WEEKDAY if self.milan else 0
         else:
             self.values = np.asarray(data, dtype=np.float64)
             self.splits = dict(splits.MILAN_SPLITS)
@@ -108,6 +114,9 @@ class GridSpec:
             self.milan = True
             self.dataset = DATASET
             self.slot_minutes = 10
+            self.first_weekday = MILAN_FIRST_WEEKDAY
+        if first_weekday is not None:                     # the caller knows better (e.g. --first-weekday)
+            self.first_weekday = int(first_weekday)
         if self.values.ndim != 2:
             raise InputError(f"expected a (slots, cells) matrix, got shape {self.values.shape}")
         self.train_end = self.splits["train"][1]
@@ -182,6 +191,11 @@ BASELINE_NOTES: dict[str, str] = {
     "linear_interpolation": "per cell linear interpolation between observed entries, constant extrapolation at the ends",
     "historical_average": "mean by time-of-day slot (144 per day) over the training period (slots 0..3455), per cell",
     "all_zero": "0 on the standardized scale = per-cell training mean",
+    "profile_level": "A1: weekday / weekend slot-of-day mean profile of the training days (slots 0..3455) + 0.5 x the "
+                     "history's mean gap to it over the last quarter day, held over the horizon (the grid prior "
+                     "that the U-MASK grid model and U-STS-LLM start from); our addition",
+    "profile_median_level": "A1: as profile_level with the per-slot median of the training days instead of the mean "
+                            "(the MAE-optimal level of a slot for these bursty counts); our addition",
     "lowrank_interpolation": "0.5 x rank-5 completion of the window's slots x cells matrix (iterative truncated "
                              "SVD, 10 iterations from the interpolation) + 0.5 x linear interpolation; rank, share "
                              "and iterations chosen on the validation windows (choose_lowrank); our addition",
@@ -194,20 +208,27 @@ def _training_profile(z: np.ndarray, period: int, train_end: int | None = None) 
 
 
 def baseline_forecasters(
-    z_matrix: np.ndarray, *, period: int = PERIOD, train_end: int | None = None
+    z_matrix: np.ndarray, *, period: int = PERIOD, train_end: int | None = None,
+    first_weekday: int = MILAN_FIRST_WEEKDAY,
 ) -> dict[str, ForecastFn]:
     """The A1 baseline rows as :data:`ForecastFn` callables.
 
     ``z_matrix``: the standardized (slots, cells) matrix; only its training period (slots
-    0..train_end-1; default Milan's 0..3455) is used, to fit the historical average. ``period``:
-    slots per day.
+    0..train_end-1; default Milan's 0..3455) is used, to fit the profiles. ``period``: slots per day;
+    ``first_weekday``: weekday of slot 0 (Monday = 0; default the Milan sample's Friday).
     """
-    profile = _training_profile(np.asarray(z_matrix, dtype=np.float64), period, train_end)
+    z = np.asarray(z_matrix, dtype=np.float64)
+    profile = _training_profile(z, period, train_end)
+    end = splits.MILAN_SPLITS["train"][1] if train_end is None else int(train_end)
+    priors = {name: GridPrior.of_profiles(*gridscale.day_type_profiles(z, end, period, first_weekday, statistic=stat),
+                                          period, first_weekday)
+              for name, stat in (("profile_level", "mean"), ("profile_median_level", "median"))}
     return {
         "last_value": lambda h, s, n: baselines.last_value_forecast(h, n),
         "seasonal_naive": lambda h, s, n: baselines.seasonal_naive_forecast(h, n, period=period),
         "historical_average": lambda h, s, n: baselines.historical_average_forecast(profile, s, n),
         "all_zero": lambda h, s, n: baselines.all_zero((h.shape[0], n, h.shape[2])),
+        **{name: (lambda h, s, n, p=p: p.forecast(h, s, n)) for name, p in priors.items()},
     }
 
 
@@ -261,8 +282,11 @@ def baseline_models(task: str, spec: GridSpec, *, suffix: str = "", note: str = 
     """(models, model_info) of the baselines of ``task`` ("a1" / "a2") on ``spec``'s grid (fit on
     its training period): names ``<baseline><suffix>``, notes = the grid's baseline note + ``note``
     (e.g. ``"@subset"`` / ``"; same windows"`` when another model is scored on a stride subset)."""
-    mk = baseline_forecasters if task.lower() == "a1" else baseline_imputers
-    base = mk(spec.z, period=spec.period, train_end=spec.train_end)
+    if task.lower() == "a1":
+        base = baseline_forecasters(spec.z, period=spec.period, train_end=spec.train_end,
+                                    first_weekday=spec.first_weekday)
+    else:
+        base = baseline_imputers(spec.z, period=spec.period, train_end=spec.train_end)
     notes = spec.notes()
     return ({name + suffix: fn for name, fn in base.items()},
             {name + suffix: {"notes": notes[name] + note} for name in base})
@@ -409,7 +433,7 @@ def evaluate_a1(
     idx = _subset(n_protocol, stride)
     win = splits.ForecastWindows(win.x[idx], win.y[idx], win.starts[idx])
     if models is None:
-        models = baseline_forecasters(z, period=spec.period, train_end=spec.train_end)
+        models = baseline_forecasters(z, period=spec.period, train_end=spec.train_end, first_weekday=spec.first_weekday)
     window = _subset_note({
         "history": spec.history,
         "horizon": spec.horizon,

@@ -449,7 +449,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                               f"fit on this grid's training period: {fitted.info()}"}
         info[net] = {"seeds": 0, "notes": meta[net]["notes"]}
     if not ns.no_baselines:
-        base, base_info = harness.baseline_models(task, harness.GridSpec(grid))
+        base, base_info = harness.baseline_models(task, harness.GridSpec(grid, first_weekday))
         models.update(base)
         info.update(base_info)
     if ns.where and ns.ckpt:                             # the first seed against the guidance base alone

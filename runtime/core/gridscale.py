@@ -28,7 +28,8 @@ from umask.runtime.core.errors import InputError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["STD_FLOOR_OF_MEDIAN", "STD_FLOOR_ABS", "fit_cell_scaler", "weekday", "day_type_profiles"]
+__all__ = ["PROFILE_STATISTICS", "STD_FLOOR_OF_MEDIAN", "STD_FLOOR_ABS", "fit_cell_scaler", "weekday",
+           "day_type_profiles"]
 
 STD_FLOOR_OF_MEDIAN: float = 1e-2    # the std floor as a fraction of the median cell std
 STD_FLOOR_ABS: float = 1e-6          # ... and never below this
@@ -66,8 +67,11 @@ def weekday(slots: np.ndarray, slots_per_day: int, first_weekday: int) -> np.nda
     return (int(first_weekday) + np.asarray(slots, np.int64) // int(slots_per_day)) % 7
 
 
+PROFILE_STATISTICS: tuple[str, ...] = ("mean", "median")
+
+
 def day_type_profiles(z: np.ndarray, train_end: int, slots_per_day: int, first_weekday: int,
-                      decay: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+                      decay: float = 1.0, *, statistic: str = "mean") -> tuple[np.ndarray, np.ndarray]:
     """(weekday, weekend) float64 (slots_per_day, cells): the mean by slot of day of the whole training
     days of ``z`` (slots, cells) before ``train_end``, over the weekdays and over the weekend days. Without a
     weekend (or weekday) day in training both are the all-days profile.
@@ -76,7 +80,14 @@ def day_type_profiles(z: np.ndarray, train_end: int, slots_per_day: int, first_w
     most (1 = the plain mean). Why: a month of cell traffic drifts (on Milan the daily mean of the weekdays
     falls by about 0.2 training std over the 24 training days), and a profile that follows the recent days
     is a better base for the next one (runtime/families/umask/grid_prior.py: the validation sweep and what it did
-    to the trained models)."""
+    to the trained models).
+
+    ``statistic="median"``: the per-slot median of the days instead of the (weighted) mean, the MAE-optimal
+    level of a slot for bursty counts (the A1 baseline row ``profile_median_level``); only with ``decay`` 1."""
+    if statistic not in PROFILE_STATISTICS:
+        raise InputError(f"statistic must be one of {PROFILE_STATISTICS}, got {statistic!r}")
+    if statistic == "median" and float(decay) != 1.0:
+        raise InputError(f"a median profile has no day weights: decay must be 1, got {decay}")
     D = int(slots_per_day)
     n_days = int(train_end) // D
     if n_days < 1:
@@ -90,6 +101,8 @@ def day_type_profiles(z: np.ndarray, train_end: int, slots_per_day: int, first_w
     w = float(decay) ** (n_days - 1 - np.arange(n_days, dtype=np.float64))              # (days,) newest = 1
 
     def mean(sel: np.ndarray) -> np.ndarray:
+        if statistic == "median":
+            return np.median(days[sel], axis=0)                                           # (D, cells)
         return np.tensordot(w[sel], days[sel], axes=1) / w[sel].sum()                     # (D, cells)
 
     every = mean(np.ones(n_days, bool))
