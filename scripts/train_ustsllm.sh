@@ -118,7 +118,8 @@ lowrank() {  # patch tokens with the eq. 7 imputation guidance started from the 
   # (runs ustsllm_lowrank_input_s*, rows `ustsllm_lowrank_input` in the same file)
   # PROFILE_DECAY=0.875: the prior channel's profiles weighted towards the latest training days (the grid prior's
   # validation choice, python -m umask.bench.accuracy.grid_prior_sweep): runs ustsllm_lowrank_recent_s*, rows
-  # `ustsllm_lowrank_recent` in v2_ustsllm_lowrank_recent.json
+  # `ustsllm_lowrank_recent` in v2_ustsllm_lowrank_recent.json (the first such rows were withdrawn: scored with the
+  # wrong profiles before the scorer's run_stats fix, docs/families/ustsllm.md)
   # LOSS=l1: eqs. 15-16 with the absolute error (the MAE-optimal point; TrainConfig.loss): runs ustsllm_lowrank_l1_s*,
   # rows `ustsllm_lowrank_l1` in v2_ustsllm_lowrank_l1.json
   local g=${GUIDE:-lowrank} d=${PROFILE_DECAY:-1} l=${LOSS:-mse} runs="" tag=""

@@ -220,3 +220,16 @@ def test_load_refuses_a_bad_file(tmp_path: Path) -> None:
     p.write_text(json.dumps({"schema": 2, "rows": [{**_row().to_json(), "colour": "red"}]}))
     with pytest.raises(DataFormatError, match="unknown field"):
         load(p)
+
+
+def test_convert_drops_rows_whose_result_file_is_gone(tmp_path: Path) -> None:
+    """A withdrawn result file takes its rows out of the scoreboard on the next --convert; a row another runner
+    wrote from a file that still exists stays."""
+    path = tmp_path / "sb.json"
+    gone = _row(source="benchmarks/results/v2_withdrawn_for_this_test.json", metric="rmse_all/app")
+    here = _row(source="tests/test_scoreboard.py", dataset="kept by this test")     # exists, not a result file
+    upsert([gone, here], path)
+    assert scoreboard.main(["--convert", "--path", str(path)]) == 0
+    got = load(path)
+    assert not [r for r in got if r.source == gone.source]
+    assert [r for r in got if r.dataset == "kept by this test"] and len(got) > 2

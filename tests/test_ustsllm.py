@@ -354,3 +354,33 @@ def test_l1_loss_is_the_absolute_error_of_eqs_15_16_on_real_windows() -> None:
     with pytest.raises(InputError, match="loss"):
         MultiTask(USTSConfig(**TINY), alpha=0.5, loss="huber")
     assert TrainConfig(loss="l1").to_dict()["loss"] == "l1"
+
+
+def test_scorer_reads_each_run_with_the_statistics_it_trained_on(tmp_path: Path) -> None:
+    """A run trained over recency-weighted profiles (--profile-decay) is scored with those profiles: the scorer's
+    statistics equal the run's recorded data.stats, not the plain-mean fit (the bug behind the withdrawn
+    ustsllm_lowrank_recent rows)."""
+    from umask.bench.accuracy.ustsllm import run_stats, torch_fns
+    from umask.runtime.families.ustsllm.stats import GridStats
+    from umask.train.models.ustsllm.model import USTSConfig, load_model
+    from umask.train.models.ustsllm.trainer import TrainConfig, forecast_inputs, to_torch, train
+
+    grid = _crop(slice(1, 3), slice(2, 4))                      # 4 real Milan cells
+    cfg = TrainConfig(steps=2, batch_size=2, warmup=1, eval_every=2, val_stride=64, out=str(tmp_path / "run"),
+                      profile_decay=0.8, net=USTSConfig(**TINY))
+    ckpt = train(cfg, grid=grid)
+    model, config = load_model(ckpt)
+    recorded = GridStats.from_dict(config["data"]["stats"])
+    got = run_stats(grid, 0, config)
+    np.testing.assert_allclose(got.profile, recorded.profile, atol=1e-12)
+    np.testing.assert_allclose(got.graph, recorded.graph, atol=1e-12)
+    plain = run_stats(grid, 0, {"train": {}})                   # a run saved before the setting: the plain mean
+    assert not np.allclose(plain.profile, recorded.profile, atol=1e-3)
+    # the scorer's forecast is the network over the recorded statistics
+    z = recorded.transform(grid.values)
+    starts = np.array([3600, 3700])
+    hist = np.stack([z[s - 288:s] for s in starts])
+    fc = torch_fns(str(ckpt), grid, 0)[0](hist, starts, 144)
+    with torch.no_grad():
+        ref = model("forecast", **to_torch(forecast_inputs(hist, starts - 288, recorded, 144))).numpy()
+    np.testing.assert_allclose(fc, ref, atol=1e-5)

@@ -67,12 +67,10 @@ def _ustsllm_fns(ckpt: str, grid: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """task -> (model fn, prior fn) of a U-STS-LLM checkpoint: the whole network (eq. 14) and the grid prior its
     eq. 7 guidance starts from (benchmarks/accuracy/ustsllm.prior_fns)."""
     from umask.bench.accuracy.ustsllm import prior_fns, torch_fns
-    from umask.runtime.families.ustsllm.stats import fit_grid_stats
     from umask.train.models.ustsllm.trainer import first_weekday_of
 
     wd = first_weekday_of(grid)
-    stats = fit_grid_stats(grid.values, grid.splits()["train"][1], grid.slots_per_day, wd)
-    f, i, info = torch_fns(ckpt, stats)
+    f, i, info = torch_fns(ckpt, grid, wd)
     pf, pi, _ = prior_fns(harness.GridSpec(grid), wd)
     return {"a1": (f, pf), "a2": (i, pi)}, {"run": ckpt, "checkpoint": info["checkpoint"], "seed": int(info["seed"] or 0)}
 

@@ -29,7 +29,7 @@ import os
 import shlex
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ from umask.bench.accuracy import grid as harness
 from umask.runtime.core.errors import InputError
 from umask.runtime.families.ustsllm.stats import GridStats, fit_grid_stats
 from umask.train.common.checkpoints import atomic_json
-from umask.train.data.grids import open_grid
+from umask.train.data.grids import GridData, open_grid
 from umask.train.models.ustsllm.trainer import first_weekday_of
 
 log = logging.getLogger(__name__)
@@ -55,10 +55,21 @@ SEED_SEP = "#"          # harness model name "ustsllm#1" = seed run 1 of row "us
 # ------------------------------------------------------------------------------------------------
 # Model callables on the harness's standardized scale
 # ------------------------------------------------------------------------------------------------
-def torch_fns(ckpt: str, stats: GridStats, *, llm_branch: bool = True
+def run_stats(grid: GridData, first_weekday: int, config: Mapping[str, Any]) -> GridStats:
+    """The statistics a run's network reads (scaler, prior-channel profiles, graph), fit on ``grid``'s training
+    days with the run's own recipe: its ``profile_decay`` (runs saved before the setting: 1). On the training grid
+    this is the run's recorded ``data.stats``; on another grid (zero-shot) the same recipe on that grid's days.
+    Before 2026-12-07 the scorer fit every run with the plain mean, so runs trained with ``--profile-decay`` were
+    scored with another prior channel than they trained on (the withdrawn ``ustsllm_lowrank_recent`` rows)."""
+    decay = float((config.get("train") or {}).get("profile_decay", 1.0))
+    return fit_grid_stats(grid.values, grid.splits()["train"][1], grid.slots_per_day, first_weekday, decay)
+
+
+def torch_fns(ckpt: str, grid: GridData, first_weekday: int, *, llm_branch: bool = True
               ) -> tuple[Callable[..., np.ndarray], Callable[..., np.ndarray], dict]:
-    """(ForecastFn, ImputeFn, info) of a training checkpoint (EMA weights, eq. 1 at its midpoint).
-    ``llm_branch=False``: the eq. 13 head zeroed, so Y = G, the trained guidance signal alone (eq. 14)."""
+    """(ForecastFn, ImputeFn, info) of a training checkpoint (EMA weights, eq. 1 at its midpoint) on ``grid``
+    (statistics: :func:`run_stats`). ``llm_branch=False``: the eq. 13 head zeroed, so Y = G, the trained
+    guidance signal alone (eq. 14)."""
     import torch
 
     from umask.train.models.ustsllm.model import load_model
@@ -66,6 +77,7 @@ def torch_fns(ckpt: str, stats: GridStats, *, llm_branch: bool = True
 
     model, config = load_model(ckpt)
     cfg = model.cfg
+    stats = run_stats(grid, first_weekday, config)
     if not llm_branch:
         if not cfg.use_guidance:
             raise InputError(f"{ckpt}: a network without the guidance signal has no guidance-only variant")
@@ -113,19 +125,23 @@ def prior_fns(spec: harness.GridSpec, first_weekday: int) -> tuple[Callable[...,
     return (lambda h, s, n: prior.forecast(h, s, n)), impute, {"prior": prior.describe()}
 
 
-def bundle_fns(bundle: str, precision: str, stats: GridStats) -> tuple[Callable[..., np.ndarray], Callable[..., np.ndarray], dict]:
+def bundle_fns(bundle: str, precision: str, stats: GridStats, *, own_stats: bool = False
+               ) -> tuple[Callable[..., np.ndarray], Callable[..., np.ndarray], dict]:
     """(ForecastFn, ImputeFn, info) of an exported bundle through the torch-free runtime session
-    (raw units in and out, converted with the grid's scaler)."""
+    (raw units in and out, converted with the harness grid's scaler ``stats``). ``own_stats``: the session reads
+    the statistics the bundle carries (its run's, what a user of the bundle gets on the training grid); else
+    ``stats`` (another grid: zero-shot)."""
     from umask.runtime.families.ustsllm.session import Session
 
     sess = Session.open(bundle, precision=precision, allow_unsigned=True)
+    session_stats = None if own_stats else stats
 
     def forecast(history: np.ndarray, starts: np.ndarray, horizon: int) -> np.ndarray:
-        raw = sess.forecast(stats.inverse(history), first_slot=starts - history.shape[1], stats=stats)
+        raw = sess.forecast(stats.inverse(history), first_slot=starts - history.shape[1], stats=session_stats)
         return stats.transform(raw)
 
     def impute(observed: np.ndarray, mask: np.ndarray, starts: np.ndarray) -> np.ndarray:
-        raw = sess.impute(stats.inverse(np.where(mask, 0.0, observed)), mask, first_slot=starts, stats=stats)
+        raw = sess.impute(stats.inverse(np.where(mask, 0.0, observed)), mask, first_slot=starts, stats=session_stats)
         return stats.transform(raw)
 
     return forecast, impute, {"bundle": str(bundle), "precision": precision}
@@ -276,18 +292,19 @@ def latency_rows(ckpt: str | None, bundle: str | None, precisions: Sequence[str]
 
     torch.set_num_threads(1)
     grid = open_grid(None)
-    stats = fit_grid_stats(grid.values, grid.splits()["train"][1], grid.slots_per_day, first_weekday_of(grid))
+    wd = first_weekday_of(grid)
+    stats = fit_grid_stats(grid.values, grid.splits()["train"][1], grid.slots_per_day, wd)
     spec = harness.GridSpec(grid)
     starts = np.arange(3888, 3888 + 32 * 4, 4)
     if task == "a1":
         hist = np.stack([spec.z[s - 288:s] for s in starts])
-        runs = {"torch": torch_fns(ckpt, stats)[0] if ckpt else None}
+        runs = {"torch": torch_fns(ckpt, grid, wd)[0] if ckpt else None}
         call = lambda fn, n: fn(hist[:n], starts[:n], 144)  # noqa: E731
     else:
         truth = np.stack([spec.z[s - 288:s] for s in starts])
         mask = np.random.default_rng(0).random(truth.shape) < 0.75
         obs = np.where(mask, np.nan, truth)
-        runs = {"torch": torch_fns(ckpt, stats)[1] if ckpt else None}
+        runs = {"torch": torch_fns(ckpt, grid, wd)[1] if ckpt else None}
         call = lambda fn, n: fn(obs[:n], mask[:n], starts[:n] - 288)  # noqa: E731
     for prec in precisions if bundle else ():
         f, i, _ = bundle_fns(bundle, prec, stats)
@@ -399,13 +416,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     zs_note = " (trained on Milan 5x5; applied unchanged, with this grid's own scaler, profile and graph)" if zeroshot else ""
     for k, ckpt in enumerate(ns.ckpt or []):          # one model row per training seed, aggregated by v2_rows
         sfx = f"{SEED_SEP}{k}" if len(ns.ckpt) > 1 else ""
-        fns = torch_fns(ckpt, stats)
+        fns = torch_fns(ckpt, grid, first_weekday)
         if ns.ensemble:                                # the ensemble row asks each seed the same windows again
             fns = (_memo(fns[0]), _memo(fns[1]), fns[2])
         add(ns.name + sfx, fns, "ours", "torch", "U-STS-LLM, torch eager, EMA weights, best "
             "validation checkpoint" + zs_note)
         if ns.guidance_only:
-            add(f"{ns.name}_guidance_only{sfx}", torch_fns(ckpt, stats, llm_branch=False), "ablation", "torch",
+            add(f"{ns.name}_guidance_only{sfx}", torch_fns(ckpt, grid, first_weekday, llm_branch=False), "ablation", "torch",
                 "U-STS-LLM with the LLM branch (eq. 13 head) zeroed: the trained eq. 7 guidance alone" + zs_note)
     if ns.ensemble and len(ns.ckpt or []) > 1:          # one row: the seeds' outputs averaged, every request
         seeds = [models[ns.name + f"{SEED_SEP}{k}"] for k in range(len(ns.ckpt))]
@@ -423,10 +440,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         name, _, path = spec.partition("=")
         if not path:
             raise InputError(f"--ablation {spec!r}: expected NAME=CKPT")
-        add(name, torch_fns(path, stats), "ablation", "torch", f"U-STS-LLM ablation {name}" + zs_note)
+        add(name, torch_fns(path, grid, first_weekday), "ablation", "torch", f"U-STS-LLM ablation {name}" + zs_note)
     if ns.bundle:
         for prec in [p.strip() for p in ns.precision.split(",") if p.strip()]:
-            add(f"{ns.name}@{prec}", bundle_fns(ns.bundle, prec, stats), "ours", f"onnx-{prec}",
+            add(f"{ns.name}@{prec}", bundle_fns(ns.bundle, prec, stats, own_stats=not zeroshot), "ours", f"onnx-{prec}",
                 f"U-STS-LLM bundle, onnxruntime CPU, {prec}" + zs_note)
             meta[f"{ns.name}@{prec}"]["model"] = ns.name          # same model, another artifact
     for net in [n.strip() for n in ns.nets.split(",") if n.strip()]:

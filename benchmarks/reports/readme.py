@@ -261,7 +261,7 @@ TABLES: dict[str, Table | AutoTable] = {t.name: t for t in (
               "artifact, `torch` = the same pipeline with the checkpoint's network; `ustsllm_lowrank_gated` = "
               "`ustsllm_lowrank` with the same per-cell gate (A1 over its prior, A2 over the row), 3 seeds; `_recent` = "
               "trained over profiles weighted towards the latest training days (`--profile-decay 0.875`, the prior's "
-              "validation choice): `umask_grid_recent*` and `ustsllm_lowrank_recent` 3 seeds each",
+              "validation choice): `umask_grid_recent*`, 3 seeds",
               columns=(Col("A1 nMAE / nRMSE", "A1", MILAN, ("nmae", "nrmse")),
                        Col("A2 nMAE / nRMSE", "A2", MILAN, ("nmae", "nrmse"))),
               sources=("v2_grid_umask.json", "v2_ustsllm.json", "milan_baselines.json", "milan_arima.json",
@@ -269,8 +269,7 @@ TABLES: dict[str, Table | AutoTable] = {t.name: t for t in (
                        "v2_ustsllm_gated.json", "v2_grid_umask_gated_lowrank.json", "v2_ustsllm_gated_lowrank.json",
                        "v2_ustsllm_lowrank.json", "v2_grid_umask_lowrank.json", "v2_grid_umask_lowrank_gated.json",
                        "v2_grid_umask_bundle.json", "v2_ustsllm_lowrank_gated.json", "v2_grid_umask_recent.json",
-                       "v2_grid_umask_recent_gated.json", "v2_grid_umask_recent_gated_lowrank.json",
-                       "v2_ustsllm_lowrank_recent.json"),
+                       "v2_grid_umask_recent_gated.json", "v2_grid_umask_recent_gated_lowrank.json"),
               show_source=True),
     AutoTable("grid_zeroshot",
               "REAL, zero-shot: a Milan-trained U-STS-LLM applied unchanged to a 16-cell grid (each cell the sum of a "

@@ -538,8 +538,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows = convert()
         ours = {f"benchmarks/results/{s}" for s in sources()}
         with _locked(path):
-            # rows other runners wrote (not read from the converted files) stay
-            kept = [r for r in load(path) if r.source not in ours and r.key not in {x.key for x in rows}]
+            # rows other runners wrote (not read from the converted files) stay, unless their result file is gone
+            # (a withdrawn result must leave the scoreboard with its file)
+            old = [r for r in load(path) if r.source not in ours and r.key not in {x.key for x in rows}]
+            kept = [r for r in old if not r.source or (ROOT / r.source).is_file()]
+            for src in sorted({r.source for r in old} - {r.source for r in kept}):
+                log.warning("scoreboard: %s no longer exists; its rows are dropped", src)
             _write(path, rows + kept)
         log.info("scoreboard %s: %d converted rows, %d kept", path, len(rows), len(kept))
     if ns.check or not ns.convert:
