@@ -122,11 +122,14 @@ lowrank() {  # patch tokens with the eq. 7 imputation guidance started from the 
   # wrong profiles before the scorer's run_stats fix, docs/families/ustsllm.md)
   # LOSS=l1: eqs. 15-16 with the absolute error (the MAE-optimal point; TrainConfig.loss): runs ustsllm_lowrank_l1_s*,
   # rows `ustsllm_lowrank_l1` in v2_ustsllm_lowrank_l1.json
-  local g=${GUIDE:-lowrank} d=${PROFILE_DECAY:-1} l=${LOSS:-mse} runs="" tag=""
+  # PROFILE_STAT=median: the prior channel's profiles are the per-slot medians (runs ustsllm_lowrank_l1_med_s* with LOSS=l1)
+  local g=${GUIDE:-lowrank} d=${PROFILE_DECAY:-1} l=${LOSS:-mse} m=${PROFILE_STAT:-mean} runs="" tag=""
   [[ "$d" != 1 && "$d" != 1.0 ]] && tag="_recent"
   [[ "$l" != mse ]] && tag="${tag}_$l"
+  [[ "$m" != mean ]] && tag="${tag}_med"
   for s in $SEEDS; do
-    $PY -m umask.cli train ustsllm --st-patch 48 --guide-prior "$g" --profile-decay "$d" --loss "$l" --steps 900 --max-minutes 40 \
+    $PY -m umask.cli train ustsllm --st-patch 48 --guide-prior "$g" --profile-decay "$d" --profile-statistic "$m" \
+      --loss "$l" --steps 900 --max-minutes 40 \
       --eval-every 50 --ckpt-every 50 --patience 4 --keep-last 20 --seed "$s" --out "artifacts/train/ustsllm_${g}${tag}_s$s"
     cp "artifacts/train/ustsllm_${g}${tag}_s$s/metrics.jsonl" \
       "benchmarks/results/learning_curves/ustsllm_${g}${tag}_s${s}_metrics.jsonl"

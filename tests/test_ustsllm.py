@@ -376,6 +376,12 @@ def test_scorer_reads_each_run_with_the_statistics_it_trained_on(tmp_path: Path)
     np.testing.assert_allclose(got.graph, recorded.graph, atol=1e-12)
     plain = run_stats(grid, 0, {"train": {}})                   # a run saved before the setting: the plain mean
     assert not np.allclose(plain.profile, recorded.profile, atol=1e-3)
+    med = run_stats(grid, 0, {"train": {"profile_statistic": "median"}})
+    z_train = plain.transform(grid.values)[:grid.splits()["train"][1]]
+    days = z_train[: len(z_train) // 144 * 144].reshape(-1, 144, grid.n_cells)
+    weekday = np.array([d % 7 < 5 for d in range(len(days))])                 # slot 0 is a Monday here
+    np.testing.assert_allclose(med.profile, np.median(days[weekday], axis=0), atol=1e-12)
+    np.testing.assert_allclose(med.profile_weekend, np.median(days[~weekday], axis=0), atol=1e-12)
     # the scorer's forecast is the network over the recorded statistics
     z = recorded.transform(grid.values)
     starts = np.array([3600, 3700])

@@ -57,12 +57,14 @@ SEED_SEP = "#"          # harness model name "ustsllm#1" = seed run 1 of row "us
 # ------------------------------------------------------------------------------------------------
 def run_stats(grid: GridData, first_weekday: int, config: Mapping[str, Any]) -> GridStats:
     """The statistics a run's network reads (scaler, prior-channel profiles, graph), fit on ``grid``'s training
-    days with the run's own recipe: its ``profile_decay`` (runs saved before the setting: 1). On the training grid
+    days with the run's own recipe: its ``profile_decay`` and ``profile_statistic`` (runs saved before them: 1 and
+    the mean). On the training grid
     this is the run's recorded ``data.stats``; on another grid (zero-shot) the same recipe on that grid's days.
     Before 2026-12-07 the scorer fit every run with the plain mean, so runs trained with ``--profile-decay`` were
     scored with another prior channel than they trained on (the withdrawn ``ustsllm_lowrank_recent`` rows)."""
-    decay = float((config.get("train") or {}).get("profile_decay", 1.0))
-    return fit_grid_stats(grid.values, grid.splits()["train"][1], grid.slots_per_day, first_weekday, decay)
+    train = config.get("train") or {}
+    return fit_grid_stats(grid.values, grid.splits()["train"][1], grid.slots_per_day, first_weekday,
+                          float(train.get("profile_decay", 1.0)), str(train.get("profile_statistic", "mean")))
 
 
 def torch_fns(ckpt: str, grid: GridData, first_weekday: int, *, llm_branch: bool = True

@@ -96,7 +96,7 @@ def functional_graph(profile: np.ndarray) -> np.ndarray:
 
 
 def fit_grid_stats(values: np.ndarray, train_end: int, slots_per_day: int, first_weekday: int = 0,
-                   profile_decay: float = 1.0) -> GridStats:
+                   profile_decay: float = 1.0, profile_statistic: str = "mean") -> GridStats:
     """Statistics of the raw (slots, cells) matrix ``values`` over slots 0..train_end-1 (row 0 = a midnight of
     weekday ``first_weekday``, Monday = 0).
 
@@ -104,14 +104,16 @@ def fit_grid_stats(values: np.ndarray, train_end: int, slots_per_day: int, first
     weekday / weekend slot-of-day means of the standardized training days (``gridscale.day_type_profiles``),
     the graph :func:`functional_graph` of the two profiles stacked (one day of each type). ``profile_decay``:
     training day d of n weighs ``profile_decay ** (n - 1 - d)`` in the profiles (1 = the plain mean; the grid
-    prior's validation sweep chose 0.875 on Milan)."""
+    prior's validation sweep chose 0.875 on Milan); ``profile_statistic`` "median": the per-slot median of the days
+    instead (``gridscale.day_type_profiles``; decay must then be 1)."""
     v = np.asarray(values, np.float64)
     if v.ndim != 2 or train_end < slots_per_day or train_end > v.shape[0]:
         raise InputError(f"values must be (slots, cells) with at least one training day, got {v.shape} and "
                          f"train_end {train_end}")
     mean, std = gridscale.fit_cell_scaler(v, train_end, floor=True)
     z = (v[:train_end] - mean) / std
-    wk, we = gridscale.day_type_profiles(z, train_end, slots_per_day, first_weekday, profile_decay)
+    wk, we = gridscale.day_type_profiles(z, train_end, slots_per_day, first_weekday, profile_decay,
+                                         statistic=profile_statistic)
     return GridStats(mean=mean, std=std, profile=wk, profile_weekend=we,
                      graph=functional_graph(np.concatenate([wk, we])), first_weekday=int(first_weekday))
 

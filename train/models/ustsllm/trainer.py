@@ -62,6 +62,10 @@ class TrainConfig(LoopConfig):
         "help": "the prior channel's slot-of-day profiles weigh training day d of n by decay ** (n-1-d); 1 = the "
                 "plain mean (the runs before this setting); 0.875 = the grid prior's validation choice",
         "group": MODEL})
+    profile_statistic: Literal["mean", "median"] = field(default="mean", metadata={
+        "help": "the prior channel's slot-of-day profiles: mean (the runs before this setting) or median of the "
+                "training days (the MAE-optimal level, the profile_median_level baseline row; needs --profile-decay 1)",
+        "group": MODEL})
     alpha: float = field(default=0.5, metadata={"help": "eq. 15 weight of the forecasting loss", "group": MODEL})
     loss: LossName = field(default="mse", metadata={
         "help": "the error inside eqs. 15-16: mse = the paper (the conditional mean, RMSE-optimal); l1 = absolute "
@@ -78,7 +82,7 @@ class TrainConfig(LoopConfig):
     keep_last: int = with_default(LoopConfig, "keep_last", 2)
     progress: bool = with_default(LoopConfig, "progress", False)
 
-    RESUME_MUST_MATCH = ("seed", "batch_size", "alpha", "profile_decay", "loss")
+    RESUME_MUST_MATCH = ("seed", "batch_size", "alpha", "profile_decay", "profile_statistic", "loss")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -197,7 +201,7 @@ class USTSFamily(loop.Family):
         self.periods = grid.splits()
         train_end = self.periods["train"][1]
         self.stats = fit_grid_stats(grid.values, train_end, grid.slots_per_day, first_weekday_of(grid, cfg.first_weekday),
-                                    cfg.profile_decay)
+                                    cfg.profile_decay, cfg.profile_statistic)
         self.z = self.stats.transform(grid.values)                          # (slots, cells)
         net = cfg.net
         self.f_starts = np.arange(net.history, train_end - net.horizon + 1)  # horizon starts, whole window in train
