@@ -187,7 +187,10 @@ def export_bundle(ckpt: str | Path, out: str | Path, *, precisions: Sequence[str
                 "stats": stats.to_dict(), "artifacts": artifacts,
                 "parity": {"windows": "every 16th validation window of the training grid (A1 and A2 shapes)",
                            "tolerance": {**TOL, "int8-qdq_nmae_rel": int8_rel_tol}},
-                "checkpoint": {"path": str(ckpt_dir), "train": config.get("train", {}).get("steps")},
+                "checkpoint": {"path": str(ckpt_dir), "train": config.get("train", {}).get("steps"),
+                               # how the run fit its profiles: what a zero-shot caller passes to fit_grid_stats
+                               "profile_decay": float(config.get("train", {}).get("profile_decay", 1.0)),
+                               "profile_statistic": str(config.get("train", {}).get("profile_statistic", "mean"))},
                 # sections `umask export` prints for every family
                 "tensorrt": {"status": "skipped", "reason": "not built for this family (CPU onnxruntime bundle)"},
                 "llm": {"status": "absent", "note": "the backbone blocks are inside the ONNX graphs"},

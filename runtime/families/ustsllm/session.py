@@ -9,7 +9,8 @@ Inputs and outputs are raw per-cell values (the units of the training grid's CSV
 them with the bundle's statistics (the training grid's per-cell mean / floored std, its weekday / weekend
 slot-of-day profiles and functional graph; runtime/families/ustsllm/stats.py), runs the exported network
 and scales back. For a grid other than the training grid (zero-shot, any cell count) pass ``stats=`` fitted
-on that grid (``fit_grid_stats(values, train_end, slots_per_day, first_weekday)``). ``first_slot``: the slot
+on that grid with the run's profile recipe (``fit_grid_stats(values, train_end, slots_per_day, first_weekday,
+profile_decay, profile_statistic)``, both recorded in the manifest's ``checkpoint``). ``first_slot``: the slot
 index of the first row counted from the grid's slot 0, a midnight of weekday ``stats.first_weekday``
 (Milan: Friday 2013-11-01), which gives the time-of-day / weekday / day-type inputs. A batch is given with a leading axis: (n, slots, cells), first_slot (n,).
 """
