@@ -5,7 +5,7 @@ signed bundle, opens it with the family's runtime session as a device would, and
 
 9. ``grid_model``: U-MASK's grid model (``checkpoints/umask_grid_s0``) on every PROTOCOL A test window of
    the REAL Milan grid, raw units in and out.
-10. ``family_models``: U-STS-LLM (``checkpoints/ustsllm_lowrank_s0``) on the same Milan windows; FatsMB
+10. ``family_models``: U-STS-LLM (``checkpoints/ustsllm_lowrank_l1_s0``) on the same Milan windows; FatsMB
    (``checkpoints/fatsmb_taobao_s0``) ranking all 55,233 items for each REAL Taobao test user; GTS-LUM
    (``checkpoints/gtslum_s0``, trained on SYNTHETIC users) naming the next hour's app categories of the 6 REAL
    Tsinghua users at 18:00, next to the categories they really used.
@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TSINGHUA = ROOT / "data" / "tsinghua_app_usage"
 DAY = 86_400
 # the shipped folders step 10 serves, in order (a missing folder is skipped with a message)
-FAMILY_MODELS = (("ustsllm", "checkpoints/ustsllm_lowrank_s0"), ("fatsmb", "checkpoints/fatsmb_taobao_s0"),
+FAMILY_MODELS = (("ustsllm", "checkpoints/ustsllm_lowrank_l1_s0"), ("fatsmb", "checkpoints/fatsmb_taobao_s0"),
                  ("gtslum", "checkpoints/gtslum_s0"))
 
 
