@@ -3,7 +3,7 @@
 # Every figure of benchmarks/results/v2_ustsllm.json comes from one of these steps (each row names its command).
 #
 #   scripts/train_ustsllm.sh all          # everything below, in order (~2 h on a shared 2-core CPU)
-#   scripts/train_ustsllm.sh train|ablations|eval|ablation-eval|nets|zeroshot|export|bundle-eval|latency|curves|patch|lowrank
+#   scripts/train_ustsllm.sh train|ablations|eval|ablation-eval|nets|zeroshot|export|bundle-eval|latency|curves|patch|patch-l1|lowrank
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
@@ -110,6 +110,23 @@ patch() {   # spatio-temporal patch tokens (--st-patch 48): one run per seed (45
   done
 }
 
+patch_l1() {  # the interpolation-based patch network with the absolute error (--loss l1; 35-minute cap for seed 0,
+  # 30 for seeds 1-2 run side by side), gated per cell on A2 against the lowrank_interpolation row
+  # (rows ustsllm_patch_l1*, v2_ustsllm_patch_l1_gated.json; kind ablation)
+  local runs=""
+  for s in $SEEDS; do
+    $PY -m umask.cli train ustsllm --st-patch 48 --loss l1 --steps 900 --max-minutes 35 --eval-every 50 --ckpt-every 50 \
+      --patience 4 --keep-last 20 --seed "$s" --out "artifacts/train/ustsllm_patch_l1_s$s"
+    runs="$runs artifacts/train/ustsllm_patch_l1_s$s/ckpt/best"
+    cp "artifacts/train/ustsllm_patch_l1_s$s/metrics.jsonl" "benchmarks/results/learning_curves/ustsllm_patch_l1_s${s}_metrics.jsonl"
+  done
+  $PY -m umask.bench.accuracy.grid_residual_gate --family ustsllm --runs $runs --a2-prior lowrank --tasks a2 \
+    --name ustsllm_patch_l1_gated_lowrank --kind ablation --out benchmarks/results/v2_ustsllm_patch_l1_gated.json
+  # the seed-0 network alone, ungated
+  $SCORE --protocol A2 --ablation ustsllm_patch_l1=artifacts/train/ustsllm_patch_l1_s0/ckpt/best --no-baselines \
+    --v2 benchmarks/results/v2_ustsllm_patch_l1_gated.json --out artifacts/eval/ustsllm_patch_l1_a2.json
+}
+
 lowrank() {  # patch tokens with the eq. 7 imputation guidance started from the lowrank_interpolation baseline
   # (--guide-prior lowrank, train/models/ustsllm/model.py): one run per seed (40-minute cap each), scored over the
   # seeds as `ustsllm_lowrank` (and `ustsllm_lowrank_ens3`, the mean of the seeds' outputs); STAGE_RUNS_ONLY=1
@@ -152,8 +169,9 @@ curves() {   # the learning curves (training + validation records) of every run
 case "${1:-all}" in
   train) train ;; ablations) ablations ;; eval) eval_ ;; ablation-eval) ablation_eval ;; nets) nets ;;
   zeroshot) zeroshot ;; export) export_ ;;
-  bundle-eval) bundle_eval ;; latency) latency ;; curves) curves ;; patch) patch ;; lowrank) lowrank ;;
+  bundle-eval) bundle_eval ;; latency) latency ;; curves) curves ;; patch) patch ;; patch-l1) patch_l1 ;;
+  lowrank) lowrank ;;
   all) train; ablations; eval_; ablation_eval; nets; zeroshot; export_; bundle_eval; latency; curves ;;
-  *) echo "usage: $0 [all|train|ablations|eval|ablation-eval|nets|zeroshot|export|bundle-eval|latency|curves|patch|lowrank]" >&2
+  *) echo "usage: $0 [all|train|ablations|eval|ablation-eval|nets|zeroshot|export|bundle-eval|latency|curves|patch|patch-l1|lowrank]" >&2
      exit 2 ;;
 esac
