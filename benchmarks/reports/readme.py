@@ -265,8 +265,8 @@ TABLES: dict[str, Table | AutoTable] = {t.name: t for t in (
               "absolute error in eqs. 15-16 (`--loss l1`, the MAE-optimal point), 3 seeds, its onnx rows the seed-0 bundle, "
               "`_ens3` the mean of the 3 seeds' outputs, `_gated` the per-cell A2 gate against the `lowrank_interpolation` "
               "row; `profile_level` / `profile_median_level` = the grid prior's A1 part (day-type mean profile + level "
-              "term) and the same over per-slot medians; `ustsllm_patch_l1` = `ustsllm_patch` trained with `--loss l1`, one "
-              "seed so far, and `_gated_lowrank` its per-cell A2 gate against the `lowrank_interpolation` row",
+              "term) and the same over per-slot medians; `ustsllm_patch_l1` = `ustsllm_patch` trained with `--loss l1` (seed 0), "
+              "and `_gated_lowrank` its per-cell A2 gate against the `lowrank_interpolation` row (3 seeds)",
               columns=(Col("A1 nMAE / nRMSE", "A1", MILAN, ("nmae", "nrmse")),
                        Col("A2 nMAE / nRMSE", "A2", MILAN, ("nmae", "nrmse"))),
               sources=("v2_grid_umask.json", "v2_ustsllm.json", "milan_baselines.json", "milan_arima.json",
