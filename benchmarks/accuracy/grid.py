@@ -218,8 +218,8 @@ def baseline_forecasters(
     ``first_weekday``: weekday of slot 0 (Monday = 0; default the Milan sample's Friday).
     """
     z = np.asarray(z_matrix, dtype=np.float64)
-    profile = _training_profile(z, period, train_end)
     end = splits.MILAN_SPLITS["train"][1] if train_end is None else int(train_end)
+    profile = _training_profile(z, period, end)
     priors = {name: GridPrior.of_profiles(*gridscale.day_type_profiles(z, end, period, first_weekday, statistic=stat),
                                           period, first_weekday)
               for name, stat in (("profile_level", "mean"), ("profile_median_level", "median"))}

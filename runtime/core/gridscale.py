@@ -21,6 +21,7 @@ One implementation, used by every grid model and scorer of the house (issue 12):
 from __future__ import annotations
 
 import logging
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -28,7 +29,7 @@ from umask.runtime.core.errors import InputError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PROFILE_STATISTICS", "STD_FLOOR_OF_MEDIAN", "STD_FLOOR_ABS", "fit_cell_scaler", "weekday",
+__all__ = ["PROFILE_STATISTICS", "ProfileStatistic", "STD_FLOOR_OF_MEDIAN", "STD_FLOOR_ABS", "fit_cell_scaler", "weekday",
            "day_type_profiles"]
 
 STD_FLOOR_OF_MEDIAN: float = 1e-2    # the std floor as a fraction of the median cell std
@@ -67,7 +68,8 @@ def weekday(slots: np.ndarray, slots_per_day: int, first_weekday: int) -> np.nda
     return (int(first_weekday) + np.asarray(slots, np.int64) // int(slots_per_day)) % 7
 
 
-PROFILE_STATISTICS: tuple[str, ...] = ("mean", "median")
+ProfileStatistic = Literal["mean", "median"]           # the statistic of a slot-of-day profile (one place)
+PROFILE_STATISTICS: tuple[str, ...] = get_args(ProfileStatistic)
 
 
 def day_type_profiles(z: np.ndarray, train_end: int, slots_per_day: int, first_weekday: int,
@@ -100,10 +102,10 @@ def day_type_profiles(z: np.ndarray, train_end: int, slots_per_day: int, first_w
     we = weekday(np.arange(n_days) * D, D, first_weekday) >= 5
     w = float(decay) ** (n_days - 1 - np.arange(n_days, dtype=np.float64))              # (days,) newest = 1
 
-    def mean(sel: np.ndarray) -> np.ndarray:
+    def profile(sel: np.ndarray) -> np.ndarray:
         if statistic == "median":
             return np.median(days[sel], axis=0)                                           # (D, cells)
         return np.tensordot(w[sel], days[sel], axes=1) / w[sel].sum()                     # (D, cells)
 
-    every = mean(np.ones(n_days, bool))
-    return (mean(~we) if (~we).any() else every), (mean(we) if we.any() else every)
+    every = profile(np.ones(n_days, bool))
+    return (profile(~we) if (~we).any() else every), (profile(we) if we.any() else every)

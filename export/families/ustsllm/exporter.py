@@ -119,9 +119,9 @@ def export_bundle(ckpt: str | Path, out: str | Path, *, precisions: Sequence[str
     ckpt_dir = resolve_checkpoint(ckpt)
     model, config = load_model(ckpt_dir)
     cfg = model.cfg
-    st = config["data"]["stats"]
+    st, train = config["data"]["stats"], config.get("train", {})
     stats = GridStats.from_dict(st, f"{ckpt_dir}/config.json data.stats")
-    args = run_grid_args(config.get("train", {}))            # the run's own grid (its adjacency is unused here, eq. 8)
+    args = run_grid_args(train)            # the run's own grid (its adjacency is unused here, eq. 8)
     grid = open_grid(data if data is not None else args["path"], grid=args["grid"], slot_minutes=args["slot_minutes"])
     if grid.n_cells != stats.n_cells:
         raise ExportError(f"--data has {grid.n_cells} cells, the checkpoint was trained on {stats.n_cells}")
@@ -187,10 +187,10 @@ def export_bundle(ckpt: str | Path, out: str | Path, *, precisions: Sequence[str
                 "stats": stats.to_dict(), "artifacts": artifacts,
                 "parity": {"windows": "every 16th validation window of the training grid (A1 and A2 shapes)",
                            "tolerance": {**TOL, "int8-qdq_nmae_rel": int8_rel_tol}},
-                "checkpoint": {"path": str(ckpt_dir), "train": config.get("train", {}).get("steps"),
+                "checkpoint": {"path": str(ckpt_dir), "train": train.get("steps"),
                                # how the run fit its profiles: what a zero-shot caller passes to fit_grid_stats
-                               "profile_decay": float(config.get("train", {}).get("profile_decay", 1.0)),
-                               "profile_statistic": str(config.get("train", {}).get("profile_statistic", "mean"))},
+                               "profile_decay": float(train.get("profile_decay", 1.0)),
+                               "profile_statistic": str(train.get("profile_statistic", "mean"))},
                 # sections `umask export` prints for every family
                 "tensorrt": {"status": "skipped", "reason": "not built for this family (CPU onnxruntime bundle)"},
                 "llm": {"status": "absent", "note": "the backbone blocks are inside the ONNX graphs"},

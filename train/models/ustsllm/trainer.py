@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 
 from umask.runtime.core.errors import InputError
+from umask.runtime.core.gridscale import ProfileStatistic
 from umask.runtime.families.ustsllm.stats import GridStats, fit_grid_stats, prior_channel, time_inputs
 from umask.train.common import loop
 from umask.train.common.config import (HelpFormatter, LoopConfig, add_dataclass_args, config_dict, dataclass_from_args,
@@ -62,7 +63,7 @@ class TrainConfig(LoopConfig):
         "help": "the prior channel's slot-of-day profiles weigh training day d of n by decay ** (n-1-d); 1 = the "
                 "plain mean (the runs before this setting); 0.875 = the grid prior's validation choice",
         "group": MODEL})
-    profile_statistic: Literal["mean", "median"] = field(default="mean", metadata={
+    profile_statistic: ProfileStatistic = field(default="mean", metadata={
         "help": "the prior channel's slot-of-day profiles: mean (the runs before this setting) or median of the "
                 "training days (the MAE-optimal level, the profile_median_level baseline row; needs --profile-decay 1)",
         "group": MODEL})
