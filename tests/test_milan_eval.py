@@ -100,6 +100,42 @@ def test_lowrank_constants_are_the_validation_choice(matrix: np.ndarray, a2_rows
         a2_rows["linear_interpolation"]["metrics"]["normalized_mae"]
 
 
+def test_profile_lowrank_impute_blends_two_completions_and_reads_no_hidden_value() -> None:
+    from umask.runtime.core import gridimpute
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(2, 48, 6))
+    prof = rng.normal(size=x.shape)
+    m = rng.random(x.shape) < 0.75
+    m[1, :, 4] = True                                                        # a cell with nothing observed
+    out = gridimpute.profile_lowrank_impute(x, m, prof, share=0.6)
+    np.testing.assert_array_equal(out, gridimpute.profile_lowrank_impute(np.where(m, np.nan, x), m, prof, share=0.6))
+    np.testing.assert_array_equal(out[~m], x[~m])
+    np.testing.assert_array_equal(out[1, :, 4], prof[1, :, 4])               # the profile where nothing is seen
+    plain = bl.lowrank_interpolation_impute(x, m)
+    resid = prof + bl.lowrank_interpolation_impute(np.where(m, 0.0, x - prof), m)
+    keep = m & ~m.all(axis=1, keepdims=True)
+    np.testing.assert_allclose(out[keep], 0.6 * plain[keep] + 0.4 * resid[keep])
+    np.testing.assert_allclose(gridimpute.profile_lowrank_impute(x, m, prof, share=1.0)[keep], plain[keep])
+    # a profile that is the truth makes the deviation zero: the second completion returns the truth
+    np.testing.assert_allclose(gridimpute.profile_lowrank_impute(x, m, x, share=0.0), x, atol=1e-12)
+    with pytest.raises(ValueError, match="profile"):
+        gridimpute.profile_lowrank_impute(x, m, prof[:, :10])
+    with pytest.raises(ValueError, match="share"):
+        gridimpute.profile_lowrank_impute(x, m, prof, share=-0.1)
+
+
+def test_profile_lowrank_share_is_the_validation_choice(matrix: np.ndarray, a2_rows: dict[str, dict[str, Any]]) -> None:
+    """The frozen share is the best of its sweep on the VALIDATION windows; on the test windows the row beats the
+    lowrank_interpolation row it builds on (what the day-type profile adds)."""
+    sel = milan_eval.choose_profile_share(matrix)
+    assert sel["split"] == "val" and sel["chosen"] == sel["frozen"]
+    assert sel["nmae"][f"share{sel['frozen']['share']}"] == min(sel["nmae"].values())
+    row = a2_rows["profile_lowrank_interpolation"]["metrics"]
+    assert row["normalized_mae"] < a2_rows["lowrank_interpolation"]["metrics"]["normalized_mae"]
+    assert row["normalized_rmse"] < a2_rows["lowrank_interpolation"]["metrics"]["normalized_rmse"]
+
+
 def test_seasonal_naive_forecast_exact_on_periodic_series() -> None:
     period = 6
     t = np.arange(5 * period)
@@ -202,7 +238,7 @@ def test_a2_rows_windows_and_entries(a2_rows: dict[str, dict[str, Any]]) -> None
 
     hidden = sum(int(splits.imputation_mask(i)[1].sum()) for i in range(145))
     assert set(a2_rows) == {"last_value", "seasonal_naive", "linear_interpolation", "historical_average", "all_zero",
-                            "lowrank_interpolation"}
+                            "lowrank_interpolation", "profile_lowrank_interpolation"}
     for r in a2_rows.values():
         assert r["n_windows"] == 145
         assert r["n_entries"] == hidden

@@ -293,6 +293,31 @@ def test_lowrank_guidance_starts_at_the_lowrank_interpolation_row() -> None:
         USTSConfig(**TINY, guide_prior="svd")
 
 
+def test_lowrank_profile_guidance_starts_at_the_profile_lowrank_row() -> None:
+    """guide_prior="lowrank_profile": the impute prior channel is the profile_lowrank_interpolation row over the
+    run's own day-type profiles, and the untrained network returns it on the hidden entries."""
+    from umask.runtime.core import gridimpute
+    from umask.runtime.families.ustsllm.stats import window_prior
+    from umask.train.data import splits
+    from umask.train.models.umask.grid_prior import MILAN_FIRST_WEEKDAY
+    from umask.train.models.ustsllm.model import USTSConfig, USTSLLM
+    from umask.train.models.ustsllm.trainer import impute_inputs, to_torch
+
+    g = milan_grid()
+    stats = fit_grid_stats(g.values, 3456, 144, MILAN_FIRST_WEEKDAY)
+    z = stats.transform(g.values)
+    iw = splits.imputation_windows(z, "test")
+    j = np.array([7, 90])
+    inp = impute_inputs(iw.truth[j], iw.mask[j], iw.starts[j], stats, "lowrank_profile")
+    ref = gridimpute.profile_lowrank_impute(np.where(iw.mask[j], 0.0, iw.truth[j]), iw.mask[j],
+                                            window_prior(stats, iw.starts[j], 288))
+    np.testing.assert_allclose(inp["prior"], ref, atol=1e-5)
+    net = USTSLLM(USTSConfig(**TINY, guide_prior="lowrank_profile", st_patch=48)).eval()
+    with torch.no_grad():
+        y = net("impute", **to_torch(inp)).numpy()
+    np.testing.assert_allclose(y[iw.mask[j]], ref[iw.mask[j]], atol=1e-3)
+
+
 def test_scorer_folds_seed_runs_and_scores_guidance_and_prior_rows(trained: tuple[Path, GridData],
                                                                     tmp_path: Path) -> None:
     from umask.bench.accuracy import ustsllm as scorer

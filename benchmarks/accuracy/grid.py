@@ -51,7 +51,7 @@ from typing import Any
 
 import numpy as np
 
-from umask.runtime.core import gridscale
+from umask.runtime.core import gridimpute, gridscale
 from umask.runtime.core.errors import InputError
 from umask.runtime.families.umask.grid_prior import MILAN_FIRST_WEEKDAY, GridPrior
 from umask.train.baselines import classical as baselines
@@ -199,6 +199,10 @@ BASELINE_NOTES: dict[str, str] = {
     "lowrank_interpolation": "0.5 x rank-5 completion of the window's slots x cells matrix (iterative truncated "
                              "SVD, 10 iterations from the interpolation) + 0.5 x linear interpolation; rank, share "
                              "and iterations chosen on the validation windows (choose_lowrank); our addition",
+    "profile_lowrank_interpolation": "0.6 x lowrank_interpolation + 0.4 x (weekday / weekend slot-of-day profile of "
+                                     "the training days + lowrank_interpolation of the window's deviation from that "
+                                     "profile); share chosen on the validation windows (choose_profile_share); our "
+                                     "addition",
 }
 
 
@@ -233,10 +237,15 @@ def baseline_forecasters(
 
 
 def baseline_imputers(
-    z_matrix: np.ndarray, *, period: int = PERIOD, train_end: int | None = None
+    z_matrix: np.ndarray, *, period: int = PERIOD, train_end: int | None = None,
+    first_weekday: int = MILAN_FIRST_WEEKDAY,
 ) -> dict[str, ImputeFn]:
-    """The A2 baseline rows as :data:`ImputeFn` callables (HA fit on the training period only)."""
-    profile = _training_profile(np.asarray(z_matrix, dtype=np.float64), period, train_end)
+    """The A2 baseline rows as :data:`ImputeFn` callables (HA and the day-type profiles fit on the training period
+    only; ``first_weekday`` as :func:`baseline_forecasters`)."""
+    z = np.asarray(z_matrix, dtype=np.float64)
+    end = splits.MILAN_SPLITS["train"][1] if train_end is None else int(train_end)
+    profile = _training_profile(z, period, end)
+    day_type = GridPrior.fit(z, end, period, first_weekday, a2="lowrank_profile")
     return {
         "last_value": lambda x, m, s: baselines.last_value_impute(x, m),
         "seasonal_naive": lambda x, m, s: baselines.seasonal_naive_impute(x, m),
@@ -244,6 +253,7 @@ def baseline_imputers(
         "historical_average": lambda x, m, s: baselines.historical_average_impute(x, m, profile, s),
         "all_zero": lambda x, m, s: np.where(m, 0.0, x),
         "lowrank_interpolation": lambda x, m, s: baselines.lowrank_interpolation_impute(x, m),
+        "profile_lowrank_interpolation": lambda x, m, s: day_type.impute(x, m, s),
     }
 
 
@@ -277,6 +287,27 @@ def choose_lowrank(grid: np.ndarray | GridData, split: splits.Split = "val") -> 
                        "iters": baselines.LOWRANK_ITERS}}
 
 
+PROFILE_SHARES: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7)
+
+
+def choose_profile_share(grid: np.ndarray | GridData, split: splits.Split = "val") -> dict[str, Any]:
+    """nMAE of ``gridimpute.profile_lowrank_impute`` for every share of PROFILE_SHARES on ``split``'s A2 windows and
+    masks, and the best share; the frozen PROFILE_LOWRANK_SHARE comes from this on the validation windows (never
+    run it on test). The completions keep the frozen LOWRANK_* constants. About 10 s on Milan."""
+    spec = GridSpec(grid)
+    win = splits.imputation_windows(spec.z, split, window=spec.window, splits=spec.splits)
+    if not len(win):
+        raise _no_windows("A2", spec, split, spec.window)
+    prior = GridPrior.fit(spec.z, spec.train_end, spec.period, spec.first_weekday)
+    observed = np.where(win.mask, 0.0, win.truth)
+    prof = prior.profile(win.starts[:, None] + np.arange(spec.window)[None, :])
+    table = {f"share{share}": float(np.abs(gridimpute.profile_lowrank_impute(observed, win.mask, prof, share=share)
+                                           - win.truth)[win.mask].mean()) for share in PROFILE_SHARES}
+    chosen = min(PROFILE_SHARES, key=lambda sh: table[f"share{sh}"])
+    return {"split": split, "n_windows": len(win), "nmae": table, "chosen": {"share": float(chosen)},
+            "frozen": {"share": gridimpute.PROFILE_LOWRANK_SHARE}}
+
+
 def baseline_models(task: str, spec: GridSpec, *, suffix: str = "", note: str = ""
                     ) -> tuple[dict[str, Callable[..., np.ndarray]], dict[str, dict[str, Any]]]:
     """(models, model_info) of the baselines of ``task`` ("a1" / "a2") on ``spec``'s grid (fit on
@@ -286,7 +317,7 @@ def baseline_models(task: str, spec: GridSpec, *, suffix: str = "", note: str = 
         base = baseline_forecasters(spec.z, period=spec.period, train_end=spec.train_end,
                                     first_weekday=spec.first_weekday)
     else:
-        base = baseline_imputers(spec.z, period=spec.period, train_end=spec.train_end)
+        base = baseline_imputers(spec.z, period=spec.period, train_end=spec.train_end, first_weekday=spec.first_weekday)
     notes = spec.notes()
     return ({name + suffix: fn for name, fn in base.items()},
             {name + suffix: {"notes": notes[name] + note} for name in base})
@@ -473,7 +504,7 @@ def evaluate_a2(
     idx = _subset(n_protocol, stride)
     win = splits.ImputationWindows(win.truth[idx], win.mask[idx], win.p[idx], win.starts[idx])
     if models is None:
-        models = baseline_imputers(z, period=spec.period, train_end=spec.train_end)
+        models = baseline_imputers(z, period=spec.period, train_end=spec.train_end, first_weekday=spec.first_weekday)
     window = _subset_note({
         "length": spec.window,
         "stride": stride,
@@ -555,6 +586,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for r in a2:
             if r["model"] == "lowrank_interpolation":   # how its constants were chosen (validation windows)
                 r["selection"] = choose_lowrank(grid)
+            elif r["model"] == "profile_lowrank_interpolation":
+                r["selection"] = choose_profile_share(grid)
         rows += a2
     write_report(rows, Path(args.out), args.data)
     return 0

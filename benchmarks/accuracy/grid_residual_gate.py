@@ -40,8 +40,7 @@ from umask.bench.accuracy import grid as harness
 from umask.bench.accuracy import grid_umask as gu
 from umask.bench.accuracy.grid_umask_v2 import (DATASET, METRICS, _git_commit, cli_setup, harness_rows,
                                                   load_prior_run, predict, protocol_windows)
-from umask.runtime.families.umask.grid_prior import ALPHAS, choose_alphas, gate
-from umask.train.baselines import classical
+from umask.runtime.families.umask.grid_prior import A2_PRIOR_ROWS, ALPHAS, choose_alphas, gate
 from umask.train.common.checkpoints import atomic_text
 
 log = logging.getLogger(__name__)
@@ -75,17 +74,19 @@ def _ustsllm_fns(ckpt: str, grid: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     return {"a1": (f, pf), "a2": (i, pi)}, {"run": ckpt, "checkpoint": info["checkpoint"], "seed": int(info["seed"] or 0)}
 
 
-def lowrank_prior(x: np.ndarray, m: np.ndarray, s: np.ndarray) -> np.ndarray:
-    """The A2 gate's other end with ``--a2-prior lowrank``: the lowrank_interpolation baseline row."""
-    return classical.lowrank_interpolation_impute(x, m)
+def a2_other(spec: harness.GridSpec, a2_prior: str) -> Any:
+    """The A2 gate's other end with ``--a2-prior lowrank`` / ``lowrank_profile``: the lowrank_interpolation /
+    profile_lowrank_interpolation baseline row of the harness (an ImputeFn)."""
+    return harness.baseline_imputers(spec.z, period=spec.period, train_end=spec.train_end,
+                                     first_weekday=spec.first_weekday)[A2_PRIOR_ROWS[a2_prior]]
 
 
 def run_predictions(run: str, grid: Any, spec: harness.GridSpec, tasks: Sequence[str], samples: int,
                     batch_size: int, family: str = "umask", a2_prior: str = "grid") -> dict[str, Any]:
     """Model and prior predictions of one run on the validation and test windows of each task."""
     fns, out = _umask_fns(run, grid, samples, batch_size) if family == "umask" else _ustsllm_fns(run, grid)
-    if a2_prior == "lowrank":
-        fns["a2"] = (fns["a2"][0], lowrank_prior)
+    if a2_prior != "grid":
+        fns["a2"] = (fns["a2"][0], a2_other(spec, a2_prior))
     for split in ("val", "test"):
         fw, iw = protocol_windows(spec, split)
         for task in tasks:
@@ -110,9 +111,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--tasks", default="a1,a2")
     p.add_argument("--samples", type=int, default=16, help="noise draws per window (first_x0), as grid_umask_v2")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--a2-prior", default="grid", choices=("grid", "lowrank"),
-                   help="A2's other end of the gate: the model's own grid prior (linear interpolation), or the "
-                        "lowrank_interpolation baseline (low-rank completion across cells + interpolation)")
+    p.add_argument("--a2-prior", default="grid", choices=("grid", "lowrank", "lowrank_profile"),
+                   help="A2's other end of the gate: the model's own grid prior (linear interpolation), the "
+                        "lowrank_interpolation baseline (low-rank completion across cells + interpolation), or the "
+                        "profile_lowrank_interpolation baseline (that blended with the completion of the deviation "
+                        "from the day-type profile)")
     args = p.parse_args(argv)
     command, tasks, t_start, grid, spec = cli_setup("umask.bench.accuracy.grid_residual_gate", argv, args.tasks)
     runs = [run_predictions(r, grid, spec, tasks, args.samples, args.batch_size, args.family, args.a2_prior)
@@ -143,8 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                      alphas.tolist(), m["gated"]["normalized_mae"], m["model"]["normalized_mae"],
                      m["prior"]["normalized_mae"])
         ens = harness_rows(grid, task, {"ens": np.mean(gated_preds, axis=0)}, "test", command)["ens"]
-        other = ("the lowrank_interpolation baseline (not its own prior)" if task == "a2" and args.a2_prior == "lowrank"
-                 else "its grid prior")
+        other = (f"the {A2_PRIOR_ROWS[args.a2_prior]} baseline (not its own prior)"
+                 if task == "a2" and args.a2_prior != "grid" else "its grid prior")
         for metric, mkey in METRICS:
             vals = np.array([per_seed[str(s)]["test"]["gated"][metric] for s in seeds])
             spread = round(float(vals.std(ddof=1)), 5) if len(vals) > 1 else None

@@ -45,7 +45,9 @@ Prior (all on the model's standardized scale, fit on the TRAINING period only):
   ``a2="lowrank"`` (train option ``--a2-prior lowrank``): the ``lowrank_interpolation`` baseline
   instead, half a rank-5 completion of the window across cells and half the interpolation
   (runtime/core/gridimpute.py; test nMAE 0.253 against 0.282), so the prior already uses the cells
-  observed at the same slot.
+  observed at the same slot. ``a2="lowrank_profile"``: the ``profile_lowrank_interpolation`` row, that completion
+  blended with the same completion of the window's deviation from the profile
+  (``gridimpute.profile_lowrank_impute``; test nMAE 0.247).
 * Frame positions outside the window (the day-aligned frame holds 4 days) get the profile, so the
   prior channel always carries the time of day and the weekday type.
 
@@ -73,11 +75,13 @@ import numpy as np
 from umask.runtime.core import gridimpute, gridscale
 from umask.runtime.core.errors import InputError
 
-__all__ = ["A2_PRIORS", "CALENDAR_DIM", "DAYS_PER_FRAME", "LEVEL_SLOTS_OF_DAY", "LEVEL_WEIGHT", "MILAN_FIRST_WEEKDAY",
+__all__ = ["A2_PRIORS", "A2_PRIOR_ROWS", "CALENDAR_DIM", "DAYS_PER_FRAME", "LEVEL_SLOTS_OF_DAY", "LEVEL_WEIGHT", "MILAN_FIRST_WEEKDAY",
            "GridPrior",
            "ALPHAS", "calendar", "choose_alphas", "gate", "weekday"]
 
-A2_PRIORS: tuple[str, ...] = ("interpolation", "lowrank")
+A2_PRIORS: tuple[str, ...] = ("interpolation", "lowrank", "lowrank_profile")
+A2_PRIOR_ROWS: dict[str, str] = {"interpolation": "linear interpolation", "lowrank": "lowrank_interpolation",
+                                 "lowrank_profile": "profile_lowrank_interpolation"}
 MILAN_FIRST_WEEKDAY: int = 4          # 2013-11-01 (slot 0 of the Milan sample) was a Friday; Monday = 0
 DAYS_PER_FRAME: int = 4               # the grid frame is 4 days (grid.GridGeometry.frame)
 CALENDAR_DIM: int = 2 * DAYS_PER_FRAME  # one-hot day type (weekday, weekend) per frame day = 8
@@ -140,8 +144,8 @@ class GridPrior:
     def describe(self) -> dict[str, object]:
         d = asdict(self)
         del d["weekday"], d["weekend"]
-        a2 = "lowrank_interpolation" if self.a2 == "lowrank" else "linear interpolation"
-        return {"kind": f"weekday/weekend slot-of-day profile of the training period; A1 + level term; A2 {a2}", **d}
+        return {"kind": "weekday/weekend slot-of-day profile of the training period; A1 + level term; "
+                        f"A2 {A2_PRIOR_ROWS[self.a2]}", **d}
 
     # ---- pieces ----
     def profile(self, slots: np.ndarray) -> np.ndarray:
@@ -165,17 +169,17 @@ class GridPrior:
     def impute(self, observed: np.ndarray, hidden: np.ndarray, starts: np.ndarray) -> np.ndarray:
         """A2 prior: (n, L, cells) values (anything at hidden entries), hidden mask -> (n, L, cells):
         observed entries as given, hidden ones linearly interpolated per cell, or with ``a2="lowrank"`` the
-        lowrank_interpolation row (the profile in a cell with no observed entry in the window)."""
+        lowrank_interpolation row, with ``a2="lowrank_profile"`` the profile_lowrank_interpolation row (the profile in
+        a cell with no observed entry in the window)."""
         observed = np.asarray(observed, np.float64)
         hidden = np.asarray(hidden, bool)
-        impute = gridimpute.lowrank_interpolation_impute if self.a2 == "lowrank" else gridimpute.linear_interpolation_impute
-        out = impute(np.where(hidden, 0.0, observed), hidden)
+        values = np.where(hidden, 0.0, observed)
         starts = np.asarray(starts, np.int64).reshape(-1)
-        empty = hidden.all(axis=1, keepdims=True)                                         # (n, 1, cells)
-        if empty.any():
-            prof = self.profile(starts[:, None] + np.arange(observed.shape[1])[None, :])
-            out = np.where(empty, prof, out)
-        return out
+        prof = self.profile(starts[:, None] + np.arange(observed.shape[1])[None, :])    # (n, L, cells)
+        if self.a2 == "lowrank_profile":
+            return gridimpute.profile_lowrank_impute(values, hidden, prof)
+        impute = gridimpute.lowrank_interpolation_impute if self.a2 == "lowrank" else gridimpute.linear_interpolation_impute
+        return np.where(hidden.all(axis=1, keepdims=True), prof, impute(values, hidden))
 
     # ---- day-aligned frames (grid.forecast_frame / grid.impute_frame layout) ----
     def _frame(self, frame_first: np.ndarray, T: int) -> np.ndarray:

@@ -29,10 +29,13 @@ from umask.runtime.core import gridimpute, gridscale
 from umask.runtime.core.errors import InputError
 
 DAYS_PER_WEEK = 7
-# USTSConfig.guide_prior values (train/models/ustsllm/model.py), and those whose impute task reads the
-# lowrank_interpolation row as its prior channel ("lowrank" also starts the eq. 7 guidance from it)
-GUIDE_PRIORS: tuple[str, ...] = ("grid_prior", "lowrank", "lowrank_input")
-LOWRANK_PRIOR_CHANNEL: tuple[str, ...] = ("lowrank", "lowrank_input")
+# USTSConfig.guide_prior values (train/models/ustsllm/model.py); those whose impute task reads a completion of the
+# window as its prior channel (the lowrank_interpolation row, or for "lowrank_profile" the
+# profile_lowrank_interpolation row, runtime/core/gridimpute.py); and those whose eq. 7 imputation guidance starts
+# from that channel (the others start from the linear interpolation)
+GUIDE_PRIORS: tuple[str, ...] = ("grid_prior", "lowrank", "lowrank_input", "lowrank_profile")
+LOWRANK_PRIOR_CHANNEL: tuple[str, ...] = ("lowrank", "lowrank_input", "lowrank_profile")
+PRIOR_IS_GUIDE_BASE: tuple[str, ...] = ("lowrank", "lowrank_profile")
 
 
 @dataclass(frozen=True)
@@ -128,11 +131,16 @@ def window_prior(stats: GridStats, first_slots: np.ndarray, length: int) -> np.n
     return np.where(weekend[..., None], stats.profile_weekend[tod], stats.profile[tod])
 
 
-def impute_prior(x: np.ndarray, hidden: np.ndarray) -> np.ndarray:
+def impute_prior(x: np.ndarray, hidden: np.ndarray, profile: np.ndarray | None = None) -> np.ndarray:
     """(n, T, cells) the impute task's prior channel of a ``guide_prior="lowrank"`` network: each window's
     lowrank_interpolation (runtime/core/gridimpute.py) on the standardized scale; ``x`` (n, T, cells) with
-    anything at the ``hidden`` (bool) entries."""
-    return gridimpute.lowrank_interpolation_impute(np.asarray(x, np.float64), np.asarray(hidden, bool))
+    anything at the ``hidden`` (bool) entries. With ``profile`` (the windows' day-type profile, ``window_prior``;
+    ``guide_prior="lowrank_profile"``): ``gridimpute.profile_lowrank_impute``, the completion of the window blended
+    with the completion of its deviation from the profile."""
+    x, hidden = np.asarray(x, np.float64), np.asarray(hidden, bool)
+    if profile is not None:
+        return gridimpute.profile_lowrank_impute(x, hidden, profile)
+    return gridimpute.lowrank_interpolation_impute(x, hidden)
 
 
 def prior_channel(stats: GridStats, task: str, x: np.ndarray, hidden: np.ndarray, first_slots: np.ndarray,
@@ -142,9 +150,10 @@ def prior_channel(stats: GridStats, task: str, x: np.ndarray, hidden: np.ndarray
     window's `impute_prior`. Training, the scorer and the session all call this."""
     if guide_prior not in GUIDE_PRIORS:
         raise InputError(f"guide_prior {guide_prior!r:.40} is not one of {GUIDE_PRIORS}")
+    profile = window_prior(stats, first_slots, np.shape(x)[1])
     if task == "impute" and guide_prior in LOWRANK_PRIOR_CHANNEL:
-        return impute_prior(x, hidden)
-    return window_prior(stats, first_slots, np.shape(x)[1])
+        return impute_prior(x, hidden, profile if guide_prior == "lowrank_profile" else None)
+    return profile
 
 
 def time_inputs(first_slots: np.ndarray, stats: GridStats) -> tuple[np.ndarray, np.ndarray]:
@@ -154,4 +163,4 @@ def time_inputs(first_slots: np.ndarray, stats: GridStats) -> tuple[np.ndarray, 
 
 
 __all__ = ["GridStats", "fit_grid_stats", "functional_graph", "window_prior", "impute_prior", "prior_channel",
-           "time_inputs", "DAYS_PER_WEEK", "GUIDE_PRIORS", "LOWRANK_PRIOR_CHANNEL"]
+           "time_inputs", "DAYS_PER_WEEK", "GUIDE_PRIORS", "LOWRANK_PRIOR_CHANNEL", "PRIOR_IS_GUIDE_BASE"]

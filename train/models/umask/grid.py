@@ -476,9 +476,11 @@ class GridTrainConfig(LoopConfig):
         "help": "grid = the DiT refines a deterministic prior (weekday/weekend slot-of-day profile of the training "
                 "period + recent level for A1, linear interpolation for A2) and is conditioned on calendar features "
                 "(train/models/umask/grid_prior.py); none = the paper's DiT from noise alone", "group": MODEL})
-    a2_prior: Literal["interpolation", "lowrank"] = field(default="interpolation", metadata={
-        "help": "the grid prior's A2 window: per-cell linear interpolation, or the lowrank_interpolation baseline "
-                "(half a rank-5 completion across cells, half interpolation; runtime/core/gridimpute.py)",
+    a2_prior: Literal["interpolation", "lowrank", "lowrank_profile"] = field(default="interpolation", metadata={
+        "help": "the grid prior's A2 window: per-cell linear interpolation, the lowrank_interpolation baseline "
+                "(half a rank-5 completion across cells, half interpolation; runtime/core/gridimpute.py), or the "
+                "profile_lowrank_interpolation baseline (that blended with the completion of the deviation from the "
+                "day-type profile)",
         "group": MODEL})
     profile_decay: float = field(default=1.0, metadata={
         "help": "the prior's slot-of-day profiles weigh training day d of n by decay ** (n-1-d); 1 = the plain mean. "

@@ -54,7 +54,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from umask.runtime.families.ustsllm.stats import DAYS_PER_WEEK, GUIDE_PRIORS
+from umask.runtime.families.ustsllm.stats import DAYS_PER_WEEK, GUIDE_PRIORS, PRIOR_IS_GUIDE_BASE
 from umask.train.models.umask.grid_prior import LEVEL_SLOTS_OF_DAY, LEVEL_WEIGHT
 from umask.train.models.ustsllm import patch_tokens
 
@@ -87,7 +87,9 @@ class USTSConfig:
         "help": "eq. 7 guidance base: grid_prior (day-type profile + level; imputation: linear interpolation) | lowrank "
                 "(imputation: the window's lowrank_interpolation, runtime/core/gridimpute.py, given as the impute "
                 "task's prior channel and used as the guidance base; forecasting as grid_prior) | lowrank_input (the "
-                "same prior channel, but the guidance base stays the interpolation: the network reads both)"})
+                "same prior channel, but the guidance base stays the interpolation: the network reads both) | "
+                "lowrank_profile (as lowrank, with the profile_lowrank_interpolation row: the completion of the window "
+                "blended with the completion of its deviation from the day-type profile)"})
     n_blocks: int = field(default=4, metadata={"help": "backbone blocks kept (the first ones)"})
     n_frozen: int = field(default=2, metadata={"help": "L_f: lower blocks fully frozen; the rest get LoRA + bias"})
     lora_r: int = field(default=8, metadata={"help": "LoRA rank r (eq. 11)"})
@@ -359,7 +361,7 @@ class ARGRU(nn.Module):
     def __init__(self, cfg: USTSConfig) -> None:
         super().__init__()
         self.k = k = cfg.guide_step
-        self.prior_is_base = cfg.guide_prior == "lowrank"
+        self.prior_is_base = cfg.guide_prior in PRIOR_IS_GUIDE_BASE
         self.cells = nn.ModuleList([nn.GRUCell(3 * k, cfg.guide_hidden) for _ in range(2)])
         self.est = nn.ModuleList([nn.Linear(cfg.guide_hidden, k) for _ in range(2)])
         for e in self.est:
@@ -383,7 +385,7 @@ class ARGRU(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
         obs = 1.0 - mask
         corr = 0.5 * (self._run(0, x, obs, prior) + self._run(1, x, obs, prior)) - prior
-        if self.prior_is_base:     # guide_prior "lowrank": the prior channel already is the window's completion
+        if self.prior_is_base:     # guide_prior lowrank(_profile): the prior channel already is the window's completion
             return prior + corr
         return interpolate(x, obs, prior) + corr
 
