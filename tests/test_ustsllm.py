@@ -194,6 +194,49 @@ def test_lowrank_guidance_bundle_session_builds_the_training_prior(tmp_path: Pat
     assert np.array_equal(done[~mask], win[~mask])
 
 
+def test_gated_bundle_blends_the_network_with_the_profile_lowrank_row_per_cell(tmp_path: Path) -> None:
+    """export --a2-gate lowrank_profile: per-cell alphas chosen on the validation windows go into the manifest, and
+    the session's impute returns other + alpha (network - other) with the row computed from the bundle's statistics;
+    gated=False or another grid's statistics give the network alone; a malformed gate is refused."""
+    from umask.export.families.ustsllm.exporter import export_bundle
+    from umask.runtime.core.bundle import BundleError
+    from umask.runtime.core import gridimpute
+    from umask.runtime.families.ustsllm.stats import window_prior
+    from umask.runtime.session import Session
+    from umask.train.models.ustsllm.model import USTSConfig
+    from umask.train.models.ustsllm.trainer import TrainConfig, train
+
+    grid = _crop(slice(1, 4), slice(1, 4))
+    cfg = TrainConfig(steps=2, batch_size=2, warmup=1, eval_every=2, val_stride=64, out=str(tmp_path / "run"),
+                      net=USTSConfig(**TINY, guide_prior="lowrank_profile", st_patch=48))
+    ckpt = train(cfg, grid=grid)
+    m = export_bundle(ckpt, tmp_path / "bundle", precisions=["fp32"], data=_write_csv(grid, tmp_path / "crop.csv"),
+                      a2_gate="lowrank_profile")
+    g = m["gate"]["impute"]
+    alphas = np.asarray(g["alphas"])
+    assert g["other"] == "lowrank_profile" and alphas.shape == (9,) and np.all((alphas >= 0) & (alphas <= 1))
+    assert g["windows"] == 145 and g["val_nmae"]["gated"] <= min(g["val_nmae"]["model"], g["val_nmae"]["other"])
+    win = grid.values[3900:3900 + 288]
+    mask = np.random.default_rng(2).random(win.shape) < 0.75
+    with Session.open(tmp_path / "bundle", allow_unsigned=True) as s:
+        gated = s.impute(np.where(mask, np.nan, win), mask, first_slot=3900)
+        plain = s.impute(np.where(mask, np.nan, win), mask, first_slot=3900, gated=False)
+        st = s.stats
+        other_stats = s.impute(win, mask, first_slot=3900, stats=st)       # caller statistics: no gate
+        with pytest.raises(BundleError, match="gate.impute"):
+            s._read_gate({"impute": {"other": "lowrank_profile", "alphas": [0.5] * 4}}, "m")
+        with pytest.raises(BundleError, match="gate.impute"):
+            s._read_gate({"impute": {"other": "svd", "alphas": [0.5] * 9}}, "m")
+    z = st.transform(np.where(mask, 0.0, win))[None]
+    row = gridimpute.profile_lowrank_impute(np.where(mask[None], 0.0, z), mask[None],
+                                            window_prior(st, np.array([3900]), 288))[0]
+    expect = st.inverse(row + alphas[None, :] * (st.transform(plain) - row))
+    np.testing.assert_allclose(gated[mask], expect[mask], rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(other_stats, plain)
+    assert np.array_equal(gated[~mask], win[~mask])
+    assert not np.allclose(gated[mask], plain[mask]) or np.all((alphas == 0) | (alphas == 1))
+
+
 def test_zero_shot_scorer_on_a_grid_with_another_cell_count(trained: tuple[Path, GridData], tmp_path: Path) -> None:
     from umask.bench.accuracy import ustsllm as scorer
 

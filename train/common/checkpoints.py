@@ -260,6 +260,16 @@ def _is_ckpt_dir(p: Path) -> bool:
         (p / "ema.safetensors").is_file() or (p / "model.safetensors").is_file())
 
 
+def _is_shipped(p: Path) -> bool:
+    """A shipped folder (train/common/ship.py: config.json with a ``shipped`` record + model.safetensors)."""
+    if not (_is_ckpt_dir(p) and (p / "model.safetensors").is_file()):
+        return False
+    try:
+        return "shipped" in json.loads((p / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
     """A checkpoint directory from what a user names: a step directory, a ``ckpt/best`` /
     ``ckpt/latest`` pointer file, a ``ckpt`` folder (its newest complete checkpoint) or a run
@@ -282,9 +292,9 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 def best_checkpoint(run_dir: str | Path) -> Path:
     """``<run>/ckpt/best`` if it names a complete checkpoint, else the newest complete one. A
-    checkpoint directory itself is returned unchanged."""
+    checkpoint directory (or a shipped folder, train/common/ship.py) itself is returned unchanged."""
     run_dir = Path(run_dir)
-    if is_complete(run_dir):
+    if is_complete(run_dir) or _is_shipped(run_dir):
         return run_dir
     root = run_dir / "ckpt"
     ptr = root / "best"

@@ -16,7 +16,13 @@ What it does:
    (default 2 %) of it (fp16 max |diff| reaches ~0.1 through the pretrained blocks' large activations,
    while the validation nMAE moved by 0.3 % on Milan; the max |diff| is recorded); a miss raises ParityError and no bundle
    is written;
-5. writes the bundle through export/bundle.py (atomic, sha256 of every file, optional signature) with
+5. with ``--a2-gate lowrank|lowrank_profile`` (default none): picks, per cell, the alpha of
+   ``other + alpha (model - other)`` with the lowest masked MAE of the merged torch network on EVERY validation A2
+   window (runtime/families/umask/grid_prior.choose_alphas; other = the lowrank_interpolation or the
+   profile_lowrank_interpolation row, computed by the session from the bundle's statistics), and stores the alphas
+   in the manifest's ``gate``; the session's ``impute`` applies them (the rows ``*_gated_*`` of
+   benchmarks/accuracy/grid_residual_gate.py, now in the deployable artifact). The test days are never read;
+6. writes the bundle through export/bundle.py (atomic, sha256 of every file, optional signature) with
    ``family: "ustsllm"``, the network config and the training grid's statistics (floored per-cell
    scaler, weekday / weekend slot-of-day profiles, first weekday, functional graph), which the runtime
    session uses to take and return raw units.
@@ -39,7 +45,8 @@ from umask.export import precision as prec
 from umask.export.bundle import signature, tool_versions, write_bundle
 from umask.export.errors import ExportError, ParityError
 from umask.export.onnx_export import export_module
-from umask.runtime.families.ustsllm.stats import GridStats
+from umask.runtime.families.umask.grid_prior import choose_alphas, gate
+from umask.runtime.families.ustsllm.stats import A2_GATE_OTHERS, GridStats, prior_channel
 from umask.train.common.metrics import mae
 from umask.train.data import splits
 from umask.train.data.grids import open_grid, run_grid_args
@@ -100,12 +107,34 @@ def _run_ort(path: Path, inputs: dict[str, np.ndarray]) -> np.ndarray:
     return inference_session(path).run([OUTPUT], {k: inputs[k] for k in INPUTS})[0]
 
 
+def a2_gate_alphas(model: torch.nn.Module, stats: GridStats, z: np.ndarray, periods: dict, cfg: Any, other: str
+                   ) -> dict[str, Any]:
+    """The manifest's ``gate.impute``: per-cell alphas of ``other + alpha (model - other)`` chosen on every validation
+    A2 window (protocol masks) with the (merged) torch network, and the validation nMAE of each part."""
+    val = _windows(stats, z, periods, cfg, "val", 1)["impute"]
+    inp, truth, mask = val
+    with torch.no_grad():
+        pred = np.concatenate([model("impute", **{k: torch.as_tensor(v if k == "graph" else v[i:i + 16])
+                                                  for k, v in inp.items()}).numpy()
+                               for i in range(0, inp["x"].shape[0], 16)]).astype(np.float64)
+    x = np.where(mask, 0.0, truth)
+    first = np.asarray(splits.imputation_windows(z, "val", window=cfg.window, splits=periods).starts)
+    row = prior_channel(stats, "impute", x, mask, first, other)
+    alphas = choose_alphas(pred, row, truth, mask)
+    part = {"model": pred, "other": row, "gated": gate(pred, row, alphas)}
+    val_nmae = {k: round(mae(v, truth, mask), 5) for k, v in part.items()}
+    log.info("A2 gate against %s: alphas %s; validation nMAE %s", other, alphas.tolist(), val_nmae)
+    return {"other": other, "alphas": alphas.tolist(), "windows": int(len(truth)), "val_nmae": val_nmae,
+            "chosen_on": "every validation A2 window (protocol masks), per cell, lowest masked MAE of the merged "
+                         "torch network"}
+
+
 def export_bundle(ckpt: str | Path, out: str | Path, *, precisions: Sequence[str] = PRECISIONS,
-                  data: str | Path | None = None, int8_rel_tol: float = 0.02, sign_key: Any = None,
-                  passphrase: bytes | None = None, **options: Any) -> dict[str, Any]:
+                  data: str | Path | None = None, int8_rel_tol: float = 0.02, a2_gate: str = "none",
+                  sign_key: Any = None, passphrase: bytes | None = None, **options: Any) -> dict[str, Any]:
     """Export ``ckpt`` to the bundle ``out``; returns the manifest. ``data``: the training grid (default: the CSV
     the run's config names, the Milan sample for runs on it) whose validation windows gate parity and whose training
-    windows calibrate int8.
+    windows calibrate int8. ``a2_gate``: "none", or the A2 row the per-cell gate blends with (module doc, step 5).
     ``options``: the U-MASK exporter's options that ``umask export`` passes to every family (gguf_dir,
     sbert, tensorrt, ...): they do not apply here and are ignored (logged)."""
     from umask.train.common.checkpoints import resolve_checkpoint
@@ -115,6 +144,8 @@ def export_bundle(ckpt: str | Path, out: str | Path, *, precisions: Sequence[str
     if options:
         log.info("ustsllm export: ignoring options of other families: %s", sorted(options))
     precisions = prec.check_precisions(precisions, PRECISIONS)
+    if a2_gate != "none" and a2_gate not in A2_GATE_OTHERS:
+        raise ExportError(f"a2_gate must be none or one of {A2_GATE_OTHERS}, got {a2_gate!r}")
     torch.set_num_threads(1)
     ckpt_dir = resolve_checkpoint(ckpt)
     model, config = load_model(ckpt_dir)
@@ -138,6 +169,7 @@ def export_bundle(ckpt: str | Path, out: str | Path, *, precisions: Sequence[str
     if merge_diff > 1e-4:
         raise ParityError(f"LoRA merge changed the output by {merge_diff:.2e} (> 1e-4)")
     torch_nmae = {t: mae(merged[t], val[t][1], val[t][2]) for t in TASKS}
+    gate_cfg = {} if a2_gate == "none" else {"impute": a2_gate_alphas(model, stats, z, periods, cfg, a2_gate)}
 
     def build(tmp: Path) -> dict[str, Any]:
         artifacts: dict[str, dict[str, Any]] = {p: {} for p in precisions}
@@ -184,7 +216,7 @@ def export_bundle(ckpt: str | Path, out: str | Path, *, precisions: Sequence[str
                           "lora_merged": n_merged, "merge_max_abs_diff": merge_diff},
                 "grid": {"source": config["data"]["source"], "data": config["data"]["data"],
                          "shape": config["data"]["grid"], "slot_minutes": config["data"]["slot_minutes"]},
-                "stats": stats.to_dict(), "artifacts": artifacts,
+                "stats": stats.to_dict(), "artifacts": artifacts, "gate": gate_cfg,
                 "parity": {"windows": "every 16th validation window of the training grid (A1 and A2 shapes)",
                            "tolerance": {**TOL, "int8-qdq_nmae_rel": int8_rel_tol}},
                 "checkpoint": {"path": str(ckpt_dir), "train": train.get("steps"),
@@ -210,11 +242,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--precisions", default=",".join(PRECISIONS))
     p.add_argument("--data", default=None, help="the training grid CSV (default: the Milan sample)")
     p.add_argument("--int8-rel-tol", type=float, default=0.02)
+    p.add_argument("--a2-gate", default="none", choices=("none", *A2_GATE_OTHERS),
+                   help="A2 per-cell gate between the network and this baseline row, chosen on the validation windows")
     p.add_argument("--sign-key", default=None)
     ns = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     m = export_bundle(ns.ckpt, ns.out, precisions=ns.precisions.split(","), data=ns.data,
-                      int8_rel_tol=ns.int8_rel_tol, sign_key=ns.sign_key)
+                      int8_rel_tol=ns.int8_rel_tol, a2_gate=ns.a2_gate, sign_key=ns.sign_key)
     print(f"{ns.out}: {sorted(m['artifacts'])} in {m['export_seconds']} s")
     return 0
 
@@ -223,4 +257,4 @@ if __name__ == "__main__":
     raise SystemExit(main())
 
 
-__all__ = ["export_bundle", "export_task", "PRECISIONS", "FAMILY"]
+__all__ = ["a2_gate_alphas", "export_bundle", "export_task", "PRECISIONS", "FAMILY"]

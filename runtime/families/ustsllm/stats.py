@@ -36,6 +36,9 @@ DAYS_PER_WEEK = 7
 GUIDE_PRIORS: tuple[str, ...] = ("grid_prior", "lowrank", "lowrank_input", "lowrank_profile")
 LOWRANK_PRIOR_CHANNEL: tuple[str, ...] = ("lowrank", "lowrank_input", "lowrank_profile")
 PRIOR_IS_GUIDE_BASE: tuple[str, ...] = ("lowrank", "lowrank_profile")
+# the A2 rows a bundle's per-cell gate may blend the network with (export --a2-gate; the session computes them with
+# prior_channel(stats, "impute", ..., name), so each name is also a guide_prior whose impute channel is that row)
+A2_GATE_OTHERS: tuple[str, ...] = ("lowrank", "lowrank_profile")
 
 
 @dataclass(frozen=True)
@@ -163,4 +166,4 @@ def time_inputs(first_slots: np.ndarray, stats: GridStats) -> tuple[np.ndarray, 
 
 
 __all__ = ["GridStats", "fit_grid_stats", "functional_graph", "window_prior", "impute_prior", "prior_channel",
-           "time_inputs", "DAYS_PER_WEEK", "GUIDE_PRIORS", "LOWRANK_PRIOR_CHANNEL", "PRIOR_IS_GUIDE_BASE"]
+           "time_inputs", "DAYS_PER_WEEK", "GUIDE_PRIORS", "LOWRANK_PRIOR_CHANNEL", "PRIOR_IS_GUIDE_BASE", "A2_GATE_OTHERS"]
