@@ -3,7 +3,7 @@
 # Every figure of benchmarks/results/v2_ustsllm.json comes from one of these steps (each row names its command).
 #
 #   scripts/train_ustsllm.sh all          # everything below, in order (~2 h on a shared 2-core CPU)
-#   scripts/train_ustsllm.sh train|ablations|eval|ablation-eval|nets|zeroshot|export|bundle-eval|latency|curves|patch|patch-l1|lowrank
+#   scripts/train_ustsllm.sh train|ablations|eval|ablation-eval|nets|zeroshot|export|bundle-eval|latency|curves|patch|patch-l1|lowrank|lowrank-profile
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
@@ -122,6 +122,9 @@ patch_l1() {  # the interpolation-based patch network with the absolute error (-
   done
   $PY -m umask.bench.accuracy.grid_residual_gate --family ustsllm --runs $runs --a2-prior lowrank --tasks a2 \
     --name ustsllm_patch_l1_gated_lowrank --kind ablation --out benchmarks/results/v2_ustsllm_patch_l1_gated.json
+  # the same runs gated against the profile_lowrank_interpolation row instead (rows ustsllm_patch_l1_gated_profile*)
+  $PY -m umask.bench.accuracy.grid_residual_gate --family ustsllm --runs $runs --a2-prior lowrank_profile --tasks a2 \
+    --name ustsllm_patch_l1_gated_profile --kind ablation --out benchmarks/results/v2_ustsllm_patch_l1_gated_profile.json
   # the seed-0 network alone, ungated
   $SCORE --protocol A2 --ablation ustsllm_patch_l1=artifacts/train/ustsllm_patch_l1_s0/ckpt/best --no-baselines \
     --v2 benchmarks/results/v2_ustsllm_patch_l1_gated.json --out artifacts/eval/ustsllm_patch_l1_a2.json
@@ -140,10 +143,13 @@ lowrank() {  # patch tokens with the eq. 7 imputation guidance started from the 
   # LOSS=l1: eqs. 15-16 with the absolute error (the MAE-optimal point; TrainConfig.loss): runs ustsllm_lowrank_l1_s*,
   # rows `ustsllm_lowrank_l1` in v2_ustsllm_lowrank_l1.json
   # PROFILE_STAT=median: the prior channel's profiles are the per-slot medians (runs ustsllm_lowrank_l1_med_s* with LOSS=l1)
-  local g=${GUIDE:-lowrank} d=${PROFILE_DECAY:-1} l=${LOSS:-mse} m=${PROFILE_STAT:-mean} runs="" tag=""
+  # GUIDE=lowrank_profile: the profile_lowrank_interpolation row instead (runs ustsllm_lowrank_profile*_s*, rows
+  # `ustsllm_lowrank_profile*` in v2_ustsllm_lowrank_profile<tag>.json; step lowrank-profile)
+  local g=${GUIDE:-lowrank} d=${PROFILE_DECAY:-1} l=${LOSS:-mse} m=${PROFILE_STAT:-mean} runs="" tag="" file=lowrank
   [[ "$d" != 1 && "$d" != 1.0 ]] && tag="_recent"
   [[ "$l" != mse ]] && tag="${tag}_$l"
   [[ "$m" != mean ]] && tag="${tag}_med"
+  [[ "$g" == lowrank_profile ]] && file=lowrank_profile
   for s in $SEEDS; do
     $PY -m umask.cli train ustsllm --st-patch 48 --guide-prior "$g" --profile-decay "$d" --profile-statistic "$m" \
       --loss "$l" --steps 900 --max-minutes 40 \
@@ -155,8 +161,24 @@ lowrank() {  # patch tokens with the eq. 7 imputation guidance started from the 
   for s in $SEEDS; do runs="$runs artifacts/train/ustsllm_${g}${tag}_s$s/ckpt/best"; done
   for p in A1 A2; do
     $SCORE --protocol "$p" --ckpt $runs --name "ustsllm_$g$tag" --guidance-only --ensemble --no-baselines \
-      --v2 "benchmarks/results/v2_ustsllm_lowrank$tag.json" --out "artifacts/eval/ustsllm_${g}${tag}_${p,,}.json"
+      --v2 "benchmarks/results/v2_ustsllm_$file$tag.json" --out "artifacts/eval/ustsllm_${g}${tag}_${p,,}.json"
   done
+}
+
+lowrank_profile() {  # the lowrank_profile guidance trained with --loss l1 (3 seeds, as `lowrank`), then its per-cell A2
+  # gate against the profile_lowrank_interpolation row (rows ustsllm_lowrank_profile_l1_gated*, 3 seeds), and the
+  # seed-0 run as a gated bundle (export --a2-gate lowrank_profile) scored through the torch-free session
+  local runs="" b=artifacts/bundles/ustsllm_lowrank_profile_l1 v2=benchmarks/results/v2_ustsllm_lowrank_profile_l1.json
+  GUIDE=lowrank_profile LOSS=l1 lowrank
+  for s in $SEEDS; do runs="$runs artifacts/train/ustsllm_lowrank_profile_l1_s$s/ckpt/best"; done
+  $PY -m umask.bench.accuracy.grid_residual_gate --family ustsllm --runs $runs --a2-prior lowrank_profile --tasks a2 \
+    --name ustsllm_lowrank_profile_l1_gated --out benchmarks/results/v2_ustsllm_lowrank_profile_l1_gated.json
+  $PY -m umask.export.families.ustsllm.exporter --ckpt artifacts/train/ustsllm_lowrank_profile_l1_s0/ckpt/best --out "$b" \
+    --precisions fp32,int8-qdq --a2-gate lowrank_profile
+  $SCORE --protocol A1 --bundle "$b" --name ustsllm_lowrank_profile_l1 --precision fp32,int8-qdq --no-baselines \
+    --v2 "$v2" --out artifacts/eval/ustsllm_lowrank_profile_l1_bundle_a1.json
+  $SCORE --protocol A2 --bundle "$b" --name ustsllm_lowrank_profile_l1_gated --precision fp32,int8-qdq --no-baselines \
+    --v2 "$v2" --out artifacts/eval/ustsllm_lowrank_profile_l1_bundle_a2.json
 }
 
 curves() {   # the learning curves (training + validation records) of every run
@@ -170,8 +192,8 @@ case "${1:-all}" in
   train) train ;; ablations) ablations ;; eval) eval_ ;; ablation-eval) ablation_eval ;; nets) nets ;;
   zeroshot) zeroshot ;; export) export_ ;;
   bundle-eval) bundle_eval ;; latency) latency ;; curves) curves ;; patch) patch ;; patch-l1) patch_l1 ;;
-  lowrank) lowrank ;;
+  lowrank) lowrank ;; lowrank-profile) lowrank_profile ;;
   all) train; ablations; eval_; ablation_eval; nets; zeroshot; export_; bundle_eval; latency; curves ;;
-  *) echo "usage: $0 [all|train|ablations|eval|ablation-eval|nets|zeroshot|export|bundle-eval|latency|curves|patch|patch-l1|lowrank]" >&2
+  *) echo "usage: $0 [all|train|ablations|eval|ablation-eval|nets|zeroshot|export|bundle-eval|latency|curves|patch|patch-l1|lowrank|lowrank-profile]" >&2
      exit 2 ;;
 esac
