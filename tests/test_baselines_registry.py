@@ -27,7 +27,8 @@ def z() -> np.ndarray:
 
 def test_registry_names_and_get() -> None:
     want = {"all_zero", "last_value", "seasonal_naive", "historical_average", "linear_interpolation",
-            "nearest_observed", "blend", "arima", "patchtst", "csdi", "lightgbm", "lowrank_interpolation"}
+            "nearest_observed", "blend", "arima", "patchtst", "csdi", "lightgbm", "lowrank_interpolation",
+            "profile_lowrank_interpolation"}
     assert want <= set(base.names())
     for n in ("last_value", "blend", "historical_average"):
         cls = base.get(n)
@@ -59,7 +60,7 @@ def test_imputers_keep_observed_and_fill_hidden(z: np.ndarray) -> None:
     mask = np.random.default_rng(0).random(win.shape) < 0.7
     obs = np.where(mask, np.nan, win)
     for n in ("last_value", "seasonal_naive", "historical_average", "linear_interpolation", "nearest_observed",
-              "blend", "all_zero", "lowrank_interpolation"):
+              "blend", "all_zero", "lowrank_interpolation", "profile_lowrank_interpolation"):
         m = base.get(n)(period=P).fit(z[: 14 * P])
         out = m.impute(obs, mask, starts=starts)
         assert out.shape == win.shape and np.all(np.isfinite(out)), n
@@ -134,3 +135,26 @@ def test_lightgbm_fits_real_milan_and_uses_the_calendar(z: np.ndarray) -> None:
     np.testing.assert_array_equal(again.forecast(hist, 6, starts=starts), y)
     with pytest.raises(InputError, match="max_horizon"):
         model.forecast(hist, 7, starts=starts)
+
+
+def test_profile_lowrank_predictor_is_the_harness_row_on_real_milan() -> None:
+    """The registered profile_lowrank_interpolation Predictor, fitted on the training days, gives the harness's A2
+    row (benchmarks/accuracy/grid.baseline_imputers) on real test windows; its profile needs whole days."""
+    from umask.bench.accuracy.grid import GridSpec, baseline_imputers
+    from umask.train.data import splits
+    from umask.train.data.milan import read_internet_matrix
+
+    spec = GridSpec(read_internet_matrix(MILAN))
+    iw = splits.imputation_windows(spec.z, "test")
+    j = np.array([0, 77])
+    obs = np.where(iw.mask[j], np.nan, iw.truth[j])
+    want = baseline_imputers(spec.z, first_weekday=spec.first_weekday)["profile_lowrank_interpolation"](
+        obs, iw.mask[j], iw.starts[j])
+    m = base.get("profile_lowrank_interpolation")(period=P, first_weekday=spec.first_weekday)
+    np.testing.assert_allclose(m.fit(spec.z[:3456]).impute(obs, iw.mask[j], starts=iw.starts[j]), want)
+    # a training period that starts a day later: the weekday shifts with it, the answer does not change much
+    shifted = base.get("profile_lowrank_interpolation")(period=P, first_weekday=spec.first_weekday)
+    got = shifted.fit(spec.z[P:3456], first_slot=P).impute(obs, iw.mask[j], starts=iw.starts[j])
+    assert np.abs(got - want)[iw.mask[j]].mean() < 0.05
+    with pytest.raises(InputError, match="midnight"):
+        m.fit(spec.z[5:3456], first_slot=5)

@@ -39,7 +39,8 @@ BASELINES: dict[str, type[Predictor]] = {}
 _MODULES: dict[str, str] = {
     "all_zero": "classical", "last_value": "classical", "seasonal_naive": "classical",
     "historical_average": "classical", "linear_interpolation": "classical", "nearest_observed": "classical",
-    "blend": "classical", "lowrank_interpolation": "classical", "arima": "arima", "patchtst": "patchtst",
+    "blend": "classical", "lowrank_interpolation": "classical", "profile_lowrank_interpolation": "classical",
+    "arima": "arima", "patchtst": "patchtst",
     "csdi": "csdi", "lightgbm": "lightgbm_global",
     "dlinear": "grid_nets", "lstm": "grid_nets", "gpt4ts": "grid_nets", "brits": "grid_nets",
     "convlstm": "grid_nets_extra", "timesnet": "grid_nets_extra", "saits": "grid_nets_extra",

@@ -36,7 +36,8 @@ all gets ``fill`` (default 0.0 = the training mean on the standardized scale).
 The same baselines as :class:`~umask.train.baselines.base.Predictor` s (registered names in
 brackets): :class:`AllZero` [all_zero], :class:`LastValue` [last_value], :class:`SeasonalNaive`
 [seasonal_naive], :class:`HistoricalAverage` [historical_average], :class:`LinearInterpolation`
-[linear_interpolation], :class:`LowRankInterpolation` [lowrank_interpolation], :class:`NearestObserved`
+[linear_interpolation], :class:`LowRankInterpolation` [lowrank_interpolation],
+:class:`ProfileLowRankInterpolation` [profile_lowrank_interpolation], :class:`NearestObserved`
 [nearest_observed] and the PROTOCOL v2 B
 :class:`Blend` [blend] = 0.5 x last value + 0.5 x historical average (forecast and imputation).
 """
@@ -355,6 +356,51 @@ class LowRankInterpolation(Predictor):
 
     def impute(self, values: np.ndarray, mask: np.ndarray, *, starts: np.ndarray | None = None) -> np.ndarray:
         return lowrank_interpolation_impute(as_windows(values, "values"), mask)
+
+
+@register
+class ProfileLowRankInterpolation(Predictor):
+    """Imputation only: :class:`LowRankInterpolation` blended with the weekday / weekend slot-of-day profile of the
+    training days plus the same completion of the window's deviation from it
+    (``gridimpute.profile_lowrank_impute``; the A2 row ``profile_lowrank_interpolation``). ``first_weekday``: the
+    weekday (Monday = 0) of absolute slot 0. Needs ``starts`` and a training period of whole days from a midnight."""
+
+    name = "profile_lowrank_interpolation"
+    forecasts = False
+    imputes = True
+
+    def __init__(self, *, period: int = 144, first_weekday: int = 0) -> None:
+        super().__init__(period=period)
+        self.first_weekday = int(first_weekday)
+        self.prior = None
+        self._offset = 0                                                        # absolute slot of training row 0
+
+    def fit(self, train: np.ndarray, *, first_slot: int = 0,
+            val: np.ndarray | None = None) -> ProfileLowRankInterpolation:
+        from umask.runtime.families.umask.grid_prior import GridPrior
+
+        super().fit(train)
+        if int(first_slot) % self.period:
+            raise InputError(f"{self.name}: the training period must start at a midnight (first_slot {first_slot} "
+                             f"is not a multiple of {self.period})")
+        fw = (self.first_weekday + int(first_slot) // self.period) % 7       # weekday of the training period's row 0
+        t = np.asarray(train, dtype=np.float64)
+        if t.ndim != 2 or not np.all(np.isfinite(t)):
+            raise InputError(f"{self.name}: train must be a finite (T, N) matrix, got shape {t.shape}")
+        self.prior = GridPrior.fit(t, t.shape[0], self.period, fw, a2="lowrank_profile")
+        self._offset = int(first_slot)
+        return self
+
+    def forecast(self, history: np.ndarray, horizon: int, *, starts: np.ndarray | None = None) -> np.ndarray:
+        raise NotImplementedError("profile low-rank interpolation is an imputation baseline")
+
+    def impute(self, values: np.ndarray, mask: np.ndarray, *, starts: np.ndarray | None = None) -> np.ndarray:
+        if self.prior is None:
+            raise InputError(f"{self.name}: call fit(train) first")
+        values = as_windows(values, "values", self.n_series)
+        mask = _check_mask(values, mask)
+        s = as_starts(starts, values.shape[0]) - self._offset     # slots counted from the training period's row 0
+        return self.prior.impute(values, mask, s)
 
 
 @register
