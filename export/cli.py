@@ -55,6 +55,10 @@ def export_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--data", default=None, metavar="GRID_CSV",
                    help="grid families (ustsllm): the grid CSV the run was trained on (default: the path its config "
                         "records; the Milan sample for runs on it)")
+    p.add_argument("--a2-gate", default=None, choices=("auto", "none", "lowrank", "lowrank_profile", "prior"),
+                   help="grid families: A2's per-cell gate, chosen on the validation windows, between the network and "
+                        "a simple row (ustsllm: auto | none | lowrank | lowrank_profile, default auto = the row its "
+                        "imputation guidance starts from; umask_grid: lowrank | prior | none, default lowrank)")
     p.add_argument("--no-sbert", action="store_true", help="leave the SBERT encoder out (no semantic profile on device)")
     p.add_argument("--sbert-cache", default=str(DEFAULT_SBERT_CACHE), help="reuse folder for the SBERT ONNX export")
     p.add_argument("--no-tensorrt", action="store_true", help="do not try to build TensorRT engines")
@@ -79,10 +83,11 @@ def export_main(argv: Sequence[str] | None = None) -> int:
                        sbert=not ns.no_sbert, sbert_cache=ns.sbert_cache or None,
                        tensorrt=not ns.no_tensorrt, sign_key=ns.sign_key, passphrase=pw,
                        **({"accuracy_gate": ns.accuracy_gate} if ns.accuracy_gate else {}),
-                       **({"data": ns.data} if ns.data else {}))
+                       **({"data": ns.data} if ns.data else {}),
+                       **({"a2_gate": ns.a2_gate} if ns.a2_gate else {}))
         fn = exporter(ns.family)
         m = fn(ns.ckpt, ns.out, **_accepted(fn, options, ns.family,
-                                            given={"data", "accuracy_gate", "precisions"} & set(options)))
+                                            given={"data", "accuracy_gate", "precisions", "a2_gate"} & set(options)))
     except (UmaskError, ValueError, OSError) as e:
         return _fail("export", e)
     summary = {p_: {n: {"status": e.get("status"), **_parity_summary(e["parity"])}

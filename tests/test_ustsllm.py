@@ -178,8 +178,9 @@ def test_lowrank_guidance_bundle_session_builds_the_training_prior(tmp_path: Pat
     cfg = TrainConfig(steps=2, batch_size=2, warmup=1, eval_every=2, val_stride=64, out=str(tmp_path / "run"),
                       net=USTSConfig(**TINY, guide_prior="lowrank"))
     ckpt = train(cfg, grid=grid)
-    m = export_bundle(ckpt, tmp_path / "bundle", precisions=["fp32"], data=_write_csv(grid, tmp_path / "crop.csv"))
-    assert m["model"]["net"]["guide_prior"] == "lowrank"
+    m = export_bundle(ckpt, tmp_path / "bundle", precisions=["fp32"], data=_write_csv(grid, tmp_path / "crop.csv"),
+                      a2_gate="none")
+    assert m["model"]["net"]["guide_prior"] == "lowrank" and m["gate"] == {}
     assert m["artifacts"]["fp32"]["impute"]["parity"]["max_abs_diff_vs_torch"] <= 1e-3
     model, _ = load_model(ckpt)
     stats = fit_grid_stats(grid.values, grid.splits()["train"][1], grid.slots_per_day)

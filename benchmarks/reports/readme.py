@@ -266,7 +266,13 @@ TABLES: dict[str, Table | AutoTable] = {t.name: t for t in (
               "`_ens3` the mean of the 3 seeds' outputs, `_gated` the per-cell A2 gate against the `lowrank_interpolation` "
               "row; `profile_level` / `profile_median_level` = the grid prior's A1 part (day-type mean profile + level "
               "term) and the same over per-slot medians; `ustsllm_patch_l1` = `ustsllm_patch` trained with `--loss l1` (seed 0), "
-              "and `_gated_lowrank` its per-cell A2 gate against the `lowrank_interpolation` row (3 seeds)",
+              "and `_gated_lowrank` its per-cell A2 gate against the `lowrank_interpolation` row (3 seeds); "
+              "`profile_lowrank_interpolation` = that row blended with the day-type profile plus the same completion "
+              "of the window's deviation from it (share chosen on validation); `_gated_profile` = the per-cell A2 gate "
+              "against this row instead (`ustsllm_patch_l1`: 3 seeds; `umask_grid_gated_profile`: the shipped seed-0 "
+              "U-MASK grid checkpoint, 1 seed); `ustsllm_lowrank_profile_l1` = U-STS-LLM whose imputation guidance "
+              "starts from this row (`--guide-prior lowrank_profile --loss l1`), 3 seeds, `_gated` its per-cell A2 "
+              "gate against the row, its onnx rows the seed-0 bundle that carries the gate",
               columns=(Col("A1 nMAE / nRMSE", "A1", MILAN, ("nmae", "nrmse")),
                        Col("A2 nMAE / nRMSE", "A2", MILAN, ("nmae", "nrmse"))),
               sources=("v2_grid_umask.json", "v2_ustsllm.json", "milan_baselines.json", "milan_arima.json",
@@ -276,7 +282,9 @@ TABLES: dict[str, Table | AutoTable] = {t.name: t for t in (
                        "v2_grid_umask_bundle.json", "v2_ustsllm_lowrank_gated.json", "v2_grid_umask_recent.json",
                        "v2_grid_umask_recent_gated.json", "v2_grid_umask_recent_gated_lowrank.json",
                        "v2_ustsllm_lowrank_l1.json", "v2_ustsllm_lowrank_l1_gated.json",
-                       "v2_ustsllm_patch_l1_gated.json"),
+                       "v2_ustsllm_patch_l1_gated.json", "v2_ustsllm_patch_l1_gated_profile.json",
+                       "v2_grid_umask_gated_profile.json", "v2_ustsllm_lowrank_profile_l1.json",
+                       "v2_ustsllm_lowrank_profile_l1_gated.json"),
               show_source=True),
     AutoTable("grid_zeroshot",
               "REAL, zero-shot: a Milan-trained U-STS-LLM applied unchanged to a 16-cell grid (each cell the sum of a "

@@ -16,7 +16,8 @@ What it does:
    (default 2 %) of it (fp16 max |diff| reaches ~0.1 through the pretrained blocks' large activations,
    while the validation nMAE moved by 0.3 % on Milan; the max |diff| is recorded); a miss raises ParityError and no bundle
    is written;
-5. with ``--a2-gate lowrank|lowrank_profile`` (default none): picks, per cell, the alpha of
+5. with ``--a2-gate lowrank|lowrank_profile`` (default auto: the row the network's imputation guidance starts from,
+   ``guide_prior`` lowrank or lowrank_profile, else none): picks, per cell, the alpha of
    ``other + alpha (model - other)`` with the lowest masked MAE of the merged torch network on EVERY validation A2
    window (runtime/families/umask/grid_prior.choose_alphas; other = the lowrank_interpolation or the
    profile_lowrank_interpolation row, computed by the session from the bundle's statistics), and stores the alphas
@@ -130,11 +131,12 @@ def a2_gate_alphas(model: torch.nn.Module, stats: GridStats, z: np.ndarray, peri
 
 
 def export_bundle(ckpt: str | Path, out: str | Path, *, precisions: Sequence[str] = PRECISIONS,
-                  data: str | Path | None = None, int8_rel_tol: float = 0.02, a2_gate: str = "none",
+                  data: str | Path | None = None, int8_rel_tol: float = 0.02, a2_gate: str = "auto",
                   sign_key: Any = None, passphrase: bytes | None = None, **options: Any) -> dict[str, Any]:
     """Export ``ckpt`` to the bundle ``out``; returns the manifest. ``data``: the training grid (default: the CSV
     the run's config names, the Milan sample for runs on it) whose validation windows gate parity and whose training
-    windows calibrate int8. ``a2_gate``: "none", or the A2 row the per-cell gate blends with (module doc, step 5).
+    windows calibrate int8. ``a2_gate``: "none", the A2 row the per-cell gate blends with, or "auto" (module doc,
+    step 5).
     ``options``: the U-MASK exporter's options that ``umask export`` passes to every family (gguf_dir,
     sbert, tensorrt, ...): they do not apply here and are ignored (logged)."""
     from umask.train.common.checkpoints import resolve_checkpoint
@@ -144,12 +146,14 @@ def export_bundle(ckpt: str | Path, out: str | Path, *, precisions: Sequence[str
     if options:
         log.info("ustsllm export: ignoring options of other families: %s", sorted(options))
     precisions = prec.check_precisions(precisions, PRECISIONS)
-    if a2_gate != "none" and a2_gate not in A2_GATE_OTHERS:
-        raise ExportError(f"a2_gate must be none or one of {A2_GATE_OTHERS}, got {a2_gate!r}")
+    if a2_gate not in ("auto", "none", *A2_GATE_OTHERS):
+        raise ExportError(f"a2_gate must be auto, none or one of {A2_GATE_OTHERS}, got {a2_gate!r}")
     torch.set_num_threads(1)
     ckpt_dir = resolve_checkpoint(ckpt)
     model, config = load_model(ckpt_dir)
     cfg = model.cfg
+    if a2_gate == "auto":
+        a2_gate = cfg.guide_prior if cfg.guide_prior in A2_GATE_OTHERS else "none"
     st, train = config["data"]["stats"], config.get("train", {})
     stats = GridStats.from_dict(st, f"{ckpt_dir}/config.json data.stats")
     args = run_grid_args(train)            # the run's own grid (its adjacency is unused here, eq. 8)
@@ -242,8 +246,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--precisions", default=",".join(PRECISIONS))
     p.add_argument("--data", default=None, help="the training grid CSV (default: the Milan sample)")
     p.add_argument("--int8-rel-tol", type=float, default=0.02)
-    p.add_argument("--a2-gate", default="none", choices=("none", *A2_GATE_OTHERS),
-                   help="A2 per-cell gate between the network and this baseline row, chosen on the validation windows")
+    p.add_argument("--a2-gate", default="auto", choices=("auto", "none", *A2_GATE_OTHERS),
+                   help="A2 per-cell gate between the network and this baseline row, chosen on the validation windows "
+                        "(auto: the row the network's imputation guidance starts from, else none)")
     p.add_argument("--sign-key", default=None)
     ns = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
