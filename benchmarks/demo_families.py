@@ -5,7 +5,7 @@ signed bundle, opens it with the family's runtime session as a device would, and
 
 9. ``grid_model``: U-MASK's grid model (``checkpoints/umask_grid_s0``) on every PROTOCOL A test window of
    the REAL Milan grid, raw units in and out.
-10. ``family_models``: U-STS-LLM (``checkpoints/ustsllm_lowrank_l1_s0``) on the same Milan windows; FatsMB
+10. ``family_models``: U-STS-LLM (``checkpoints/ustsllm_lowrank_profile_l1_s0``, its A2 gate in the bundle) on the same Milan windows; FatsMB
    (``checkpoints/fatsmb_taobao_s0``) ranking all 55,233 items for each REAL Taobao test user; GTS-LUM
    (``checkpoints/gtslum_s0``, trained on SYNTHETIC users) naming the next hour's app categories of the 6 REAL
    Tsinghua users at 18:00, next to the categories they really used.
@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TSINGHUA = ROOT / "data" / "tsinghua_app_usage"
 DAY = 86_400
 # the shipped folders step 10 serves, in order (a missing folder is skipped with a message)
-FAMILY_MODELS = (("ustsllm", "checkpoints/ustsllm_lowrank_l1_s0"), ("fatsmb", "checkpoints/fatsmb_taobao_s0"),
+FAMILY_MODELS = (("ustsllm", "checkpoints/ustsllm_lowrank_profile_l1_s0"), ("fatsmb", "checkpoints/fatsmb_taobao_s0"),
                  ("gtslum", "checkpoints/gtslum_s0"))
 
 
@@ -87,7 +87,8 @@ def _simple_rows(baseline_rows: list[dict[str, Any]] | None) -> str:
     base = {r["model"] + "/" + r["task"][:2]: r["metrics"]["normalized_mae"] for r in baseline_rows}
     return (f"all test windows, simple rows: A1 historical average {base['historical_average/A1']:.3f}, "
             f"A2 linear interpolation {base['linear_interpolation/A2']:.3f}, lowrank_interpolation "
-            f"{base['lowrank_interpolation/A2']:.3f}; ARIMA 0.401 / 0.271 (milan_arima.json)")
+            f"{base['lowrank_interpolation/A2']:.3f}, profile_lowrank_interpolation "
+            f"{base['profile_lowrank_interpolation/A2']:.3f}; ARIMA 0.401 / 0.271 (milan_arima.json)")
 
 
 # -----------------------------------------------------------------------------
@@ -115,7 +116,9 @@ def grid_model(ckpt: Path, out: Path, quick: bool, sign_key: Path, pub: Path,
 def _ustsllm(ckpt: Path, out: Path, quick: bool, key: Path, pub: Path,
              baseline_rows: list[dict[str, Any]] | None) -> dict[str, Any]:
     precisions = ["fp32"] if quick else ["fp32", "int8-qdq"]
-    _export("ustsllm", ckpt, out, precisions, key)
+    manifest = _export("ustsllm", ckpt, out, precisions, key)
+    g = (manifest.get("gate") or {}).get("impute")
+    print("A2 per-cell gate chosen on the validation days: " + (f"over {g['other']}" if g else "none"))
     rows = score_grid_session(out, precisions, pub, quick)
     print(_simple_rows(baseline_rows))
     return {"data": "real (Milan)", "rows": rows}
