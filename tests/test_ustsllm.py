@@ -248,7 +248,7 @@ def test_zero_shot_scorer_on_a_grid_with_another_cell_count(trained: tuple[Path,
                         "--stride", "97", "--out", str(out), "--v2", str(v2)]) == 0
     rows = json.loads(v2.read_text())["rows"]
     ours = [r for r in rows if r["model"] == "ustsllm"]
-    assert {r["metric"] for r in ours} == {"nmae", "nrmse"} and all(r["protocol"] == "A1-zeroshot" for r in ours)
+    assert {r["metric"] for r in ours} == {"nmae", "nrmse", "mae_raw", "rmse_raw"} and all(r["protocol"] == "A1-zeroshot" for r in ours)
     assert all(np.isfinite(r["value"]) and r["n_windows"] == 3 for r in ours)
     assert any(r["model"] == "historical_average" for r in rows)
     with pytest.raises(InputError, match="--data"):
@@ -296,14 +296,10 @@ def test_lowrank_guidance_starts_at_the_lowrank_interpolation_row() -> None:
     unchanged (the profile channel)."""
     from umask.train.baselines import classical
     from umask.train.data import splits
-    from umask.train.models.umask.grid_prior import MILAN_FIRST_WEEKDAY
     from umask.train.models.ustsllm.model import USTSConfig, USTSLLM
     from umask.train.models.ustsllm.trainer import forecast_inputs, impute_inputs, to_torch
 
-    g = milan_grid()
-    stats = fit_grid_stats(g.values, 3456, 144, MILAN_FIRST_WEEKDAY)
-    z = stats.transform(g.values)
-    iw = splits.imputation_windows(z, "test")
+    stats, z, iw = _milan_test_imputation()
     j = np.array([3, 120])
     inp = impute_inputs(iw.truth[j], iw.mask[j], iw.starts[j], stats, "lowrank")
     ref = classical.lowrank_interpolation_impute(np.where(iw.mask[j], np.nan, iw.truth[j]), iw.mask[j])
@@ -337,20 +333,26 @@ def test_lowrank_guidance_starts_at_the_lowrank_interpolation_row() -> None:
         USTSConfig(**TINY, guide_prior="svd")
 
 
+def _milan_test_imputation() -> tuple:
+    """(Milan GridStats, its standardized matrix, the protocol's A2 test windows on that scale)."""
+    from umask.train.data import splits
+    from umask.train.models.umask.grid_prior import MILAN_FIRST_WEEKDAY
+
+    g = milan_grid()
+    stats = fit_grid_stats(g.values, 3456, 144, MILAN_FIRST_WEEKDAY)
+    z = stats.transform(g.values)
+    return stats, z, splits.imputation_windows(z, "test")
+
+
 def test_lowrank_profile_guidance_starts_at_the_profile_lowrank_row() -> None:
     """guide_prior="lowrank_profile": the impute prior channel is the profile_lowrank_interpolation row over the
     run's own day-type profiles, and the untrained network returns it on the hidden entries."""
     from umask.runtime.core import gridimpute
     from umask.runtime.families.ustsllm.stats import window_prior
-    from umask.train.data import splits
-    from umask.train.models.umask.grid_prior import MILAN_FIRST_WEEKDAY
     from umask.train.models.ustsllm.model import USTSConfig, USTSLLM
     from umask.train.models.ustsllm.trainer import impute_inputs, to_torch
 
-    g = milan_grid()
-    stats = fit_grid_stats(g.values, 3456, 144, MILAN_FIRST_WEEKDAY)
-    z = stats.transform(g.values)
-    iw = splits.imputation_windows(z, "test")
+    stats, _, iw = _milan_test_imputation()
     j = np.array([7, 90])
     inp = impute_inputs(iw.truth[j], iw.mask[j], iw.starts[j], stats, "lowrank_profile")
     ref = gridimpute.profile_lowrank_impute(np.where(iw.mask[j], 0.0, iw.truth[j]), iw.mask[j],

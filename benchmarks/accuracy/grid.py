@@ -65,6 +65,9 @@ log = logging.getLogger(__name__)
 DATASET: str = "milan_5x5_internet (real)"
 # the scoreboard's name of the Milan PROTOCOL A test windows (benchmarks/reports/scoreboard.py, the v2 runners)
 SCOREBOARD_MILAN: str = "milan 5x5 internet, test split"
+# (scoreboard metric, key of score()) of every grid model's v2 rows: normalized and raw-unit (std-weighted) errors
+V2_METRICS: tuple[tuple[str, str], ...] = (("nmae", "normalized_mae"), ("nrmse", "normalized_rmse"),
+                                          ("mae_raw", "raw_mae"), ("rmse_raw", "raw_rmse"))
 REPO_ROOT: Path = Path(__file__).resolve().parents[2]
 DEFAULT_DATA: Path = REPO_ROOT / "data" / "milan_telecom" / "milan_5x5_internet_10min_30d.csv.gz"
 DEFAULT_OUT: str = "benchmarks/results/milan_baselines.json"

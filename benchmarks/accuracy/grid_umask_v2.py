@@ -46,7 +46,7 @@ from umask.train.data.grids import GridData, milan_grid
 log = logging.getLogger(__name__)
 
 DATASET = "milan 5x5 internet, test split"          # the scoreboard's dataset name of the Milan rows
-METRICS = (("nmae", "normalized_mae"), ("nrmse", "normalized_rmse"), ("mae_raw", "raw_mae"), ("rmse_raw", "raw_rmse"))
+METRICS = harness.V2_METRICS
 REFERENCE = ("milan_arima.json", "milan_patchtst.json")
 CURVES = Path("benchmarks/results/learning_curves")
 

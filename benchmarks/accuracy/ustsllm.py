@@ -171,13 +171,13 @@ def _git_commit() -> str:
 
 def v2_rows(rows: Sequence[dict[str, Any]], protocol: str, data: str, command: str,
             meta: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """nmae / nrmse rows of the scoreboard's v2 shape from the harness rows; ``meta``: model -> kind, family,
-    artifact, notes."""
+    """nmae / nrmse / mae_raw / rmse_raw rows of the scoreboard's v2 shape from the harness rows (raw = the grid's
+    units, the std-weighted error); ``meta``: model -> kind, family, artifact, notes."""
     out = []
     rows = _seed_means(rows, meta)
     for r in rows:
         m = meta.get(r["model"], {"kind": "baseline", "family": None, "artifact": "numpy"})
-        for metric, key in (("nmae", "normalized_mae"), ("nrmse", "normalized_rmse")):
+        for metric, key in harness.V2_METRICS:
             dataset = harness.SCOREBOARD_MILAN if r["dataset"] == harness.DATASET else r["dataset"]
             row = {"protocol": protocol, "dataset": dataset, "data": data, "model": m.get("model", r["model"]),
                    "kind": m["kind"], "family": m["family"], "artifact": m["artifact"], "metric": metric,
@@ -206,7 +206,7 @@ def _seed_means(rows: Sequence[dict[str, Any]], meta: dict[str, dict[str, Any]])
         if len(rs) == 1 and SEED_SEP not in rs[0]["model"]:
             out.append(rs[0])
             continue
-        keys = ("normalized_mae", "normalized_rmse")
+        keys = tuple(k for _, k in harness.V2_METRICS)
         vals = {k: [float(r["metrics"][k]) for r in rs] for k in keys}
         agg = {**rs[0], "model": name, "metrics": {**rs[0]["metrics"], **{k: float(np.mean(v)) for k, v in vals.items()}},
                "spread": {k: round(float(np.std(v, ddof=1)), 6) for k, v in vals.items()}, "per_seed": vals,
