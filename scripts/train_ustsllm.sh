@@ -95,15 +95,22 @@ latency() {
   done
 }
 
+train_patch() {  # NAME MINUTES FLAGS...: one patch-token run per seed, artifacts/train/ustsllm_NAME_s<seed> (900 steps at
+  # most, MINUTES cap, patience 4), its learning curve copied to the results; sets RUNS_OF to their best checkpoints
+  local name=$1 minutes=$2; shift 2
+  RUNS_OF=""
+  for s in $SEEDS; do
+    $PY -m umask.cli train ustsllm --st-patch 48 "$@" --steps 900 --max-minutes "$minutes" --eval-every 50 \
+      --ckpt-every 50 --patience 4 --keep-last 20 --seed "$s" --out "artifacts/train/ustsllm_${name}_s$s"
+    cp "artifacts/train/ustsllm_${name}_s$s/metrics.jsonl" "benchmarks/results/learning_curves/ustsllm_${name}_s${s}_metrics.jsonl"
+    RUNS_OF="$RUNS_OF artifacts/train/ustsllm_${name}_s$s/ckpt/best"
+  done
+}
+
 patch() {   # spatio-temporal patch tokens (--st-patch 48): one run per seed (45-minute cap each), scored over the
   # seeds as `ustsllm_patch` into their own file; the seed-0 step chosen on validation A2 stays an ablation row
-  local runs=""
-  for s in $SEEDS; do
-    $PY -m umask.cli train ustsllm --st-patch 48 --steps 900 --max-minutes 45 --eval-every 50 --ckpt-every 50 \
-      --patience 4 --keep-last 20 --seed "$s" --out "artifacts/train/ustsllm_patch_s$s"
-    runs="$runs artifacts/train/ustsllm_patch_s$s/ckpt/best"
-    cp "artifacts/train/ustsllm_patch_s$s/metrics.jsonl" "benchmarks/results/learning_curves/ustsllm_patch_s${s}_metrics.jsonl"
-  done
+  train_patch patch 45
+  local runs=$RUNS_OF
   for p in A1 A2; do
     $SCORE --protocol "$p" --ckpt $runs --name ustsllm_patch --no-baselines --v2 benchmarks/results/v2_ustsllm_patch.json \
       --out "artifacts/eval/ustsllm_patch_${p,,}.json"
@@ -113,13 +120,8 @@ patch() {   # spatio-temporal patch tokens (--st-patch 48): one run per seed (45
 patch_l1() {  # the interpolation-based patch network with the absolute error (--loss l1; 35-minute cap for seed 0,
   # 30 for seeds 1-2 run side by side), gated per cell on A2 against the lowrank_interpolation row
   # (rows ustsllm_patch_l1*, v2_ustsllm_patch_l1_gated.json; kind ablation)
-  local runs=""
-  for s in $SEEDS; do
-    $PY -m umask.cli train ustsllm --st-patch 48 --loss l1 --steps 900 --max-minutes 35 --eval-every 50 --ckpt-every 50 \
-      --patience 4 --keep-last 20 --seed "$s" --out "artifacts/train/ustsllm_patch_l1_s$s"
-    runs="$runs artifacts/train/ustsllm_patch_l1_s$s/ckpt/best"
-    cp "artifacts/train/ustsllm_patch_l1_s$s/metrics.jsonl" "benchmarks/results/learning_curves/ustsllm_patch_l1_s${s}_metrics.jsonl"
-  done
+  train_patch patch_l1 35 --loss l1
+  local runs=$RUNS_OF
   $PY -m umask.bench.accuracy.grid_residual_gate --family ustsllm --runs $runs --a2-prior lowrank --tasks a2 \
     --name ustsllm_patch_l1_gated_lowrank --kind ablation --out benchmarks/results/v2_ustsllm_patch_l1_gated.json
   # the same runs gated against the profile_lowrank_interpolation row instead (rows ustsllm_patch_l1_gated_profile*)
@@ -150,15 +152,9 @@ lowrank() {  # patch tokens with the eq. 7 imputation guidance started from the 
   [[ "$l" != mse ]] && tag="${tag}_$l"
   [[ "$m" != mean ]] && tag="${tag}_med"
   [[ "$g" == lowrank_profile ]] && file=lowrank_profile
-  for s in $SEEDS; do
-    $PY -m umask.cli train ustsllm --st-patch 48 --guide-prior "$g" --profile-decay "$d" --profile-statistic "$m" \
-      --loss "$l" --steps 900 --max-minutes 40 \
-      --eval-every 50 --ckpt-every 50 --patience 4 --keep-last 20 --seed "$s" --out "artifacts/train/ustsllm_${g}${tag}_s$s"
-    cp "artifacts/train/ustsllm_${g}${tag}_s$s/metrics.jsonl" \
-      "benchmarks/results/learning_curves/ustsllm_${g}${tag}_s${s}_metrics.jsonl"
-  done
+  train_patch "${g}${tag}" 40 --guide-prior "$g" --profile-decay "$d" --profile-statistic "$m" --loss "$l"
   [ "${STAGE_RUNS_ONLY:-0}" = 1 ] && return
-  for s in $SEEDS; do runs="$runs artifacts/train/ustsllm_${g}${tag}_s$s/ckpt/best"; done
+  runs=$RUNS_OF
   for p in A1 A2; do
     $SCORE --protocol "$p" --ckpt $runs --name "ustsllm_$g$tag" --guidance-only --ensemble --no-baselines \
       --v2 "benchmarks/results/v2_ustsllm_$file$tag.json" --out "artifacts/eval/ustsllm_${g}${tag}_${p,,}.json"
