@@ -190,6 +190,8 @@ TABLES: dict[str, Table | AutoTable] = {t.name: t for t in (
                  Line("historical average by time of day", "historical_average", "numpy"),
                  Line("linear interpolation", "linear_interpolation", "numpy"),
                  Line("low-rank completion + interpolation (A2)", "lowrank_interpolation", "numpy"),
+                 Line("the same + the completion of the deviation from the day-type profile (A2)",
+                      "profile_lowrank_interpolation", "numpy"),
                  Line("ARIMA (deseasonalized ARMA, Kalman)", "arima", "statsmodels"),
                  Line("PatchTST (transformers, seed 0)", "patchtst", "torch"),
                  Line("CSDI (compact, ~700 steps; window subset)", "csdi", "torch",
@@ -272,7 +274,8 @@ TABLES: dict[str, Table | AutoTable] = {t.name: t for t in (
               "against this row instead (`ustsllm_patch_l1`: 3 seeds; `umask_grid_gated_profile`: the shipped seed-0 "
               "U-MASK grid checkpoint, 1 seed); `ustsllm_lowrank_profile_l1` = U-STS-LLM whose imputation guidance "
               "starts from this row (`--guide-prior lowrank_profile --loss l1`), 3 seeds, `_gated` its per-cell A2 "
-              "gate against the row, its onnx rows the seed-0 bundle that carries the gate",
+              "gate against the row, its onnx rows the seed-0 bundle that carries the gate, `_p24` the same with finer "
+              "tokens (`--st-patch 24`)",
               columns=(Col("A1 nMAE / nRMSE", "A1", MILAN, ("nmae", "nrmse")),
                        Col("A2 nMAE / nRMSE", "A2", MILAN, ("nmae", "nrmse"))),
               sources=("v2_grid_umask.json", "v2_ustsllm.json", "milan_baselines.json", "milan_arima.json",
@@ -284,7 +287,7 @@ TABLES: dict[str, Table | AutoTable] = {t.name: t for t in (
                        "v2_ustsllm_lowrank_l1.json", "v2_ustsllm_lowrank_l1_gated.json",
                        "v2_ustsllm_patch_l1_gated.json", "v2_ustsllm_patch_l1_gated_profile.json",
                        "v2_grid_umask_gated_profile.json", "v2_ustsllm_lowrank_profile_l1.json",
-                       "v2_ustsllm_lowrank_profile_l1_gated.json"),
+                       "v2_ustsllm_lowrank_profile_l1_gated.json", "v2_ustsllm_lowrank_profile_l1_p24.json"),
               show_source=True),
     AutoTable("grid_zeroshot",
               "REAL, zero-shot: a Milan-trained U-STS-LLM applied unchanged to a 16-cell grid (each cell the sum of a "

@@ -264,7 +264,8 @@ V2_SHAPED = ("uscope_llm_trained_seeds.json",)
 BASELINES = {"all_zero", "last_value", "historical_average", "seasonal_naive", "linear_interpolation",
              "context_mean", "arima", "blend", "blend_tuned", "historical_average_all", "blend_tuned_all",
              "historical_average_smooth", "blend_smooth", "lightgbm",
-             "nearest_observed", "lowrank_interpolation", "profile_level", "profile_median_level"}
+             "nearest_observed", "lowrank_interpolation", "profile_level", "profile_median_level",
+             "profile_lowrank_interpolation"}
 PEERS = {"patchtst", "csdi"}
 OURS = {"umask", "umask_demo_600steps", "umask_main_job"}
 NUMPY_ABLATIONS = {"prior_blend_only"}          # an ablation that is not a network (the blend prior by itself)
