@@ -25,7 +25,7 @@ def test_demo_quick_writes_summary(tmp_path: Path, capsys) -> None:
     assert summary["milan"]["data"] == "real"
     a2 = {r["model"] for r in summary["milan"]["rows"] if r["task"].startswith("A2")}
     assert a2 == {"last_value", "seasonal_naive", "linear_interpolation", "historical_average", "all_zero",
-                  "lowrank_interpolation"}
+                  "lowrank_interpolation", "profile_lowrank_interpolation"}
     a1 = [r["model"] for r in summary["milan"]["rows"] if r["task"].startswith("A1")]
     assert sorted(a1) == sorted({"last_value", "seasonal_naive", "historical_average", "all_zero", "profile_level",
                                  "profile_median_level"}) and len(summary["milan"]["rows"]) == len(a2) + len(a1)
