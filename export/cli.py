@@ -21,7 +21,9 @@ log = logging.getLogger(__name__)
 def export_main(argv: Sequence[str] | None = None) -> int:
     from umask.export.families import EXPORTERS, exporter
     from umask.export.families.umask.exporter import DEFAULT_DATA, DEFAULT_GGUF_DIR, DEFAULT_SBERT_CACHE, LLM_QUANTS
+    from umask.export.families.umask.grid_exporter import A2_GATES
     from umask.export.precision import PRECISIONS
+    from umask.runtime.families.ustsllm.stats import A2_GATE_OTHERS
 
     p = argparse.ArgumentParser(
         prog="umask export",
@@ -55,7 +57,7 @@ def export_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--data", default=None, metavar="GRID_CSV",
                    help="grid families (ustsllm): the grid CSV the run was trained on (default: the path its config "
                         "records; the Milan sample for runs on it)")
-    p.add_argument("--a2-gate", default=None, choices=("auto", "none", "lowrank", "lowrank_profile", "prior"),
+    p.add_argument("--a2-gate", default=None, choices=sorted({"auto", *A2_GATES, *A2_GATE_OTHERS}),
                    help="grid families: A2's per-cell gate, chosen on the validation windows, between the network and "
                         "a simple row (ustsllm: auto | none | lowrank | lowrank_profile, default auto = the row its "
                         "imputation guidance starts from; umask_grid: lowrank | prior | none, default lowrank)")

@@ -304,8 +304,9 @@ def choose_profile_share(grid: np.ndarray | GridData, split: splits.Split = "val
     prior = GridPrior.fit(spec.z, spec.train_end, spec.period, spec.first_weekday)
     observed = np.where(win.mask, 0.0, win.truth)
     prof = prior.profile(win.starts[:, None] + np.arange(spec.window)[None, :])
-    table = {f"share{share}": float(np.abs(gridimpute.profile_lowrank_impute(observed, win.mask, prof, share=share)
-                                           - win.truth)[win.mask].mean()) for share in PROFILE_SHARES}
+    plain, resid = gridimpute.profile_lowrank_parts(observed, win.mask, prof)       # independent of the share
+    table = {f"share{share}": float(np.abs(share * plain + (1.0 - share) * resid - win.truth)[win.mask].mean())
+             for share in PROFILE_SHARES}
     chosen = min(PROFILE_SHARES, key=lambda sh: table[f"share{sh}"])
     return {"split": split, "n_windows": len(win), "nmae": table, "chosen": {"share": float(chosen)},
             "frozen": {"share": gridimpute.PROFILE_LOWRANK_SHARE}}

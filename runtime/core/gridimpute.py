@@ -15,7 +15,7 @@ import numpy as np
 
 __all__ = ["LOWRANK_ITERS", "LOWRANK_RANK", "LOWRANK_SHARE", "PROFILE_LOWRANK_SHARE", "as_series", "check_mask",
            "impute_from_neighbours", "linear_interpolation_impute", "lowrank_impute", "lowrank_interpolation_impute",
-           "observed_neighbours", "profile_lowrank_impute"]
+           "observed_neighbours", "profile_lowrank_impute", "profile_lowrank_parts"]
 
 
 def as_series(x: np.ndarray, name: str) -> np.ndarray:
@@ -183,11 +183,19 @@ def profile_lowrank_impute(values: np.ndarray, mask: np.ndarray, profile: np.nda
         raise ValueError(f"share must be in [0, 1], got {share}")
     values = as_series(values, "values")
     mask = check_mask(values, mask)
+    plain, resid = profile_lowrank_parts(values, mask, profile)
+    out = np.where(mask, float(share) * plain + (1.0 - float(share)) * resid, values)
+    return np.where(mask.all(axis=-2, keepdims=True), resid, out)
+
+
+def profile_lowrank_parts(values: np.ndarray, mask: np.ndarray, profile: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The two completions :func:`profile_lowrank_impute` blends: (:func:`lowrank_interpolation_impute` of the window,
+    ``profile`` + the same completion of the window's deviation from it). In a series with no observed entry the
+    second is the profile itself. Exposed so that a sweep over the share computes them once."""
+    values = as_series(values, "values")
+    mask = check_mask(values, mask)
     p = np.asarray(profile, np.float64)
     if p.shape != values.shape:
         raise ValueError(f"profile must have the values' shape {values.shape}, got {p.shape}")
     dev = np.where(mask, 0.0, values - p)                                            # hidden entries never read
-    plain = lowrank_interpolation_impute(values, mask)
-    resid = p + lowrank_interpolation_impute(dev, mask)
-    out = np.where(mask, float(share) * plain + (1.0 - float(share)) * resid, values)
-    return np.where(mask.all(axis=-2, keepdims=True), p, out)
+    return lowrank_interpolation_impute(values, mask), p + lowrank_interpolation_impute(dev, mask)

@@ -175,11 +175,15 @@ class GridPrior:
         hidden = np.asarray(hidden, bool)
         values = np.where(hidden, 0.0, observed)
         starts = np.asarray(starts, np.int64).reshape(-1)
-        prof = self.profile(starts[:, None] + np.arange(observed.shape[1])[None, :])    # (n, L, cells)
+        window = starts[:, None] + np.arange(observed.shape[1])[None, :]                  # (n, L) absolute slots
         if self.a2 == "lowrank_profile":
-            return gridimpute.profile_lowrank_impute(values, hidden, prof)
+            return gridimpute.profile_lowrank_impute(values, hidden, self.profile(window))
         impute = gridimpute.lowrank_interpolation_impute if self.a2 == "lowrank" else gridimpute.linear_interpolation_impute
-        return np.where(hidden.all(axis=1, keepdims=True), prof, impute(values, hidden))
+        out = impute(values, hidden)
+        empty = hidden.all(axis=1, keepdims=True)                                         # (n, 1, cells)
+        if empty.any():
+            out = np.where(empty, self.profile(window), out)
+        return out
 
     # ---- day-aligned frames (grid.forecast_frame / grid.impute_frame layout) ----
     def _frame(self, frame_first: np.ndarray, T: int) -> np.ndarray:

@@ -153,10 +153,10 @@ def prior_channel(stats: GridStats, task: str, x: np.ndarray, hidden: np.ndarray
     window's `impute_prior`. Training, the scorer and the session all call this."""
     if guide_prior not in GUIDE_PRIORS:
         raise InputError(f"guide_prior {guide_prior!r:.40} is not one of {GUIDE_PRIORS}")
-    profile = window_prior(stats, first_slots, np.shape(x)[1])
     if task == "impute" and guide_prior in LOWRANK_PRIOR_CHANNEL:
-        return impute_prior(x, hidden, profile if guide_prior == "lowrank_profile" else None)
-    return profile
+        profile = window_prior(stats, first_slots, np.shape(x)[1]) if guide_prior == "lowrank_profile" else None
+        return impute_prior(x, hidden, profile)
+    return window_prior(stats, first_slots, np.shape(x)[1])
 
 
 def time_inputs(first_slots: np.ndarray, stats: GridStats) -> tuple[np.ndarray, np.ndarray]:

@@ -113,8 +113,9 @@ def forecast_inputs(history: np.ndarray, first_slots: np.ndarray, stats: GridSta
 def impute_inputs(observed: np.ndarray, mask: np.ndarray, first_slots: np.ndarray, stats: GridStats,
                   guide_prior: str = "grid_prior") -> dict[str, np.ndarray]:
     """Network inputs of imputation windows: observed (n, T, cells) (hidden entries NaN or anything),
-    mask (n, T, cells) True = hidden. ``guide_prior`` "lowrank" / "lowrank_input": the prior channel is the
-    window's lowrank_interpolation (USTSConfig.guide_prior), else the day-type profile."""
+    mask (n, T, cells) True = hidden. ``guide_prior`` "lowrank" / "lowrank_input" / "lowrank_profile": the prior
+    channel is the window's lowrank_interpolation / profile_lowrank_interpolation row (USTSConfig.guide_prior, stats.
+    prior_channel), else the day-type profile."""
     m = np.asarray(mask, bool)
     return _inputs(np.where(m, 0.0, np.nan_to_num(observed)), m.astype(np.float64), first_slots, stats, "impute",
                    guide_prior)
